@@ -1,0 +1,1 @@
+//! Reference static invoice server.

@@ -1,0 +1,164 @@
+//! Keys: everything the SDK derives from the wallet's 32-byte seed.
+//!
+//! Two identities come out of one seed:
+//! - the **wallet node** (`KeysManager::new(seed)`, exactly what the app's own LDK node uses):
+//!   offers, static invoices, payment secrets, payment paths, held-HTLC paths and the
+//!   invoice-request forward path all belong to it, so that node can claim the payments;
+//! - the **transport** identity, a domain-separated derivation used only for the SDK's own peer
+//!   connection to the server, so it never collides with the wallet node's connection to the
+//!   same LSP. It is stable across restarts, so replies to our earlier messages still reach us.
+
+mod payment_secret;
+
+use std::sync::Arc;
+
+use lightning::bitcoin::bip32::{ChildNumber, Xpriv};
+use lightning::bitcoin::hashes::sha256::Hash as Sha256;
+use lightning::bitcoin::hashes::{Hash, HashEngine};
+use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1};
+use lightning::bitcoin::Network;
+use lightning::ln::inbound_payment::ExpandedKey;
+use lightning::sign::{KeysManager, NodeSigner, ReceiveAuthKey, Recipient};
+use lightning::types::payment::PaymentSecret;
+
+pub(crate) use payment_secret::InboundPaymentKeys;
+
+/// LDK's `KeysManager` derives its inbound-payment key at m/5'.
+const INBOUND_PAYMENT_KEY_INDEX: u32 = 5;
+const TRANSPORT_KEY_DOMAIN: &[u8] = b"async-offers/transport-identity/v1";
+
+/// The keys of one wallet, derived from its seed.
+pub struct WalletKeys {
+    wallet: Arc<KeysManager>,
+    transport: Arc<KeysManager>,
+    wallet_node_id: PublicKey,
+    transport_node_id: PublicKey,
+    inbound: InboundPaymentKeys,
+}
+
+impl WalletKeys {
+    /// Derives both identities from the seed the app's LDK node passes to `KeysManager::new`.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        // The starting time only seeds LDK's RNG; it does not change any derived key.
+        let wallet = Arc::new(KeysManager::new(
+            seed,
+            now.as_secs(),
+            now.subsec_nanos(),
+            true,
+        ));
+        let transport_seed = transport_seed(seed);
+        let transport = Arc::new(KeysManager::new(
+            &transport_seed,
+            now.as_secs(),
+            now.subsec_nanos(),
+            true,
+        ));
+        let wallet_node_id = wallet
+            .get_node_id(Recipient::Node)
+            .expect("KeysManager has a node key");
+        let transport_node_id = transport
+            .get_node_id(Recipient::Node)
+            .expect("KeysManager has a node key");
+        Self {
+            wallet,
+            transport,
+            wallet_node_id,
+            transport_node_id,
+            inbound: InboundPaymentKeys::new(&inbound_payment_key_material(seed)),
+        }
+    }
+
+    /// The wallet node's id: the node that receives the payments.
+    pub fn wallet_node_id(&self) -> PublicKey {
+        self.wallet_node_id
+    }
+
+    /// The id the SDK uses on its own connection to the server.
+    pub fn transport_node_id(&self) -> PublicKey {
+        self.transport_node_id
+    }
+
+    /// The wallet node's `ExpandedKey` (offer metadata, signing-key derivation, TLV auth).
+    pub fn expanded_key(&self) -> ExpandedKey {
+        self.wallet.get_expanded_key()
+    }
+
+    /// The wallet node's key authenticating contexts of blinded paths that end at it.
+    pub fn wallet_receive_auth_key(&self) -> ReceiveAuthKey {
+        self.wallet.get_receive_auth_key()
+    }
+
+    /// The transport identity's key authenticating reply paths that end at the SDK.
+    pub fn transport_receive_auth_key(&self) -> ReceiveAuthKey {
+        self.transport.get_receive_auth_key()
+    }
+
+    /// The wallet node's keys manager, used as entropy and for wallet-side path building.
+    pub fn wallet_keys_manager(&self) -> &Arc<KeysManager> {
+        &self.wallet
+    }
+
+    /// The transport identity's keys manager: node signer and entropy of the SDK's messenger.
+    pub fn transport_keys_manager(&self) -> &Arc<KeysManager> {
+        &self.transport
+    }
+
+    /// The payment secret LDK's `create_for_spontaneous_payment` gives an amount-less async
+    /// offer's static invoice expiring `expiry_delta_secs` after `now_secs`.
+    pub fn async_payment_secret(&self, expiry_delta_secs: u32, now_secs: u64) -> PaymentSecret {
+        self.inbound
+            .spontaneous_payment_secret(expiry_delta_secs, now_secs)
+    }
+}
+
+/// The key material `KeysManager::new` feeds `ExpandedKey::new`: the private key at m/5'.
+fn inbound_payment_key_material(seed: &[u8; 32]) -> [u8; 32] {
+    let secp = Secp256k1::signing_only();
+    // The network only matters for serializing the xpriv, which never happens here.
+    let master = Xpriv::new_master(Network::Testnet, seed).expect("32-byte seed is a valid master");
+    let index = ChildNumber::from_hardened_idx(INBOUND_PAYMENT_KEY_INDEX).expect("small index");
+    master
+        .derive_priv(&secp, &[index])
+        .expect("hardened derivation")
+        .private_key
+        .secret_bytes()
+}
+
+fn transport_seed(seed: &[u8; 32]) -> [u8; 32] {
+    let mut engine = Sha256::engine();
+    engine.input(TRANSPORT_KEY_DOMAIN);
+    engine.input(seed);
+    Sha256::from_engine(engine).to_byte_array()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_identity_is_stable_and_distinct_from_the_wallet_node() {
+        let a = WalletKeys::from_seed(&[7; 32]);
+        let b = WalletKeys::from_seed(&[7; 32]);
+        assert_eq!(a.transport_node_id(), b.transport_node_id());
+        assert_eq!(a.wallet_node_id(), b.wallet_node_id());
+        assert_ne!(a.transport_node_id(), a.wallet_node_id());
+        assert_ne!(
+            a.transport_node_id(),
+            WalletKeys::from_seed(&[8; 32]).transport_node_id()
+        );
+    }
+
+    #[test]
+    fn wallet_node_id_is_the_ldk_node_id_for_the_same_seed() {
+        let keys = WalletKeys::from_seed(&[3; 32]);
+        let ldk = KeysManager::new(&[3; 32], 1, 2, true);
+        assert_eq!(
+            keys.wallet_node_id(),
+            ldk.get_node_id(Recipient::Node).unwrap()
+        );
+        assert_eq!(keys.expanded_key(), ldk.get_expanded_key());
+    }
+}
