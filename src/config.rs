@@ -1,0 +1,162 @@
+//! Client configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lightning::bitcoin::hex::FromHex;
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::bitcoin::Network;
+use lightning::blinded_path::message::BlindedMessagePath;
+use lightning::util::ser::Readable;
+
+use crate::Error;
+
+/// Where the static invoice server is and how to reach it.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The server's Lightning node id.
+    pub node_id: PublicKey,
+    /// `host:port` of the server's Lightning (noise) listener.
+    pub address: String,
+    /// The paths the server gave this wallet out of band, to request offer paths over.
+    pub paths: Vec<BlindedMessagePath>,
+}
+
+impl ServerConfig {
+    /// Builds a server config from the text forms LSPs hand out: node id hex, `host:port`, and
+    /// the hex of LDK's encoding of `Vec<BlindedMessagePath>` (what ldk-node's
+    /// `blinded_paths_for_async_recipient` returns).
+    pub fn from_hex(node_id_hex: &str, address: &str, paths_hex: &str) -> Result<Self, Error> {
+        let node_id_bytes = Vec::<u8>::from_hex(node_id_hex.trim())
+            .map_err(|e| Error::InvalidConfig(format!("server node id is not hex: {e}")))?;
+        let node_id = PublicKey::from_slice(&node_id_bytes).map_err(|e| {
+            Error::InvalidConfig(format!("server node id is not a public key: {e}"))
+        })?;
+        let paths = decode_server_paths(paths_hex)?;
+        Ok(Self {
+            node_id,
+            address: address.trim().to_string(),
+            paths,
+        })
+    }
+}
+
+/// Decodes the hex of LDK's `Vec<BlindedMessagePath>` encoding.
+pub fn decode_server_paths(paths_hex: &str) -> Result<Vec<BlindedMessagePath>, Error> {
+    let bytes = Vec::<u8>::from_hex(paths_hex.trim())
+        .map_err(|e| Error::InvalidServerPaths(format!("not hex: {e}")))?;
+    let mut reader = &bytes[..];
+    let paths: Vec<BlindedMessagePath> = Readable::read(&mut reader)
+        .map_err(|e| Error::InvalidServerPaths(format!("not an encoded path list: {e:?}")))?;
+    if !reader.is_empty() {
+        return Err(Error::InvalidServerPaths(format!(
+            "{} trailing bytes",
+            reader.len()
+        )));
+    }
+    if paths.is_empty() {
+        return Err(Error::InvalidServerPaths("the list is empty".into()));
+    }
+    Ok(paths)
+}
+
+/// A channel of the wallet node with its LSP, as payers should route over it. Static invoices
+/// carry one blinded payment path per hint, through the LSP to the wallet node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelHint {
+    /// The LSP's node id (the channel counterparty, introduction node of the payment path).
+    pub lsp_node_id: PublicKey,
+    /// The channel's short channel id (or an alias the LSP recognizes).
+    pub short_channel_id: u64,
+    /// The LSP's base fee for forwarding over this channel.
+    pub fee_base_msat: u32,
+    /// The LSP's proportional fee, in millionths.
+    pub fee_proportional_millionths: u32,
+    /// The LSP's CLTV expiry delta for this channel.
+    pub cltv_expiry_delta: u16,
+    /// Smallest HTLC the channel accepts towards the wallet.
+    pub htlc_minimum_msat: u64,
+    /// Largest HTLC the channel accepts towards the wallet.
+    pub htlc_maximum_msat: u64,
+}
+
+/// Which node the `forward_invoice_request_path` of each offer leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InvoiceRequestTarget {
+    /// The wallet's own LDK node (same seed): when it is online it answers payers with a
+    /// regular BOLT 12 invoice. The SDK never sees these requests.
+    #[default]
+    WalletNode,
+    /// This client's transport identity: the SDK verifies forwarded requests with the offer's
+    /// nonce and reports them as [`crate::Event::InvoiceRequestForwarded`]. For apps without a
+    /// node of their own online.
+    Client,
+}
+
+/// Everything the client needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The chain the offers are for.
+    pub network: Network,
+    /// Where offers are persisted (by the default filesystem store).
+    pub data_dir: PathBuf,
+    /// The static invoice server.
+    pub server: ServerConfig,
+    /// How many Ready offers to keep at hand.
+    pub offer_slots: u16,
+    /// A Ready (never shown) offer older than this is replaced by a fresh one.
+    pub ready_offer_max_age: Duration,
+    /// A handed-out offer's invoice is rebuilt and re-sent when older than this.
+    pub invoice_refresh_interval: Duration,
+    /// Offer paths must stay valid at least this long (paths without expiry are accepted).
+    pub min_offer_paths_lifetime: Duration,
+    /// The wallet node's channels, for payment paths. Empty: a direct path to the wallet node.
+    pub channel_hints: Vec<ChannelHint>,
+    /// How often maintenance runs (refreshes, retries, expiry).
+    pub tick_interval: Duration,
+    /// The chain tip height if the app knows it; otherwise a safe upper bound is estimated from
+    /// the clock. Only used to cap payment CLTV expiries, so over-estimates are harmless.
+    pub best_block_height: Option<u32>,
+    /// Where forwarded invoice requests go.
+    pub invoice_request_target: InvoiceRequestTarget,
+}
+
+impl Config {
+    /// A config with the defaults: 10 slots, 2 h refresh thresholds, 90-day minimum path
+    /// lifetime, 60 s maintenance tick, no channel hints.
+    pub fn new(network: Network, data_dir: impl Into<PathBuf>, server: ServerConfig) -> Self {
+        Self {
+            network,
+            data_dir: data_dir.into(),
+            server,
+            offer_slots: 10,
+            ready_offer_max_age: Duration::from_secs(2 * 3600),
+            invoice_refresh_interval: Duration::from_secs(2 * 3600),
+            min_offer_paths_lifetime: Duration::from_secs(90 * 24 * 3600),
+            channel_hints: Vec::new(),
+            tick_interval: Duration::from_secs(60),
+            best_block_height: None,
+            invoice_request_target: InvoiceRequestTarget::default(),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.offer_slots == 0 {
+            return Err(Error::InvalidConfig(
+                "offer_slots must be at least 1".into(),
+            ));
+        }
+        if self.tick_interval.is_zero() {
+            return Err(Error::InvalidConfig(
+                "tick_interval must be positive".into(),
+            ));
+        }
+        if self.server.paths.is_empty() {
+            return Err(Error::InvalidServerPaths("no paths to the server".into()));
+        }
+        if self.server.address.is_empty() {
+            return Err(Error::InvalidConfig("server address is empty".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! The SDK's one public error type.
+
+use std::fmt;
+
+/// Everything that can go wrong in a call to the SDK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A configuration value is unusable; the message names it.
+    InvalidConfig(String),
+    /// The server's paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
+    InvalidServerPaths(String),
+    /// No Ready offer is available right now; more are being prepared.
+    NoReadyOffer,
+    /// The client is already running.
+    AlreadyStarted,
+    /// Reading or writing the offer store failed.
+    Storage(String),
+    /// A stored record could not be decoded. It is left untouched for inspection.
+    CorruptStore {
+        /// The store key of the record.
+        key: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A wait ran out of time.
+    Timeout,
+    /// The async runtime could not be created or has shut down.
+    Runtime(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
+            Error::InvalidServerPaths(why) => write!(f, "invalid server paths: {why}"),
+            Error::NoReadyOffer => write!(f, "no ready offer available yet"),
+            Error::AlreadyStarted => write!(f, "client already started"),
+            Error::Storage(why) => write!(f, "storage error: {why}"),
+            Error::CorruptStore { key, reason } => {
+                write!(
+                    f,
+                    "stored record '{key}' is corrupt ({reason}); it was left untouched"
+                )
+            }
+            Error::Timeout => write!(f, "timed out"),
+            Error::Runtime(why) => write!(f, "runtime error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

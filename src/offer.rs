@@ -1,0 +1,454 @@
+//! Builds offers, static invoices and their blinded paths from the server's paths and the
+//! wallet's channel hints. Pure CPU work with LDK's builders; it never touches the cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lightning::bitcoin::secp256k1::{self, PublicKey, Secp256k1};
+use lightning::bitcoin::Network;
+use lightning::blinded_path::message::{
+    AsyncPaymentsContext, BlindedMessagePath, MessageContext, MessageForwardNode, OffersContext,
+};
+use lightning::blinded_path::payment::{
+    AsyncBolt12OfferContext, BlindedPaymentPath, ForwardTlvs, PaymentConstraints, PaymentContext,
+    PaymentForwardNode, PaymentRelay, UnauthenticatedReceiveTlvs,
+};
+use lightning::ln::channelmanager::MIN_FINAL_CLTV_EXPIRY_DELTA;
+use lightning::offers::nonce::Nonce;
+use lightning::offers::offer::{Offer, OfferBuilder};
+use lightning::offers::static_invoice::{StaticInvoice, StaticInvoiceBuilder};
+use lightning::sign::ReceiveAuthKey;
+use lightning::types::features::BlindedHopFeatures;
+
+use crate::config::ChannelHint;
+use crate::keys::WalletKeys;
+
+/// At most this many payment paths and held-HTLC paths per invoice, as LDK's router does.
+const MAX_PATHS: usize = 3;
+/// Blinded message paths that payers see are padded to this many hops, like LDK pads them,
+/// so a payer cannot tell how far the wallet is from the introduction node.
+const PADDED_PATH_LENGTH: usize = 4;
+/// LDK assumes fast blocks when turning an expiry in seconds into blocks.
+const SECONDS_PER_BLOCK: u64 = 9 * 60;
+/// LDK's `CLTV_FAR_FAR_AWAY`: the minimum CLTV horizon of a receive path.
+const MIN_RECEIVE_CLTV_HORIZON: u32 = 14 * 24 * 6;
+/// LDK's `LATENCY_GRACE_PERIOD_BLOCKS`.
+const LATENCY_GRACE_PERIOD_BLOCKS: u32 = 3;
+/// LDK adds this to payment expiries (block timestamps may run two hours ahead).
+const EXPIRY_GRACE_SECS: u64 = 7200;
+
+/// Mainnet's halving block, a known (height, time) point to extrapolate the tip from.
+const REFERENCE_HEIGHT: u32 = 840_000;
+const REFERENCE_TIME_SECS: u64 = 1_713_571_767;
+
+/// A static invoice and the path the server forwards payers' invoice requests over.
+#[derive(Clone, Debug)]
+pub(crate) struct BuiltInvoice {
+    pub invoice: StaticInvoice,
+    pub forward_invoice_request_path: BlindedMessagePath,
+}
+
+/// Where the wallet-node side of the paths (held-HTLC and forward paths) terminate.
+#[derive(Clone, Copy)]
+pub(crate) struct PathEnd {
+    pub node_id: PublicKey,
+    pub receive_auth_key: ReceiveAuthKey,
+}
+
+/// Builds offers and static invoices for one wallet.
+pub(crate) struct OfferFactory {
+    keys: Arc<WalletKeys>,
+    secp: Secp256k1<secp256k1::All>,
+    network: Network,
+    server_node_id: PublicKey,
+    /// Where forwarded invoice requests should arrive.
+    invoice_request_end: PathEnd,
+}
+
+impl OfferFactory {
+    pub fn new(
+        keys: Arc<WalletKeys>,
+        network: Network,
+        server_node_id: PublicKey,
+        invoice_request_end: PathEnd,
+    ) -> Self {
+        Self {
+            keys,
+            secp: Secp256k1::new(),
+            network,
+            server_node_id,
+            invoice_request_end,
+        }
+    }
+
+    /// An amount-less offer over the server's `paths`, expiring with them, with a signing key
+    /// derived from a fresh nonce. Errors only if `paths` is empty.
+    pub fn build_offer(
+        &self,
+        paths: Vec<BlindedMessagePath>,
+        paths_absolute_expiry: Option<Duration>,
+    ) -> Result<(Offer, Nonce), String> {
+        let expanded_key = self.keys.expanded_key();
+        let nonce = Nonce::from_entropy_source(&**self.keys.wallet_keys_manager());
+        let mut builder = OfferBuilder::deriving_signing_pubkey(
+            self.keys.wallet_node_id(),
+            &expanded_key,
+            nonce,
+            &self.secp,
+        )
+        .chain(self.network);
+        for path in paths {
+            builder = builder.path(path);
+        }
+        if let Some(expiry) = paths_absolute_expiry {
+            builder = builder.absolute_expiry(expiry);
+        }
+        let offer = builder.build().map_err(|e| format!("offer: {e:?}"))?;
+        Ok((offer, nonce))
+    }
+
+    /// A static invoice for `offer`, created at `now`, expiring with the offer, with payment
+    /// paths through each hinted LSP channel (or a direct path when there are none), and the
+    /// path the server forwards invoice requests over.
+    pub fn build_invoice(
+        &self,
+        offer: &Offer,
+        nonce: Nonce,
+        hints: &[ChannelHint],
+        now: Duration,
+        best_block_height: Option<u32>,
+    ) -> Result<BuiltInvoice, String> {
+        let relative_expiry_secs = offer
+            .absolute_expiry()
+            .map(|expiry| expiry.saturating_sub(now).as_secs())
+            .map(|secs| u32::try_from(secs).unwrap_or(u32::MAX))
+            .unwrap_or(u32::MAX);
+        let payment_secret = self
+            .keys
+            .async_payment_secret(relative_expiry_secs, now.as_secs());
+
+        let tip = best_block_height.unwrap_or_else(|| estimated_tip_upper_bound(self.network, now));
+        let horizon_blocks = (relative_expiry_secs as u64 / SECONDS_PER_BLOCK) as u32;
+        let max_cltv_expiry = horizon_blocks
+            .max(MIN_RECEIVE_CLTV_HORIZON)
+            .saturating_add(LATENCY_GRACE_PERIOD_BLOCKS)
+            .saturating_add(tip);
+        let payee_tlvs = UnauthenticatedReceiveTlvs {
+            payment_secret,
+            payment_constraints: PaymentConstraints {
+                max_cltv_expiry,
+                htlc_minimum_msat: 1,
+            },
+            payment_context: PaymentContext::AsyncBolt12Offer(AsyncBolt12OfferContext {
+                offer_nonce: nonce,
+            }),
+        };
+        let entropy = &**self.keys.wallet_keys_manager();
+        let expanded_key = self.keys.expanded_key();
+        let payee_tlvs =
+            payee_tlvs.authenticate(Nonce::from_entropy_source(entropy), &expanded_key);
+        let wallet = self.keys.wallet_node_id();
+
+        let payment_paths = if hints.is_empty() {
+            vec![BlindedPaymentPath::one_hop(
+                wallet,
+                payee_tlvs,
+                MIN_FINAL_CLTV_EXPIRY_DELTA,
+                entropy,
+                &self.secp,
+            )
+            .map_err(|()| "direct payment path".to_string())?]
+        } else {
+            hints
+                .iter()
+                .take(MAX_PATHS)
+                .map(|hint| {
+                    let forward = PaymentForwardNode {
+                        tlvs: ForwardTlvs {
+                            short_channel_id: hint.short_channel_id,
+                            payment_relay: PaymentRelay {
+                                cltv_expiry_delta: hint.cltv_expiry_delta,
+                                fee_proportional_millionths: hint.fee_proportional_millionths,
+                                fee_base_msat: hint.fee_base_msat,
+                            },
+                            payment_constraints: PaymentConstraints {
+                                max_cltv_expiry: max_cltv_expiry
+                                    .saturating_add(hint.cltv_expiry_delta as u32),
+                                htlc_minimum_msat: hint.htlc_minimum_msat,
+                            },
+                            features: BlindedHopFeatures::empty(),
+                            next_blinding_override: None,
+                        },
+                        node_id: hint.lsp_node_id,
+                        htlc_maximum_msat: hint.htlc_maximum_msat,
+                    };
+                    BlindedPaymentPath::new(
+                        &[forward],
+                        wallet,
+                        payee_tlvs.clone(),
+                        u64::MAX,
+                        MIN_FINAL_CLTV_EXPIRY_DELTA,
+                        entropy,
+                        &self.secp,
+                    )
+                    .map_err(|()| format!("payment path over channel {}", hint.short_channel_id))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+
+        // Payers send `held_htlc_available` to the wallet node through its LSPs (or the server).
+        let held_htlc_context =
+            MessageContext::AsyncPayments(AsyncPaymentsContext::InboundPayment {
+                path_absolute_expiry: Duration::from_secs(
+                    now.as_secs()
+                        .saturating_add(relative_expiry_secs as u64)
+                        .saturating_add(EXPIRY_GRACE_SECS),
+                ),
+            });
+        let wallet_end = PathEnd {
+            node_id: wallet,
+            receive_auth_key: self.keys.wallet_receive_auth_key(),
+        };
+        let held_htlc_paths = self
+            .wallet_introduction_nodes(hints)
+            .into_iter()
+            .map(|intro| self.padded_path(intro, wallet_end, held_htlc_context.clone()))
+            .collect();
+
+        let invoice = StaticInvoiceBuilder::for_offer_using_derived_keys(
+            offer,
+            payment_paths,
+            held_htlc_paths,
+            now,
+            &expanded_key,
+            nonce,
+            &self.secp,
+        )
+        .and_then(|builder| {
+            builder
+                .allow_mpp()
+                .relative_expiry(relative_expiry_secs)
+                .build_and_sign(&self.secp)
+        })
+        .map_err(|e| format!("static invoice: {e:?}"))?;
+
+        let forward_intro = match self.invoice_request_end.node_id == wallet {
+            true => self.wallet_introduction_nodes(hints)[0],
+            false => self.server_node_id,
+        };
+        let forward_invoice_request_path = self.padded_path(
+            forward_intro,
+            self.invoice_request_end,
+            MessageContext::Offers(OffersContext::InvoiceRequest { nonce }),
+        );
+        Ok(BuiltInvoice {
+            invoice,
+            forward_invoice_request_path,
+        })
+    }
+
+    /// The wallet node's peers that can introduce messages to it: its LSPs, else the server.
+    fn wallet_introduction_nodes(&self, hints: &[ChannelHint]) -> Vec<PublicKey> {
+        let mut lsps: Vec<PublicKey> = Vec::new();
+        for hint in hints {
+            if !lsps.contains(&hint.lsp_node_id) && lsps.len() < MAX_PATHS {
+                lsps.push(hint.lsp_node_id);
+            }
+        }
+        if lsps.is_empty() {
+            lsps.push(self.server_node_id);
+        }
+        lsps
+    }
+
+    fn padded_path(
+        &self,
+        intro: PublicKey,
+        end: PathEnd,
+        context: MessageContext,
+    ) -> BlindedMessagePath {
+        BlindedMessagePath::new_with_dummy_hops(
+            &[MessageForwardNode {
+                node_id: intro,
+                short_channel_id: None,
+            }],
+            end.node_id,
+            PADDED_PATH_LENGTH - 2,
+            end.receive_auth_key,
+            context,
+            &**self.keys.wallet_keys_manager(),
+            &self.secp,
+        )
+    }
+
+    /// A reply path through the server to `end` (the SDK's transport identity).
+    pub fn reply_path(&self, end: PathEnd, context: MessageContext) -> BlindedMessagePath {
+        BlindedMessagePath::new(
+            &[MessageForwardNode {
+                node_id: self.server_node_id,
+                short_channel_id: None,
+            }],
+            end.node_id,
+            end.receive_auth_key,
+            context,
+            &**self.keys.transport_keys_manager(),
+            &self.secp,
+        )
+    }
+
+    pub fn secp(&self) -> &Secp256k1<secp256k1::All> {
+        &self.secp
+    }
+}
+
+/// An upper bound of the chain tip at `now`, extrapolated from a known mainnet block with fast
+/// (9-minute) blocks. Over-estimating only loosens the payment's CLTV cap; under-estimating
+/// would make payments fail, so test networks with taller chains get a large floor.
+pub(crate) fn estimated_tip_upper_bound(network: Network, now: Duration) -> u32 {
+    let elapsed_blocks = now.as_secs().saturating_sub(REFERENCE_TIME_SECS) / SECONDS_PER_BLOCK;
+    let mainnet =
+        REFERENCE_HEIGHT.saturating_add(u32::try_from(elapsed_blocks).unwrap_or(u32::MAX));
+    match network {
+        // testnet3's chain is several million blocks tall.
+        Network::Testnet => mainnet.saturating_add(5_000_000),
+        _ => mainnet,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lightning::bitcoin::secp256k1::SecretKey;
+    use lightning::offers::offer::OfferId;
+
+    fn pubkey(byte: u8) -> PublicKey {
+        PublicKey::from_secret_key(
+            &Secp256k1::new(),
+            &SecretKey::from_slice(&[byte; 32]).unwrap(),
+        )
+    }
+
+    fn factory() -> (OfferFactory, Arc<WalletKeys>) {
+        let keys = Arc::new(WalletKeys::from_seed(&[1; 32]));
+        let end = PathEnd {
+            node_id: keys.wallet_node_id(),
+            receive_auth_key: keys.wallet_receive_auth_key(),
+        };
+        (
+            OfferFactory::new(keys.clone(), Network::Regtest, pubkey(9), end),
+            keys,
+        )
+    }
+
+    fn server_paths(factory: &OfferFactory) -> Vec<BlindedMessagePath> {
+        let end = PathEnd {
+            node_id: pubkey(9),
+            receive_auth_key: ReceiveAuthKey([5; 32]),
+        };
+        vec![factory.reply_path(
+            end,
+            MessageContext::Offers(OffersContext::InvoiceRequest {
+                nonce: Nonce::try_from(&[0u8; 16][..]).unwrap(),
+            }),
+        )]
+    }
+
+    fn hint(scid: u64, fee_base_msat: u32) -> ChannelHint {
+        ChannelHint {
+            lsp_node_id: pubkey(9),
+            short_channel_id: scid,
+            fee_base_msat,
+            fee_proportional_millionths: 100,
+            cltv_expiry_delta: 72,
+            htlc_minimum_msat: 1,
+            htlc_maximum_msat: 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn invoice_matches_its_offer_and_expires_with_it() {
+        let (factory, keys) = factory();
+        let now = Duration::from_secs(1_800_000_000);
+        let expiry = now + Duration::from_secs(365 * 24 * 3600);
+        let (offer, nonce) = factory
+            .build_offer(server_paths(&factory), Some(expiry))
+            .unwrap();
+        assert_eq!(offer.absolute_expiry(), Some(expiry));
+        assert!(offer.amount().is_none());
+        assert_eq!(
+            offer.chains(),
+            vec![lightning::bitcoin::constants::ChainHash::using_genesis_block(Network::Regtest)]
+        );
+        let built = factory
+            .build_invoice(&offer, nonce, &[], now, None)
+            .unwrap();
+        let invoice = &built.invoice;
+        assert_eq!(invoice.offer_id(), offer.id());
+        assert_eq!(
+            Some(invoice.signing_pubkey()),
+            offer.issuer_signing_pubkey()
+        );
+        assert_ne!(
+            invoice.signing_pubkey(),
+            keys.wallet_node_id(),
+            "signing key is derived per offer"
+        );
+        assert_eq!(invoice.created_at() + invoice.relative_expiry(), expiry);
+        assert_eq!(
+            invoice.payment_paths().len(),
+            1,
+            "a direct path without hints"
+        );
+        assert!(!invoice.message_paths().is_empty());
+    }
+
+    #[test]
+    fn payment_paths_follow_the_channel_hints() {
+        let (factory, _) = factory();
+        let now = Duration::from_secs(1_800_000_000);
+        let (offer, nonce) = factory.build_offer(server_paths(&factory), None).unwrap();
+        let hints = [hint(1, 1000), hint(2, 3000)];
+        let invoice = factory
+            .build_invoice(&offer, nonce, &hints, now, Some(900_000))
+            .unwrap()
+            .invoice;
+        let fees: Vec<u32> = invoice
+            .payment_paths()
+            .iter()
+            .map(|p| p.payinfo.fee_base_msat)
+            .collect();
+        assert_eq!(fees, vec![1000, 3000]);
+        assert!(invoice
+            .payment_paths()
+            .iter()
+            .all(|p| p.payinfo.cltv_expiry_delta == 72 + MIN_FINAL_CLTV_EXPIRY_DELTA));
+        assert_eq!(
+            invoice.relative_expiry(),
+            Duration::from_secs(u32::MAX as u64),
+            "offer without expiry"
+        );
+    }
+
+    #[test]
+    fn each_offer_has_its_own_nonce_and_id() {
+        let (factory, _) = factory();
+        let a = factory.build_offer(server_paths(&factory), None).unwrap();
+        let b = factory.build_offer(server_paths(&factory), None).unwrap();
+        assert_ne!(a.0.id(), b.0.id());
+        assert_ne!(a.0.issuer_signing_pubkey(), b.0.issuer_signing_pubkey());
+        let _: OfferId = a.0.id();
+    }
+
+    #[test]
+    fn tip_estimate_is_an_upper_bound_of_real_heights() {
+        // Mainnet block 870,000 was mined on 2024-11-08 (timestamp 1731047045).
+        assert!(
+            estimated_tip_upper_bound(Network::Bitcoin, Duration::from_secs(1_731_047_045))
+                >= 870_000
+        );
+        assert!(
+            estimated_tip_upper_bound(Network::Testnet, Duration::from_secs(1_731_047_045))
+                >= 4_000_000
+        );
+    }
+}
