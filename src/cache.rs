@@ -1,0 +1,706 @@
+//! The offer cache: slots, offer states and every refresh/retry/expiry decision.
+//!
+//! Pure logic: no I/O, no clock, no threads. Time is a parameter, so every rule is unit-tested
+//! with a movable clock. The protocol layer turns the decisions into messages and persists the
+//! offers this module changes.
+//!
+//! Slots are the server's `invoice_slot` numbers. Each live offer owns one; a slot is reused
+//! only once its offer is gone, so a handed-out offer is never overwritten on the server.
+//! `target` is how many Ready offers to keep: taking one immediately requests a new slot.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lightning::blinded_path::message::BlindedMessagePath;
+use lightning::offers::nonce::Nonce;
+use lightning::offers::offer::{Offer, OfferId};
+use lightning::onion_message::messenger::Responder;
+
+use crate::offer::BuiltInvoice;
+
+/// Where an offer is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OfferState {
+    /// Built; its static invoice was sent to the server, not yet confirmed.
+    Pending,
+    /// Confirmed by the server and never handed out.
+    Ready,
+    /// Handed out to the app; kept, with its invoice refreshed, until it expires.
+    Used,
+}
+
+/// One offer with everything needed to keep its invoice fresh on the server.
+#[derive(Clone, Debug)]
+pub(crate) struct CachedOffer {
+    pub slot: u16,
+    pub offer: Offer,
+    pub nonce: Nonce,
+    pub state: OfferState,
+    pub label: Option<String>,
+    pub created_at: Duration,
+    /// The server's reply path from `OfferPaths`; every invoice for this offer goes there.
+    pub server_path: Responder,
+    /// The newest invoice built for this offer.
+    pub invoice: BuiltInvoice,
+    /// Whether the server confirmed persisting `invoice`.
+    pub invoice_confirmed: bool,
+}
+
+impl CachedOffer {
+    pub fn id(&self) -> OfferId {
+        self.offer.id()
+    }
+
+    pub fn expires_at(&self) -> Option<Duration> {
+        self.offer.absolute_expiry()
+    }
+
+    fn is_expired(&self, now: Duration) -> bool {
+        self.expires_at().is_some_and(|expiry| expiry <= now)
+    }
+}
+
+/// Tunables of the cache, from [`crate::Config`].
+#[derive(Clone, Debug)]
+pub(crate) struct CachePolicy {
+    pub target_ready: u16,
+    pub ready_max_age: Duration,
+    pub invoice_refresh_interval: Duration,
+    pub min_paths_lifetime: Duration,
+    pub first_retry_after: Duration,
+    pub max_retry_after: Duration,
+}
+
+#[derive(Clone, Debug)]
+struct SlotRequest {
+    attempts: u32,
+    retry_at: Duration,
+}
+
+/// An `OfferPathsRequest` to send now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PlannedRequest {
+    pub slot: u16,
+    pub attempt: u32,
+}
+
+/// Why an `OfferPaths` message was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OfferPathsRejection {
+    ReplyPathExpired,
+    SlotNotRequested,
+    NoPaths,
+    ExpiresTooSoon {
+        expiry: Duration,
+        required: Duration,
+    },
+    DuplicatePaths,
+}
+
+/// What a `StaticInvoicePersisted` confirmation did.
+#[derive(Debug)]
+pub(crate) enum Confirmation {
+    /// A Pending offer became Ready; `replaced` Ready offers were dropped in its favour.
+    NowReady { replaced: Vec<CachedOffer> },
+    /// A refreshed invoice of a Ready or Used offer was confirmed.
+    Refreshed,
+    /// Unknown offer, stale invoice, or a duplicate: nothing changed.
+    Ignored,
+}
+
+/// What a maintenance tick found to do.
+#[derive(Debug, Default)]
+pub(crate) struct Maintenance {
+    /// Offers that expired and were removed.
+    pub expired: Vec<CachedOffer>,
+    /// Pending offers the server never confirmed in time; removed, their slots re-requested.
+    pub abandoned: Vec<CachedOffer>,
+    /// Offers whose unconfirmed invoice should be sent again.
+    pub resend: Vec<OfferId>,
+    /// Handed-out offers whose invoice is getting old and must be rebuilt and sent.
+    pub rebuild: Vec<OfferId>,
+}
+
+/// The cache.
+#[derive(Debug)]
+pub(crate) struct OfferCache {
+    policy: CachePolicy,
+    offers: Vec<CachedOffer>,
+    requests: BTreeMap<u16, SlotRequest>,
+}
+
+impl OfferCache {
+    pub fn new(policy: CachePolicy, offers: Vec<CachedOffer>) -> Self {
+        Self {
+            policy,
+            offers,
+            requests: BTreeMap::new(),
+        }
+    }
+
+    pub fn offers(&self) -> &[CachedOffer] {
+        &self.offers
+    }
+
+    pub fn get(&self, id: OfferId) -> Option<&CachedOffer> {
+        self.offers.iter().find(|offer| offer.id() == id)
+    }
+
+    fn get_mut(&mut self, id: OfferId) -> Option<&mut CachedOffer> {
+        self.offers.iter_mut().find(|offer| offer.id() == id)
+    }
+
+    pub fn requested_slots(&self) -> Vec<u16> {
+        self.requests.keys().copied().collect()
+    }
+
+    /// Ready offers that are not yet due for replacement.
+    fn fresh_ready(&self, now: Duration) -> usize {
+        self.offers
+            .iter()
+            .filter(|o| o.state == OfferState::Ready && !self.is_stale_ready(o, now))
+            .count()
+    }
+
+    fn is_stale_ready(&self, offer: &CachedOffer, now: Duration) -> bool {
+        offer.created_at.saturating_add(self.policy.ready_max_age) <= now
+    }
+
+    /// The `OfferPathsRequest`s to send now: retries that are due (all of them after a
+    /// reconnection), then a new slot for each missing offer. Never two requests per slot.
+    pub fn plan_requests(&mut self, now: Duration, reconnected: bool) -> Vec<PlannedRequest> {
+        let mut planned = Vec::new();
+        let policy = self.policy.clone();
+        for (slot, request) in self.requests.iter_mut() {
+            if reconnected || request.retry_at <= now {
+                request.attempts += 1;
+                request.retry_at = now + retry_delay(&policy, request.attempts);
+                planned.push(PlannedRequest {
+                    slot: *slot,
+                    attempt: request.attempts,
+                });
+            }
+        }
+        let pending = self
+            .offers
+            .iter()
+            .filter(|o| o.state == OfferState::Pending)
+            .count();
+        let underway = self.fresh_ready(now) + pending + self.requests.len();
+        for _ in underway..self.policy.target_ready as usize {
+            let Some(slot) = self.free_slot() else { break };
+            self.requests.insert(
+                slot,
+                SlotRequest {
+                    attempts: 1,
+                    retry_at: now + retry_delay(&policy, 1),
+                },
+            );
+            planned.push(PlannedRequest { slot, attempt: 1 });
+        }
+        planned
+    }
+
+    /// The lowest slot number not owned by a live offer or an outstanding request.
+    fn free_slot(&self) -> Option<u16> {
+        (0..=u16::MAX).find(|slot| {
+            !self.requests.contains_key(slot) && !self.offers.iter().any(|o| o.slot == *slot)
+        })
+    }
+
+    /// Checks an `OfferPaths` reply before any offer is built from it.
+    pub fn check_offer_paths(
+        &self,
+        slot: u16,
+        reply_path_expiry: Duration,
+        paths: &[BlindedMessagePath],
+        paths_expiry: Option<Duration>,
+        now: Duration,
+    ) -> Result<(), OfferPathsRejection> {
+        if reply_path_expiry < now {
+            return Err(OfferPathsRejection::ReplyPathExpired);
+        }
+        if !self.requests.contains_key(&slot) {
+            return Err(OfferPathsRejection::SlotNotRequested);
+        }
+        if paths.is_empty() {
+            return Err(OfferPathsRejection::NoPaths);
+        }
+        if let Some(expiry) = paths_expiry {
+            let required = now.saturating_add(self.policy.min_paths_lifetime);
+            if expiry < required {
+                return Err(OfferPathsRejection::ExpiresTooSoon { expiry, required });
+            }
+        }
+        if self.offers.iter().any(|o| o.offer.paths() == paths) {
+            return Err(OfferPathsRejection::DuplicatePaths);
+        }
+        Ok(())
+    }
+
+    /// Records a freshly built offer whose invoice is about to be sent; ends its slot's request.
+    pub fn insert_pending(&mut self, offer: CachedOffer) {
+        self.requests.remove(&offer.slot);
+        self.offers.push(offer);
+    }
+
+    /// Undoes [`Self::insert_pending`] when the offer could not be persisted. The slot's
+    /// request stays outstanding so it is retried.
+    pub fn abandon_pending(&mut self, id: OfferId, now: Duration) {
+        if let Some(index) = self
+            .offers
+            .iter()
+            .position(|o| o.id() == id && o.state == OfferState::Pending)
+        {
+            let offer = self.offers.remove(index);
+            let retry_at = now + retry_delay(&self.policy, 1);
+            self.requests.insert(
+                offer.slot,
+                SlotRequest {
+                    attempts: 1,
+                    retry_at,
+                },
+            );
+        }
+    }
+
+    /// Applies a `StaticInvoicePersisted` for the invoice of `id` created at `invoice_created_at`.
+    pub fn invoice_persisted(
+        &mut self,
+        id: OfferId,
+        invoice_created_at: Duration,
+        now: Duration,
+    ) -> Confirmation {
+        let Some(offer) = self.get_mut(id) else {
+            return Confirmation::Ignored;
+        };
+        if offer.invoice_confirmed || offer.invoice.invoice.created_at() != invoice_created_at {
+            return Confirmation::Ignored;
+        }
+        offer.invoice_confirmed = true;
+        if offer.state != OfferState::Pending {
+            return Confirmation::Refreshed;
+        }
+        offer.state = OfferState::Ready;
+        Confirmation::NowReady {
+            replaced: self.drop_excess_ready(id, now),
+        }
+    }
+
+    /// Keeps at most `target` Ready offers, dropping stale ones first, then the oldest.
+    fn drop_excess_ready(&mut self, keep: OfferId, now: Duration) -> Vec<CachedOffer> {
+        let mut dropped = Vec::new();
+        loop {
+            let ready = self
+                .offers
+                .iter()
+                .filter(|o| o.state == OfferState::Ready)
+                .count();
+            if ready <= self.policy.target_ready as usize {
+                return dropped;
+            }
+            let victim = self
+                .offers
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.state == OfferState::Ready && o.id() != keep)
+                .min_by_key(|(_, o)| (!self.is_stale_ready(o, now), o.created_at))
+                .map(|(index, _)| index);
+            match victim {
+                Some(index) => dropped.push(self.offers.remove(index)),
+                None => return dropped,
+            }
+        }
+    }
+
+    /// Marks the newest live Ready offer as Used with `label` and returns it.
+    pub fn take(&mut self, label: Option<String>, now: Duration) -> Option<CachedOffer> {
+        let offer = self
+            .offers
+            .iter_mut()
+            .filter(|o| o.state == OfferState::Ready && !o.is_expired(now))
+            .max_by_key(|o| o.created_at)?;
+        offer.state = OfferState::Used;
+        offer.label = label;
+        Some(offer.clone())
+    }
+
+    /// Reverts [`Self::take`] when marking the offer Used could not be persisted.
+    pub fn untake(&mut self, id: OfferId) {
+        if let Some(offer) = self.get_mut(id) {
+            offer.state = OfferState::Ready;
+            offer.label = None;
+        }
+    }
+
+    /// Drops expired offers and lists invoices to resend or rebuild.
+    pub fn maintain(&mut self, now: Duration) -> Maintenance {
+        let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.offers)
+            .into_iter()
+            .partition(|o| o.is_expired(now));
+        let unconfirmed_deadline = self.policy.ready_max_age;
+        let (abandoned, live): (Vec<_>, Vec<_>) = live.into_iter().partition(|o| {
+            o.state == OfferState::Pending
+                && o.created_at.saturating_add(unconfirmed_deadline) <= now
+        });
+        self.offers = live;
+        let mut maintenance = Maintenance {
+            expired,
+            abandoned,
+            ..Default::default()
+        };
+        for offer in &self.offers {
+            if !offer.invoice_confirmed {
+                maintenance.resend.push(offer.id());
+            } else if offer.state == OfferState::Used
+                && offer
+                    .invoice
+                    .invoice
+                    .created_at()
+                    .saturating_add(self.policy.invoice_refresh_interval)
+                    <= now
+            {
+                maintenance.rebuild.push(offer.id());
+            }
+        }
+        maintenance
+    }
+
+    /// Ready and Used offers, whose invoices must all be rebuilt (channels or fees changed).
+    pub fn published_or_ready(&self) -> Vec<OfferId> {
+        self.offers
+            .iter()
+            .filter(|o| o.state != OfferState::Pending)
+            .map(|o| o.id())
+            .collect()
+    }
+
+    /// Installs a newly built invoice for `id`, unconfirmed until the server says so.
+    pub fn replace_invoice(&mut self, id: OfferId, invoice: BuiltInvoice) {
+        if let Some(offer) = self.get_mut(id) {
+            offer.invoice = invoice;
+            offer.invoice_confirmed = false;
+        }
+    }
+}
+
+/// Capped exponential backoff for unanswered requests.
+fn retry_delay(policy: &CachePolicy, attempts: u32) -> Duration {
+    let factor = 1u32 << attempts.saturating_sub(1).min(16);
+    policy
+        .first_retry_after
+        .saturating_mul(factor)
+        .min(policy.max_retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::{offer_fixture, OfferFixture};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn policy(target_ready: u16) -> CachePolicy {
+        CachePolicy {
+            target_ready,
+            ready_max_age: 2 * HOUR,
+            invoice_refresh_interval: 2 * HOUR,
+            min_paths_lifetime: 90 * DAY,
+            first_retry_after: Duration::from_secs(15),
+            max_retry_after: Duration::from_secs(900),
+        }
+    }
+
+    fn t0() -> Duration {
+        Duration::from_secs(1_800_000_000)
+    }
+
+    /// Requests `slot`, answers it and confirms the invoice, as the protocol would.
+    fn fill(cache: &mut OfferCache, fixture: &OfferFixture, now: Duration) -> CachedOffer {
+        let planned = cache.plan_requests(now, false);
+        let slot = planned
+            .first()
+            .map(|p| p.slot)
+            .unwrap_or_else(|| cache.requested_slots()[0]);
+        let offer = fixture.cached(slot, now, Some(now + 365 * DAY));
+        cache
+            .check_offer_paths(
+                slot,
+                now + HOUR,
+                offer.offer.paths(),
+                offer.expires_at(),
+                now,
+            )
+            .unwrap();
+        cache.insert_pending(offer.clone());
+        assert!(matches!(
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), now),
+            Confirmation::NowReady { .. }
+        ));
+        cache.get(offer.id()).unwrap().clone()
+    }
+
+    #[test]
+    fn every_missing_slot_is_requested_at_once_and_only_once() {
+        let mut cache = OfferCache::new(policy(10), vec![]);
+        let planned = cache.plan_requests(t0(), false);
+        let slots: Vec<u16> = planned.iter().map(|p| p.slot).collect();
+        assert_eq!(slots, (0..10).collect::<Vec<_>>());
+        assert!(
+            cache.plan_requests(t0(), false).is_empty(),
+            "no second request per slot in flight"
+        );
+        assert!(cache
+            .plan_requests(t0() + Duration::from_secs(14), false)
+            .is_empty());
+    }
+
+    #[test]
+    fn unanswered_requests_are_retried_with_backoff_and_at_once_on_reconnection() {
+        let mut cache = OfferCache::new(policy(2), vec![]);
+        cache.plan_requests(t0(), false);
+        let retry = cache.plan_requests(t0() + Duration::from_secs(15), false);
+        assert_eq!(
+            retry,
+            vec![
+                PlannedRequest {
+                    slot: 0,
+                    attempt: 2
+                },
+                PlannedRequest {
+                    slot: 1,
+                    attempt: 2
+                }
+            ]
+        );
+        assert!(
+            cache
+                .plan_requests(t0() + Duration::from_secs(44), false)
+                .is_empty(),
+            "second retry waits 30 s"
+        );
+        assert_eq!(
+            cache
+                .plan_requests(t0() + Duration::from_secs(45), false)
+                .len(),
+            2
+        );
+        let reconnect = cache.plan_requests(t0() + Duration::from_secs(46), true);
+        assert_eq!(
+            reconnect.iter().map(|p| p.slot).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        // Backoff is capped.
+        let mut at = t0();
+        for _ in 0..20 {
+            at += Duration::from_secs(900);
+            assert_eq!(cache.plan_requests(at, false).len(), 2);
+        }
+    }
+
+    #[test]
+    fn offer_paths_are_checked_before_anything_is_built() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(2), vec![]);
+        cache.plan_requests(t0(), false);
+        let candidate = fixture.cached(0, t0(), Some(t0() + 365 * DAY));
+        let paths = candidate.offer.paths().to_vec();
+        let now = t0();
+        assert_eq!(
+            cache.check_offer_paths(0, now - Duration::from_secs(1), &paths, None, now),
+            Err(OfferPathsRejection::ReplyPathExpired)
+        );
+        assert_eq!(
+            cache.check_offer_paths(7, now + HOUR, &paths, None, now),
+            Err(OfferPathsRejection::SlotNotRequested)
+        );
+        assert_eq!(
+            cache.check_offer_paths(0, now + HOUR, &[], None, now),
+            Err(OfferPathsRejection::NoPaths)
+        );
+        assert!(matches!(
+            cache.check_offer_paths(0, now + HOUR, &paths, Some(now + 89 * DAY), now),
+            Err(OfferPathsRejection::ExpiresTooSoon { .. })
+        ));
+        assert_eq!(
+            cache.check_offer_paths(0, now + HOUR, &paths, Some(now + 90 * DAY), now),
+            Ok(())
+        );
+        assert_eq!(
+            cache.check_offer_paths(0, now + HOUR, &paths, None, now),
+            Ok(()),
+            "paths without expiry are accepted"
+        );
+        cache.insert_pending(candidate);
+        assert_eq!(
+            cache.check_offer_paths(1, now + HOUR, &paths, None, now),
+            Err(OfferPathsRejection::DuplicatePaths)
+        );
+        assert_eq!(
+            cache.check_offer_paths(0, now + HOUR, &paths, None, now),
+            Err(OfferPathsRejection::SlotNotRequested),
+            "a late duplicate reply for a filled slot"
+        );
+    }
+
+    #[test]
+    fn confirmations_are_matched_by_offer_id_and_applied_once() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(2), vec![]);
+        cache.plan_requests(t0(), false);
+        let offer = fixture.cached(0, t0(), None);
+        let created = offer.invoice.invoice.created_at();
+        cache.insert_pending(offer.clone());
+        let stranger = fixture.cached(5, t0(), None);
+        assert!(matches!(
+            cache.invoice_persisted(stranger.id(), created, t0()),
+            Confirmation::Ignored
+        ));
+        assert!(
+            matches!(
+                cache.invoice_persisted(offer.id(), created + Duration::from_secs(1), t0()),
+                Confirmation::Ignored
+            ),
+            "confirmation of another invoice"
+        );
+        assert_eq!(cache.get(offer.id()).unwrap().state, OfferState::Pending);
+        assert!(matches!(
+            cache.invoice_persisted(offer.id(), created, t0()),
+            Confirmation::NowReady { .. }
+        ));
+        assert_eq!(cache.get(offer.id()).unwrap().state, OfferState::Ready);
+        assert!(
+            matches!(
+                cache.invoice_persisted(offer.id(), created, t0()),
+                Confirmation::Ignored
+            ),
+            "duplicate"
+        );
+    }
+
+    #[test]
+    fn take_hands_out_each_ready_offer_once_and_refills_with_a_new_slot() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(2), vec![]);
+        let first = fill(&mut cache, &fixture, t0());
+        let second = fill(&mut cache, &fixture, t0() + Duration::from_secs(1));
+        let taken = cache
+            .take(Some("shop".into()), t0() + Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(taken.id(), second.id(), "newest first");
+        assert_eq!(taken.state, OfferState::Used);
+        assert_eq!(taken.label.as_deref(), Some("shop"));
+        assert_eq!(cache.take(None, t0()).unwrap().id(), first.id());
+        assert!(cache.take(None, t0()).is_none(), "nothing Ready is left");
+        let refill: Vec<u16> = cache
+            .plan_requests(t0(), false)
+            .iter()
+            .map(|p| p.slot)
+            .collect();
+        assert_eq!(
+            refill,
+            vec![2, 3],
+            "used slots are never reused while their offers live"
+        );
+    }
+
+    #[test]
+    fn stale_ready_offers_are_replaced_by_fresh_ones() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(1), vec![]);
+        let old = fill(&mut cache, &fixture, t0());
+        assert!(cache.plan_requests(t0() + HOUR, false).is_empty());
+        let later = t0() + 2 * HOUR;
+        let planned = cache.plan_requests(later, false);
+        assert_eq!(
+            planned,
+            vec![PlannedRequest {
+                slot: 1,
+                attempt: 1
+            }]
+        );
+        assert_eq!(
+            cache.take(None, later).map(|o| o.id()),
+            Some(old.id()),
+            "still usable until replaced"
+        );
+        cache.untake(old.id());
+        let new = fixture.cached(1, later, None);
+        cache.insert_pending(new.clone());
+        match cache.invoice_persisted(new.id(), new.invoice.invoice.created_at(), later) {
+            Confirmation::NowReady { replaced } => assert_eq!(
+                replaced.iter().map(|o| o.id()).collect::<Vec<_>>(),
+                vec![old.id()]
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(cache.offers().len(), 1);
+    }
+
+    #[test]
+    fn used_offers_keep_fresh_invoices_and_pending_ones_are_resent_until_confirmed() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(1), vec![]);
+        fill(&mut cache, &fixture, t0());
+        let used = cache.take(None, t0()).unwrap();
+        assert!(cache.maintain(t0() + HOUR).rebuild.is_empty());
+        let due = t0() + 2 * HOUR;
+        assert_eq!(cache.maintain(due).rebuild, vec![used.id()]);
+        let rebuilt = fixture.invoice_for(&used, due);
+        cache.replace_invoice(used.id(), rebuilt.clone());
+        for tick in 1..=3 {
+            let m = cache.maintain(due + Duration::from_secs(60 * tick));
+            assert_eq!(m.resend, vec![used.id()]);
+            assert!(m.rebuild.is_empty());
+        }
+        assert!(matches!(
+            cache.invoice_persisted(used.id(), rebuilt.invoice.created_at(), due),
+            Confirmation::Refreshed
+        ));
+        assert!(cache.maintain(due + HOUR).resend.is_empty());
+        assert_eq!(
+            cache.get(used.id()).unwrap().state,
+            OfferState::Used,
+            "keeps its slot"
+        );
+    }
+
+    #[test]
+    fn expired_offers_are_dropped_and_their_slot_refilled() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(1), vec![]);
+        cache.plan_requests(t0(), false);
+        let offer = fixture.cached(0, t0(), Some(t0() + 100 * DAY));
+        cache.insert_pending(offer.clone());
+        cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
+        cache.take(None, t0()).unwrap();
+        let after = t0() + 100 * DAY;
+        let m = cache.maintain(after);
+        assert_eq!(
+            m.expired.iter().map(|o| o.id()).collect::<Vec<_>>(),
+            vec![offer.id()]
+        );
+        assert!(cache.offers().is_empty());
+        assert_eq!(
+            cache.plan_requests(after, false),
+            vec![PlannedRequest {
+                slot: 0,
+                attempt: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn pending_offers_never_confirmed_are_abandoned_and_re_requested() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(1), vec![]);
+        cache.plan_requests(t0(), false);
+        let offer = fixture.cached(0, t0(), None);
+        cache.insert_pending(offer.clone());
+        assert_eq!(cache.maintain(t0() + HOUR).resend, vec![offer.id()]);
+        let m = cache.maintain(t0() + 2 * HOUR);
+        assert_eq!(m.abandoned.len(), 1);
+        assert_eq!(cache.plan_requests(t0() + 2 * HOUR, false).len(), 1);
+    }
+}

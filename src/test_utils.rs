@@ -1,0 +1,95 @@
+//! Fixtures shared by the unit tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use lightning::bitcoin::Network;
+use lightning::blinded_path::message::{BlindedMessagePath, MessageContext, OffersContext};
+use lightning::offers::nonce::Nonce;
+use lightning::onion_message::messenger::Responder;
+use lightning::sign::ReceiveAuthKey;
+use lightning::util::ser::{BigSize, Readable, Writeable};
+
+use crate::cache::{CachedOffer, OfferState};
+use crate::keys::WalletKeys;
+use crate::offer::{BuiltInvoice, OfferFactory, PathEnd};
+
+/// `Responder` has no public constructor; it is `Readable` from its TLV encoding: a
+/// length-prefixed stream with one record, type 0, holding the reply path.
+pub(crate) fn responder_for(path: &BlindedMessagePath) -> Responder {
+    let path_bytes = path.encode();
+    let mut record = Vec::new();
+    BigSize(0).write(&mut record).unwrap();
+    BigSize(path_bytes.len() as u64).write(&mut record).unwrap();
+    record.extend_from_slice(&path_bytes);
+    let mut stream = Vec::new();
+    BigSize(record.len() as u64).write(&mut stream).unwrap();
+    stream.extend_from_slice(&record);
+    Responder::read(&mut &stream[..]).unwrap()
+}
+
+pub(crate) fn pubkey(byte: u8) -> PublicKey {
+    PublicKey::from_secret_key(
+        &Secp256k1::new(),
+        &SecretKey::from_slice(&[byte; 32]).unwrap(),
+    )
+}
+
+pub(crate) struct OfferFixture {
+    factory: OfferFactory,
+}
+
+pub(crate) fn offer_fixture() -> OfferFixture {
+    let keys = Arc::new(WalletKeys::from_seed(&[1; 32]));
+    let end = PathEnd {
+        node_id: keys.wallet_node_id(),
+        receive_auth_key: keys.wallet_receive_auth_key(),
+    };
+    OfferFixture {
+        factory: OfferFactory::new(keys, Network::Regtest, pubkey(9), end),
+    }
+}
+
+impl OfferFixture {
+    fn server_path(&self) -> BlindedMessagePath {
+        let server = PathEnd {
+            node_id: pubkey(9),
+            receive_auth_key: ReceiveAuthKey([5; 32]),
+        };
+        let nonce = Nonce::try_from(&[0u8; 16][..]).unwrap();
+        self.factory.reply_path(
+            server,
+            MessageContext::Offers(OffersContext::InvoiceRequest { nonce }),
+        )
+    }
+
+    /// A Pending offer in `slot`, built at `now` over fresh server paths.
+    pub fn cached(&self, slot: u16, now: Duration, expiry: Option<Duration>) -> CachedOffer {
+        let (offer, nonce) = self
+            .factory
+            .build_offer(vec![self.server_path()], expiry)
+            .unwrap();
+        let invoice = self
+            .factory
+            .build_invoice(&offer, nonce, &[], now, None)
+            .unwrap();
+        CachedOffer {
+            slot,
+            offer,
+            nonce,
+            state: OfferState::Pending,
+            label: None,
+            created_at: now,
+            server_path: responder_for(&self.server_path()),
+            invoice,
+            invoice_confirmed: false,
+        }
+    }
+
+    pub fn invoice_for(&self, offer: &CachedOffer, now: Duration) -> BuiltInvoice {
+        self.factory
+            .build_invoice(&offer.offer, offer.nonce, &[], now, None)
+            .unwrap()
+    }
+}
