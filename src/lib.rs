@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 mod error;
 pub mod keys;
+mod store;
 mod offer;
 #[cfg(test)]
 mod test_utils;
