@@ -150,6 +150,7 @@ impl OfferCache {
         self.offers.iter_mut().find(|offer| offer.id() == id)
     }
 
+    #[cfg(test)]
     pub fn requested_slots(&self) -> Vec<u16> {
         self.requests.keys().copied().collect()
     }

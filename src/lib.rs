@@ -1,17 +1,39 @@
 //! async-offers: always-ready BOLT 12 offers for often-offline Lightning wallets.
+//!
+//! The wallet asks its static invoice server (usually its LSP) for offer paths, builds offers
+//! and static invoices with the keys of its own LDK node, has the server persist the invoices,
+//! and keeps a cache of ready offers fresh. See [`AsyncOffersClient`].
+//!
+//! Module map (pure logic in the middle, I/O at the edges):
+//! - [`keys`]: seed → wallet node and transport identities, LDK-exact payment secrets;
+//! - `offer`: offers, static invoices and blinded paths from server paths and channel hints;
+//! - `cache`: slots, states and every refresh/retry/expiry decision, time passed in;
+//! - `protocol`: the onion-message handlers turning messages into cache transitions;
+//! - `transport`: messenger and peer manager over TCP, reconnects and timers;
+//! - `store`: offer records behind LDK's `KVStoreSync`;
+//! - `client`: the public object; `events`: what the app is told.
 #![deny(missing_docs)]
 
 mod cache;
+mod client;
 pub mod clock;
 pub mod config;
 mod error;
+mod events;
 pub mod keys;
-mod store;
+mod logging;
 mod offer;
+mod protocol;
+mod store;
 #[cfg(test)]
 mod test_utils;
+mod transport;
 
 pub use cache::OfferState;
+pub use client::{AsyncOffersClient, ClientBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ChannelHint, Config, InvoiceRequestTarget, ServerConfig};
 pub use error::Error;
+pub use events::{Event, EventListener, OfferInfo};
+pub use logging::LdkLogBridge;
+pub use store::DynStore;

@@ -281,21 +281,6 @@ impl OfferFactory {
         )
     }
 
-    /// A reply path through the server to `end` (the SDK's transport identity).
-    pub fn reply_path(&self, end: PathEnd, context: MessageContext) -> BlindedMessagePath {
-        BlindedMessagePath::new(
-            &[MessageForwardNode {
-                node_id: self.server_node_id,
-                short_channel_id: None,
-            }],
-            end.node_id,
-            end.receive_auth_key,
-            context,
-            &**self.keys.transport_keys_manager(),
-            &self.secp,
-        )
-    }
-
     pub fn secp(&self) -> &Secp256k1<secp256k1::All> {
         &self.secp
     }
@@ -345,11 +330,15 @@ mod tests {
             node_id: pubkey(9),
             receive_auth_key: ReceiveAuthKey([5; 32]),
         };
-        vec![factory.reply_path(
-            end,
-            MessageContext::Offers(OffersContext::InvoiceRequest {
-                nonce: Nonce::try_from(&[0u8; 16][..]).unwrap(),
-            }),
+        let nonce = Nonce::try_from(&[0u8; 16][..]).unwrap();
+        let context = MessageContext::Offers(OffersContext::InvoiceRequest { nonce });
+        let entropy = lightning::sign::KeysManager::new(&[2; 32], 1, 1, true);
+        vec![BlindedMessagePath::one_hop(
+            end.node_id,
+            end.receive_auth_key,
+            context,
+            &entropy,
+            factory.secp(),
         )]
     }
 

@@ -31,232 +31,266 @@ const CHECKSUM_LEN: usize = 8;
 /// Reads and writes offer records.
 #[derive(Clone)]
 pub(crate) struct OfferStore {
-	kv: Arc<DynStore>,
+    kv: Arc<DynStore>,
 }
 
 impl OfferStore {
-	pub fn new(kv: Arc<DynStore>) -> Self {
-		Self { kv }
-	}
+    pub fn new(kv: Arc<DynStore>) -> Self {
+        Self { kv }
+    }
 
-	fn key(slot: u16) -> String {
-		format!("slot_{slot:05}")
-	}
+    fn key(slot: u16) -> String {
+        format!("slot_{slot:05}")
+    }
 
-	/// Persists `offer` (insert or update).
-	pub fn save(&self, offer: &CachedOffer) -> Result<(), Error> {
-		self.kv
-			.write(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &Self::key(offer.slot), encode(offer))
-			.map_err(|e| Error::Storage(format!("writing offer in slot {}: {e}", offer.slot)))
-	}
+    /// Persists `offer` (insert or update).
+    pub fn save(&self, offer: &CachedOffer) -> Result<(), Error> {
+        self.kv
+            .write(
+                PRIMARY_NAMESPACE,
+                OFFERS_NAMESPACE,
+                &Self::key(offer.slot),
+                encode(offer),
+            )
+            .map_err(|e| Error::Storage(format!("writing offer in slot {}: {e}", offer.slot)))
+    }
 
-	/// Deletes the record of the offer in `slot`.
-	pub fn remove(&self, slot: u16) -> Result<(), Error> {
-		self.kv
-			.remove(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &Self::key(slot), false)
-			.map_err(|e| Error::Storage(format!("removing offer in slot {slot}: {e}")))
-	}
+    /// Deletes the record of the offer in `slot`.
+    pub fn remove(&self, slot: u16) -> Result<(), Error> {
+        self.kv
+            .remove(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &Self::key(slot), false)
+            .map_err(|e| Error::Storage(format!("removing offer in slot {slot}: {e}")))
+    }
 
-	/// Every stored offer. Fails on the first record that cannot be read or decoded.
-	pub fn load_all(&self) -> Result<Vec<CachedOffer>, Error> {
-		let keys = self
-			.kv
-			.list(PRIMARY_NAMESPACE, OFFERS_NAMESPACE)
-			.map_err(|e| Error::Storage(format!("listing offers: {e}")))?;
-		let mut offers = Vec::with_capacity(keys.len());
-		for key in keys {
-			let corrupt = |reason: String| Error::CorruptStore {
-				key: format!("{PRIMARY_NAMESPACE}/{OFFERS_NAMESPACE}/{key}"),
-				reason,
-			};
-			let bytes = self
-				.kv
-				.read(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key)
-				.map_err(|e| corrupt(format!("unreadable: {e}")))?;
-			let offer = decode(&bytes).map_err(corrupt)?;
-			if key != Self::key(offer.slot) {
-				return Err(corrupt(format!("holds slot {} under another key", offer.slot)));
-			}
-			offers.push(offer);
-		}
-		offers.sort_by_key(|offer| offer.slot);
-		Ok(offers)
-	}
+    /// Every stored offer. Fails on the first record that cannot be read or decoded.
+    pub fn load_all(&self) -> Result<Vec<CachedOffer>, Error> {
+        let keys = self
+            .kv
+            .list(PRIMARY_NAMESPACE, OFFERS_NAMESPACE)
+            .map_err(|e| Error::Storage(format!("listing offers: {e}")))?;
+        let mut offers = Vec::with_capacity(keys.len());
+        for key in keys {
+            let corrupt = |reason: String| Error::CorruptStore {
+                key: format!("{PRIMARY_NAMESPACE}/{OFFERS_NAMESPACE}/{key}"),
+                reason,
+            };
+            let bytes = self
+                .kv
+                .read(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key)
+                .map_err(|e| corrupt(format!("unreadable: {e}")))?;
+            let offer = decode(&bytes).map_err(corrupt)?;
+            if key != Self::key(offer.slot) {
+                return Err(corrupt(format!(
+                    "holds slot {} under another key",
+                    offer.slot
+                )));
+            }
+            offers.push(offer);
+        }
+        offers.sort_by_key(|offer| offer.slot);
+        Ok(offers)
+    }
 }
 
 fn state_byte(state: OfferState) -> u8 {
-	match state {
-		OfferState::Pending => 0,
-		OfferState::Ready => 1,
-		OfferState::Used => 2,
-	}
+    match state {
+        OfferState::Pending => 0,
+        OfferState::Ready => 1,
+        OfferState::Used => 2,
+    }
 }
 
 fn encode(offer: &CachedOffer) -> Vec<u8> {
-	let mut out = Vec::with_capacity(2048);
-	out.extend_from_slice(MAGIC);
-	out.extend_from_slice(&offer.slot.to_be_bytes());
-	out.push(state_byte(offer.state));
-	put_bytes(&mut out, &offer.offer.encode());
-	out.extend_from_slice(offer.nonce.as_slice());
-	match &offer.label {
-		Some(label) => {
-			out.push(1);
-			put_bytes(&mut out, label.as_bytes());
-		},
-		None => out.push(0),
-	}
-	out.extend_from_slice(&(offer.created_at.as_millis() as u64).to_be_bytes());
-	put_bytes(&mut out, &offer.server_path.encode());
-	put_bytes(&mut out, &offer.invoice.invoice.encode());
-	put_bytes(&mut out, &offer.invoice.forward_invoice_request_path.encode());
-	out.push(offer.invoice_confirmed as u8);
-	let checksum = Sha256::hash(&out).to_byte_array();
-	out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
-	out
+    let mut out = Vec::with_capacity(2048);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&offer.slot.to_be_bytes());
+    out.push(state_byte(offer.state));
+    put_bytes(&mut out, &offer.offer.encode());
+    out.extend_from_slice(offer.nonce.as_slice());
+    match &offer.label {
+        Some(label) => {
+            out.push(1);
+            put_bytes(&mut out, label.as_bytes());
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&(offer.created_at.as_millis() as u64).to_be_bytes());
+    put_bytes(&mut out, &offer.server_path.encode());
+    put_bytes(&mut out, &offer.invoice.invoice.encode());
+    put_bytes(
+        &mut out,
+        &offer.invoice.forward_invoice_request_path.encode(),
+    );
+    out.push(offer.invoice_confirmed as u8);
+    let checksum = Sha256::hash(&out).to_byte_array();
+    out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+    out
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-	out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-	out.extend_from_slice(bytes);
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-	fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], String> {
-		if self.0.len() < len {
-			return Err(format!("truncated at {what}"));
-		}
-		let (head, rest) = self.0.split_at(len);
-		self.0 = rest;
-		Ok(head)
-	}
+    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], String> {
+        if self.0.len() < len {
+            return Err(format!("truncated at {what}"));
+        }
+        let (head, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(head)
+    }
 
-	fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
-		Ok(self.take(N, what)?.try_into().expect("length checked"))
-	}
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
+        Ok(self.take(N, what)?.try_into().expect("length checked"))
+    }
 
-	fn bytes(&mut self, what: &str) -> Result<&'a [u8], String> {
-		let len = u32::from_be_bytes(self.array(what)?) as usize;
-		self.take(len, what)
-	}
+    fn bytes(&mut self, what: &str) -> Result<&'a [u8], String> {
+        let len = u32::from_be_bytes(self.array(what)?) as usize;
+        self.take(len, what)
+    }
 
-	fn ldk<T: Readable>(&mut self, what: &str) -> Result<T, String> {
-		let mut bytes = self.bytes(what)?;
-		let value = T::read(&mut bytes).map_err(|e| format!("bad {what}: {e:?}"))?;
-		if !bytes.is_empty() {
-			return Err(format!("trailing bytes in {what}"));
-		}
-		Ok(value)
-	}
+    fn ldk<T: Readable>(&mut self, what: &str) -> Result<T, String> {
+        let mut bytes = self.bytes(what)?;
+        let value = T::read(&mut bytes).map_err(|e| format!("bad {what}: {e:?}"))?;
+        if !bytes.is_empty() {
+            return Err(format!("trailing bytes in {what}"));
+        }
+        Ok(value)
+    }
 }
 
 fn decode(bytes: &[u8]) -> Result<CachedOffer, String> {
-	if bytes.len() < MAGIC.len() + CHECKSUM_LEN || &bytes[..MAGIC.len()] != MAGIC {
-		return Err("not an offer record (bad magic or format version)".into());
-	}
-	let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-	if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
-		return Err("checksum mismatch".into());
-	}
-	let mut r = Reader(&body[MAGIC.len()..]);
-	let slot = u16::from_be_bytes(r.array("slot")?);
-	let state = match r.array::<1>("state")?[0] {
-		0 => OfferState::Pending,
-		1 => OfferState::Ready,
-		2 => OfferState::Used,
-		other => return Err(format!("unknown state {other}")),
-	};
-	let offer = Offer::try_from(r.bytes("offer")?.to_vec()).map_err(|e| format!("bad offer: {e:?}"))?;
-	let nonce = Nonce::try_from(&r.array::<{ Nonce::LENGTH }>("nonce")?[..])
-		.map_err(|()| "bad nonce".to_string())?;
-	let label = match r.array::<1>("label flag")?[0] {
-		0 => None,
-		1 => Some(String::from_utf8(r.bytes("label")?.to_vec()).map_err(|_| "label is not UTF-8")?),
-		other => return Err(format!("bad label flag {other}")),
-	};
-	let created_at = Duration::from_millis(u64::from_be_bytes(r.array("created_at")?));
-	let server_path: Responder = r.ldk("server reply path")?;
-	let invoice = StaticInvoice::try_from(r.bytes("invoice")?.to_vec())
-		.map_err(|e| format!("bad invoice: {e:?}"))?;
-	let forward_invoice_request_path: BlindedMessagePath = r.ldk("forward path")?;
-	let invoice_confirmed = match r.array::<1>("confirmed")?[0] {
-		0 => false,
-		1 => true,
-		other => return Err(format!("bad confirmed flag {other}")),
-	};
-	if !r.0.is_empty() {
-		return Err("trailing bytes".into());
-	}
-	if invoice.offer_id() != offer.id() {
-		return Err("invoice belongs to another offer".into());
-	}
-	Ok(CachedOffer {
-		slot,
-		offer,
-		nonce,
-		state,
-		label,
-		created_at,
-		server_path,
-		invoice: BuiltInvoice { invoice, forward_invoice_request_path },
-		invoice_confirmed,
-	})
+    if bytes.len() < MAGIC.len() + CHECKSUM_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        return Err("not an offer record (bad magic or format version)".into());
+    }
+    let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
+        return Err("checksum mismatch".into());
+    }
+    let mut r = Reader(&body[MAGIC.len()..]);
+    let slot = u16::from_be_bytes(r.array("slot")?);
+    let state = match r.array::<1>("state")?[0] {
+        0 => OfferState::Pending,
+        1 => OfferState::Ready,
+        2 => OfferState::Used,
+        other => return Err(format!("unknown state {other}")),
+    };
+    let offer =
+        Offer::try_from(r.bytes("offer")?.to_vec()).map_err(|e| format!("bad offer: {e:?}"))?;
+    let nonce = Nonce::try_from(&r.array::<{ Nonce::LENGTH }>("nonce")?[..])
+        .map_err(|()| "bad nonce".to_string())?;
+    let label = match r.array::<1>("label flag")?[0] {
+        0 => None,
+        1 => Some(String::from_utf8(r.bytes("label")?.to_vec()).map_err(|_| "label is not UTF-8")?),
+        other => return Err(format!("bad label flag {other}")),
+    };
+    let created_at = Duration::from_millis(u64::from_be_bytes(r.array("created_at")?));
+    let server_path: Responder = r.ldk("server reply path")?;
+    let invoice = StaticInvoice::try_from(r.bytes("invoice")?.to_vec())
+        .map_err(|e| format!("bad invoice: {e:?}"))?;
+    let forward_invoice_request_path: BlindedMessagePath = r.ldk("forward path")?;
+    let invoice_confirmed = match r.array::<1>("confirmed")?[0] {
+        0 => false,
+        1 => true,
+        other => return Err(format!("bad confirmed flag {other}")),
+    };
+    if !r.0.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    if invoice.offer_id() != offer.id() {
+        return Err("invoice belongs to another offer".into());
+    }
+    Ok(CachedOffer {
+        slot,
+        offer,
+        nonce,
+        state,
+        label,
+        created_at,
+        server_path,
+        invoice: BuiltInvoice {
+            invoice,
+            forward_invoice_request_path,
+        },
+        invoice_confirmed,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-	use super::*;
-	use crate::test_utils::offer_fixture;
-	use lightning_persister::fs_store::FilesystemStore;
+    use super::*;
+    use crate::test_utils::offer_fixture;
+    use lightning_persister::fs_store::FilesystemStore;
 
-	fn store(dir: &std::path::Path) -> OfferStore {
-		OfferStore::new(Arc::new(FilesystemStore::new(dir.to_path_buf())))
-	}
+    fn store(dir: &std::path::Path) -> OfferStore {
+        OfferStore::new(Arc::new(FilesystemStore::new(dir.to_path_buf())))
+    }
 
-	#[test]
-	fn offers_round_trip_through_the_filesystem() {
-		let dir = tempfile::tempdir().unwrap();
-		let fixture = offer_fixture();
-		let mut offer = fixture.cached(3, Duration::from_secs(1_800_000_000), None);
-		offer.state = OfferState::Used;
-		offer.label = Some("invoice #7 ✓".into());
-		offer.invoice_confirmed = true;
-		store(dir.path()).save(&offer).unwrap();
-		let loaded = store(dir.path()).load_all().unwrap();
-		assert_eq!(loaded.len(), 1);
-		let back = &loaded[0];
-		assert_eq!((back.slot, back.state, back.label.clone()), (3, OfferState::Used, offer.label.clone()));
-		assert_eq!(back.offer, offer.offer);
-		assert_eq!(back.nonce, offer.nonce);
-		assert_eq!(back.invoice.invoice, offer.invoice.invoice);
-		assert_eq!(back.invoice.forward_invoice_request_path, offer.invoice.forward_invoice_request_path);
-		assert_eq!(back.server_path.encode(), offer.server_path.encode());
-		assert!(back.invoice_confirmed);
-		store(dir.path()).remove(3).unwrap();
-		assert!(store(dir.path()).load_all().unwrap().is_empty());
-	}
+    #[test]
+    fn offers_round_trip_through_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = offer_fixture();
+        let mut offer = fixture.cached(3, Duration::from_secs(1_800_000_000), None);
+        offer.state = OfferState::Used;
+        offer.label = Some("invoice #7 ✓".into());
+        offer.invoice_confirmed = true;
+        store(dir.path()).save(&offer).unwrap();
+        let loaded = store(dir.path()).load_all().unwrap();
+        assert_eq!(loaded.len(), 1);
+        let back = &loaded[0];
+        assert_eq!(
+            (back.slot, back.state, back.label.clone()),
+            (3, OfferState::Used, offer.label.clone())
+        );
+        assert_eq!(back.offer, offer.offer);
+        assert_eq!(back.nonce, offer.nonce);
+        assert_eq!(back.invoice.invoice, offer.invoice.invoice);
+        assert_eq!(
+            back.invoice.forward_invoice_request_path,
+            offer.invoice.forward_invoice_request_path
+        );
+        assert_eq!(back.server_path.encode(), offer.server_path.encode());
+        assert!(back.invoice_confirmed);
+        store(dir.path()).remove(3).unwrap();
+        assert!(store(dir.path()).load_all().unwrap().is_empty());
+    }
 
-	#[test]
-	fn a_corrupt_record_is_a_clear_error_and_left_untouched() {
-		let dir = tempfile::tempdir().unwrap();
-		let fixture = offer_fixture();
-		store(dir.path()).save(&fixture.cached(0, Duration::from_secs(1_800_000_000), None)).unwrap();
-		let path = dir.path().join(PRIMARY_NAMESPACE).join(OFFERS_NAMESPACE).join("slot_00000");
-		let mut bytes = std::fs::read(&path).unwrap();
-		let middle = bytes.len() / 2;
-		bytes[middle] ^= 0x55;
-		std::fs::write(&path, &bytes).unwrap();
-		match store(dir.path()).load_all() {
-			Err(Error::CorruptStore { key, reason }) => {
-				assert!(key.ends_with("slot_00000"));
-				assert!(reason.contains("checksum"), "{reason}");
-			},
-			other => panic!("expected a corrupt-store error, got {other:?}"),
-		}
-		assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file is kept as it was");
-		std::fs::write(&path, b"garbage").unwrap();
-		assert!(matches!(store(dir.path()).load_all(), Err(Error::CorruptStore { .. })));
-	}
+    #[test]
+    fn a_corrupt_record_is_a_clear_error_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = offer_fixture();
+        store(dir.path())
+            .save(&fixture.cached(0, Duration::from_secs(1_800_000_000), None))
+            .unwrap();
+        let path = dir
+            .path()
+            .join(PRIMARY_NAMESPACE)
+            .join(OFFERS_NAMESPACE)
+            .join("slot_00000");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x55;
+        std::fs::write(&path, &bytes).unwrap();
+        match store(dir.path()).load_all() {
+            Err(Error::CorruptStore { key, reason }) => {
+                assert!(key.ends_with("slot_00000"));
+                assert!(reason.contains("checksum"), "{reason}");
+            }
+            other => panic!("expected a corrupt-store error, got {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the file is kept as it was"
+        );
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(matches!(
+            store(dir.path()).load_all(),
+            Err(Error::CorruptStore { .. })
+        ));
+    }
 }

@@ -58,9 +58,17 @@ impl OfferFixture {
             receive_auth_key: ReceiveAuthKey([5; 32]),
         };
         let nonce = Nonce::try_from(&[0u8; 16][..]).unwrap();
-        self.factory.reply_path(
-            server,
-            MessageContext::Offers(OffersContext::InvoiceRequest { nonce }),
+        // A new RNG start per path, so no two fixture paths are alike.
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let entropy = lightning::sign::KeysManager::new(&[2; 32], 1, start, true);
+        let context = MessageContext::Offers(OffersContext::InvoiceRequest { nonce });
+        BlindedMessagePath::one_hop(
+            server.node_id,
+            server.receive_auth_key,
+            context,
+            &entropy,
+            self.factory.secp(),
         )
     }
 

@@ -1,0 +1,287 @@
+//! The public client: configuration, lifecycle, offers and events.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning_persister::fs_store::FilesystemStore;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::watch;
+
+use crate::cache::OfferState;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
+use crate::events::{EventBus, EventListener, OfferInfo};
+use crate::keys::WalletKeys;
+use crate::offer::{OfferFactory, PathEnd};
+use crate::protocol::Engine;
+use crate::store::{DynStore, OfferStore};
+use crate::transport::Transport;
+use crate::Error;
+
+/// Keeps a wallet supplied with ready BOLT 12 offers backed by a static invoice server.
+///
+/// Offers already built are available from [`AsyncOffersClient::new`] on, without network.
+/// [`AsyncOffersClient::start`] connects to the server and keeps the cache full and fresh.
+pub struct AsyncOffersClient {
+    config: Config,
+    keys: Arc<WalletKeys>,
+    engine: Arc<Engine>,
+    events: Arc<EventBus>,
+    runtime: RuntimeHandle,
+    running: Mutex<Option<watch::Sender<bool>>>,
+}
+
+enum RuntimeHandle {
+    Owned(Option<Runtime>),
+    Borrowed(Handle),
+}
+
+impl RuntimeHandle {
+    fn handle(&self) -> Result<Handle, Error> {
+        match self {
+            RuntimeHandle::Owned(Some(runtime)) => Ok(runtime.handle().clone()),
+            RuntimeHandle::Owned(None) => Err(Error::Runtime("runtime already shut down".into())),
+            RuntimeHandle::Borrowed(handle) => Ok(handle.clone()),
+        }
+    }
+}
+
+impl Drop for AsyncOffersClient {
+    fn drop(&mut self) {
+        self.stop();
+        if let RuntimeHandle::Owned(runtime) = &mut self.runtime {
+            // Never blocks, so dropping the client inside async code is fine.
+            if let Some(runtime) = runtime.take() {
+                runtime.shutdown_background();
+            }
+        }
+    }
+}
+
+/// Ways to build a client beyond the defaults.
+pub struct ClientBuilder {
+    config: Config,
+    seed: [u8; 32],
+    store: Option<Arc<DynStore>>,
+    clock: Arc<dyn Clock>,
+    runtime: Option<Handle>,
+}
+
+impl ClientBuilder {
+    /// Uses `store` instead of a `FilesystemStore` in `config.data_dir`.
+    pub fn store(mut self, store: Arc<DynStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Uses `clock` for all time decisions (tests move it by hand).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs on the caller's tokio runtime instead of one the client owns.
+    pub fn runtime(mut self, handle: Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Loads the stored offers and builds the client. No network.
+    pub fn build(self) -> Result<AsyncOffersClient, Error> {
+        let ClientBuilder {
+            config,
+            seed,
+            store,
+            clock,
+            runtime,
+        } = self;
+        config.validate()?;
+        let store = match store {
+            Some(store) => store,
+            None => {
+                std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                    Error::Storage(format!("creating {}: {e}", config.data_dir.display()))
+                })?;
+                Arc::new(FilesystemStore::new(config.data_dir.clone())) as Arc<DynStore>
+            }
+        };
+        let store = OfferStore::new(store);
+        let offers = store.load_all()?;
+        let keys = Arc::new(WalletKeys::from_seed(&seed));
+        let invoice_request_end = match config.invoice_request_target {
+            InvoiceRequestTarget::WalletNode => PathEnd {
+                node_id: keys.wallet_node_id(),
+                receive_auth_key: keys.wallet_receive_auth_key(),
+            },
+            InvoiceRequestTarget::Client => PathEnd {
+                node_id: keys.transport_node_id(),
+                receive_auth_key: keys.transport_receive_auth_key(),
+            },
+        };
+        let factory = OfferFactory::new(
+            keys.clone(),
+            config.network,
+            config.server.node_id,
+            invoice_request_end,
+        );
+        let events = Arc::new(EventBus::new());
+        let engine = Arc::new(Engine::new(
+            &config,
+            keys.clone(),
+            factory,
+            store,
+            offers,
+            clock,
+            events.clone(),
+        ));
+        let runtime = match runtime {
+            Some(handle) => RuntimeHandle::Borrowed(handle),
+            None => RuntimeHandle::Owned(Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("async-offers")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Runtime(e.to_string()))?,
+            )),
+        };
+        Ok(AsyncOffersClient {
+            config,
+            keys,
+            engine,
+            events,
+            runtime,
+            running: Mutex::new(None),
+        })
+    }
+}
+
+impl AsyncOffersClient {
+    /// A client for `config` and the wallet's 32-byte seed (the one its LDK node gives
+    /// `KeysManager::new`), with a filesystem store in `config.data_dir` and its own runtime.
+    pub fn new(config: Config, seed: [u8; 32]) -> Result<Self, Error> {
+        Self::builder(config, seed).build()
+    }
+
+    /// A builder for a custom store, clock or runtime.
+    pub fn builder(config: Config, seed: [u8; 32]) -> ClientBuilder {
+        ClientBuilder {
+            config,
+            seed,
+            store: None,
+            clock: Arc::new(SystemClock),
+            runtime: None,
+        }
+    }
+
+    /// Connects to the server and keeps the offers filled and fresh. Returns at once.
+    pub fn start(&self) -> Result<(), Error> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.is_some() {
+            return Err(Error::AlreadyStarted);
+        }
+        let handle = self.runtime.handle()?;
+        let transport = Transport::new(
+            self.engine.clone(),
+            self.keys.transport_keys_manager().clone(),
+            self.config.server.node_id,
+            self.config.server.address.clone(),
+            self.config.network,
+            self.config.tick_interval,
+        );
+        let (stop, stopped) = watch::channel(false);
+        handle.spawn(transport.run(stopped));
+        *running = Some(stop);
+        Ok(())
+    }
+
+    /// Disconnects. Offers stay available; `start` may be called again.
+    pub fn stop(&self) {
+        if let Some(stop) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = stop.send(true);
+        }
+    }
+
+    /// Every offer with its state.
+    pub fn offers(&self) -> Vec<OfferInfo> {
+        self.engine.offers()
+    }
+
+    /// The offers that are Ready (confirmed by the server, never handed out).
+    pub fn ready_offers(&self) -> Vec<OfferInfo> {
+        self.offers()
+            .into_iter()
+            .filter(|offer| offer.state == OfferState::Ready)
+            .collect()
+    }
+
+    /// Hands out a Ready offer never handed out before, labelled `label`. It is persisted as
+    /// Used before it is returned, and a replacement is requested at once.
+    pub fn take_offer(&self, label: Option<String>) -> Result<OfferInfo, Error> {
+        self.engine.take_offer(label)
+    }
+
+    /// Replaces the channel hints; every Ready and Used offer gets a fresh invoice now.
+    pub fn update_channels(&self, hints: Vec<ChannelHint>) {
+        self.engine.update_channels(hints)
+    }
+
+    /// The wallet node's id (the node that receives the payments).
+    pub fn node_id(&self) -> PublicKey {
+        self.keys.wallet_node_id()
+    }
+
+    /// The id of the SDK's own connection to the server.
+    pub fn transport_node_id(&self) -> PublicKey {
+        self.keys.transport_node_id()
+    }
+
+    /// Registers a listener for every future event.
+    pub fn add_listener(&self, listener: Arc<dyn EventListener>) {
+        self.events.add_listener(listener)
+    }
+
+    /// Waits until at least `count` offers are Ready, or `timeout` passes.
+    pub async fn wait_for_ready_offers(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<OfferInfo>, Error> {
+        let mut changes = self.events.watch();
+        let wait = async {
+            loop {
+                let ready = self.ready_offers();
+                if ready.len() >= count {
+                    return Ok(ready);
+                }
+                if changes.changed().await.is_err() {
+                    return Err(Error::Runtime("event bus closed".into()));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    /// Blocking form of [`Self::wait_for_ready_offers`], for callers outside async code.
+    pub fn wait_for_ready_offers_blocking(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<OfferInfo>, Error> {
+        let handle = self.runtime.handle()?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| handle.block_on(self.wait_for_ready_offers(count, timeout)))
+                .join()
+                .map_err(|_| Error::Runtime("wait panicked".into()))?
+        })
+    }
+}

@@ -1,0 +1,156 @@
+//! Events the client reports, the listener trait, and the plumbing that delivers them.
+//!
+//! Listeners run on a dedicated thread so a slow or panicking listener never stalls or kills
+//! the network task; Rust callers can also await state changes.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lightning::bitcoin::hex::DisplayHex;
+
+use crate::cache::{CachedOffer, OfferState};
+
+/// An offer as the app sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfferInfo {
+    /// The server slot the offer's invoice lives in.
+    pub slot: u16,
+    /// Where the offer is in its life.
+    pub state: OfferState,
+    /// The offer as a bech32 `lno1…` string, ready for a QR code.
+    pub offer: String,
+    /// The offer id, hex.
+    pub offer_id: String,
+    /// The label given when the offer was handed out.
+    pub label: Option<String>,
+    /// When the offer was built.
+    pub created_at: Duration,
+    /// When the offer stops being payable (`None`: never).
+    pub expires_at: Option<Duration>,
+}
+
+impl OfferInfo {
+    pub(crate) fn offer_id_hex(id: lightning::offers::offer::OfferId) -> String {
+        id.0.as_hex().to_string()
+    }
+}
+
+impl From<&CachedOffer> for OfferInfo {
+    fn from(offer: &CachedOffer) -> Self {
+        Self {
+            slot: offer.slot,
+            state: offer.state,
+            offer: offer.offer.to_string(),
+            offer_id: Self::offer_id_hex(offer.id()),
+            label: offer.label.clone(),
+            created_at: offer.created_at,
+            expires_at: offer.expires_at(),
+        }
+    }
+}
+
+/// Something that happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The server confirmed an offer's invoice: the offer can be handed out.
+    OfferReady {
+        /// The new offer.
+        offer: OfferInfo,
+    },
+    /// A Ready offer that was never handed out was dropped for a fresher one.
+    OfferReplaced {
+        /// The dropped offer's id.
+        old_offer_id: String,
+        /// The offer that took its place.
+        new_offer: OfferInfo,
+    },
+    /// An offer expired and was removed.
+    OfferExpired {
+        /// The expired offer's id.
+        offer_id: String,
+    },
+    /// The server confirmed a refreshed invoice for an offer.
+    InvoiceRefreshed {
+        /// The offer whose invoice was refreshed.
+        offer_id: String,
+    },
+    /// The connection to the server is up.
+    ServerConnected,
+    /// The connection to the server went down; it is retried with backoff.
+    ServerDisconnected,
+    /// The server forwarded a payer's invoice request, verified as one for our offer.
+    InvoiceRequestForwarded {
+        /// The offer the payer wants to pay.
+        offer_id: String,
+        /// The amount the payer asked for, if any.
+        amount_msats: Option<u64>,
+        /// The payer's note, if any.
+        payer_note: Option<String>,
+    },
+}
+
+/// Receives the client's events. Called from the SDK's event thread, never from the app's.
+pub trait EventListener: Send + Sync {
+    /// Called once per event, in order.
+    fn on_event(&self, event: Event);
+}
+
+/// Fans events out to listeners (on a thread of its own) and to async waiters.
+pub(crate) struct EventBus {
+    listeners: Arc<Mutex<Vec<Arc<dyn EventListener>>>>,
+    sender: Mutex<mpsc::Sender<Event>>,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        let (sender, receiver) = mpsc::channel::<Event>();
+        let listeners: Arc<Mutex<Vec<Arc<dyn EventListener>>>> = Arc::default();
+        let for_thread = listeners.clone();
+        let spawned = std::thread::Builder::new()
+            .name("async-offers-events".into())
+            .spawn(move || {
+                for event in receiver {
+                    let listeners = for_thread.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    for listener in listeners {
+                        let event = event.clone();
+                        if catch_unwind(AssertUnwindSafe(|| listener.on_event(event))).is_err() {
+                            log::error!("an event listener panicked; the SDK carries on");
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("could not start the event thread, listeners will not be called: {e}");
+        }
+        Self {
+            listeners,
+            sender: Mutex::new(sender),
+            changes: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    pub fn add_listener(&self, listener: Arc<dyn EventListener>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
+    }
+
+    pub fn emit(&self, event: Event) {
+        log::debug!("event: {event:?}");
+        let _ = self
+            .sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(event);
+        self.changes.send_modify(|version| *version += 1);
+    }
+
+    /// A receiver that wakes on every event.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}

@@ -1,0 +1,472 @@
+//! The static-invoice-server protocol, client side.
+//!
+//! [`Engine`] is the `AsyncPaymentsMessageHandler` and `OffersMessageHandler` the onion
+//! messenger calls: it validates each message, applies it to the cache, persists the result and
+//! only then returns or queues the messages that depend on it. It never touches sockets: any
+//! onion messenger can drive it, so the same handler runs over TCP or in-process.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use lightning::blinded_path::message::{
+    AsyncPaymentsContext, BlindedMessagePath, MessageContext, OffersContext,
+};
+use lightning::offers::offer::OfferId;
+use lightning::onion_message::async_payments::{
+    AsyncPaymentsMessage, AsyncPaymentsMessageHandler, HeldHtlcAvailable, OfferPaths,
+    OfferPathsRequest, ReleaseHeldHtlc, ServeStaticInvoice, StaticInvoicePersisted,
+};
+use lightning::onion_message::messenger::{
+    Destination, MessageSendInstructions, Responder, ResponseInstruction,
+};
+use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
+use tokio::sync::Notify;
+
+use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState};
+use crate::clock::Clock;
+use crate::config::{ChannelHint, Config};
+use crate::events::{Event, EventBus, OfferInfo};
+use crate::keys::WalletKeys;
+use crate::offer::OfferFactory;
+use crate::store::OfferStore;
+use crate::Error;
+
+/// How long the server may take to answer an `OfferPathsRequest` over our reply path.
+const OFFER_PATHS_REPLY_PATH_LIFETIME: Duration = Duration::from_secs(2 * 3600);
+
+type Outbox = Vec<(AsyncPaymentsMessage, MessageSendInstructions)>;
+
+struct State {
+    cache: OfferCache,
+    hints: Vec<ChannelHint>,
+    outbox: Outbox,
+    connected: bool,
+}
+
+/// The protocol handler and the owner of the cache.
+pub(crate) struct Engine {
+    state: Mutex<State>,
+    factory: OfferFactory,
+    keys: Arc<WalletKeys>,
+    store: OfferStore,
+    clock: Arc<dyn Clock>,
+    events: Arc<EventBus>,
+    server_paths: Vec<BlindedMessagePath>,
+    best_block_height: Option<u32>,
+    /// Signalled when messages are queued, so the transport flushes them.
+    outbox_ready: Arc<Notify>,
+}
+
+impl Engine {
+    pub fn new(
+        config: &Config,
+        keys: Arc<WalletKeys>,
+        factory: OfferFactory,
+        store: OfferStore,
+        offers: Vec<CachedOffer>,
+        clock: Arc<dyn Clock>,
+        events: Arc<EventBus>,
+    ) -> Self {
+        let policy = CachePolicy {
+            target_ready: config.offer_slots,
+            ready_max_age: config.ready_offer_max_age,
+            invoice_refresh_interval: config.invoice_refresh_interval,
+            min_paths_lifetime: config.min_offer_paths_lifetime,
+            first_retry_after: Duration::from_secs(15),
+            max_retry_after: Duration::from_secs(15 * 60),
+        };
+        Self {
+            state: Mutex::new(State {
+                cache: OfferCache::new(policy, offers),
+                hints: config.channel_hints.clone(),
+                outbox: Vec::new(),
+                connected: false,
+            }),
+            factory,
+            keys,
+            store,
+            clock,
+            events,
+            server_paths: config.server.paths.clone(),
+            best_block_height: config.best_block_height,
+            outbox_ready: Arc::new(Notify::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn outbox_ready(&self) -> Arc<Notify> {
+        self.outbox_ready.clone()
+    }
+
+    pub fn offers(&self) -> Vec<OfferInfo> {
+        self.lock()
+            .cache
+            .offers()
+            .iter()
+            .map(OfferInfo::from)
+            .collect()
+    }
+
+    /// The server connection is up: (re)request every missing or unanswered slot at once.
+    pub fn on_connected(&self) {
+        let mut state = self.lock();
+        state.connected = true;
+        self.queue_offer_paths_requests(&mut state, true);
+        drop(state);
+        self.events.emit(Event::ServerConnected);
+        self.outbox_ready.notify_one();
+    }
+
+    pub fn on_disconnected(&self) {
+        self.lock().connected = false;
+        self.events.emit(Event::ServerDisconnected);
+    }
+
+    /// Periodic maintenance: expiry, resends, refreshes, retries.
+    pub fn on_tick(&self) {
+        let now = self.clock.now();
+        let mut events = Vec::new();
+        let mut state = self.lock();
+        let maintenance = state.cache.maintain(now);
+        for offer in maintenance.expired.iter().chain(&maintenance.abandoned) {
+            if let Err(e) = self.store.remove(offer.slot) {
+                log::error!("{e}");
+            }
+        }
+        for offer in &maintenance.abandoned {
+            log::warn!(
+                "server never confirmed the invoice of offer in slot {}; requesting new paths",
+                offer.slot
+            );
+        }
+        events.extend(maintenance.expired.iter().map(|offer| Event::OfferExpired {
+            offer_id: OfferInfo::from(offer).offer_id,
+        }));
+        for id in maintenance.rebuild {
+            self.rebuild_invoice(&mut state, id, now);
+        }
+        for id in maintenance.resend {
+            self.queue_invoice(&mut state, id);
+        }
+        self.queue_offer_paths_requests(&mut state, false);
+        drop(state);
+        for event in events {
+            self.events.emit(event);
+        }
+        self.outbox_ready.notify_one();
+    }
+
+    /// Hands out a Ready offer never handed out before, persisted as Used first.
+    pub fn take_offer(&self, label: Option<String>) -> Result<OfferInfo, Error> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let offer = state.cache.take(label, now).ok_or(Error::NoReadyOffer)?;
+        if let Err(e) = self.store.save(&offer) {
+            state.cache.untake(offer.id());
+            return Err(e);
+        }
+        self.queue_offer_paths_requests(&mut state, false);
+        drop(state);
+        self.outbox_ready.notify_one();
+        Ok(OfferInfo::from(&offer))
+    }
+
+    /// New channel hints: every Ready and Used offer gets a fresh invoice now.
+    pub fn update_channels(&self, hints: Vec<ChannelHint>) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.hints = hints;
+        for id in state.cache.published_or_ready() {
+            self.rebuild_invoice(&mut state, id, now);
+        }
+        drop(state);
+        self.outbox_ready.notify_one();
+    }
+
+    fn queue_offer_paths_requests(&self, state: &mut State, reconnected: bool) {
+        if !state.connected {
+            return;
+        }
+        let now = self.clock.now();
+        for request in state.cache.plan_requests(now, reconnected) {
+            // Rotate through the server's paths on retries, in case one is broken.
+            let path = &self.server_paths[request.attempt as usize % self.server_paths.len()];
+            let context = MessageContext::AsyncPayments(AsyncPaymentsContext::OfferPaths {
+                invoice_slot: request.slot,
+                path_absolute_expiry: now + OFFER_PATHS_REPLY_PATH_LIFETIME,
+            });
+            log::debug!(
+                "requesting offer paths for slot {} (attempt {})",
+                request.slot,
+                request.attempt
+            );
+            state.outbox.push((
+                AsyncPaymentsMessage::OfferPathsRequest(OfferPathsRequest {
+                    invoice_slot: request.slot,
+                }),
+                MessageSendInstructions::WithReplyPath {
+                    destination: Destination::BlindedPath(path.clone()),
+                    context,
+                },
+            ));
+        }
+    }
+
+    /// Queues the offer's current invoice to its server slot.
+    fn queue_invoice(&self, state: &mut State, id: OfferId) {
+        let Some(offer) = state.cache.get(id) else {
+            return;
+        };
+        let (message, context) = serve_message(offer);
+        let instructions = offer
+            .server_path
+            .clone()
+            .respond_with_reply_path(context)
+            .into_instructions();
+        state.outbox.push((
+            AsyncPaymentsMessage::ServeStaticInvoice(message),
+            instructions,
+        ));
+    }
+
+    fn rebuild_invoice(&self, state: &mut State, id: OfferId, now: Duration) {
+        let Some(offer) = state.cache.get(id) else {
+            return;
+        };
+        match self.factory.build_invoice(
+            &offer.offer,
+            offer.nonce,
+            &state.hints,
+            now,
+            self.best_block_height,
+        ) {
+            Ok(invoice) => {
+                state.cache.replace_invoice(id, invoice);
+                let Some(offer) = state.cache.get(id) else {
+                    return;
+                };
+                match self.store.save(offer) {
+                    Ok(()) => self.queue_invoice(state, id),
+                    Err(e) => log::error!("not sending refreshed invoice: {e}"),
+                }
+            }
+            Err(e) => log::error!("could not rebuild the invoice of slot {}: {e}", offer.slot),
+        }
+    }
+
+    fn accept_offer_paths(
+        &self,
+        message: OfferPaths,
+        context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) -> Result<(ServeStaticInvoice, ResponseInstruction), String> {
+        let AsyncPaymentsContext::OfferPaths {
+            invoice_slot,
+            path_absolute_expiry,
+        } = context
+        else {
+            return Err("arrived over a path that was not an OfferPaths reply path".into());
+        };
+        let responder = responder.ok_or("no reply path to send the invoice over")?;
+        let now = self.clock.now();
+        let paths_expiry = message.paths_absolute_expiry.map(Duration::from_secs);
+        let mut state = self.lock();
+        state
+            .cache
+            .check_offer_paths(
+                invoice_slot,
+                path_absolute_expiry,
+                &message.paths,
+                paths_expiry,
+                now,
+            )
+            .map_err(|why| format!("slot {invoice_slot}: {why:?}"))?;
+        let (offer, nonce) = self.factory.build_offer(message.paths, paths_expiry)?;
+        let invoice =
+            self.factory
+                .build_invoice(&offer, nonce, &state.hints, now, self.best_block_height)?;
+        let offer = CachedOffer {
+            slot: invoice_slot,
+            offer,
+            nonce,
+            state: OfferState::Pending,
+            label: None,
+            created_at: now,
+            server_path: responder.clone(),
+            invoice,
+            invoice_confirmed: false,
+        };
+        let id = offer.id();
+        let (message, context) = serve_message(&offer);
+        state.cache.insert_pending(offer);
+        let persisted = state.cache.get(id).map(|offer| self.store.save(offer));
+        if let Some(Err(e)) = persisted {
+            state.cache.abandon_pending(id, now);
+            return Err(format!("offer not persisted, not sending its invoice: {e}"));
+        }
+        log::debug!("built offer for slot {invoice_slot}; sending its static invoice");
+        Ok((message, responder.respond_with_reply_path(context)))
+    }
+
+    fn confirm_invoice(&self, context: AsyncPaymentsContext) {
+        let AsyncPaymentsContext::StaticInvoicePersisted {
+            offer_id,
+            invoice_created_at,
+        } = context
+        else {
+            log::warn!("StaticInvoicePersisted over an unexpected path; ignored");
+            return;
+        };
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let outcome = state
+            .cache
+            .invoice_persisted(offer_id, invoice_created_at, now);
+        let Some(offer) = state.cache.get(offer_id).map(OfferInfo::from) else {
+            log::debug!("confirmation for an unknown offer ignored");
+            return;
+        };
+        let events = match outcome {
+            Confirmation::Ignored => {
+                log::debug!(
+                    "duplicate or stale confirmation for slot {} ignored",
+                    offer.slot
+                );
+                return;
+            }
+            Confirmation::Refreshed => vec![Event::InvoiceRefreshed {
+                offer_id: offer.offer_id.clone(),
+            }],
+            Confirmation::NowReady { replaced } => {
+                for old in &replaced {
+                    if let Err(e) = self.store.remove(old.slot) {
+                        log::error!("{e}");
+                    }
+                }
+                let mut events = vec![Event::OfferReady {
+                    offer: offer.clone(),
+                }];
+                events.extend(replaced.iter().map(|old| Event::OfferReplaced {
+                    old_offer_id: OfferInfo::from(old).offer_id,
+                    new_offer: offer.clone(),
+                }));
+                events
+            }
+        };
+        if let Some(Err(e)) = state.cache.get(offer_id).map(|o| self.store.save(o)) {
+            // The offer stays usable now; after a restart it would be re-confirmed.
+            log::error!("{e}");
+        }
+        drop(state);
+        for event in events {
+            self.events.emit(event);
+        }
+    }
+}
+
+fn serve_message(offer: &CachedOffer) -> (ServeStaticInvoice, MessageContext) {
+    let message = ServeStaticInvoice {
+        invoice: offer.invoice.invoice.clone(),
+        forward_invoice_request_path: offer.invoice.forward_invoice_request_path.clone(),
+    };
+    let context = MessageContext::AsyncPayments(AsyncPaymentsContext::StaticInvoicePersisted {
+        offer_id: offer.id(),
+        invoice_created_at: offer.invoice.invoice.created_at(),
+    });
+    (message, context)
+}
+
+impl AsyncPaymentsMessageHandler for Engine {
+    fn handle_offer_paths_request(
+        &self,
+        _message: OfferPathsRequest,
+        _context: AsyncPaymentsContext,
+        _responder: Option<Responder>,
+    ) -> Option<(OfferPaths, ResponseInstruction)> {
+        log::debug!("ignoring OfferPathsRequest: this client is not a static invoice server");
+        None
+    }
+
+    fn handle_offer_paths(
+        &self,
+        message: OfferPaths,
+        context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) -> Option<(ServeStaticInvoice, ResponseInstruction)> {
+        match self.accept_offer_paths(message, context, responder) {
+            Ok(reply) => Some(reply),
+            Err(why) => {
+                log::warn!("rejected OfferPaths: {why}");
+                None
+            }
+        }
+    }
+
+    fn handle_serve_static_invoice(
+        &self,
+        _message: ServeStaticInvoice,
+        _context: AsyncPaymentsContext,
+        _responder: Option<Responder>,
+    ) {
+        log::debug!("ignoring ServeStaticInvoice: this client is not a static invoice server");
+    }
+
+    fn handle_static_invoice_persisted(
+        &self,
+        _message: StaticInvoicePersisted,
+        context: AsyncPaymentsContext,
+    ) {
+        self.confirm_invoice(context);
+    }
+
+    fn handle_held_htlc_available(
+        &self,
+        _message: HeldHtlcAvailable,
+        _context: AsyncPaymentsContext,
+        _responder: Option<Responder>,
+    ) -> Option<(ReleaseHeldHtlc, ResponseInstruction)> {
+        log::debug!("ignoring HeldHtlcAvailable: HTLCs are released by the wallet node");
+        None
+    }
+
+    fn handle_release_held_htlc(&self, _message: ReleaseHeldHtlc, _context: AsyncPaymentsContext) {}
+
+    fn release_pending_messages(&self) -> Outbox {
+        std::mem::take(&mut self.lock().outbox)
+    }
+}
+
+impl OffersMessageHandler for Engine {
+    fn handle_message(
+        &self,
+        message: OffersMessage,
+        context: Option<OffersContext>,
+        _responder: Option<Responder>,
+    ) -> Option<(OffersMessage, ResponseInstruction)> {
+        let (OffersMessage::InvoiceRequest(request), Some(OffersContext::InvoiceRequest { nonce })) =
+            (message, context)
+        else {
+            log::debug!("ignoring an offers message that is not a forwarded invoice request");
+            return None;
+        };
+        let expanded_key = self.keys.expanded_key();
+        let amount_msats = request.amount_msats();
+        let payer_note = request.payer_note().map(|note| note.to_string());
+        match request.verify_using_recipient_data(nonce, &expanded_key, self.factory.secp()) {
+            Ok(verified) => {
+                let offer_id = OfferInfo::offer_id_hex(verified.offer_id);
+                log::info!("verified forwarded invoice request for offer {offer_id}");
+                self.events.emit(Event::InvoiceRequestForwarded {
+                    offer_id,
+                    amount_msats,
+                    payer_note,
+                });
+            }
+            Err(()) => log::warn!("rejected a forwarded invoice request that failed verification"),
+        }
+        None
+    }
+}

@@ -1,0 +1,393 @@
+//! The wire: an `OnionMessenger` and a `PeerManager` over `lightning-net-tokio`, one noise
+//! connection to the server, reconnected with capped exponential backoff, plus the timers.
+//!
+//! The client has no network graph. Every path it sends over starts at the server it is
+//! connected to, and compact paths (introduction node given as a directed short channel id,
+//! as real LDK servers with public channels build them) are resolved to that server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lightning::bitcoin::secp256k1::{self, PublicKey, Secp256k1, SecretKey};
+use lightning::bitcoin::Network;
+use lightning::blinded_path::message::{BlindedMessagePath, MessageContext, MessageForwardNode};
+use lightning::blinded_path::{EmptyNodeIdLookUp, IntroductionNode};
+use lightning::ln::msgs::{
+    BaseMessageHandler, Init, MessageSendEvent, OnionMessage, OnionMessageHandler,
+};
+use lightning::ln::peer_handler::{
+    ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
+};
+use lightning::onion_message::messenger::{
+    Destination, MessageRouter, OnionMessagePath, OnionMessenger,
+};
+use lightning::routing::gossip::{NetworkGraph, NodeId};
+use lightning::sign::{EntropySource, KeysManager, ReceiveAuthKey};
+use lightning::types::features::{ChannelFeatures, InitFeatures, NodeFeatures};
+use lightning_net_tokio::SocketDescriptor;
+use tokio::sync::{watch, Notify};
+
+use crate::logging::LdkLogBridge;
+use crate::protocol::Engine;
+
+type Messenger = OnionMessenger<
+    Arc<KeysManager>,
+    Arc<KeysManager>,
+    Arc<LdkLogBridge>,
+    Arc<EmptyNodeIdLookUp>,
+    Arc<ServerRouter>,
+    Arc<Engine>,
+    Arc<Engine>,
+    IgnoringMessageHandler,
+    IgnoringMessageHandler,
+>;
+
+type Peers = PeerManager<
+    SocketDescriptor,
+    Arc<ErroringMessageHandler>,
+    IgnoringMessageHandler,
+    Arc<ConnectionWatcher>,
+    Arc<LdkLogBridge>,
+    IgnoringMessageHandler,
+    Arc<KeysManager>,
+    IgnoringMessageHandler,
+>;
+
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// LDK's peer handler expects a timer tick about every ten seconds (pings, timeouts).
+const PEER_TIMER_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Routes every message through the server, the client's only peer.
+pub(crate) struct ServerRouter {
+    server: PublicKey,
+    network: Network,
+    entropy: Arc<KeysManager>,
+}
+
+impl ServerRouter {
+    pub fn new(server: PublicKey, network: Network, entropy: Arc<KeysManager>) -> Self {
+        Self {
+            server,
+            network,
+            entropy,
+        }
+    }
+
+    /// Rewrites a compact introduction node (directed short channel id) to the server, using a
+    /// one-channel graph in which the server sits on the side the direction names.
+    fn resolve_compact_introduction(&self, destination: &mut Destination) {
+        let Destination::BlindedPath(path) = destination else {
+            return;
+        };
+        let IntroductionNode::DirectedShortChannelId(direction, scid) = *path.introduction_node()
+        else {
+            return;
+        };
+        let other = other_endpoint(&self.server);
+        let (one, two) = match direction {
+            lightning::blinded_path::Direction::NodeOne => (self.server, other),
+            lightning::blinded_path::Direction::NodeTwo => (other, self.server),
+        };
+        let graph = NetworkGraph::new(self.network, Arc::new(LdkLogBridge));
+        let added = graph.add_channel_from_partial_announcement(
+            scid,
+            None,
+            0,
+            ChannelFeatures::empty(),
+            NodeId::from_pubkey(&one),
+            NodeId::from_pubkey(&two),
+        );
+        if added.is_ok() {
+            destination.resolve(&graph.read_only());
+        }
+    }
+}
+
+/// Any valid key other than `server`, to stand at the far end of the resolving channel.
+fn other_endpoint(server: &PublicKey) -> PublicKey {
+    let secp = Secp256k1::signing_only();
+    let candidate = |byte| {
+        PublicKey::from_secret_key(
+            &secp,
+            &SecretKey::from_slice(&[byte; 32]).expect("valid key"),
+        )
+    };
+    let first = candidate(1);
+    if first != *server {
+        first
+    } else {
+        candidate(2)
+    }
+}
+
+impl MessageRouter for ServerRouter {
+    fn find_path(
+        &self,
+        _sender: PublicKey,
+        _peers: Vec<PublicKey>,
+        mut destination: Destination,
+    ) -> Result<OnionMessagePath, ()> {
+        self.resolve_compact_introduction(&mut destination);
+        let first_hop = match &destination {
+            Destination::Node(node) => Some(*node),
+            Destination::BlindedPath(path) => match path.introduction_node() {
+                IntroductionNode::NodeId(node) => Some(*node),
+                IntroductionNode::DirectedShortChannelId(..) => None,
+            },
+        };
+        // Anything not starting at the server is reached through it.
+        let intermediate_nodes = match first_hop {
+            Some(node) if node == self.server => vec![],
+            _ => vec![self.server],
+        };
+        Ok(OnionMessagePath {
+            intermediate_nodes,
+            destination,
+            first_node_addresses: vec![],
+        })
+    }
+
+    fn create_blinded_paths<T: secp256k1::Signing + secp256k1::Verification>(
+        &self,
+        recipient: PublicKey,
+        local_node_receive_key: ReceiveAuthKey,
+        context: MessageContext,
+        _peers: Vec<MessageForwardNode>,
+        secp_ctx: &Secp256k1<T>,
+    ) -> Result<Vec<BlindedMessagePath>, ()> {
+        let intro = MessageForwardNode {
+            node_id: self.server,
+            short_channel_id: None,
+        };
+        Ok(vec![BlindedMessagePath::new(
+            &[intro],
+            recipient,
+            local_node_receive_key,
+            context,
+            &*self.entropy,
+            secp_ctx,
+        )])
+    }
+}
+
+/// The messenger as the peer manager sees it, reporting when the server's `init` arrives so
+/// requests go out the moment the connection can carry them.
+pub(crate) struct ConnectionWatcher {
+    messenger: Arc<Messenger>,
+    server: PublicKey,
+    connected: Notify,
+}
+
+impl BaseMessageHandler for ConnectionWatcher {
+    fn get_and_clear_pending_msg_events(&self) -> Vec<MessageSendEvent> {
+        self.messenger.get_and_clear_pending_msg_events()
+    }
+    fn peer_disconnected(&self, their_node_id: PublicKey) {
+        self.messenger.peer_disconnected(their_node_id)
+    }
+    fn provided_node_features(&self) -> NodeFeatures {
+        self.messenger.provided_node_features()
+    }
+    fn provided_init_features(&self, their_node_id: PublicKey) -> InitFeatures {
+        self.messenger.provided_init_features(their_node_id)
+    }
+    fn peer_connected(
+        &self,
+        their_node_id: PublicKey,
+        msg: &Init,
+        inbound: bool,
+    ) -> Result<(), ()> {
+        let result = self.messenger.peer_connected(their_node_id, msg, inbound);
+        if result.is_ok() && their_node_id == self.server {
+            self.connected.notify_one();
+        }
+        result
+    }
+}
+
+impl OnionMessageHandler for ConnectionWatcher {
+    fn handle_onion_message(&self, peer_node_id: PublicKey, msg: &OnionMessage) {
+        self.messenger.handle_onion_message(peer_node_id, msg)
+    }
+    fn next_onion_message_for_peer(&self, peer_node_id: PublicKey) -> Option<OnionMessage> {
+        self.messenger.next_onion_message_for_peer(peer_node_id)
+    }
+    fn timer_tick_occurred(&self) {
+        self.messenger.timer_tick_occurred()
+    }
+}
+
+/// The running transport: one connection loop and its timers.
+pub(crate) struct Transport {
+    peers: Arc<Peers>,
+    watcher: Arc<ConnectionWatcher>,
+    engine: Arc<Engine>,
+    server: PublicKey,
+    address: String,
+    tick_interval: Duration,
+}
+
+impl Transport {
+    pub fn new(
+        engine: Arc<Engine>,
+        transport_keys: Arc<KeysManager>,
+        server: PublicKey,
+        address: String,
+        network: Network,
+        tick_interval: Duration,
+    ) -> Arc<Self> {
+        let router = Arc::new(ServerRouter::new(server, network, transport_keys.clone()));
+        let messenger = Arc::new(OnionMessenger::new(
+            transport_keys.clone(),
+            transport_keys.clone(),
+            Arc::new(LdkLogBridge),
+            Arc::new(EmptyNodeIdLookUp {}),
+            router,
+            engine.clone(),
+            engine.clone(),
+            IgnoringMessageHandler {},
+            IgnoringMessageHandler {},
+        ));
+        let watcher = Arc::new(ConnectionWatcher {
+            messenger,
+            server,
+            connected: Notify::new(),
+        });
+        let handlers = MessageHandler {
+            chan_handler: Arc::new(ErroringMessageHandler::new()),
+            route_handler: IgnoringMessageHandler {},
+            onion_message_handler: watcher.clone(),
+            custom_message_handler: IgnoringMessageHandler {},
+            send_only_message_handler: IgnoringMessageHandler {},
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as u32;
+        let peers = Arc::new(PeerManager::new(
+            handlers,
+            now,
+            &transport_keys.get_secure_random_bytes(),
+            Arc::new(LdkLogBridge),
+            transport_keys,
+        ));
+        Arc::new(Self {
+            peers,
+            watcher,
+            engine,
+            server,
+            address,
+            tick_interval,
+        })
+    }
+
+    /// Runs until `shutdown` turns true: the connection loop, maintenance and message flushing.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let flush = tokio::spawn(self.clone().flush_outbox());
+        let ticks = tokio::spawn(self.clone().timers());
+        let mut delay = FIRST_RECONNECT_DELAY;
+        loop {
+            tokio::select! {
+                connected = self.connect_once() => {
+                    if connected {
+                        delay = FIRST_RECONNECT_DELAY;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            log::debug!("reconnecting to the server in {delay:?}");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {},
+                _ = shutdown.changed() => break,
+            }
+            delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+        }
+        flush.abort();
+        ticks.abort();
+        self.peers.disconnect_all_peers();
+    }
+
+    /// One connection's life. Returns whether the handshake completed.
+    async fn connect_once(&self) -> bool {
+        let stream = match self.open_stream().await {
+            Ok(stream) => stream,
+            Err(why) => {
+                log::warn!("cannot reach the server at {}: {why}", self.address);
+                return false;
+            }
+        };
+        let connection =
+            lightning_net_tokio::setup_outbound(self.peers.clone(), self.server, stream);
+        let mut connection = std::pin::pin!(connection);
+        let handshake = tokio::time::timeout(CONNECT_TIMEOUT, self.watcher.connected.notified());
+        tokio::select! {
+            result = handshake => {
+                if result.is_err() {
+                    log::warn!("server handshake timed out");
+                    return false;
+                }
+            },
+            _ = &mut connection => {
+                log::warn!("server closed the connection during the handshake");
+                return false;
+            },
+        }
+        log::info!("connected to the server {}", self.server);
+        self.engine.on_connected();
+        connection.await;
+        log::info!("disconnected from the server");
+        self.engine.on_disconnected();
+        true
+    }
+
+    async fn open_stream(&self) -> Result<std::net::TcpStream, String> {
+        let addresses: Vec<SocketAddr> = tokio::net::lookup_host(&self.address)
+            .await
+            .map_err(|e| format!("address lookup: {e}"))?
+            .collect();
+        let mut last_error = "no address".to_string();
+        for address in addresses {
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
+                .await
+            {
+                Ok(Ok(stream)) => {
+                    // Without this every small message waits for the peer's delayed ACK (~40 ms).
+                    stream
+                        .set_nodelay(true)
+                        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+                    return stream.into_std().map_err(|e| e.to_string());
+                }
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => last_error = "connect timed out".into(),
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn flush_outbox(self: Arc<Self>) {
+        let ready = self.engine.outbox_ready();
+        loop {
+            ready.notified().await;
+            self.peers.process_events();
+        }
+    }
+
+    async fn timers(self: Arc<Self>) {
+        let mut maintenance = tokio::time::interval(self.tick_interval);
+        let mut peer_timer = tokio::time::interval(PEER_TIMER_INTERVAL);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = maintenance.tick() => self.engine.on_tick(),
+                _ = peer_timer.tick() => self.peers.timer_tick_occurred(),
+            }
+            self.peers.process_events();
+        }
+    }
+}
