@@ -1,1 +1,160 @@
-fn main() {}
+//! `async-offers-server`: the reference static invoice server.
+
+use std::time::Duration;
+
+use lightning::bitcoin::Network;
+
+const USAGE: &str = "usage:
+  async-offers-server [--listen ADDR] [--data-dir DIR] [--network NET] [--compact-scid SCID] [--recipient ID]...
+      serve; prints one JSON line {node_id, address, paths} per --recipient ID
+  async-offers-server mint --data-dir DIR --address HOST:PORT --recipient ID [--network NET] [--compact-scid SCID] [--expiry-days N]
+      print a recipient's JSON line without serving";
+
+struct Args {
+    mint: bool,
+    listen: String,
+    address: Option<String>,
+    data_dir: std::path::PathBuf,
+    network: Network,
+    compact_scid: Option<u64>,
+    recipients: Vec<String>,
+    expiry_days: Option<u64>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        mint: false,
+        listen: "127.0.0.1:9735".into(),
+        address: None,
+        data_dir: "async-offers-server-data".into(),
+        network: Network::Regtest,
+        compact_scid: None,
+        recipients: vec![],
+        expiry_days: None,
+    };
+    let mut it = std::env::args().skip(1).peekable();
+    if it.peek().map(String::as_str) == Some("mint") {
+        args.mint = true;
+        it.next();
+    }
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => args.listen = value()?,
+            "--address" => args.address = Some(value()?),
+            "--data-dir" => args.data_dir = value()?.into(),
+            "--network" => {
+                args.network = value()?.parse().map_err(|e| format!("--network: {e}"))?
+            }
+            "--compact-scid" => {
+                args.compact_scid = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--compact-scid: {e}"))?,
+                )
+            }
+            "--recipient" => args.recipients.push(value()?),
+            "--expiry-days" => {
+                args.expiry_days = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--expiry-days: {e}"))?,
+                )
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    if std::env::var_os("RUST_LOG").is_some() {
+        simple_stderr_logger();
+    }
+    let expiry = args
+        .expiry_days
+        .map(|days| Duration::from_secs(days * 24 * 3600));
+    if args.mint {
+        let Some(address) = args.address else {
+            eprintln!("mint needs --address\n{USAGE}");
+            std::process::exit(2);
+        };
+        let identity = async_offers_server::ServerIdentity::open(
+            &args.data_dir,
+            args.network,
+            args.compact_scid,
+        )
+        .unwrap_or_else(|e| fail(&format!("cannot open {}: {e}", args.data_dir.display())));
+        for recipient in &args.recipients {
+            let paths = identity
+                .mint_paths_hex(recipient.as_bytes(), expiry)
+                .unwrap_or_else(|e| fail(&e));
+            println!(
+                "{}",
+                serde_json::json!({"node_id": identity.node_id().to_string(), "address": address, "paths": paths})
+            );
+        }
+        return;
+    }
+    let listen = args
+        .listen
+        .parse()
+        .unwrap_or_else(|e| fail(&format!("--listen: {e}")));
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&e.to_string()));
+    runtime.block_on(async {
+        let options = async_offers_server::ServerOptions {
+            listen,
+            data_dir: args.data_dir.clone(),
+            network: args.network,
+            compact_scid: args.compact_scid,
+        };
+        let server = async_offers_server::start(options)
+            .await
+            .unwrap_or_else(|e| fail(&format!("cannot start: {e}")));
+        for recipient in &args.recipients {
+            println!(
+                "{}",
+                server
+                    .recipient_json(recipient.as_bytes())
+                    .unwrap_or_else(|e| fail(&e))
+            );
+        }
+        eprintln!(
+            "listening on {} as {}",
+            server.local_addr(),
+            server.identity().node_id()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        server.stop();
+    });
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("async-offers-server: {message}");
+    std::process::exit(1);
+}
+
+/// Minimal `log` writer for the binary: `RUST_LOG` set means debug and up to stderr.
+fn simple_stderr_logger() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            eprintln!("{} {}: {}", record.level(), record.target(), record.args());
+        }
+        fn flush(&self) {}
+    }
+    if log::set_logger(&Stderr).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+}

@@ -1,0 +1,162 @@
+//! The server role, on LDK's public `OffersMessageFlow` server methods: hand out offer paths,
+//! verify and persist static invoices, serve them to payers and forward invoice requests.
+
+use std::sync::Arc;
+
+use lightning::blinded_path::message::{AsyncPaymentsContext, OffersContext};
+use lightning::offers::flow::{InvreqResponseInstructions, OffersMessageFlow};
+use lightning::onion_message::async_payments::{
+    AsyncPaymentsMessage, AsyncPaymentsMessageHandler, HeldHtlcAvailable, OfferPaths,
+    OfferPathsRequest, ReleaseHeldHtlc, ServeStaticInvoice, StaticInvoicePersisted,
+};
+use lightning::onion_message::messenger::{
+    MessageSendInstructions, Responder, ResponseInstruction,
+};
+use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
+
+use crate::invoices::InvoiceStore;
+use crate::router::ServerRouter;
+use crate::Log;
+
+/// The LDK flow the server runs on.
+pub type Flow = OffersMessageFlow<Arc<ServerRouter>, Arc<Log>>;
+
+/// Handles the async-payments and offers messages a static invoice server receives.
+pub struct ServerHandler {
+    pub(crate) flow: Arc<Flow>,
+    store: InvoiceStore,
+}
+
+impl ServerHandler {
+    pub(crate) fn new(flow: Arc<Flow>, store: InvoiceStore) -> Self {
+        Self { flow, store }
+    }
+}
+
+impl AsyncPaymentsMessageHandler for ServerHandler {
+    fn handle_offer_paths_request(
+        &self,
+        message: OfferPathsRequest,
+        context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) -> Option<(OfferPaths, ResponseInstruction)> {
+        let responder = responder?;
+        match self
+            .flow
+            .handle_offer_paths_request(&message, context, vec![])
+        {
+            Some((paths, reply_context)) => {
+                Some((paths, responder.respond_with_reply_path(reply_context)))
+            }
+            None => {
+                log::warn!(
+                    "rejected OfferPathsRequest for slot {} (expired or unknown path)",
+                    message.invoice_slot
+                );
+                None
+            }
+        }
+    }
+
+    fn handle_offer_paths(
+        &self,
+        _: OfferPaths,
+        _: AsyncPaymentsContext,
+        _: Option<Responder>,
+    ) -> Option<(ServeStaticInvoice, ResponseInstruction)> {
+        None
+    }
+
+    fn handle_serve_static_invoice(
+        &self,
+        message: ServeStaticInvoice,
+        context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) {
+        let Some(responder) = responder else {
+            log::warn!("rejected ServeStaticInvoice without a reply path");
+            return;
+        };
+        let (recipient_id, slot) = match self
+            .flow
+            .verify_serve_static_invoice_message(&message, context)
+        {
+            Ok(target) => target,
+            Err(()) => {
+                log::warn!("rejected ServeStaticInvoice: expired, oversized (> 5120 bytes) or over an unknown path");
+                return;
+            }
+        };
+        match self.store.save(
+            &recipient_id,
+            slot,
+            &message.invoice,
+            &message.forward_invoice_request_path,
+        ) {
+            Ok(()) => {
+                log::debug!("stored static invoice for slot {slot}");
+                self.flow.static_invoice_persisted(responder);
+            }
+            Err(e) => log::error!("could not store static invoice: {e}"),
+        }
+    }
+
+    fn handle_static_invoice_persisted(&self, _: StaticInvoicePersisted, _: AsyncPaymentsContext) {}
+
+    fn handle_held_htlc_available(
+        &self,
+        _: HeldHtlcAvailable,
+        _: AsyncPaymentsContext,
+        _: Option<Responder>,
+    ) -> Option<(ReleaseHeldHtlc, ResponseInstruction)> {
+        None
+    }
+
+    fn handle_release_held_htlc(&self, _: ReleaseHeldHtlc, _: AsyncPaymentsContext) {}
+
+    fn release_pending_messages(&self) -> Vec<(AsyncPaymentsMessage, MessageSendInstructions)> {
+        self.flow.release_pending_async_messages()
+    }
+}
+
+impl OffersMessageHandler for ServerHandler {
+    fn handle_message(
+        &self,
+        message: OffersMessage,
+        context: Option<OffersContext>,
+        responder: Option<Responder>,
+    ) -> Option<(OffersMessage, ResponseInstruction)> {
+        let OffersMessage::InvoiceRequest(invoice_request) = message else {
+            return None;
+        };
+        let responder = responder?;
+        let (recipient_id, slot, invoice_request) =
+            match self.flow.verify_invoice_request(invoice_request, context) {
+                Ok(InvreqResponseInstructions::SendStaticInvoice {
+                    recipient_id,
+                    invoice_slot,
+                    invoice_request,
+                }) => (recipient_id, invoice_slot, invoice_request),
+                _ => {
+                    log::warn!("rejected an invoice request that is not for a served offer");
+                    return None;
+                }
+            };
+        let Some((invoice, forward_path)) = self.store.load(&recipient_id, slot) else {
+            log::warn!("no static invoice stored for slot {slot}");
+            return None;
+        };
+        if let Err(e) = self.flow.enqueue_static_invoice(invoice, responder.clone()) {
+            log::warn!("not serving the static invoice of slot {slot}: {e:?}");
+            return None;
+        }
+        // Give the recipient a chance to answer with a fresh invoice if it is online.
+        self.flow
+            .enqueue_invoice_request_to_forward(invoice_request, forward_path, responder);
+        None
+    }
+
+    fn release_pending_messages(&self) -> Vec<(OffersMessage, MessageSendInstructions)> {
+        self.flow.release_pending_offers_messages()
+    }
+}

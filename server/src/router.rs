@@ -1,0 +1,126 @@
+//! Message routing for the server: it introduces its own paths and talks to direct peers.
+
+use std::sync::Arc;
+
+use lightning::bitcoin::constants::ChainHash;
+use lightning::bitcoin::secp256k1::{self, PublicKey, Secp256k1};
+use lightning::bitcoin::Network;
+use lightning::blinded_path::message::{BlindedMessagePath, MessageContext, MessageForwardNode};
+use lightning::ln::msgs::UnsignedChannelUpdate;
+use lightning::onion_message::messenger::{Destination, MessageRouter, OnionMessagePath};
+use lightning::routing::gossip::{NetworkGraph, NodeId};
+use lightning::sign::{KeysManager, ReceiveAuthKey};
+use lightning::types::features::ChannelFeatures;
+
+use crate::Log;
+
+/// Paths payers and recipients see are padded to this length, as LDK pads them.
+const PADDED_PATH_LENGTH: usize = 4;
+
+/// Builds paths with the server as introduction node, optionally in the compact form
+/// (introduction named by a directed short channel id) real public LDK nodes use.
+pub struct ServerRouter {
+    node_id: PublicKey,
+    entropy: Arc<KeysManager>,
+    /// A graph holding only the server's announced channel, when compact paths are on.
+    compact_graph: Option<NetworkGraph<Arc<Log>>>,
+}
+
+impl ServerRouter {
+    /// A router for the server `node_id`; with `compact_scid`, paths name the server by that
+    /// (pretend public) channel instead of its node id.
+    pub fn new(
+        node_id: PublicKey,
+        entropy: Arc<KeysManager>,
+        network: Network,
+        compact_scid: Option<u64>,
+    ) -> Self {
+        let compact_graph = compact_scid.map(|scid| {
+            let graph = NetworkGraph::new(network, Arc::new(Log));
+            let key = |byte| {
+                let secret = lightning::bitcoin::secp256k1::SecretKey::from_slice(&[byte; 32])
+                    .expect("valid key");
+                PublicKey::from_secret_key(&Secp256k1::signing_only(), &secret)
+            };
+            let peer = if key(1) != node_id { key(1) } else { key(2) };
+            let (one, two) = if node_id < peer {
+                (node_id, peer)
+            } else {
+                (peer, node_id)
+            };
+            let _ = graph.add_channel_from_partial_announcement(
+                scid,
+                None,
+                0,
+                ChannelFeatures::empty(),
+                NodeId::from_pubkey(&one),
+                NodeId::from_pubkey(&two),
+            );
+            for channel_flags in [0u8, 1] {
+                let update = UnsignedChannelUpdate {
+                    chain_hash: ChainHash::using_genesis_block(network),
+                    short_channel_id: scid,
+                    timestamp: 1,
+                    message_flags: 1,
+                    channel_flags,
+                    cltv_expiry_delta: 72,
+                    htlc_minimum_msat: 1,
+                    htlc_maximum_msat: 1_000_000_000,
+                    fee_base_msat: 0,
+                    fee_proportional_millionths: 0,
+                    excess_data: Vec::new(),
+                };
+                if let Err(e) = graph.update_channel_unsigned(&update) {
+                    log::error!("compact path channel update: {}", e.err);
+                }
+            }
+            graph
+        });
+        Self {
+            node_id,
+            entropy,
+            compact_graph,
+        }
+    }
+}
+
+impl MessageRouter for ServerRouter {
+    fn find_path(
+        &self,
+        _sender: PublicKey,
+        _peers: Vec<PublicKey>,
+        mut destination: Destination,
+    ) -> Result<OnionMessagePath, ()> {
+        if let Some(graph) = &self.compact_graph {
+            destination.resolve(&graph.read_only());
+        }
+        Ok(OnionMessagePath {
+            intermediate_nodes: vec![],
+            destination,
+            first_node_addresses: vec![],
+        })
+    }
+
+    fn create_blinded_paths<T: secp256k1::Signing + secp256k1::Verification>(
+        &self,
+        recipient: PublicKey,
+        local_node_receive_key: ReceiveAuthKey,
+        context: MessageContext,
+        _peers: Vec<MessageForwardNode>,
+        secp_ctx: &Secp256k1<T>,
+    ) -> Result<Vec<BlindedMessagePath>, ()> {
+        let mut path = BlindedMessagePath::new_with_dummy_hops(
+            &[],
+            recipient,
+            PADDED_PATH_LENGTH - 1,
+            local_node_receive_key,
+            context,
+            &*self.entropy,
+            secp_ctx,
+        );
+        if let (Some(graph), true) = (&self.compact_graph, recipient == self.node_id) {
+            path.use_compact_introduction_node(&graph.read_only());
+        }
+        Ok(vec![path])
+    }
+}

@@ -1,0 +1,78 @@
+//! Filling offers from the reference server over 127.0.0.1, and what survives a restart.
+
+mod common;
+
+use std::collections::HashSet;
+
+use async_offers::{Error, OfferState};
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_offers_become_ready_and_are_listed_after_a_restart_before_any_network() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let config = config_for(&server, b"wallet-1", client_dir.path());
+
+    let client = client(config.clone());
+    client.start().unwrap();
+    let ready = client.wait_for_ready_offers(10, WAIT).await.unwrap();
+    assert_eq!(ready.len(), 10);
+    let slots: HashSet<u16> = ready.iter().map(|o| o.slot).collect();
+    assert_eq!(slots.len(), 10, "one slot per offer");
+    assert!(ready.iter().all(|o| o.offer.starts_with("lno1")));
+    client.stop();
+    drop(client);
+
+    // The server is gone; the offers are still there, Ready, straight from disk.
+    server.stop();
+    let restarted = common::client(config);
+    let listed = restarted.ready_offers();
+    let before: HashSet<String> = ready.iter().map(|o| o.offer_id.clone()).collect();
+    let after: HashSet<String> = listed.iter().map(|o| o.offer_id.clone()).collect();
+    assert_eq!(before, after);
+    assert!(listed.iter().all(|o| o.state == OfferState::Ready));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_offer_never_returns_the_same_offer_twice_across_restarts() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let mut config = config_for(&server, b"wallet-2", client_dir.path());
+    config.offer_slots = 3;
+
+    let fresh = client(config.clone());
+    assert_eq!(
+        fresh.take_offer(None),
+        Err(Error::NoReadyOffer),
+        "a clear error before any offer is ready"
+    );
+    drop(fresh);
+
+    let mut seen = HashSet::new();
+    for round in 0..2 {
+        let client = client(config.clone());
+        client.start().unwrap();
+        client.wait_for_ready_offers(3, WAIT).await.unwrap();
+        for _ in 0..3 {
+            let offer = client.take_offer(Some(format!("round {round}"))).unwrap();
+            assert_eq!(offer.state, OfferState::Used);
+            assert!(
+                seen.insert(offer.offer_id.clone()),
+                "offer handed out twice"
+            );
+        }
+        client.stop();
+    }
+    let client = client(config);
+    let used: Vec<_> = client
+        .offers()
+        .into_iter()
+        .filter(|o| o.state == OfferState::Used)
+        .collect();
+    assert_eq!(used.len(), 6, "handed-out offers are kept");
+    assert!(used
+        .iter()
+        .all(|o| o.label.as_deref().is_some_and(|l| l.starts_with("round"))));
+}
