@@ -98,11 +98,10 @@ fn run(offers: usize, json: bool) -> Result<(), Box<dyn std::error::Error>> {
         quiet: json,
     }));
     client.start()?;
-    let first = runtime.block_on(client.wait_for_ready_offers(1, Duration::from_secs(30)))?;
+    runtime.block_on(client.wait_for_ready_offers(1, Duration::from_secs(30)))?;
     let time_to_first = started.elapsed();
     let all = runtime.block_on(client.wait_for_ready_offers(offers, Duration::from_secs(60)))?;
     let time_to_all = started.elapsed();
-    debug_assert!(!first.is_empty());
 
     if json {
         let offers_json: Vec<_> = all

@@ -269,19 +269,4 @@ impl AsyncOffersClient {
             .await
             .map_err(|_| Error::Timeout)?
     }
-
-    /// Blocking form of [`Self::wait_for_ready_offers`], for callers outside async code.
-    pub fn wait_for_ready_offers_blocking(
-        &self,
-        count: usize,
-        timeout: Duration,
-    ) -> Result<Vec<OfferInfo>, Error> {
-        let handle = self.runtime.handle()?;
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| handle.block_on(self.wait_for_ready_offers(count, timeout)))
-                .join()
-                .map_err(|_| Error::Runtime("wait panicked".into()))?
-        })
-    }
 }

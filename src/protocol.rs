@@ -143,7 +143,7 @@ impl Engine {
             );
         }
         events.extend(maintenance.expired.iter().map(|offer| Event::OfferExpired {
-            offer_id: OfferInfo::from(offer).offer_id,
+            offer_id: OfferInfo::offer_id_hex(offer.id()),
         }));
         for id in maintenance.rebuild {
             self.rebuild_invoice(&mut state, id, now);
@@ -350,7 +350,7 @@ impl Engine {
                     offer: offer.clone(),
                 }];
                 events.extend(replaced.iter().map(|old| Event::OfferReplaced {
-                    old_offer_id: OfferInfo::from(old).offer_id,
+                    old_offer_id: OfferInfo::offer_id_hex(old.id()),
                     new_offer: offer.clone(),
                 }));
                 events
