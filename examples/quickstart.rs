@@ -1,4 +1,5 @@
-//! Quickstart: an embedded reference server on 127.0.0.1 and a client filling offers from it.
+//! Quickstart: an embedded reference server on 127.0.0.1, a client filling offers from it, and
+//! a payer fetching one offer's static invoice from the server.
 //!
 //! `cargo run --release --example quickstart [-- --offers N --json]`
 
@@ -6,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_offers::{AsyncOffersClient, Config, Event, EventListener, ServerConfig};
+use async_offers_server::{check_invoice_for_offer, Payer};
 use lightning::bitcoin::Network;
+use lightning::offers::offer::Offer;
 
 struct PrintReady {
     started: Instant,
@@ -103,6 +106,30 @@ fn run(offers: usize, json: bool) -> Result<(), Box<dyn std::error::Error>> {
     let all = runtime.block_on(client.wait_for_ready_offers(offers, Duration::from_secs(60)))?;
     let time_to_all = started.elapsed();
 
+    // Now be a payer: ask the server for the first offer's static invoice over its paths.
+    let paid_offer = &all[0];
+    let offer: Offer = paid_offer
+        .offer
+        .parse()
+        .map_err(|e| format!("offer does not parse: {e:?}"))?;
+    let fetched = runtime.block_on(async {
+        let payer = Payer::connect(
+            server.identity().node_id(),
+            &server.local_addr().to_string(),
+            Network::Regtest,
+        )
+        .await?;
+        payer
+            .fetch_static_invoice(&offer, Duration::from_secs(10))
+            .await
+    });
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let check = fetched
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|f| check_invoice_for_offer(&offer, &f.invoice, now));
+    let fetch_ms = fetched.as_ref().ok().map(|f| f.elapsed.as_secs_f64() * 1e3);
+
     if json {
         let offers_json: Vec<_> = all
             .iter()
@@ -124,6 +151,12 @@ fn run(offers: usize, json: bool) -> Result<(), Box<dyn std::error::Error>> {
                 "offers": offers_json,
                 "time_to_first_ready_ms": time_to_first.as_secs_f64() * 1e3,
                 "time_to_all_ready_ms": time_to_all.as_secs_f64() * 1e3,
+                "payer": {
+                    "offer_id": paid_offer.offer_id,
+                    "fetched": fetched.is_ok(),
+                    "matches": check.is_ok(),
+                    "fetch_ms": fetch_ms,
+                },
             })
         );
     } else {
@@ -133,8 +166,14 @@ fn run(offers: usize, json: bool) -> Result<(), Box<dyn std::error::Error>> {
             time_to_first.as_secs_f64() * 1e3,
             time_to_all.as_secs_f64() * 1e3
         );
+        if let (Ok(()), Some(ms)) = (&check, fetch_ms) {
+            println!(
+                "payer fetched the static invoice of offer {} in {ms:.1} ms: same offer, signing key, chain, not expired",
+                paid_offer.offer_id
+            );
+        }
     }
     client.stop();
     server.stop();
-    Ok(())
+    check.map_err(|e| format!("payer check failed: {e}").into())
 }

@@ -3,10 +3,12 @@
 //! LDK's own server role (`OffersMessageFlow::handle_offer_paths_request`,
 //! `verify_serve_static_invoice_message`, `static_invoice_persisted`, `verify_invoice_request`,
 //! `enqueue_static_invoice`, `enqueue_invoice_request_to_forward`) behind a noise TCP listener,
-//! with invoices stored in files. For development, tests and the quickstart; not the product.
+//! with invoices stored in files, and a reference payer ([`Payer`]) that fetches static invoices
+//! the way a paying node does. For development, tests and the quickstart; not the product.
 
 mod handler;
 mod invoices;
+mod payer;
 mod router;
 
 use std::net::SocketAddr;
@@ -33,6 +35,7 @@ use tokio::sync::watch;
 
 pub use handler::ServerHandler;
 pub use invoices::InvoiceStore;
+pub use payer::{check_invoice_for_offer, FetchedInvoice, Payer};
 pub use router::ServerRouter;
 
 /// LDK log records into the `log` facade.
@@ -109,9 +112,7 @@ impl ServerIdentity {
                 .try_into()
                 .map_err(|_| std::io::Error::other("server_seed is not 32 bytes"))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut seed = [0u8; 32];
-                use std::io::Read;
-                std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+                let seed = random_seed()?;
                 std::fs::write(&seed_path, seed)?;
                 seed
             }
@@ -179,6 +180,14 @@ impl ServerIdentity {
             .blinded_paths_for_async_recipient(recipient_id.to_vec(), relative_expiry, vec![])
             .map_err(|()| "could not mint paths (recipient id over 1 KiB?)".to_string())
     }
+}
+
+/// 32 bytes from the operating system's random source.
+pub(crate) fn random_seed() -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    Ok(seed)
 }
 
 /// A server accepting connections until stopped or dropped.

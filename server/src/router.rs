@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use lightning::bitcoin::constants::ChainHash;
-use lightning::bitcoin::secp256k1::{self, PublicKey, Secp256k1};
+use lightning::bitcoin::secp256k1::{self, PublicKey, Secp256k1, SecretKey};
 use lightning::bitcoin::Network;
 use lightning::blinded_path::message::{BlindedMessagePath, MessageContext, MessageForwardNode};
 use lightning::ln::msgs::UnsignedChannelUpdate;
@@ -36,45 +36,13 @@ impl ServerRouter {
         compact_scid: Option<u64>,
     ) -> Self {
         let compact_graph = compact_scid.map(|scid| {
-            let graph = NetworkGraph::new(network, Arc::new(Log));
-            let key = |byte| {
-                let secret = lightning::bitcoin::secp256k1::SecretKey::from_slice(&[byte; 32])
-                    .expect("valid key");
-                PublicKey::from_secret_key(&Secp256k1::signing_only(), &secret)
-            };
-            let peer = if key(1) != node_id { key(1) } else { key(2) };
+            let peer = other_endpoint(&node_id);
             let (one, two) = if node_id < peer {
                 (node_id, peer)
             } else {
                 (peer, node_id)
             };
-            let _ = graph.add_channel_from_partial_announcement(
-                scid,
-                None,
-                0,
-                ChannelFeatures::empty(),
-                NodeId::from_pubkey(&one),
-                NodeId::from_pubkey(&two),
-            );
-            for channel_flags in [0u8, 1] {
-                let update = UnsignedChannelUpdate {
-                    chain_hash: ChainHash::using_genesis_block(network),
-                    short_channel_id: scid,
-                    timestamp: 1,
-                    message_flags: 1,
-                    channel_flags,
-                    cltv_expiry_delta: 72,
-                    htlc_minimum_msat: 1,
-                    htlc_maximum_msat: 1_000_000_000,
-                    fee_base_msat: 0,
-                    fee_proportional_millionths: 0,
-                    excess_data: Vec::new(),
-                };
-                if let Err(e) = graph.update_channel_unsigned(&update) {
-                    log::error!("compact path channel update: {}", e.err);
-                }
-            }
-            graph
+            one_channel_graph(network, scid, one, two)
         });
         Self {
             node_id,
@@ -82,6 +50,60 @@ impl ServerRouter {
             compact_graph,
         }
     }
+}
+
+/// Any valid key other than `node`, to stand at the far end of a one-channel graph.
+pub(crate) fn other_endpoint(node: &PublicKey) -> PublicKey {
+    let secp = Secp256k1::signing_only();
+    let key = |byte| {
+        let secret = SecretKey::from_slice(&[byte; 32]).expect("valid key");
+        PublicKey::from_secret_key(&secp, &secret)
+    };
+    if key(1) != *node {
+        key(1)
+    } else {
+        key(2)
+    }
+}
+
+/// A graph holding one usable channel `scid` between `one` and `two` (in key order): enough
+/// for LDK to resolve a compact introduction node, or to build one.
+pub(crate) fn one_channel_graph(
+    network: Network,
+    scid: u64,
+    one: PublicKey,
+    two: PublicKey,
+) -> NetworkGraph<Arc<Log>> {
+    let graph = NetworkGraph::new(network, Arc::new(Log));
+    if let Err(e) = graph.add_channel_from_partial_announcement(
+        scid,
+        None,
+        0,
+        ChannelFeatures::empty(),
+        NodeId::from_pubkey(&one),
+        NodeId::from_pubkey(&two),
+    ) {
+        log::error!("one-channel graph: {}", e.err);
+    }
+    for channel_flags in [0u8, 1] {
+        let update = UnsignedChannelUpdate {
+            chain_hash: ChainHash::using_genesis_block(network),
+            short_channel_id: scid,
+            timestamp: 1,
+            message_flags: 1,
+            channel_flags,
+            cltv_expiry_delta: 72,
+            htlc_minimum_msat: 1,
+            htlc_maximum_msat: 1_000_000_000,
+            fee_base_msat: 0,
+            fee_proportional_millionths: 0,
+            excess_data: Vec::new(),
+        };
+        if let Err(e) = graph.update_channel_unsigned(&update) {
+            log::error!("one-channel graph update: {}", e.err);
+        }
+    }
+    graph
 }
 
 impl MessageRouter for ServerRouter {
