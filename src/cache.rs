@@ -44,6 +44,8 @@ pub(crate) struct CachedOffer {
     pub invoice: BuiltInvoice,
     /// Whether the server confirmed persisting `invoice`.
     pub invoice_confirmed: bool,
+    /// When `invoice` was last sent by this process (not persisted: after a restart, unknown).
+    pub invoice_sent_at: Option<Duration>,
 }
 
 impl CachedOffer {
@@ -69,6 +71,9 @@ pub(crate) struct CachePolicy {
     pub min_paths_lifetime: Duration,
     pub first_retry_after: Duration,
     pub max_retry_after: Duration,
+    /// How long an invoice may go unconfirmed before it is sent again. An answer takes
+    /// milliseconds; resending sooner would only pile duplicate work on a busy server.
+    pub invoice_resend_after: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -115,8 +120,6 @@ pub(crate) struct Maintenance {
     pub expired: Vec<CachedOffer>,
     /// Pending offers the server never confirmed in time; removed, their slots re-requested.
     pub abandoned: Vec<CachedOffer>,
-    /// Offers whose unconfirmed invoice should be sent again.
-    pub resend: Vec<OfferId>,
     /// Handed-out offers whose invoice is getting old and must be rebuilt and sent.
     pub rebuild: Vec<OfferId>,
 }
@@ -334,7 +337,26 @@ impl OfferCache {
         }
     }
 
-    /// Drops expired offers and lists invoices to resend or rebuild.
+    /// Unconfirmed invoices to send again, marked sent at `now`: all of them after a
+    /// (re)connection, otherwise those unanswered for the policy's resend interval.
+    pub fn plan_resends(&mut self, now: Duration, reconnected: bool) -> Vec<OfferId> {
+        let resend_after = self.policy.invoice_resend_after;
+        self.offers
+            .iter_mut()
+            .filter(|o| !o.invoice_confirmed)
+            .filter(|o| {
+                reconnected
+                    || o.invoice_sent_at
+                        .map_or(true, |sent| sent.saturating_add(resend_after) <= now)
+            })
+            .map(|o| {
+                o.invoice_sent_at = Some(now);
+                o.id()
+            })
+            .collect()
+    }
+
+    /// Drops expired offers and lists handed-out offers whose invoice must be rebuilt.
     pub fn maintain(&mut self, now: Duration) -> Maintenance {
         let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.offers)
             .into_iter()
@@ -351,9 +373,8 @@ impl OfferCache {
             ..Default::default()
         };
         for offer in &self.offers {
-            if !offer.invoice_confirmed {
-                maintenance.resend.push(offer.id());
-            } else if offer.state == OfferState::Used
+            if offer.invoice_confirmed
+                && offer.state == OfferState::Used
                 && offer
                     .invoice
                     .invoice
@@ -376,11 +397,13 @@ impl OfferCache {
             .collect()
     }
 
-    /// Installs a newly built invoice for `id`, unconfirmed until the server says so.
-    pub fn replace_invoice(&mut self, id: OfferId, invoice: BuiltInvoice) {
+    /// Installs a newly built invoice for `id`, sent at `now`, unconfirmed until the server
+    /// says so.
+    pub fn replace_invoice(&mut self, id: OfferId, invoice: BuiltInvoice, now: Duration) {
         if let Some(offer) = self.get_mut(id) {
             offer.invoice = invoice;
             offer.invoice_confirmed = false;
+            offer.invoice_sent_at = Some(now);
         }
     }
 }
@@ -410,6 +433,7 @@ mod tests {
             min_paths_lifetime: 90 * DAY,
             first_retry_after: Duration::from_secs(15),
             max_retry_after: Duration::from_secs(900),
+            invoice_resend_after: Duration::from_secs(5),
         }
     }
 
@@ -649,17 +673,27 @@ mod tests {
         let due = t0() + 2 * HOUR;
         assert_eq!(cache.maintain(due).rebuild, vec![used.id()]);
         let rebuilt = fixture.invoice_for(&used, due);
-        cache.replace_invoice(used.id(), rebuilt.clone());
+        cache.replace_invoice(used.id(), rebuilt.clone(), due);
+        let soon = due + Duration::from_secs(1);
+        assert!(
+            cache.plan_resends(soon, false).is_empty(),
+            "an answer is still expected"
+        );
+        assert_eq!(
+            cache.plan_resends(soon, true),
+            vec![used.id()],
+            "reconnected"
+        );
         for tick in 1..=3 {
-            let m = cache.maintain(due + Duration::from_secs(60 * tick));
-            assert_eq!(m.resend, vec![used.id()]);
-            assert!(m.rebuild.is_empty());
+            let now = due + Duration::from_secs(60 * tick);
+            assert!(cache.maintain(now).rebuild.is_empty());
+            assert_eq!(cache.plan_resends(now, false), vec![used.id()]);
         }
         assert!(matches!(
             cache.invoice_persisted(used.id(), rebuilt.invoice.created_at(), due),
             Confirmation::Refreshed
         ));
-        assert!(cache.maintain(due + HOUR).resend.is_empty());
+        assert!(cache.plan_resends(due + HOUR, true).is_empty());
         assert_eq!(
             cache.get(used.id()).unwrap().state,
             OfferState::Used,
@@ -699,7 +733,7 @@ mod tests {
         cache.plan_requests(t0(), false);
         let offer = fixture.cached(0, t0(), None);
         cache.insert_pending(offer.clone());
-        assert_eq!(cache.maintain(t0() + HOUR).resend, vec![offer.id()]);
+        assert_eq!(cache.plan_resends(t0() + HOUR, false), vec![offer.id()]);
         let m = cache.maintain(t0() + 2 * HOUR);
         assert_eq!(m.abandoned.len(), 1);
         assert_eq!(cache.plan_requests(t0() + 2 * HOUR, false).len(), 1);

@@ -14,7 +14,7 @@ use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
 use crate::events::{EventBus, EventListener, OfferInfo};
 use crate::keys::WalletKeys;
 use crate::offer::{OfferFactory, PathEnd};
-use crate::protocol::Engine;
+use crate::protocol::{Engine, Offload};
 use crate::store::{DynStore, OfferStore};
 use crate::transport::Transport;
 use crate::Error;
@@ -107,7 +107,6 @@ impl ClientBuilder {
             }
         };
         let store = OfferStore::new(store);
-        let offers = store.load_all()?;
         let keys = Arc::new(WalletKeys::from_seed(&seed));
         let invoice_request_end = match config.invoice_request_target {
             InvoiceRequestTarget::WalletNode => PathEnd {
@@ -125,16 +124,6 @@ impl ClientBuilder {
             config.server.node_id,
             invoice_request_end,
         );
-        let events = Arc::new(EventBus::new());
-        let engine = Arc::new(Engine::new(
-            &config,
-            keys.clone(),
-            factory,
-            store,
-            offers,
-            clock,
-            events.clone(),
-        ));
         let runtime = match runtime {
             Some(handle) => RuntimeHandle::Borrowed(handle),
             None => RuntimeHandle::Owned(Some(
@@ -146,6 +135,20 @@ impl ClientBuilder {
                     .map_err(|e| Error::Runtime(e.to_string()))?,
             )),
         };
+        let blocking_pool = runtime.handle()?;
+        let offload: Offload = Arc::new(move |job| {
+            blocking_pool.spawn_blocking(job);
+        });
+        let events = Arc::new(EventBus::new());
+        let engine = Engine::new(
+            &config,
+            keys.clone(),
+            factory,
+            store,
+            clock,
+            events.clone(),
+            offload,
+        )?;
         Ok(AsyncOffersClient {
             config,
             keys,

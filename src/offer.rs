@@ -236,10 +236,18 @@ impl OfferFactory {
             true => self.wallet_introduction_nodes(hints)[0],
             false => self.server_node_id,
         };
-        let forward_invoice_request_path = self.padded_path(
-            forward_intro,
-            self.invoice_request_end,
+        // Not padded, unlike the paths payers see: only the server ever gets this one, and its
+        // introduction node is the server itself or an LSP the stored invoice names anyway.
+        let forward_invoice_request_path = BlindedMessagePath::new(
+            &[MessageForwardNode {
+                node_id: forward_intro,
+                short_channel_id: None,
+            }],
+            self.invoice_request_end.node_id,
+            self.invoice_request_end.receive_auth_key,
             MessageContext::Offers(OffersContext::InvoiceRequest { nonce }),
+            &**self.keys.wallet_keys_manager(),
+            &self.secp,
         );
         Ok(BuiltInvoice {
             invoice,

@@ -5,7 +5,7 @@
 //! only then returns or queues the messages that depend on it. It never touches sockets: any
 //! onion messenger can drive it, so the same handler runs over TCP or in-process.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use lightning::blinded_path::message::{
@@ -36,6 +36,11 @@ const OFFER_PATHS_REPLY_PATH_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 
 type Outbox = Vec<(AsyncPaymentsMessage, MessageSendInstructions)>;
 
+/// Runs a job away from the messenger's thread. Building an offer and writing it durably take
+/// milliseconds; done inline they would hold back every later message on the connection, and
+/// replies would leave in one burst at the end instead of one by one.
+pub(crate) type Offload = Arc<dyn Fn(Box<dyn FnOnce() + Send>) + Send + Sync>;
+
 struct State {
     cache: OfferCache,
     hints: Vec<ChannelHint>,
@@ -55,6 +60,9 @@ pub(crate) struct Engine {
     best_block_height: Option<u32>,
     /// Signalled when messages are queued, so the transport flushes them.
     outbox_ready: Arc<Notify>,
+    offload: Offload,
+    /// Offloaded jobs need an owning handle to the engine.
+    me: Weak<Engine>,
 }
 
 impl Engine {
@@ -63,10 +71,11 @@ impl Engine {
         keys: Arc<WalletKeys>,
         factory: OfferFactory,
         store: OfferStore,
-        offers: Vec<CachedOffer>,
         clock: Arc<dyn Clock>,
         events: Arc<EventBus>,
-    ) -> Self {
+        offload: Offload,
+    ) -> Result<Arc<Self>, Error> {
+        let offers = store.load_all()?;
         let policy = CachePolicy {
             target_ready: config.offer_slots,
             ready_max_age: config.ready_offer_max_age,
@@ -74,8 +83,9 @@ impl Engine {
             min_paths_lifetime: config.min_offer_paths_lifetime,
             first_retry_after: Duration::from_secs(15),
             max_retry_after: Duration::from_secs(15 * 60),
+            invoice_resend_after: Duration::from_secs(5),
         };
-        Self {
+        Ok(Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
                 cache: OfferCache::new(policy, offers),
                 hints: config.channel_hints.clone(),
@@ -90,6 +100,14 @@ impl Engine {
             server_paths: config.server.paths.clone(),
             best_block_height: config.best_block_height,
             outbox_ready: Arc::new(Notify::new()),
+            offload,
+            me: me.clone(),
+        }))
+    }
+
+    fn run_offloaded(&self, job: impl FnOnce(&Engine) + Send + 'static) {
+        if let Some(engine) = self.me.upgrade() {
+            (self.offload)(Box::new(move || job(&engine)));
         }
     }
 
@@ -114,6 +132,7 @@ impl Engine {
     pub fn on_connected(&self) {
         let mut state = self.lock();
         state.connected = true;
+        self.queue_resends(&mut state, self.clock.now(), true);
         self.queue_offer_paths_requests(&mut state, true);
         drop(state);
         self.events.emit(Event::ServerConnected);
@@ -148,9 +167,7 @@ impl Engine {
         for id in maintenance.rebuild {
             self.rebuild_invoice(&mut state, id, now);
         }
-        for id in maintenance.resend {
-            self.queue_invoice(&mut state, id);
-        }
+        self.queue_resends(&mut state, now, false);
         self.queue_offer_paths_requests(&mut state, false);
         drop(state);
         for event in events {
@@ -215,6 +232,15 @@ impl Engine {
         }
     }
 
+    fn queue_resends(&self, state: &mut State, now: Duration, reconnected: bool) {
+        if !state.connected {
+            return;
+        }
+        for id in state.cache.plan_resends(now, reconnected) {
+            self.queue_invoice(state, id);
+        }
+    }
+
     /// Queues the offer's current invoice to its server slot.
     fn queue_invoice(&self, state: &mut State, id: OfferId) {
         let Some(offer) = state.cache.get(id) else {
@@ -244,7 +270,7 @@ impl Engine {
             self.best_block_height,
         ) {
             Ok(invoice) => {
-                state.cache.replace_invoice(id, invoice);
+                state.cache.replace_invoice(id, invoice, now);
                 let Some(offer) = state.cache.get(id) else {
                     return;
                 };
@@ -273,21 +299,33 @@ impl Engine {
         let responder = responder.ok_or("no reply path to send the invoice over")?;
         let now = self.clock.now();
         let paths_expiry = message.paths_absolute_expiry.map(Duration::from_secs);
-        let mut state = self.lock();
-        state
-            .cache
-            .check_offer_paths(
-                invoice_slot,
-                path_absolute_expiry,
-                &message.paths,
-                paths_expiry,
-                now,
-            )
-            .map_err(|why| format!("slot {invoice_slot}: {why:?}"))?;
-        let (offer, nonce) = self.factory.build_offer(message.paths, paths_expiry)?;
+        let check = |state: &State| {
+            state
+                .cache
+                .check_offer_paths(
+                    invoice_slot,
+                    path_absolute_expiry,
+                    &message.paths,
+                    paths_expiry,
+                    now,
+                )
+                .map_err(|why| format!("slot {invoice_slot}: {why:?}"))
+        };
+        let hints = {
+            let state = self.lock();
+            check(&state)?;
+            state.hints.clone()
+        };
+        // Built outside the lock: offers for several slots are built at once.
+        let (offer, nonce) = self
+            .factory
+            .build_offer(message.paths.clone(), paths_expiry)?;
         let invoice =
             self.factory
-                .build_invoice(&offer, nonce, &state.hints, now, self.best_block_height)?;
+                .build_invoice(&offer, nonce, &hints, now, self.best_block_height)?;
+        let mut state = self.lock();
+        // Again: a duplicate of this message may have filled the slot meanwhile.
+        check(&state)?;
         let offer = CachedOffer {
             slot: invoice_slot,
             offer,
@@ -298,13 +336,15 @@ impl Engine {
             server_path: responder.clone(),
             invoice,
             invoice_confirmed: false,
+            invoice_sent_at: Some(now),
         };
         let id = offer.id();
         let (message, context) = serve_message(&offer);
+        let write = self.store.prepare(&offer);
         state.cache.insert_pending(offer);
-        let persisted = state.cache.get(id).map(|offer| self.store.save(offer));
-        if let Some(Err(e)) = persisted {
-            state.cache.abandon_pending(id, now);
+        drop(state);
+        if let Err(e) = self.store.commit(write) {
+            self.lock().cache.abandon_pending(id, now);
             return Err(format!("offer not persisted, not sending its invoice: {e}"));
         }
         log::debug!("built offer for slot {invoice_slot}; sending its static invoice");
@@ -329,6 +369,7 @@ impl Engine {
             log::debug!("confirmation for an unknown offer ignored");
             return;
         };
+        let mut writes = Vec::new();
         let events = match outcome {
             Confirmation::Ignored => {
                 log::debug!(
@@ -341,11 +382,11 @@ impl Engine {
                 offer_id: offer.offer_id.clone(),
             }],
             Confirmation::NowReady { replaced } => {
-                for old in &replaced {
-                    if let Err(e) = self.store.remove(old.slot) {
-                        log::error!("{e}");
-                    }
-                }
+                writes.extend(
+                    replaced
+                        .iter()
+                        .map(|old| self.store.prepare_removal(old.slot)),
+                );
                 let mut events = vec![Event::OfferReady {
                     offer: offer.clone(),
                 }];
@@ -356,11 +397,14 @@ impl Engine {
                 events
             }
         };
-        if let Some(Err(e)) = state.cache.get(offer_id).map(|o| self.store.save(o)) {
-            // The offer stays usable now; after a restart it would be re-confirmed.
-            log::error!("{e}");
-        }
+        writes.extend(state.cache.get(offer_id).map(|o| self.store.prepare(o)));
         drop(state);
+        for write in writes {
+            if let Err(e) = self.store.commit(write) {
+                // The offer stays usable now; after a restart it would be re-confirmed.
+                log::error!("{e}");
+            }
+        }
         for event in events {
             self.events.emit(event);
         }
@@ -396,13 +440,19 @@ impl AsyncPaymentsMessageHandler for Engine {
         context: AsyncPaymentsContext,
         responder: Option<Responder>,
     ) -> Option<(ServeStaticInvoice, ResponseInstruction)> {
-        match self.accept_offer_paths(message, context, responder) {
-            Ok(reply) => Some(reply),
-            Err(why) => {
-                log::warn!("rejected OfferPaths: {why}");
-                None
+        self.run_offloaded(move |engine| {
+            match engine.accept_offer_paths(message, context, responder) {
+                Ok((invoice, reply)) => {
+                    engine.lock().outbox.push((
+                        AsyncPaymentsMessage::ServeStaticInvoice(invoice),
+                        reply.into_instructions(),
+                    ));
+                    engine.outbox_ready.notify_one();
+                }
+                Err(why) => log::warn!("rejected OfferPaths: {why}"),
             }
-        }
+        });
+        None
     }
 
     fn handle_serve_static_invoice(
@@ -419,7 +469,7 @@ impl AsyncPaymentsMessageHandler for Engine {
         _message: StaticInvoicePersisted,
         context: AsyncPaymentsContext,
     ) {
-        self.confirm_invoice(context);
+        self.run_offloaded(move |engine| engine.confirm_invoice(context));
     }
 
     fn handle_held_htlc_available(

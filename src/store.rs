@@ -3,7 +3,9 @@
 //! transition writes one small record. A record that cannot be decoded stops the client at
 //! start with [`Error::CorruptStore`] and is never overwritten or removed by us.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lightning::bitcoin::hashes::sha256::Hash as Sha256;
@@ -29,37 +31,97 @@ const MAGIC: &[u8; 4] = b"AOF1";
 const CHECKSUM_LEN: usize = 8;
 
 /// Reads and writes offer records.
+///
+/// Writes are split in two so the slow, durable part runs outside the engine's lock and
+/// writes to different slots overlap: [`Self::prepare`] (under the lock) snapshots a record and
+/// numbers it; [`Self::commit`] (after the lock) writes it unless a later snapshot of the same
+/// slot is already on disk. Whatever order threads commit in, each slot ends up holding the
+/// newest state.
 #[derive(Clone)]
 pub(crate) struct OfferStore {
     kv: Arc<DynStore>,
+    next_revision: Arc<AtomicU64>,
+    /// Per slot, the revision on disk; its lock is held while that slot is written.
+    written: Arc<Mutex<HashMap<u16, Arc<Mutex<u64>>>>>,
+}
+
+/// A snapshot of one slot's record, numbered, waiting for [`OfferStore::commit`].
+#[must_use = "a prepared write does nothing until committed"]
+pub(crate) struct PreparedWrite {
+    slot: u16,
+    revision: u64,
+    /// `None` removes the record.
+    record: Option<Vec<u8>>,
 }
 
 impl OfferStore {
     pub fn new(kv: Arc<DynStore>) -> Self {
-        Self { kv }
+        Self {
+            kv,
+            next_revision: Arc::new(AtomicU64::new(1)),
+            written: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     fn key(slot: u16) -> String {
         format!("slot_{slot:05}")
     }
 
-    /// Persists `offer` (insert or update).
-    pub fn save(&self, offer: &CachedOffer) -> Result<(), Error> {
-        self.kv
-            .write(
-                PRIMARY_NAMESPACE,
-                OFFERS_NAMESPACE,
-                &Self::key(offer.slot),
-                encode(offer),
-            )
-            .map_err(|e| Error::Storage(format!("writing offer in slot {}: {e}", offer.slot)))
+    /// Snapshots `offer` for writing (insert or update). Call it where the state changes.
+    pub fn prepare(&self, offer: &CachedOffer) -> PreparedWrite {
+        PreparedWrite {
+            slot: offer.slot,
+            revision: self.next_revision.fetch_add(1, Ordering::Relaxed),
+            record: Some(encode(offer)),
+        }
     }
 
-    /// Deletes the record of the offer in `slot`.
+    /// Snapshots the removal of the record in `slot`.
+    pub fn prepare_removal(&self, slot: u16) -> PreparedWrite {
+        PreparedWrite {
+            slot,
+            revision: self.next_revision.fetch_add(1, Ordering::Relaxed),
+            record: None,
+        }
+    }
+
+    /// Makes a prepared write durable, unless a later one of the same slot already is.
+    pub fn commit(&self, write: PreparedWrite) -> Result<(), Error> {
+        let slot_lock = self
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(write.slot)
+            .or_default()
+            .clone();
+        let mut on_disk = slot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if *on_disk > write.revision {
+            return Ok(());
+        }
+        let slot = write.slot;
+        let key = Self::key(slot);
+        match write.record {
+            Some(record) => self
+                .kv
+                .write(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key, record)
+                .map_err(|e| Error::Storage(format!("writing offer in slot {slot}: {e}")))?,
+            None => self
+                .kv
+                .remove(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key, false)
+                .map_err(|e| Error::Storage(format!("removing offer in slot {slot}: {e}")))?,
+        }
+        *on_disk = write.revision;
+        Ok(())
+    }
+
+    /// Persists `offer` now (insert or update).
+    pub fn save(&self, offer: &CachedOffer) -> Result<(), Error> {
+        self.commit(self.prepare(offer))
+    }
+
+    /// Deletes the record of the offer in `slot` now.
     pub fn remove(&self, slot: u16) -> Result<(), Error> {
-        self.kv
-            .remove(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &Self::key(slot), false)
-            .map_err(|e| Error::Storage(format!("removing offer in slot {slot}: {e}")))
+        self.commit(self.prepare_removal(slot))
     }
 
     /// Every stored offer. Fails on the first record that cannot be read or decoded.
@@ -217,6 +279,7 @@ fn decode(bytes: &[u8]) -> Result<CachedOffer, String> {
             forward_invoice_request_path,
         },
         invoice_confirmed,
+        invoice_sent_at: None,
     })
 }
 
@@ -257,6 +320,30 @@ mod tests {
         assert!(back.invoice_confirmed);
         store(dir.path()).remove(3).unwrap();
         assert!(store(dir.path()).load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_write_committed_late_never_overwrites_a_newer_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let fixture = offer_fixture();
+        let mut offer = fixture.cached(0, Duration::from_secs(1_800_000_000), None);
+        offer.state = OfferState::Ready;
+        let ready = store.prepare(&offer);
+        offer.state = OfferState::Used;
+        let used = store.prepare(&offer);
+        store.commit(used).unwrap();
+        store.commit(ready).unwrap();
+        assert_eq!(store.load_all().unwrap()[0].state, OfferState::Used);
+
+        let stale = store.prepare(&offer);
+        let removal = store.prepare_removal(0);
+        store.commit(removal).unwrap();
+        store.commit(stale).unwrap();
+        assert!(
+            store.load_all().unwrap().is_empty(),
+            "a removed offer does not come back"
+        );
     }
 
     #[test]

@@ -92,6 +92,7 @@ impl OfferFixture {
             server_path: responder_for(&self.server_path()),
             invoice,
             invoice_confirmed: false,
+            invoice_sent_at: None,
         }
     }
 

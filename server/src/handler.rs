@@ -1,7 +1,7 @@
 //! The server role, on LDK's public `OffersMessageFlow` server methods: hand out offer paths,
 //! verify and persist static invoices, serve them to payers and forward invoice requests.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use lightning::blinded_path::message::{AsyncPaymentsContext, OffersContext};
 use lightning::offers::flow::{InvreqResponseInstructions, OffersMessageFlow};
@@ -24,12 +24,52 @@ pub type Flow = OffersMessageFlow<Arc<ServerRouter>, Arc<Log>>;
 /// Handles the async-payments and offers messages a static invoice server receives.
 pub struct ServerHandler {
     pub(crate) flow: Arc<Flow>,
-    store: InvoiceStore,
+    store: Arc<InvoiceStore>,
+    writer: mpsc::Sender<PendingWrite>,
+}
+
+/// A verified invoice waiting for its durable write; confirmed over `responder` once written.
+struct PendingWrite {
+    recipient_id: Vec<u8>,
+    slot: u16,
+    message: ServeStaticInvoice,
+    responder: Responder,
 }
 
 impl ServerHandler {
-    pub(crate) fn new(flow: Arc<Flow>, store: InvoiceStore) -> Self {
-        Self { flow, store }
+    /// `flush` is called after each write so the confirmation leaves at once.
+    pub(crate) fn new(
+        flow: Arc<Flow>,
+        store: InvoiceStore,
+        flush: impl Fn() + Send + 'static,
+    ) -> Self {
+        let store = Arc::new(store);
+        let (writer, writes) = mpsc::channel::<PendingWrite>();
+        // One writer thread: the connection is not held up by fsyncs, and writes to a slot
+        // land in the order the invoices arrived.
+        let (writer_store, writer_flow) = (store.clone(), flow.clone());
+        std::thread::spawn(move || {
+            for write in writes {
+                match writer_store.save(
+                    &write.recipient_id,
+                    write.slot,
+                    &write.message.invoice,
+                    &write.message.forward_invoice_request_path,
+                ) {
+                    Ok(()) => {
+                        log::debug!("stored static invoice for slot {}", write.slot);
+                        writer_flow.static_invoice_persisted(write.responder);
+                        flush();
+                    }
+                    Err(e) => log::error!("could not store static invoice: {e}"),
+                }
+            }
+        });
+        Self {
+            flow,
+            store,
+            writer,
+        }
     }
 }
 
@@ -87,17 +127,14 @@ impl AsyncPaymentsMessageHandler for ServerHandler {
                 return;
             }
         };
-        match self.store.save(
-            &recipient_id,
+        let write = PendingWrite {
+            recipient_id,
             slot,
-            &message.invoice,
-            &message.forward_invoice_request_path,
-        ) {
-            Ok(()) => {
-                log::debug!("stored static invoice for slot {slot}");
-                self.flow.static_invoice_persisted(responder);
-            }
-            Err(e) => log::error!("could not store static invoice: {e}"),
+            message,
+            responder,
+        };
+        if self.writer.send(write).is_err() {
+            log::error!("invoice writer stopped; static invoice for slot {slot} not stored");
         }
     }
 

@@ -237,7 +237,13 @@ impl Drop for RunningServer {
 pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
     let identity = ServerIdentity::open(&options.data_dir, options.network, options.compact_scid)?;
     let store = InvoiceStore::new(options.data_dir.join("invoices"));
-    let handler = Arc::new(ServerHandler::new(identity.flow.clone(), store));
+    let flush = Arc::new(tokio::sync::Notify::new());
+    let flush_signal = flush.clone();
+    let handler = Arc::new(ServerHandler::new(
+        identity.flow.clone(),
+        store,
+        move || flush_signal.notify_one(),
+    ));
     let messenger = Arc::new(OnionMessenger::new(
         identity.keys.clone(),
         identity.keys.clone(),
@@ -267,6 +273,13 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
     ));
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
     let local_addr = listener.local_addr()?;
+    let flush_peers = peers.clone();
+    let flusher = tokio::spawn(async move {
+        loop {
+            flush.notified().await;
+            flush_peers.process_events();
+        }
+    });
     let (stop, mut stopped) = watch::channel(false);
     let accept_peers = peers.clone();
     tokio::spawn(async move {
@@ -287,6 +300,7 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
                 _ = stopped.changed() => break,
             }
         }
+        flusher.abort();
     });
     log::info!(
         "static invoice server {} listening on {local_addr}",

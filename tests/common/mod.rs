@@ -43,7 +43,36 @@ pub fn config_for(server: &RunningServer, recipient: &[u8], data_dir: &Path) -> 
     config
 }
 
+/// With `RUST_LOG` set, the test's log records go to stderr with a timestamp (`cargo test --
+/// --nocapture` to see them).
+pub fn log_to_stderr() {
+    struct Stderr(std::time::Instant);
+    impl log::Log for Stderr {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            eprintln!(
+                "[{:>9.3} s] {:<5} {}: {}",
+                self.0.elapsed().as_secs_f64(),
+                record.level(),
+                record.target(),
+                record.args()
+            );
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: std::sync::OnceLock<Stderr> = std::sync::OnceLock::new();
+    if std::env::var_os("RUST_LOG").is_some() {
+        let logger = LOGGER.get_or_init(|| Stderr(std::time::Instant::now()));
+        if log::set_logger(logger).is_ok() {
+            log::set_max_level(log::LevelFilter::Debug);
+        }
+    }
+}
+
 pub fn client(config: Config) -> AsyncOffersClient {
+    log_to_stderr();
     AsyncOffersClient::builder(config, SEED)
         .runtime(tokio::runtime::Handle::current())
         .build()
