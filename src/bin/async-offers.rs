@@ -1,9 +1,254 @@
-//! `async-offers`: command-line client. Not implemented yet (issue 2, item 8); it says so and
-//! fails rather than pretending to work.
+//! `async-offers`: fills a wallet's cache of ready offers from any LDK-compatible static invoice
+//! server, prints them, and exits 0 once the requested number is ready.
+//!
+//! Offers already cached in `--data-dir` are shown before any connection is made; if enough of
+//! them are ready, the server is not contacted at all.
 
-fn main() {
-    eprintln!(
-        "async-offers: the command-line client is not implemented yet; see the quickstart example"
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use async_offers::{AsyncOffersClient, Config, OfferInfo, OfferState, ServerConfig};
+use lightning::bitcoin::hex::FromHex;
+use lightning::bitcoin::Network;
+
+const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address HOST:PORT \
+--server-paths HEX --seed-hex HEX --data-dir DIR [--network NET] [--offers N] [--timeout-secs S] [--json]
+
+  --server-node-id   the static invoice server's node id (33 bytes, hex)
+  --server-address   where its Lightning (noise) listener is, host:port
+  --server-paths     the paths it gave this wallet, LDK's encoding of Vec<BlindedMessagePath>, hex
+  --seed-hex         the 32-byte seed the wallet's LDK node gives KeysManager::new, hex
+  --data-dir         where the offers are kept; reused across runs
+  --network          bitcoin, testnet, testnet4, signet or regtest (default regtest)
+  --offers           how many ready offers to have (default 10)
+  --timeout-secs     give up after this long (default 60)
+  --json             print one JSON object instead of text
+
+Exit status: 0 when N offers are ready, 1 when they are not in time or the client fails,
+2 for a usage error. RUST_LOG=1 logs to stderr.";
+
+struct Args {
+    server: ServerConfig,
+    seed: [u8; 32],
+    data_dir: std::path::PathBuf,
+    network: Network,
+    offers: u16,
+    timeout: Duration,
+    json: bool,
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let (mut node_id, mut address, mut paths, mut seed, mut data_dir) =
+        (None, None, None, None, None);
+    let mut network = Network::Regtest;
+    let mut offers = 10u16;
+    let mut timeout = Duration::from_secs(60);
+    let mut json = false;
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--server-node-id" => node_id = Some(value()?),
+            "--server-address" => address = Some(value()?),
+            "--server-paths" => paths = Some(value()?),
+            "--seed-hex" => seed = Some(value()?),
+            "--data-dir" => data_dir = Some(value()?),
+            "--network" => network = value()?.parse().map_err(|e| format!("--network: {e}"))?,
+            "--offers" => {
+                offers = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or("--offers needs a number from 1 to 65535")?
+            }
+            "--timeout-secs" => {
+                timeout = Duration::from_secs(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--timeout-secs: {e}"))?,
+                )
+            }
+            "--json" => json = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let required = |value: Option<String>, flag: &str| value.ok_or(format!("{flag} is required"));
+    let server = ServerConfig::from_hex(
+        &required(node_id, "--server-node-id")?,
+        &required(address, "--server-address")?,
+        &required(paths, "--server-paths")?,
+    )
+    .map_err(|e| e.to_string())?;
+    let seed = Vec::<u8>::from_hex(required(seed, "--seed-hex")?.trim())
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or("--seed-hex needs 32 bytes of hex")?;
+    Ok(Args {
+        server,
+        seed,
+        data_dir: required(data_dir, "--data-dir")?.into(),
+        network,
+        offers,
+        timeout,
+        json,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(why) => {
+            if !why.is_empty() {
+                eprintln!("async-offers: {why}\n");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if std::env::var_os("RUST_LOG").is_some() {
+        log_to_stderr();
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("async-offers: {why}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let started = Instant::now();
+    let mut config = Config::new(args.network, &args.data_dir, args.server);
+    config.offer_slots = args.offers;
+    let wanted = usize::from(args.offers);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = AsyncOffersClient::builder(config, args.seed)
+        .runtime(runtime.handle().clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let cached = client.offers();
+    let cached_ready = cached
+        .iter()
+        .filter(|o| o.state == OfferState::Ready)
+        .count();
+    if !args.json {
+        println!(
+            "{} offers cached in {} ({cached_ready} ready), before any network:",
+            cached.len(),
+            args.data_dir.display()
+        );
+        for offer in &cached {
+            print_offer(offer);
+        }
+    }
+    let mut time_to_first = Duration::ZERO;
+    let mut ready = client.ready_offers();
+    if ready.len() < wanted {
+        if !args.json {
+            println!("filling {} more offers…", wanted - ready.len());
+        }
+        client.start().map_err(|e| e.to_string())?;
+        let deadline = started + args.timeout;
+        let mut shown: HashSet<String> = ready.iter().map(|o| o.offer_id.clone()).collect();
+        // Wait for one more at a time, printing each new offer from this one thread.
+        for count in ready.len() + 1..=wanted {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            ready = runtime
+                .block_on(client.wait_for_ready_offers(count, remaining))
+                .map_err(|e| {
+                    format!(
+                        "only {} of {wanted} offers ready within {:?}: {e}",
+                        client.ready_offers().len(),
+                        args.timeout
+                    )
+                })?;
+            if count == 1 {
+                time_to_first = started.elapsed();
+            }
+            for offer in ready.iter().filter(|o| shown.insert(o.offer_id.clone())) {
+                if !args.json {
+                    print!("[{:>8.1} ms]", started.elapsed().as_secs_f64() * 1e3);
+                    print_offer(offer);
+                }
+            }
+        }
+    }
+    let time_to_all = if cached_ready >= wanted {
+        Duration::ZERO
+    } else {
+        started.elapsed()
+    };
+    client.stop();
+
+    if args.json {
+        let offers: Vec<_> = ready.iter().map(offer_json).collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "offers": offers,
+                "from_cache": cached_ready.min(wanted),
+                "time_to_first_ready_ms": time_to_first.as_secs_f64() * 1e3,
+                "time_to_all_ready_ms": time_to_all.as_secs_f64() * 1e3,
+            })
+        );
+    } else {
+        println!(
+            "{} offers ready ({} from the cache); first after {:.1} ms, all after {:.1} ms",
+            ready.len(),
+            cached_ready.min(wanted),
+            time_to_first.as_secs_f64() * 1e3,
+            time_to_all.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+fn offer_json(offer: &OfferInfo) -> serde_json::Value {
+    serde_json::json!({
+        "slot": offer.slot,
+        "state": format!("{:?}", offer.state),
+        "offer": offer.offer,
+        "offer_id": offer.offer_id,
+        "label": offer.label,
+        "created_at": offer.created_at.as_secs(),
+        "expires_at": offer.expires_at.map(|e| e.as_secs()),
+    })
+}
+
+fn print_offer(offer: &OfferInfo) {
+    println!(
+        "  slot {:>3} {:<7} {}{}",
+        offer.slot,
+        format!("{:?}", offer.state),
+        offer.offer,
+        offer
+            .label
+            .as_deref()
+            .map(|label| format!(" ({label})"))
+            .unwrap_or_default()
     );
-    std::process::exit(1);
+}
+
+/// `RUST_LOG` set: debug records and up to stderr.
+fn log_to_stderr() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            eprintln!("{} {}: {}", record.level(), record.target(), record.args());
+        }
+        fn flush(&self) {}
+    }
+    if log::set_logger(&Stderr).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
 }

@@ -1,0 +1,182 @@
+//! The `async-offers` command line against the reference server run as its own process, and a
+//! payer fetching the static invoice of every offer the command printed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_offers_server::{check_invoice_for_offer, Payer};
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::bitcoin::Network;
+use lightning::offers::offer::Offer;
+use serde_json::Value;
+
+/// What the server prints for a recipient, and what the command line takes.
+#[derive(Clone)]
+struct Recipient {
+    node_id: String,
+    address: String,
+    paths: String,
+}
+
+/// A server process, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    recipient: Recipient,
+}
+
+impl ServerProcess {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(server_binary())
+            .args(["--listen", "127.0.0.1:0", "--recipient", "cli-wallet"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let json: Value = serde_json::from_str(&line).expect("server prints its JSON line");
+        let field = |name: &str| json[name].as_str().unwrap().to_string();
+        Self {
+            recipient: Recipient {
+                node_id: field("node_id"),
+                address: field("address"),
+                paths: field("paths"),
+            },
+            child,
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server binary next to this package's own: `cargo test --workspace` builds it (the
+/// server crate has integration tests); otherwise it is built here.
+fn server_binary() -> PathBuf {
+    let binary = Path::new(env!("CARGO_BIN_EXE_async-offers")).with_file_name(format!(
+        "async-offers-server{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "async-offers-server",
+                "--bin",
+                "async-offers-server",
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the server binary failed");
+    }
+    binary
+}
+
+/// Runs the command line wanting `offers`; returns its exit code and parsed JSON output.
+fn run_cli(
+    server: &Recipient,
+    data_dir: &Path,
+    offers: u16,
+    timeout_secs: u32,
+) -> (Option<i32>, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_async-offers"))
+        .args(["--server-node-id", &server.node_id])
+        .args(["--server-address", &server.address])
+        .args(["--server-paths", &server.paths])
+        .args(["--seed-hex", &"42".repeat(32)])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--network", "regtest", "--json"])
+        .args(["--timeout-secs", &timeout_secs.to_string()])
+        .args(["--offers", &offers.to_string()])
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code(), json)
+}
+
+fn offer_ids(json: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = json["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["offer_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_from_a_separate_server_and_every_printed_offer_is_payable() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let wallet_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(server_dir.path());
+
+    let (code, json) = run_cli(&server.recipient, wallet_dir.path(), 5, 30);
+    assert_eq!(code, Some(0), "{json}");
+    let offers = json["offers"].as_array().unwrap();
+    assert_eq!(offers.len(), 5);
+    assert!(offers.iter().all(|o| o["state"] == "Ready"));
+    assert!(json["time_to_all_ready_ms"].as_f64().unwrap() > 0.0);
+
+    let server_node_id: PublicKey = server.recipient.node_id.parse().unwrap();
+    let payer = Payer::connect(server_node_id, &server.recipient.address, Network::Regtest)
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    for printed in offers {
+        let offer: Offer = printed["offer"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            offer.id().to_string(),
+            printed["offer_id"].as_str().unwrap()
+        );
+        let fetched = payer
+            .fetch_static_invoice(&offer, Duration::from_secs(10))
+            .await
+            .unwrap();
+        check_invoice_for_offer(&offer, &fetched.invoice, now).unwrap();
+    }
+    drop(payer);
+
+    // Server gone: the cached offers are enough, so no network is needed.
+    let gone = server.recipient.clone();
+    drop(server);
+    let (code, cached) = run_cli(&gone, wallet_dir.path(), 5, 30);
+    assert_eq!(code, Some(0), "{cached}");
+    assert_eq!(cached["from_cache"], 5);
+    assert_eq!(offer_ids(&cached), offer_ids(&json));
+    let (code, _) = run_cli(&gone, wallet_dir.path(), 6, 1);
+    assert_eq!(
+        code,
+        Some(1),
+        "more offers than cached cannot be had offline"
+    );
+
+    // Back (same identity, new port): only the missing offers are filled.
+    let server = ServerProcess::start(server_dir.path());
+    assert_eq!(server.recipient.node_id, gone.node_id);
+    let restarted = Recipient {
+        address: server.recipient.address.clone(),
+        ..gone
+    };
+    let (code, more) = run_cli(&restarted, wallet_dir.path(), 7, 30);
+    assert_eq!(code, Some(0), "{more}");
+    assert_eq!(more["from_cache"], 5);
+    let all = offer_ids(&more);
+    assert_eq!(all.len(), 7);
+    assert!(offer_ids(&json).iter().all(|id| all.contains(id)));
+}
