@@ -106,6 +106,7 @@ fn run(offers: usize, json: bool) -> Result<(), Box<dyn std::error::Error>> {
             data_dir: server_dir.path().to_path_buf(),
             network: Network::Regtest,
             compact_scid: None,
+            replay_replies_after: None,
         },
     ))?;
     let server_config = ServerConfig {

@@ -140,7 +140,11 @@ impl Engine {
     }
 
     pub fn on_disconnected(&self) {
-        self.lock().connected = false;
+        let mut state = self.lock();
+        state.connected = false;
+        // Whatever is still queued is planned again, complete, on the next connection.
+        state.outbox.clear();
+        drop(state);
         self.events.emit(Event::ServerDisconnected);
     }
 
@@ -246,6 +250,10 @@ impl Engine {
         let Some(offer) = state.cache.get(id) else {
             return;
         };
+        // A resend replaces a copy still waiting here (after a reconnection, say).
+        state.outbox.retain(|(queued, _)| {
+            !matches!(queued, AsyncPaymentsMessage::ServeStaticInvoice(m) if m.invoice.offer_id() == id)
+        });
         let (message, context) = serve_message(offer);
         let instructions = offer
             .server_path
@@ -484,8 +492,24 @@ impl AsyncPaymentsMessageHandler for Engine {
 
     fn handle_release_held_htlc(&self, _message: ReleaseHeldHtlc, _context: AsyncPaymentsContext) {}
 
+    /// Everything queued, except that invoices go one per call. The messenger buffers at most
+    /// 256 KiB per peer and drops what does not fit, and an invoice travels in a 32 KiB onion;
+    /// it calls again for every message it sends, so the rest follow at the socket's pace.
     fn release_pending_messages(&self) -> Outbox {
-        std::mem::take(&mut self.lock().outbox)
+        let mut state = self.lock();
+        let queued = std::mem::take(&mut state.outbox);
+        let mut released = Vec::with_capacity(queued.len());
+        let mut invoice_released = false;
+        for entry in queued {
+            let is_invoice = matches!(entry.0, AsyncPaymentsMessage::ServeStaticInvoice(_));
+            if is_invoice && invoice_released {
+                state.outbox.push(entry);
+            } else {
+                invoice_released |= is_invoice;
+                released.push(entry);
+            }
+        }
+        released
     }
 }
 

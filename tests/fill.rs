@@ -6,6 +6,8 @@ use std::collections::HashSet;
 
 use async_offers::{Error, OfferState};
 use common::*;
+use lightning::blinded_path::IntroductionNode;
+use lightning::offers::offer::Offer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_offers_become_ready_and_are_listed_after_a_restart_before_any_network() {
@@ -75,4 +77,38 @@ async fn take_offer_never_returns_the_same_offer_twice_across_restarts() {
     assert!(used
         .iter()
         .all(|o| o.label.as_deref().is_some_and(|l| l.starts_with("round"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_server_paths_named_by_channel_fill_and_serve_payers() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let mut options = server_options(server_dir.path(), "127.0.0.1:0");
+    // As a public LDK node does: its paths name it by a short channel id, not a node id.
+    options.compact_scid = Some(0x0001_2300_0004_0001);
+    let server = start_server_with(options).await;
+    let mut config = config_for(&server, b"wallet-compact", client_dir.path());
+    config.offer_slots = 4;
+    assert!(
+        config.server.paths.iter().all(|path| matches!(
+            path.introduction_node(),
+            IntroductionNode::DirectedShortChannelId(..)
+        )),
+        "the server hands out compact paths"
+    );
+
+    let client = client(config);
+    client.start().unwrap();
+    let ready = client.wait_for_ready_offers(4, WAIT).await.unwrap();
+    for info in &ready {
+        let offer: Offer = info.offer.parse().unwrap();
+        assert!(
+            offer.paths().iter().all(|path| matches!(
+                path.introduction_node(),
+                IntroductionNode::DirectedShortChannelId(..)
+            )),
+            "offers carry the server's compact paths"
+        );
+    }
+    assert_payable(&server, &ready).await;
 }

@@ -1,7 +1,8 @@
 //! The server role, on LDK's public `OffersMessageFlow` server methods: hand out offer paths,
 //! verify and persist static invoices, serve them to payers and forward invoice requests.
 
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use lightning::blinded_path::message::{AsyncPaymentsContext, OffersContext};
 use lightning::offers::flow::{InvreqResponseInstructions, OffersMessageFlow};
@@ -26,6 +27,31 @@ pub struct ServerHandler {
     pub(crate) flow: Arc<Flow>,
     store: Arc<InvoiceStore>,
     writer: mpsc::Sender<PendingWrite>,
+    replay: Option<Replay>,
+}
+
+/// Replies sent again on purpose (see `ServerOptions::replay_replies_after`).
+#[derive(Clone)]
+struct Replay {
+    after: Duration,
+    queue: Arc<Mutex<Vec<(AsyncPaymentsMessage, MessageSendInstructions)>>>,
+    flush: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Replay {
+    /// Queues `message` now and again after the delay.
+    fn send_twice(&self, message: AsyncPaymentsMessage, instructions: MessageSendInstructions) {
+        self.queue
+            .lock()
+            .unwrap()
+            .push((message.clone(), instructions.clone()));
+        let (queue, flush, after) = (self.queue.clone(), self.flush.clone(), self.after);
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            queue.lock().unwrap().push((message, instructions));
+            flush();
+        });
+    }
 }
 
 /// A verified invoice waiting for its durable write; confirmed over `responder` once written.
@@ -41,8 +67,16 @@ impl ServerHandler {
     pub(crate) fn new(
         flow: Arc<Flow>,
         store: InvoiceStore,
-        flush: impl Fn() + Send + 'static,
+        replay_after: Option<Duration>,
+        flush: impl Fn() + Send + Sync + 'static,
     ) -> Self {
+        let flush: Arc<dyn Fn() + Send + Sync> = Arc::new(flush);
+        let replay = replay_after.map(|after| Replay {
+            after,
+            queue: Arc::default(),
+            flush: flush.clone(),
+        });
+        let replay_persisted = replay.clone();
         let store = Arc::new(store);
         let (writer, writes) = mpsc::channel::<PendingWrite>();
         // One writer thread: the connection is not held up by fsyncs, and writes to a slot
@@ -58,6 +92,16 @@ impl ServerHandler {
                 ) {
                     Ok(()) => {
                         log::debug!("stored static invoice for slot {}", write.slot);
+                        if let Some(replay) = &replay_persisted {
+                            let instructions =
+                                write.responder.clone().respond().into_instructions();
+                            replay.send_twice(
+                                AsyncPaymentsMessage::StaticInvoicePersisted(
+                                    StaticInvoicePersisted {},
+                                ),
+                                instructions,
+                            );
+                        }
                         writer_flow.static_invoice_persisted(write.responder);
                         flush();
                     }
@@ -69,6 +113,7 @@ impl ServerHandler {
             flow,
             store,
             writer,
+            replay,
         }
     }
 }
@@ -86,6 +131,16 @@ impl AsyncPaymentsMessageHandler for ServerHandler {
             .handle_offer_paths_request(&message, context, vec![])
         {
             Some((paths, reply_context)) => {
+                if let Some(replay) = &self.replay {
+                    let instructions = responder
+                        .clone()
+                        .respond_with_reply_path(reply_context.clone())
+                        .into_instructions();
+                    replay.send_twice(
+                        AsyncPaymentsMessage::OfferPaths(paths.clone()),
+                        instructions,
+                    );
+                }
                 Some((paths, responder.respond_with_reply_path(reply_context)))
             }
             None => {
@@ -152,7 +207,11 @@ impl AsyncPaymentsMessageHandler for ServerHandler {
     fn handle_release_held_htlc(&self, _: ReleaseHeldHtlc, _: AsyncPaymentsContext) {}
 
     fn release_pending_messages(&self) -> Vec<(AsyncPaymentsMessage, MessageSendInstructions)> {
-        self.flow.release_pending_async_messages()
+        let mut messages = self.flow.release_pending_async_messages();
+        if let Some(replay) = &self.replay {
+            messages.append(&mut replay.queue.lock().unwrap());
+        }
+        messages
     }
 }
 

@@ -88,6 +88,9 @@ pub struct ServerOptions {
     pub network: Network,
     /// Name the server in paths by this short channel id (compact paths), as a public LDK node.
     pub compact_scid: Option<u64>,
+    /// Fault injection for tests: send every `OfferPaths` and `StaticInvoicePersisted` twice
+    /// more, once at once and once after this delay, as a confused or replaying server might.
+    pub replay_replies_after: Option<Duration>,
 }
 
 /// The server's identity and path minting, without any network.
@@ -242,6 +245,7 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
     let handler = Arc::new(ServerHandler::new(
         identity.flow.clone(),
         store,
+        options.replay_replies_after,
         move || flush_signal.notify_one(),
     ));
     let messenger = Arc::new(OnionMessenger::new(

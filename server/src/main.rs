@@ -115,6 +115,7 @@ fn main() {
             data_dir: args.data_dir.clone(),
             network: args.network,
             compact_scid: args.compact_scid,
+            replay_replies_after: None,
         };
         let server = async_offers_server::start(options)
             .await

@@ -89,7 +89,10 @@ pub(crate) fn one_channel_graph(
         let update = UnsignedChannelUpdate {
             chain_hash: ChainHash::using_genesis_block(network),
             short_channel_id: scid,
-            timestamp: 1,
+            // Fresh, or the graph discards it as stale gossip.
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |now| now.as_secs() as u32),
             message_flags: 1,
             channel_flags,
             cltv_expiry_delta: 72,

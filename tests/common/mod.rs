@@ -12,23 +12,33 @@ pub const SEED: [u8; 32] = [0x11; 32];
 pub const WAIT: Duration = Duration::from_secs(30);
 
 pub async fn start_server(data_dir: &Path) -> RunningServer {
-    start_server_at(data_dir, "127.0.0.1:0", None).await
+    start_server_with(server_options(data_dir, "127.0.0.1:0")).await
 }
 
-pub async fn start_server_at(
-    data_dir: &Path,
-    listen: &str,
-    compact_scid: Option<u64>,
-) -> RunningServer {
-    let options = ServerOptions {
+/// Options for a regtest server in `data_dir` listening on `listen`, to adjust before starting.
+pub fn server_options(data_dir: &Path, listen: &str) -> ServerOptions {
+    ServerOptions {
         listen: listen.parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
         network: Network::Regtest,
-        compact_scid,
-    };
-    async_offers_server::start(options)
-        .await
-        .expect("server starts")
+        compact_scid: None,
+        replay_replies_after: None,
+    }
+}
+
+/// Starts a server, retrying for a while if its port is still held by a stopped one.
+pub async fn start_server_with(options: ServerOptions) -> RunningServer {
+    let mut attempts = 0;
+    loop {
+        match async_offers_server::start(options.clone()).await {
+            Ok(server) => return server,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("server does not start: {e}"),
+        }
+    }
 }
 
 pub fn config_for(server: &RunningServer, recipient: &[u8], data_dir: &Path) -> Config {
@@ -43,7 +53,7 @@ pub fn config_for(server: &RunningServer, recipient: &[u8], data_dir: &Path) -> 
     config
 }
 
-/// With `RUST_LOG` set, the test's log records go to stderr with a timestamp (`cargo test --
+/// With `RUST_LOG` set (`trace` for LDK's detail), the test's log records go to stderr with a timestamp (`cargo test --
 /// --nocapture` to see them).
 pub fn log_to_stderr() {
     struct Stderr(std::time::Instant);
@@ -63,11 +73,15 @@ pub fn log_to_stderr() {
         fn flush(&self) {}
     }
     static LOGGER: std::sync::OnceLock<Stderr> = std::sync::OnceLock::new();
-    if std::env::var_os("RUST_LOG").is_some() {
-        let logger = LOGGER.get_or_init(|| Stderr(std::time::Instant::now()));
-        if log::set_logger(logger).is_ok() {
-            log::set_max_level(log::LevelFilter::Debug);
-        }
+    let Some(level) = std::env::var_os("RUST_LOG") else {
+        return;
+    };
+    let logger = LOGGER.get_or_init(|| Stderr(std::time::Instant::now()));
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(match level.to_str() {
+            Some("trace") => log::LevelFilter::Trace,
+            _ => log::LevelFilter::Debug,
+        });
     }
 }
 
@@ -77,4 +91,27 @@ pub fn client(config: Config) -> AsyncOffersClient {
         .runtime(tokio::runtime::Handle::current())
         .build()
         .expect("client builds")
+}
+
+/// Fetches each offer's static invoice from `server` as a payer would, and checks it.
+pub async fn assert_payable(server: &RunningServer, offers: &[async_offers::OfferInfo]) {
+    let payer = async_offers_server::Payer::connect(
+        server.identity().node_id(),
+        &server.local_addr().to_string(),
+        Network::Regtest,
+    )
+    .await
+    .expect("payer connects");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    for info in offers {
+        let offer: lightning::offers::offer::Offer = info.offer.parse().unwrap();
+        let fetched = payer
+            .fetch_static_invoice(&offer, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("offer in slot {}: {e}", info.slot));
+        async_offers_server::check_invoice_for_offer(&offer, &fetched.invoice, now)
+            .unwrap_or_else(|e| panic!("offer in slot {}: {e}", info.slot));
+    }
 }

@@ -1,0 +1,141 @@
+//! What the client does when the server goes away, repeats itself or answers late, and what it
+//! reports when a payer's invoice request is forwarded to it.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use async_offers::{
+    AsyncOffersClient, Event, EventListener, InvoiceRequestTarget, ManualClock, OfferState,
+};
+use async_offers_server::RunningServer;
+use common::*;
+
+/// Hands every event to the test.
+struct Events(Mutex<mpsc::Sender<Event>>);
+
+impl EventListener for Events {
+    fn on_event(&self, event: Event) {
+        let _ = self.0.lock().unwrap().send(event);
+    }
+}
+
+fn events() -> (Arc<Events>, mpsc::Receiver<Event>) {
+    let (sender, receiver) = mpsc::channel();
+    (Arc::new(Events(Mutex::new(sender))), receiver)
+}
+
+/// Stops the server the moment the first offer is ready, from the event thread.
+struct StopServerOnFirstReady(Mutex<Option<Arc<RunningServer>>>);
+
+impl EventListener for StopServerOnFirstReady {
+    fn on_event(&self, event: Event) {
+        if matches!(event, Event::OfferReady { .. }) {
+            if let Some(server) = self.0.lock().unwrap().take() {
+                server.stop();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_killed_mid_fill_and_restarted_the_client_completes() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let server = Arc::new(start_server(server_dir.path()).await);
+    let address = server.local_addr().to_string();
+    let mut config = config_for(&server, b"wallet-restart", client_dir.path());
+    config.offer_slots = 20;
+    // Time stands still, so nothing is resent on a timer: recovery has to come from the
+    // reconnection itself, for every slot, however many invoices were cut off.
+    let client = AsyncOffersClient::builder(config, SEED)
+        .runtime(tokio::runtime::Handle::current())
+        .clock(Arc::new(ManualClock::starting_now()))
+        .build()
+        .unwrap();
+    client.add_listener(Arc::new(StopServerOnFirstReady(Mutex::new(Some(
+        server.clone(),
+    )))));
+    client.start().unwrap();
+    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_restart = client.ready_offers().len();
+    assert!(
+        before_restart < 20,
+        "the server was stopped mid-fill ({before_restart} ready)"
+    );
+
+    let restarted = start_server_with(server_options(server_dir.path(), &address)).await;
+    let ready = client.wait_for_ready_offers(20, WAIT).await.unwrap();
+    let slots: HashSet<u16> = ready.iter().map(|o| o.slot).collect();
+    assert_eq!(slots.len(), 20);
+    assert_eq!(client.offers().len(), 20, "nothing left half-done");
+    assert_payable(&restarted, &ready).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_and_late_replies_change_nothing() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let mut options = server_options(server_dir.path(), "127.0.0.1:0");
+    options.replay_replies_after = Some(Duration::from_millis(300));
+    let server = start_server_with(options).await;
+    let mut config = config_for(&server, b"wallet-replay", client_dir.path());
+    config.offer_slots = 5;
+    let client = client(config.clone());
+    client.start().unwrap();
+    let ready = client.wait_for_ready_offers(5, WAIT).await.unwrap();
+    // Every reply has now come a second time and a third, late one is on its way.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let offers = client.offers();
+    assert_eq!(offers.len(), 5, "no extra offer from a repeated OfferPaths");
+    assert!(offers.iter().all(|o| o.state == OfferState::Ready));
+    let ids = |list: &[async_offers::OfferInfo]| -> HashSet<String> {
+        list.iter().map(|o| o.offer_id.clone()).collect()
+    };
+    assert_eq!(ids(&offers), ids(&ready), "no offer replaced");
+    // The server still serves each offer's own invoice: no duplicate overwrote a slot.
+    assert_payable(&server, &offers).await;
+    client.stop();
+    drop(client);
+    let reloaded = common::client(config).offers();
+    assert_eq!(ids(&reloaded), ids(&ready), "and the same is on disk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_invoice_request_is_verified_and_reported() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let mut config = config_for(&server, b"wallet-forward", client_dir.path());
+    config.offer_slots = 2;
+    // Forwarded requests come to this client rather than to a wallet node.
+    config.invoice_request_target = InvoiceRequestTarget::Client;
+    let client = client(config);
+    let (listener, events) = events();
+    client.add_listener(listener);
+    client.start().unwrap();
+    client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    let offer = client.take_offer(Some("forward me".into())).unwrap();
+
+    assert_payable(&server, std::slice::from_ref(&offer)).await;
+    let forwarded = tokio::task::spawn_blocking(move || loop {
+        match events.recv_timeout(WAIT) {
+            Ok(Event::InvoiceRequestForwarded {
+                offer_id,
+                amount_msats,
+                ..
+            }) => return (offer_id, amount_msats),
+            Ok(_) => continue,
+            Err(e) => panic!("no forwarded invoice request: {e}"),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(forwarded.0, offer.offer_id);
+    assert_eq!(forwarded.1, Some(1_000), "the payer's amount");
+}
