@@ -5,7 +5,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use lightning::blinded_path::message::{AsyncPaymentsContext, OffersContext};
-use lightning::offers::flow::{InvreqResponseInstructions, OffersMessageFlow};
+use lightning::offers::flow::{
+    InvreqResponseInstructions, OffersMessageFlow, MAX_STATIC_INVOICE_SIZE_BYTES,
+};
 use lightning::onion_message::async_payments::{
     AsyncPaymentsMessage, AsyncPaymentsMessageHandler, HeldHtlcAvailable, OfferPaths,
     OfferPathsRequest, ReleaseHeldHtlc, ServeStaticInvoice, StaticInvoicePersisted,
@@ -14,6 +16,7 @@ use lightning::onion_message::messenger::{
     MessageSendInstructions, Responder, ResponseInstruction,
 };
 use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
+use lightning::util::ser::Writeable;
 
 use crate::invoices::InvoiceStore;
 use crate::router::ServerRouter;
@@ -178,7 +181,15 @@ impl AsyncPaymentsMessageHandler for ServerHandler {
         {
             Ok(target) => target,
             Err(()) => {
-                log::warn!("rejected ServeStaticInvoice: expired, oversized (> 5120 bytes) or over an unknown path");
+                let size = message.invoice.serialized_length();
+                let why = if message.invoice.is_expired() {
+                    "the invoice has expired".to_string()
+                } else if size > MAX_STATIC_INVOICE_SIZE_BYTES {
+                    format!("the invoice is {size} bytes, over {MAX_STATIC_INVOICE_SIZE_BYTES}")
+                } else {
+                    "it came over an unknown or expired path".to_string()
+                };
+                log::warn!("rejected ServeStaticInvoice: {why}");
                 return;
             }
         };
