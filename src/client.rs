@@ -14,7 +14,7 @@ use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
 use crate::events::{EventBus, EventListener, OfferInfo};
 use crate::keys::WalletKeys;
 use crate::offer::{OfferFactory, PathEnd};
-use crate::protocol::{Engine, Offload};
+use crate::protocol::{Engine, Offload, ProtocolHandler};
 use crate::store::{DynStore, OfferStore};
 use crate::transport::Transport;
 use crate::Error;
@@ -243,6 +243,12 @@ impl AsyncOffersClient {
     /// The id of the SDK's own connection to the server.
     pub fn transport_node_id(&self) -> PublicKey {
         self.keys.transport_node_id()
+    }
+
+    /// The protocol handler, to drive this client over an `OnionMessenger` of your own instead
+    /// of [`Self::start`]'s TCP connection.
+    pub fn protocol_handler(&self) -> ProtocolHandler {
+        ProtocolHandler(self.engine.clone())
     }
 
     /// Registers a listener for every future event.

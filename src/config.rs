@@ -7,6 +7,7 @@ use lightning::bitcoin::hex::FromHex;
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::bitcoin::Network;
 use lightning::blinded_path::message::BlindedMessagePath;
+use lightning::ln::channel_state::ChannelDetails;
 use lightning::util::ser::Readable;
 
 use crate::Error;
@@ -78,6 +79,28 @@ pub struct ChannelHint {
     pub htlc_minimum_msat: u64,
     /// Largest HTLC the channel accepts towards the wallet.
     pub htlc_maximum_msat: u64,
+}
+
+impl ChannelHint {
+    /// The hint for one of the wallet node's own channels, as its `ChannelManager` lists them:
+    /// `None` until the channel is ready and the LSP's forwarding fees are known.
+    pub fn from_channel_details(channel: &ChannelDetails) -> Option<Self> {
+        let fees = channel.counterparty.forwarding_info.as_ref()?;
+        if !channel.is_channel_ready {
+            return None;
+        }
+        Some(Self {
+            lsp_node_id: channel.counterparty.node_id,
+            short_channel_id: channel.get_inbound_payment_scid()?,
+            fee_base_msat: fees.fee_base_msat,
+            fee_proportional_millionths: fees.fee_proportional_millionths,
+            cltv_expiry_delta: fees.cltv_expiry_delta,
+            htlc_minimum_msat: channel.inbound_htlc_minimum_msat.unwrap_or(1),
+            htlc_maximum_msat: channel
+                .inbound_htlc_maximum_msat
+                .unwrap_or(channel.inbound_capacity_msat),
+        })
+    }
 }
 
 /// Which node the `forward_invoice_request_path` of each offer leads to.

@@ -36,4 +36,6 @@ pub use config::{ChannelHint, Config, InvoiceRequestTarget, ServerConfig};
 pub use error::Error;
 pub use events::{Event, EventListener, OfferInfo};
 pub use logging::LdkLogBridge;
+pub use protocol::ProtocolHandler;
 pub use store::DynStore;
+pub use transport::ServerRouter;

@@ -544,3 +544,99 @@ impl OffersMessageHandler for Engine {
         None
     }
 }
+
+/// The client's protocol handler, to run the client over an `OnionMessenger` of your own instead
+/// of its built-in TCP connection (tests with in-memory LDK nodes, custom transports).
+///
+/// Give it to the messenger as both the offers and the async-payments handler, sign with
+/// [`WalletKeys::transport_keys_manager`](crate::keys::WalletKeys::transport_keys_manager),
+/// route with [`ServerRouter`](crate::ServerRouter), and report the connection to the server and
+/// the maintenance ticks. Do not also call [`AsyncOffersClient::start`](crate::AsyncOffersClient::start).
+#[derive(Clone)]
+pub struct ProtocolHandler(pub(crate) Arc<Engine>);
+
+impl ProtocolHandler {
+    /// The messenger is connected to the server: every missing slot is requested.
+    pub fn server_connected(&self) {
+        self.0.on_connected()
+    }
+
+    /// The messenger lost the server.
+    pub fn server_disconnected(&self) {
+        self.0.on_disconnected()
+    }
+
+    /// Maintenance: expiry, resends, refreshes, retries. Call it every
+    /// [`Config::tick_interval`](crate::Config::tick_interval).
+    pub fn tick(&self) {
+        self.0.on_tick()
+    }
+}
+
+impl AsyncPaymentsMessageHandler for ProtocolHandler {
+    fn handle_offer_paths_request(
+        &self,
+        message: OfferPathsRequest,
+        context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) -> Option<(OfferPaths, ResponseInstruction)> {
+        self.0
+            .handle_offer_paths_request(message, context, responder)
+    }
+
+    fn handle_offer_paths(
+        &self,
+        message: OfferPaths,
+        context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) -> Option<(ServeStaticInvoice, ResponseInstruction)> {
+        self.0.handle_offer_paths(message, context, responder)
+    }
+
+    fn handle_serve_static_invoice(
+        &self,
+        message: ServeStaticInvoice,
+        context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) {
+        self.0
+            .handle_serve_static_invoice(message, context, responder)
+    }
+
+    fn handle_static_invoice_persisted(
+        &self,
+        message: StaticInvoicePersisted,
+        context: AsyncPaymentsContext,
+    ) {
+        self.0.handle_static_invoice_persisted(message, context)
+    }
+
+    fn handle_held_htlc_available(
+        &self,
+        message: HeldHtlcAvailable,
+        context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) -> Option<(ReleaseHeldHtlc, ResponseInstruction)> {
+        self.0
+            .handle_held_htlc_available(message, context, responder)
+    }
+
+    fn handle_release_held_htlc(&self, message: ReleaseHeldHtlc, context: AsyncPaymentsContext) {
+        self.0.handle_release_held_htlc(message, context)
+    }
+
+    fn release_pending_messages(&self) -> Outbox {
+        AsyncPaymentsMessageHandler::release_pending_messages(&*self.0)
+    }
+}
+
+impl OffersMessageHandler for ProtocolHandler {
+    fn handle_message(
+        &self,
+        message: OffersMessage,
+        context: Option<OffersContext>,
+        responder: Option<Responder>,
+    ) -> Option<(OffersMessage, ResponseInstruction)> {
+        self.0.handle_message(message, context, responder)
+    }
+}

@@ -60,14 +60,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// LDK's peer handler expects a timer tick about every ten seconds (pings, timeouts).
 const PEER_TIMER_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Routes every message through the server, the client's only peer.
-pub(crate) struct ServerRouter {
+/// Routes every message through the server, the client's only peer: what the client's own
+/// messenger uses, public for running the client over another messenger (see
+/// [`ProtocolHandler`](crate::ProtocolHandler)).
+pub struct ServerRouter {
     server: PublicKey,
     network: Network,
     entropy: Arc<KeysManager>,
 }
 
 impl ServerRouter {
+    /// A router for a client whose server is `server`, on `network`, drawing path randomness
+    /// from `entropy` (the transport keys).
     pub fn new(server: PublicKey, network: Network, entropy: Arc<KeysManager>) -> Self {
         Self {
             server,
