@@ -29,6 +29,7 @@ use lightning::ln::channelmanager::PaymentId;
 use lightning::ln::functional_test_utils::*;
 use lightning::ln::msgs::{BaseMessageHandler, ChannelMessageHandler, Init, OnionMessageHandler};
 use lightning::ln::peer_handler::IgnoringMessageHandler;
+use lightning::ln::types::ChannelId;
 use lightning::offers::offer::Offer;
 use lightning::offers::static_invoice::StaticInvoice;
 use lightning::onion_message::messenger::OnionMessenger;
@@ -41,6 +42,8 @@ const PAYER: usize = 0;
 const PAYER_LSP: usize = 1;
 const LSP: usize = 2;
 const WALLET: usize = 3;
+/// What the LSP calls the wallet when it hands out its paths.
+const WALLET_RECIPIENT_ID: &[u8] = b"wallet";
 /// How long to keep pumping messages for something the SDK does on its own threads.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -310,7 +313,7 @@ impl Sdk {
 /// The LSP's paths for this wallet, as it would hand them out.
 fn server_paths(lsp: &Node) -> Vec<BlindedMessagePath> {
     lsp.node
-        .blinded_paths_for_async_recipient(b"wallet".to_vec(), None)
+        .blinded_paths_for_async_recipient(WALLET_RECIPIENT_ID.to_vec(), None)
         .unwrap()
 }
 
@@ -338,6 +341,13 @@ impl InvoiceStore {
             store: async_offers_server::InvoiceStore::new(dir.path().to_path_buf()),
             _dir: dir,
         }
+    }
+
+    /// The invoice the LSP holds for the wallet's `slot`.
+    fn invoice(&self, slot: u16) -> Option<StaticInvoice> {
+        self.store
+            .load(WALLET_RECIPIENT_ID, slot)
+            .map(|(invoice, _)| invoice)
     }
 
     /// Handles the LSP's pending server events; any other event is a test failure.
@@ -402,8 +412,9 @@ macro_rules! network {
         configs[WALLET] = Some(phone_config());
         let node_chanmgrs = create_node_chanmgrs(count, &node_cfgs, &configs);
         let $nodes = create_network(count, &node_cfgs, &node_chanmgrs);
-        create_unannounced_chan_between_nodes_with_value(&$nodes, PAYER, PAYER_LSP, 1_000_000, 0);
-        create_announced_chan_between_nodes_with_value(&$nodes, PAYER_LSP, LSP, 1_000_000, 0);
+        // Roomy upstream channels: a payment can outgrow the wallet's first channel.
+        create_unannounced_chan_between_nodes_with_value(&$nodes, PAYER, PAYER_LSP, 5_000_000, 0);
+        create_announced_chan_between_nodes_with_value(&$nodes, PAYER_LSP, LSP, 16_000_000, 0);
         create_unannounced_chan_between_nodes_with_value(&$nodes, LSP, WALLET, 1_000_000, 0);
         same_height(&$nodes);
     };
@@ -534,15 +545,22 @@ fn settle(links: &[(&Node, &Node)], lsp: &Node, store: &InvoiceStore) {
     }
 }
 
+/// What a completed payment went through.
+struct Paid {
+    /// The static invoice the payer paid.
+    invoice: StaticInvoice,
+    /// The wallet's channel the HTLC arrived on.
+    channel: ChannelId,
+}
+
 /// The payer pays `offer` while the wallet is offline: the LSP serves the static invoice, the
-/// payer's LSP holds the HTLC, the wallet comes back, releases it and claims. Returns the
-/// static invoice the payer paid.
+/// payer's LSP holds the HTLC, the wallet comes back, releases it and claims.
 fn pay_while_offline<'a, 'b, 'c>(
     nodes: &[Node<'a, 'b, 'c>],
     store: &InvoiceStore,
     offer: &OfferInfo,
     amount_msats: u64,
-) -> StaticInvoice {
+) -> Paid {
     let (payer, payer_lsp, lsp, wallet) = (
         &nodes[PAYER],
         &nodes[PAYER_LSP],
@@ -631,14 +649,20 @@ fn pay_while_offline<'a, 'b, 'c>(
         forward,
     ))
     .expect("the wallet can claim");
-    let preimage = match claimable {
-        Event::PaymentClaimable { purpose, .. } => purpose.preimage().unwrap(),
+    let (preimage, channel) = match claimable {
+        Event::PaymentClaimable {
+            purpose,
+            receiving_channel_ids,
+            ..
+        } => (purpose.preimage().unwrap(), receiving_channel_ids[0].0),
         other => panic!("not claimable: {other:?}"),
     };
     let route: &[&[&Node]] = &[&[payer_lsp, lsp, wallet]];
     let (paid, _) = claim_payment_along_route(ClaimAlongRouteArgs::new(payer, route, preimage));
     match paid {
-        Some(lightning::events::PaidBolt12Invoice::StaticInvoice(invoice)) => invoice,
+        Some(lightning::events::PaidBolt12Invoice::StaticInvoice(invoice)) => {
+            Paid { invoice, channel }
+        }
         other => panic!("paid something else than a static invoice: {other:?}"),
     }
 }
@@ -654,5 +678,66 @@ fn an_offline_wallet_is_paid_through_a_held_htlc_and_claims_when_back() {
     sdk.run_until(lsp, &store, |sdk| sdk.ready().len() == 2);
 
     let paid = pay_while_offline(&nodes, &store, &offer, 5_000);
-    assert_eq!(paid.offer_id().to_string(), offer.offer_id);
+    assert_eq!(paid.invoice.offer_id().to_string(), offer.offer_id);
+}
+
+#[test]
+fn a_used_offer_is_paid_with_its_rotated_invoice() {
+    network!(nodes, []);
+    let (lsp, wallet) = (&nodes[LSP], &nodes[WALLET]);
+    let store = InvoiceStore::new();
+    let sdk = Sdk::new(WALLET_SEED, lsp, wallet, |config| {
+        config.invoice_refresh_interval = Duration::from_secs(1);
+    });
+    sdk.run_until(lsp, &store, |sdk| sdk.ready().len() == 2);
+    let offer = sdk.client.take_offer(Some("rent".into())).unwrap();
+    let first = store.invoice(offer.slot).unwrap();
+
+    // Invoice times are whole seconds: two of them make the handed-out offer's invoice due.
+    std::thread::sleep(Duration::from_secs(2));
+    sdk.handler.tick();
+    sdk.run_until(lsp, &store, |_| store.invoice(offer.slot).unwrap() != first);
+    let rotated = store.invoice(offer.slot).unwrap();
+    assert!(rotated.created_at() > first.created_at());
+
+    let paid = pay_while_offline(&nodes, &store, &offer, 7_000);
+    assert!(paid.invoice == rotated, "the payer got the rotated invoice");
+}
+
+#[test]
+fn new_channel_hints_are_in_the_next_invoice_and_the_payment_takes_them() {
+    network!(nodes, []);
+    let (lsp, wallet) = (&nodes[LSP], &nodes[WALLET]);
+    let store = InvoiceStore::new();
+    let sdk = Sdk::new(WALLET_SEED, lsp, wallet, |_| {});
+    sdk.run_until(lsp, &store, |sdk| sdk.ready().len() == 2);
+    let offer = sdk.client.take_offer(None).unwrap();
+    let first = store.invoice(offer.slot).unwrap();
+    let old_channel = wallet.node.list_channels()[0].channel_id;
+
+    // A second, bigger channel with the LSP; the wallet now hints only that one.
+    create_unannounced_chan_between_nodes_with_value(&nodes, LSP, WALLET, 2_000_000, 0);
+    same_height(&nodes);
+    let new_channel = wallet
+        .node
+        .list_channels()
+        .into_iter()
+        .find(|channel| channel.channel_id != old_channel)
+        .unwrap();
+    let hint = ChannelHint::from_channel_details(&new_channel).expect("a usable hint");
+    sdk.client.update_channels(vec![hint]);
+    sdk.run_until(lsp, &store, |_| store.invoice(offer.slot).unwrap() != first);
+    let rotated = store.invoice(offer.slot).unwrap();
+    let most = |invoice: &StaticInvoice| invoice.payment_paths()[0].payinfo.htlc_maximum_msat;
+    assert!(
+        most(&rotated) > most(&first),
+        "the new invoice's path is over the bigger, new channel"
+    );
+
+    // More than the first channel can carry: only the new hint makes this payable.
+    let amount_msats = 150_000_000;
+    assert!(most(&first) < amount_msats && amount_msats <= most(&rotated));
+    let paid = pay_while_offline(&nodes, &store, &offer, amount_msats);
+    assert!(paid.invoice == rotated);
+    assert_eq!(paid.channel, new_channel.channel_id);
 }
