@@ -24,10 +24,12 @@ use lightning::bitcoin::Network;
 use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::blinded_path::EmptyNodeIdLookUp;
 use lightning::events::Event;
-use lightning::events::EventsProvider;
+use lightning::events::{EventsProvider, HTLCHandlingFailureType};
 use lightning::ln::channelmanager::PaymentId;
 use lightning::ln::functional_test_utils::*;
+use lightning::ln::msgs::MessageSendEvent;
 use lightning::ln::msgs::{BaseMessageHandler, ChannelMessageHandler, Init, OnionMessageHandler};
+use lightning::ln::onion_utils::LocalHTLCFailureReason;
 use lightning::ln::peer_handler::IgnoringMessageHandler;
 use lightning::ln::types::ChannelId;
 use lightning::offers::offer::Offer;
@@ -740,4 +742,195 @@ fn new_channel_hints_are_in_the_next_invoice_and_the_payment_takes_them() {
     let paid = pay_while_offline(&nodes, &store, &offer, amount_msats);
     assert!(paid.invoice == rotated);
     assert_eq!(paid.channel, new_channel.channel_id);
+}
+
+/// The payment hash of the HTLC an update carries.
+fn added_htlc_hash(event: &MessageSendEvent) -> lightning::types::payment::PaymentHash {
+    match event {
+        MessageSendEvent::UpdateHTLCs { updates, .. } => updates.update_add_htlcs[0].payment_hash,
+        other => panic!("not an HTLC update: {other:?}"),
+    }
+}
+
+#[test]
+fn an_online_wallet_answers_the_forwarded_invoice_request_and_is_paid_once() {
+    network!(nodes, []);
+    let (payer, payer_lsp, lsp, wallet) = (
+        &nodes[PAYER],
+        &nodes[PAYER_LSP],
+        &nodes[LSP],
+        &nodes[WALLET],
+    );
+    let id = |node: &Node| node.node.get_our_node_id();
+    let store = InvoiceStore::new();
+    let sdk = Sdk::new(WALLET_SEED, lsp, wallet, |_| {});
+    sdk.run_until(lsp, &store, |sdk| sdk.ready().len() == 2);
+    let info = sdk.client.take_offer(Some("tip jar".into())).unwrap();
+    let offer: Offer = info.offer.parse().unwrap();
+
+    let amount_msats = 12_000;
+    payer
+        .node
+        .pay_for_offer(
+            &offer,
+            Some(amount_msats),
+            PaymentId([0x44; 32]),
+            Default::default(),
+        )
+        .unwrap();
+    assert!(deliver(payer, lsp) > 0, "the payer asks the LSP");
+    store.serve(lsp);
+    // The LSP answered with the static invoice and forwarded the request to the wallet. Let
+    // the wallet's answer reach the payer first: the wallet must have verified the request,
+    // since only the offer's own derived key can sign an invoice the payer accepts.
+    assert!(
+        deliver(lsp, wallet) > 0,
+        "the request is forwarded to the wallet"
+    );
+    assert!(
+        deliver(wallet, payer_lsp) > 0,
+        "the wallet answers with an invoice"
+    );
+    assert!(deliver(payer_lsp, payer) > 0);
+    check_added_monitors(payer, 1);
+    let mut events = payer.node.get_and_clear_pending_msg_events();
+    let first_hop = remove_first_msg_event_to_node(&id(payer_lsp), &mut events);
+    let payment_hash = added_htlc_hash(&first_hop);
+
+    // The static invoice arrives late and is ignored: one payment only.
+    settle(
+        &[(payer, payer_lsp), (payer, lsp), (payer_lsp, lsp)],
+        lsp,
+        &store,
+    );
+    check_added_monitors(payer, 0);
+    assert!(payer.node.get_and_clear_pending_msg_events().is_empty());
+
+    let path = [payer_lsp, lsp, wallet];
+    let claimable = do_pass_along_path(PassAlongPathArgs::new(
+        payer,
+        &path,
+        amount_msats,
+        payment_hash,
+        first_hop,
+    ))
+    .expect("the wallet can claim");
+    let preimage = match claimable {
+        Event::PaymentClaimable { purpose, .. } => purpose.preimage().unwrap(),
+        other => panic!("not claimable: {other:?}"),
+    };
+    let (paid, _) = claim_payment_along_route(ClaimAlongRouteArgs::new(payer, &[&path], preimage));
+    match paid {
+        Some(lightning::events::PaidBolt12Invoice::Bolt12Invoice(invoice)) => {
+            assert_eq!(
+                Some(invoice.signing_pubkey()),
+                offer.issuer_signing_pubkey(),
+                "signed with the SDK offer's key"
+            );
+        }
+        other => panic!("expected the wallet's own invoice to be paid: {other:?}"),
+    }
+}
+
+#[test]
+fn an_invoice_from_a_different_seed_is_rejected_by_the_wallet() {
+    const OTHER_SEED: [u8; 32] = [0x99; 32];
+    const OTHER: usize = 4;
+    network!(nodes, [OTHER_SEED]);
+    let (payer, payer_lsp, lsp, wallet, other) = (
+        &nodes[PAYER],
+        &nodes[PAYER_LSP],
+        &nodes[LSP],
+        &nodes[WALLET],
+        &nodes[OTHER],
+    );
+    let id = |node: &Node| node.node.get_our_node_id();
+    let store = InvoiceStore::new();
+    // The app passed the wrong seed: offers and invoices are made with another node's keys,
+    // over the wallet's real channel. That other node exists, so the held HTLC is released
+    // and reaches the wallet. Forwarded requests go to the client, out of the way.
+    let sdk = Sdk::new(OTHER_SEED, lsp, wallet, |config| {
+        config.invoice_request_target = async_offers::InvoiceRequestTarget::Client;
+    });
+    sdk.run_until(lsp, &store, |sdk| sdk.ready().len() == 2);
+    let info = sdk.client.take_offer(None).unwrap();
+    let offer: Offer = info.offer.parse().unwrap();
+
+    let amount_msats = 8_000;
+    payer
+        .node
+        .pay_for_offer(
+            &offer,
+            Some(amount_msats),
+            PaymentId([0x45; 32]),
+            Default::default(),
+        )
+        .unwrap();
+    let links = [
+        (payer, payer_lsp),
+        (payer, lsp),
+        (payer_lsp, lsp),
+        (lsp, other),
+        (payer_lsp, other),
+        (payer, other),
+    ];
+    settle(&links, lsp, &store);
+    check_added_monitors(payer, 1);
+    let update = get_htlc_update_msgs(payer, &id(payer_lsp));
+    let add = update.update_add_htlcs[0].clone();
+    payer_lsp.node.handle_update_add_htlc(id(payer), &add);
+    do_commitment_signed_dance(payer_lsp, payer, &update.commitment_signed, false, true);
+    // held_htlc_available reaches the other node, which releases the HTLC.
+    settle(&links, lsp, &store);
+    payer_lsp.node.process_pending_htlc_forwards();
+    let mut events = payer_lsp.node.get_and_clear_pending_msg_events();
+    let forward = remove_first_msg_event_to_node(&id(lsp), &mut events);
+    check_added_monitors(payer_lsp, 1);
+
+    // The wallet cannot open the last hop, which was made for another key: it fails the HTLC.
+    do_pass_along_path(
+        PassAlongPathArgs::new(
+            payer_lsp,
+            &[lsp, wallet],
+            amount_msats,
+            add.payment_hash,
+            forward,
+        )
+        .without_claimable_event()
+        .expect_failure(HTLCHandlingFailureType::InvalidOnion),
+    );
+    let from_wallet = get_htlc_update_msgs(wallet, &id(lsp));
+    let malformed = &from_wallet.update_fail_malformed_htlcs[0];
+    // BOLT 4 `invalid_onion_blinding`: BADONION | PERM | 24.
+    assert_eq!(malformed.failure_code, 0x8000 | 0x4000 | 24);
+    lsp.node
+        .handle_update_fail_malformed_htlc(id(wallet), malformed);
+    do_commitment_signed_dance(lsp, wallet, &from_wallet.commitment_signed, true, false);
+    let from_lsp = get_htlc_update_msgs(lsp, &id(payer_lsp));
+    payer_lsp
+        .node
+        .handle_update_fail_htlc(id(lsp), &from_lsp.update_fail_htlcs[0]);
+    do_commitment_signed_dance(payer_lsp, lsp, &from_lsp.commitment_signed, true, false);
+    let from_payer_lsp = get_htlc_update_msgs(payer_lsp, &id(payer));
+    payer
+        .node
+        .handle_update_fail_htlc(id(payer_lsp), &from_payer_lsp.update_fail_htlcs[0]);
+    do_commitment_signed_dance(
+        payer,
+        payer_lsp,
+        &from_payer_lsp.commitment_signed,
+        false,
+        false,
+    );
+    expect_payment_failed_conditions(
+        payer,
+        add.payment_hash,
+        false,
+        PaymentFailedConditions::new()
+            .expected_htlc_error_data(LocalHTLCFailureReason::InvalidOnionBlinding, &[0; 32]),
+    );
+    assert!(
+        wallet.node.get_and_clear_pending_events().is_empty(),
+        "nothing claimable, nothing claimed"
+    );
 }
