@@ -555,13 +555,23 @@ struct Paid {
     channel: ChannelId,
 }
 
-/// The payer pays `offer` while the wallet is offline: the LSP serves the static invoice, the
-/// payer's LSP holds the HTLC, the wallet comes back, releases it and claims.
-fn pay_while_offline<'a, 'b, 'c>(
+/// Whether the wallet node is reachable when the payer pays.
+#[derive(Clone, Copy, PartialEq)]
+enum Wallet {
+    Online,
+    Offline,
+}
+
+/// The payer pays `offer` with the SDK's static invoice, which the LSP serves; the payer's LSP
+/// holds the HTLC until the wallet releases it, and the wallet claims. An offline wallet does
+/// so when it comes back; an online one at once, its own answer to the forwarded invoice
+/// request arriving after the static invoice and being ignored.
+fn pay_static_invoice<'a, 'b, 'c>(
     nodes: &[Node<'a, 'b, 'c>],
     store: &InvoiceStore,
     offer: &OfferInfo,
     amount_msats: u64,
+    state: Wallet,
 ) -> Paid {
     let (payer, payer_lsp, lsp, wallet) = (
         &nodes[PAYER],
@@ -570,14 +580,22 @@ fn pay_while_offline<'a, 'b, 'c>(
         &nodes[WALLET],
     );
     let id = |node: &Node| node.node.get_our_node_id();
-    go_offline(
-        wallet,
-        &nodes
-            .iter()
-            .filter(|n| id(n) != id(wallet))
-            .collect::<Vec<_>>(),
-    );
-    let online = [(payer, payer_lsp), (payer, lsp), (payer_lsp, lsp)];
+    let with_wallet = [
+        (payer, payer_lsp),
+        (payer, lsp),
+        (payer_lsp, lsp),
+        (lsp, wallet),
+        (payer_lsp, wallet),
+        (payer, wallet),
+    ];
+    let links = match state {
+        Wallet::Online => &with_wallet[..],
+        Wallet::Offline => {
+            let others: Vec<_> = nodes.iter().filter(|n| id(n) != id(wallet)).collect();
+            go_offline(wallet, &others);
+            &with_wallet[..3]
+        }
+    };
 
     let offer: Offer = offer.offer.parse().unwrap();
     payer
@@ -590,7 +608,7 @@ fn pay_while_offline<'a, 'b, 'c>(
         )
         .unwrap();
     // invoice_request → the LSP, which answers with the wallet's static invoice.
-    settle(&online, lsp, store);
+    settle(links, lsp, store);
 
     // The payer locks in an HTLC its own LSP must hold.
     check_added_monitors(payer, 1);
@@ -606,37 +624,31 @@ fn pay_while_offline<'a, 'b, 'c>(
     let pending = payer_lsp.node.get_and_clear_pending_msg_events();
     assert!(pending.is_empty(), "held, not forwarded: {pending:?}");
 
-    // held_htlc_available goes out over the invoice's paths; the LSP keeps it for the wallet.
-    settle(&online, lsp, store);
-    let (held, _) = intercepted_for(lsp, wallet);
-    assert!(
-        !held.is_empty(),
-        "the LSP holds messages for the offline wallet"
-    );
-
-    // The wallet comes back and gets them; it answers release_held_htlc.
-    let mut reconnect = ReconnectArgs::new(lsp, wallet);
-    reconnect.send_channel_ready = (true, true);
-    reconnect_nodes(reconnect);
-    // Its messenger may reach any announced node directly, as a real node would connect.
-    connect_messengers(wallet, payer_lsp);
-    connect_messengers(wallet, payer);
-    let (_, reconnected) = intercepted_for(lsp, wallet);
-    assert!(reconnected);
-    for message in &held {
-        wallet
-            .onion_messenger
-            .handle_onion_message(id(lsp), message);
+    // held_htlc_available goes out over the invoice's paths.
+    settle(links, lsp, store);
+    if state == Wallet::Offline {
+        // The LSP keeps it for the wallet, which comes back and gets it.
+        let (held, _) = intercepted_for(lsp, wallet);
+        assert!(
+            !held.is_empty(),
+            "the LSP holds messages for the offline wallet"
+        );
+        let mut reconnect = ReconnectArgs::new(lsp, wallet);
+        reconnect.send_channel_ready = (true, true);
+        reconnect_nodes(reconnect);
+        // Its messenger may reach any announced node directly, as a real node would connect.
+        connect_messengers(wallet, payer_lsp);
+        connect_messengers(wallet, payer);
+        let (_, reconnected) = intercepted_for(lsp, wallet);
+        assert!(reconnected);
+        for message in &held {
+            wallet
+                .onion_messenger
+                .handle_onion_message(id(lsp), message);
+        }
+        // It answers release_held_htlc.
+        settle(&with_wallet, lsp, store);
     }
-    let back = [
-        (payer, payer_lsp),
-        (payer, lsp),
-        (payer_lsp, lsp),
-        (lsp, wallet),
-        (payer_lsp, wallet),
-        (payer, wallet),
-    ];
-    settle(&back, lsp, store);
 
     // The payer's LSP forwards the released HTLC; the wallet claims it.
     payer_lsp.node.process_pending_htlc_forwards();
@@ -679,7 +691,7 @@ fn an_offline_wallet_is_paid_through_a_held_htlc_and_claims_when_back() {
     let offer = sdk.client.take_offer(Some("coffee".into())).unwrap();
     sdk.run_until(lsp, &store, |sdk| sdk.ready().len() == 2);
 
-    let paid = pay_while_offline(&nodes, &store, &offer, 5_000);
+    let paid = pay_static_invoice(&nodes, &store, &offer, 5_000, Wallet::Offline);
     assert_eq!(paid.invoice.offer_id().to_string(), offer.offer_id);
 }
 
@@ -702,7 +714,7 @@ fn a_used_offer_is_paid_with_its_rotated_invoice() {
     let rotated = store.invoice(offer.slot).unwrap();
     assert!(rotated.created_at() > first.created_at());
 
-    let paid = pay_while_offline(&nodes, &store, &offer, 7_000);
+    let paid = pay_static_invoice(&nodes, &store, &offer, 7_000, Wallet::Offline);
     assert!(paid.invoice == rotated, "the payer got the rotated invoice");
 }
 
@@ -739,7 +751,7 @@ fn new_channel_hints_are_in_the_next_invoice_and_the_payment_takes_them() {
     // More than the first channel can carry: only the new hint makes this payable.
     let amount_msats = 150_000_000;
     assert!(most(&first) < amount_msats && amount_msats <= most(&rotated));
-    let paid = pay_while_offline(&nodes, &store, &offer, amount_msats);
+    let paid = pay_static_invoice(&nodes, &store, &offer, amount_msats, Wallet::Offline);
     assert!(paid.invoice == rotated);
     assert_eq!(paid.channel, new_channel.channel_id);
 }
@@ -830,6 +842,18 @@ fn an_online_wallet_answers_the_forwarded_invoice_request_and_is_paid_once() {
         }
         other => panic!("expected the wallet's own invoice to be paid: {other:?}"),
     }
+}
+
+#[test]
+fn an_online_wallet_releases_at_once_when_the_static_invoice_comes_first() {
+    network!(nodes, []);
+    let (lsp, wallet) = (&nodes[LSP], &nodes[WALLET]);
+    let store = InvoiceStore::new();
+    let sdk = Sdk::new(WALLET_SEED, lsp, wallet, |_| {});
+    sdk.run_until(lsp, &store, |sdk| sdk.ready().len() == 2);
+    let offer = sdk.client.take_offer(None).unwrap();
+    let paid = pay_static_invoice(&nodes, &store, &offer, 6_000, Wallet::Online);
+    assert_eq!(paid.invoice.offer_id().to_string(), offer.offer_id);
 }
 
 #[test]
