@@ -8,7 +8,8 @@
 //! - [`keys`]: seed → wallet node and transport identities, LDK-exact payment secrets;
 //! - `offer`: offers, static invoices and blinded paths from server paths and channel hints;
 //! - `cache`: slots, states and every refresh/retry/expiry decision, time passed in;
-//! - `protocol`: the onion-message handlers turning messages into cache transitions;
+//! - `protocol`: the onion-message handlers turning messages into cache transitions
+//!   ([`ProtocolHandler`] runs them over any messenger);
 //! - `transport`: messenger and peer manager over TCP, reconnects and timers;
 //! - `store`: offer records behind LDK's `KVStoreSync`;
 //! - `client`: the public object; `events`: what the app is told.
