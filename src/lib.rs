@@ -12,8 +12,12 @@
 //!   ([`ProtocolHandler`] runs them over any messenger);
 //! - `transport`: messenger and peer manager over TCP, reconnects and timers;
 //! - `store`: offer records behind LDK's `KVStoreSync`;
-//! - `client`: the public object; `events`: what the app is told.
+//! - `client`: the public object; `events`: what the app is told;
+//! - [`ffi`] (feature `ffi`): the UniFFI surface of the Kotlin and Swift SDKs.
 #![deny(missing_docs)]
+
+#[cfg(feature = "ffi")]
+uniffi::setup_scaffolding!();
 
 mod cache;
 mod client;
@@ -21,6 +25,8 @@ pub mod clock;
 pub mod config;
 mod error;
 mod events;
+#[cfg(feature = "ffi")]
+pub mod ffi;
 pub mod keys;
 mod logging;
 mod offer;

@@ -1,0 +1,454 @@
+//! The UniFFI surface of the Kotlin and Swift SDKs, thin over [`crate::AsyncOffersClient`].
+//!
+//! Plain records and enums (keys and paths as hex, times as seconds since the Unix epoch), one
+//! error enum, the client object, and two traits the app implements: [`OfferListener`] for
+//! events and [`LogWriter`] for the SDK's log records. Blocking methods return at once; the
+//! only wait, [`AsyncOffers::wait_for_ready_offers`], is `async`.
+
+mod logging;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lightning::bitcoin::hex::FromHex;
+use lightning::bitcoin::secp256k1::PublicKey;
+
+pub use logging::{set_log_writer, LogLevel, LogRecord, LogWriter};
+
+/// The Bitcoin network the wallet runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum Network {
+    /// Mainnet.
+    Bitcoin,
+    /// Testnet3.
+    Testnet,
+    /// Testnet4.
+    Testnet4,
+    /// Signet.
+    Signet,
+    /// Regtest.
+    Regtest,
+}
+
+impl From<Network> for lightning::bitcoin::Network {
+    fn from(network: Network) -> Self {
+        match network {
+            Network::Bitcoin => Self::Bitcoin,
+            Network::Testnet => Self::Testnet,
+            Network::Testnet4 => Self::Testnet4,
+            Network::Signet => Self::Signet,
+            Network::Regtest => Self::Regtest,
+        }
+    }
+}
+
+/// A channel of the wallet node with its LSP; see [`crate::ChannelHint`].
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct ChannelHint {
+    /// The LSP's node id, hex.
+    pub lsp_node_id: String,
+    /// The channel's short channel id (or an alias the LSP recognizes).
+    pub short_channel_id: u64,
+    /// The LSP's base fee for forwarding over this channel.
+    pub fee_base_msat: u32,
+    /// The LSP's proportional fee, in millionths.
+    pub fee_proportional_millionths: u32,
+    /// The LSP's CLTV expiry delta for this channel.
+    pub cltv_expiry_delta: u16,
+    /// Smallest HTLC the channel accepts towards the wallet.
+    pub htlc_minimum_msat: u64,
+    /// Largest HTLC the channel accepts towards the wallet.
+    pub htlc_maximum_msat: u64,
+}
+
+impl TryFrom<ChannelHint> for crate::ChannelHint {
+    type Error = OffersError;
+
+    fn try_from(hint: ChannelHint) -> Result<Self, OffersError> {
+        Ok(Self {
+            lsp_node_id: parse_node_id(&hint.lsp_node_id, "channel hint LSP node id")?,
+            short_channel_id: hint.short_channel_id,
+            fee_base_msat: hint.fee_base_msat,
+            fee_proportional_millionths: hint.fee_proportional_millionths,
+            cltv_expiry_delta: hint.cltv_expiry_delta,
+            htlc_minimum_msat: hint.htlc_minimum_msat,
+            htlc_maximum_msat: hint.htlc_maximum_msat,
+        })
+    }
+}
+
+/// Everything the client needs; see [`crate::Config`] for what each value does. Create it with
+/// [`default_config`] and change what you need.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct OffersConfig {
+    /// The wallet's network.
+    pub network: Network,
+    /// Where the offers are kept (the app's private storage).
+    pub data_dir: String,
+    /// The static invoice server's node id, hex.
+    pub server_node_id: String,
+    /// `host:port` of the server's Lightning listener.
+    pub server_address: String,
+    /// The paths the server gave this wallet: LDK's encoding of `Vec<BlindedMessagePath>`, hex.
+    pub server_paths_hex: String,
+    /// How many ready offers to keep.
+    pub offer_slots: u16,
+    /// A ready offer older than this many seconds is replaced.
+    pub ready_offer_max_age_secs: u64,
+    /// A handed-out offer's invoice is rebuilt after this many seconds.
+    pub invoice_refresh_interval_secs: u64,
+    /// Offer paths must stay valid at least this many seconds.
+    pub min_offer_paths_lifetime_secs: u64,
+    /// Maintenance period, in milliseconds.
+    pub tick_interval_ms: u64,
+    /// The wallet node's channels, for the invoices' payment paths.
+    pub channel_hints: Vec<ChannelHint>,
+}
+
+/// A configuration with the SDK's defaults for everything but the server and the data dir.
+#[uniffi::export]
+pub fn default_config(
+    network: Network,
+    data_dir: String,
+    server_node_id: String,
+    server_address: String,
+    server_paths_hex: String,
+) -> OffersConfig {
+    let defaults = crate::Config::new(
+        network.into(),
+        &data_dir,
+        crate::ServerConfig {
+            node_id: placeholder_node_id(),
+            address: String::new(),
+            paths: Vec::new(),
+        },
+    );
+    OffersConfig {
+        network,
+        data_dir,
+        server_node_id,
+        server_address,
+        server_paths_hex,
+        offer_slots: defaults.offer_slots,
+        ready_offer_max_age_secs: defaults.ready_offer_max_age.as_secs(),
+        invoice_refresh_interval_secs: defaults.invoice_refresh_interval.as_secs(),
+        min_offer_paths_lifetime_secs: defaults.min_offer_paths_lifetime.as_secs(),
+        tick_interval_ms: defaults.tick_interval.as_millis() as u64,
+        channel_hints: Vec::new(),
+    }
+}
+
+/// Any valid key, standing in for the server while only the defaults are read.
+fn placeholder_node_id() -> PublicKey {
+    PublicKey::from_slice(&[2; 33]).expect("a valid compressed key")
+}
+
+impl TryFrom<OffersConfig> for crate::Config {
+    type Error = OffersError;
+
+    fn try_from(config: OffersConfig) -> Result<Self, OffersError> {
+        let server = crate::ServerConfig::from_hex(
+            &config.server_node_id,
+            &config.server_address,
+            &config.server_paths_hex,
+        )?;
+        let mut core = crate::Config::new(config.network.into(), &config.data_dir, server);
+        core.offer_slots = config.offer_slots;
+        core.ready_offer_max_age = Duration::from_secs(config.ready_offer_max_age_secs);
+        core.invoice_refresh_interval = Duration::from_secs(config.invoice_refresh_interval_secs);
+        core.min_offer_paths_lifetime = Duration::from_secs(config.min_offer_paths_lifetime_secs);
+        core.tick_interval = Duration::from_millis(config.tick_interval_ms);
+        core.channel_hints = config
+            .channel_hints
+            .into_iter()
+            .map(crate::ChannelHint::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(core)
+    }
+}
+
+/// Where an offer is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum OfferState {
+    /// Built and sent to the server, not yet confirmed.
+    Pending,
+    /// Confirmed by the server and never handed out.
+    Ready,
+    /// Handed out; kept and refreshed until it expires.
+    Used,
+}
+
+/// One offer, as the app sees it.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct Offer {
+    /// The server slot holding its invoice.
+    pub slot: u16,
+    /// Where it is in its life.
+    pub state: OfferState,
+    /// The offer, bech32 (`lno1…`).
+    pub offer: String,
+    /// The offer id, hex.
+    pub offer_id: String,
+    /// The label given when it was handed out.
+    pub label: Option<String>,
+    /// When it was built, seconds since the Unix epoch.
+    pub created_at_secs: u64,
+    /// When it expires, seconds since the Unix epoch; `None` never.
+    pub expires_at_secs: Option<u64>,
+}
+
+impl From<crate::OfferInfo> for Offer {
+    fn from(info: crate::OfferInfo) -> Self {
+        Self {
+            slot: info.slot,
+            state: match info.state {
+                crate::OfferState::Pending => OfferState::Pending,
+                crate::OfferState::Ready => OfferState::Ready,
+                crate::OfferState::Used => OfferState::Used,
+            },
+            offer: info.offer,
+            offer_id: info.offer_id,
+            label: info.label,
+            created_at_secs: info.created_at.as_secs(),
+            expires_at_secs: info.expires_at.map(|at| at.as_secs()),
+        }
+    }
+}
+
+/// What happened; see [`crate::Event`].
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum OfferEvent {
+    /// A new offer is ready to hand out.
+    OfferReady {
+        /// The offer.
+        offer: Offer,
+    },
+    /// A stale ready offer was dropped for a fresh one.
+    OfferReplaced {
+        /// The dropped offer's id.
+        old_offer_id: String,
+        /// Its replacement.
+        new_offer: Offer,
+    },
+    /// An offer expired and was removed.
+    OfferExpired {
+        /// Its id.
+        offer_id: String,
+    },
+    /// The server stored a fresh invoice for an offer.
+    InvoiceRefreshed {
+        /// Its id.
+        offer_id: String,
+    },
+    /// Connected to the server.
+    ServerConnected,
+    /// Lost the server; reconnecting.
+    ServerDisconnected,
+    /// A payer's invoice request came through the server and was verified.
+    InvoiceRequestForwarded {
+        /// The offer it is for.
+        offer_id: String,
+        /// The amount asked for, if any.
+        amount_msats: Option<u64>,
+        /// The payer's note, if any.
+        payer_note: Option<String>,
+    },
+}
+
+impl From<crate::Event> for OfferEvent {
+    fn from(event: crate::Event) -> Self {
+        use crate::Event as E;
+        match event {
+            E::OfferReady { offer } => Self::OfferReady {
+                offer: offer.into(),
+            },
+            E::OfferReplaced {
+                old_offer_id,
+                new_offer,
+            } => Self::OfferReplaced {
+                old_offer_id,
+                new_offer: new_offer.into(),
+            },
+            E::OfferExpired { offer_id } => Self::OfferExpired { offer_id },
+            E::InvoiceRefreshed { offer_id } => Self::InvoiceRefreshed { offer_id },
+            E::ServerConnected => Self::ServerConnected,
+            E::ServerDisconnected => Self::ServerDisconnected,
+            E::InvoiceRequestForwarded {
+                offer_id,
+                amount_msats,
+                payer_note,
+            } => Self::InvoiceRequestForwarded {
+                offer_id,
+                amount_msats,
+                payer_note,
+            },
+        }
+    }
+}
+
+/// Everything that can go wrong; the message says what and where.
+#[derive(Debug, uniffi::Error)]
+#[uniffi(flat_error)]
+pub enum OffersError {
+    /// A configuration value is unusable.
+    InvalidConfig(String),
+    /// The server paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
+    InvalidServerPaths(String),
+    /// No ready offer right now; more are being prepared.
+    NoReadyOffer(String),
+    /// The client is already running.
+    AlreadyStarted(String),
+    /// Reading or writing the offers failed.
+    Storage(String),
+    /// A stored record is corrupt; it was left untouched.
+    CorruptStore(String),
+    /// A wait ran out of time.
+    Timeout(String),
+    /// The SDK's runtime is unavailable.
+    Runtime(String),
+}
+
+impl std::fmt::Display for OffersError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (Self::InvalidConfig(message)
+        | Self::InvalidServerPaths(message)
+        | Self::NoReadyOffer(message)
+        | Self::AlreadyStarted(message)
+        | Self::Storage(message)
+        | Self::CorruptStore(message)
+        | Self::Timeout(message)
+        | Self::Runtime(message)) = self;
+        f.write_str(message)
+    }
+}
+
+impl std::error::Error for OffersError {}
+
+impl From<crate::Error> for OffersError {
+    fn from(error: crate::Error) -> Self {
+        use crate::Error as E;
+        let message = error.to_string();
+        match error {
+            E::InvalidConfig(_) => Self::InvalidConfig(message),
+            E::InvalidServerPaths(_) => Self::InvalidServerPaths(message),
+            E::NoReadyOffer => Self::NoReadyOffer(message),
+            E::AlreadyStarted => Self::AlreadyStarted(message),
+            E::Storage(_) => Self::Storage(message),
+            E::CorruptStore { .. } => Self::CorruptStore(message),
+            E::Timeout => Self::Timeout(message),
+            E::Runtime(_) => Self::Runtime(message),
+        }
+    }
+}
+
+fn parse_node_id(hex: &str, what: &str) -> Result<PublicKey, OffersError> {
+    Vec::<u8>::from_hex(hex.trim())
+        .ok()
+        .and_then(|bytes| PublicKey::from_slice(&bytes).ok())
+        .ok_or_else(|| OffersError::InvalidConfig(format!("{what} is not a hex public key")))
+}
+
+/// The app's listener, called on an SDK thread for every event. Exceptions it throws are
+/// contained: the SDK keeps running.
+#[uniffi::export(with_foreign)]
+pub trait OfferListener: Send + Sync {
+    /// A new offer is ready to hand out.
+    fn on_offer_ready(&self, offer: Offer);
+    /// Every event, `OfferReady` included.
+    fn on_event(&self, event: OfferEvent);
+}
+
+/// Hands the core's events to a foreign listener.
+struct ForeignListener(Arc<dyn OfferListener>);
+
+impl crate::EventListener for ForeignListener {
+    fn on_event(&self, event: crate::Event) {
+        if let crate::Event::OfferReady { offer } = &event {
+            self.0.on_offer_ready(offer.clone().into());
+        }
+        self.0.on_event(event.into());
+    }
+}
+
+/// The client: keeps the wallet's offers filled and fresh.
+#[derive(uniffi::Object)]
+pub struct AsyncOffers {
+    client: crate::AsyncOffersClient,
+}
+
+#[uniffi::export(async_runtime = "tokio")]
+impl AsyncOffers {
+    /// A client for `config` and the wallet's 32-byte seed (the one its LDK node gives
+    /// `KeysManager::new`). Offers already stored in the data dir are available at once.
+    #[uniffi::constructor]
+    pub fn new(config: OffersConfig, seed: Vec<u8>) -> Result<Arc<Self>, OffersError> {
+        let seed: [u8; 32] = seed.try_into().map_err(|seed: Vec<u8>| {
+            OffersError::InvalidConfig(format!("the seed is {} bytes, not 32", seed.len()))
+        })?;
+        let client = crate::AsyncOffersClient::new(config.try_into()?, seed)?;
+        Ok(Arc::new(Self { client }))
+    }
+
+    /// Connects to the server and fills the offers in the background. Returns at once.
+    pub fn start(&self) -> Result<(), OffersError> {
+        Ok(self.client.start()?)
+    }
+
+    /// Disconnects; the offers stay available.
+    pub fn stop(&self) {
+        self.client.stop()
+    }
+
+    /// Every offer, with its state.
+    pub fn offers(&self) -> Vec<Offer> {
+        self.client.offers().into_iter().map(Offer::from).collect()
+    }
+
+    /// The offers ready to hand out.
+    pub fn ready_offers(&self) -> Vec<Offer> {
+        self.client
+            .ready_offers()
+            .into_iter()
+            .map(Offer::from)
+            .collect()
+    }
+
+    /// Hands out a ready offer never handed out before, under `label`.
+    pub fn take_offer(&self, label: Option<String>) -> Result<Offer, OffersError> {
+        Ok(self.client.take_offer(label)?.into())
+    }
+
+    /// New channel hints: every offer gets a fresh invoice.
+    pub fn update_channels(&self, hints: Vec<ChannelHint>) -> Result<(), OffersError> {
+        let hints = hints
+            .into_iter()
+            .map(crate::ChannelHint::try_from)
+            .collect::<Result<_, _>>()?;
+        self.client.update_channels(hints);
+        Ok(())
+    }
+
+    /// The wallet node's id, hex.
+    pub fn node_id(&self) -> String {
+        self.client.node_id().to_string()
+    }
+
+    /// Registers a listener for every future event.
+    pub fn add_listener(&self, listener: Arc<dyn OfferListener>) {
+        self.client
+            .add_listener(Arc::new(ForeignListener(listener)));
+    }
+
+    /// Waits until at least `count` offers are ready, or `timeout_ms` passes.
+    pub async fn wait_for_ready_offers(
+        &self,
+        count: u32,
+        timeout_ms: u64,
+    ) -> Result<Vec<Offer>, OffersError> {
+        let ready = self
+            .client
+            .wait_for_ready_offers(count as usize, Duration::from_millis(timeout_ms))
+            .await?;
+        Ok(ready.into_iter().map(Offer::from).collect())
+    }
+}
