@@ -1,0 +1,173 @@
+package org.asyncoffers
+
+import java.io.File
+import java.nio.file.Files
+import java.util.Collections
+import kotlin.time.Duration.Companion.seconds
+import kotlinx.coroutines.flow.filterIsInstance
+import kotlinx.coroutines.flow.take
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.async
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.asyncoffers.ffi.LogLevel
+import org.asyncoffers.ffi.LogRecord
+import org.asyncoffers.ffi.LogWriter
+import org.asyncoffers.ffi.Network
+import org.asyncoffers.ffi.Offer
+import org.asyncoffers.ffi.OfferEvent
+import org.asyncoffers.ffi.OfferListener
+import org.asyncoffers.ffi.OfferState
+import org.asyncoffers.ffi.OffersConfig
+import org.asyncoffers.ffi.OffersException
+import org.asyncoffers.ffi.defaultConfig
+import org.asyncoffers.ffi.setLogWriter
+import org.junit.After
+import org.junit.Assert.assertEquals
+import org.junit.Assert.assertNotEquals
+import org.junit.Assert.assertTrue
+import org.junit.Assert.fail
+import org.junit.Before
+import org.junit.Test
+
+/** Every test drives the SDK from Kotlin against the reference server run as its own process. */
+class AsyncOffersTest {
+    private lateinit var server: Process
+    private lateinit var nodeId: String
+    private lateinit var address: String
+    private lateinit var paths: String
+    private val seed = ByteArray(32) { 0x21 }
+    private val dirs = mutableListOf<File>()
+
+    @Before
+    fun startServer() {
+        val binary = System.getProperty("async_offers.server") ?: error("-Dasync_offers.server not set")
+        val data = tempDir()
+        server = ProcessBuilder(binary, "--listen", "127.0.0.1:0", "--data-dir", data.path, "--recipient", "kotlin")
+            .redirectError(ProcessBuilder.Redirect.DISCARD)
+            .start()
+        val line = server.inputStream.bufferedReader().readLine() ?: error("the server printed nothing")
+        fun field(name: String) = Regex("\"$name\":\"([^\"]*)\"").find(line)?.groupValues?.get(1) ?: error("no $name in $line")
+        nodeId = field("node_id")
+        address = field("address")
+        paths = field("paths")
+    }
+
+    @After
+    fun stopServer() {
+        server.destroy()
+        server.waitFor()
+        dirs.forEach { it.deleteRecursively() }
+    }
+
+    private fun tempDir(): File = Files.createTempDirectory("async-offers-kotlin").toFile().also { dirs += it }
+
+    private fun config(dataDir: File, slots: Int = 3): OffersConfig =
+        defaultConfig(Network.REGTEST, dataDir.path, nodeId, address, paths).apply {
+            offerSlots = slots.toUShort()
+            tickIntervalMs = 200uL
+        }
+
+    @Test
+    fun offersFillAndTheListenerAndTheFlowSeeThemFromAnSdkThread() = runBlocking {
+        AsyncOffersClient(config(tempDir()), seed).use { client ->
+            val threads = Collections.synchronizedSet(mutableSetOf<String>())
+            client.addListener(object : OfferListener {
+                override fun onOfferReady(offer: Offer) {
+                    threads += Thread.currentThread().name
+                }
+                override fun onEvent(event: OfferEvent) {}
+            })
+            val ready = async {
+                client.events.filterIsInstance<OfferEvent.OfferReady>().take(3).toList()
+            }
+            client.start()
+            val seen = withTimeout(30.seconds) { ready.await() }
+            assertEquals(3, seen.map { it.offer.offerId }.toSet().size)
+            assertTrue(seen.all { it.offer.offer.startsWith("lno1") && it.offer.state == OfferState.READY })
+            assertEquals(3, client.waitForReadyOffers(3, 30.seconds).size)
+            assertTrue("called on an SDK thread", threads.isNotEmpty() && Thread.currentThread().name !in threads)
+        }
+    }
+
+    @Test
+    fun takeOfferNeverReturnsTheSameOfferTwice() = runBlocking {
+        AsyncOffersClient(config(tempDir()), seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds)
+            val taken = (1..3).map { client.takeOffer("order $it") }
+            assertEquals(3, taken.map { it.offerId }.toSet().size)
+            assertTrue(taken.all { it.state == OfferState.USED })
+            assertEquals(listOf("order 1", "order 2", "order 3"), taken.map { it.label })
+        }
+    }
+
+    @Test
+    fun aSecondClientOnTheSameDataDirListsTheOffersBeforeConnecting() = runBlocking {
+        val dir = tempDir()
+        val first = AsyncOffersClient(config(dir), seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds).map { it.offerId }.toSet()
+        }
+        server.destroy()
+        server.waitFor()
+        AsyncOffersClient(config(dir), seed).use { again ->
+            assertEquals(first, again.readyOffers().map { it.offerId }.toSet())
+        }
+    }
+
+    @Test
+    fun badServerPathsNodeIdOrSeedRaiseClearExceptions() {
+        val dir = tempDir()
+        try {
+            AsyncOffersClient(config(dir).apply { serverPathsHex = "zz" }, seed)
+            fail("bad paths accepted")
+        } catch (e: OffersException.InvalidServerPaths) {
+            assertTrue(e.message!!, e.message!!.contains("hex"))
+        }
+        try {
+            AsyncOffersClient(config(dir).apply { serverNodeId = "02abcd" }, seed)
+            fail("bad node id accepted")
+        } catch (e: OffersException.InvalidConfig) {
+            assertTrue(e.message!!, e.message!!.contains("node id"))
+        }
+        try {
+            AsyncOffersClient(config(dir), ByteArray(31))
+            fail("short seed accepted")
+        } catch (e: OffersException.InvalidConfig) {
+            assertTrue(e.message!!, e.message!!.contains("31 bytes"))
+        }
+    }
+
+    @Test
+    fun theLogWriterReceivesTheSdksRecords() = runBlocking {
+        val records = Collections.synchronizedList(mutableListOf<LogRecord>())
+        setLogWriter(object : LogWriter {
+            override fun log(record: LogRecord) {
+                records += record
+            }
+        }, LogLevel.DEBUG)
+        AsyncOffersClient(config(tempDir(), slots = 1), seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(1, 30.seconds)
+        }
+        assertTrue(
+            "a connection record among ${records.size}",
+            records.toList().any { it.level == LogLevel.INFO && it.message.contains("connected to the server") },
+        )
+    }
+
+    @Test
+    fun aListenerThatThrowsDoesNotStopTheSdk() = runBlocking {
+        AsyncOffersClient(config(tempDir()), seed).use { client ->
+            client.addListener(object : OfferListener {
+                override fun onOfferReady(offer: Offer) = throw IllegalStateException("app bug")
+                override fun onEvent(event: OfferEvent) = throw IllegalStateException("app bug")
+            })
+            client.start()
+            val ready = client.waitForReadyOffers(3, 30.seconds)
+            assertEquals(3, ready.size)
+            assertNotEquals(ready[0].offerId, ready[1].offerId)
+        }
+    }
+}
