@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command: formatting, lints, every test of the workspace, then the
-# Kotlin binding tests (installing their toolchain on first use).
+# Kotlin and Swift binding tests (installing their toolchains on first use, cached in
+# ~/.cache/async-offers or $ASYNC_OFFERS_CACHE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
@@ -8,3 +9,5 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 cargo test --workspace --locked
 # The Kotlin SDK on the JVM, against the reference server run as its own process.
 bindings/kotlin/test.sh
+# The Swift SDK with XCTest, the same way (in a Debian trixie chroot where `swift` is absent).
+bindings/swift/test.sh

@@ -1,0 +1,177 @@
+import Foundation
+import XCTest
+@testable import AsyncOffers
+
+/// Every test drives the SDK from Swift against the reference server run as its own process.
+final class AsyncOffersTests: XCTestCase {
+    private var server: Process!
+    private var nodeId = ""
+    private var address = ""
+    private var paths = ""
+    private let seed = Data(repeating: 0x31, count: 32)
+    private var dirs: [URL] = []
+
+    override func setUpWithError() throws {
+        guard let binary = ProcessInfo.processInfo.environment["ASYNC_OFFERS_SERVER"] else {
+            throw XCTSkip("ASYNC_OFFERS_SERVER not set")
+        }
+        let data = try tempDir()
+        server = Process()
+        server.executableURL = URL(fileURLWithPath: binary)
+        server.arguments = ["--listen", "127.0.0.1:0", "--data-dir", data.path, "--recipient", "swift"]
+        let output = Pipe()
+        server.standardOutput = output
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let json = try JSONSerialization.jsonObject(with: line) as! [String: String]
+        nodeId = json["node_id"]!
+        address = json["address"]!
+        paths = json["paths"]!
+    }
+
+    override func tearDown() {
+        if server.isRunning { server.terminate() }
+        server.waitUntilExit()
+        for dir in dirs { try? FileManager.default.removeItem(at: dir) }
+    }
+
+    private func tempDir() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("async-offers-swift-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        dirs.append(dir)
+        return dir
+    }
+
+    private func config(_ dir: URL, slots: UInt16 = 3) -> OffersConfig {
+        var config = defaultConfig(
+            network: .regtest, dataDir: dir.path, serverNodeId: nodeId, serverAddress: address,
+            serverPathsHex: paths)
+        config.offerSlots = slots
+        config.tickIntervalMs = 200
+        return config
+    }
+
+    func testOffersFillAndTheStreamAndTheListenerSeeThemFromAnSdkThread() async throws {
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        let threads = ThreadRecorder()
+        client.addListener(threads)
+        let stream = client.events()
+        try client.start()
+        var ready: [Offer] = []
+        for await event in stream {
+            if case let .offerReady(offer) = event { ready.append(offer) }
+            if ready.count == 3 { break }
+        }
+        XCTAssertEqual(Set(ready.map(\.offerId)).count, 3)
+        XCTAssertTrue(ready.allSatisfy { $0.offer.hasPrefix("lno1") && $0.state == .ready })
+        let waited = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        XCTAssertEqual(waited.count, 3)
+        XCTAssertFalse(threads.sawMainThread)
+        XCTAssertGreaterThan(threads.calls, 0)
+    }
+
+    func testTakeOfferNeverReturnsTheSameOfferTwice() async throws {
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        let taken = try (1...3).map { try client.takeOffer(label: "order \($0)") }
+        XCTAssertEqual(Set(taken.map(\.offerId)).count, 3)
+        XCTAssertTrue(taken.allSatisfy { $0.state == .used })
+        XCTAssertEqual(taken.map(\.label), ["order 1", "order 2", "order 3"])
+    }
+
+    func testASecondClientOnTheSameDataDirListsTheOffersBeforeConnecting() async throws {
+        let dir = try tempDir()
+        var first: Set<String> = []
+        do {
+            let client = try AsyncOffersClient(config: config(dir), seed: seed)
+            try client.start()
+            first = Set(try await client.waitForReadyOffers(count: 3, timeout: 30).map(\.offerId))
+            client.stop()
+        }
+        server.terminate()
+        server.waitUntilExit()
+        let again = try AsyncOffersClient(config: config(dir), seed: seed)
+        XCTAssertEqual(Set(again.readyOffers().map(\.offerId)), first)
+    }
+
+    func testBadServerPathsNodeIdOrSeedThrowClearErrors() throws {
+        let dir = try tempDir()
+        var bad = config(dir)
+        bad.serverPathsHex = "zz"
+        XCTAssertThrowsError(try AsyncOffersClient(config: bad, seed: seed)) { error in
+            guard case let OffersError.InvalidServerPaths(message) = error else {
+                return XCTFail("\(error)")
+            }
+            XCTAssertTrue(message.contains("hex"), message)
+        }
+        bad = config(dir)
+        bad.serverNodeId = "02abcd"
+        XCTAssertThrowsError(try AsyncOffersClient(config: bad, seed: seed)) { error in
+            guard case let OffersError.InvalidConfig(message) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(message.contains("node id"), message)
+        }
+        XCTAssertThrowsError(try AsyncOffersClient(config: config(dir), seed: Data(count: 31))) { error in
+            guard case let OffersError.InvalidConfig(message) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(message.contains("31 bytes"), message)
+        }
+    }
+
+    func testTheLogWriterReceivesTheSdksRecords() async throws {
+        let records = RecordCollector()
+        setLogWriter(writer: records, maxLevel: .debug)
+        let client = try AsyncOffersClient(config: config(try tempDir(), slots: 1), seed: seed)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 1, timeout: 30)
+        client.stop()
+        XCTAssertTrue(records.contains(level: .info, text: "connected to the server"))
+    }
+
+    func testAWaitThatCannotBeMetEndsWithATimeoutError() async throws {
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        do {
+            _ = try await client.waitForReadyOffers(count: 1, timeout: 0.3)
+            XCTFail("ready offers without starting")
+        } catch let OffersError.Timeout(message) {
+            XCTAssertTrue(message.contains("timed out"), message)
+        }
+    }
+}
+
+private final class ThreadRecorder: OfferListener, @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var calls = 0
+    private(set) var sawMainThread = false
+
+    func onOfferReady(offer: Offer) {
+        lock.lock()
+        calls += 1
+        sawMainThread = sawMainThread || Thread.isMainThread
+        lock.unlock()
+    }
+
+    func onEvent(event: OfferEvent) {}
+}
+
+private final class RecordCollector: LogWriter, @unchecked Sendable {
+    private let lock = NSLock()
+    private var records: [LogRecord] = []
+
+    func log(record: LogRecord) {
+        lock.lock()
+        records.append(record)
+        lock.unlock()
+    }
+
+    func contains(level: LogLevel, text: String) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return records.contains { $0.level == level && $0.message.contains(text) }
+    }
+}
