@@ -8,7 +8,6 @@ use lightning_persister::fs_store::FilesystemStore;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::watch;
 
-use crate::cache::OfferState;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
 use crate::events::{EventBus, EventListener, OfferInfo};
@@ -218,10 +217,7 @@ impl AsyncOffersClient {
 
     /// The offers that are Ready (confirmed by the server, never handed out).
     pub fn ready_offers(&self) -> Vec<OfferInfo> {
-        self.offers()
-            .into_iter()
-            .filter(|offer| offer.state == OfferState::Ready)
-            .collect()
+        self.engine.ready_offers()
     }
 
     /// Hands out a Ready offer never handed out before, labelled `label`. It is persisted as
@@ -265,9 +261,9 @@ impl AsyncOffersClient {
         let mut changes = self.events.watch();
         let wait = async {
             loop {
-                let ready = self.ready_offers();
-                if ready.len() >= count {
-                    return Ok(ready);
+                // Counted on every event; encoded once, when enough are there.
+                if self.engine.ready_count() >= count {
+                    return Ok(self.ready_offers());
                 }
                 if changes.changed().await.is_err() {
                     return Err(Error::Runtime("event bus closed".into()));

@@ -120,10 +120,29 @@ impl Engine {
     }
 
     pub fn offers(&self) -> Vec<OfferInfo> {
+        self.offers_where(|_| true)
+    }
+
+    pub fn ready_offers(&self) -> Vec<OfferInfo> {
+        self.offers_where(|offer| offer.state == OfferState::Ready)
+    }
+
+    /// How many offers are Ready, without encoding any of them.
+    pub fn ready_count(&self) -> usize {
         self.lock()
             .cache
             .offers()
             .iter()
+            .filter(|offer| offer.state == OfferState::Ready)
+            .count()
+    }
+
+    fn offers_where(&self, keep: impl Fn(&CachedOffer) -> bool) -> Vec<OfferInfo> {
+        self.lock()
+            .cache
+            .offers()
+            .iter()
+            .filter(|offer| keep(offer))
             .map(OfferInfo::from)
             .collect()
     }
@@ -373,7 +392,7 @@ impl Engine {
         let outcome = state
             .cache
             .invoice_persisted(offer_id, invoice_created_at, now);
-        let Some(offer) = state.cache.get(offer_id).map(OfferInfo::from) else {
+        let Some(cached) = state.cache.get(offer_id) else {
             log::debug!("confirmation for an unknown offer ignored");
             return;
         };
@@ -382,14 +401,16 @@ impl Engine {
             Confirmation::Ignored => {
                 log::debug!(
                     "duplicate or stale confirmation for slot {} ignored",
-                    offer.slot
+                    cached.slot
                 );
                 return;
             }
             Confirmation::Refreshed => vec![Event::InvoiceRefreshed {
-                offer_id: offer.offer_id.clone(),
+                offer_id: OfferInfo::offer_id_hex(offer_id),
             }],
             Confirmation::NowReady { replaced } => {
+                // Encoded only here: duplicates and refreshes need no bech32 offer.
+                let offer = OfferInfo::from(cached);
                 writes.extend(
                     replaced
                         .iter()
