@@ -103,6 +103,13 @@ impl ChannelHint {
     }
 }
 
+// The defaults of [`Config::new`], shared with the FFI's `default_config`.
+pub(crate) const DEFAULT_OFFER_SLOTS: u16 = 10;
+pub(crate) const DEFAULT_READY_OFFER_MAX_AGE: Duration = Duration::from_secs(2 * 3600);
+pub(crate) const DEFAULT_INVOICE_REFRESH_INTERVAL: Duration = Duration::from_secs(2 * 3600);
+pub(crate) const DEFAULT_MIN_OFFER_PATHS_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+pub(crate) const DEFAULT_TICK_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Which node the `forward_invoice_request_path` of each offer leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum InvoiceRequestTarget {
@@ -152,12 +159,12 @@ impl Config {
             network,
             data_dir: data_dir.into(),
             server,
-            offer_slots: 10,
-            ready_offer_max_age: Duration::from_secs(2 * 3600),
-            invoice_refresh_interval: Duration::from_secs(2 * 3600),
-            min_offer_paths_lifetime: Duration::from_secs(90 * 24 * 3600),
+            offer_slots: DEFAULT_OFFER_SLOTS,
+            ready_offer_max_age: DEFAULT_READY_OFFER_MAX_AGE,
+            invoice_refresh_interval: DEFAULT_INVOICE_REFRESH_INTERVAL,
+            min_offer_paths_lifetime: DEFAULT_MIN_OFFER_PATHS_LIFETIME,
             channel_hints: Vec::new(),
-            tick_interval: Duration::from_secs(60),
+            tick_interval: DEFAULT_TICK_INTERVAL,
             best_block_height: None,
             invoice_request_target: InvoiceRequestTarget::default(),
         }

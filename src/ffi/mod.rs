@@ -13,6 +13,8 @@ use std::time::Duration;
 use lightning::bitcoin::hex::FromHex;
 use lightning::bitcoin::secp256k1::PublicKey;
 
+use crate::config;
+
 pub use logging::{set_log_writer, LogLevel, LogRecord, LogWriter};
 
 /// The Bitcoin network the wallet runs on.
@@ -114,33 +116,19 @@ pub fn default_config(
     server_address: String,
     server_paths_hex: String,
 ) -> OffersConfig {
-    let defaults = crate::Config::new(
-        network.into(),
-        &data_dir,
-        crate::ServerConfig {
-            node_id: placeholder_node_id(),
-            address: String::new(),
-            paths: Vec::new(),
-        },
-    );
     OffersConfig {
         network,
         data_dir,
         server_node_id,
         server_address,
         server_paths_hex,
-        offer_slots: defaults.offer_slots,
-        ready_offer_max_age_secs: defaults.ready_offer_max_age.as_secs(),
-        invoice_refresh_interval_secs: defaults.invoice_refresh_interval.as_secs(),
-        min_offer_paths_lifetime_secs: defaults.min_offer_paths_lifetime.as_secs(),
-        tick_interval_ms: defaults.tick_interval.as_millis() as u64,
+        offer_slots: config::DEFAULT_OFFER_SLOTS,
+        ready_offer_max_age_secs: config::DEFAULT_READY_OFFER_MAX_AGE.as_secs(),
+        invoice_refresh_interval_secs: config::DEFAULT_INVOICE_REFRESH_INTERVAL.as_secs(),
+        min_offer_paths_lifetime_secs: config::DEFAULT_MIN_OFFER_PATHS_LIFETIME.as_secs(),
+        tick_interval_ms: config::DEFAULT_TICK_INTERVAL.as_millis() as u64,
         channel_hints: Vec::new(),
     }
-}
-
-/// Any valid key, standing in for the server while only the defaults are read.
-fn placeholder_node_id() -> PublicKey {
-    PublicKey::from_slice(&[2; 33]).expect("a valid compressed key")
 }
 
 impl TryFrom<OffersConfig> for crate::Config {
