@@ -23,6 +23,7 @@ use lightning::bitcoin::Network;
 use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::blinded_path::EmptyNodeIdLookUp;
 use lightning::chain::BestBlock;
+use lightning::ln::msgs::OnionMessageHandler;
 use lightning::ln::peer_handler::{
     ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
 };
@@ -66,16 +67,42 @@ type Messenger = OnionMessenger<
     IgnoringMessageHandler,
 >;
 
-type Peers = PeerManager<
+/// A peer manager that carries only onion messages, handled by `M`.
+pub(crate) type OnionPeers<M> = PeerManager<
     SocketDescriptor,
     Arc<ErroringMessageHandler>,
     IgnoringMessageHandler,
-    Arc<Messenger>,
+    Arc<M>,
     Arc<Log>,
     IgnoringMessageHandler,
     Arc<KeysManager>,
     IgnoringMessageHandler,
 >;
+
+type Peers = OnionPeers<Messenger>;
+
+/// An [`OnionPeers`] for `messenger`, with the node keys `keys`.
+pub(crate) fn onion_peers<M: OnionMessageHandler>(
+    messenger: Arc<M>,
+    keys: &Arc<KeysManager>,
+) -> Arc<OnionPeers<M>> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Arc::new(PeerManager::new(
+        MessageHandler {
+            chan_handler: Arc::new(ErroringMessageHandler::new()),
+            route_handler: IgnoringMessageHandler {},
+            onion_message_handler: messenger,
+            custom_message_handler: IgnoringMessageHandler {},
+            send_only_message_handler: IgnoringMessageHandler {},
+        },
+        now.as_secs() as u32,
+        &keys.get_secure_random_bytes(),
+        Arc::new(Log),
+        keys.clone(),
+    ))
+}
 
 /// How to run a server.
 #[derive(Clone, Debug)]
@@ -259,22 +286,7 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
         IgnoringMessageHandler {},
         IgnoringMessageHandler {},
     ));
-    let peers = Arc::new(PeerManager::new(
-        MessageHandler {
-            chan_handler: Arc::new(ErroringMessageHandler::new()),
-            route_handler: IgnoringMessageHandler {},
-            onion_message_handler: messenger,
-            custom_message_handler: IgnoringMessageHandler {},
-            send_only_message_handler: IgnoringMessageHandler {},
-        },
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs() as u32,
-        &identity.keys.get_secure_random_bytes(),
-        Arc::new(Log),
-        identity.keys.clone(),
-    ));
+    let peers = onion_peers(messenger, &identity.keys);
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
     let local_addr = listener.local_addr()?;
     let flush_peers = peers.clone();

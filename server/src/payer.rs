@@ -16,9 +16,7 @@ use lightning::blinded_path::message::{
 };
 use lightning::blinded_path::{Direction, EmptyNodeIdLookUp, IntroductionNode};
 use lightning::ln::channelmanager::PaymentId;
-use lightning::ln::peer_handler::{
-    ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
-};
+use lightning::ln::peer_handler::IgnoringMessageHandler;
 use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::Offer;
 use lightning::offers::static_invoice::StaticInvoice;
@@ -28,7 +26,6 @@ use lightning::onion_message::messenger::{
 };
 use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
 use lightning::sign::{EntropySource, KeysManager, NodeSigner, ReceiveAuthKey};
-use lightning_net_tokio::SocketDescriptor;
 use tokio::sync::oneshot;
 
 use crate::router::{one_channel_graph, other_endpoint};
@@ -46,16 +43,7 @@ type Messenger = OnionMessenger<
     IgnoringMessageHandler,
 >;
 
-type Peers = PeerManager<
-    SocketDescriptor,
-    Arc<ErroringMessageHandler>,
-    IgnoringMessageHandler,
-    Arc<Messenger>,
-    Arc<Log>,
-    IgnoringMessageHandler,
-    Arc<KeysManager>,
-    IgnoringMessageHandler,
->;
+type Peers = crate::OnionPeers<Messenger>;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the payer asks for on an amount-less offer; the static invoice does not depend on it.
@@ -115,19 +103,7 @@ impl Payer {
             IgnoringMessageHandler {},
             IgnoringMessageHandler {},
         ));
-        let peers = Arc::new(PeerManager::new(
-            MessageHandler {
-                chan_handler: Arc::new(ErroringMessageHandler::new()),
-                route_handler: IgnoringMessageHandler {},
-                onion_message_handler: messenger.clone(),
-                custom_message_handler: IgnoringMessageHandler {},
-                send_only_message_handler: IgnoringMessageHandler {},
-            },
-            now.as_secs() as u32,
-            &keys.get_secure_random_bytes(),
-            Arc::new(Log),
-            keys.clone(),
-        ));
+        let peers = crate::onion_peers(messenger.clone(), &keys);
         let stream = tokio::net::TcpStream::connect(address)
             .await
             .map_err(|e| format!("cannot reach {address}: {e}"))?;
