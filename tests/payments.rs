@@ -547,6 +547,22 @@ fn settle(links: &[(&Node, &Node)], lsp: &Node, store: &InvoiceStore) {
     }
 }
 
+/// The payer, having received a static invoice, locks in an HTLC its own LSP must hold.
+fn lock_in_held_htlc(payer: &Node, payer_lsp: &Node) -> lightning::ln::msgs::UpdateAddHTLC {
+    check_added_monitors(payer, 1);
+    let update = get_htlc_update_msgs(payer, &payer_lsp.node.get_our_node_id());
+    let add = update.update_add_htlcs[0].clone();
+    assert!(
+        add.hold_htlc.is_some(),
+        "the payer asks for the HTLC to be held"
+    );
+    payer_lsp
+        .node
+        .handle_update_add_htlc(payer.node.get_our_node_id(), &add);
+    do_commitment_signed_dance(payer_lsp, payer, &update.commitment_signed, false, true);
+    add
+}
+
 /// What a completed payment went through.
 struct Paid {
     /// The static invoice the payer paid.
@@ -610,16 +626,7 @@ fn pay_static_invoice<'a, 'b, 'c>(
     // invoice_request → the LSP, which answers with the wallet's static invoice.
     settle(links, lsp, store);
 
-    // The payer locks in an HTLC its own LSP must hold.
-    check_added_monitors(payer, 1);
-    let update = get_htlc_update_msgs(payer, &id(payer_lsp));
-    let add = update.update_add_htlcs[0].clone();
-    assert!(
-        add.hold_htlc.is_some(),
-        "the payer asks for the HTLC to be held"
-    );
-    payer_lsp.node.handle_update_add_htlc(id(payer), &add);
-    do_commitment_signed_dance(payer_lsp, payer, &update.commitment_signed, false, true);
+    let add = lock_in_held_htlc(payer, payer_lsp);
     payer_lsp.node.process_pending_htlc_forwards();
     let pending = payer_lsp.node.get_and_clear_pending_msg_events();
     assert!(pending.is_empty(), "held, not forwarded: {pending:?}");
@@ -904,11 +911,7 @@ fn an_invoice_from_a_different_seed_is_rejected_by_the_wallet() {
         (payer, other),
     ];
     settle(&links, lsp, &store);
-    check_added_monitors(payer, 1);
-    let update = get_htlc_update_msgs(payer, &id(payer_lsp));
-    let add = update.update_add_htlcs[0].clone();
-    payer_lsp.node.handle_update_add_htlc(id(payer), &add);
-    do_commitment_signed_dance(payer_lsp, payer, &update.commitment_signed, false, true);
+    let add = lock_in_held_htlc(payer, payer_lsp);
     // held_htlc_available reaches the other node, which releases the HTLC.
     settle(&links, lsp, &store);
     payer_lsp.node.process_pending_htlc_forwards();
