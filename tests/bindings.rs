@@ -28,3 +28,81 @@ fn generated_kotlin_and_swift_match_the_rust_surface() {
         );
     }
 }
+
+/// The Android and iOS packages cannot be built here (no Android SDK, no Xcode), so this checks
+/// they stay wired to what the Kotlin and Swift tests exercise: the same sources, the native
+/// library and C module names `uniffi.toml` sets, and one API level for Gradle and the NDK.
+#[test]
+fn android_and_ios_packages_ship_the_tested_sources_under_the_configured_names() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).expect(path);
+    let uniffi = read("uniffi.toml");
+    let cdylib = quoted_value(&uniffi, "cdylib_name");
+    let ffi_module = quoted_value(&uniffi, "ffi_module_name");
+
+    let gradle = read("android/lib/build.gradle.kts");
+    let source_dirs = gradle
+        .lines()
+        .find(|line| line.contains("kotlin.srcDirs("))
+        .expect("the Gradle module names its Kotlin sources");
+    let source_dirs: Vec<&str> = source_dirs.split('"').skip(1).step_by(2).collect();
+    assert_eq!(
+        source_dirs.len(),
+        2,
+        "the Kotlin layer and the generated code"
+    );
+    for dir in source_dirs {
+        let dir = root
+            .join("android/lib")
+            .join(dir)
+            .canonicalize()
+            .expect(dir);
+        assert!(
+            dir.starts_with(root.join("bindings/kotlin")),
+            "{}",
+            dir.display()
+        );
+    }
+    let generated_kotlin = read("bindings/kotlin/generated/org/asyncoffers/ffi/async_offers.kt");
+    assert!(generated_kotlin.contains(&format!("return \"{cdylib}\"")));
+    let jni_script = read("android/build-jnilibs.sh");
+    assert!(jni_script.contains(&format!("/lib{cdylib}.so")));
+    let min_sdk = |text: &str, key: &str| {
+        let line = text.lines().find(|line| line.trim_start().starts_with(key));
+        let digits = line.expect(key).rsplit(['=', ' ']).next().unwrap();
+        digits.parse::<u32>().expect(key)
+    };
+    assert_eq!(
+        min_sdk(&gradle, "minSdk ="),
+        min_sdk(&jni_script, "min_sdk=")
+    );
+
+    let package = read("ios/Package.swift");
+    assert!(package.contains(&format!(
+        ".binaryTarget(name: \"{ffi_module}\", path: \"{ffi_module}.xcframework\")"
+    )));
+    let xcframework_script = read("ios/build-xcframework.sh");
+    assert!(xcframework_script.contains(&format!("-output ios/{ffi_module}.xcframework")));
+    assert!(
+        xcframework_script.contains(&format!("bindings/swift/generated/{ffi_module}.modulemap"))
+    );
+    for source in [
+        "AsyncOffersFFI/AsyncOffersFFI.swift",
+        "AsyncOffers/AsyncOffersClient.swift",
+    ] {
+        let link = root.join("ios/Sources").join(source);
+        let target = link.canonicalize().expect(source);
+        assert!(
+            link.is_symlink() && target.starts_with(root.join("bindings/swift")),
+            "{source}"
+        );
+    }
+}
+
+/// The quoted value of `key = "value"` in a TOML file without repeated keys.
+fn quoted_value<'a>(toml: &'a str, key: &str) -> &'a str {
+    let line = toml
+        .lines()
+        .find(|line| line.starts_with(&format!("{key} ")));
+    line.and_then(|line| line.split('"').nth(1)).expect(key)
+}

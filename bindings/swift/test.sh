@@ -9,7 +9,9 @@ cargo build --quiet --locked --features ffi --lib
 cargo build --quiet --locked -p async-offers-server
 server="$repo/target/debug/async-offers-server"
 libs="$repo/target/debug"
-run_tests='cd "$0/bindings/swift" && swift test --scratch-path "$0/target/swift" -Xlinker -L"$1"'
+# Then the app package in ios/: its XCFramework needs Xcode, but its manifest must still load.
+run_tests='cd "$0/bindings/swift" && swift test --scratch-path "$0/target/swift" -Xlinker -L"$1" &&
+    cd "$0/ios" && swift package dump-package --scratch-path "$0/target/swift-ios" > /dev/null'
 
 if command -v swift > /dev/null; then
     ASYNC_OFFERS_SERVER="$server" LD_LIBRARY_PATH="$libs" DYLD_LIBRARY_PATH="$libs" \

@@ -31,8 +31,8 @@ pub struct LogRecord {
 /// The app's log writer, called on whichever thread logs. It never receives keys or seeds.
 #[uniffi::export(with_foreign)]
 pub trait LogWriter: Send + Sync {
-    /// Writes one record.
-    fn log(&self, record: LogRecord);
+    /// Writes one record. What it throws is ignored: there is nowhere left to report it.
+    fn log(&self, record: LogRecord) -> Result<(), super::CallbackError>;
 }
 
 static WRITER: RwLock<Option<Arc<dyn LogWriter>>> = RwLock::new(None);
@@ -55,14 +55,11 @@ impl log::Log for Forwarder {
                 log::Level::Warn => LogLevel::Warn,
                 log::Level::Error => LogLevel::Error,
             };
-            // A writer that throws must not take the SDK's thread down with it.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                writer.log(LogRecord {
-                    level,
-                    target: record.target().to_string(),
-                    message: record.args().to_string(),
-                })
-            }));
+            let _ = writer.log(LogRecord {
+                level,
+                target: record.target().to_string(),
+                message: record.args().to_string(),
+            });
         }
     }
 

@@ -336,14 +336,40 @@ fn parse_node_id(hex: &str, what: &str) -> Result<PublicKey, OffersError> {
         .ok_or_else(|| OffersError::InvalidConfig(format!("{what} is not a hex public key")))
 }
 
-/// The app's listener, called on an SDK thread for every event. Exceptions it throws are
-/// contained: the SDK keeps running.
+/// What the app's [`OfferListener`] or [`LogWriter`] threw. Any exception becomes one of these
+/// rather than a panic; the SDK logs a listener's and ignores a log writer's, and carries on.
+#[derive(Debug, uniffi::Error)]
+pub enum CallbackError {
+    /// The app's code failed; `reason` is what it threw.
+    Failed {
+        /// The exception, as the foreign language prints it.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for CallbackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self::Failed { reason } = self;
+        f.write_str(reason)
+    }
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for CallbackError {
+    fn from(error: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        Self::Failed {
+            reason: error.reason,
+        }
+    }
+}
+
+/// The app's listener, called on an SDK thread for every event. What it throws is logged and
+/// contained: the SDK keeps running and keeps calling it.
 #[uniffi::export(with_foreign)]
 pub trait OfferListener: Send + Sync {
     /// A new offer is ready to hand out.
-    fn on_offer_ready(&self, offer: Offer);
+    fn on_offer_ready(&self, offer: Offer) -> Result<(), CallbackError>;
     /// Every event, `OfferReady` included.
-    fn on_event(&self, event: OfferEvent);
+    fn on_event(&self, event: OfferEvent) -> Result<(), CallbackError>;
 }
 
 /// Hands the core's events to a foreign listener.
@@ -352,9 +378,13 @@ struct ForeignListener(Arc<dyn OfferListener>);
 impl crate::EventListener for ForeignListener {
     fn on_event(&self, event: crate::Event) {
         if let crate::Event::OfferReady { offer } = &event {
-            self.0.on_offer_ready(offer.clone().into());
+            if let Err(error) = self.0.on_offer_ready(offer.clone().into()) {
+                log::warn!("the app's listener threw on an offer ready: {error}");
+            }
         }
-        self.0.on_event(event.into());
+        if let Err(error) = self.0.on_event(event.into()) {
+            log::warn!("the app's listener threw on an event: {error}");
+        }
     }
 }
 

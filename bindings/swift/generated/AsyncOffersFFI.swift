@@ -874,9 +874,9 @@ public func FfiConverterTypeAsyncOffers_lower(_ value: AsyncOffers) -> UInt64 {
 public protocol LogWriter: AnyObject, Sendable {
     
     /**
-     * Writes one record.
+     * Writes one record. What it throws is ignored: there is nowhere left to report it.
      */
-    func log(record: LogRecord) 
+    func log(record: LogRecord) throws 
     
 }
 /**
@@ -936,9 +936,9 @@ open class LogWriterImpl: LogWriter, @unchecked Sendable {
 
     
     /**
-     * Writes one record.
+     * Writes one record. What it throws is ignored: there is nowhere left to report it.
      */
-open func log(record: LogRecord)  {try! rustCall() {
+open func log(record: LogRecord)throws   {try rustCallWithError(FfiConverterTypeCallbackError_lift) {
         uniffiCallStatus in
     uniffi_async_offers_fn_method_logwriter_log(
             self.uniffiCloneHandle(),
@@ -986,17 +986,18 @@ fileprivate struct UniffiCallbackInterfaceLogWriter {
                 guard let uniffiObj = try? FfiConverterTypeLogWriter.handleMap.get(handle: uniffiHandle) else {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
-                return uniffiObj.log(
+                return try uniffiObj.log(
                      record: try FfiConverterTypeLogRecord_lift(record)
                 )
             }
 
             
             let writeReturn = { () }
-            uniffiTraitInterfaceCall(
+            uniffiTraitInterfaceCallWithError(
                 callStatus: uniffiCallStatus,
                 makeCall: makeCall,
-                writeReturn: writeReturn
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeCallbackError_lower
             )
         }
     )
@@ -1079,25 +1080,25 @@ public func FfiConverterTypeLogWriter_lower(_ value: LogWriter) -> UInt64 {
 
 
 /**
- * The app's listener, called on an SDK thread for every event. Exceptions it throws are
- * contained: the SDK keeps running.
+ * The app's listener, called on an SDK thread for every event. What it throws is logged and
+ * contained: the SDK keeps running and keeps calling it.
  */
 public protocol OfferListener: AnyObject, Sendable {
     
     /**
      * A new offer is ready to hand out.
      */
-    func onOfferReady(offer: Offer) 
+    func onOfferReady(offer: Offer) throws 
     
     /**
      * Every event, `OfferReady` included.
      */
-    func onEvent(event: OfferEvent) 
+    func onEvent(event: OfferEvent) throws 
     
 }
 /**
- * The app's listener, called on an SDK thread for every event. Exceptions it throws are
- * contained: the SDK keeps running.
+ * The app's listener, called on an SDK thread for every event. What it throws is logged and
+ * contained: the SDK keeps running and keeps calling it.
  */
 open class OfferListenerImpl: OfferListener, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1155,7 +1156,7 @@ open class OfferListenerImpl: OfferListener, @unchecked Sendable {
     /**
      * A new offer is ready to hand out.
      */
-open func onOfferReady(offer: Offer)  {try! rustCall() {
+open func onOfferReady(offer: Offer)throws   {try rustCallWithError(FfiConverterTypeCallbackError_lift) {
         uniffiCallStatus in
     uniffi_async_offers_fn_method_offerlistener_on_offer_ready(
             self.uniffiCloneHandle(),
@@ -1167,7 +1168,7 @@ open func onOfferReady(offer: Offer)  {try! rustCall() {
     /**
      * Every event, `OfferReady` included.
      */
-open func onEvent(event: OfferEvent)  {try! rustCall() {
+open func onEvent(event: OfferEvent)throws   {try rustCallWithError(FfiConverterTypeCallbackError_lift) {
         uniffiCallStatus in
     uniffi_async_offers_fn_method_offerlistener_on_event(
             self.uniffiCloneHandle(),
@@ -1215,17 +1216,18 @@ fileprivate struct UniffiCallbackInterfaceOfferListener {
                 guard let uniffiObj = try? FfiConverterTypeOfferListener.handleMap.get(handle: uniffiHandle) else {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
-                return uniffiObj.onOfferReady(
+                return try uniffiObj.onOfferReady(
                      offer: try FfiConverterTypeOffer_lift(offer)
                 )
             }
 
             
             let writeReturn = { () }
-            uniffiTraitInterfaceCall(
+            uniffiTraitInterfaceCallWithError(
                 callStatus: uniffiCallStatus,
                 makeCall: makeCall,
-                writeReturn: writeReturn
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeCallbackError_lower
             )
         },
         onEvent: { (
@@ -1239,17 +1241,18 @@ fileprivate struct UniffiCallbackInterfaceOfferListener {
                 guard let uniffiObj = try? FfiConverterTypeOfferListener.handleMap.get(handle: uniffiHandle) else {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
-                return uniffiObj.onEvent(
+                return try uniffiObj.onEvent(
                      event: try FfiConverterTypeOfferEvent_lift(event)
                 )
             }
 
             
             let writeReturn = { () }
-            uniffiTraitInterfaceCall(
+            uniffiTraitInterfaceCallWithError(
                 callStatus: uniffiCallStatus,
                 makeCall: makeCall,
-                writeReturn: writeReturn
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeCallbackError_lower
             )
         }
     )
@@ -1803,6 +1806,91 @@ public func FfiConverterTypeOffersConfig_lift(_ buf: RustBuffer) throws -> Offer
 #endif
 public func FfiConverterTypeOffersConfig_lower(_ value: OffersConfig) -> RustBuffer {
     return FfiConverterTypeOffersConfig.lower(value)
+}
+
+
+/**
+ * What the app's [`OfferListener`] or [`LogWriter`] threw. Any exception becomes one of these
+ * rather than a panic; the SDK logs a listener's and ignores a log writer's, and carries on.
+ */
+public 
+enum CallbackError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
+
+    
+    
+    /**
+     * The app's code failed; `reason` is what it threw.
+     */
+    case Failed(
+        /**
+         * The exception, as the foreign language prints it.
+         */reason: String
+    )
+
+    
+
+    
+
+    
+    public var errorDescription: String? {
+        String(reflecting: self)
+    }
+    
+}
+
+#if compiler(>=6)
+extension CallbackError: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCallbackError: FfiConverterRustBuffer {
+    typealias SwiftType = CallbackError
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CallbackError {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+
+        
+
+        
+        case 1: return .Failed(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+
+         default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: CallbackError, into buf: inout [UInt8]) {
+        switch value {
+
+        
+
+        
+        
+        case let .Failed(reason):
+            writeInt(&buf, Int32(1))
+            FfiConverterString.write(reason, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCallbackError_lift(_ buf: RustBuffer) throws -> CallbackError {
+    return try FfiConverterTypeCallbackError.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCallbackError_lower(_ value: CallbackError) -> RustBuffer {
+    return FfiConverterTypeCallbackError.lower(value)
 }
 
 
@@ -2647,13 +2735,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 19213) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_offerlistener_on_offer_ready() != 16842) {
+    if (uniffi_async_offers_checksum_method_offerlistener_on_offer_ready() != 50100) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_offerlistener_on_event() != 32920) {
+    if (uniffi_async_offers_checksum_method_offerlistener_on_event() != 32086) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_logwriter_log() != 57213) {
+    if (uniffi_async_offers_checksum_method_logwriter_log() != 22281) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_constructor_asyncoffers_new() != 27866) {

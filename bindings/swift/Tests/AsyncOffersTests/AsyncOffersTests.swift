@@ -133,6 +133,22 @@ final class AsyncOffersTests: XCTestCase {
         XCTAssertTrue(records.contains(level: .info, text: "connected to the server"))
     }
 
+    func testAListenerThatThrowsIsLoggedAndTheSdkKeepsFilling() async throws {
+        let records = RecordCollector()
+        setLogWriter(writer: records, maxLevel: .warn)
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        client.addListener(ThrowingListener())
+        try client.start()
+        let ready = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        XCTAssertEqual(Set(ready.map(\.offerId)).count, 3)
+        // The warning is written on the SDK's event thread, which may still be delivering.
+        for _ in 0..<50 where !records.contains(level: .warn, text: "app bug") {
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        client.stop()
+        XCTAssertTrue(records.contains(level: .warn, text: "app bug"))
+    }
+
     func testAWaitThatCannotBeMetEndsWithATimeoutError() async throws {
         let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
         do {
@@ -157,6 +173,15 @@ private final class ThreadRecorder: OfferListener, @unchecked Sendable {
     }
 
     func onEvent(event: OfferEvent) {}
+}
+
+private struct AppBug: Error, CustomStringConvertible {
+    var description: String { "app bug" }
+}
+
+private final class ThrowingListener: OfferListener, @unchecked Sendable {
+    func onOfferReady(offer: Offer) throws { throw AppBug() }
+    func onEvent(event: OfferEvent) throws { throw AppBug() }
 }
 
 private final class RecordCollector: LogWriter, @unchecked Sendable {

@@ -978,13 +978,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 19213) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_offerlistener_on_offer_ready() != 16842) {
+    if (lib.uniffi_async_offers_checksum_method_offerlistener_on_offer_ready() != 50100) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_offerlistener_on_event() != 32920) {
+    if (lib.uniffi_async_offers_checksum_method_offerlistener_on_event() != 32086) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_logwriter_log() != 57213) {
+    if (lib.uniffi_async_offers_checksum_method_logwriter_log() != 22281) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_new() != 27866) {
@@ -1930,7 +1930,7 @@ public object FfiConverterTypeAsyncOffers: FfiConverter<AsyncOffers, Long> {
 public interface LogWriter {
     
     /**
-     * Writes one record.
+     * Writes one record. What it throws is ignored: there is nowhere left to report it.
      */
     fun `log`(`record`: LogRecord)
     
@@ -2043,11 +2043,12 @@ open class LogWriterImpl: Disposable, AutoCloseable, LogWriter
 
     
     /**
-     * Writes one record.
-     */override fun `log`(`record`: LogRecord)
+     * Writes one record. What it throws is ignored: there is nowhere left to report it.
+     */
+    @Throws(CallbackException::class)override fun `log`(`record`: LogRecord)
         = 
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(CallbackException) { _status ->
     UniffiLib.uniffi_async_offers_fn_method_logwriter_log(
         it,
         
@@ -2084,7 +2085,12 @@ internal object uniffiCallbackInterfaceLogWriter {
                 )
             }
             val writeReturn = { _: Unit -> Unit }
-            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: CallbackException -> FfiConverterTypeCallbackError.lower(e) }
+            )
         }
     }
 
@@ -2248,8 +2254,8 @@ public object FfiConverterTypeLogWriter: FfiConverter<LogWriter, Long> {
 
 
 /**
- * The app's listener, called on an SDK thread for every event. Exceptions it throws are
- * contained: the SDK keeps running.
+ * The app's listener, called on an SDK thread for every event. What it throws is logged and
+ * contained: the SDK keeps running and keeps calling it.
  */
 public interface OfferListener {
     
@@ -2267,8 +2273,8 @@ public interface OfferListener {
 }
 
 /**
- * The app's listener, called on an SDK thread for every event. Exceptions it throws are
- * contained: the SDK keeps running.
+ * The app's listener, called on an SDK thread for every event. What it throws is logged and
+ * contained: the SDK keeps running and keeps calling it.
  */
 open class OfferListenerImpl: Disposable, AutoCloseable, OfferListener
 {
@@ -2374,10 +2380,11 @@ open class OfferListenerImpl: Disposable, AutoCloseable, OfferListener
     
     /**
      * A new offer is ready to hand out.
-     */override fun `onOfferReady`(`offer`: Offer)
+     */
+    @Throws(CallbackException::class)override fun `onOfferReady`(`offer`: Offer)
         = 
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(CallbackException) { _status ->
     UniffiLib.uniffi_async_offers_fn_method_offerlistener_on_offer_ready(
         it,
         
@@ -2390,10 +2397,11 @@ open class OfferListenerImpl: Disposable, AutoCloseable, OfferListener
     
     /**
      * Every event, `OfferReady` included.
-     */override fun `onEvent`(`event`: OfferEvent)
+     */
+    @Throws(CallbackException::class)override fun `onEvent`(`event`: OfferEvent)
         = 
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(CallbackException) { _status ->
     UniffiLib.uniffi_async_offers_fn_method_offerlistener_on_event(
         it,
         
@@ -2430,7 +2438,12 @@ internal object uniffiCallbackInterfaceOfferListener {
                 )
             }
             val writeReturn = { _: Unit -> Unit }
-            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: CallbackException -> FfiConverterTypeCallbackError.lower(e) }
+            )
         }
     }
     internal object `onEvent`: UniffiCallbackInterfaceOfferListenerMethod1 {
@@ -2442,7 +2455,12 @@ internal object uniffiCallbackInterfaceOfferListener {
                 )
             }
             val writeReturn = { _: Unit -> Unit }
-            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: CallbackException -> FfiConverterTypeCallbackError.lower(e) }
+            )
         }
     }
 
@@ -2857,6 +2875,78 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.write(value.`tickIntervalMs`, buf)
             FfiConverterSequenceTypeChannelHint.write(value.`channelHints`, buf)
     }
+}
+
+
+
+
+
+/**
+ * What the app's [`OfferListener`] or [`LogWriter`] threw. Any exception becomes one of these
+ * rather than a panic; the SDK logs a listener's and ignores a log writer's, and carries on.
+ */
+sealed class CallbackException: kotlin.Exception() {
+    
+    /**
+     * The app's code failed; `reason` is what it threw.
+     */
+    class Failed(
+        
+        /**
+         * The exception, as the foreign language prints it.
+         */
+        val `reason`: kotlin.String
+        ) : CallbackException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+
+    
+
+
+    companion object ErrorHandler : UniffiRustCallStatusErrorHandler<CallbackException> {
+        override fun lift(error_buf: RustBuffer.ByValue): CallbackException = FfiConverterTypeCallbackError.lift(error_buf)
+    }
+
+    
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCallbackError : FfiConverterRustBuffer<CallbackException> {
+    override fun read(buf: ByteBuffer): CallbackException {
+        
+
+        return when(buf.getInt()) {
+            1 -> CallbackException.Failed(
+                FfiConverterString.read(buf),
+                )
+            else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: CallbackException): ULong {
+        return when(value) {
+            is CallbackException.Failed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+        }
+    }
+
+    override fun write(value: CallbackException, buf: ByteBuffer) {
+        when(value) {
+            is CallbackException.Failed -> {
+                buf.putInt(1)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+
 }
 
 

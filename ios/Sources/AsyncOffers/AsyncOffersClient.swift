@@ -1,0 +1,1 @@
+../../../bindings/swift/Sources/AsyncOffers/AsyncOffersClient.swift
