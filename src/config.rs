@@ -109,6 +109,7 @@ pub(crate) const DEFAULT_READY_OFFER_MAX_AGE: Duration = Duration::from_secs(2 *
 pub(crate) const DEFAULT_INVOICE_REFRESH_INTERVAL: Duration = Duration::from_secs(2 * 3600);
 pub(crate) const DEFAULT_MIN_OFFER_PATHS_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 pub(crate) const DEFAULT_TICK_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_MAX_MESSAGES_PER_MINUTE: u32 = 120;
 
 /// Which node the `forward_invoice_request_path` of each offer leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -149,11 +150,16 @@ pub struct Config {
     pub best_block_height: Option<u32>,
     /// Where forwarded invoice requests go.
     pub invoice_request_target: InvoiceRequestTarget,
+    /// The most messages the client sends the server in a minute, in a burst or spread out.
+    /// Filling every slot takes two per slot; refreshing every offer after
+    /// [`AsyncOffersClient::update_channels`](crate::AsyncOffersClient::update_channels) one
+    /// per offer. What does not fit waits, and leaves as the budget refills.
+    pub max_messages_per_minute: u32,
 }
 
 impl Config {
     /// A config with the defaults: 10 slots, 2 h refresh thresholds, 90-day minimum path
-    /// lifetime, 60 s maintenance tick, no channel hints.
+    /// lifetime, 60 s maintenance tick, no channel hints, at most 120 messages a minute.
     pub fn new(network: Network, data_dir: impl Into<PathBuf>, server: ServerConfig) -> Self {
         Self {
             network,
@@ -167,6 +173,7 @@ impl Config {
             tick_interval: DEFAULT_TICK_INTERVAL,
             best_block_height: None,
             invoice_request_target: InvoiceRequestTarget::default(),
+            max_messages_per_minute: DEFAULT_MAX_MESSAGES_PER_MINUTE,
         }
     }
 
@@ -179,6 +186,11 @@ impl Config {
         if self.tick_interval.is_zero() {
             return Err(Error::InvalidConfig(
                 "tick_interval must be positive".into(),
+            ));
+        }
+        if self.max_messages_per_minute == 0 {
+            return Err(Error::InvalidConfig(
+                "max_messages_per_minute must be at least 1".into(),
             ));
         }
         if self.server.paths.is_empty() {

@@ -5,6 +5,7 @@
 //! only then returns or queues the messages that depend on it. It never touches sockets: any
 //! onion messenger can drive it, so the same handler runs over TCP or in-process.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -44,7 +45,10 @@ pub(crate) type Offload = Arc<dyn Fn(Box<dyn FnOnce() + Send>) + Send + Sync>;
 struct State {
     cache: OfferCache,
     hints: Vec<ChannelHint>,
+    /// Bumped by every `update_channels`, so an offer built meanwhile knows its hints are old.
+    hints_version: u64,
     outbox: Outbox,
+    budget: SendBudget,
     connected: bool,
 }
 
@@ -89,7 +93,9 @@ impl Engine {
             state: Mutex::new(State {
                 cache: OfferCache::new(policy, offers),
                 hints: config.channel_hints.clone(),
+                hints_version: 0,
                 outbox: Vec::new(),
+                budget: SendBudget::new(config.max_messages_per_minute),
                 connected: false,
             }),
             factory,
@@ -117,6 +123,15 @@ impl Engine {
 
     pub fn outbox_ready(&self) -> Arc<Notify> {
         self.outbox_ready.clone()
+    }
+
+    /// How long until messages held back by the send budget can leave (`None`: none are).
+    pub fn deferred_release_in(&self) -> Option<Duration> {
+        let mut state = self.lock();
+        if state.outbox.is_empty() {
+            return None;
+        }
+        Some(state.budget.wait(self.clock.now())).filter(|wait| !wait.is_zero())
     }
 
     pub fn offers(&self) -> Vec<OfferInfo> {
@@ -187,8 +202,8 @@ impl Engine {
         events.extend(maintenance.expired.iter().map(|offer| Event::OfferExpired {
             offer_id: OfferInfo::offer_id_hex(offer.id()),
         }));
-        for id in maintenance.rebuild {
-            self.rebuild_invoice(&mut state, id, now);
+        if !maintenance.rebuild.is_empty() {
+            self.run_offloaded(move |engine| engine.refresh_invoices(maintenance.rebuild));
         }
         self.queue_resends(&mut state, now, false);
         self.queue_offer_paths_requests(&mut state, false);
@@ -214,14 +229,55 @@ impl Engine {
         Ok(OfferInfo::from(&offer))
     }
 
-    /// New channel hints: every Ready and Used offer gets a fresh invoice now.
+    /// New channel hints: every Ready and Used offer gets a fresh invoice now, built off the
+    /// caller's thread and sent as fast as the send budget allows.
     pub fn update_channels(&self, hints: Vec<ChannelHint>) {
-        let now = self.clock.now();
         let mut state = self.lock();
         state.hints = hints;
-        for id in state.cache.published_or_ready() {
-            self.rebuild_invoice(&mut state, id, now);
+        state.hints_version += 1;
+        let ids = state.cache.published_or_ready();
+        drop(state);
+        self.run_offloaded(move |engine| engine.refresh_invoices(ids));
+    }
+
+    /// Builds, persists and queues a new invoice for each offer, with the current hints.
+    fn refresh_invoices(&self, ids: Vec<OfferId>) {
+        for id in ids {
+            self.refresh_invoice(id);
         }
+    }
+
+    fn refresh_invoice(&self, id: OfferId) {
+        let now = self.clock.now();
+        let (offer, nonce, hints) = {
+            let state = self.lock();
+            let Some(cached) = state.cache.get(id) else {
+                return;
+            };
+            (cached.offer.clone(), cached.nonce, state.hints.clone())
+        };
+        // Built outside the lock: a refresh of many offers must not stall the messenger.
+        let invoice =
+            match self
+                .factory
+                .build_invoice(&offer, nonce, &hints, now, self.best_block_height)
+            {
+                Ok(invoice) => invoice,
+                Err(e) => return log::error!("could not rebuild an offer's invoice: {e}"),
+            };
+        let write = {
+            let mut state = self.lock();
+            state.cache.replace_invoice(id, invoice, now);
+            let Some(cached) = state.cache.get(id) else {
+                return;
+            };
+            self.store.prepare(cached)
+        };
+        if let Err(e) = self.store.commit(write) {
+            return log::error!("not sending a refreshed invoice: {e}");
+        }
+        let mut state = self.lock();
+        self.queue_invoice(&mut state, id);
         drop(state);
         self.outbox_ready.notify_one();
     }
@@ -285,31 +341,6 @@ impl Engine {
         ));
     }
 
-    fn rebuild_invoice(&self, state: &mut State, id: OfferId, now: Duration) {
-        let Some(offer) = state.cache.get(id) else {
-            return;
-        };
-        match self.factory.build_invoice(
-            &offer.offer,
-            offer.nonce,
-            &state.hints,
-            now,
-            self.best_block_height,
-        ) {
-            Ok(invoice) => {
-                state.cache.replace_invoice(id, invoice, now);
-                let Some(offer) = state.cache.get(id) else {
-                    return;
-                };
-                match self.store.save(offer) {
-                    Ok(()) => self.queue_invoice(state, id),
-                    Err(e) => log::error!("not sending refreshed invoice: {e}"),
-                }
-            }
-            Err(e) => log::error!("could not rebuild the invoice of slot {}: {e}", offer.slot),
-        }
-    }
-
     fn accept_offer_paths(
         &self,
         message: OfferPaths,
@@ -338,10 +369,10 @@ impl Engine {
                 )
                 .map_err(|why| format!("slot {invoice_slot}: {why:?}"))
         };
-        let hints = {
+        let (hints, hints_version) = {
             let state = self.lock();
             check(&state)?;
-            state.hints.clone()
+            (state.hints.clone(), state.hints_version)
         };
         // Built outside the lock: offers for several slots are built at once.
         let (offer, nonce) = self
@@ -369,10 +400,15 @@ impl Engine {
         let (message, context) = serve_message(&offer);
         let write = self.store.prepare(&offer);
         state.cache.insert_pending(offer);
+        let hints_changed = state.hints_version != hints_version;
         drop(state);
         if let Err(e) = self.store.commit(write) {
             self.lock().cache.abandon_pending(id, now);
             return Err(format!("offer not persisted, not sending its invoice: {e}"));
+        }
+        if hints_changed {
+            // `update_channels` ran while this offer was built and did not see it.
+            self.run_offloaded(move |engine| engine.refresh_invoice(id));
         }
         log::debug!("built offer for slot {invoice_slot}; sending its static invoice");
         Ok((message, responder.respond_with_reply_path(context)))
@@ -513,22 +549,30 @@ impl AsyncPaymentsMessageHandler for Engine {
 
     fn handle_release_held_htlc(&self, _message: ReleaseHeldHtlc, _context: AsyncPaymentsContext) {}
 
-    /// Everything queued, except that invoices go one per call. The messenger buffers at most
-    /// 256 KiB per peer and drops what does not fit, and an invoice travels in a 32 KiB onion;
-    /// it calls again for every message it sends, so the rest follow at the socket's pace.
+    /// What is queued, as far as the send budget allows, and invoices one per call. The
+    /// messenger buffers at most 256 KiB per peer and drops what does not fit, and an invoice
+    /// travels in a 32 KiB onion; it calls again for every message it sends, so the rest follow
+    /// at the socket's pace.
     fn release_pending_messages(&self) -> Outbox {
+        let now = self.clock.now();
         let mut state = self.lock();
         let queued = std::mem::take(&mut state.outbox);
         let mut released = Vec::with_capacity(queued.len());
         let mut invoice_released = false;
         for entry in queued {
             let is_invoice = matches!(entry.0, AsyncPaymentsMessage::ServeStaticInvoice(_));
-            if is_invoice && invoice_released {
+            if (is_invoice && invoice_released) || !state.budget.try_spend(now) {
                 state.outbox.push(entry);
             } else {
                 invoice_released |= is_invoice;
                 released.push(entry);
             }
+        }
+        if !state.outbox.is_empty() && !state.budget.wait(now).is_zero() {
+            log::debug!(
+                "send budget spent; {} messages wait for it to refill",
+                state.outbox.len()
+            );
         }
         released
     }
@@ -563,6 +607,57 @@ impl OffersMessageHandler for Engine {
             Err(()) => log::warn!("rejected a forwarded invoice request that failed verification"),
         }
         None
+    }
+}
+
+/// The messages sent in the last minute: whatever the server sends or the app asks for, the
+/// server never gets more than `per_minute` messages from us in any minute.
+#[derive(Debug)]
+struct SendBudget {
+    per_minute: usize,
+    /// When each message of the last minute left, oldest first.
+    sent_at: VecDeque<Duration>,
+}
+
+impl SendBudget {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn new(per_minute: u32) -> Self {
+        let per_minute = (per_minute as usize).max(1);
+        Self {
+            per_minute,
+            sent_at: VecDeque::with_capacity(per_minute),
+        }
+    }
+
+    fn forget_before(&mut self, now: Duration) {
+        while self
+            .sent_at
+            .front()
+            .is_some_and(|&sent| sent + Self::WINDOW <= now)
+        {
+            self.sent_at.pop_front();
+        }
+    }
+
+    fn try_spend(&mut self, now: Duration) -> bool {
+        self.forget_before(now);
+        if self.sent_at.len() >= self.per_minute {
+            return false;
+        }
+        self.sent_at.push_back(now);
+        true
+    }
+
+    /// How long until one more message may leave (zero: now).
+    fn wait(&mut self, now: Duration) -> Duration {
+        self.forget_before(now);
+        match self.sent_at.front() {
+            Some(&oldest) if self.sent_at.len() >= self.per_minute => {
+                (oldest + Self::WINDOW).saturating_sub(now)
+            }
+            _ => Duration::ZERO,
+        }
     }
 }
 
@@ -659,5 +754,40 @@ impl OffersMessageHandler for ProtocolHandler {
         responder: Option<Responder>,
     ) -> Option<(OffersMessage, ResponseInstruction)> {
         self.0.handle_message(message, context, responder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SendBudget;
+    use std::time::Duration;
+
+    #[test]
+    fn the_send_budget_never_lets_more_than_its_count_leave_in_any_minute() {
+        let t0 = Duration::from_secs(1_000);
+        let second = Duration::from_secs(1);
+        let mut budget = SendBudget::new(6);
+        assert_eq!((0..10).filter(|_| budget.try_spend(t0)).count(), 6);
+        assert_eq!(budget.wait(t0), 60 * second);
+        assert!(!budget.try_spend(t0 + 59 * second));
+        assert_eq!(budget.wait(t0 + 59 * second), second);
+        assert_eq!(
+            (0..10)
+                .filter(|_| budget.try_spend(t0 + 60 * second))
+                .count(),
+            6
+        );
+        // One message a second from then on: whichever minute is looked at, at most 6 left.
+        let start = t0 + 120 * second;
+        let sent: Vec<Duration> = (0..600)
+            .map(|i| start + i * second / 2)
+            .filter(|&at| budget.try_spend(at))
+            .collect();
+        for (i, &from) in sent.iter().enumerate() {
+            let in_minute = sent[i..].iter().take_while(|&&at| at < from + 60 * second);
+            assert!(in_minute.count() <= 6);
+        }
+        assert_eq!(sent.len(), 30, "6 a minute over 5 minutes");
+        assert_eq!(budget.wait(start + 600 * second), Duration::ZERO);
     }
 }

@@ -376,7 +376,15 @@ impl Transport {
     async fn flush_outbox(self: Arc<Self>) {
         let ready = self.engine.outbox_ready();
         loop {
-            ready.notified().await;
+            match self.engine.deferred_release_in() {
+                // Messages wait for the send budget: flush again once it allows. At the latest
+                // after a tick interval, since a test's clock may not move with tokio's.
+                Some(wait) => tokio::select! {
+                    _ = ready.notified() => {},
+                    _ = tokio::time::sleep(wait.min(self.tick_interval)) => {},
+                },
+                None => ready.notified().await,
+            }
             self.peers.process_events();
         }
     }

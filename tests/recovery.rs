@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_offers::{
@@ -12,20 +12,6 @@ use async_offers::{
 };
 use async_offers_server::RunningServer;
 use common::*;
-
-/// Hands every event to the test.
-struct Events(Mutex<mpsc::Sender<Event>>);
-
-impl EventListener for Events {
-    fn on_event(&self, event: Event) {
-        let _ = self.0.lock().unwrap().send(event);
-    }
-}
-
-fn events() -> (Arc<Events>, mpsc::Receiver<Event>) {
-    let (sender, receiver) = mpsc::channel();
-    (Arc::new(Events(Mutex::new(sender))), receiver)
-}
 
 /// Stops the server the moment the first offer is ready, from the event thread.
 struct StopServerOnFirstReady(Mutex<Option<Arc<RunningServer>>>);

@@ -105,6 +105,8 @@ pub struct OffersConfig {
     pub tick_interval_ms: u64,
     /// The wallet node's channels, for the invoices' payment paths.
     pub channel_hints: Vec<ChannelHint>,
+    /// The most messages sent to the server in a minute; the rest wait.
+    pub max_messages_per_minute: u32,
 }
 
 /// A configuration with the SDK's defaults for everything but the server and the data dir.
@@ -128,6 +130,7 @@ pub fn default_config(
         min_offer_paths_lifetime_secs: config::DEFAULT_MIN_OFFER_PATHS_LIFETIME.as_secs(),
         tick_interval_ms: config::DEFAULT_TICK_INTERVAL.as_millis() as u64,
         channel_hints: Vec::new(),
+        max_messages_per_minute: config::DEFAULT_MAX_MESSAGES_PER_MINUTE,
     }
 }
 
@@ -146,6 +149,7 @@ impl TryFrom<OffersConfig> for crate::Config {
         core.invoice_refresh_interval = Duration::from_secs(config.invoice_refresh_interval_secs);
         core.min_offer_paths_lifetime = Duration::from_secs(config.min_offer_paths_lifetime_secs);
         core.tick_interval = Duration::from_millis(config.tick_interval_ms);
+        core.max_messages_per_minute = config.max_messages_per_minute;
         core.channel_hints = config
             .channel_hints
             .into_iter()

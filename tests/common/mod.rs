@@ -2,9 +2,10 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use async_offers::{AsyncOffersClient, Config, ServerConfig};
+use async_offers::{AsyncOffersClient, Config, Event, EventListener, ServerConfig};
 use async_offers_server::{RunningServer, ServerOptions};
 use lightning::bitcoin::Network;
 
@@ -114,4 +115,19 @@ pub async fn assert_payable(server: &RunningServer, offers: &[async_offers::Offe
         async_offers_server::check_invoice_for_offer(&offer, &fetched.invoice, now)
             .unwrap_or_else(|e| panic!("offer in slot {}: {e}", info.slot));
     }
+}
+
+/// Hands every event to the test.
+pub struct Events(Mutex<mpsc::Sender<Event>>);
+
+impl EventListener for Events {
+    fn on_event(&self, event: Event) {
+        let _ = self.0.lock().unwrap().send(event);
+    }
+}
+
+/// A listener to add to a client, and the receiving end of its events.
+pub fn events() -> (Arc<Events>, mpsc::Receiver<Event>) {
+    let (sender, receiver) = mpsc::channel();
+    (Arc::new(Events(Mutex::new(sender))), receiver)
 }

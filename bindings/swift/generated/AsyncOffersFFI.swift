@@ -1698,6 +1698,10 @@ public struct OffersConfig: Equatable, Hashable {
      * The wallet node's channels, for the invoices' payment paths.
      */
     public var channelHints: [ChannelHint]
+    /**
+     * The most messages sent to the server in a minute; the rest wait.
+     */
+    public var maxMessagesPerMinute: UInt32
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1734,7 +1738,10 @@ public struct OffersConfig: Equatable, Hashable {
          */tickIntervalMs: UInt64, 
         /**
          * The wallet node's channels, for the invoices' payment paths.
-         */channelHints: [ChannelHint]) {
+         */channelHints: [ChannelHint], 
+        /**
+         * The most messages sent to the server in a minute; the rest wait.
+         */maxMessagesPerMinute: UInt32) {
         self.network = network
         self.dataDir = dataDir
         self.serverNodeId = serverNodeId
@@ -1746,6 +1753,7 @@ public struct OffersConfig: Equatable, Hashable {
         self.minOfferPathsLifetimeSecs = minOfferPathsLifetimeSecs
         self.tickIntervalMs = tickIntervalMs
         self.channelHints = channelHints
+        self.maxMessagesPerMinute = maxMessagesPerMinute
     }
 
     
@@ -1774,7 +1782,8 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
                 invoiceRefreshIntervalSecs: FfiConverterUInt64.read(from: &buf), 
                 minOfferPathsLifetimeSecs: FfiConverterUInt64.read(from: &buf), 
                 tickIntervalMs: FfiConverterUInt64.read(from: &buf), 
-                channelHints: FfiConverterSequenceTypeChannelHint.read(from: &buf)
+                channelHints: FfiConverterSequenceTypeChannelHint.read(from: &buf), 
+                maxMessagesPerMinute: FfiConverterUInt32.read(from: &buf)
         )
     }
 
@@ -1790,6 +1799,7 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.minOfferPathsLifetimeSecs, into: &buf)
         FfiConverterUInt64.write(value.tickIntervalMs, into: &buf)
         FfiConverterSequenceTypeChannelHint.write(value.channelHints, into: &buf)
+        FfiConverterUInt32.write(value.maxMessagesPerMinute, into: &buf)
     }
 }
 

@@ -2818,6 +2818,11 @@ data class OffersConfig (
      * The wallet node's channels, for the invoices' payment paths.
      */
     var `channelHints`: List<ChannelHint>
+    , 
+    /**
+     * The most messages sent to the server in a minute; the rest wait.
+     */
+    var `maxMessagesPerMinute`: kotlin.UInt
     
 ){
     
@@ -2845,6 +2850,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterSequenceTypeChannelHint.read(buf),
+            FfiConverterUInt.read(buf),
         )
     }
 
@@ -2859,7 +2865,8 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.allocationSize(value.`invoiceRefreshIntervalSecs`) +
             FfiConverterULong.allocationSize(value.`minOfferPathsLifetimeSecs`) +
             FfiConverterULong.allocationSize(value.`tickIntervalMs`) +
-            FfiConverterSequenceTypeChannelHint.allocationSize(value.`channelHints`)
+            FfiConverterSequenceTypeChannelHint.allocationSize(value.`channelHints`) +
+            FfiConverterUInt.allocationSize(value.`maxMessagesPerMinute`)
     )
 
     override fun write(value: OffersConfig, buf: ByteBuffer) {
@@ -2874,6 +2881,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.write(value.`minOfferPathsLifetimeSecs`, buf)
             FfiConverterULong.write(value.`tickIntervalMs`, buf)
             FfiConverterSequenceTypeChannelHint.write(value.`channelHints`, buf)
+            FfiConverterUInt.write(value.`maxMessagesPerMinute`, buf)
     }
 }
 
