@@ -38,6 +38,8 @@ pub(crate) struct CachedOffer {
     pub state: OfferState,
     pub label: Option<String>,
     pub created_at: Duration,
+    /// When it was handed out (Used offers only).
+    pub handed_out_at: Option<Duration>,
     /// The server's reply path from `OfferPaths`; every invoice for this offer goes there.
     pub server_path: Responder,
     /// The newest invoice built for this offer.
@@ -326,7 +328,24 @@ impl OfferCache {
             .max_by_key(|o| o.created_at)?;
         offer.state = OfferState::Used;
         offer.label = label;
+        offer.handed_out_at = Some(now);
         Some(offer.clone())
+    }
+
+    /// The live offer first handed out under `label`, or else the newest Ready offer, handed
+    /// out under `label` now (then `true`).
+    pub fn offer_for(&mut self, label: &str, now: Duration) -> Option<(CachedOffer, bool)> {
+        let given = self
+            .offers
+            .iter()
+            .filter(|o| o.state == OfferState::Used && !o.is_expired(now))
+            .filter(|o| o.label.as_deref() == Some(label))
+            .min_by_key(|o| (o.handed_out_at, o.slot));
+        if let Some(offer) = given {
+            return Some((offer.clone(), false));
+        }
+        self.take(Some(label.to_string()), now)
+            .map(|offer| (offer, true))
     }
 
     /// Reverts [`Self::take`] when marking the offer Used could not be persisted.
@@ -334,6 +353,7 @@ impl OfferCache {
         if let Some(offer) = self.get_mut(id) {
             offer.state = OfferState::Ready;
             offer.label = None;
+            offer.handed_out_at = None;
         }
     }
 
@@ -628,6 +648,66 @@ mod tests {
             vec![2, 3],
             "used slots are never reused while their offers live"
         );
+    }
+
+    #[test]
+    fn each_label_keeps_its_offer_and_no_offer_serves_two_labels() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(4), vec![]);
+        for i in 0..4 {
+            fill(&mut cache, &fixture, t0() + Duration::from_secs(i));
+        }
+        let now = t0() + HOUR;
+        let (alice, new) = cache.offer_for("alice", now).unwrap();
+        assert!(new);
+        assert_eq!(cache.offer_for("alice", now).unwrap().0.id(), alice.id());
+        assert!(
+            !cache.offer_for("alice", now).unwrap().1,
+            "nothing new handed out"
+        );
+        let (bob, _) = cache.offer_for("bob", now).unwrap();
+        assert_ne!(bob.id(), alice.id());
+        // A later take_offer under the same label does not move the label's offer.
+        let taken = cache.take(Some("alice".into()), now + HOUR).unwrap();
+        assert!(taken.id() != alice.id() && taken.id() != bob.id());
+        assert_eq!(
+            cache.offer_for("alice", now + HOUR).unwrap().0.id(),
+            alice.id()
+        );
+        let last = cache.take(None, now).unwrap();
+        assert!([alice.id(), bob.id(), taken.id()]
+            .iter()
+            .all(|&id| id != last.id()));
+        assert!(
+            cache.offer_for("carol", now).is_none(),
+            "nothing Ready left"
+        );
+        assert_eq!(cache.offer_for("bob", now).unwrap().0.id(), bob.id());
+    }
+
+    #[test]
+    fn a_label_whose_offer_expired_gets_a_new_one() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(2), vec![]);
+        cache.plan_requests(t0(), false);
+        let long = fixture.cached(0, t0(), Some(t0() + 365 * DAY));
+        // Newer, so handed out first.
+        let short = fixture.cached(1, t0() + Duration::from_secs(1), Some(t0() + DAY));
+        for offer in [&long, &short] {
+            cache.insert_pending(offer.clone());
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
+        }
+        assert_eq!(cache.offer_for("shop", t0()).unwrap().0.id(), short.id());
+        assert_eq!(
+            cache
+                .offer_for("shop", t0() + DAY - Duration::from_secs(1))
+                .unwrap()
+                .0
+                .id(),
+            short.id()
+        );
+        let (renewed, new) = cache.offer_for("shop", t0() + DAY).unwrap();
+        assert_eq!((renewed.id(), new), (long.id(), true));
     }
 
     #[test]

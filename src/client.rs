@@ -226,6 +226,15 @@ impl AsyncOffersClient {
         self.engine.take_offer(label)
     }
 
+    /// The offer for `label` (a contact, a profile, a point of sale): the same offer every time
+    /// for the same label, across restarts, for as long as it lives; a different one for each
+    /// label, never one handed out before under another. The first call for a label hands out
+    /// a Ready offer like [`Self::take_offer`] with that label, whose labels it shares. Labels
+    /// never leave the device.
+    pub fn offer_for(&self, label: &str) -> Result<OfferInfo, Error> {
+        self.engine.offer_for(label)
+    }
+
     /// Replaces the channel hints; every Ready and Used offer gets a fresh invoice now.
     pub fn update_channels(&self, hints: Vec<ChannelHint>) {
         self.engine.update_channels(hints)

@@ -216,16 +216,32 @@ impl Engine {
 
     /// Hands out a Ready offer never handed out before, persisted as Used first.
     pub fn take_offer(&self, label: Option<String>) -> Result<OfferInfo, Error> {
+        self.hand_out(|cache, now| cache.take(label, now).map(|offer| (offer, true)))
+    }
+
+    /// The offer for `label`: the same one every time while it lives.
+    pub fn offer_for(&self, label: &str) -> Result<OfferInfo, Error> {
+        self.hand_out(|cache, now| cache.offer_for(label, now))
+    }
+
+    /// Runs `pick`; an offer it newly hands out is persisted as Used before it is returned, and
+    /// its slot's replacement requested.
+    fn hand_out(
+        &self,
+        pick: impl FnOnce(&mut OfferCache, Duration) -> Option<(CachedOffer, bool)>,
+    ) -> Result<OfferInfo, Error> {
         let now = self.clock.now();
         let mut state = self.lock();
-        let offer = state.cache.take(label, now).ok_or(Error::NoReadyOffer)?;
-        if let Err(e) = self.store.save(&offer) {
-            state.cache.untake(offer.id());
-            return Err(e);
+        let (offer, newly_handed_out) = pick(&mut state.cache, now).ok_or(Error::NoReadyOffer)?;
+        if newly_handed_out {
+            if let Err(e) = self.store.save(&offer) {
+                state.cache.untake(offer.id());
+                return Err(e);
+            }
+            self.queue_offer_paths_requests(&mut state, false);
+            drop(state);
+            self.outbox_ready.notify_one();
         }
-        self.queue_offer_paths_requests(&mut state, false);
-        drop(state);
-        self.outbox_ready.notify_one();
         Ok(OfferInfo::from(&offer))
     }
 
@@ -391,6 +407,7 @@ impl Engine {
             state: OfferState::Pending,
             label: None,
             created_at: now,
+            handed_out_at: None,
             server_path: responder.clone(),
             invoice,
             invoice_confirmed: false,

@@ -27,7 +27,7 @@ pub type DynStore = dyn KVStoreSync + Send + Sync;
 
 const PRIMARY_NAMESPACE: &str = "async_offers";
 const OFFERS_NAMESPACE: &str = "offers";
-const MAGIC: &[u8; 4] = b"AOF1";
+const MAGIC: &[u8; 4] = b"AOF2";
 const CHECKSUM_LEN: usize = 8;
 
 /// Reads and writes offer records.
@@ -176,7 +176,15 @@ fn encode(offer: &CachedOffer) -> Vec<u8> {
         }
         None => out.push(0),
     }
-    out.extend_from_slice(&(offer.created_at.as_millis() as u64).to_be_bytes());
+    // Nanoseconds (good until 2554): what the app was shown before a restart, it sees after.
+    out.extend_from_slice(&nanos(offer.created_at).to_be_bytes());
+    match offer.handed_out_at {
+        Some(at) => {
+            out.push(1);
+            out.extend_from_slice(&nanos(at).to_be_bytes());
+        }
+        None => out.push(0),
+    }
     put_bytes(&mut out, &offer.server_path.encode());
     put_bytes(&mut out, &offer.invoice.invoice.encode());
     put_bytes(
@@ -187,6 +195,10 @@ fn encode(offer: &CachedOffer) -> Vec<u8> {
     let checksum = Sha256::hash(&out).to_byte_array();
     out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
     out
+}
+
+fn nanos(time: Duration) -> u64 {
+    u64::try_from(time.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -250,7 +262,14 @@ fn decode(bytes: &[u8]) -> Result<CachedOffer, String> {
         1 => Some(String::from_utf8(r.bytes("label")?.to_vec()).map_err(|_| "label is not UTF-8")?),
         other => return Err(format!("bad label flag {other}")),
     };
-    let created_at = Duration::from_millis(u64::from_be_bytes(r.array("created_at")?));
+    let created_at = Duration::from_nanos(u64::from_be_bytes(r.array("created_at")?));
+    let handed_out_at = match r.array::<1>("handed-out flag")?[0] {
+        0 => None,
+        1 => Some(Duration::from_nanos(u64::from_be_bytes(
+            r.array("handed_out_at")?,
+        ))),
+        other => return Err(format!("bad handed-out flag {other}")),
+    };
     let server_path: Responder = r.ldk("server reply path")?;
     let invoice = StaticInvoice::try_from(r.bytes("invoice")?.to_vec())
         .map_err(|e| format!("bad invoice: {e:?}"))?;
@@ -273,6 +292,7 @@ fn decode(bytes: &[u8]) -> Result<CachedOffer, String> {
         state,
         label,
         created_at,
+        handed_out_at,
         server_path,
         invoice: BuiltInvoice {
             invoice,
@@ -297,18 +317,30 @@ mod tests {
     fn offers_round_trip_through_the_filesystem() {
         let dir = tempfile::tempdir().unwrap();
         let fixture = offer_fixture();
-        let mut offer = fixture.cached(3, Duration::from_secs(1_800_000_000), None);
+        let mut offer = fixture.cached(3, Duration::new(1_800_000_000, 123_456_789), None);
         offer.state = OfferState::Used;
         offer.label = Some("invoice #7 ✓".into());
+        offer.handed_out_at = Some(Duration::from_secs(1_800_000_123));
         offer.invoice_confirmed = true;
         store(dir.path()).save(&offer).unwrap();
         let loaded = store(dir.path()).load_all().unwrap();
         assert_eq!(loaded.len(), 1);
         let back = &loaded[0];
         assert_eq!(
-            (back.slot, back.state, back.label.clone()),
-            (3, OfferState::Used, offer.label.clone())
+            (
+                back.slot,
+                back.state,
+                back.label.clone(),
+                back.handed_out_at
+            ),
+            (
+                3,
+                OfferState::Used,
+                offer.label.clone(),
+                offer.handed_out_at
+            )
         );
+        assert_eq!(back.created_at, offer.created_at, "to the nanosecond");
         assert_eq!(back.offer, offer.offer);
         assert_eq!(back.nonce, offer.nonce);
         assert_eq!(back.invoice.invoice, offer.invoice.invoice);

@@ -89,6 +89,7 @@ impl OfferFixture {
             state: OfferState::Pending,
             label: None,
             created_at: now,
+            handed_out_at: None,
             server_path: responder_for(&self.server_path()),
             invoice,
             invoice_confirmed: false,

@@ -440,6 +440,12 @@ impl AsyncOffers {
         Ok(self.client.take_offer(label)?.into())
     }
 
+    /// The offer for `label`: the same one every time for the same label, a different one for
+    /// each label, never one handed out before under another.
+    pub fn offer_for(&self, label: String) -> Result<Offer, OffersError> {
+        Ok(self.client.offer_for(&label)?.into())
+    }
+
     /// New channel hints: every offer gets a fresh invoice.
     pub fn update_channels(&self, hints: Vec<ChannelHint>) -> Result<(), OffersError> {
         let hints = hints

@@ -599,6 +599,12 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func nodeId()  -> String
     
     /**
+     * The offer for `label`: the same one every time for the same label, a different one for
+     * each label, never one handed out before under another.
+     */
+    func offerFor(label: String) throws  -> Offer
+    
+    /**
      * Every offer, with its state.
      */
     func offers()  -> [Offer]
@@ -724,6 +730,20 @@ open func nodeId() -> String  {
         uniffiCallStatus in
     uniffi_async_offers_fn_method_asyncoffers_node_id(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The offer for `label`: the same one every time for the same label, a different one for
+     * each label, never one handed out before under another.
+     */
+open func offerFor(label: String)throws  -> Offer  {
+    return try  FfiConverterTypeOffer_lift(try rustCallWithError(FfiConverterTypeOffersError_lift) {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_asyncoffers_offer_for(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(label),uniffiCallStatus
     )
 })
 }
@@ -2722,6 +2742,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_node_id() != 26863) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 44587) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_offers() != 50290) {

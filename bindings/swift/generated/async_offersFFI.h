@@ -308,6 +308,11 @@ void uniffi_async_offers_fn_method_asyncoffers_add_listener(uint64_t ptr, uint64
 RustBuffer uniffi_async_offers_fn_method_asyncoffers_node_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFER_FOR
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFER_FOR
+RustBuffer uniffi_async_offers_fn_method_asyncoffers_offer_for(uint64_t ptr, RustBuffer label, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFERS
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFERS
 RustBuffer uniffi_async_offers_fn_method_asyncoffers_offers(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -679,6 +684,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_add_listener(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_NODE_ID
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_NODE_ID
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_node_id(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_OFFER_FOR
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_OFFER_FOR
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_offer_for(void
     
 );
 #endif

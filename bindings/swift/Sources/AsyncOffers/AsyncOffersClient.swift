@@ -34,6 +34,10 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// A ready offer never handed out before, now marked used under `label`.
     public func takeOffer(label: String? = nil) throws -> Offer { try inner.takeOffer(label: label) }
 
+    /// The offer for `label` (a contact, a profile, a point of sale): the same one every time
+    /// for the same label, across restarts, never one handed out before under another label.
+    public func offerFor(label: String) throws -> Offer { try inner.offerFor(label: label) }
+
     /// New channel hints: every offer gets a fresh invoice.
     public func updateChannels(_ hints: [ChannelHint]) throws { try inner.updateChannels(hints: hints) }
 

@@ -86,6 +86,19 @@ final class AsyncOffersTests: XCTestCase {
         XCTAssertEqual(taken.map(\.label), ["order 1", "order 2", "order 3"])
     }
 
+    func testOfferForKeepsOneOfferPerLabel() async throws {
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        let alice = try client.offerFor(label: "alice")
+        XCTAssertEqual(try client.offerFor(label: "alice").offerId, alice.offerId)
+        let bob = try client.offerFor(label: "bob")
+        let taken = try client.takeOffer()
+        XCTAssertEqual(Set([alice.offerId, bob.offerId, taken.offerId]).count, 3)
+        XCTAssertEqual(try client.offerFor(label: "alice").offerId, alice.offerId)
+        client.stop()
+    }
+
     func testASecondClientOnTheSameDataDirListsTheOffersBeforeConnecting() async throws {
         let dir = try tempDir()
         var first: Set<String> = []

@@ -58,6 +58,12 @@ class AsyncOffersClient(config: OffersConfig, seed: ByteArray) : AutoCloseable {
     /** A ready offer never handed out before, now marked used under [label]. */
     fun takeOffer(label: String? = null): Offer = inner.takeOffer(label)
 
+    /**
+     * The offer for [label] (a contact, a profile, a point of sale): the same one every time
+     * for the same label, across restarts, never one handed out before under another label.
+     */
+    fun offerFor(label: String): Offer = inner.offerFor(label)
+
     /** New channel hints: every offer gets a fresh invoice. */
     fun updateChannels(hints: List<ChannelHint>) = inner.updateChannels(hints)
 

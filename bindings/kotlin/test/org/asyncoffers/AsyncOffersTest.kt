@@ -103,6 +103,20 @@ class AsyncOffersTest {
     }
 
     @Test
+    fun offerForKeepsOneOfferPerLabel() = runBlocking {
+        AsyncOffersClient(config(tempDir()), seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds)
+            val alice = client.offerFor("alice")
+            assertEquals(alice.offerId, client.offerFor("alice").offerId)
+            val bob = client.offerFor("bob")
+            val taken = client.takeOffer(null)
+            assertEquals(3, setOf(alice.offerId, bob.offerId, taken.offerId).size)
+            assertEquals(alice.offerId, client.offerFor("alice").offerId)
+        }
+    }
+
+    @Test
     fun aSecondClientOnTheSameDataDirListsTheOffersBeforeConnecting() = runBlocking {
         val dir = tempDir()
         val first = AsyncOffersClient(config(dir), seed).use { client ->

@@ -738,6 +738,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_node_id(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_offer_for(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_offers(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_ready_offers(
@@ -789,6 +791,8 @@ internal object UniffiLib {
     external fun uniffi_async_offers_fn_method_asyncoffers_add_listener(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_node_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_async_offers_fn_method_asyncoffers_offer_for(`ptr`: Long,`label`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_offers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -955,6 +959,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_node_id() != 26863) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 44587) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_offers() != 50290) {
@@ -1479,6 +1486,12 @@ public interface AsyncOffersInterface {
     fun `nodeId`(): kotlin.String
     
     /**
+     * The offer for `label`: the same one every time for the same label, a different one for
+     * each label, never one handed out before under another.
+     */
+    fun `offerFor`(`label`: kotlin.String): Offer
+    
+    /**
      * Every offer, with its state.
      */
     fun `offers`(): List<Offer>
@@ -1660,6 +1673,25 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
     UniffiLib.uniffi_async_offers_fn_method_asyncoffers_node_id(
         it,
         _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The offer for `label`: the same one every time for the same label, a different one for
+     * each label, never one handed out before under another.
+     */
+    @Throws(OffersException::class)override fun `offerFor`(`label`: kotlin.String): Offer {
+            return FfiConverterTypeOffer.lift(
+    callWithHandle {
+    uniffiRustCallWithError(OffersException) { _status ->
+    UniffiLib.uniffi_async_offers_fn_method_asyncoffers_offer_for(
+        it,
+        
+        FfiConverterString.lower(`label`),_status)
 }
     }
     )
