@@ -107,6 +107,7 @@ fn run(offers: usize, json: bool) -> Result<(), Box<dyn std::error::Error>> {
             network: Network::Regtest,
             compact_scid: None,
             replay_replies_after: None,
+            offer_paths_lifetime: Default::default(),
         },
     ))?;
     let server_config = ServerConfig {

@@ -48,6 +48,9 @@ pub(crate) struct CachedOffer {
     pub invoice_confirmed: bool,
     /// When `invoice` was last sent by this process (not persisted: after a restart, unknown).
     pub invoice_sent_at: Option<Duration>,
+    /// Whether this process announced the offer's coming expiry (not persisted: a restarted app
+    /// hears it again).
+    pub expiry_announced: bool,
 }
 
 impl CachedOffer {
@@ -76,6 +79,9 @@ pub(crate) struct CachePolicy {
     /// How long an invoice may go unconfirmed before it is sent again. An answer takes
     /// milliseconds; resending sooner would only pile duplicate work on a busy server.
     pub invoice_resend_after: Duration,
+    /// How long before a handed-out offer expires it is announced, and no longer given to its
+    /// label by `offer_for` when another offer can be.
+    pub expiring_notice: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +130,8 @@ pub(crate) struct Maintenance {
     pub abandoned: Vec<CachedOffer>,
     /// Handed-out offers whose invoice is getting old and must be rebuilt and sent.
     pub rebuild: Vec<OfferId>,
+    /// Handed-out offers about to expire, announced now.
+    pub expiring: Vec<CachedOffer>,
 }
 
 /// The cache.
@@ -166,6 +174,12 @@ impl OfferCache {
             .iter()
             .filter(|o| o.state == OfferState::Ready && !self.is_stale_ready(o, now))
             .count()
+    }
+
+    fn is_expiring(&self, offer: &CachedOffer, now: Duration) -> bool {
+        offer
+            .expires_at()
+            .is_some_and(|expiry| expiry.saturating_sub(self.policy.expiring_notice) <= now)
     }
 
     fn is_stale_ready(&self, offer: &CachedOffer, now: Duration) -> bool {
@@ -332,20 +346,29 @@ impl OfferCache {
         Some(offer.clone())
     }
 
-    /// The live offer first handed out under `label`, or else the newest Ready offer, handed
-    /// out under `label` now (then `true`).
+    /// The live offer first handed out under `label` that is not about to expire; else the
+    /// newest Ready offer, handed out under `label` now (then `true`); else, of the label's
+    /// offers about to expire, the one that lasts longest, which still works until then.
     pub fn offer_for(&mut self, label: &str, now: Duration) -> Option<(CachedOffer, bool)> {
-        let given = self
+        let (expiring, lasting): (Vec<&CachedOffer>, Vec<&CachedOffer>) = self
             .offers
             .iter()
             .filter(|o| o.state == OfferState::Used && !o.is_expired(now))
             .filter(|o| o.label.as_deref() == Some(label))
-            .min_by_key(|o| (o.handed_out_at, o.slot));
-        if let Some(offer) = given {
+            .partition(|o| self.is_expiring(o, now));
+        if let Some(offer) = lasting
+            .into_iter()
+            .min_by_key(|o| (o.handed_out_at, o.slot))
+        {
             return Some((offer.clone(), false));
         }
+        let last_resort = expiring
+            .into_iter()
+            .max_by_key(|o| (o.expires_at(), o.handed_out_at))
+            .cloned();
         self.take(Some(label.to_string()), now)
             .map(|offer| (offer, true))
+            .or(last_resort.map(|offer| (offer, false)))
     }
 
     /// Reverts [`Self::take`] when marking the offer Used could not be persisted.
@@ -392,6 +415,16 @@ impl OfferCache {
             abandoned,
             ..Default::default()
         };
+        let notice = self.policy.expiring_notice;
+        for offer in self.offers.iter_mut() {
+            let expiring = offer
+                .expires_at()
+                .is_some_and(|expiry| expiry.saturating_sub(notice) <= now);
+            if offer.state == OfferState::Used && expiring && !offer.expiry_announced {
+                offer.expiry_announced = true;
+                maintenance.expiring.push(offer.clone());
+            }
+        }
         for offer in &self.offers {
             if offer.invoice_confirmed
                 && offer.state == OfferState::Used
@@ -454,6 +487,7 @@ mod tests {
             first_retry_after: Duration::from_secs(15),
             max_retry_after: Duration::from_secs(900),
             invoice_resend_after: Duration::from_secs(5),
+            expiring_notice: 14 * DAY,
         }
     }
 
@@ -692,22 +726,49 @@ mod tests {
         cache.plan_requests(t0(), false);
         let long = fixture.cached(0, t0(), Some(t0() + 365 * DAY));
         // Newer, so handed out first.
-        let short = fixture.cached(1, t0() + Duration::from_secs(1), Some(t0() + DAY));
+        let short = fixture.cached(1, t0() + Duration::from_secs(1), Some(t0() + 30 * DAY));
         for offer in [&long, &short] {
             cache.insert_pending(offer.clone());
             cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
         }
         assert_eq!(cache.offer_for("shop", t0()).unwrap().0.id(), short.id());
         assert_eq!(
-            cache
-                .offer_for("shop", t0() + DAY - Duration::from_secs(1))
-                .unwrap()
-                .0
-                .id(),
+            cache.offer_for("shop", t0() + 15 * DAY).unwrap().0.id(),
             short.id()
         );
-        let (renewed, new) = cache.offer_for("shop", t0() + DAY).unwrap();
+        let (renewed, new) = cache.offer_for("shop", t0() + 30 * DAY).unwrap();
         assert_eq!((renewed.id(), new), (long.id(), true));
+    }
+
+    #[test]
+    fn a_handed_out_offer_is_announced_once_before_it_expires() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(2), vec![]);
+        cache.plan_requests(t0(), false);
+        let shop = fixture.cached(0, t0() + Duration::from_secs(1), Some(t0() + 100 * DAY));
+        let spare = fixture.cached(1, t0(), Some(t0() + 100 * DAY));
+        for offer in [&shop, &spare] {
+            cache.insert_pending(offer.clone());
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
+        }
+        assert_eq!(cache.offer_for("shop", t0()).unwrap().0.id(), shop.id());
+        assert!(cache.maintain(t0() + 85 * DAY).expiring.is_empty());
+        let announced = cache.maintain(t0() + 86 * DAY).expiring;
+        assert_eq!(
+            announced.iter().map(|o| o.id()).collect::<Vec<_>>(),
+            vec![shop.id()],
+            "the handed-out offer only, not the Ready one"
+        );
+        assert!(cache.maintain(t0() + 87 * DAY).expiring.is_empty(), "once");
+        // Its label moves on to another offer, which keeps it from then on.
+        let (moved, new) = cache.offer_for("shop", t0() + 86 * DAY).unwrap();
+        assert_eq!((moved.id(), new), (spare.id(), true));
+        // Nothing Ready is left and both expire soon: the one the label moved to serves on.
+        assert_eq!(
+            cache.offer_for("shop", t0() + 87 * DAY).unwrap().0.id(),
+            spare.id()
+        );
+        assert!(cache.offer_for("cafe", t0() + 87 * DAY).is_none());
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub(crate) const DEFAULT_INVOICE_REFRESH_INTERVAL: Duration = Duration::from_sec
 pub(crate) const DEFAULT_MIN_OFFER_PATHS_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 pub(crate) const DEFAULT_TICK_INTERVAL: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_MAX_MESSAGES_PER_MINUTE: u32 = 120;
+pub(crate) const DEFAULT_OFFER_EXPIRING_NOTICE: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// Which node the `forward_invoice_request_path` of each offer leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -155,11 +156,16 @@ pub struct Config {
     /// [`AsyncOffersClient::update_channels`](crate::AsyncOffersClient::update_channels) one
     /// per offer. What does not fit waits, and leaves as the budget refills.
     pub max_messages_per_minute: u32,
+    /// How long before a handed-out offer expires [`crate::Event::OfferExpiring`] tells the app
+    /// to swap it, and [`AsyncOffersClient::offer_for`](crate::AsyncOffersClient::offer_for)
+    /// starts giving its label a fresh offer. Offers without expiry never expire.
+    pub offer_expiring_notice: Duration,
 }
 
 impl Config {
     /// A config with the defaults: 10 slots, 2 h refresh thresholds, 90-day minimum path
-    /// lifetime, 60 s maintenance tick, no channel hints, at most 120 messages a minute.
+    /// lifetime, 60 s maintenance tick, no channel hints, at most 120 messages a minute, notice
+    /// of expiry 14 days ahead.
     pub fn new(network: Network, data_dir: impl Into<PathBuf>, server: ServerConfig) -> Self {
         Self {
             network,
@@ -174,6 +180,7 @@ impl Config {
             best_block_height: None,
             invoice_request_target: InvoiceRequestTarget::default(),
             max_messages_per_minute: DEFAULT_MAX_MESSAGES_PER_MINUTE,
+            offer_expiring_notice: DEFAULT_OFFER_EXPIRING_NOTICE,
         }
     }
 

@@ -66,6 +66,13 @@ pub enum Event {
         /// The offer that took its place.
         new_offer: OfferInfo,
     },
+    /// A handed-out offer expires within
+    /// [`Config::offer_expiring_notice`](crate::Config::offer_expiring_notice): publish another
+    /// (for its label, [`offer_for`](crate::AsyncOffersClient::offer_for) now gives a fresh one).
+    OfferExpiring {
+        /// The offer, with its label and expiry.
+        offer: OfferInfo,
+    },
     /// An offer expired and was removed.
     OfferExpired {
         /// The expired offer's id.

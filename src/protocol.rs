@@ -88,6 +88,7 @@ impl Engine {
             first_retry_after: Duration::from_secs(15),
             max_retry_after: Duration::from_secs(15 * 60),
             invoice_resend_after: Duration::from_secs(5),
+            expiring_notice: config.offer_expiring_notice,
         };
         Ok(Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
@@ -202,6 +203,14 @@ impl Engine {
         events.extend(maintenance.expired.iter().map(|offer| Event::OfferExpired {
             offer_id: OfferInfo::offer_id_hex(offer.id()),
         }));
+        events.extend(
+            maintenance
+                .expiring
+                .iter()
+                .map(|offer| Event::OfferExpiring {
+                    offer: OfferInfo::from(offer),
+                }),
+        );
         if !maintenance.rebuild.is_empty() {
             self.run_offloaded(move |engine| engine.refresh_invoices(maintenance.rebuild));
         }
@@ -412,6 +421,7 @@ impl Engine {
             invoice,
             invoice_confirmed: false,
             invoice_sent_at: Some(now),
+            expiry_announced: false,
         };
         let id = offer.id();
         let (message, context) = serve_message(&offer);

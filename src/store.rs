@@ -300,6 +300,7 @@ fn decode(bytes: &[u8]) -> Result<CachedOffer, String> {
         },
         invoice_confirmed,
         invoice_sent_at: None,
+        expiry_announced: false,
     })
 }
 

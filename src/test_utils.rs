@@ -94,6 +94,7 @@ impl OfferFixture {
             invoice,
             invoice_confirmed: false,
             invoice_sent_at: None,
+            expiry_announced: false,
         }
     }
 

@@ -2,9 +2,10 @@
 //! verify and persist static invoices, serve them to payers and forward invoice requests.
 
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lightning::blinded_path::message::{AsyncPaymentsContext, OffersContext};
+use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1};
+use lightning::blinded_path::message::{AsyncPaymentsContext, MessageContext, OffersContext};
 use lightning::offers::flow::{
     InvreqResponseInstructions, OffersMessageFlow, MAX_STATIC_INVOICE_SIZE_BYTES,
 };
@@ -13,14 +14,15 @@ use lightning::onion_message::async_payments::{
     OfferPathsRequest, ReleaseHeldHtlc, ServeStaticInvoice, StaticInvoicePersisted,
 };
 use lightning::onion_message::messenger::{
-    MessageSendInstructions, Responder, ResponseInstruction,
+    MessageRouter, MessageSendInstructions, Responder, ResponseInstruction,
 };
 use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
+use lightning::sign::{NodeSigner, ReceiveAuthKey};
 use lightning::util::ser::Writeable;
 
 use crate::invoices::InvoiceStore;
 use crate::router::ServerRouter;
-use crate::Log;
+use crate::{Log, OfferPathsLifetime, ServerIdentity};
 
 /// The LDK flow the server runs on.
 pub type Flow = OffersMessageFlow<Arc<ServerRouter>, Arc<Log>>;
@@ -28,6 +30,8 @@ pub type Flow = OffersMessageFlow<Arc<ServerRouter>, Arc<Log>>;
 /// Handles the async-payments and offers messages a static invoice server receives.
 pub struct ServerHandler {
     pub(crate) flow: Arc<Flow>,
+    paths_lifetime: OfferPathsLifetime,
+    paths: PathMinter,
     store: Arc<InvoiceStore>,
     writer: mpsc::Sender<PendingWrite>,
     replay: Option<Replay>,
@@ -57,6 +61,71 @@ impl Replay {
     }
 }
 
+/// Offer paths with a lifetime of the operator's choosing. LDK's flow hands out one year only;
+/// this builds the same paths and reply path with another expiry.
+struct PathMinter {
+    node_id: PublicKey,
+    receive_auth_key: ReceiveAuthKey,
+    router: Arc<ServerRouter>,
+    secp: Secp256k1<lightning::bitcoin::secp256k1::All>,
+}
+
+impl PathMinter {
+    /// Paths valid for `lifetime` (`None`: forever) from now.
+    fn offer_paths(
+        &self,
+        request: &OfferPathsRequest,
+        context: AsyncPaymentsContext,
+        lifetime: Option<Duration>,
+    ) -> Option<(OfferPaths, MessageContext)> {
+        let AsyncPaymentsContext::OfferPathsRequest {
+            recipient_id,
+            path_absolute_expiry,
+        } = context
+        else {
+            return None;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        if now > path_absolute_expiry.unwrap_or(Duration::MAX) {
+            return None;
+        }
+        let expiry = lifetime.map_or(Duration::MAX, |lifetime| now.saturating_add(lifetime));
+        let paths_absolute_expiry = lifetime.map(|_| expiry.as_secs());
+        let invoice_slot = request.invoice_slot;
+        let context = MessageContext::Offers(OffersContext::StaticInvoiceRequested {
+            recipient_id: recipient_id.clone(),
+            invoice_slot,
+            path_absolute_expiry: expiry,
+        });
+        let paths = self
+            .router
+            .create_blinded_paths(
+                self.node_id,
+                self.receive_auth_key,
+                context,
+                vec![],
+                &self.secp,
+            )
+            .ok()?;
+        // The recipient refreshes the invoice over this path for as long as its offer lives.
+        let reply_context =
+            MessageContext::AsyncPayments(AsyncPaymentsContext::ServeStaticInvoice {
+                recipient_id,
+                invoice_slot,
+                path_absolute_expiry: expiry,
+            });
+        Some((
+            OfferPaths {
+                paths,
+                paths_absolute_expiry,
+            },
+            reply_context,
+        ))
+    }
+}
+
 /// A verified invoice waiting for its durable write; confirmed over `responder` once written.
 struct PendingWrite {
     recipient_id: Vec<u8>,
@@ -68,11 +137,19 @@ struct PendingWrite {
 impl ServerHandler {
     /// `flush` is called after each write so the confirmation leaves at once.
     pub(crate) fn new(
-        flow: Arc<Flow>,
+        identity: &ServerIdentity,
         store: InvoiceStore,
+        paths_lifetime: OfferPathsLifetime,
         replay_after: Option<Duration>,
         flush: impl Fn() + Send + Sync + 'static,
     ) -> Self {
+        let flow = identity.flow.clone();
+        let paths = PathMinter {
+            node_id: identity.node_id,
+            receive_auth_key: identity.keys.get_receive_auth_key(),
+            router: identity.router.clone(),
+            secp: Secp256k1::new(),
+        };
         let flush: Arc<dyn Fn() + Send + Sync> = Arc::new(flush);
         let replay = replay_after.map(|after| Replay {
             after,
@@ -114,6 +191,8 @@ impl ServerHandler {
         });
         Self {
             flow,
+            paths_lifetime,
+            paths,
             store,
             writer,
             replay,
@@ -129,10 +208,17 @@ impl AsyncPaymentsMessageHandler for ServerHandler {
         responder: Option<Responder>,
     ) -> Option<(OfferPaths, ResponseInstruction)> {
         let responder = responder?;
-        match self
-            .flow
-            .handle_offer_paths_request(&message, context, vec![])
-        {
+        let offer_paths = match self.paths_lifetime {
+            OfferPathsLifetime::Ldk => {
+                self.flow
+                    .handle_offer_paths_request(&message, context, vec![])
+            }
+            OfferPathsLifetime::Fixed(lifetime) => {
+                self.paths.offer_paths(&message, context, Some(lifetime))
+            }
+            OfferPathsLifetime::Unlimited => self.paths.offer_paths(&message, context, None),
+        };
+        match offer_paths {
             Some((paths, reply_context)) => {
                 if let Some(replay) = &self.replay {
                     let instructions = responder

@@ -118,6 +118,21 @@ pub struct ServerOptions {
     /// Fault injection for tests: send every `OfferPaths` and `StaticInvoicePersisted` twice
     /// more, once at once and once after this delay, as a confused or replaying server might.
     pub replay_replies_after: Option<Duration>,
+    /// How long the offer paths handed out (and the offers built on them) stay valid.
+    pub offer_paths_lifetime: OfferPathsLifetime,
+}
+
+/// How long the offer paths a server hands out stay valid. Recipients build their offers on
+/// them, so this is how long those offers can be paid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OfferPathsLifetime {
+    /// What LDK's own server role hands out: a year.
+    #[default]
+    Ldk,
+    /// This long from the request.
+    Fixed(Duration),
+    /// Forever: offers without expiry, for a profile bio or a printed QR code.
+    Unlimited,
 }
 
 /// The server's identity and path minting, without any network.
@@ -270,8 +285,9 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
     let flush = Arc::new(tokio::sync::Notify::new());
     let flush_signal = flush.clone();
     let handler = Arc::new(ServerHandler::new(
-        identity.flow.clone(),
+        &identity,
         store,
+        options.offer_paths_lifetime,
         options.replay_replies_after,
         move || flush_signal.notify_one(),
     ));

@@ -5,8 +5,10 @@ use std::time::Duration;
 use lightning::bitcoin::Network;
 
 const USAGE: &str = "usage:
-  async-offers-server [--listen ADDR] [--data-dir DIR] [--network NET] [--compact-scid SCID] [--recipient ID]...
-      serve; prints one JSON line {node_id, address, paths} per --recipient ID
+  async-offers-server [--listen ADDR] [--data-dir DIR] [--network NET] [--compact-scid SCID]
+                      [--offer-paths-days N|never] [--recipient ID]...
+      serve; prints one JSON line {node_id, address, paths} per --recipient ID;
+      offers last --offer-paths-days (default: 365, as LDK's server role)
   async-offers-server mint --data-dir DIR --address HOST:PORT --recipient ID [--network NET] [--compact-scid SCID] [--expiry-days N]
       print a recipient's JSON line without serving";
 
@@ -19,6 +21,7 @@ struct Args {
     compact_scid: Option<u64>,
     recipients: Vec<String>,
     expiry_days: Option<u64>,
+    offer_paths_lifetime: async_offers_server::OfferPathsLifetime,
 }
 
 fn parse() -> Result<Args, String> {
@@ -31,6 +34,7 @@ fn parse() -> Result<Args, String> {
         compact_scid: None,
         recipients: vec![],
         expiry_days: None,
+        offer_paths_lifetime: Default::default(),
     };
     let mut it = std::env::args().skip(1).peekable();
     if it.peek().map(String::as_str) == Some("mint") {
@@ -60,6 +64,16 @@ fn parse() -> Result<Args, String> {
                         .parse()
                         .map_err(|e| format!("--expiry-days: {e}"))?,
                 )
+            }
+            "--offer-paths-days" => {
+                args.offer_paths_lifetime = match value()?.as_str() {
+                    "never" => async_offers_server::OfferPathsLifetime::Unlimited,
+                    days => async_offers_server::OfferPathsLifetime::Fixed(Duration::from_secs(
+                        days.parse::<u64>()
+                            .map_err(|e| format!("--offer-paths-days: {e}"))?
+                            .saturating_mul(24 * 3600),
+                    )),
+                }
             }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -116,6 +130,7 @@ fn main() {
             network: args.network,
             compact_scid: args.compact_scid,
             replay_replies_after: None,
+            offer_paths_lifetime: args.offer_paths_lifetime,
         };
         let server = async_offers_server::start(options)
             .await

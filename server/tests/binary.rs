@@ -42,10 +42,12 @@ fn mint_prints_a_json_line_per_recipient_with_decodable_paths_and_a_stable_node_
 
 #[test]
 fn bad_flags_are_a_usage_error() {
-    let status = Command::new(env!("CARGO_BIN_EXE_async-offers-server"))
-        .args(["--network", "moon"])
-        .output()
-        .unwrap()
-        .status;
-    assert_eq!(status.code(), Some(2));
+    for args in [["--network", "moon"], ["--offer-paths-days", "forever"]] {
+        let status = Command::new(env!("CARGO_BIN_EXE_async-offers-server"))
+            .args(args)
+            .output()
+            .unwrap()
+            .status;
+        assert_eq!(status.code(), Some(2), "{args:?}");
+    }
 }

@@ -107,6 +107,8 @@ pub struct OffersConfig {
     pub channel_hints: Vec<ChannelHint>,
     /// The most messages sent to the server in a minute; the rest wait.
     pub max_messages_per_minute: u32,
+    /// How many seconds before a handed-out offer expires `OfferExpiring` is sent.
+    pub offer_expiring_notice_secs: u64,
 }
 
 /// A configuration with the SDK's defaults for everything but the server and the data dir.
@@ -131,6 +133,7 @@ pub fn default_config(
         tick_interval_ms: config::DEFAULT_TICK_INTERVAL.as_millis() as u64,
         channel_hints: Vec::new(),
         max_messages_per_minute: config::DEFAULT_MAX_MESSAGES_PER_MINUTE,
+        offer_expiring_notice_secs: config::DEFAULT_OFFER_EXPIRING_NOTICE.as_secs(),
     }
 }
 
@@ -150,6 +153,7 @@ impl TryFrom<OffersConfig> for crate::Config {
         core.min_offer_paths_lifetime = Duration::from_secs(config.min_offer_paths_lifetime_secs);
         core.tick_interval = Duration::from_millis(config.tick_interval_ms);
         core.max_messages_per_minute = config.max_messages_per_minute;
+        core.offer_expiring_notice = Duration::from_secs(config.offer_expiring_notice_secs);
         core.channel_hints = config
             .channel_hints
             .into_iter()
@@ -222,6 +226,11 @@ pub enum OfferEvent {
         /// Its replacement.
         new_offer: Offer,
     },
+    /// A handed-out offer expires soon: publish another (`offerFor` gives its label a fresh one).
+    OfferExpiring {
+        /// The offer, with its label and expiry.
+        offer: Offer,
+    },
     /// An offer expired and was removed.
     OfferExpired {
         /// Its id.
@@ -260,6 +269,9 @@ impl From<crate::Event> for OfferEvent {
             } => Self::OfferReplaced {
                 old_offer_id,
                 new_offer: new_offer.into(),
+            },
+            E::OfferExpiring { offer } => Self::OfferExpiring {
+                offer: offer.into(),
             },
             E::OfferExpired { offer_id } => Self::OfferExpired { offer_id },
             E::InvoiceRefreshed { offer_id } => Self::InvoiceRefreshed { offer_id },

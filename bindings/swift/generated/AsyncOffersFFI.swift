@@ -1722,6 +1722,10 @@ public struct OffersConfig: Equatable, Hashable {
      * The most messages sent to the server in a minute; the rest wait.
      */
     public var maxMessagesPerMinute: UInt32
+    /**
+     * How many seconds before a handed-out offer expires `OfferExpiring` is sent.
+     */
+    public var offerExpiringNoticeSecs: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1761,7 +1765,10 @@ public struct OffersConfig: Equatable, Hashable {
          */channelHints: [ChannelHint], 
         /**
          * The most messages sent to the server in a minute; the rest wait.
-         */maxMessagesPerMinute: UInt32) {
+         */maxMessagesPerMinute: UInt32, 
+        /**
+         * How many seconds before a handed-out offer expires `OfferExpiring` is sent.
+         */offerExpiringNoticeSecs: UInt64) {
         self.network = network
         self.dataDir = dataDir
         self.serverNodeId = serverNodeId
@@ -1774,6 +1781,7 @@ public struct OffersConfig: Equatable, Hashable {
         self.tickIntervalMs = tickIntervalMs
         self.channelHints = channelHints
         self.maxMessagesPerMinute = maxMessagesPerMinute
+        self.offerExpiringNoticeSecs = offerExpiringNoticeSecs
     }
 
     
@@ -1803,7 +1811,8 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
                 minOfferPathsLifetimeSecs: FfiConverterUInt64.read(from: &buf), 
                 tickIntervalMs: FfiConverterUInt64.read(from: &buf), 
                 channelHints: FfiConverterSequenceTypeChannelHint.read(from: &buf), 
-                maxMessagesPerMinute: FfiConverterUInt32.read(from: &buf)
+                maxMessagesPerMinute: FfiConverterUInt32.read(from: &buf), 
+                offerExpiringNoticeSecs: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -1820,6 +1829,7 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.tickIntervalMs, into: &buf)
         FfiConverterSequenceTypeChannelHint.write(value.channelHints, into: &buf)
         FfiConverterUInt32.write(value.maxMessagesPerMinute, into: &buf)
+        FfiConverterUInt64.write(value.offerExpiringNoticeSecs, into: &buf)
     }
 }
 
@@ -2160,6 +2170,14 @@ public enum OfferEvent: Equatable, Hashable {
          */newOffer: Offer
     )
     /**
+     * A handed-out offer expires soon: publish another (`offerFor` gives its label a fresh one).
+     */
+    case offerExpiring(
+        /**
+         * The offer, with its label and expiry.
+         */offer: Offer
+    )
+    /**
      * An offer expired and was removed.
      */
     case offerExpired(
@@ -2224,17 +2242,20 @@ public struct FfiConverterTypeOfferEvent: FfiConverterRustBuffer {
         case 2: return .offerReplaced(oldOfferId: try FfiConverterString.read(from: &buf), newOffer: try FfiConverterTypeOffer.read(from: &buf)
         )
         
-        case 3: return .offerExpired(offerId: try FfiConverterString.read(from: &buf)
+        case 3: return .offerExpiring(offer: try FfiConverterTypeOffer.read(from: &buf)
         )
         
-        case 4: return .invoiceRefreshed(offerId: try FfiConverterString.read(from: &buf)
+        case 4: return .offerExpired(offerId: try FfiConverterString.read(from: &buf)
         )
         
-        case 5: return .serverConnected
+        case 5: return .invoiceRefreshed(offerId: try FfiConverterString.read(from: &buf)
+        )
         
-        case 6: return .serverDisconnected
+        case 6: return .serverConnected
         
-        case 7: return .invoiceRequestForwarded(offerId: try FfiConverterString.read(from: &buf), amountMsats: try FfiConverterOptionUInt64.read(from: &buf), payerNote: try FfiConverterOptionString.read(from: &buf)
+        case 7: return .serverDisconnected
+        
+        case 8: return .invoiceRequestForwarded(offerId: try FfiConverterString.read(from: &buf), amountMsats: try FfiConverterOptionUInt64.read(from: &buf), payerNote: try FfiConverterOptionString.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -2256,26 +2277,31 @@ public struct FfiConverterTypeOfferEvent: FfiConverterRustBuffer {
             FfiConverterTypeOffer.write(newOffer, into: &buf)
             
         
-        case let .offerExpired(offerId):
+        case let .offerExpiring(offer):
             writeInt(&buf, Int32(3))
-            FfiConverterString.write(offerId, into: &buf)
+            FfiConverterTypeOffer.write(offer, into: &buf)
             
         
-        case let .invoiceRefreshed(offerId):
+        case let .offerExpired(offerId):
             writeInt(&buf, Int32(4))
             FfiConverterString.write(offerId, into: &buf)
             
         
-        case .serverConnected:
+        case let .invoiceRefreshed(offerId):
             writeInt(&buf, Int32(5))
+            FfiConverterString.write(offerId, into: &buf)
+            
         
-        
-        case .serverDisconnected:
+        case .serverConnected:
             writeInt(&buf, Int32(6))
         
         
-        case let .invoiceRequestForwarded(offerId,amountMsats,payerNote):
+        case .serverDisconnected:
             writeInt(&buf, Int32(7))
+        
+        
+        case let .invoiceRequestForwarded(offerId,amountMsats,payerNote):
+            writeInt(&buf, Int32(8))
             FfiConverterString.write(offerId, into: &buf)
             FfiConverterOptionUInt64.write(amountMsats, into: &buf)
             FfiConverterOptionString.write(payerNote, into: &buf)

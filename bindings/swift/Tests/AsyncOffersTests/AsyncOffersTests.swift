@@ -63,10 +63,12 @@ final class AsyncOffersTests: XCTestCase {
         client.addListener(threads)
         let stream = client.events()
         try client.start()
-        var ready: [Offer] = []
-        for await event in stream {
-            if case let .offerReady(offer) = event { ready.append(offer) }
-            if ready.count == 3 { break }
+        let ready: [Offer] = try await collect(stream) { events in
+            let ready = events.compactMap { event -> Offer? in
+                if case let .offerReady(offer) = event { return offer }
+                return nil
+            }
+            return ready.count == 3 ? ready : nil
         }
         XCTAssertEqual(Set(ready.map(\.offerId)).count, 3)
         XCTAssertTrue(ready.allSatisfy { $0.offer.hasPrefix("lno1") && $0.state == .ready })
@@ -84,6 +86,31 @@ final class AsyncOffersTests: XCTestCase {
         XCTAssertEqual(Set(taken.map(\.offerId)).count, 3)
         XCTAssertTrue(taken.allSatisfy { $0.state == .used })
         XCTAssertEqual(taken.map(\.label), ["order 1", "order 2", "order 3"])
+    }
+
+    func testUpdateChannelsRefreshesEveryReadyAndHandedOutOffer() async throws {
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        _ = try client.takeOffer(label: "shop")
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        let offers = Set(client.offers().map(\.offerId))
+        let stream = client.events()
+        try client.updateChannels([
+            ChannelHint(
+                lspNodeId: nodeId, shortChannelId: 1 << 40, feeBaseMsat: 1_000,
+                feeProportionalMillionths: 100, cltvExpiryDelta: 72, htlcMinimumMsat: 1_000,
+                htlcMaximumMsat: 500_000_000)
+        ])
+        let refreshed: Set<String> = try await collect(stream) { events in
+            let refreshed = Set(events.compactMap { event -> String? in
+                if case let .invoiceRefreshed(offerId) = event { return offerId }
+                return nil
+            })
+            return refreshed == offers ? refreshed : nil
+        }
+        XCTAssertEqual(refreshed, offers)
+        client.stop()
     }
 
     func testOfferForKeepsOneOfferPerLabel() async throws {
@@ -186,6 +213,32 @@ private final class ThreadRecorder: OfferListener, @unchecked Sendable {
     }
 
     func onEvent(event: OfferEvent) {}
+}
+
+private struct StreamTimedOut: Error {}
+
+/// Gathers `stream`'s events until `done` makes something of them, or throws after `timeout`
+/// seconds so a missing event fails the test instead of hanging it.
+private func collect<T: Sendable>(
+    _ stream: AsyncStream<OfferEvent>, timeout: Double = 30,
+    done: @escaping @Sendable ([OfferEvent]) -> T?
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask {
+            var events: [OfferEvent] = []
+            for await event in stream {
+                events.append(event)
+                if let result = done(events) { return result }
+            }
+            throw StreamTimedOut()
+        }
+        group.addTask {
+            try await Task.sleep(nanoseconds: UInt64(timeout * 1_000_000_000))
+            throw StreamTimedOut()
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
 }
 
 private struct AppBug: Error, CustomStringConvertible {

@@ -8,9 +8,11 @@ import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.filterIsInstance
 import kotlinx.coroutines.flow.take
 import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.CoroutineStart
 import kotlinx.coroutines.async
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
+import org.asyncoffers.ffi.ChannelHint
 import org.asyncoffers.ffi.LogLevel
 import org.asyncoffers.ffi.LogRecord
 import org.asyncoffers.ffi.LogWriter
@@ -99,6 +101,23 @@ class AsyncOffersTest {
             assertEquals(3, taken.map { it.offerId }.toSet().size)
             assertTrue(taken.all { it.state == OfferState.USED })
             assertEquals(listOf("order 1", "order 2", "order 3"), taken.map { it.label })
+        }
+    }
+
+    @Test
+    fun updateChannelsRefreshesEveryReadyAndHandedOutOffer() = runBlocking {
+        AsyncOffersClient(config(tempDir()), seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds)
+            client.takeOffer("shop")
+            client.waitForReadyOffers(3, 30.seconds)
+            val offers = client.offers().map { it.offerId }.toSet()
+            val refreshed = async(start = CoroutineStart.UNDISPATCHED) {
+                client.events.filterIsInstance<OfferEvent.InvoiceRefreshed>().take(offers.size).toList()
+            }
+            client.updateChannels(listOf(ChannelHint(nodeId, 1uL shl 40, 1_000u, 100u, 72u, 1_000uL, 500_000_000uL)))
+            val seen = withTimeout(30.seconds) { refreshed.await() }
+            assertEquals(offers, seen.map { it.offerId }.toSet())
         }
     }
 

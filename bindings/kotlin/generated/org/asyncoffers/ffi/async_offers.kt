@@ -2855,6 +2855,11 @@ data class OffersConfig (
      * The most messages sent to the server in a minute; the rest wait.
      */
     var `maxMessagesPerMinute`: kotlin.UInt
+    , 
+    /**
+     * How many seconds before a handed-out offer expires `OfferExpiring` is sent.
+     */
+    var `offerExpiringNoticeSecs`: kotlin.ULong
     
 ){
     
@@ -2883,6 +2888,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.read(buf),
             FfiConverterSequenceTypeChannelHint.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -2898,7 +2904,8 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.allocationSize(value.`minOfferPathsLifetimeSecs`) +
             FfiConverterULong.allocationSize(value.`tickIntervalMs`) +
             FfiConverterSequenceTypeChannelHint.allocationSize(value.`channelHints`) +
-            FfiConverterUInt.allocationSize(value.`maxMessagesPerMinute`)
+            FfiConverterUInt.allocationSize(value.`maxMessagesPerMinute`) +
+            FfiConverterULong.allocationSize(value.`offerExpiringNoticeSecs`)
     )
 
     override fun write(value: OffersConfig, buf: ByteBuffer) {
@@ -2914,6 +2921,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.write(value.`tickIntervalMs`, buf)
             FfiConverterSequenceTypeChannelHint.write(value.`channelHints`, buf)
             FfiConverterUInt.write(value.`maxMessagesPerMinute`, buf)
+            FfiConverterULong.write(value.`offerExpiringNoticeSecs`, buf)
     }
 }
 
@@ -3141,6 +3149,21 @@ sealed class OfferEvent {
     }
     
     /**
+     * A handed-out offer expires soon: publish another (`offerFor` gives its label a fresh one).
+     */
+    data class OfferExpiring(
+        /**
+         * The offer, with its label and expiry.
+         */
+        val `offer`: org.asyncoffers.ffi.Offer) : OfferEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
      * An offer expired and was removed.
      */
     data class OfferExpired(
@@ -3228,15 +3251,18 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
                 FfiConverterString.read(buf),
                 FfiConverterTypeOffer.read(buf),
                 )
-            3 -> OfferEvent.OfferExpired(
+            3 -> OfferEvent.OfferExpiring(
+                FfiConverterTypeOffer.read(buf),
+                )
+            4 -> OfferEvent.OfferExpired(
                 FfiConverterString.read(buf),
                 )
-            4 -> OfferEvent.InvoiceRefreshed(
+            5 -> OfferEvent.InvoiceRefreshed(
                 FfiConverterString.read(buf),
                 )
-            5 -> OfferEvent.ServerConnected
-            6 -> OfferEvent.ServerDisconnected
-            7 -> OfferEvent.InvoiceRequestForwarded(
+            6 -> OfferEvent.ServerConnected
+            7 -> OfferEvent.ServerDisconnected
+            8 -> OfferEvent.InvoiceRequestForwarded(
                 FfiConverterString.read(buf),
                 FfiConverterOptionalULong.read(buf),
                 FfiConverterOptionalString.read(buf),
@@ -3259,6 +3285,13 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
                 4UL
                 + FfiConverterString.allocationSize(value.`oldOfferId`)
                 + FfiConverterTypeOffer.allocationSize(value.`newOffer`)
+            )
+        }
+        is OfferEvent.OfferExpiring -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeOffer.allocationSize(value.`offer`)
             )
         }
         is OfferEvent.OfferExpired -> {
@@ -3311,26 +3344,31 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
                 FfiConverterTypeOffer.write(value.`newOffer`, buf)
                 Unit
             }
-            is OfferEvent.OfferExpired -> {
+            is OfferEvent.OfferExpiring -> {
                 buf.putInt(3)
-                FfiConverterString.write(value.`offerId`, buf)
+                FfiConverterTypeOffer.write(value.`offer`, buf)
                 Unit
             }
-            is OfferEvent.InvoiceRefreshed -> {
+            is OfferEvent.OfferExpired -> {
                 buf.putInt(4)
                 FfiConverterString.write(value.`offerId`, buf)
                 Unit
             }
-            is OfferEvent.ServerConnected -> {
+            is OfferEvent.InvoiceRefreshed -> {
                 buf.putInt(5)
+                FfiConverterString.write(value.`offerId`, buf)
                 Unit
             }
-            is OfferEvent.ServerDisconnected -> {
+            is OfferEvent.ServerConnected -> {
                 buf.putInt(6)
                 Unit
             }
-            is OfferEvent.InvoiceRequestForwarded -> {
+            is OfferEvent.ServerDisconnected -> {
                 buf.putInt(7)
+                Unit
+            }
+            is OfferEvent.InvoiceRequestForwarded -> {
+                buf.putInt(8)
                 FfiConverterString.write(value.`offerId`, buf)
                 FfiConverterOptionalULong.write(value.`amountMsats`, buf)
                 FfiConverterOptionalString.write(value.`payerNote`, buf)

@@ -1,0 +1,131 @@
+//! Long-lived offers: an offer without expiry keeps a fresh invoice on the server for months,
+//! and a handed-out offer that does expire is announced ahead, its label moving on.
+
+mod common;
+
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use async_offers::{AsyncOffersClient, Clock, Config, Event, ManualClock};
+use async_offers_server::{check_invoice_for_offer, OfferPathsLifetime, Payer};
+use common::*;
+use lightning::bitcoin::Network;
+use lightning::offers::offer::Offer;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn client_at(config: Config, clock: Arc<ManualClock>) -> AsyncOffersClient {
+    log_to_stderr();
+    AsyncOffersClient::builder(config, SEED)
+        .runtime(tokio::runtime::Handle::current())
+        .clock(clock)
+        .build()
+        .unwrap()
+}
+
+/// Waits for the first event `pick` accepts.
+fn wait_for<T>(events: &mpsc::Receiver<Event>, pick: impl Fn(Event) -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let event = events
+            .recv_timeout(left)
+            .expect("the event within the wait");
+        if let Some(found) = pick(event) {
+            return found;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_without_expiry_has_a_fresh_invoice_after_six_months() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let mut options = server_options(server_dir.path(), "127.0.0.1:0");
+    options.offer_paths_lifetime = OfferPathsLifetime::Unlimited;
+    let server = start_server_with(options).await;
+    let mut config = config_for(&server, b"wallet-bio", client_dir.path());
+    config.offer_slots = 2;
+    let clock = Arc::new(ManualClock::starting_now());
+    let client = client_at(config, clock.clone());
+    let (listener, events) = events();
+    client.add_listener(listener);
+    client.start().unwrap();
+    client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    let bio = client.offer_for("profile bio").unwrap();
+    assert_eq!(bio.expires_at, None, "an offer that never expires");
+
+    for _month in 1..=6 {
+        clock.advance(30 * DAY);
+        wait_for(&events, |event| match event {
+            Event::InvoiceRefreshed { offer_id } if offer_id == bio.offer_id => Some(()),
+            _ => None,
+        });
+    }
+
+    let offer: Offer = bio.offer.parse().unwrap();
+    let payer = Payer::connect(
+        server.identity().node_id(),
+        &server.local_addr().to_string(),
+        Network::Regtest,
+    )
+    .await
+    .unwrap();
+    let fetched = payer
+        .fetch_static_invoice(&offer, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let now = clock.now();
+    check_invoice_for_offer(&offer, &fetched.invoice, now).unwrap();
+    assert!(
+        fetched.invoice.created_at() + DAY > now,
+        "the payer gets this month's invoice, not one from months ago"
+    );
+    assert_eq!(
+        client.offer_for("profile bio").unwrap().offer_id,
+        bio.offer_id
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_out_offer_is_announced_before_it_expires_and_its_label_moves_on() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let mut options = server_options(server_dir.path(), "127.0.0.1:0");
+    options.offer_paths_lifetime = OfferPathsLifetime::Fixed(100 * DAY);
+    let server = start_server_with(options).await;
+    let mut config = config_for(&server, b"wallet-expiring", client_dir.path());
+    config.offer_slots = 2;
+    // The server's clock does not move with ours: later offers look short-lived to us.
+    config.min_offer_paths_lifetime = DAY;
+    let clock = Arc::new(ManualClock::starting_now());
+    let client = client_at(config, clock.clone());
+    let (listener, events) = events();
+    client.add_listener(listener);
+    client.start().unwrap();
+    client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    let shop = client.offer_for("shop").unwrap();
+    let expires_at = shop.expires_at.expect("a 100-day offer");
+
+    clock.advance(87 * DAY);
+    let announced = wait_for(&events, |event| match event {
+        Event::OfferExpiring { offer } => Some(offer),
+        _ => None,
+    });
+    assert_eq!(announced.offer_id, shop.offer_id);
+    assert_eq!(announced.label.as_deref(), Some("shop"));
+    assert!(clock.now() + DAY * 14 >= expires_at);
+    let moved = client.offer_for("shop").unwrap();
+    assert_ne!(moved.offer_id, shop.offer_id, "a fresh offer for the label");
+    assert_eq!(client.offer_for("shop").unwrap().offer_id, moved.offer_id);
+    assert!(
+        client.offers().iter().any(|o| o.offer_id == shop.offer_id),
+        "the old offer still works until it expires"
+    );
+
+    clock.advance(14 * DAY);
+    wait_for(&events, |event| match event {
+        Event::OfferExpired { offer_id } if offer_id == shop.offer_id => Some(()),
+        _ => None,
+    });
+}
