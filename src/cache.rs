@@ -4,13 +4,19 @@
 //! with a movable clock. The protocol layer turns the decisions into messages and persists the
 //! offers this module changes.
 //!
-//! Slots are the server's `invoice_slot` numbers. Each live offer owns one; a slot is reused
-//! only once its offer is gone, so a handed-out offer is never overwritten on the server.
-//! `target` is how many Ready offers to keep: taking one immediately requests a new slot.
+//! Slots are each server's `invoice_slot` numbers, kept per server. Each live offer owns one; a
+//! slot is reused only once its offer is gone, so a handed-out offer is never overwritten on
+//! its server. `target` is how many Ready offers to keep in all: taking one immediately
+//! requests a new slot.
+//!
+//! With several servers, each server that is not known to be unreachable has an equal share of
+//! the target, which it fills once connected; the shares of unreachable servers go to the
+//! connected ones. An offer stays with the server that holds its invoice for its whole life.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::{Offer, OfferId};
@@ -29,9 +35,22 @@ pub enum OfferState {
     Used,
 }
 
-/// One offer with everything needed to keep its invoice fresh on the server.
+/// Whether the client can talk to a server now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Reachability {
+    /// The last attempt to connect failed, or the connection dropped.
+    Unreachable,
+    /// Not tried yet: its share of the target waits for it.
+    Connecting,
+    /// Connected: requests and invoices can go out.
+    Connected,
+}
+
+/// One offer with everything needed to keep its invoice fresh on its server.
 #[derive(Clone, Debug)]
 pub(crate) struct CachedOffer {
+    /// The node id of the server holding the offer's invoice.
+    pub server: PublicKey,
     pub slot: u16,
     pub offer: Offer,
     pub nonce: Nonce,
@@ -70,6 +89,9 @@ impl CachedOffer {
 /// Tunables of the cache, from [`crate::Config`].
 #[derive(Clone, Debug)]
 pub(crate) struct CachePolicy {
+    /// The configured servers, in the order of the config (the first ones get the larger
+    /// shares when the target does not divide evenly).
+    pub servers: Vec<PublicKey>,
     pub target_ready: u16,
     pub ready_max_age: Duration,
     pub invoice_refresh_interval: Duration,
@@ -93,6 +115,7 @@ struct SlotRequest {
 /// An `OfferPathsRequest` to send now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PlannedRequest {
+    pub server: PublicKey,
     pub slot: u16,
     pub attempt: u32,
 }
@@ -139,15 +162,23 @@ pub(crate) struct Maintenance {
 pub(crate) struct OfferCache {
     policy: CachePolicy,
     offers: Vec<CachedOffer>,
-    requests: BTreeMap<u16, SlotRequest>,
+    /// Outstanding requests of connected servers, by server and slot.
+    requests: BTreeMap<(PublicKey, u16), SlotRequest>,
+    reachability: HashMap<PublicKey, Reachability>,
 }
 
 impl OfferCache {
     pub fn new(policy: CachePolicy, offers: Vec<CachedOffer>) -> Self {
+        let reachability = policy
+            .servers
+            .iter()
+            .map(|server| (*server, Reachability::Connecting))
+            .collect();
         Self {
             policy,
             offers,
             requests: BTreeMap::new(),
+            reachability,
         }
     }
 
@@ -164,16 +195,39 @@ impl OfferCache {
     }
 
     #[cfg(test)]
-    pub fn requested_slots(&self) -> Vec<u16> {
+    pub fn requested_slots(&self) -> Vec<(PublicKey, u16)> {
         self.requests.keys().copied().collect()
     }
 
-    /// Ready offers that are not yet due for replacement.
-    fn fresh_ready(&self, now: Duration) -> usize {
-        self.offers
-            .iter()
-            .filter(|o| o.state == OfferState::Ready && !self.is_stale_ready(o, now))
-            .count()
+    /// How reachable `server` is; servers no longer configured never are.
+    pub fn reachability(&self, server: &PublicKey) -> Reachability {
+        self.reachability
+            .get(server)
+            .copied()
+            .unwrap_or(Reachability::Unreachable)
+    }
+
+    /// Records whether `server` can be talked to. Leaving `Connected` forgets its outstanding
+    /// requests: their replies could not reach us, and their share goes to other servers
+    /// until it is back. Unknown servers are ignored.
+    pub fn set_reachability(&mut self, server: PublicKey, reachability: Reachability) {
+        let Some(current) = self.reachability.get_mut(&server) else {
+            return;
+        };
+        *current = reachability;
+        if reachability != Reachability::Connected {
+            self.requests.retain(|(of, _), _| *of != server);
+        }
+    }
+
+    /// Whether `server` is one of the config's: offers of others are kept while they live,
+    /// but nothing is sent for them.
+    fn is_configured(&self, server: &PublicKey) -> bool {
+        self.reachability.contains_key(server)
+    }
+
+    fn is_connected(&self, server: &PublicKey) -> bool {
+        self.reachability(server) == Reachability::Connected
     }
 
     fn is_expiring(&self, offer: &CachedOffer, now: Duration) -> bool {
@@ -186,51 +240,103 @@ impl OfferCache {
         offer.created_at.saturating_add(self.policy.ready_max_age) <= now
     }
 
-    /// The `OfferPathsRequest`s to send now: retries that are due (all of them after a
-    /// reconnection), then a new slot for each missing offer. Never two requests per slot.
-    pub fn plan_requests(&mut self, now: Duration, reconnected: bool) -> Vec<PlannedRequest> {
+    /// Fresh Ready, Pending and requested offers of `server`: what it contributes to the target.
+    fn underway(&self, server: &PublicKey, now: Duration) -> usize {
+        let offers = self
+            .offers
+            .iter()
+            .filter(|o| o.server == *server)
+            .filter(|o| match o.state {
+                OfferState::Ready => !self.is_stale_ready(o, now),
+                OfferState::Pending => true,
+                OfferState::Used => false,
+            })
+            .count();
+        offers + self.requests.keys().filter(|(of, _)| of == server).count()
+    }
+
+    /// The `OfferPathsRequest`s to send now: retries that are due, then a new slot for each
+    /// missing offer, on the connected server furthest below its share. Never two requests
+    /// per slot.
+    pub fn plan_requests(&mut self, now: Duration) -> Vec<PlannedRequest> {
         let mut planned = Vec::new();
         let policy = self.policy.clone();
-        for (slot, request) in self.requests.iter_mut() {
-            if reconnected || request.retry_at <= now {
+        for ((server, slot), request) in self.requests.iter_mut() {
+            if request.retry_at <= now {
                 request.attempts += 1;
                 request.retry_at = now + retry_delay(&policy, request.attempts);
                 planned.push(PlannedRequest {
+                    server: *server,
                     slot: *slot,
                     attempt: request.attempts,
                 });
             }
         }
-        let pending = self
-            .offers
+        // Servers not known to be unreachable share the target; a connecting one's share waits
+        // for it, an unreachable one's is spread over the others.
+        let live: Vec<PublicKey> = policy
+            .servers
             .iter()
-            .filter(|o| o.state == OfferState::Pending)
-            .count();
-        let underway = self.fresh_ready(now) + pending + self.requests.len();
-        for _ in underway..self.policy.target_ready as usize {
-            let Some(slot) = self.free_slot() else { break };
+            .filter(|server| self.reachability(server) != Reachability::Unreachable)
+            .copied()
+            .collect();
+        if live.is_empty() {
+            return planned;
+        }
+        let target = policy.target_ready as usize;
+        let mut load: Vec<(PublicKey, usize, usize)> = live
+            .iter()
+            .enumerate()
+            .map(|(index, server)| {
+                let share = target / live.len() + usize::from(index < target % live.len());
+                (*server, share, self.underway(server, now))
+            })
+            .collect();
+        let mut missing = target.saturating_sub(load.iter().map(|(_, _, n)| n).sum());
+        while missing > 0 {
+            let Some((server, _, underway)) = load
+                .iter_mut()
+                .filter(|(server, share, underway)| underway < share && self.is_connected(server))
+                .max_by_key(|(_, share, underway)| *share - *underway)
+            else {
+                break;
+            };
+            let Some(slot) = self.free_slot(server) else {
+                break;
+            };
+            *underway += 1;
+            missing -= 1;
             self.requests.insert(
-                slot,
+                (*server, slot),
                 SlotRequest {
                     attempts: 1,
                     retry_at: now + retry_delay(&policy, 1),
                 },
             );
-            planned.push(PlannedRequest { slot, attempt: 1 });
+            planned.push(PlannedRequest {
+                server: *server,
+                slot,
+                attempt: 1,
+            });
         }
         planned
     }
 
-    /// The lowest slot number not owned by a live offer or an outstanding request.
-    fn free_slot(&self) -> Option<u16> {
+    /// The lowest slot of `server` not owned by a live offer or an outstanding request.
+    fn free_slot(&self, server: &PublicKey) -> Option<u16> {
         (0..=u16::MAX).find(|slot| {
-            !self.requests.contains_key(slot) && !self.offers.iter().any(|o| o.slot == *slot)
+            !self.requests.contains_key(&(*server, *slot))
+                && !self
+                    .offers
+                    .iter()
+                    .any(|o| o.server == *server && o.slot == *slot)
         })
     }
 
-    /// Checks an `OfferPaths` reply before any offer is built from it.
+    /// Checks an `OfferPaths` reply from `server` before any offer is built from it.
     pub fn check_offer_paths(
         &self,
+        server: PublicKey,
         slot: u16,
         reply_path_expiry: Duration,
         paths: &[BlindedMessagePath],
@@ -240,7 +346,7 @@ impl OfferCache {
         if reply_path_expiry < now {
             return Err(OfferPathsRejection::ReplyPathExpired);
         }
-        if !self.requests.contains_key(&slot) {
+        if !self.requests.contains_key(&(server, slot)) {
             return Err(OfferPathsRejection::SlotNotRequested);
         }
         if paths.is_empty() {
@@ -260,12 +366,12 @@ impl OfferCache {
 
     /// Records a freshly built offer whose invoice is about to be sent; ends its slot's request.
     pub fn insert_pending(&mut self, offer: CachedOffer) {
-        self.requests.remove(&offer.slot);
+        self.requests.remove(&(offer.server, offer.slot));
         self.offers.push(offer);
     }
 
     /// Undoes [`Self::insert_pending`] when the offer could not be persisted. The slot's
-    /// request stays outstanding so it is retried.
+    /// request stays outstanding so it is retried, while its server is connected.
     pub fn abandon_pending(&mut self, id: OfferId, now: Duration) {
         if let Some(index) = self
             .offers
@@ -273,14 +379,16 @@ impl OfferCache {
             .position(|o| o.id() == id && o.state == OfferState::Pending)
         {
             let offer = self.offers.remove(index);
-            let retry_at = now + retry_delay(&self.policy, 1);
-            self.requests.insert(
-                offer.slot,
-                SlotRequest {
-                    attempts: 1,
-                    retry_at,
-                },
-            );
+            if self.is_connected(&offer.server) {
+                let retry_at = now + retry_delay(&self.policy, 1);
+                self.requests.insert(
+                    (offer.server, offer.slot),
+                    SlotRequest {
+                        attempts: 1,
+                        retry_at,
+                    },
+                );
+            }
         }
     }
 
@@ -303,12 +411,13 @@ impl OfferCache {
         }
         offer.state = OfferState::Ready;
         Confirmation::NowReady {
-            replaced: self.drop_excess_ready(id, now),
+            replaced: self.drop_excess_ready(Some(id), now),
         }
     }
 
-    /// Keeps at most `target` Ready offers, dropping stale ones first, then the oldest.
-    fn drop_excess_ready(&mut self, keep: OfferId, now: Duration) -> Vec<CachedOffer> {
+    /// Keeps at most `target` Ready offers, dropping those of unreachable servers first, then
+    /// stale ones, then the oldest; never `keep`.
+    fn drop_excess_ready(&mut self, keep: Option<OfferId>, now: Duration) -> Vec<CachedOffer> {
         let mut dropped = Vec::new();
         loop {
             let ready = self
@@ -323,8 +432,14 @@ impl OfferCache {
                 .offers
                 .iter()
                 .enumerate()
-                .filter(|(_, o)| o.state == OfferState::Ready && o.id() != keep)
-                .min_by_key(|(_, o)| (!self.is_stale_ready(o, now), o.created_at))
+                .filter(|(_, o)| o.state == OfferState::Ready && Some(o.id()) != keep)
+                .min_by_key(|(_, o)| {
+                    (
+                        self.reachability(&o.server) != Reachability::Unreachable,
+                        !self.is_stale_ready(o, now),
+                        o.created_at,
+                    )
+                })
                 .map(|(index, _)| index);
             match victim {
                 Some(index) => dropped.push(self.offers.remove(index)),
@@ -333,13 +448,17 @@ impl OfferCache {
         }
     }
 
-    /// Marks the newest live Ready offer as Used with `label` and returns it.
+    /// Marks a live Ready offer as Used with `label` and returns it: the newest of a server
+    /// that can be reached, else the newest of any.
     pub fn take(&mut self, label: Option<String>, now: Duration) -> Option<CachedOffer> {
-        let offer = self
+        let index = self
             .offers
-            .iter_mut()
-            .filter(|o| o.state == OfferState::Ready && !o.is_expired(now))
-            .max_by_key(|o| o.created_at)?;
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.state == OfferState::Ready && !o.is_expired(now))
+            .max_by_key(|(_, o)| (self.reachability(&o.server), o.created_at))
+            .map(|(index, _)| index)?;
+        let offer = &mut self.offers[index];
         offer.state = OfferState::Used;
         offer.label = label;
         offer.handed_out_at = Some(now);
@@ -380,15 +499,19 @@ impl OfferCache {
         }
     }
 
-    /// Unconfirmed invoices to send again, marked sent at `now`: all of them after a
-    /// (re)connection, otherwise those unanswered for the policy's resend interval.
-    pub fn plan_resends(&mut self, now: Duration, reconnected: bool) -> Vec<OfferId> {
+    /// Unconfirmed invoices to send again to their connected servers, marked sent at `now`:
+    /// all of a server's just after it (re)connected, otherwise those unanswered for the
+    /// policy's resend interval.
+    pub fn plan_resends(&mut self, now: Duration, reconnected: Option<PublicKey>) -> Vec<OfferId> {
         let resend_after = self.policy.invoice_resend_after;
+        let reachability = &self.reachability;
+        let connected =
+            |server: &PublicKey| reachability.get(server) == Some(&Reachability::Connected);
         self.offers
             .iter_mut()
-            .filter(|o| !o.invoice_confirmed)
+            .filter(|o| !o.invoice_confirmed && connected(&o.server))
             .filter(|o| {
-                reconnected
+                reconnected == Some(o.server)
                     || o.invoice_sent_at
                         .map_or(true, |sent| sent.saturating_add(resend_after) <= now)
             })
@@ -399,7 +522,8 @@ impl OfferCache {
             .collect()
     }
 
-    /// Drops expired offers and lists handed-out offers whose invoice must be rebuilt.
+    /// Drops expired offers and lists handed-out offers whose invoice must be rebuilt (on
+    /// configured servers only).
     pub fn maintain(&mut self, now: Duration) -> Maintenance {
         let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.offers)
             .into_iter()
@@ -428,6 +552,7 @@ impl OfferCache {
         for offer in &self.offers {
             if offer.invoice_confirmed
                 && offer.state == OfferState::Used
+                && self.is_configured(&offer.server)
                 && offer
                     .invoice
                     .invoice
@@ -441,11 +566,12 @@ impl OfferCache {
         maintenance
     }
 
-    /// Ready and Used offers, whose invoices must all be rebuilt (channels or fees changed).
+    /// Ready and Used offers of configured servers, whose invoices must all be rebuilt
+    /// (channels or fees changed).
     pub fn published_or_ready(&self) -> Vec<OfferId> {
         self.offers
             .iter()
-            .filter(|o| o.state != OfferState::Pending)
+            .filter(|o| o.state != OfferState::Pending && self.is_configured(&o.server))
             .map(|o| o.id())
             .collect()
     }
@@ -473,13 +599,14 @@ fn retry_delay(policy: &CachePolicy, attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_utils::{offer_fixture, OfferFixture};
+    use crate::test_utils::{offer_fixture, pubkey, server_key, OfferFixture};
 
     const HOUR: Duration = Duration::from_secs(3600);
     const DAY: Duration = Duration::from_secs(24 * 3600);
 
     fn policy(target_ready: u16) -> CachePolicy {
         CachePolicy {
+            servers: vec![server_key()],
             target_ready,
             ready_max_age: 2 * HOUR,
             invoice_refresh_interval: 2 * HOUR,
@@ -491,20 +618,28 @@ mod tests {
         }
     }
 
+    /// A cache whose only server is connected.
+    fn connected(policy: CachePolicy, offers: Vec<CachedOffer>) -> OfferCache {
+        let mut cache = OfferCache::new(policy, offers);
+        cache.set_reachability(server_key(), Reachability::Connected);
+        cache
+    }
+
     fn t0() -> Duration {
         Duration::from_secs(1_800_000_000)
     }
 
     /// Requests `slot`, answers it and confirms the invoice, as the protocol would.
     fn fill(cache: &mut OfferCache, fixture: &OfferFixture, now: Duration) -> CachedOffer {
-        let planned = cache.plan_requests(now, false);
+        let planned = cache.plan_requests(now);
         let slot = planned
             .first()
             .map(|p| p.slot)
-            .unwrap_or_else(|| cache.requested_slots()[0]);
+            .unwrap_or_else(|| cache.requested_slots()[0].1);
         let offer = fixture.cached(slot, now, Some(now + 365 * DAY));
         cache
             .check_offer_paths(
+                server_key(),
                 slot,
                 now + HOUR,
                 offer.offer.paths(),
@@ -522,32 +657,34 @@ mod tests {
 
     #[test]
     fn every_missing_slot_is_requested_at_once_and_only_once() {
-        let mut cache = OfferCache::new(policy(10), vec![]);
-        let planned = cache.plan_requests(t0(), false);
+        let mut cache = connected(policy(10), vec![]);
+        let planned = cache.plan_requests(t0());
         let slots: Vec<u16> = planned.iter().map(|p| p.slot).collect();
         assert_eq!(slots, (0..10).collect::<Vec<_>>());
         assert!(
-            cache.plan_requests(t0(), false).is_empty(),
+            cache.plan_requests(t0()).is_empty(),
             "no second request per slot in flight"
         );
         assert!(cache
-            .plan_requests(t0() + Duration::from_secs(14), false)
+            .plan_requests(t0() + Duration::from_secs(14))
             .is_empty());
     }
 
     #[test]
-    fn unanswered_requests_are_retried_with_backoff_and_at_once_on_reconnection() {
-        let mut cache = OfferCache::new(policy(2), vec![]);
-        cache.plan_requests(t0(), false);
-        let retry = cache.plan_requests(t0() + Duration::from_secs(15), false);
+    fn unanswered_requests_are_retried_with_backoff_and_afresh_on_reconnection() {
+        let mut cache = connected(policy(2), vec![]);
+        cache.plan_requests(t0());
+        let retry = cache.plan_requests(t0() + Duration::from_secs(15));
         assert_eq!(
             retry,
             vec![
                 PlannedRequest {
+                    server: server_key(),
                     slot: 0,
                     attempt: 2
                 },
                 PlannedRequest {
+                    server: server_key(),
                     slot: 1,
                     attempt: 2
                 }
@@ -555,69 +692,186 @@ mod tests {
         );
         assert!(
             cache
-                .plan_requests(t0() + Duration::from_secs(44), false)
+                .plan_requests(t0() + Duration::from_secs(44))
                 .is_empty(),
             "second retry waits 30 s"
         );
-        assert_eq!(
-            cache
-                .plan_requests(t0() + Duration::from_secs(45), false)
-                .len(),
-            2
-        );
-        let reconnect = cache.plan_requests(t0() + Duration::from_secs(46), true);
-        assert_eq!(
-            reconnect.iter().map(|p| p.slot).collect::<Vec<_>>(),
-            vec![0, 1]
-        );
+        assert_eq!(cache.plan_requests(t0() + Duration::from_secs(45)).len(), 2);
         // Backoff is capped.
         let mut at = t0();
         for _ in 0..20 {
             at += Duration::from_secs(900);
-            assert_eq!(cache.plan_requests(at, false).len(), 2);
+            assert_eq!(cache.plan_requests(at).len(), 2);
         }
+        // Disconnected: the requests are forgotten, nothing is planned; connected again: every
+        // missing slot is requested at once, as first attempts.
+        cache.set_reachability(server_key(), Reachability::Unreachable);
+        assert!(cache.requested_slots().is_empty());
+        assert!(cache.plan_requests(at + HOUR).is_empty());
+        cache.set_reachability(server_key(), Reachability::Connected);
+        let reconnect = cache.plan_requests(at + HOUR);
+        assert_eq!(
+            reconnect
+                .iter()
+                .map(|p| (p.slot, p.attempt))
+                .collect::<Vec<_>>(),
+            vec![(0, 1), (1, 1)]
+        );
+    }
+
+    fn two_servers(target_ready: u16) -> (OfferCache, PublicKey, PublicKey) {
+        let (a, b) = (server_key(), pubkey(10));
+        let mut policy = policy(target_ready);
+        policy.servers = vec![a, b];
+        (OfferCache::new(policy, vec![]), a, b)
+    }
+
+    fn planned_per_server(planned: &[PlannedRequest], server: PublicKey) -> Vec<u16> {
+        planned
+            .iter()
+            .filter(|p| p.server == server)
+            .map(|p| p.slot)
+            .collect()
+    }
+
+    #[test]
+    fn each_server_fills_its_share_with_slots_of_its_own() {
+        let (mut cache, a, b) = two_servers(5);
+        cache.set_reachability(a, Reachability::Connected);
+        let first = cache.plan_requests(t0());
+        assert_eq!(
+            planned_per_server(&first, a),
+            vec![0, 1, 2],
+            "the first server's share; the second's waits while it connects"
+        );
+        cache.set_reachability(b, Reachability::Connected);
+        let second = cache.plan_requests(t0());
+        assert_eq!(
+            planned_per_server(&second, b),
+            vec![0, 1],
+            "slots per server"
+        );
+        assert!(planned_per_server(&second, a).is_empty());
+        assert!(cache.plan_requests(t0()).is_empty());
+    }
+
+    #[test]
+    fn an_unreachable_servers_share_goes_to_the_others_and_its_offers_stay_its_own() {
+        let fixture = offer_fixture();
+        let (mut cache, a, b) = two_servers(4);
+        cache.set_reachability(a, Reachability::Connected);
+        cache.set_reachability(b, Reachability::Connected);
+        cache.plan_requests(t0());
+        // One offer of b's is Ready, then b goes away before the rest are answered.
+        let on_b = fixture.cached_on(b, 0, t0(), None);
+        cache.insert_pending(on_b.clone());
+        cache.invoice_persisted(on_b.id(), on_b.invoice.invoice.created_at(), t0());
+        cache.set_reachability(b, Reachability::Unreachable);
+        let planned = cache.plan_requests(t0());
+        assert_eq!(
+            planned_per_server(&planned, a),
+            vec![2, 3],
+            "a takes over b's share"
+        );
+        assert!(planned_per_server(&planned, b).is_empty());
+        // a's offers are handed out before b's, newer or not.
+        let mut on_a = Vec::new();
+        for slot in 0..3 {
+            let offer = fixture.cached_on(a, slot, t0() - HOUR, None);
+            cache.insert_pending(offer.clone());
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
+            on_a.push(offer.id());
+        }
+        let taken = cache.take(None, t0()).unwrap();
+        assert_eq!((taken.server, on_a.contains(&taken.id())), (a, true));
+        // Refilled on a; once a alone has the target Ready, b's spare offer makes way.
+        assert_eq!(planned_per_server(&cache.plan_requests(t0()), a), vec![4]);
+        for slot in [3, 4] {
+            let offer = fixture.cached_on(a, slot, t0(), None);
+            cache.insert_pending(offer.clone());
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
+        }
+        assert!(cache.get(on_b.id()).is_none());
+        assert_eq!(
+            cache
+                .offers()
+                .iter()
+                .filter(|o| o.state == OfferState::Ready)
+                .count(),
+            4
+        );
+        // A handed-out offer of b's stays with b: its resends wait for b.
+        let used_on_b = fixture.cached_on(b, 1, t0(), None);
+        cache.offers.push(used_on_b.clone());
+        assert!(cache.plan_resends(t0() + HOUR, None).is_empty());
+        cache.set_reachability(b, Reachability::Connected);
+        assert_eq!(
+            cache.plan_resends(t0() + HOUR, Some(b)),
+            vec![used_on_b.id()]
+        );
     }
 
     #[test]
     fn offer_paths_are_checked_before_anything_is_built() {
         let fixture = offer_fixture();
-        let mut cache = OfferCache::new(policy(2), vec![]);
-        cache.plan_requests(t0(), false);
+        let mut cache = connected(policy(2), vec![]);
+        cache.plan_requests(t0());
         let candidate = fixture.cached(0, t0(), Some(t0() + 365 * DAY));
         let paths = candidate.offer.paths().to_vec();
         let now = t0();
         assert_eq!(
-            cache.check_offer_paths(0, now - Duration::from_secs(1), &paths, None, now),
+            cache.check_offer_paths(
+                server_key(),
+                0,
+                now - Duration::from_secs(1),
+                &paths,
+                None,
+                now
+            ),
             Err(OfferPathsRejection::ReplyPathExpired)
         );
         assert_eq!(
-            cache.check_offer_paths(7, now + HOUR, &paths, None, now),
+            cache.check_offer_paths(server_key(), 7, now + HOUR, &paths, None, now),
             Err(OfferPathsRejection::SlotNotRequested)
         );
         assert_eq!(
-            cache.check_offer_paths(0, now + HOUR, &[], None, now),
+            cache.check_offer_paths(server_key(), 0, now + HOUR, &[], None, now),
             Err(OfferPathsRejection::NoPaths)
         );
         assert!(matches!(
-            cache.check_offer_paths(0, now + HOUR, &paths, Some(now + 89 * DAY), now),
+            cache.check_offer_paths(
+                server_key(),
+                0,
+                now + HOUR,
+                &paths,
+                Some(now + 89 * DAY),
+                now
+            ),
             Err(OfferPathsRejection::ExpiresTooSoon { .. })
         ));
         assert_eq!(
-            cache.check_offer_paths(0, now + HOUR, &paths, Some(now + 90 * DAY), now),
+            cache.check_offer_paths(
+                server_key(),
+                0,
+                now + HOUR,
+                &paths,
+                Some(now + 90 * DAY),
+                now
+            ),
             Ok(())
         );
         assert_eq!(
-            cache.check_offer_paths(0, now + HOUR, &paths, None, now),
+            cache.check_offer_paths(server_key(), 0, now + HOUR, &paths, None, now),
             Ok(()),
             "paths without expiry are accepted"
         );
         cache.insert_pending(candidate);
         assert_eq!(
-            cache.check_offer_paths(1, now + HOUR, &paths, None, now),
+            cache.check_offer_paths(server_key(), 1, now + HOUR, &paths, None, now),
             Err(OfferPathsRejection::DuplicatePaths)
         );
         assert_eq!(
-            cache.check_offer_paths(0, now + HOUR, &paths, None, now),
+            cache.check_offer_paths(server_key(), 0, now + HOUR, &paths, None, now),
             Err(OfferPathsRejection::SlotNotRequested),
             "a late duplicate reply for a filled slot"
         );
@@ -626,8 +880,8 @@ mod tests {
     #[test]
     fn confirmations_are_matched_by_offer_id_and_applied_once() {
         let fixture = offer_fixture();
-        let mut cache = OfferCache::new(policy(2), vec![]);
-        cache.plan_requests(t0(), false);
+        let mut cache = connected(policy(2), vec![]);
+        cache.plan_requests(t0());
         let offer = fixture.cached(0, t0(), None);
         let created = offer.invoice.invoice.created_at();
         cache.insert_pending(offer.clone());
@@ -661,7 +915,7 @@ mod tests {
     #[test]
     fn take_hands_out_each_ready_offer_once_and_refills_with_a_new_slot() {
         let fixture = offer_fixture();
-        let mut cache = OfferCache::new(policy(2), vec![]);
+        let mut cache = connected(policy(2), vec![]);
         let first = fill(&mut cache, &fixture, t0());
         let second = fill(&mut cache, &fixture, t0() + Duration::from_secs(1));
         let taken = cache
@@ -672,11 +926,7 @@ mod tests {
         assert_eq!(taken.label.as_deref(), Some("shop"));
         assert_eq!(cache.take(None, t0()).unwrap().id(), first.id());
         assert!(cache.take(None, t0()).is_none(), "nothing Ready is left");
-        let refill: Vec<u16> = cache
-            .plan_requests(t0(), false)
-            .iter()
-            .map(|p| p.slot)
-            .collect();
+        let refill: Vec<u16> = cache.plan_requests(t0()).iter().map(|p| p.slot).collect();
         assert_eq!(
             refill,
             vec![2, 3],
@@ -687,7 +937,7 @@ mod tests {
     #[test]
     fn each_label_keeps_its_offer_and_no_offer_serves_two_labels() {
         let fixture = offer_fixture();
-        let mut cache = OfferCache::new(policy(4), vec![]);
+        let mut cache = connected(policy(4), vec![]);
         for i in 0..4 {
             fill(&mut cache, &fixture, t0() + Duration::from_secs(i));
         }
@@ -722,8 +972,8 @@ mod tests {
     #[test]
     fn a_label_whose_offer_expired_gets_a_new_one() {
         let fixture = offer_fixture();
-        let mut cache = OfferCache::new(policy(2), vec![]);
-        cache.plan_requests(t0(), false);
+        let mut cache = connected(policy(2), vec![]);
+        cache.plan_requests(t0());
         let long = fixture.cached(0, t0(), Some(t0() + 365 * DAY));
         // Newer, so handed out first.
         let short = fixture.cached(1, t0() + Duration::from_secs(1), Some(t0() + 30 * DAY));
@@ -743,8 +993,8 @@ mod tests {
     #[test]
     fn a_handed_out_offer_is_announced_once_before_it_expires() {
         let fixture = offer_fixture();
-        let mut cache = OfferCache::new(policy(2), vec![]);
-        cache.plan_requests(t0(), false);
+        let mut cache = connected(policy(2), vec![]);
+        cache.plan_requests(t0());
         let shop = fixture.cached(0, t0() + Duration::from_secs(1), Some(t0() + 100 * DAY));
         let spare = fixture.cached(1, t0(), Some(t0() + 100 * DAY));
         for offer in [&shop, &spare] {
@@ -774,14 +1024,15 @@ mod tests {
     #[test]
     fn stale_ready_offers_are_replaced_by_fresh_ones() {
         let fixture = offer_fixture();
-        let mut cache = OfferCache::new(policy(1), vec![]);
+        let mut cache = connected(policy(1), vec![]);
         let old = fill(&mut cache, &fixture, t0());
-        assert!(cache.plan_requests(t0() + HOUR, false).is_empty());
+        assert!(cache.plan_requests(t0() + HOUR).is_empty());
         let later = t0() + 2 * HOUR;
-        let planned = cache.plan_requests(later, false);
+        let planned = cache.plan_requests(later);
         assert_eq!(
             planned,
             vec![PlannedRequest {
+                server: server_key(),
                 slot: 1,
                 attempt: 1
             }]
@@ -807,7 +1058,7 @@ mod tests {
     #[test]
     fn used_offers_keep_fresh_invoices_and_pending_ones_are_resent_until_confirmed() {
         let fixture = offer_fixture();
-        let mut cache = OfferCache::new(policy(1), vec![]);
+        let mut cache = connected(policy(1), vec![]);
         fill(&mut cache, &fixture, t0());
         let used = cache.take(None, t0()).unwrap();
         assert!(cache.maintain(t0() + HOUR).rebuild.is_empty());
@@ -817,24 +1068,26 @@ mod tests {
         cache.replace_invoice(used.id(), rebuilt.clone(), due);
         let soon = due + Duration::from_secs(1);
         assert!(
-            cache.plan_resends(soon, false).is_empty(),
+            cache.plan_resends(soon, None).is_empty(),
             "an answer is still expected"
         );
         assert_eq!(
-            cache.plan_resends(soon, true),
+            cache.plan_resends(soon, Some(server_key())),
             vec![used.id()],
             "reconnected"
         );
         for tick in 1..=3 {
             let now = due + Duration::from_secs(60 * tick);
             assert!(cache.maintain(now).rebuild.is_empty());
-            assert_eq!(cache.plan_resends(now, false), vec![used.id()]);
+            assert_eq!(cache.plan_resends(now, None), vec![used.id()]);
         }
         assert!(matches!(
             cache.invoice_persisted(used.id(), rebuilt.invoice.created_at(), due),
             Confirmation::Refreshed
         ));
-        assert!(cache.plan_resends(due + HOUR, true).is_empty());
+        assert!(cache
+            .plan_resends(due + HOUR, Some(server_key()))
+            .is_empty());
         assert_eq!(
             cache.get(used.id()).unwrap().state,
             OfferState::Used,
@@ -845,8 +1098,8 @@ mod tests {
     #[test]
     fn expired_offers_are_dropped_and_their_slot_refilled() {
         let fixture = offer_fixture();
-        let mut cache = OfferCache::new(policy(1), vec![]);
-        cache.plan_requests(t0(), false);
+        let mut cache = connected(policy(1), vec![]);
+        cache.plan_requests(t0());
         let offer = fixture.cached(0, t0(), Some(t0() + 100 * DAY));
         cache.insert_pending(offer.clone());
         cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
@@ -859,8 +1112,9 @@ mod tests {
         );
         assert!(cache.offers().is_empty());
         assert_eq!(
-            cache.plan_requests(after, false),
+            cache.plan_requests(after),
             vec![PlannedRequest {
+                server: server_key(),
                 slot: 0,
                 attempt: 1
             }]
@@ -870,13 +1124,13 @@ mod tests {
     #[test]
     fn pending_offers_never_confirmed_are_abandoned_and_re_requested() {
         let fixture = offer_fixture();
-        let mut cache = OfferCache::new(policy(1), vec![]);
-        cache.plan_requests(t0(), false);
+        let mut cache = connected(policy(1), vec![]);
+        cache.plan_requests(t0());
         let offer = fixture.cached(0, t0(), None);
         cache.insert_pending(offer.clone());
-        assert_eq!(cache.plan_resends(t0() + HOUR, false), vec![offer.id()]);
+        assert_eq!(cache.plan_resends(t0() + HOUR, None), vec![offer.id()]);
         let m = cache.maintain(t0() + 2 * HOUR);
         assert_eq!(m.abandoned.len(), 1);
-        assert_eq!(cache.plan_requests(t0() + 2 * HOUR, false).len(), 1);
+        assert_eq!(cache.plan_requests(t0() + 2 * HOUR).len(), 1);
     }
 }

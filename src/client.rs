@@ -117,12 +117,7 @@ impl ClientBuilder {
                 receive_auth_key: keys.transport_receive_auth_key(),
             },
         };
-        let factory = OfferFactory::new(
-            keys.clone(),
-            config.network,
-            config.server.node_id,
-            invoice_request_end,
-        );
+        let factory = OfferFactory::new(keys.clone(), config.network, invoice_request_end);
         let runtime = match runtime {
             Some(handle) => RuntimeHandle::Borrowed(handle),
             None => RuntimeHandle::Owned(Some(
@@ -177,23 +172,31 @@ impl AsyncOffersClient {
         }
     }
 
-    /// Connects to the server and keeps the offers filled and fresh. Returns at once.
+    /// Connects to every server and keeps the offers filled and fresh. Returns at once.
     pub fn start(&self) -> Result<(), Error> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if running.is_some() {
             return Err(Error::AlreadyStarted);
         }
         let handle = self.runtime.handle()?;
-        let transport = Transport::new(
-            self.engine.clone(),
-            self.keys.transport_keys_manager().clone(),
-            self.config.server.node_id,
-            self.config.server.address.clone(),
-            self.config.network,
-            self.config.tick_interval,
-        );
         let (stop, stopped) = watch::channel(false);
-        handle.spawn(transport.run(stopped));
+        for server in &self.config.servers {
+            let transport = Transport::new(
+                self.engine.clone(),
+                self.keys.transport_keys_manager().clone(),
+                server.node_id,
+                server.address.clone(),
+                self.config.network,
+                self.config.tick_interval,
+            )
+            .ok_or_else(|| Error::Runtime("a configured server unknown to the engine".into()))?;
+            handle.spawn(transport.run(stopped.clone()));
+        }
+        handle.spawn(maintain(
+            self.engine.clone(),
+            self.config.tick_interval,
+            stopped,
+        ));
         *running = Some(stop);
         Ok(())
     }
@@ -235,7 +238,8 @@ impl AsyncOffersClient {
         self.engine.offer_for(label)
     }
 
-    /// Replaces the channel hints; every Ready and Used offer gets a fresh invoice now.
+    /// Replaces the channel hints; every Ready and Used offer gets a fresh invoice now, on the
+    /// server that holds it.
     pub fn update_channels(&self, hints: Vec<ChannelHint>) {
         self.engine.update_channels(hints)
     }
@@ -250,10 +254,15 @@ impl AsyncOffersClient {
         self.keys.transport_node_id()
     }
 
-    /// The protocol handler, to drive this client over an `OnionMessenger` of your own instead
-    /// of [`Self::start`]'s TCP connection.
-    pub fn protocol_handler(&self) -> ProtocolHandler {
-        ProtocolHandler(self.engine.clone())
+    /// The protocol handler for the configured server `server_node_id`, to drive this client
+    /// over an `OnionMessenger` of your own instead of [`Self::start`]'s TCP connections.
+    pub fn protocol_handler(&self, server_node_id: PublicKey) -> Result<ProtocolHandler, Error> {
+        if !self.engine.server_ids().contains(&server_node_id) {
+            return Err(Error::InvalidConfig(format!(
+                "{server_node_id} is not a configured server"
+            )));
+        }
+        Ok(ProtocolHandler::new(self.engine.clone(), server_node_id))
     }
 
     /// Registers a listener for every future event.
@@ -282,5 +291,20 @@ impl AsyncOffersClient {
         tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| Error::Timeout)?
+    }
+}
+
+/// The maintenance timer of every server's offers, until `shutdown` turns true.
+async fn maintain(engine: Arc<Engine>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => engine.on_tick(),
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
     }
 }

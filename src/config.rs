@@ -132,8 +132,11 @@ pub struct Config {
     pub network: Network,
     /// Where offers are persisted (by the default filesystem store).
     pub data_dir: PathBuf,
-    /// The static invoice server.
-    pub server: ServerConfig,
+    /// The static invoice servers: one, or several so that offers keep coming when one is
+    /// down. Each keeps its own slots; an offer stays with the server that holds its invoice.
+    /// The first gets the larger share when the offers do not divide evenly, and the
+    /// single-server records of earlier versions are read as its.
+    pub servers: Vec<ServerConfig>,
     /// How many Ready offers to keep at hand.
     pub offer_slots: u16,
     /// A Ready (never shown) offer older than this is replaced by a fresh one.
@@ -151,7 +154,7 @@ pub struct Config {
     pub best_block_height: Option<u32>,
     /// Where forwarded invoice requests go.
     pub invoice_request_target: InvoiceRequestTarget,
-    /// The most messages the client sends the server in a minute, in a burst or spread out.
+    /// The most messages the client sends each server in a minute, in a burst or spread out.
     /// Filling every slot takes two per slot; refreshing every offer after
     /// [`AsyncOffersClient::update_channels`](crate::AsyncOffersClient::update_channels) one
     /// per offer. What does not fit waits, and leaves as the budget refills.
@@ -164,13 +167,13 @@ pub struct Config {
 
 impl Config {
     /// A config with the defaults: 10 slots, 2 h refresh thresholds, 90-day minimum path
-    /// lifetime, 60 s maintenance tick, no channel hints, at most 120 messages a minute, notice
-    /// of expiry 14 days ahead.
+    /// lifetime, 60 s maintenance tick, no channel hints, at most 120 messages a minute to each
+    /// server, notice of expiry 14 days ahead. Push more servers onto [`Config::servers`].
     pub fn new(network: Network, data_dir: impl Into<PathBuf>, server: ServerConfig) -> Self {
         Self {
             network,
             data_dir: data_dir.into(),
-            server,
+            servers: vec![server],
             offer_slots: DEFAULT_OFFER_SLOTS,
             ready_offer_max_age: DEFAULT_READY_OFFER_MAX_AGE,
             invoice_refresh_interval: DEFAULT_INVOICE_REFRESH_INTERVAL,
@@ -200,11 +203,31 @@ impl Config {
                 "max_messages_per_minute must be at least 1".into(),
             ));
         }
-        if self.server.paths.is_empty() {
-            return Err(Error::InvalidServerPaths("no paths to the server".into()));
+        if self.servers.is_empty() {
+            return Err(Error::InvalidConfig("no static invoice server".into()));
         }
-        if self.server.address.is_empty() {
-            return Err(Error::InvalidConfig("server address is empty".into()));
+        for (index, server) in self.servers.iter().enumerate() {
+            if server.paths.is_empty() {
+                return Err(Error::InvalidServerPaths(format!(
+                    "no paths to server {}",
+                    server.node_id
+                )));
+            }
+            if server.address.is_empty() {
+                return Err(Error::InvalidConfig(format!(
+                    "the address of server {} is empty",
+                    server.node_id
+                )));
+            }
+            if self.servers[..index]
+                .iter()
+                .any(|other| other.node_id == server.node_id)
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "server {} is listed twice",
+                    server.node_id
+                )));
+            }
         }
         Ok(())
     }

@@ -9,12 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lightning::bitcoin::hex::DisplayHex;
+use lightning::bitcoin::secp256k1::PublicKey;
 
 use crate::cache::{CachedOffer, OfferState};
 
 /// An offer as the app sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfferInfo {
+    /// The node id (hex) of the server holding the offer's invoice.
+    pub server_node_id: String,
     /// The server slot the offer's invoice lives in.
     pub slot: u16,
     /// Where the offer is in its life.
@@ -35,11 +38,16 @@ impl OfferInfo {
     pub(crate) fn offer_id_hex(id: lightning::offers::offer::OfferId) -> String {
         id.0.as_hex().to_string()
     }
+
+    pub(crate) fn node_id_hex(node_id: &PublicKey) -> String {
+        node_id.serialize().as_hex().to_string()
+    }
 }
 
 impl From<&CachedOffer> for OfferInfo {
     fn from(offer: &CachedOffer) -> Self {
         Self {
+            server_node_id: Self::node_id_hex(&offer.server),
             slot: offer.slot,
             state: offer.state,
             offer: offer.offer.to_string(),
@@ -83,10 +91,17 @@ pub enum Event {
         /// The offer whose invoice was refreshed.
         offer_id: String,
     },
-    /// The connection to the server is up.
-    ServerConnected,
-    /// The connection to the server went down; it is retried with backoff.
-    ServerDisconnected,
+    /// The connection to a server is up.
+    ServerConnected {
+        /// The server's node id, hex.
+        server_node_id: String,
+    },
+    /// The connection to a server went down; it is retried with backoff, and other servers
+    /// take over its share of the offers meanwhile.
+    ServerDisconnected {
+        /// The server's node id, hex.
+        server_node_id: String,
+    },
     /// The server forwarded a payer's invoice request, verified as one for our offer.
     InvoiceRequestForwarded {
         /// The offer the payer wants to pay.

@@ -7,10 +7,11 @@
 //! Module map (pure logic in the middle, I/O at the edges):
 //! - [`keys`]: seed → wallet node and transport identities, LDK-exact payment secrets;
 //! - `offer`: offers, static invoices and blinded paths from server paths and channel hints;
-//! - `cache`: slots, states and every refresh/retry/expiry decision, time passed in;
-//! - `protocol`: the onion-message handlers turning messages into cache transitions
-//!   ([`ProtocolHandler`] runs them over any messenger);
-//! - `transport`: messenger and peer manager over TCP, reconnects and timers;
+//! - `cache`: each server's slots, offer states, how the servers share the target, and every
+//!   refresh/retry/expiry decision, time passed in;
+//! - `protocol`: the engine turning messages into cache transitions and per-server outboxes
+//!   ([`ProtocolHandler`], one per server, runs it over any messenger);
+//! - `transport`: one messenger and peer manager over TCP per server, reconnects and timers;
 //! - `store`: offer records behind LDK's `KVStoreSync`;
 //! - `client`: the public object; `events`: what the app is told;
 //! - [`ffi`] (feature `ffi`): the UniFFI surface of the Kotlin and Swift SDKs.

@@ -60,23 +60,16 @@ pub(crate) struct OfferFactory {
     keys: Arc<WalletKeys>,
     secp: Secp256k1<secp256k1::All>,
     network: Network,
-    server_node_id: PublicKey,
     /// Where forwarded invoice requests should arrive.
     invoice_request_end: PathEnd,
 }
 
 impl OfferFactory {
-    pub fn new(
-        keys: Arc<WalletKeys>,
-        network: Network,
-        server_node_id: PublicKey,
-        invoice_request_end: PathEnd,
-    ) -> Self {
+    pub fn new(keys: Arc<WalletKeys>, network: Network, invoice_request_end: PathEnd) -> Self {
         Self {
             keys,
             secp: Secp256k1::new(),
             network,
-            server_node_id,
             invoice_request_end,
         }
     }
@@ -109,11 +102,12 @@ impl OfferFactory {
 
     /// A static invoice for `offer`, created at `now`, expiring with the offer, with payment
     /// paths through each hinted LSP channel (or a direct path when there are none), and the
-    /// path the server forwards invoice requests over.
+    /// path `server` (the one that will hold the invoice) forwards invoice requests over.
     pub fn build_invoice(
         &self,
         offer: &Offer,
         nonce: Nonce,
+        server: PublicKey,
         hints: &[ChannelHint],
         now: Duration,
         best_block_height: Option<u32>,
@@ -209,8 +203,7 @@ impl OfferFactory {
             node_id: wallet,
             receive_auth_key: self.keys.wallet_receive_auth_key(),
         };
-        let held_htlc_paths = self
-            .wallet_introduction_nodes(hints)
+        let held_htlc_paths = wallet_introduction_nodes(hints, server)
             .into_iter()
             .map(|intro| self.padded_path(intro, wallet_end, held_htlc_context.clone()))
             .collect();
@@ -233,8 +226,8 @@ impl OfferFactory {
         .map_err(|e| format!("static invoice: {e:?}"))?;
 
         let forward_intro = match self.invoice_request_end.node_id == wallet {
-            true => self.wallet_introduction_nodes(hints)[0],
-            false => self.server_node_id,
+            true => wallet_introduction_nodes(hints, server)[0],
+            false => server,
         };
         // Not padded, unlike the paths payers see: only the server ever gets this one, and its
         // introduction node is the server itself or an LSP the stored invoice names anyway.
@@ -253,20 +246,6 @@ impl OfferFactory {
             invoice,
             forward_invoice_request_path,
         })
-    }
-
-    /// The wallet node's peers that can introduce messages to it: its LSPs, else the server.
-    fn wallet_introduction_nodes(&self, hints: &[ChannelHint]) -> Vec<PublicKey> {
-        let mut lsps: Vec<PublicKey> = Vec::new();
-        for hint in hints {
-            if !lsps.contains(&hint.lsp_node_id) && lsps.len() < MAX_PATHS {
-                lsps.push(hint.lsp_node_id);
-            }
-        }
-        if lsps.is_empty() {
-            lsps.push(self.server_node_id);
-        }
-        lsps
     }
 
     fn padded_path(
@@ -292,6 +271,20 @@ impl OfferFactory {
     pub fn secp(&self) -> &Secp256k1<secp256k1::All> {
         &self.secp
     }
+}
+
+/// The wallet node's peers that can introduce messages to it: its LSPs, else the server.
+fn wallet_introduction_nodes(hints: &[ChannelHint], server: PublicKey) -> Vec<PublicKey> {
+    let mut lsps: Vec<PublicKey> = Vec::new();
+    for hint in hints {
+        if !lsps.contains(&hint.lsp_node_id) && lsps.len() < MAX_PATHS {
+            lsps.push(hint.lsp_node_id);
+        }
+    }
+    if lsps.is_empty() {
+        lsps.push(server);
+    }
+    lsps
 }
 
 /// An upper bound of the chain tip at `now`, extrapolated from a known mainnet block with fast
@@ -326,10 +319,7 @@ mod tests {
             node_id: keys.wallet_node_id(),
             receive_auth_key: keys.wallet_receive_auth_key(),
         };
-        (
-            OfferFactory::new(keys.clone(), Network::Regtest, pubkey(9), end),
-            keys,
-        )
+        (OfferFactory::new(keys.clone(), Network::Regtest, end), keys)
     }
 
     fn server_paths(factory: &OfferFactory) -> Vec<BlindedMessagePath> {
@@ -376,7 +366,7 @@ mod tests {
             vec![lightning::bitcoin::constants::ChainHash::using_genesis_block(Network::Regtest)]
         );
         let built = factory
-            .build_invoice(&offer, nonce, &[], now, None)
+            .build_invoice(&offer, nonce, pubkey(9), &[], now, None)
             .unwrap();
         let invoice = &built.invoice;
         assert_eq!(invoice.offer_id(), offer.id());
@@ -405,7 +395,7 @@ mod tests {
         let (offer, nonce) = factory.build_offer(server_paths(&factory), None).unwrap();
         let hints = [hint(1, 1000), hint(2, 3000)];
         let invoice = factory
-            .build_invoice(&offer, nonce, &hints, now, Some(900_000))
+            .build_invoice(&offer, nonce, pubkey(9), &hints, now, Some(900_000))
             .unwrap()
             .invoice;
         let fees: Vec<u32> = invoice

@@ -1,11 +1,12 @@
 //! The static-invoice-server protocol, client side.
 //!
-//! [`Engine`] is the `AsyncPaymentsMessageHandler` and `OffersMessageHandler` the onion
-//! messenger calls: it validates each message, applies it to the cache, persists the result and
-//! only then returns or queues the messages that depend on it. It never touches sockets: any
-//! onion messenger can drive it, so the same handler runs over TCP or in-process.
+//! [`Engine`] owns the cache of every server's offers. Each server's onion messenger calls a
+//! [`ProtocolHandler`] for that server, which hands the message to the engine: it validates
+//! it, applies it to the cache, persists the result and only then queues the messages that
+//! depend on it, in that server's outbox. It never touches sockets: any onion messenger can
+//! drive it, so the same handler runs over TCP or in-process.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -23,7 +24,9 @@ use lightning::onion_message::messenger::{
 use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
 use tokio::sync::Notify;
 
-use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState};
+use lightning::bitcoin::secp256k1::PublicKey;
+
+use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, Reachability};
 use crate::clock::Clock;
 use crate::config::{ChannelHint, Config};
 use crate::events::{Event, EventBus, OfferInfo};
@@ -47,12 +50,26 @@ struct State {
     hints: Vec<ChannelHint>,
     /// Bumped by every `update_channels`, so an offer built meanwhile knows its hints are old.
     hints_version: u64,
-    outbox: Outbox,
-    budget: SendBudget,
-    connected: bool,
+    /// What waits to leave for each configured server.
+    links: HashMap<PublicKey, Link>,
 }
 
-/// The protocol handler and the owner of the cache.
+/// Messages waiting for one server, and what that server may still be sent this minute.
+struct Link {
+    outbox: Outbox,
+    budget: SendBudget,
+}
+
+/// A configured server as the engine knows it.
+struct Server {
+    node_id: PublicKey,
+    /// The paths to request offer paths over.
+    paths: Vec<BlindedMessagePath>,
+    /// Signalled when messages for this server are queued, so its transport flushes them.
+    outbox_ready: Arc<Notify>,
+}
+
+/// The protocol logic and the owner of the cache, for every server.
 pub(crate) struct Engine {
     state: Mutex<State>,
     factory: OfferFactory,
@@ -60,10 +77,8 @@ pub(crate) struct Engine {
     store: OfferStore,
     clock: Arc<dyn Clock>,
     events: Arc<EventBus>,
-    server_paths: Vec<BlindedMessagePath>,
+    servers: Vec<Server>,
     best_block_height: Option<u32>,
-    /// Signalled when messages are queued, so the transport flushes them.
-    outbox_ready: Arc<Notify>,
     offload: Offload,
     /// Offloaded jobs need an owning handle to the engine.
     me: Weak<Engine>,
@@ -79,8 +94,18 @@ impl Engine {
         events: Arc<EventBus>,
         offload: Offload,
     ) -> Result<Arc<Self>, Error> {
-        let offers = store.load_all()?;
+        let servers: Vec<Server> = config
+            .servers
+            .iter()
+            .map(|server| Server {
+                node_id: server.node_id,
+                paths: server.paths.clone(),
+                outbox_ready: Arc::new(Notify::new()),
+            })
+            .collect();
+        let offers = keep_offers_of(&servers, store.load_all(config.servers[0].node_id)?, &store);
         let policy = CachePolicy {
+            servers: servers.iter().map(|server| server.node_id).collect(),
             target_ready: config.offer_slots,
             ready_max_age: config.ready_offer_max_age,
             invoice_refresh_interval: config.invoice_refresh_interval,
@@ -90,23 +115,30 @@ impl Engine {
             invoice_resend_after: Duration::from_secs(5),
             expiring_notice: config.offer_expiring_notice,
         };
+        let links = servers
+            .iter()
+            .map(|server| {
+                let link = Link {
+                    outbox: Vec::new(),
+                    budget: SendBudget::new(config.max_messages_per_minute),
+                };
+                (server.node_id, link)
+            })
+            .collect();
         Ok(Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
                 cache: OfferCache::new(policy, offers),
                 hints: config.channel_hints.clone(),
                 hints_version: 0,
-                outbox: Vec::new(),
-                budget: SendBudget::new(config.max_messages_per_minute),
-                connected: false,
+                links,
             }),
             factory,
             keys,
             store,
             clock,
             events,
-            server_paths: config.server.paths.clone(),
+            servers,
             best_block_height: config.best_block_height,
-            outbox_ready: Arc::new(Notify::new()),
             offload,
             me: me.clone(),
         }))
@@ -122,17 +154,36 @@ impl Engine {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn outbox_ready(&self) -> Arc<Notify> {
-        self.outbox_ready.clone()
+    /// The configured servers' node ids, in the config's order.
+    pub fn server_ids(&self) -> Vec<PublicKey> {
+        self.servers.iter().map(|server| server.node_id).collect()
     }
 
-    /// How long until messages held back by the send budget can leave (`None`: none are).
-    pub fn deferred_release_in(&self) -> Option<Duration> {
+    /// Signalled when messages for `server` are queued (`None`: not a configured server).
+    pub fn outbox_ready(&self, server: &PublicKey) -> Option<Arc<Notify>> {
+        self.servers
+            .iter()
+            .find(|known| known.node_id == *server)
+            .map(|known| known.outbox_ready.clone())
+    }
+
+    /// Tells every transport to flush what was queued for its server.
+    fn wake_transports(&self) {
+        for server in &self.servers {
+            server.outbox_ready.notify_one();
+        }
+    }
+
+    /// How long until messages for `server` held back by the send budget can leave (`None`:
+    /// none are).
+    pub fn deferred_release_in(&self, server: &PublicKey) -> Option<Duration> {
+        let now = self.clock.now();
         let mut state = self.lock();
-        if state.outbox.is_empty() {
+        let link = state.links.get_mut(server)?;
+        if link.outbox.is_empty() {
             return None;
         }
-        Some(state.budget.wait(self.clock.now())).filter(|wait| !wait.is_zero())
+        Some(link.budget.wait(now)).filter(|wait| !wait.is_zero())
     }
 
     pub fn offers(&self) -> Vec<OfferInfo> {
@@ -163,24 +214,47 @@ impl Engine {
             .collect()
     }
 
-    /// The server connection is up: (re)request every missing or unanswered slot at once.
-    pub fn on_connected(&self) {
+    /// `server` is connected: it gets its unconfirmed invoices again and its share of the
+    /// missing offers at once.
+    pub fn on_connected(&self, server: PublicKey) {
         let mut state = self.lock();
-        state.connected = true;
-        self.queue_resends(&mut state, self.clock.now(), true);
-        self.queue_offer_paths_requests(&mut state, true);
+        state
+            .cache
+            .set_reachability(server, Reachability::Connected);
+        self.queue_resends(&mut state, self.clock.now(), Some(server));
+        self.queue_offer_paths_requests(&mut state);
         drop(state);
-        self.events.emit(Event::ServerConnected);
-        self.outbox_ready.notify_one();
+        self.events.emit(Event::ServerConnected {
+            server_node_id: OfferInfo::node_id_hex(&server),
+        });
+        self.wake_transports();
     }
 
-    pub fn on_disconnected(&self) {
+    /// The connection to `server` went down: what waited for it is planned again, complete,
+    /// on its next connection, and the other servers take over its share meanwhile.
+    pub fn on_disconnected(&self, server: PublicKey) {
+        self.mark_unreachable(server);
+        self.events.emit(Event::ServerDisconnected {
+            server_node_id: OfferInfo::node_id_hex(&server),
+        });
+    }
+
+    /// An attempt to connect to `server` failed: the other servers take over its share.
+    pub fn on_connection_failed(&self, server: PublicKey) {
+        self.mark_unreachable(server);
+    }
+
+    fn mark_unreachable(&self, server: PublicKey) {
         let mut state = self.lock();
-        state.connected = false;
-        // Whatever is still queued is planned again, complete, on the next connection.
-        state.outbox.clear();
+        state
+            .cache
+            .set_reachability(server, Reachability::Unreachable);
+        if let Some(link) = state.links.get_mut(&server) {
+            link.outbox.clear();
+        }
+        self.queue_offer_paths_requests(&mut state);
         drop(state);
-        self.events.emit(Event::ServerDisconnected);
+        self.wake_transports();
     }
 
     /// Periodic maintenance: expiry, resends, refreshes, retries.
@@ -190,13 +264,14 @@ impl Engine {
         let mut state = self.lock();
         let maintenance = state.cache.maintain(now);
         for offer in maintenance.expired.iter().chain(&maintenance.abandoned) {
-            if let Err(e) = self.store.remove(offer.slot) {
+            if let Err(e) = self.store.remove(offer) {
                 log::error!("{e}");
             }
         }
         for offer in &maintenance.abandoned {
             log::warn!(
-                "server never confirmed the invoice of offer in slot {}; requesting new paths",
+                "server {} never confirmed the invoice of the offer in its slot {}; requesting new paths",
+                offer.server,
                 offer.slot
             );
         }
@@ -214,13 +289,13 @@ impl Engine {
         if !maintenance.rebuild.is_empty() {
             self.run_offloaded(move |engine| engine.refresh_invoices(maintenance.rebuild));
         }
-        self.queue_resends(&mut state, now, false);
-        self.queue_offer_paths_requests(&mut state, false);
+        self.queue_resends(&mut state, now, None);
+        self.queue_offer_paths_requests(&mut state);
         drop(state);
         for event in events {
             self.events.emit(event);
         }
-        self.outbox_ready.notify_one();
+        self.wake_transports();
     }
 
     /// Hands out a Ready offer never handed out before, persisted as Used first.
@@ -247,15 +322,15 @@ impl Engine {
                 state.cache.untake(offer.id());
                 return Err(e);
             }
-            self.queue_offer_paths_requests(&mut state, false);
+            self.queue_offer_paths_requests(&mut state);
             drop(state);
-            self.outbox_ready.notify_one();
+            self.wake_transports();
         }
         Ok(OfferInfo::from(&offer))
     }
 
     /// New channel hints: every Ready and Used offer gets a fresh invoice now, built off the
-    /// caller's thread and sent as fast as the send budget allows.
+    /// caller's thread and sent to its own server as fast as that server's budget allows.
     pub fn update_channels(&self, hints: Vec<ChannelHint>) {
         let mut state = self.lock();
         state.hints = hints;
@@ -274,22 +349,30 @@ impl Engine {
 
     fn refresh_invoice(&self, id: OfferId) {
         let now = self.clock.now();
-        let (offer, nonce, hints) = {
+        let (offer, nonce, server, hints) = {
             let state = self.lock();
             let Some(cached) = state.cache.get(id) else {
                 return;
             };
-            (cached.offer.clone(), cached.nonce, state.hints.clone())
+            (
+                cached.offer.clone(),
+                cached.nonce,
+                cached.server,
+                state.hints.clone(),
+            )
         };
         // Built outside the lock: a refresh of many offers must not stall the messenger.
-        let invoice =
-            match self
-                .factory
-                .build_invoice(&offer, nonce, &hints, now, self.best_block_height)
-            {
-                Ok(invoice) => invoice,
-                Err(e) => return log::error!("could not rebuild an offer's invoice: {e}"),
-            };
+        let invoice = match self.factory.build_invoice(
+            &offer,
+            nonce,
+            server,
+            &hints,
+            now,
+            self.best_block_height,
+        ) {
+            Ok(invoice) => invoice,
+            Err(e) => return log::error!("could not rebuild an offer's invoice: {e}"),
+        };
         let write = {
             let mut state = self.lock();
             state.cache.replace_invoice(id, invoice, now);
@@ -304,27 +387,32 @@ impl Engine {
         let mut state = self.lock();
         self.queue_invoice(&mut state, id);
         drop(state);
-        self.outbox_ready.notify_one();
+        self.wake_transports();
     }
 
-    fn queue_offer_paths_requests(&self, state: &mut State, reconnected: bool) {
-        if !state.connected {
-            return;
-        }
+    /// Queues the `OfferPathsRequest`s the cache plans, each to its server.
+    fn queue_offer_paths_requests(&self, state: &mut State) {
         let now = self.clock.now();
-        for request in state.cache.plan_requests(now, reconnected) {
+        for request in state.cache.plan_requests(now) {
+            let (Some(server), Some(link)) = (
+                self.servers.iter().find(|s| s.node_id == request.server),
+                state.links.get_mut(&request.server),
+            ) else {
+                continue;
+            };
             // Rotate through the server's paths on retries, in case one is broken.
-            let path = &self.server_paths[request.attempt as usize % self.server_paths.len()];
+            let path = &server.paths[request.attempt as usize % server.paths.len()];
             let context = MessageContext::AsyncPayments(AsyncPaymentsContext::OfferPaths {
                 invoice_slot: request.slot,
                 path_absolute_expiry: now + OFFER_PATHS_REPLY_PATH_LIFETIME,
             });
             log::debug!(
-                "requesting offer paths for slot {} (attempt {})",
+                "requesting offer paths for slot {} of server {} (attempt {})",
                 request.slot,
+                request.server,
                 request.attempt
             );
-            state.outbox.push((
+            link.outbox.push((
                 AsyncPaymentsMessage::OfferPathsRequest(OfferPathsRequest {
                     invoice_slot: request.slot,
                 }),
@@ -336,38 +424,45 @@ impl Engine {
         }
     }
 
-    fn queue_resends(&self, state: &mut State, now: Duration, reconnected: bool) {
-        if !state.connected {
-            return;
-        }
+    fn queue_resends(&self, state: &mut State, now: Duration, reconnected: Option<PublicKey>) {
         for id in state.cache.plan_resends(now, reconnected) {
             self.queue_invoice(state, id);
         }
     }
 
-    /// Queues the offer's current invoice to its server slot.
+    /// Queues the offer's current invoice to its slot on its server, if that server is
+    /// connected (on connection, every unconfirmed invoice is sent again).
     fn queue_invoice(&self, state: &mut State, id: OfferId) {
         let Some(offer) = state.cache.get(id) else {
             return;
         };
-        // A resend replaces a copy still waiting here (after a reconnection, say).
-        state.outbox.retain(|(queued, _)| {
-            !matches!(queued, AsyncPaymentsMessage::ServeStaticInvoice(m) if m.invoice.offer_id() == id)
-        });
+        if state.cache.reachability(&offer.server) != Reachability::Connected {
+            return;
+        }
         let (message, context) = serve_message(offer);
         let instructions = offer
             .server_path
             .clone()
             .respond_with_reply_path(context)
             .into_instructions();
-        state.outbox.push((
+        let Some(link) = state.links.get_mut(&offer.server) else {
+            return;
+        };
+        // A resend replaces a copy still waiting here (after a reconnection, say).
+        link.outbox.retain(|(queued, _)| {
+            !matches!(queued, AsyncPaymentsMessage::ServeStaticInvoice(m) if m.invoice.offer_id() == id)
+        });
+        link.outbox.push((
             AsyncPaymentsMessage::ServeStaticInvoice(message),
             instructions,
         ));
     }
 
+    /// Checks an `OfferPaths` from `server`, builds the offer and its invoice, and persists the
+    /// offer as Pending before the invoice may be sent.
     fn accept_offer_paths(
         &self,
+        server: PublicKey,
         message: OfferPaths,
         context: AsyncPaymentsContext,
         responder: Option<Responder>,
@@ -386,13 +481,14 @@ impl Engine {
             state
                 .cache
                 .check_offer_paths(
+                    server,
                     invoice_slot,
                     path_absolute_expiry,
                     &message.paths,
                     paths_expiry,
                     now,
                 )
-                .map_err(|why| format!("slot {invoice_slot}: {why:?}"))
+                .map_err(|why| format!("slot {invoice_slot} of server {server}: {why:?}"))
         };
         let (hints, hints_version) = {
             let state = self.lock();
@@ -403,13 +499,19 @@ impl Engine {
         let (offer, nonce) = self
             .factory
             .build_offer(message.paths.clone(), paths_expiry)?;
-        let invoice =
-            self.factory
-                .build_invoice(&offer, nonce, &hints, now, self.best_block_height)?;
+        let invoice = self.factory.build_invoice(
+            &offer,
+            nonce,
+            server,
+            &hints,
+            now,
+            self.best_block_height,
+        )?;
         let mut state = self.lock();
         // Again: a duplicate of this message may have filled the slot meanwhile.
         check(&state)?;
         let offer = CachedOffer {
+            server,
             slot: invoice_slot,
             offer,
             nonce,
@@ -437,7 +539,9 @@ impl Engine {
             // `update_channels` ran while this offer was built and did not see it.
             self.run_offloaded(move |engine| engine.refresh_invoice(id));
         }
-        log::debug!("built offer for slot {invoice_slot}; sending its static invoice");
+        log::debug!(
+            "built offer for slot {invoice_slot} of server {server}; sending its static invoice"
+        );
         Ok((message, responder.respond_with_reply_path(context)))
     }
 
@@ -463,8 +567,9 @@ impl Engine {
         let events = match outcome {
             Confirmation::Ignored => {
                 log::debug!(
-                    "duplicate or stale confirmation for slot {} ignored",
-                    cached.slot
+                    "duplicate or stale confirmation for slot {} of server {} ignored",
+                    cached.slot,
+                    cached.server
                 );
                 return;
             }
@@ -474,11 +579,7 @@ impl Engine {
             Confirmation::NowReady { replaced } => {
                 // Encoded only here: duplicates and refreshes need no bech32 offer.
                 let offer = OfferInfo::from(cached);
-                writes.extend(
-                    replaced
-                        .iter()
-                        .map(|old| self.store.prepare_removal(old.slot)),
-                );
+                writes.extend(replaced.iter().map(|old| self.store.prepare_removal(old)));
                 let mut events = vec![Event::OfferReady {
                     offer: offer.clone(),
                 }];
@@ -501,122 +602,49 @@ impl Engine {
             self.events.emit(event);
         }
     }
-}
 
-fn serve_message(offer: &CachedOffer) -> (ServeStaticInvoice, MessageContext) {
-    let message = ServeStaticInvoice {
-        invoice: offer.invoice.invoice.clone(),
-        forward_invoice_request_path: offer.invoice.forward_invoice_request_path.clone(),
-    };
-    let context = MessageContext::AsyncPayments(AsyncPaymentsContext::StaticInvoicePersisted {
-        offer_id: offer.id(),
-        invoice_created_at: offer.invoice.invoice.created_at(),
-    });
-    (message, context)
-}
-
-impl AsyncPaymentsMessageHandler for Engine {
-    fn handle_offer_paths_request(
-        &self,
-        _message: OfferPathsRequest,
-        _context: AsyncPaymentsContext,
-        _responder: Option<Responder>,
-    ) -> Option<(OfferPaths, ResponseInstruction)> {
-        log::debug!("ignoring OfferPathsRequest: this client is not a static invoice server");
-        None
-    }
-
-    fn handle_offer_paths(
-        &self,
-        message: OfferPaths,
-        context: AsyncPaymentsContext,
-        responder: Option<Responder>,
-    ) -> Option<(ServeStaticInvoice, ResponseInstruction)> {
-        self.run_offloaded(move |engine| {
-            match engine.accept_offer_paths(message, context, responder) {
-                Ok((invoice, reply)) => {
-                    engine.lock().outbox.push((
-                        AsyncPaymentsMessage::ServeStaticInvoice(invoice),
-                        reply.into_instructions(),
-                    ));
-                    engine.outbox_ready.notify_one();
-                }
-                Err(why) => log::warn!("rejected OfferPaths: {why}"),
-            }
-        });
-        None
-    }
-
-    fn handle_serve_static_invoice(
-        &self,
-        _message: ServeStaticInvoice,
-        _context: AsyncPaymentsContext,
-        _responder: Option<Responder>,
-    ) {
-        log::debug!("ignoring ServeStaticInvoice: this client is not a static invoice server");
-    }
-
-    fn handle_static_invoice_persisted(
-        &self,
-        _message: StaticInvoicePersisted,
-        context: AsyncPaymentsContext,
-    ) {
-        self.run_offloaded(move |engine| engine.confirm_invoice(context));
-    }
-
-    fn handle_held_htlc_available(
-        &self,
-        _message: HeldHtlcAvailable,
-        _context: AsyncPaymentsContext,
-        _responder: Option<Responder>,
-    ) -> Option<(ReleaseHeldHtlc, ResponseInstruction)> {
-        log::debug!("ignoring HeldHtlcAvailable: HTLCs are released by the wallet node");
-        None
-    }
-
-    fn handle_release_held_htlc(&self, _message: ReleaseHeldHtlc, _context: AsyncPaymentsContext) {}
-
-    /// What is queued, as far as the send budget allows, and invoices one per call. The
-    /// messenger buffers at most 256 KiB per peer and drops what does not fit, and an invoice
-    /// travels in a 32 KiB onion; it calls again for every message it sends, so the rest follow
-    /// at the socket's pace.
-    fn release_pending_messages(&self) -> Outbox {
+    /// What is queued for `server`, as far as its send budget allows, and invoices one per
+    /// call. The messenger buffers at most 256 KiB per peer and drops what does not fit, and an
+    /// invoice travels in a 32 KiB onion; it calls again for every message it sends, so the
+    /// rest follow at the socket's pace.
+    fn release_pending_messages(&self, server: &PublicKey) -> Outbox {
         let now = self.clock.now();
         let mut state = self.lock();
-        let queued = std::mem::take(&mut state.outbox);
+        let Some(link) = state.links.get_mut(server) else {
+            return Vec::new();
+        };
+        let queued = std::mem::take(&mut link.outbox);
         let mut released = Vec::with_capacity(queued.len());
         let mut invoice_released = false;
         for entry in queued {
             let is_invoice = matches!(entry.0, AsyncPaymentsMessage::ServeStaticInvoice(_));
-            if (is_invoice && invoice_released) || !state.budget.try_spend(now) {
-                state.outbox.push(entry);
+            if (is_invoice && invoice_released) || !link.budget.try_spend(now) {
+                link.outbox.push(entry);
             } else {
                 invoice_released |= is_invoice;
                 released.push(entry);
             }
         }
-        if !state.outbox.is_empty() && !state.budget.wait(now).is_zero() {
+        if !link.outbox.is_empty() && !link.budget.wait(now).is_zero() {
             log::debug!(
-                "send budget spent; {} messages wait for it to refill",
-                state.outbox.len()
+                "send budget of server {server} spent; {} messages wait for it to refill",
+                link.outbox.len()
             );
         }
         released
     }
-}
 
-impl OffersMessageHandler for Engine {
-    fn handle_message(
+    /// Verifies an invoice request forwarded by a server and reports it.
+    fn handle_forwarded_invoice_request(
         &self,
         message: OffersMessage,
         context: Option<OffersContext>,
-        _responder: Option<Responder>,
-    ) -> Option<(OffersMessage, ResponseInstruction)> {
+    ) {
         let (OffersMessage::InvoiceRequest(request), Some(OffersContext::InvoiceRequest { nonce })) =
             (message, context)
         else {
             log::debug!("ignoring an offers message that is not a forwarded invoice request");
-            return None;
+            return;
         };
         let expanded_key = self.keys.expanded_key();
         let amount_msats = request.amount_msats();
@@ -633,8 +661,53 @@ impl OffersMessageHandler for Engine {
             }
             Err(()) => log::warn!("rejected a forwarded invoice request that failed verification"),
         }
-        None
     }
+}
+
+/// The stored offers to load: those of configured servers, and handed-out ones of servers no
+/// longer configured (payers may still use them; nothing is sent for them). Ready and Pending
+/// offers of those servers are removed: they were never shown.
+fn keep_offers_of(
+    servers: &[Server],
+    offers: Vec<CachedOffer>,
+    store: &OfferStore,
+) -> Vec<CachedOffer> {
+    let configured = |offer: &CachedOffer| servers.iter().any(|s| s.node_id == offer.server);
+    let mut kept = Vec::with_capacity(offers.len());
+    for offer in offers {
+        if configured(&offer) {
+            kept.push(offer);
+        } else if offer.state == OfferState::Used {
+            log::warn!(
+                "server {} is no longer configured: its handed-out offer in slot {} is kept until it expires, but its invoice is no longer refreshed",
+                offer.server,
+                offer.slot
+            );
+            kept.push(offer);
+        } else {
+            log::info!(
+                "server {} is no longer configured: dropping its unused offer in slot {}",
+                offer.server,
+                offer.slot
+            );
+            if let Err(e) = store.remove(&offer) {
+                log::error!("{e}");
+            }
+        }
+    }
+    kept
+}
+
+fn serve_message(offer: &CachedOffer) -> (ServeStaticInvoice, MessageContext) {
+    let message = ServeStaticInvoice {
+        invoice: offer.invoice.invoice.clone(),
+        forward_invoice_request_path: offer.invoice.forward_invoice_request_path.clone(),
+    };
+    let context = MessageContext::AsyncPayments(AsyncPaymentsContext::StaticInvoicePersisted {
+        offer_id: offer.id(),
+        invoice_created_at: offer.invoice.invoice.created_at(),
+    });
+    (message, context)
 }
 
 /// The messages sent in the last minute: whatever the server sends or the app asks for, the
@@ -688,43 +761,52 @@ impl SendBudget {
     }
 }
 
-/// The client's protocol handler, to run the client over an `OnionMessenger` of your own instead
-/// of its built-in TCP connection (tests with in-memory LDK nodes, custom transports).
+/// The client's protocol handler for one of its servers: the `AsyncPaymentsMessageHandler` and
+/// `OffersMessageHandler` of the onion messenger connected to that server. The client's own
+/// TCP transport runs one per server; use it to run the client over an `OnionMessenger` of your
+/// own instead (tests with in-memory LDK nodes, custom transports).
 ///
 /// Give it to the messenger as both the offers and the async-payments handler, sign with
 /// [`WalletKeys::transport_keys_manager`](crate::keys::WalletKeys::transport_keys_manager),
 /// route with [`ServerRouter`](crate::ServerRouter), and report the connection to the server and
 /// the maintenance ticks. Do not also call [`AsyncOffersClient::start`](crate::AsyncOffersClient::start).
 #[derive(Clone)]
-pub struct ProtocolHandler(pub(crate) Arc<Engine>);
+pub struct ProtocolHandler {
+    engine: Arc<Engine>,
+    server: PublicKey,
+}
 
 impl ProtocolHandler {
-    /// The messenger is connected to the server: every missing slot is requested.
+    pub(crate) fn new(engine: Arc<Engine>, server: PublicKey) -> Self {
+        Self { engine, server }
+    }
+
+    /// The messenger is connected to the server: its missing slots are requested.
     pub fn server_connected(&self) {
-        self.0.on_connected()
+        self.engine.on_connected(self.server)
     }
 
     /// The messenger lost the server.
     pub fn server_disconnected(&self) {
-        self.0.on_disconnected()
+        self.engine.on_disconnected(self.server)
     }
 
-    /// Maintenance: expiry, resends, refreshes, retries. Call it every
-    /// [`Config::tick_interval`](crate::Config::tick_interval).
+    /// Maintenance of every server's offers: expiry, resends, refreshes, retries. Call it every
+    /// [`Config::tick_interval`](crate::Config::tick_interval), once for the client.
     pub fn tick(&self) {
-        self.0.on_tick()
+        self.engine.on_tick()
     }
 }
 
 impl AsyncPaymentsMessageHandler for ProtocolHandler {
     fn handle_offer_paths_request(
         &self,
-        message: OfferPathsRequest,
-        context: AsyncPaymentsContext,
-        responder: Option<Responder>,
+        _message: OfferPathsRequest,
+        _context: AsyncPaymentsContext,
+        _responder: Option<Responder>,
     ) -> Option<(OfferPaths, ResponseInstruction)> {
-        self.0
-            .handle_offer_paths_request(message, context, responder)
+        log::debug!("ignoring OfferPathsRequest: this client is not a static invoice server");
+        None
     }
 
     fn handle_offer_paths(
@@ -733,43 +815,56 @@ impl AsyncPaymentsMessageHandler for ProtocolHandler {
         context: AsyncPaymentsContext,
         responder: Option<Responder>,
     ) -> Option<(ServeStaticInvoice, ResponseInstruction)> {
-        self.0.handle_offer_paths(message, context, responder)
+        let server = self.server;
+        self.engine.run_offloaded(move |engine| {
+            match engine.accept_offer_paths(server, message, context, responder) {
+                Ok((invoice, reply)) => {
+                    if let Some(link) = engine.lock().links.get_mut(&server) {
+                        link.outbox.push((
+                            AsyncPaymentsMessage::ServeStaticInvoice(invoice),
+                            reply.into_instructions(),
+                        ));
+                    }
+                    engine.wake_transports();
+                }
+                Err(why) => log::warn!("rejected OfferPaths: {why}"),
+            }
+        });
+        None
     }
 
     fn handle_serve_static_invoice(
         &self,
-        message: ServeStaticInvoice,
-        context: AsyncPaymentsContext,
-        responder: Option<Responder>,
+        _message: ServeStaticInvoice,
+        _context: AsyncPaymentsContext,
+        _responder: Option<Responder>,
     ) {
-        self.0
-            .handle_serve_static_invoice(message, context, responder)
+        log::debug!("ignoring ServeStaticInvoice: this client is not a static invoice server");
     }
 
     fn handle_static_invoice_persisted(
         &self,
-        message: StaticInvoicePersisted,
+        _message: StaticInvoicePersisted,
         context: AsyncPaymentsContext,
     ) {
-        self.0.handle_static_invoice_persisted(message, context)
+        self.engine
+            .run_offloaded(move |engine| engine.confirm_invoice(context));
     }
 
     fn handle_held_htlc_available(
         &self,
-        message: HeldHtlcAvailable,
-        context: AsyncPaymentsContext,
-        responder: Option<Responder>,
+        _message: HeldHtlcAvailable,
+        _context: AsyncPaymentsContext,
+        _responder: Option<Responder>,
     ) -> Option<(ReleaseHeldHtlc, ResponseInstruction)> {
-        self.0
-            .handle_held_htlc_available(message, context, responder)
+        log::debug!("ignoring HeldHtlcAvailable: HTLCs are released by the wallet node");
+        None
     }
 
-    fn handle_release_held_htlc(&self, message: ReleaseHeldHtlc, context: AsyncPaymentsContext) {
-        self.0.handle_release_held_htlc(message, context)
-    }
+    fn handle_release_held_htlc(&self, _message: ReleaseHeldHtlc, _context: AsyncPaymentsContext) {}
 
     fn release_pending_messages(&self) -> Outbox {
-        AsyncPaymentsMessageHandler::release_pending_messages(&*self.0)
+        self.engine.release_pending_messages(&self.server)
     }
 }
 
@@ -778,9 +873,11 @@ impl OffersMessageHandler for ProtocolHandler {
         &self,
         message: OffersMessage,
         context: Option<OffersContext>,
-        responder: Option<Responder>,
+        _responder: Option<Responder>,
     ) -> Option<(OffersMessage, ResponseInstruction)> {
-        self.0.handle_message(message, context, responder)
+        self.engine
+            .handle_forwarded_invoice_request(message, context);
+        None
     }
 }
 

@@ -1,7 +1,7 @@
 //! Persistence of offers behind LDK's `KVStoreSync`: `lightning-persister`'s `FilesystemStore` by
-//! default, or any store the app provides. One record per offer, keyed by its slot, so each
-//! transition writes one small record. A record that cannot be decoded stops the client at
-//! start with [`Error::CorruptStore`] and is never overwritten or removed by us.
+//! default, or any store the app provides. One record per offer, keyed by its server and slot,
+//! so each transition writes one small record. A record that cannot be decoded stops the client
+//! at start with [`Error::CorruptStore`] and is never overwritten or removed by us.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use lightning::bitcoin::hashes::sha256::Hash as Sha256;
 use lightning::bitcoin::hashes::Hash;
+use lightning::bitcoin::hex::DisplayHex;
+use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::Offer;
@@ -27,7 +29,10 @@ pub type DynStore = dyn KVStoreSync + Send + Sync;
 
 const PRIMARY_NAMESPACE: &str = "async_offers";
 const OFFERS_NAMESPACE: &str = "offers";
-const MAGIC: &[u8; 4] = b"AOF2";
+const MAGIC: &[u8; 4] = b"AOF3";
+/// Records of the single-server releases: no server in the record, keyed `slot_NNNNN`. They
+/// are read as the first configured server's and rewritten in the current format at start.
+const SINGLE_SERVER_MAGIC: &[u8; 4] = b"AOF2";
 const CHECKSUM_LEN: usize = 8;
 
 /// Reads and writes offer records.
@@ -41,14 +46,17 @@ const CHECKSUM_LEN: usize = 8;
 pub(crate) struct OfferStore {
     kv: Arc<DynStore>,
     next_revision: Arc<AtomicU64>,
-    /// Per slot, the revision on disk; its lock is held while that slot is written.
-    written: Arc<Mutex<HashMap<u16, Arc<Mutex<u64>>>>>,
+    /// Per server slot, the revision on disk; its lock is held while that slot is written.
+    written: Arc<Mutex<HashMap<SlotKey, Arc<Mutex<u64>>>>>,
 }
+
+/// A server and one of its slots: where a record lives.
+type SlotKey = (PublicKey, u16);
 
 /// A snapshot of one slot's record, numbered, waiting for [`OfferStore::commit`].
 #[must_use = "a prepared write does nothing until committed"]
 pub(crate) struct PreparedWrite {
-    slot: u16,
+    slot: SlotKey,
     revision: u64,
     /// `None` removes the record.
     record: Option<Vec<u8>>,
@@ -63,23 +71,27 @@ impl OfferStore {
         }
     }
 
-    fn key(slot: u16) -> String {
+    fn key((server, slot): SlotKey) -> String {
+        format!("{}_{slot:05}", server.serialize().as_hex())
+    }
+
+    fn single_server_key(slot: u16) -> String {
         format!("slot_{slot:05}")
     }
 
     /// Snapshots `offer` for writing (insert or update). Call it where the state changes.
     pub fn prepare(&self, offer: &CachedOffer) -> PreparedWrite {
         PreparedWrite {
-            slot: offer.slot,
+            slot: (offer.server, offer.slot),
             revision: self.next_revision.fetch_add(1, Ordering::Relaxed),
             record: Some(encode(offer)),
         }
     }
 
-    /// Snapshots the removal of the record in `slot`.
-    pub fn prepare_removal(&self, slot: u16) -> PreparedWrite {
+    /// Snapshots the removal of the record of `offer`.
+    pub fn prepare_removal(&self, offer: &CachedOffer) -> PreparedWrite {
         PreparedWrite {
-            slot,
+            slot: (offer.server, offer.slot),
             revision: self.next_revision.fetch_add(1, Ordering::Relaxed),
             record: None,
         }
@@ -98,8 +110,8 @@ impl OfferStore {
         if *on_disk > write.revision {
             return Ok(());
         }
-        let slot = write.slot;
-        let key = Self::key(slot);
+        let (_, slot) = write.slot;
+        let key = Self::key(write.slot);
         match write.record {
             Some(record) => self
                 .kv
@@ -119,13 +131,14 @@ impl OfferStore {
         self.commit(self.prepare(offer))
     }
 
-    /// Deletes the record of the offer in `slot` now.
-    pub fn remove(&self, slot: u16) -> Result<(), Error> {
-        self.commit(self.prepare_removal(slot))
+    /// Deletes the record of `offer` now.
+    pub fn remove(&self, offer: &CachedOffer) -> Result<(), Error> {
+        self.commit(self.prepare_removal(offer))
     }
 
-    /// Every stored offer. Fails on the first record that cannot be read or decoded.
-    pub fn load_all(&self) -> Result<Vec<CachedOffer>, Error> {
+    /// Every stored offer. Fails on the first record that cannot be read or decoded. Records
+    /// of the single-server format are taken as `first_server`'s and rewritten.
+    pub fn load_all(&self, first_server: PublicKey) -> Result<Vec<CachedOffer>, Error> {
         let keys = self
             .kv
             .list(PRIMARY_NAMESPACE, OFFERS_NAMESPACE)
@@ -140,16 +153,27 @@ impl OfferStore {
                 .kv
                 .read(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key)
                 .map_err(|e| corrupt(format!("unreadable: {e}")))?;
-            let offer = decode(&bytes).map_err(corrupt)?;
-            if key != Self::key(offer.slot) {
+            let (offer, single_server) = decode(&bytes, first_server).map_err(corrupt)?;
+            let expected_key = match single_server {
+                true => Self::single_server_key(offer.slot),
+                false => Self::key((offer.server, offer.slot)),
+            };
+            if key != expected_key {
                 return Err(corrupt(format!(
                     "holds slot {} under another key",
                     offer.slot
                 )));
             }
+            if single_server {
+                // Written in the new format first, so a crash in between loses nothing.
+                self.save(&offer)?;
+                self.kv
+                    .remove(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key, false)
+                    .map_err(|e| Error::Storage(format!("removing {key}: {e}")))?;
+            }
             offers.push(offer);
         }
-        offers.sort_by_key(|offer| offer.slot);
+        offers.sort_by_key(|offer| (offer.server, offer.slot));
         Ok(offers)
     }
 }
@@ -165,6 +189,7 @@ fn state_byte(state: OfferState) -> u8 {
 fn encode(offer: &CachedOffer) -> Vec<u8> {
     let mut out = Vec::with_capacity(2048);
     out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&offer.server.serialize());
     out.extend_from_slice(&offer.slot.to_be_bytes());
     out.push(state_byte(offer.state));
     put_bytes(&mut out, &offer.offer.encode());
@@ -237,8 +262,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<CachedOffer, String> {
-    if bytes.len() < MAGIC.len() + CHECKSUM_LEN || &bytes[..MAGIC.len()] != MAGIC {
+/// Decodes a record, and says whether it was in the single-server format (then on
+/// `first_server`).
+fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOffer, bool), String> {
+    if bytes.len() < MAGIC.len() + CHECKSUM_LEN {
+        return Err("not an offer record (too short)".into());
+    }
+    let magic = &bytes[..MAGIC.len()];
+    let single_server = magic == SINGLE_SERVER_MAGIC;
+    if magic != MAGIC && !single_server {
         return Err("not an offer record (bad magic or format version)".into());
     }
     let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
@@ -246,6 +278,11 @@ fn decode(bytes: &[u8]) -> Result<CachedOffer, String> {
         return Err("checksum mismatch".into());
     }
     let mut r = Reader(&body[MAGIC.len()..]);
+    let server = match single_server {
+        true => first_server,
+        false => PublicKey::from_slice(&r.array::<33>("server")?)
+            .map_err(|e| format!("bad server node id: {e}"))?,
+    };
     let slot = u16::from_be_bytes(r.array("slot")?);
     let state = match r.array::<1>("state")?[0] {
         0 => OfferState::Pending,
@@ -285,7 +322,8 @@ fn decode(bytes: &[u8]) -> Result<CachedOffer, String> {
     if invoice.offer_id() != offer.id() {
         return Err("invoice belongs to another offer".into());
     }
-    Ok(CachedOffer {
+    let offer = CachedOffer {
+        server,
         slot,
         offer,
         nonce,
@@ -301,13 +339,14 @@ fn decode(bytes: &[u8]) -> Result<CachedOffer, String> {
         invoice_confirmed,
         invoice_sent_at: None,
         expiry_announced: false,
-    })
+    };
+    Ok((offer, single_server))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_utils::offer_fixture;
+    use crate::test_utils::{offer_fixture, pubkey, server_key};
     use lightning_persister::fs_store::FilesystemStore;
 
     fn store(dir: &std::path::Path) -> OfferStore {
@@ -324,7 +363,7 @@ mod tests {
         offer.handed_out_at = Some(Duration::from_secs(1_800_000_123));
         offer.invoice_confirmed = true;
         store(dir.path()).save(&offer).unwrap();
-        let loaded = store(dir.path()).load_all().unwrap();
+        let loaded = store(dir.path()).load_all(server_key()).unwrap();
         assert_eq!(loaded.len(), 1);
         let back = &loaded[0];
         assert_eq!(
@@ -351,8 +390,8 @@ mod tests {
         );
         assert_eq!(back.server_path.encode(), offer.server_path.encode());
         assert!(back.invoice_confirmed);
-        store(dir.path()).remove(3).unwrap();
-        assert!(store(dir.path()).load_all().unwrap().is_empty());
+        store(dir.path()).remove(&offer).unwrap();
+        assert!(store(dir.path()).load_all(server_key()).unwrap().is_empty());
     }
 
     #[test]
@@ -367,14 +406,17 @@ mod tests {
         let used = store.prepare(&offer);
         store.commit(used).unwrap();
         store.commit(ready).unwrap();
-        assert_eq!(store.load_all().unwrap()[0].state, OfferState::Used);
+        assert_eq!(
+            store.load_all(server_key()).unwrap()[0].state,
+            OfferState::Used
+        );
 
         let stale = store.prepare(&offer);
-        let removal = store.prepare_removal(0);
+        let removal = store.prepare_removal(&offer);
         store.commit(removal).unwrap();
         store.commit(stale).unwrap();
         assert!(
-            store.load_all().unwrap().is_empty(),
+            store.load_all(server_key()).unwrap().is_empty(),
             "a removed offer does not come back"
         );
     }
@@ -383,21 +425,21 @@ mod tests {
     fn a_corrupt_record_is_a_clear_error_and_left_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let fixture = offer_fixture();
-        store(dir.path())
-            .save(&fixture.cached(0, Duration::from_secs(1_800_000_000), None))
-            .unwrap();
+        let offer = fixture.cached(0, Duration::from_secs(1_800_000_000), None);
+        store(dir.path()).save(&offer).unwrap();
+        let key = OfferStore::key((offer.server, 0));
         let path = dir
             .path()
             .join(PRIMARY_NAMESPACE)
             .join(OFFERS_NAMESPACE)
-            .join("slot_00000");
+            .join(&key);
         let mut bytes = std::fs::read(&path).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x55;
         std::fs::write(&path, &bytes).unwrap();
-        match store(dir.path()).load_all() {
-            Err(Error::CorruptStore { key, reason }) => {
-                assert!(key.ends_with("slot_00000"));
+        match store(dir.path()).load_all(server_key()) {
+            Err(Error::CorruptStore { key: named, reason }) => {
+                assert!(named.ends_with(&key));
                 assert!(reason.contains("checksum"), "{reason}");
             }
             other => panic!("expected a corrupt-store error, got {other:?}"),
@@ -409,8 +451,64 @@ mod tests {
         );
         std::fs::write(&path, b"garbage").unwrap();
         assert!(matches!(
-            store(dir.path()).load_all(),
+            store(dir.path()).load_all(server_key()),
             Err(Error::CorruptStore { .. })
         ));
+    }
+
+    #[test]
+    fn each_server_has_its_own_slots_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = offer_fixture();
+        let now = Duration::from_secs(1_800_000_000);
+        let on_first = fixture.cached(0, now, None);
+        let on_second = fixture.cached_on(pubkey(10), 0, now, None);
+        store(dir.path()).save(&on_first).unwrap();
+        store(dir.path()).save(&on_second).unwrap();
+        let loaded = store(dir.path()).load_all(server_key()).unwrap();
+        let found: Vec<_> = loaded
+            .iter()
+            .map(|o| (o.server, o.slot, o.id().0))
+            .collect();
+        let mut expected = vec![
+            (server_key(), 0, on_first.id().0),
+            (pubkey(10), 0, on_second.id().0),
+        ];
+        expected.sort();
+        assert_eq!(found, expected, "loaded in server and slot order");
+    }
+
+    #[test]
+    fn single_server_records_are_read_as_the_first_servers_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = offer_fixture();
+        let mut offer = fixture.cached(4, Duration::from_secs(1_800_000_000), None);
+        offer.state = OfferState::Used;
+        offer.label = Some("bio".into());
+        // The single-server layout: the same record without the server, under `slot_NNNNN`.
+        let current = encode(&offer);
+        let mut old = SINGLE_SERVER_MAGIC.to_vec();
+        old.extend_from_slice(&current[MAGIC.len() + 33..current.len() - CHECKSUM_LEN]);
+        let checksum = Sha256::hash(&old).to_byte_array();
+        old.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        let kv = FilesystemStore::new(dir.path().to_path_buf());
+        kv.write(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, "slot_00004", old)
+            .unwrap();
+
+        let first = pubkey(12);
+        let loaded = store(dir.path()).load_all(first).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(
+            (loaded[0].server, loaded[0].slot, loaded[0].id()),
+            (first, 4, offer.id())
+        );
+        assert_eq!(loaded[0].label.as_deref(), Some("bio"));
+        assert_eq!(
+            kv.list(PRIMARY_NAMESPACE, OFFERS_NAMESPACE).unwrap(),
+            vec![OfferStore::key((first, 4))],
+            "rewritten under the new key, the old one gone"
+        );
+        let again = store(dir.path()).load_all(pubkey(13)).unwrap();
+        assert_eq!(again[0].server, first, "rewritten once, for good");
     }
 }

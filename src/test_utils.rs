@@ -36,6 +36,11 @@ pub(crate) fn pubkey(byte: u8) -> PublicKey {
     )
 }
 
+/// The server the fixture's offers are on unless said otherwise.
+pub(crate) fn server_key() -> PublicKey {
+    pubkey(9)
+}
+
 pub(crate) struct OfferFixture {
     factory: OfferFactory,
 }
@@ -47,7 +52,7 @@ pub(crate) fn offer_fixture() -> OfferFixture {
         receive_auth_key: keys.wallet_receive_auth_key(),
     };
     OfferFixture {
-        factory: OfferFactory::new(keys, Network::Regtest, pubkey(9), end),
+        factory: OfferFactory::new(keys, Network::Regtest, end),
     }
 }
 
@@ -72,17 +77,29 @@ impl OfferFixture {
         )
     }
 
-    /// A Pending offer in `slot`, built at `now` over fresh server paths.
+    /// A Pending offer in `slot` of [`server_key`], built at `now` over fresh server paths.
     pub fn cached(&self, slot: u16, now: Duration, expiry: Option<Duration>) -> CachedOffer {
+        self.cached_on(server_key(), slot, now, expiry)
+    }
+
+    /// A Pending offer in `slot` of `server`, built at `now` over fresh server paths.
+    pub fn cached_on(
+        &self,
+        server: PublicKey,
+        slot: u16,
+        now: Duration,
+        expiry: Option<Duration>,
+    ) -> CachedOffer {
         let (offer, nonce) = self
             .factory
             .build_offer(vec![self.server_path()], expiry)
             .unwrap();
         let invoice = self
             .factory
-            .build_invoice(&offer, nonce, &[], now, None)
+            .build_invoice(&offer, nonce, server, &[], now, None)
             .unwrap();
         CachedOffer {
+            server,
             slot,
             offer,
             nonce,
@@ -100,7 +117,7 @@ impl OfferFixture {
 
     pub fn invoice_for(&self, offer: &CachedOffer, now: Duration) -> BuiltInvoice {
         self.factory
-            .build_invoice(&offer.offer, offer.nonce, &[], now, None)
+            .build_invoice(&offer.offer, offer.nonce, offer.server, &[], now, None)
             .unwrap()
     }
 }

@@ -1,5 +1,8 @@
-//! The wire: an `OnionMessenger` and a `PeerManager` over `lightning-net-tokio`, one noise
-//! connection to the server, reconnected with capped exponential backoff, plus the timers.
+//! The wire: for each server, an `OnionMessenger` and a `PeerManager` over
+//! `lightning-net-tokio`, one noise connection reconnected with capped exponential backoff,
+//! and the peer timer. Each server's messenger has the protocol handler of that server, so
+//! replies are attributed to the server they came from and every message leaves on the
+//! connection of the server it is for.
 //!
 //! The client has no network graph. Every path it sends over starts at the server it is
 //! connected to, and compact paths (introduction node given as a directed short channel id,
@@ -29,7 +32,7 @@ use lightning_net_tokio::SocketDescriptor;
 use tokio::sync::{watch, Notify};
 
 use crate::logging::LdkLogBridge;
-use crate::protocol::Engine;
+use crate::protocol::{Engine, ProtocolHandler};
 
 type Messenger = OnionMessenger<
     Arc<KeysManager>,
@@ -37,8 +40,8 @@ type Messenger = OnionMessenger<
     Arc<LdkLogBridge>,
     Arc<EmptyNodeIdLookUp>,
     Arc<ServerRouter>,
-    Arc<Engine>,
-    Arc<Engine>,
+    Arc<ProtocolHandler>,
+    Arc<ProtocolHandler>,
     IgnoringMessageHandler,
     IgnoringMessageHandler,
 >;
@@ -223,25 +226,30 @@ impl OnionMessageHandler for ConnectionWatcher {
     }
 }
 
-/// The running transport: one connection loop and its timers.
+/// The running transport to one server: its connection loop, outbox flushing and peer timer.
 pub(crate) struct Transport {
     peers: Arc<Peers>,
     watcher: Arc<ConnectionWatcher>,
     engine: Arc<Engine>,
+    outbox_ready: Arc<Notify>,
     server: PublicKey,
     address: String,
-    tick_interval: Duration,
+    /// The longest a flush waits for the send budget (a test's clock may not move with tokio's).
+    max_flush_wait: Duration,
 }
 
 impl Transport {
+    /// The transport to `server`, one of the engine's; `None` if it is not.
     pub fn new(
         engine: Arc<Engine>,
         transport_keys: Arc<KeysManager>,
         server: PublicKey,
         address: String,
         network: Network,
-        tick_interval: Duration,
-    ) -> Arc<Self> {
+        max_flush_wait: Duration,
+    ) -> Option<Arc<Self>> {
+        let outbox_ready = engine.outbox_ready(&server)?;
+        let handler = Arc::new(ProtocolHandler::new(engine.clone(), server));
         let router = Arc::new(ServerRouter::new(server, network, transport_keys.clone()));
         let messenger = Arc::new(OnionMessenger::new(
             transport_keys.clone(),
@@ -249,8 +257,8 @@ impl Transport {
             Arc::new(LdkLogBridge),
             Arc::new(EmptyNodeIdLookUp {}),
             router,
-            engine.clone(),
-            engine.clone(),
+            handler.clone(),
+            handler,
             IgnoringMessageHandler {},
             IgnoringMessageHandler {},
         ));
@@ -277,20 +285,21 @@ impl Transport {
             Arc::new(LdkLogBridge),
             transport_keys,
         ));
-        Arc::new(Self {
+        Some(Arc::new(Self {
             peers,
             watcher,
             engine,
+            outbox_ready,
             server,
             address,
-            tick_interval,
-        })
+            max_flush_wait,
+        }))
     }
 
-    /// Runs until `shutdown` turns true: the connection loop, maintenance and message flushing.
+    /// Runs until `shutdown` turns true: the connection loop, message flushing, peer timer.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let flush = tokio::spawn(self.clone().flush_outbox());
-        let ticks = tokio::spawn(self.clone().timers());
+        let ticks = tokio::spawn(self.clone().peer_timer());
         let mut delay = FIRST_RECONNECT_DELAY;
         loop {
             tokio::select! {
@@ -322,6 +331,7 @@ impl Transport {
             Ok(stream) => stream,
             Err(why) => {
                 log::warn!("cannot reach the server at {}: {why}", self.address);
+                self.engine.on_connection_failed(self.server);
                 return false;
             }
         };
@@ -332,20 +342,22 @@ impl Transport {
         tokio::select! {
             result = handshake => {
                 if result.is_err() {
-                    log::warn!("server handshake timed out");
+                    log::warn!("handshake with the server at {} timed out", self.address);
+                    self.engine.on_connection_failed(self.server);
                     return false;
                 }
             },
             _ = &mut connection => {
-                log::warn!("server closed the connection during the handshake");
+                log::warn!("the server at {} closed the connection during the handshake", self.address);
+                self.engine.on_connection_failed(self.server);
                 return false;
             },
         }
         log::info!("connected to the server {}", self.server);
-        self.engine.on_connected();
+        self.engine.on_connected(self.server);
         connection.await;
-        log::info!("disconnected from the server");
-        self.engine.on_disconnected();
+        log::info!("disconnected from the server {}", self.server);
+        self.engine.on_disconnected(self.server);
         true
     }
 
@@ -374,30 +386,25 @@ impl Transport {
     }
 
     async fn flush_outbox(self: Arc<Self>) {
-        let ready = self.engine.outbox_ready();
         loop {
-            match self.engine.deferred_release_in() {
-                // Messages wait for the send budget: flush again once it allows. At the latest
-                // after a tick interval, since a test's clock may not move with tokio's.
+            match self.engine.deferred_release_in(&self.server) {
+                // Messages wait for the send budget: flush again once it allows, at the latest
+                // after `max_flush_wait`.
                 Some(wait) => tokio::select! {
-                    _ = ready.notified() => {},
-                    _ = tokio::time::sleep(wait.min(self.tick_interval)) => {},
+                    _ = self.outbox_ready.notified() => {},
+                    _ = tokio::time::sleep(wait.min(self.max_flush_wait)) => {},
                 },
-                None => ready.notified().await,
+                None => self.outbox_ready.notified().await,
             }
             self.peers.process_events();
         }
     }
 
-    async fn timers(self: Arc<Self>) {
-        let mut maintenance = tokio::time::interval(self.tick_interval);
+    async fn peer_timer(self: Arc<Self>) {
         let mut peer_timer = tokio::time::interval(PEER_TIMER_INTERVAL);
-        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = maintenance.tick() => self.engine.on_tick(),
-                _ = peer_timer.tick() => self.peers.timer_tick_occurred(),
-            }
+            peer_timer.tick().await;
+            self.peers.timer_tick_occurred();
             self.peers.process_events();
         }
     }

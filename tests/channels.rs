@@ -4,73 +4,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_offers::{AsyncOffersClient, ChannelHint, Event, ManualClock};
-use async_offers_server::{check_invoice_for_offer, Payer, RunningServer};
+use async_offers::{AsyncOffersClient, ManualClock};
 use common::*;
-use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
-use lightning::bitcoin::Network;
-use lightning::blinded_path::IntroductionNode;
-use lightning::offers::offer::Offer;
-
-fn hint(lsp_secret: u8, short_channel_id: u64, fee_base_msat: u32) -> ChannelHint {
-    let secret = SecretKey::from_slice(&[lsp_secret; 32]).unwrap();
-    ChannelHint {
-        lsp_node_id: PublicKey::from_secret_key(&Secp256k1::new(), &secret),
-        short_channel_id,
-        fee_base_msat,
-        fee_proportional_millionths: 100,
-        cltv_expiry_delta: 72,
-        htlc_minimum_msat: 1_000,
-        htlc_maximum_msat: 500_000_000,
-    }
-}
-
-/// Collects `InvoiceRefreshed` events until `count` distinct offers were refreshed.
-fn refreshed(events: &mpsc::Receiver<Event>, count: usize, within: Duration) -> HashSet<String> {
-    let deadline = std::time::Instant::now() + within;
-    let mut offers = HashSet::new();
-    while offers.len() < count {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match events.recv_timeout(left) {
-            Ok(Event::InvoiceRefreshed { offer_id }) => {
-                offers.insert(offer_id);
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    offers
-}
-
-/// Fetches each offer's static invoice as a payer and checks every payment path is `hint`'s.
-async fn assert_invoices_pay_over(server: &RunningServer, offers: &[String], hint: &ChannelHint) {
-    let payer = Payer::connect(
-        server.identity().node_id(),
-        &server.local_addr().to_string(),
-        Network::Regtest,
-    )
-    .await
-    .unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    for offer in offers {
-        let offer: Offer = offer.parse().unwrap();
-        let fetched = payer
-            .fetch_static_invoice(&offer, Duration::from_secs(10))
-            .await
-            .unwrap();
-        check_invoice_for_offer(&offer, &fetched.invoice, now).unwrap();
-        for path in fetched.invoice.payment_paths() {
-            assert_eq!(
-                path.introduction_node(),
-                &IntroductionNode::NodeId(hint.lsp_node_id)
-            );
-            assert_eq!(path.payinfo.fee_base_msat, hint.fee_base_msat);
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_hints_refresh_every_ready_and_handed_out_offer_at_once() {

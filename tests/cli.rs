@@ -91,10 +91,23 @@ fn run_cli(
     offers: u16,
     timeout_secs: u32,
 ) -> (Option<i32>, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_async-offers"))
-        .args(["--server-node-id", &server.node_id])
-        .args(["--server-address", &server.address])
-        .args(["--server-paths", &server.paths])
+    run_cli_with(&[server], data_dir, offers, timeout_secs)
+}
+
+fn run_cli_with(
+    servers: &[&Recipient],
+    data_dir: &Path,
+    offers: u16,
+    timeout_secs: u32,
+) -> (Option<i32>, Value) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_async-offers"));
+    for server in servers {
+        command
+            .args(["--server-node-id", &server.node_id])
+            .args(["--server-address", &server.address])
+            .args(["--server-paths", &server.paths]);
+    }
+    let output = command
         .args(["--seed-hex", &"42".repeat(32)])
         .arg("--data-dir")
         .arg(data_dir)
@@ -179,4 +192,43 @@ async fn fills_from_a_separate_server_and_every_printed_offer_is_payable() {
     let all = offer_ids(&more);
     assert_eq!(all.len(), 7);
     assert!(offer_ids(&json).iter().all(|id| all.contains(id)));
+}
+
+#[test]
+fn fills_from_two_servers_each_with_its_share() {
+    let (a_dir, b_dir, wallet_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (a, b) = (
+        ServerProcess::start(a_dir.path()),
+        ServerProcess::start(b_dir.path()),
+    );
+    let (code, json) = run_cli_with(&[&a.recipient, &b.recipient], wallet_dir.path(), 4, 30);
+    assert_eq!(code, Some(0), "{json}");
+    let mut servers: Vec<&str> = json["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["server_node_id"].as_str().unwrap())
+        .collect();
+    servers.sort();
+    let mut expected = vec![a.recipient.node_id.as_str(); 2];
+    expected.extend([b.recipient.node_id.as_str(); 2]);
+    expected.sort();
+    assert_eq!(servers, expected);
+
+    let missing_address = Command::new(env!("CARGO_BIN_EXE_async-offers"))
+        .args(["--server-node-id", &a.recipient.node_id])
+        .args(["--server-node-id", &b.recipient.node_id])
+        .args(["--server-address", &a.recipient.address])
+        .args(["--server-paths", &a.recipient.paths])
+        .args(["--server-paths", &b.recipient.paths])
+        .args(["--seed-hex", &"42".repeat(32), "--data-dir"])
+        .arg(wallet_dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(missing_address.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing_address.stderr).contains("each server needs"));
 }

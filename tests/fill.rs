@@ -90,7 +90,7 @@ async fn compact_server_paths_named_by_channel_fill_and_serve_payers() {
     let mut config = config_for(&server, b"wallet-compact", client_dir.path());
     config.offer_slots = 4;
     assert!(
-        config.server.paths.iter().all(|path| matches!(
+        config.servers[0].paths.iter().all(|path| matches!(
             path.introduction_node(),
             IntroductionNode::DirectedShortChannelId(..)
         )),

@@ -225,7 +225,7 @@ impl Sdk {
         config.best_block_height = Some(wallet.best_block_info().1);
         tweak(&mut config);
         let client = AsyncOffersClient::new(config, seed).unwrap();
-        let handler = Arc::new(client.protocol_handler());
+        let handler = Arc::new(client.protocol_handler(lsp_id).unwrap());
         let keys = WalletKeys::from_seed(&seed);
         let transport = keys.transport_keys_manager().clone();
         let messenger = OnionMessenger::new(
@@ -882,7 +882,7 @@ fn an_invoice_from_a_different_seed_is_rejected_by_the_wallet() {
     // over the wallet's real channel. That other node exists, so the held HTLC is released
     // and reaches the wallet. Forwarded requests go to the client, out of the way.
     let sdk = Sdk::new(OTHER_SEED, lsp, wallet, |config| {
-        config.server.paths = lsp
+        config.servers[0].paths = lsp
             .node
             .blinded_paths_for_async_recipient(b"wrong seed".to_vec(), None)
             .unwrap();

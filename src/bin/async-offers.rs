@@ -13,11 +13,12 @@ use lightning::bitcoin::hex::FromHex;
 use lightning::bitcoin::Network;
 
 const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address HOST:PORT \
---server-paths HEX --seed-hex HEX --data-dir DIR [--network NET] [--offers N] [--timeout-secs S] [--json]
+--server-paths HEX [...] --seed-hex HEX --data-dir DIR [--network NET] [--offers N] [--timeout-secs S] [--json]
 
   --server-node-id   the static invoice server's node id (33 bytes, hex)
   --server-address   where its Lightning (noise) listener is, host:port
   --server-paths     the paths it gave this wallet, LDK's encoding of Vec<BlindedMessagePath>, hex
+                     (repeat the three for each further server; the nth of each go together)
   --seed-hex         the 32-byte seed the wallet's LDK node gives KeysManager::new, hex
   --data-dir         where the offers are kept; reused across runs
   --network          bitcoin, testnet, testnet4, signet or regtest (default regtest)
@@ -29,7 +30,7 @@ Exit status: 0 when N offers are ready, 1 when they are not in time or the clien
 2 for a usage error. RUST_LOG=1 logs to stderr.";
 
 struct Args {
-    server: ServerConfig,
+    servers: Vec<ServerConfig>,
     seed: [u8; 32],
     data_dir: std::path::PathBuf,
     network: Network,
@@ -39,8 +40,8 @@ struct Args {
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let (mut node_id, mut address, mut paths, mut seed, mut data_dir) =
-        (None, None, None, None, None);
+    let (mut node_ids, mut addresses, mut paths) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut seed, mut data_dir) = (None, None);
     let mut network = Network::Regtest;
     let mut offers = 10u16;
     let mut timeout = Duration::from_secs(60);
@@ -48,9 +49,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--server-node-id" => node_id = Some(value()?),
-            "--server-address" => address = Some(value()?),
-            "--server-paths" => paths = Some(value()?),
+            "--server-node-id" => node_ids.push(value()?),
+            "--server-address" => addresses.push(value()?),
+            "--server-paths" => paths.push(value()?),
             "--seed-hex" => seed = Some(value()?),
             "--data-dir" => data_dir = Some(value()?),
             "--network" => network = value()?.parse().map_err(|e| format!("--network: {e}"))?,
@@ -74,18 +75,24 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     let required = |value: Option<String>, flag: &str| value.ok_or(format!("{flag} is required"));
-    let server = ServerConfig::from_hex(
-        &required(node_id, "--server-node-id")?,
-        &required(address, "--server-address")?,
-        &required(paths, "--server-paths")?,
-    )
-    .map_err(|e| e.to_string())?;
+    if node_ids.is_empty() || node_ids.len() != addresses.len() || node_ids.len() != paths.len() {
+        return Err(
+            "each server needs one --server-node-id, --server-address and --server-paths".into(),
+        );
+    }
+    let servers = node_ids
+        .iter()
+        .zip(&addresses)
+        .zip(&paths)
+        .map(|((node_id, address), paths)| ServerConfig::from_hex(node_id, address, paths))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     let seed = Vec::<u8>::from_hex(required(seed, "--seed-hex")?.trim())
         .ok()
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .ok_or("--seed-hex needs 32 bytes of hex")?;
     Ok(Args {
-        server,
+        servers,
         seed,
         data_dir: required(data_dir, "--data-dir")?.into(),
         network,
@@ -120,7 +127,10 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let started = Instant::now();
-    let mut config = Config::new(args.network, &args.data_dir, args.server);
+    let mut servers = args.servers.into_iter();
+    let first = servers.next().ok_or("no server")?;
+    let mut config = Config::new(args.network, &args.data_dir, first);
+    config.servers.extend(servers);
     config.offer_slots = args.offers;
     let wanted = usize::from(args.offers);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -212,6 +222,7 @@ fn run(args: Args) -> Result<(), String> {
 
 fn offer_json(offer: &OfferInfo) -> serde_json::Value {
     serde_json::json!({
+        "server_node_id": offer.server_node_id,
         "slot": offer.slot,
         "state": format!("{:?}", offer.state),
         "offer": offer.offer,

@@ -79,6 +79,17 @@ impl TryFrom<ChannelHint> for crate::ChannelHint {
     }
 }
 
+/// A static invoice server, in the text forms LSPs hand out; see [`crate::ServerConfig`].
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct InvoiceServer {
+    /// The server's node id, hex.
+    pub node_id: String,
+    /// `host:port` of the server's Lightning listener.
+    pub address: String,
+    /// The paths the server gave this wallet: LDK's encoding of `Vec<BlindedMessagePath>`, hex.
+    pub paths_hex: String,
+}
+
 /// Everything the client needs; see [`crate::Config`] for what each value does. Create it with
 /// [`default_config`] and change what you need.
 #[derive(Clone, Debug, uniffi::Record)]
@@ -87,12 +98,9 @@ pub struct OffersConfig {
     pub network: Network,
     /// Where the offers are kept (the app's private storage).
     pub data_dir: String,
-    /// The static invoice server's node id, hex.
-    pub server_node_id: String,
-    /// `host:port` of the server's Lightning listener.
-    pub server_address: String,
-    /// The paths the server gave this wallet: LDK's encoding of `Vec<BlindedMessagePath>`, hex.
-    pub server_paths_hex: String,
+    /// The static invoice servers: one, or more so that offers keep coming when one is down.
+    /// Each offer stays with the server that holds its invoice.
+    pub servers: Vec<InvoiceServer>,
     /// How many ready offers to keep.
     pub offer_slots: u16,
     /// A ready offer older than this many seconds is replaced.
@@ -111,7 +119,8 @@ pub struct OffersConfig {
     pub offer_expiring_notice_secs: u64,
 }
 
-/// A configuration with the SDK's defaults for everything but the server and the data dir.
+/// A configuration with the SDK's defaults for everything but the server and the data dir;
+/// add servers to its `servers`.
 #[uniffi::export]
 pub fn default_config(
     network: Network,
@@ -123,9 +132,11 @@ pub fn default_config(
     OffersConfig {
         network,
         data_dir,
-        server_node_id,
-        server_address,
-        server_paths_hex,
+        servers: vec![InvoiceServer {
+            node_id: server_node_id,
+            address: server_address,
+            paths_hex: server_paths_hex,
+        }],
         offer_slots: config::DEFAULT_OFFER_SLOTS,
         ready_offer_max_age_secs: config::DEFAULT_READY_OFFER_MAX_AGE.as_secs(),
         invoice_refresh_interval_secs: config::DEFAULT_INVOICE_REFRESH_INTERVAL.as_secs(),
@@ -141,12 +152,16 @@ impl TryFrom<OffersConfig> for crate::Config {
     type Error = OffersError;
 
     fn try_from(config: OffersConfig) -> Result<Self, OffersError> {
-        let server = crate::ServerConfig::from_hex(
-            &config.server_node_id,
-            &config.server_address,
-            &config.server_paths_hex,
-        )?;
-        let mut core = crate::Config::new(config.network.into(), &config.data_dir, server);
+        let mut servers = config.servers.iter().map(|server| {
+            crate::ServerConfig::from_hex(&server.node_id, &server.address, &server.paths_hex)
+        });
+        let first = servers.next().ok_or_else(|| {
+            OffersError::InvalidConfig("no static invoice server in the config".into())
+        })??;
+        let mut core = crate::Config::new(config.network.into(), &config.data_dir, first);
+        for server in servers {
+            core.servers.push(server?);
+        }
         core.offer_slots = config.offer_slots;
         core.ready_offer_max_age = Duration::from_secs(config.ready_offer_max_age_secs);
         core.invoice_refresh_interval = Duration::from_secs(config.invoice_refresh_interval_secs);
@@ -177,6 +192,8 @@ pub enum OfferState {
 /// One offer, as the app sees it.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct Offer {
+    /// The node id (hex) of the server holding its invoice.
+    pub server_node_id: String,
     /// The server slot holding its invoice.
     pub slot: u16,
     /// Where it is in its life.
@@ -196,6 +213,7 @@ pub struct Offer {
 impl From<crate::OfferInfo> for Offer {
     fn from(info: crate::OfferInfo) -> Self {
         Self {
+            server_node_id: info.server_node_id,
             slot: info.slot,
             state: match info.state {
                 crate::OfferState::Pending => OfferState::Pending,
@@ -241,10 +259,16 @@ pub enum OfferEvent {
         /// Its id.
         offer_id: String,
     },
-    /// Connected to the server.
-    ServerConnected,
-    /// Lost the server; reconnecting.
-    ServerDisconnected,
+    /// Connected to a server.
+    ServerConnected {
+        /// Its node id, hex.
+        server_node_id: String,
+    },
+    /// Lost a server; reconnecting, while the others take over its share of the offers.
+    ServerDisconnected {
+        /// Its node id, hex.
+        server_node_id: String,
+    },
     /// A payer's invoice request came through the server and was verified.
     InvoiceRequestForwarded {
         /// The offer it is for.
@@ -275,8 +299,8 @@ impl From<crate::Event> for OfferEvent {
             },
             E::OfferExpired { offer_id } => Self::OfferExpired { offer_id },
             E::InvoiceRefreshed { offer_id } => Self::InvoiceRefreshed { offer_id },
-            E::ServerConnected => Self::ServerConnected,
-            E::ServerDisconnected => Self::ServerDisconnected,
+            E::ServerConnected { server_node_id } => Self::ServerConnected { server_node_id },
+            E::ServerDisconnected { server_node_id } => Self::ServerDisconnected { server_node_id },
             E::InvoiceRequestForwarded {
                 offer_id,
                 amount_msats,

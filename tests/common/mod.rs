@@ -1,13 +1,17 @@
 //! Shared setup for integration tests: a reference server on 127.0.0.1 and clients of it.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_offers::{AsyncOffersClient, Config, Event, EventListener, ServerConfig};
-use async_offers_server::{RunningServer, ServerOptions};
+use async_offers::{AsyncOffersClient, ChannelHint, Config, Event, EventListener, ServerConfig};
+use async_offers_server::{check_invoice_for_offer, Payer, RunningServer, ServerOptions};
+use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use lightning::bitcoin::Network;
+use lightning::blinded_path::IntroductionNode;
+use lightning::offers::offer::Offer;
 
 pub const SEED: [u8; 32] = [0x11; 32];
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -43,14 +47,17 @@ pub async fn start_server_with(options: ServerOptions) -> RunningServer {
     }
 }
 
-pub fn config_for(server: &RunningServer, recipient: &[u8], data_dir: &Path) -> Config {
-    let paths = server.identity().mint_paths(recipient, None).unwrap();
-    let server_config = ServerConfig {
+/// What `server` hands the wallet `recipient`: its node id, address and paths.
+pub fn server_config(server: &RunningServer, recipient: &[u8]) -> ServerConfig {
+    ServerConfig {
         node_id: server.identity().node_id(),
         address: server.local_addr().to_string(),
-        paths,
-    };
-    let mut config = Config::new(Network::Regtest, data_dir, server_config);
+        paths: server.identity().mint_paths(recipient, None).unwrap(),
+    }
+}
+
+pub fn config_for(server: &RunningServer, recipient: &[u8], data_dir: &Path) -> Config {
+    let mut config = Config::new(Network::Regtest, data_dir, server_config(server, recipient));
     config.tick_interval = Duration::from_millis(200);
     config
 }
@@ -131,4 +138,70 @@ impl EventListener for Events {
 pub fn events() -> (Arc<Events>, mpsc::Receiver<Event>) {
     let (sender, receiver) = mpsc::channel();
     (Arc::new(Events(Mutex::new(sender))), receiver)
+}
+
+/// A channel hint through the LSP whose secret key is `[lsp_secret; 32]`.
+pub fn hint(lsp_secret: u8, short_channel_id: u64, fee_base_msat: u32) -> ChannelHint {
+    let secret = SecretKey::from_slice(&[lsp_secret; 32]).unwrap();
+    ChannelHint {
+        lsp_node_id: PublicKey::from_secret_key(&Secp256k1::new(), &secret),
+        short_channel_id,
+        fee_base_msat,
+        fee_proportional_millionths: 100,
+        cltv_expiry_delta: 72,
+        htlc_minimum_msat: 1_000,
+        htlc_maximum_msat: 500_000_000,
+    }
+}
+
+/// Fetches each offer's static invoice as a payer and checks every payment path is `hint`'s.
+pub async fn assert_invoices_pay_over(
+    server: &RunningServer,
+    offers: &[String],
+    hint: &ChannelHint,
+) {
+    let payer = Payer::connect(
+        server.identity().node_id(),
+        &server.local_addr().to_string(),
+        Network::Regtest,
+    )
+    .await
+    .unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    for offer in offers {
+        let offer: Offer = offer.parse().unwrap();
+        let fetched = payer
+            .fetch_static_invoice(&offer, Duration::from_secs(10))
+            .await
+            .unwrap();
+        check_invoice_for_offer(&offer, &fetched.invoice, now).unwrap();
+        for path in fetched.invoice.payment_paths() {
+            assert_eq!(
+                path.introduction_node(),
+                &IntroductionNode::NodeId(hint.lsp_node_id)
+            );
+            assert_eq!(path.payinfo.fee_base_msat, hint.fee_base_msat);
+        }
+    }
+}
+
+/// Collects `InvoiceRefreshed` events until `count` distinct offers were refreshed.
+pub fn refreshed(
+    events: &mpsc::Receiver<Event>,
+    count: usize,
+    within: Duration,
+) -> HashSet<String> {
+    let deadline = std::time::Instant::now() + within;
+    let mut offers = HashSet::new();
+    while offers.len() < count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::InvoiceRefreshed { offer_id }) => {
+                offers.insert(offer_id);
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    offers
 }

@@ -1472,6 +1472,85 @@ public func FfiConverterTypeChannelHint_lower(_ value: ChannelHint) -> RustBuffe
 
 
 /**
+ * A static invoice server, in the text forms LSPs hand out; see [`crate::ServerConfig`].
+ */
+public struct InvoiceServer: Equatable, Hashable {
+    /**
+     * The server's node id, hex.
+     */
+    public var nodeId: String
+    /**
+     * `host:port` of the server's Lightning listener.
+     */
+    public var address: String
+    /**
+     * The paths the server gave this wallet: LDK's encoding of `Vec<BlindedMessagePath>`, hex.
+     */
+    public var pathsHex: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The server's node id, hex.
+         */nodeId: String, 
+        /**
+         * `host:port` of the server's Lightning listener.
+         */address: String, 
+        /**
+         * The paths the server gave this wallet: LDK's encoding of `Vec<BlindedMessagePath>`, hex.
+         */pathsHex: String) {
+        self.nodeId = nodeId
+        self.address = address
+        self.pathsHex = pathsHex
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension InvoiceServer: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeInvoiceServer: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> InvoiceServer {
+        return
+            try InvoiceServer(
+                nodeId: FfiConverterString.read(from: &buf), 
+                address: FfiConverterString.read(from: &buf), 
+                pathsHex: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: InvoiceServer, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.nodeId, into: &buf)
+        FfiConverterString.write(value.address, into: &buf)
+        FfiConverterString.write(value.pathsHex, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeInvoiceServer_lift(_ buf: RustBuffer) throws -> InvoiceServer {
+    return try FfiConverterTypeInvoiceServer.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeInvoiceServer_lower(_ value: InvoiceServer) -> RustBuffer {
+    return FfiConverterTypeInvoiceServer.lower(value)
+}
+
+
+/**
  * One log record.
  */
 public struct LogRecord: Equatable, Hashable {
@@ -1555,6 +1634,10 @@ public func FfiConverterTypeLogRecord_lower(_ value: LogRecord) -> RustBuffer {
  */
 public struct Offer: Equatable, Hashable {
     /**
+     * The node id (hex) of the server holding its invoice.
+     */
+    public var serverNodeId: String
+    /**
      * The server slot holding its invoice.
      */
     public var slot: UInt16
@@ -1587,6 +1670,9 @@ public struct Offer: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
+         * The node id (hex) of the server holding its invoice.
+         */serverNodeId: String, 
+        /**
          * The server slot holding its invoice.
          */slot: UInt16, 
         /**
@@ -1607,6 +1693,7 @@ public struct Offer: Equatable, Hashable {
         /**
          * When it expires, seconds since the Unix epoch; `None` never.
          */expiresAtSecs: UInt64?) {
+        self.serverNodeId = serverNodeId
         self.slot = slot
         self.state = state
         self.offer = offer
@@ -1632,6 +1719,7 @@ public struct FfiConverterTypeOffer: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Offer {
         return
             try Offer(
+                serverNodeId: FfiConverterString.read(from: &buf), 
                 slot: FfiConverterUInt16.read(from: &buf), 
                 state: FfiConverterTypeOfferState.read(from: &buf), 
                 offer: FfiConverterString.read(from: &buf), 
@@ -1643,6 +1731,7 @@ public struct FfiConverterTypeOffer: FfiConverterRustBuffer {
     }
 
     public static func write(_ value: Offer, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.serverNodeId, into: &buf)
         FfiConverterUInt16.write(value.slot, into: &buf)
         FfiConverterTypeOfferState.write(value.state, into: &buf)
         FfiConverterString.write(value.offer, into: &buf)
@@ -1683,17 +1772,10 @@ public struct OffersConfig: Equatable, Hashable {
      */
     public var dataDir: String
     /**
-     * The static invoice server's node id, hex.
+     * The static invoice servers: one, or more so that offers keep coming when one is down.
+     * Each offer stays with the server that holds its invoice.
      */
-    public var serverNodeId: String
-    /**
-     * `host:port` of the server's Lightning listener.
-     */
-    public var serverAddress: String
-    /**
-     * The paths the server gave this wallet: LDK's encoding of `Vec<BlindedMessagePath>`, hex.
-     */
-    public var serverPathsHex: String
+    public var servers: [InvoiceServer]
     /**
      * How many ready offers to keep.
      */
@@ -1737,14 +1819,9 @@ public struct OffersConfig: Equatable, Hashable {
          * Where the offers are kept (the app's private storage).
          */dataDir: String, 
         /**
-         * The static invoice server's node id, hex.
-         */serverNodeId: String, 
-        /**
-         * `host:port` of the server's Lightning listener.
-         */serverAddress: String, 
-        /**
-         * The paths the server gave this wallet: LDK's encoding of `Vec<BlindedMessagePath>`, hex.
-         */serverPathsHex: String, 
+         * The static invoice servers: one, or more so that offers keep coming when one is down.
+         * Each offer stays with the server that holds its invoice.
+         */servers: [InvoiceServer], 
         /**
          * How many ready offers to keep.
          */offerSlots: UInt16, 
@@ -1771,9 +1848,7 @@ public struct OffersConfig: Equatable, Hashable {
          */offerExpiringNoticeSecs: UInt64) {
         self.network = network
         self.dataDir = dataDir
-        self.serverNodeId = serverNodeId
-        self.serverAddress = serverAddress
-        self.serverPathsHex = serverPathsHex
+        self.servers = servers
         self.offerSlots = offerSlots
         self.readyOfferMaxAgeSecs = readyOfferMaxAgeSecs
         self.invoiceRefreshIntervalSecs = invoiceRefreshIntervalSecs
@@ -1802,9 +1877,7 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
             try OffersConfig(
                 network: FfiConverterTypeNetwork.read(from: &buf), 
                 dataDir: FfiConverterString.read(from: &buf), 
-                serverNodeId: FfiConverterString.read(from: &buf), 
-                serverAddress: FfiConverterString.read(from: &buf), 
-                serverPathsHex: FfiConverterString.read(from: &buf), 
+                servers: FfiConverterSequenceTypeInvoiceServer.read(from: &buf), 
                 offerSlots: FfiConverterUInt16.read(from: &buf), 
                 readyOfferMaxAgeSecs: FfiConverterUInt64.read(from: &buf), 
                 invoiceRefreshIntervalSecs: FfiConverterUInt64.read(from: &buf), 
@@ -1819,9 +1892,7 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
     public static func write(_ value: OffersConfig, into buf: inout [UInt8]) {
         FfiConverterTypeNetwork.write(value.network, into: &buf)
         FfiConverterString.write(value.dataDir, into: &buf)
-        FfiConverterString.write(value.serverNodeId, into: &buf)
-        FfiConverterString.write(value.serverAddress, into: &buf)
-        FfiConverterString.write(value.serverPathsHex, into: &buf)
+        FfiConverterSequenceTypeInvoiceServer.write(value.servers, into: &buf)
         FfiConverterUInt16.write(value.offerSlots, into: &buf)
         FfiConverterUInt64.write(value.readyOfferMaxAgeSecs, into: &buf)
         FfiConverterUInt64.write(value.invoiceRefreshIntervalSecs, into: &buf)
@@ -2194,13 +2265,21 @@ public enum OfferEvent: Equatable, Hashable {
          */offerId: String
     )
     /**
-     * Connected to the server.
+     * Connected to a server.
      */
-    case serverConnected
+    case serverConnected(
+        /**
+         * Its node id, hex.
+         */serverNodeId: String
+    )
     /**
-     * Lost the server; reconnecting.
+     * Lost a server; reconnecting, while the others take over its share of the offers.
      */
-    case serverDisconnected
+    case serverDisconnected(
+        /**
+         * Its node id, hex.
+         */serverNodeId: String
+    )
     /**
      * A payer's invoice request came through the server and was verified.
      */
@@ -2251,9 +2330,11 @@ public struct FfiConverterTypeOfferEvent: FfiConverterRustBuffer {
         case 5: return .invoiceRefreshed(offerId: try FfiConverterString.read(from: &buf)
         )
         
-        case 6: return .serverConnected
+        case 6: return .serverConnected(serverNodeId: try FfiConverterString.read(from: &buf)
+        )
         
-        case 7: return .serverDisconnected
+        case 7: return .serverDisconnected(serverNodeId: try FfiConverterString.read(from: &buf)
+        )
         
         case 8: return .invoiceRequestForwarded(offerId: try FfiConverterString.read(from: &buf), amountMsats: try FfiConverterOptionUInt64.read(from: &buf), payerNote: try FfiConverterOptionString.read(from: &buf)
         )
@@ -2292,13 +2373,15 @@ public struct FfiConverterTypeOfferEvent: FfiConverterRustBuffer {
             FfiConverterString.write(offerId, into: &buf)
             
         
-        case .serverConnected:
+        case let .serverConnected(serverNodeId):
             writeInt(&buf, Int32(6))
+            FfiConverterString.write(serverNodeId, into: &buf)
+            
         
-        
-        case .serverDisconnected:
+        case let .serverDisconnected(serverNodeId):
             writeInt(&buf, Int32(7))
-        
+            FfiConverterString.write(serverNodeId, into: &buf)
+            
         
         case let .invoiceRequestForwarded(offerId,amountMsats,payerNote):
             writeInt(&buf, Int32(8))
@@ -2645,6 +2728,31 @@ fileprivate struct FfiConverterSequenceTypeChannelHint: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeInvoiceServer: FfiConverterRustBuffer {
+    typealias SwiftType = [InvoiceServer]
+
+    public static func write(_ value: [InvoiceServer], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeInvoiceServer.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [InvoiceServer] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [InvoiceServer]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeInvoiceServer.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeOffer: FfiConverterRustBuffer {
     typealias SwiftType = [Offer]
 
@@ -2715,7 +2823,8 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
- * A configuration with the SDK's defaults for everything but the server and the data dir.
+ * A configuration with the SDK's defaults for everything but the server and the data dir;
+ * add servers to its `servers`.
  */
 public func defaultConfig(network: Network, dataDir: String, serverNodeId: String, serverAddress: String, serverPathsHex: String) -> OffersConfig  {
     return try!  FfiConverterTypeOffersConfig_lift(try! rustCall() {
@@ -2758,7 +2867,7 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_async_offers_checksum_func_default_config() != 990) {
+    if (uniffi_async_offers_checksum_func_default_config() != 60536) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_func_set_log_writer() != 27850) {

@@ -19,7 +19,7 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// Every event from now on, in order. Each call gives its own stream.
     public func events() -> AsyncStream<OfferEvent> { broadcaster.stream() }
 
-    /// Connects to the server and fills the offers in the background.
+    /// Connects to every server and fills the offers in the background.
     public func start() throws { try inner.start() }
 
     /// Disconnects; offers stay available.

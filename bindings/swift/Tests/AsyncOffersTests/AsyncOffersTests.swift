@@ -12,17 +12,26 @@ final class AsyncOffersTests: XCTestCase {
     private var dirs: [URL] = []
 
     override func setUpWithError() throws {
+        let described: InvoiceServer
+        (server, described) = try launchServer()
+        nodeId = described.nodeId
+        address = described.address
+        paths = described.pathsHex
+    }
+
+    /// Starts a reference server process; returns it and what it hands this wallet.
+    private func launchServer() throws -> (Process, InvoiceServer) {
         guard let binary = ProcessInfo.processInfo.environment["ASYNC_OFFERS_SERVER"] else {
             throw XCTSkip("ASYNC_OFFERS_SERVER not set")
         }
         let data = try tempDir()
-        server = Process()
-        server.executableURL = URL(fileURLWithPath: binary)
-        server.arguments = ["--listen", "127.0.0.1:0", "--data-dir", data.path, "--recipient", "swift"]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["--listen", "127.0.0.1:0", "--data-dir", data.path, "--recipient", "swift"]
         let output = Pipe()
-        server.standardOutput = output
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
         var line = Data()
         while !line.contains(UInt8(ascii: "\n")) {
             let chunk = output.fileHandleForReading.availableData
@@ -30,9 +39,7 @@ final class AsyncOffersTests: XCTestCase {
             line.append(chunk)
         }
         let json = try JSONSerialization.jsonObject(with: line) as! [String: String]
-        nodeId = json["node_id"]!
-        address = json["address"]!
-        paths = json["paths"]!
+        return (process, InvoiceServer(nodeId: json["node_id"]!, address: json["address"]!, pathsHex: json["paths"]!))
     }
 
     override func tearDown() {
@@ -144,7 +151,7 @@ final class AsyncOffersTests: XCTestCase {
     func testBadServerPathsNodeIdOrSeedThrowClearErrors() throws {
         let dir = try tempDir()
         var bad = config(dir)
-        bad.serverPathsHex = "zz"
+        bad.servers[0].pathsHex = "zz"
         XCTAssertThrowsError(try AsyncOffersClient(config: bad, seed: seed)) { error in
             guard case let OffersError.InvalidServerPaths(message) = error else {
                 return XCTFail("\(error)")
@@ -152,7 +159,7 @@ final class AsyncOffersTests: XCTestCase {
             XCTAssertTrue(message.contains("hex"), message)
         }
         bad = config(dir)
-        bad.serverNodeId = "02abcd"
+        bad.servers[0].nodeId = "02abcd"
         XCTAssertThrowsError(try AsyncOffersClient(config: bad, seed: seed)) { error in
             guard case let OffersError.InvalidConfig(message) = error else { return XCTFail("\(error)") }
             XCTAssertTrue(message.contains("node id"), message)
@@ -161,6 +168,22 @@ final class AsyncOffersTests: XCTestCase {
             guard case let OffersError.InvalidConfig(message) = error else { return XCTFail("\(error)") }
             XCTAssertTrue(message.contains("31 bytes"), message)
         }
+    }
+
+    func testOffersComeFromTheServerThatAnswersWhenAnotherIsDown() async throws {
+        // The second server handed out its paths, then went away: nothing listens there now.
+        let (gone, goneServer) = try launchServer()
+        // SIGKILL: a process started from an async test inherits the blocked SIGTERM of Swift's
+        // concurrency threads, so `terminate()` would not end it.
+        kill(gone.processIdentifier, SIGKILL)
+        gone.waitUntilExit()
+        var twoServers = config(try tempDir())
+        twoServers.servers.insert(goneServer, at: 0)
+        let client = try AsyncOffersClient(config: twoServers, seed: seed)
+        try client.start()
+        let ready = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        XCTAssertEqual(ready.map(\.serverNodeId), [nodeId, nodeId, nodeId])
+        XCTAssertEqual(try client.takeOffer(label: "while one is down").serverNodeId, nodeId)
     }
 
     func testTheLogWriterReceivesTheSdksRecords() async throws {

@@ -43,7 +43,7 @@ class AsyncOffersClient(config: OffersConfig, seed: ByteArray) : AutoCloseable {
         )
     }
 
-    /** Connects to the server and fills the offers in the background. */
+    /** Connects to every server and fills the offers in the background. */
     fun start() = inner.start()
 
     /** Disconnects; offers stay available. */

@@ -13,6 +13,7 @@ import kotlinx.coroutines.async
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.asyncoffers.ffi.ChannelHint
+import org.asyncoffers.ffi.InvoiceServer
 import org.asyncoffers.ffi.LogLevel
 import org.asyncoffers.ffi.LogRecord
 import org.asyncoffers.ffi.LogWriter
@@ -43,16 +44,23 @@ class AsyncOffersTest {
 
     @Before
     fun startServer() {
+        val (process, described) = launchServer()
+        server = process
+        nodeId = described.nodeId
+        address = described.address
+        paths = described.pathsHex
+    }
+
+    /** Starts a reference server process; returns it and what it hands this wallet. */
+    private fun launchServer(): Pair<Process, InvoiceServer> {
         val binary = System.getProperty("async_offers.server") ?: error("-Dasync_offers.server not set")
         val data = tempDir()
-        server = ProcessBuilder(binary, "--listen", "127.0.0.1:0", "--data-dir", data.path, "--recipient", "kotlin")
+        val process = ProcessBuilder(binary, "--listen", "127.0.0.1:0", "--data-dir", data.path, "--recipient", "kotlin")
             .redirectError(ProcessBuilder.Redirect.DISCARD)
             .start()
-        val line = server.inputStream.bufferedReader().readLine() ?: error("the server printed nothing")
+        val line = process.inputStream.bufferedReader().readLine() ?: error("the server printed nothing")
         fun field(name: String) = Regex("\"$name\":\"([^\"]*)\"").find(line)?.groupValues?.get(1) ?: error("no $name in $line")
-        nodeId = field("node_id")
-        address = field("address")
-        paths = field("paths")
+        return process to InvoiceServer(field("node_id"), field("address"), field("paths"))
     }
 
     @After
@@ -153,13 +161,13 @@ class AsyncOffersTest {
     fun badServerPathsNodeIdOrSeedRaiseClearExceptions() {
         val dir = tempDir()
         try {
-            AsyncOffersClient(config(dir).apply { serverPathsHex = "zz" }, seed)
+            AsyncOffersClient(config(dir).apply { servers = listOf(servers[0].copy(pathsHex = "zz")) }, seed)
             fail("bad paths accepted")
         } catch (e: OffersException.InvalidServerPaths) {
             assertTrue(e.message!!, e.message!!.contains("hex"))
         }
         try {
-            AsyncOffersClient(config(dir).apply { serverNodeId = "02abcd" }, seed)
+            AsyncOffersClient(config(dir).apply { servers = listOf(servers[0].copy(nodeId = "02abcd")) }, seed)
             fail("bad node id accepted")
         } catch (e: OffersException.InvalidConfig) {
             assertTrue(e.message!!, e.message!!.contains("node id"))
@@ -169,6 +177,21 @@ class AsyncOffersTest {
             fail("short seed accepted")
         } catch (e: OffersException.InvalidConfig) {
             assertTrue(e.message!!, e.message!!.contains("31 bytes"))
+        }
+    }
+
+    @Test
+    fun offersComeFromTheServerThatAnswersWhenAnotherIsDown() = runBlocking {
+        // The second server handed out its paths, then went away: nothing listens there now.
+        val (gone, goneServer) = launchServer()
+        gone.destroy()
+        gone.waitFor()
+        val dir = tempDir()
+        AsyncOffersClient(config(dir).apply { servers = listOf(goneServer) + servers }, seed).use { client ->
+            client.start()
+            val ready = client.waitForReadyOffers(3, 30.seconds)
+            assertEquals(listOf(nodeId, nodeId, nodeId), ready.map { it.serverNodeId })
+            assertEquals(nodeId, client.takeOffer("while one is down").serverNodeId)
         }
     }
 

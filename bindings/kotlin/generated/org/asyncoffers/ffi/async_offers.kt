@@ -949,7 +949,7 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if (lib.uniffi_async_offers_checksum_func_default_config() != 990) {
+    if (lib.uniffi_async_offers_checksum_func_default_config() != 60536) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_func_set_log_writer() != 27850) {
@@ -2650,6 +2650,61 @@ public object FfiConverterTypeChannelHint: FfiConverterRustBuffer<ChannelHint> {
 
 
 /**
+ * A static invoice server, in the text forms LSPs hand out; see [`crate::ServerConfig`].
+ */
+data class InvoiceServer (
+    /**
+     * The server's node id, hex.
+     */
+    var `nodeId`: kotlin.String
+    , 
+    /**
+     * `host:port` of the server's Lightning listener.
+     */
+    var `address`: kotlin.String
+    , 
+    /**
+     * The paths the server gave this wallet: LDK's encoding of `Vec<BlindedMessagePath>`, hex.
+     */
+    var `pathsHex`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeInvoiceServer: FfiConverterRustBuffer<InvoiceServer> {
+    override fun read(buf: ByteBuffer): InvoiceServer {
+        return InvoiceServer(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: InvoiceServer) = (
+            FfiConverterString.allocationSize(value.`nodeId`) +
+            FfiConverterString.allocationSize(value.`address`) +
+            FfiConverterString.allocationSize(value.`pathsHex`)
+    )
+
+    override fun write(value: InvoiceServer, buf: ByteBuffer) {
+            FfiConverterString.write(value.`nodeId`, buf)
+            FfiConverterString.write(value.`address`, buf)
+            FfiConverterString.write(value.`pathsHex`, buf)
+    }
+}
+
+
+
+/**
  * One log record.
  */
 data class LogRecord (
@@ -2709,6 +2764,11 @@ public object FfiConverterTypeLogRecord: FfiConverterRustBuffer<LogRecord> {
  */
 data class Offer (
     /**
+     * The node id (hex) of the server holding its invoice.
+     */
+    var `serverNodeId`: kotlin.String
+    , 
+    /**
      * The server slot holding its invoice.
      */
     var `slot`: kotlin.UShort
@@ -2758,6 +2818,7 @@ data class Offer (
 public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
     override fun read(buf: ByteBuffer): Offer {
         return Offer(
+            FfiConverterString.read(buf),
             FfiConverterUShort.read(buf),
             FfiConverterTypeOfferState.read(buf),
             FfiConverterString.read(buf),
@@ -2769,6 +2830,7 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
     }
 
     override fun allocationSize(value: Offer) = (
+            FfiConverterString.allocationSize(value.`serverNodeId`) +
             FfiConverterUShort.allocationSize(value.`slot`) +
             FfiConverterTypeOfferState.allocationSize(value.`state`) +
             FfiConverterString.allocationSize(value.`offer`) +
@@ -2779,6 +2841,7 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
     )
 
     override fun write(value: Offer, buf: ByteBuffer) {
+            FfiConverterString.write(value.`serverNodeId`, buf)
             FfiConverterUShort.write(value.`slot`, buf)
             FfiConverterTypeOfferState.write(value.`state`, buf)
             FfiConverterString.write(value.`offer`, buf)
@@ -2807,19 +2870,10 @@ data class OffersConfig (
     var `dataDir`: kotlin.String
     , 
     /**
-     * The static invoice server's node id, hex.
+     * The static invoice servers: one, or more so that offers keep coming when one is down.
+     * Each offer stays with the server that holds its invoice.
      */
-    var `serverNodeId`: kotlin.String
-    , 
-    /**
-     * `host:port` of the server's Lightning listener.
-     */
-    var `serverAddress`: kotlin.String
-    , 
-    /**
-     * The paths the server gave this wallet: LDK's encoding of `Vec<BlindedMessagePath>`, hex.
-     */
-    var `serverPathsHex`: kotlin.String
+    var `servers`: List<InvoiceServer>
     , 
     /**
      * How many ready offers to keep.
@@ -2878,9 +2932,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
         return OffersConfig(
             FfiConverterTypeNetwork.read(buf),
             FfiConverterString.read(buf),
-            FfiConverterString.read(buf),
-            FfiConverterString.read(buf),
-            FfiConverterString.read(buf),
+            FfiConverterSequenceTypeInvoiceServer.read(buf),
             FfiConverterUShort.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
@@ -2895,9 +2947,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
     override fun allocationSize(value: OffersConfig) = (
             FfiConverterTypeNetwork.allocationSize(value.`network`) +
             FfiConverterString.allocationSize(value.`dataDir`) +
-            FfiConverterString.allocationSize(value.`serverNodeId`) +
-            FfiConverterString.allocationSize(value.`serverAddress`) +
-            FfiConverterString.allocationSize(value.`serverPathsHex`) +
+            FfiConverterSequenceTypeInvoiceServer.allocationSize(value.`servers`) +
             FfiConverterUShort.allocationSize(value.`offerSlots`) +
             FfiConverterULong.allocationSize(value.`readyOfferMaxAgeSecs`) +
             FfiConverterULong.allocationSize(value.`invoiceRefreshIntervalSecs`) +
@@ -2911,9 +2961,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
     override fun write(value: OffersConfig, buf: ByteBuffer) {
             FfiConverterTypeNetwork.write(value.`network`, buf)
             FfiConverterString.write(value.`dataDir`, buf)
-            FfiConverterString.write(value.`serverNodeId`, buf)
-            FfiConverterString.write(value.`serverAddress`, buf)
-            FfiConverterString.write(value.`serverPathsHex`, buf)
+            FfiConverterSequenceTypeInvoiceServer.write(value.`servers`, buf)
             FfiConverterUShort.write(value.`offerSlots`, buf)
             FfiConverterULong.write(value.`readyOfferMaxAgeSecs`, buf)
             FfiConverterULong.write(value.`invoiceRefreshIntervalSecs`, buf)
@@ -3194,16 +3242,34 @@ sealed class OfferEvent {
     }
     
     /**
-     * Connected to the server.
+     * Connected to a server.
      */
-    object ServerConnected : OfferEvent()
-    
+    data class ServerConnected(
+        /**
+         * Its node id, hex.
+         */
+        val `serverNodeId`: kotlin.String) : OfferEvent()
+        
+    {
+        
+
+        companion object
+    }
     
     /**
-     * Lost the server; reconnecting.
+     * Lost a server; reconnecting, while the others take over its share of the offers.
      */
-    object ServerDisconnected : OfferEvent()
-    
+    data class ServerDisconnected(
+        /**
+         * Its node id, hex.
+         */
+        val `serverNodeId`: kotlin.String) : OfferEvent()
+        
+    {
+        
+
+        companion object
+    }
     
     /**
      * A payer's invoice request came through the server and was verified.
@@ -3260,8 +3326,12 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
             5 -> OfferEvent.InvoiceRefreshed(
                 FfiConverterString.read(buf),
                 )
-            6 -> OfferEvent.ServerConnected
-            7 -> OfferEvent.ServerDisconnected
+            6 -> OfferEvent.ServerConnected(
+                FfiConverterString.read(buf),
+                )
+            7 -> OfferEvent.ServerDisconnected(
+                FfiConverterString.read(buf),
+                )
             8 -> OfferEvent.InvoiceRequestForwarded(
                 FfiConverterString.read(buf),
                 FfiConverterOptionalULong.read(buf),
@@ -3312,12 +3382,14 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
                 4UL
+                + FfiConverterString.allocationSize(value.`serverNodeId`)
             )
         }
         is OfferEvent.ServerDisconnected -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
                 4UL
+                + FfiConverterString.allocationSize(value.`serverNodeId`)
             )
         }
         is OfferEvent.InvoiceRequestForwarded -> {
@@ -3361,10 +3433,12 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
             }
             is OfferEvent.ServerConnected -> {
                 buf.putInt(6)
+                FfiConverterString.write(value.`serverNodeId`, buf)
                 Unit
             }
             is OfferEvent.ServerDisconnected -> {
                 buf.putInt(7)
+                FfiConverterString.write(value.`serverNodeId`, buf)
                 Unit
             }
             is OfferEvent.InvoiceRequestForwarded -> {
@@ -3643,6 +3717,34 @@ public object FfiConverterSequenceTypeChannelHint: FfiConverterRustBuffer<List<C
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeInvoiceServer: FfiConverterRustBuffer<List<InvoiceServer>> {
+    override fun read(buf: ByteBuffer): List<InvoiceServer> {
+        val len = buf.getInt()
+        return List<InvoiceServer>(len) {
+            FfiConverterTypeInvoiceServer.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<InvoiceServer>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeInvoiceServer.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<InvoiceServer>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeInvoiceServer.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeOffer: FfiConverterRustBuffer<List<Offer>> {
     override fun read(buf: ByteBuffer): List<Offer> {
         val len = buf.getInt()
@@ -3673,7 +3775,8 @@ public object FfiConverterSequenceTypeOffer: FfiConverterRustBuffer<List<Offer>>
 
 
         /**
-         * A configuration with the SDK's defaults for everything but the server and the data dir.
+         * A configuration with the SDK's defaults for everything but the server and the data dir;
+         * add servers to its `servers`.
          */ fun `defaultConfig`(`network`: Network, `dataDir`: kotlin.String, `serverNodeId`: kotlin.String, `serverAddress`: kotlin.String, `serverPathsHex`: kotlin.String): OffersConfig {
             return FfiConverterTypeOffersConfig.lift(
     uniffiRustCall() { _status ->
