@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::blinded_path::message::{
     AsyncPaymentsContext, BlindedMessagePath, MessageContext, OffersContext,
 };
@@ -23,8 +24,6 @@ use lightning::onion_message::messenger::{
 };
 use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
 use tokio::sync::Notify;
-
-use lightning::bitcoin::secp256k1::PublicKey;
 
 use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, Reachability};
 use crate::clock::Clock;
