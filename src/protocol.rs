@@ -53,10 +53,71 @@ struct State {
     links: HashMap<PublicKey, Link>,
 }
 
-/// Messages waiting for one server, and what that server may still be sent this minute.
+/// Messages waiting for one server, what that server may still be sent this minute, and what
+/// it has not answered yet.
 struct Link {
     outbox: Outbox,
     budget: SendBudget,
+    /// `OfferPathsRequest`s by slot: each answer is a 32 KiB onion in the server's buffer.
+    requests_in_flight: InFlight<u16>,
+    /// `ServeStaticInvoice`s by offer: each is a 32 KiB onion in our buffer.
+    invoices_in_flight: InFlight<OfferId>,
+}
+
+impl Link {
+    fn new(max_messages_per_minute: u32) -> Self {
+        Self {
+            outbox: Vec::new(),
+            budget: SendBudget::new(max_messages_per_minute),
+            requests_in_flight: InFlight::default(),
+            invoices_in_flight: InFlight::default(),
+        }
+    }
+}
+
+/// Messages of one kind sent to a server and not answered yet. LDK's messenger buffers at most
+/// 256 KiB for a peer and silently drops what does not fit, on our side and on the server's, and
+/// offer paths and invoices travel in 32 KiB onions: with at most [`Self::MAX`] of each kind
+/// unanswered, neither buffer overflows however many offers are filled at once. An answer ends
+/// one; one unanswered for [`Self::TIMEOUT`] no longer counts (its retry is the cache's job).
+struct InFlight<K> {
+    sent: VecDeque<(K, Duration)>,
+}
+
+impl<K> Default for InFlight<K> {
+    fn default() -> Self {
+        Self {
+            sent: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: PartialEq> InFlight<K> {
+    const MAX: usize = 6;
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn has_room(&mut self, now: Duration) -> bool {
+        while self
+            .sent
+            .front()
+            .is_some_and(|(_, at)| *at + Self::TIMEOUT <= now)
+        {
+            self.sent.pop_front();
+        }
+        self.sent.len() < Self::MAX
+    }
+
+    fn sent(&mut self, key: K, now: Duration) {
+        self.sent.push_back((key, now));
+    }
+
+    fn answered(&mut self, key: &K) {
+        self.sent.retain(|(sent, _)| sent != key);
+    }
+
+    fn clear(&mut self) {
+        self.sent.clear();
+    }
 }
 
 /// A configured server as the engine knows it.
@@ -116,13 +177,7 @@ impl Engine {
         };
         let links = servers
             .iter()
-            .map(|server| {
-                let link = Link {
-                    outbox: Vec::new(),
-                    budget: SendBudget::new(config.max_messages_per_minute),
-                };
-                (server.node_id, link)
-            })
+            .map(|server| (server.node_id, Link::new(config.max_messages_per_minute)))
             .collect();
         Ok(Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
@@ -250,6 +305,8 @@ impl Engine {
             .set_reachability(server, Reachability::Unreachable);
         if let Some(link) = state.links.get_mut(&server) {
             link.outbox.clear();
+            link.requests_in_flight.clear();
+            link.invoices_in_flight.clear();
         }
         self.queue_offer_paths_requests(&mut state);
         drop(state);
@@ -616,13 +673,29 @@ impl Engine {
         let mut released = Vec::with_capacity(queued.len());
         let mut invoice_released = false;
         for entry in queued {
-            let is_invoice = matches!(entry.0, AsyncPaymentsMessage::ServeStaticInvoice(_));
-            if (is_invoice && invoice_released) || !link.budget.try_spend(now) {
+            let may_leave = match &entry.0 {
+                AsyncPaymentsMessage::ServeStaticInvoice(_) => {
+                    !invoice_released && link.invoices_in_flight.has_room(now)
+                }
+                AsyncPaymentsMessage::OfferPathsRequest(_) => link.requests_in_flight.has_room(now),
+                _ => true,
+            };
+            if !may_leave || !link.budget.try_spend(now) {
                 link.outbox.push(entry);
-            } else {
-                invoice_released |= is_invoice;
-                released.push(entry);
+                continue;
             }
+            match &entry.0 {
+                AsyncPaymentsMessage::ServeStaticInvoice(message) => {
+                    invoice_released = true;
+                    link.invoices_in_flight
+                        .sent(message.invoice.offer_id(), now);
+                }
+                AsyncPaymentsMessage::OfferPathsRequest(request) => {
+                    link.requests_in_flight.sent(request.invoice_slot, now);
+                }
+                _ => {}
+            }
+            released.push(entry);
         }
         if !link.outbox.is_empty() && !link.budget.wait(now).is_zero() {
             log::debug!(
@@ -631,6 +704,16 @@ impl Engine {
             );
         }
         released
+    }
+
+    /// `server` answered a message: room for the next one of its kind.
+    fn answered(&self, server: PublicKey, end: impl FnOnce(&mut Link)) {
+        if let Some(link) = self.lock().links.get_mut(&server) {
+            end(link);
+        }
+        if let Some(known) = self.servers.iter().find(|known| known.node_id == server) {
+            known.outbox_ready.notify_one();
+        }
     }
 
     /// Verifies an invoice request forwarded by a server and reports it.
@@ -725,7 +808,8 @@ impl SendBudget {
         let per_minute = (per_minute as usize).max(1);
         Self {
             per_minute,
-            sent_at: VecDeque::with_capacity(per_minute),
+            // Grown as used: a budget of u32::MAX means "no limit", not 32 GiB up front.
+            sent_at: VecDeque::with_capacity(per_minute.min(256)),
         }
     }
 
@@ -815,6 +899,11 @@ impl AsyncPaymentsMessageHandler for ProtocolHandler {
         responder: Option<Responder>,
     ) -> Option<(ServeStaticInvoice, ResponseInstruction)> {
         let server = self.server;
+        if let AsyncPaymentsContext::OfferPaths { invoice_slot, .. } = &context {
+            self.engine.answered(server, |link| {
+                link.requests_in_flight.answered(invoice_slot)
+            });
+        }
         self.engine.run_offloaded(move |engine| {
             match engine.accept_offer_paths(server, message, context, responder) {
                 Ok((invoice, reply)) => {
@@ -846,6 +935,11 @@ impl AsyncPaymentsMessageHandler for ProtocolHandler {
         _message: StaticInvoicePersisted,
         context: AsyncPaymentsContext,
     ) {
+        if let AsyncPaymentsContext::StaticInvoicePersisted { offer_id, .. } = &context {
+            self.engine.answered(self.server, |link| {
+                link.invoices_in_flight.answered(offer_id)
+            });
+        }
         self.engine
             .run_offloaded(move |engine| engine.confirm_invoice(context));
     }
@@ -912,5 +1006,11 @@ mod tests {
         }
         assert_eq!(sent.len(), 30, "6 a minute over 5 minutes");
         assert_eq!(budget.wait(start + 600 * second), Duration::ZERO);
+
+        let mut unlimited = SendBudget::new(u32::MAX);
+        assert_eq!(
+            (0..10_000).filter(|_| unlimited.try_spend(t0)).count(),
+            10_000
+        );
     }
 }

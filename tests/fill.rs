@@ -112,3 +112,25 @@ async fn compact_server_paths_named_by_channel_fill_and_serve_payers() {
     }
     assert_payable(&server, &ready).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_offers_at_once_fill_without_a_message_lost_to_a_full_buffer() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let mut config = config_for(&server, b"wallet-fifty", client_dir.path());
+    config.offer_slots = 50;
+    // Time stands still: nothing is resent on a timer, so every request and invoice has to get
+    // through the first time (LDK drops what does not fit in a peer's 256 KiB buffer).
+    let client = async_offers::AsyncOffersClient::builder(config, SEED)
+        .runtime(tokio::runtime::Handle::current())
+        .clock(std::sync::Arc::new(
+            async_offers::ManualClock::starting_now(),
+        ))
+        .build()
+        .unwrap();
+    client.start().unwrap();
+    let ready = client.wait_for_ready_offers(50, WAIT).await.unwrap();
+    let slots: HashSet<u16> = ready.iter().map(|o| o.slot).collect();
+    assert_eq!(slots.len(), 50);
+}
