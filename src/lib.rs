@@ -20,6 +20,8 @@
 #[cfg(feature = "ffi")]
 uniffi::setup_scaffolding!();
 
+#[doc(hidden)]
+pub mod bench;
 mod cache;
 mod client;
 pub mod clock;

@@ -1,0 +1,311 @@
+//! End-to-end benchmark: the reference server as its own process on 127.0.0.1, fresh clients
+//! filling 1, 10 and 50 offers, a cold start from disk, a payer fetching invoices, the CPU the
+//! SDK spends per offer beside LDK's own client doing the same work, and the client's memory.
+//!
+//! `cargo run --release --example bench -- [--json] [--runs N]` (N ≥ 1, default 15)
+
+#[path = "../benches/support/ldk_flow.rs"]
+mod ldk_flow;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_offers::bench::OfferWork;
+use async_offers::{AsyncOffersClient, Config, ServerConfig};
+use async_offers_server::Payer;
+use ldk_flow::{LdkFlow, ServerPaths};
+use lightning::bitcoin::Network;
+use lightning::offers::offer::Offer;
+use serde_json::{json, Value};
+
+const SEED: [u8; 32] = [0x5a; 32];
+const WAIT: Duration = Duration::from_secs(60);
+/// Offers built per CPU measurement, for the SDK and for LDK alike.
+const CPU_SAMPLES: usize = 300;
+const CYCLES: usize = 1_000;
+
+type Failure = Box<dyn std::error::Error>;
+
+fn main() {
+    let mut json_out = false;
+    let mut runs = 15usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--json" => json_out = true,
+            "--runs" => {
+                runs = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| usage())
+            }
+            _ => usage(),
+        }
+    }
+    match run(runs) {
+        Ok(report) if json_out => println!("{report}"),
+        Ok(report) => println!("{}", serde_json::to_string_pretty(&report).unwrap()),
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: bench [--json] [--runs N]");
+    std::process::exit(2);
+}
+
+/// The reference server binary, built in release next to this example.
+fn server_binary() -> Result<PathBuf, Failure> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "async-offers-server"])
+        .status()?;
+    if !status.success() {
+        return Err("building async-offers-server failed".into());
+    }
+    let exe = std::env::current_exe()?;
+    let release = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("unexpected example location")?;
+    Ok(release.join("async-offers-server"))
+}
+
+/// A server process, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    config: ServerConfig,
+    /// Kept open: the server writes more lines, and a closed pipe would end it.
+    _stdout: BufReader<ChildStdout>,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    fn spawn(binary: &Path) -> Result<Self, Failure> {
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(binary)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--recipient",
+                "bench",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let described: Value = serde_json::from_str(&line)?;
+        let field = |name: &str| described[name].as_str().unwrap_or_default().to_string();
+        let config = ServerConfig::from_hex(&field("node_id"), &field("address"), &field("paths"))?;
+        Ok(Self {
+            child,
+            config,
+            _stdout: stdout,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(server: &ServerProcess, dir: &Path, offers: usize) -> Config {
+    let mut config = Config::new(Network::Regtest, dir, server.config.clone());
+    config.offer_slots = offers as u16;
+    // Speed is measured here, not the politeness budget (which would pace the cycles below).
+    config.max_messages_per_minute = u32::MAX;
+    config
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// Median and 90th percentile, in the unit given.
+fn summary(mut samples: Vec<f64>) -> Value {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    json!({ "median": at(0.5), "p90": at(0.9), "runs": samples.len() })
+}
+
+/// One fill from nothing: (first ready, all ready) from building the client.
+fn fill_once(
+    runtime: &tokio::runtime::Runtime,
+    binary: &Path,
+    offers: usize,
+) -> Result<(Duration, Duration), Failure> {
+    let server = ServerProcess::spawn(binary)?;
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let client = AsyncOffersClient::builder(config(&server, dir.path(), offers), SEED)
+        .runtime(runtime.handle().clone())
+        .build()?;
+    client.start()?;
+    runtime.block_on(client.wait_for_ready_offers(1, WAIT))?;
+    let first = started.elapsed();
+    runtime.block_on(client.wait_for_ready_offers(offers, WAIT))?;
+    let all = started.elapsed();
+    client.stop();
+    Ok((first, all))
+}
+
+/// Resident memory of this process (the client; the server is its own process), MiB.
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+}
+
+/// Per-offer CPU time of the SDK and of LDK's client, medians over [`CPU_SAMPLES`] offers each,
+/// on this one thread, over fresh server paths for every offer.
+fn cpu_per_offer_us() -> Result<(f64, f64), Failure> {
+    let server = ServerPaths::new();
+    let expiry = now() + Duration::from_secs(365 * 24 * 3600);
+    let sdk = OfferWork::new(&SEED, Network::Regtest);
+    let mut sdk_samples = Vec::with_capacity(CPU_SAMPLES);
+    for _ in 0..CPU_SAMPLES {
+        let paths = vec![server.path()];
+        let started = Instant::now();
+        sdk.build(paths, Some(expiry), server.node_id(), &[], now())?;
+        sdk_samples.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    let mut ldk_samples = Vec::with_capacity(CPU_SAMPLES);
+    let mut flow = LdkFlow::new(SEED, &server);
+    for i in 0..CPU_SAMPLES {
+        if i > 0 && i % LdkFlow::SLOTS as usize == 0 {
+            flow = LdkFlow::new(SEED, &server);
+        }
+        let (paths, reply) = (vec![server.path()], LdkFlow::responder(&server));
+        let started = Instant::now();
+        if !flow.build(paths, expiry, reply) {
+            return Err("LDK's flow built no offer".into());
+        }
+        ldk_samples.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    let median = |mut samples: Vec<f64>| {
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    };
+    Ok((median(sdk_samples), median(ldk_samples)))
+}
+
+fn run(runs: usize) -> Result<Value, Failure> {
+    let binary = server_binary()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    let mut first_ready = serde_json::Map::new();
+    let mut all_ready = serde_json::Map::new();
+    for offers in [1usize, 10, 50] {
+        let mut firsts = Vec::with_capacity(runs);
+        let mut alls = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let (first, all) = fill_once(&runtime, &binary, offers)?;
+            firsts.push(millis(first));
+            alls.push(millis(all));
+        }
+        first_ready.insert(offers.to_string(), summary(firsts));
+        all_ready.insert(offers.to_string(), summary(alls));
+    }
+
+    // One client fills 10 offers and keeps them on disk; the server stays up for the payer.
+    let server = ServerProcess::spawn(&binary)?;
+    let dir = tempfile::tempdir()?;
+    let rss_before_client = rss_mb();
+    let client = AsyncOffersClient::builder(config(&server, dir.path(), 10), SEED)
+        .runtime(runtime.handle().clone())
+        .build()?;
+    client.start()?;
+    let ready = runtime.block_on(client.wait_for_ready_offers(10, WAIT))?;
+    let rss_after_fill = rss_mb();
+
+    let payer = runtime.block_on(Payer::connect(
+        server.config.node_id,
+        &server.config.address,
+        Network::Regtest,
+    ))?;
+    let mut fetches = Vec::new();
+    for info in &ready {
+        let offer: Offer = info
+            .offer
+            .parse()
+            .map_err(|e| format!("offer does not parse: {e:?}"))?;
+        let fetched =
+            runtime.block_on(payer.fetch_static_invoice(&offer, Duration::from_secs(10)))?;
+        fetches.push(millis(fetched.elapsed));
+    }
+
+    client.stop();
+    drop(client);
+
+    // Cold start: a new client on that data dir lists its 10 ready offers, no network.
+    let mut cold = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let client = AsyncOffersClient::new(config(&server, dir.path(), 10), SEED)?;
+        let listed = client.ready_offers().len();
+        cold.push(millis(started.elapsed()));
+        if listed != 10 {
+            return Err(format!("cold start listed {listed} ready offers, not 10").into());
+        }
+    }
+
+    // Memory after many take/refill cycles: handed-out offers are kept until they expire, so
+    // growth per offer kept is what to look at, not growth alone.
+    let client = AsyncOffersClient::builder(config(&server, dir.path(), 10), SEED)
+        .runtime(runtime.handle().clone())
+        .build()?;
+    client.start()?;
+    for _ in 0..CYCLES {
+        client.take_offer(None)?;
+        runtime.block_on(client.wait_for_ready_offers(10, WAIT))?;
+    }
+    let rss_after_cycles = rss_mb();
+    let kept_offers = client.offers().len();
+    client.stop();
+    drop(client);
+
+    let (cpu, ldk_cpu) = cpu_per_offer_us()?;
+    let mb = |rss: Option<f64>| rss.map(|mb| (mb * 10.0).round() / 10.0);
+    Ok(json!({
+        "time_to_first_ready_ms": first_ready,
+        "time_to_all_ready_ms": all_ready,
+        "cold_start_ms": summary(cold),
+        "cpu_per_offer_us": cpu,
+        "ldk_cpu_per_offer_us": ldk_cpu,
+        "cpu_ratio_to_ldk": cpu / ldk_cpu,
+        "client_rss_mb": mb(rss_after_fill),
+        "client_rss_mb_before_client": mb(rss_before_client),
+        "client_rss_mb_after_cycles": mb(rss_after_cycles),
+        "cycles": CYCLES,
+        "offers_kept_after_cycles": kept_offers,
+        "payer_fetch_ms": summary(fetches),
+    }))
+}
