@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release --example bench -- [--json] [--runs N]` (N ≥ 1, default 15)
 
+#[allow(dead_code)] // Shared with the payment-secret test, which uses more of it.
 #[path = "../benches/support/ldk_flow.rs"]
 mod ldk_flow;
 

@@ -1,5 +1,5 @@
-//! Entry points for the benchmarks (`benches/`, `examples/bench.rs`) into work that is
-//! otherwise internal. Not part of the API: no stability promise.
+//! Entry points for the benchmarks (`benches/`, `examples/bench.rs`) and tests into work that
+//! is otherwise internal. Not part of the API: no stability promise.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,8 @@ use lightning::bitcoin::Network;
 use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::offers::offer::Offer;
 use lightning::offers::static_invoice::StaticInvoice;
+use lightning::onion_message::messenger::Responder;
+use lightning::util::ser::{BigSize, Readable, Writeable};
 
 use crate::config::ChannelHint;
 use crate::keys::WalletKeys;
@@ -48,4 +50,23 @@ impl OfferWork {
             .build_invoice(&offer, nonce, server, hints, now, None)?;
         Ok((offer, built.invoice))
     }
+}
+
+/// A `Responder` for replies over `path`, as a received message carries one. It has no public
+/// constructor; it is `Readable` from its TLV encoding: a length-prefixed stream with one
+/// record, type 0, holding the reply path.
+pub fn responder_for(path: &BlindedMessagePath) -> Responder {
+    let path_bytes = path.encode();
+    let mut record = Vec::new();
+    BigSize(0).write(&mut record).expect("writes to a Vec");
+    BigSize(path_bytes.len() as u64)
+        .write(&mut record)
+        .expect("writes to a Vec");
+    record.extend_from_slice(&path_bytes);
+    let mut stream = Vec::new();
+    BigSize(record.len() as u64)
+        .write(&mut stream)
+        .expect("writes to a Vec");
+    stream.extend_from_slice(&record);
+    Responder::read(&mut &stream[..]).expect("a valid responder encoding")
 }

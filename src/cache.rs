@@ -801,7 +801,8 @@ mod tests {
             4
         );
         // A handed-out offer of b's stays with b: its resends wait for b.
-        let used_on_b = fixture.cached_on(b, 1, t0(), None);
+        let mut used_on_b = fixture.cached_on(b, 1, t0(), None);
+        used_on_b.state = OfferState::Used;
         cache.offers.push(used_on_b.clone());
         assert!(cache.plan_resends(t0() + HOUR, None).is_empty());
         cache.set_reachability(b, Reachability::Connected);

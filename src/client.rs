@@ -257,7 +257,7 @@ impl AsyncOffersClient {
     /// The protocol handler for the configured server `server_node_id`, to drive this client
     /// over an `OnionMessenger` of your own instead of [`Self::start`]'s TCP connections.
     pub fn protocol_handler(&self, server_node_id: PublicKey) -> Result<ProtocolHandler, Error> {
-        if !self.engine.server_ids().contains(&server_node_id) {
+        if self.engine.outbox_ready(&server_node_id).is_none() {
             return Err(Error::InvalidConfig(format!(
                 "{server_node_id} is not a configured server"
             )));

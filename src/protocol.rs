@@ -208,11 +208,6 @@ impl Engine {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The configured servers' node ids, in the config's order.
-    pub fn server_ids(&self) -> Vec<PublicKey> {
-        self.servers.iter().map(|server| server.node_id).collect()
-    }
-
     /// Signalled when messages for `server` are queued (`None`: not a configured server).
     pub fn outbox_ready(&self, server: &PublicKey) -> Option<Arc<Notify>> {
         self.servers
@@ -711,8 +706,8 @@ impl Engine {
         if let Some(link) = self.lock().links.get_mut(&server) {
             end(link);
         }
-        if let Some(known) = self.servers.iter().find(|known| known.node_id == server) {
-            known.outbox_ready.notify_one();
+        if let Some(ready) = self.outbox_ready(&server) {
+            ready.notify_one();
         }
     }
 

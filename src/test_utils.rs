@@ -7,27 +7,12 @@ use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use lightning::bitcoin::Network;
 use lightning::blinded_path::message::{BlindedMessagePath, MessageContext, OffersContext};
 use lightning::offers::nonce::Nonce;
-use lightning::onion_message::messenger::Responder;
 use lightning::sign::ReceiveAuthKey;
-use lightning::util::ser::{BigSize, Readable, Writeable};
 
+use crate::bench::responder_for;
 use crate::cache::{CachedOffer, OfferState};
 use crate::keys::WalletKeys;
 use crate::offer::{BuiltInvoice, OfferFactory, PathEnd};
-
-/// `Responder` has no public constructor; it is `Readable` from its TLV encoding: a
-/// length-prefixed stream with one record, type 0, holding the reply path.
-pub(crate) fn responder_for(path: &BlindedMessagePath) -> Responder {
-    let path_bytes = path.encode();
-    let mut record = Vec::new();
-    BigSize(0).write(&mut record).unwrap();
-    BigSize(path_bytes.len() as u64).write(&mut record).unwrap();
-    record.extend_from_slice(&path_bytes);
-    let mut stream = Vec::new();
-    BigSize(record.len() as u64).write(&mut stream).unwrap();
-    stream.extend_from_slice(&record);
-    Responder::read(&mut &stream[..]).unwrap()
-}
 
 pub(crate) fn pubkey(byte: u8) -> PublicKey {
     PublicKey::from_secret_key(

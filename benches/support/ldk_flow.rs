@@ -2,9 +2,10 @@
 //! handle_offer_paths` building an offer and its static invoice over the same server paths,
 //! with a router that makes the paths LDK's `DefaultMessageRouter` makes for an unannounced
 //! node (message paths padded to four hops through its one peer) and one-hop payment paths,
-//! what the SDK builds without channel hints.
+//! what the SDK builds without channel hints. The router keeps the payment TLVs LDK gave it
+//! last, so tests can compare LDK's payment secret with the SDK's.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lightning::bitcoin::constants::ChainHash;
@@ -24,7 +25,6 @@ use lightning::onion_message::messenger::{
 use lightning::routing::router::{InFlightHtlcs, Route, RouteParameters, Router};
 use lightning::sign::{KeysManager, NodeSigner, ReceiveAuthKey, Recipient};
 use lightning::util::logger::{Logger, Record};
-use lightning::util::ser::{BigSize, Readable, Writeable};
 
 /// LDK pads message paths to this many hops.
 const PADDED_PATH_LENGTH: usize = 4;
@@ -36,6 +36,17 @@ impl Logger for NoLog {
 
 struct BaselineRouter {
     keys: Arc<KeysManager>,
+    /// The receive TLVs of the last payment path asked for.
+    last_payment_tlvs: Mutex<Option<ReceiveTlvs>>,
+}
+
+impl BaselineRouter {
+    fn new(keys: Arc<KeysManager>) -> Self {
+        Self {
+            keys,
+            last_payment_tlvs: Mutex::new(None),
+        }
+    }
 }
 
 impl Router for BaselineRouter {
@@ -57,6 +68,7 @@ impl Router for BaselineRouter {
         _: Option<u64>,
         secp_ctx: &Secp256k1<T>,
     ) -> Result<Vec<BlindedPaymentPath>, ()> {
+        *self.last_payment_tlvs.lock().unwrap() = Some(tlvs.clone());
         BlindedPaymentPath::one_hop(recipient, tlvs, 18, &*self.keys, secp_ctx).map(|p| vec![p])
     }
 }
@@ -89,19 +101,6 @@ impl MessageRouter for BaselineRouter {
             secp_ctx,
         )])
     }
-}
-
-/// `Responder` has no public constructor; it is `Readable` from its TLV encoding.
-fn responder_for(path: BlindedMessagePath) -> Responder {
-    let path_bytes = path.encode();
-    let mut record = Vec::new();
-    BigSize(0).write(&mut record).unwrap();
-    BigSize(path_bytes.len() as u64).write(&mut record).unwrap();
-    record.extend_from_slice(&path_bytes);
-    let mut stream = Vec::new();
-    BigSize(record.len() as u64).write(&mut stream).unwrap();
-    stream.extend_from_slice(&record);
-    Responder::read(&mut &stream[..]).expect("valid responder encoding")
 }
 
 fn now() -> Duration {
@@ -166,13 +165,13 @@ impl LdkFlow {
             keys.get_expanded_key(),
             keys.get_receive_auth_key(),
             Secp256k1::new(),
-            Arc::new(BaselineRouter { keys: keys.clone() }),
+            Arc::new(BaselineRouter::new(keys.clone())),
             Arc::new(NoLog),
         );
         flow.set_paths_to_static_invoice_server(vec![server.path()], vec![])
             .unwrap();
         Self {
-            router: BaselineRouter { keys: keys.clone() },
+            router: BaselineRouter::new(keys.clone()),
             keys,
             flow,
             server: server.node_id(),
@@ -182,7 +181,12 @@ impl LdkFlow {
 
     /// A reply path from the server, as `OfferPaths` arrives with (built outside any timing).
     pub fn responder(server: &ServerPaths) -> Responder {
-        responder_for(server.path())
+        async_offers::bench::responder_for(&server.path())
+    }
+
+    /// The receive TLVs (with the payment secret) of the last invoice LDK built.
+    pub fn last_payment_tlvs(&self) -> Option<ReceiveTlvs> {
+        self.router.last_payment_tlvs.lock().unwrap().clone()
     }
 
     /// LDK builds one offer over `paths` and its static invoice; true if it did.
