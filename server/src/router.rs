@@ -14,7 +14,7 @@ use lightning::types::features::ChannelFeatures;
 
 use crate::Log;
 
-/// Paths payers and recipients see are padded to this length, as LDK pads them.
+/// Paths payers see are padded to this length, as LDK pads them.
 const PADDED_PATH_LENGTH: usize = 4;
 
 /// Builds paths with the server as introduction node, optionally in the compact form
@@ -134,10 +134,18 @@ impl MessageRouter for ServerRouter {
         _peers: Vec<MessageForwardNode>,
         secp_ctx: &Secp256k1<T>,
     ) -> Result<Vec<BlindedMessagePath>, ()> {
+        // Padding hides how far the recipient is from the introduction node. The recipient's
+        // own paths (to request offer paths, to store invoices) go only to a wallet that is
+        // connected to this server and knows it is the end; padding them would only cost each
+        // message three more hops to build and peel on both sides.
+        let dummy_hops = match context {
+            MessageContext::AsyncPayments(_) => 0,
+            _ => PADDED_PATH_LENGTH - 1,
+        };
         let mut path = BlindedMessagePath::new_with_dummy_hops(
             &[],
             recipient,
-            PADDED_PATH_LENGTH - 1,
+            dummy_hops,
             local_node_receive_key,
             context,
             &*self.entropy,
@@ -147,5 +155,42 @@ impl MessageRouter for ServerRouter {
             path.use_compact_introduction_node(&graph.read_only());
         }
         Ok(vec![path])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lightning::blinded_path::message::{AsyncPaymentsContext, OffersContext};
+    use std::time::Duration;
+
+    fn paths_for(context: MessageContext) -> Vec<BlindedMessagePath> {
+        let keys = Arc::new(KeysManager::new(&[7; 32], 1, 2, true));
+        let secp = Secp256k1::new();
+        let node_id = PublicKey::from_secret_key(&secp, &SecretKey::from_slice(&[3; 32]).unwrap());
+        let router = ServerRouter::new(node_id, keys, Network::Regtest, None);
+        router
+            .create_blinded_paths(node_id, ReceiveAuthKey([9; 32]), context, vec![], &secp)
+            .unwrap()
+    }
+
+    #[test]
+    fn paths_payers_see_are_padded_and_the_recipients_own_paths_are_not() {
+        let offer_paths = paths_for(MessageContext::Offers(
+            OffersContext::StaticInvoiceRequested {
+                recipient_id: b"wallet".to_vec(),
+                invoice_slot: 0,
+                path_absolute_expiry: Duration::MAX,
+            },
+        ));
+        assert_eq!(offer_paths[0].blinded_hops().len(), PADDED_PATH_LENGTH);
+
+        let recipient_paths = paths_for(MessageContext::AsyncPayments(
+            AsyncPaymentsContext::OfferPathsRequest {
+                recipient_id: b"wallet".to_vec(),
+                path_absolute_expiry: None,
+            },
+        ));
+        assert_eq!(recipient_paths[0].blinded_hops().len(), 1);
     }
 }
