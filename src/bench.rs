@@ -1,20 +1,25 @@
 //! Entry points for the benchmarks (`benches/`, `examples/bench.rs`) and tests into work that
 //! is otherwise internal. Not part of the API: no stability promise.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::bitcoin::Network;
-use lightning::blinded_path::message::BlindedMessagePath;
-use lightning::offers::offer::Offer;
+use lightning::blinded_path::message::{AsyncPaymentsContext, BlindedMessagePath, MessageContext};
+use lightning::offers::offer::{Offer, OfferId};
 use lightning::offers::static_invoice::StaticInvoice;
 use lightning::onion_message::messenger::Responder;
+use lightning::sign::{KeysManager, NodeSigner, Recipient};
 use lightning::util::ser::{BigSize, Readable, Writeable};
+use lightning_persister::fs_store::FilesystemStore;
 
+use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState};
 use crate::config::ChannelHint;
 use crate::keys::WalletKeys;
-use crate::offer::{OfferFactory, PathEnd};
+use crate::offer::{BuiltInvoice, OfferFactory, PathEnd};
+use crate::store::{decode, encode, OfferStore};
 
 /// The client's CPU work for one `OfferPaths` message: an offer, its static invoice, and the
 /// payment, held-HTLC and forward paths, exactly as the protocol builds them.
@@ -69,4 +74,142 @@ pub fn responder_for(path: &BlindedMessagePath) -> Responder {
         .expect("writes to a Vec");
     stream.extend_from_slice(&record);
     Responder::read(&mut &stream[..]).expect("a valid responder encoding")
+}
+
+/// The cache's work at a given size: `offers` Ready offers of one server (real offers and
+/// invoices, built once), the records they are stored as, and a data dir holding them.
+pub struct CacheWork {
+    cache: OfferCache,
+    server: PublicKey,
+    records: Vec<Vec<u8>>,
+    /// A newer invoice for one of the offers, for the refresh transition.
+    refreshed: (OfferId, BuiltInvoice),
+    store: OfferStore,
+    now: Duration,
+}
+
+impl CacheWork {
+    /// Builds `offers` (at least one) Ready offers and writes them to `data_dir` as the client
+    /// would.
+    pub fn new(offers: u16, data_dir: &Path) -> Result<Self, String> {
+        let offers = offers.max(1);
+        let keys = Arc::new(WalletKeys::from_seed(&[0x5a; 32]));
+        let wallet = PathEnd {
+            node_id: keys.wallet_node_id(),
+            receive_auth_key: keys.wallet_receive_auth_key(),
+        };
+        let factory = OfferFactory::new(keys, Network::Regtest, wallet);
+        let server_keys = KeysManager::new(&[0xee; 32], 1, 1, true);
+        let server = server_keys
+            .get_node_id(Recipient::Node)
+            .map_err(|()| "server node id")?;
+        let server_path = || {
+            let context = MessageContext::AsyncPayments(AsyncPaymentsContext::OfferPathsRequest {
+                recipient_id: vec![1],
+                path_absolute_expiry: None,
+            });
+            BlindedMessagePath::one_hop(
+                server,
+                server_keys.get_receive_auth_key(),
+                context,
+                &server_keys,
+                factory.secp(),
+            )
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| e.to_string())?;
+        let expiry = now + Duration::from_secs(365 * 24 * 3600);
+        let mut cached = Vec::with_capacity(offers as usize);
+        for slot in 0..offers {
+            let (offer, nonce) = factory.build_offer(vec![server_path()], Some(expiry))?;
+            let invoice = factory.build_invoice(&offer, nonce, server, &[], now, None)?;
+            cached.push(CachedOffer {
+                server,
+                slot,
+                offer,
+                nonce,
+                state: OfferState::Ready,
+                label: None,
+                created_at: now + Duration::from_millis(slot as u64),
+                handed_out_at: None,
+                server_path: responder_for(&server_path()),
+                invoice,
+                invoice_confirmed: true,
+                invoice_sent_at: None,
+                expiry_announced: false,
+            });
+        }
+        let first = &cached[0];
+        let later = now + Duration::from_secs(1);
+        let refreshed = (
+            first.id(),
+            factory.build_invoice(&first.offer, first.nonce, server, &[], later, None)?,
+        );
+        let store = OfferStore::new(Arc::new(FilesystemStore::new(data_dir.to_path_buf())));
+        for offer in &cached {
+            store.save(offer).map_err(|e| e.to_string())?;
+        }
+        let records = cached.iter().map(encode).collect();
+        let policy = CachePolicy {
+            servers: vec![server],
+            target_ready: offers,
+            ready_max_age: Duration::from_secs(2 * 3600),
+            invoice_refresh_interval: Duration::from_secs(2 * 3600),
+            min_paths_lifetime: Duration::ZERO,
+            first_retry_after: Duration::from_secs(15),
+            max_retry_after: Duration::from_secs(15 * 60),
+            invoice_resend_after: Duration::from_secs(5),
+            expiring_notice: Duration::from_secs(24 * 3600),
+        };
+        Ok(Self {
+            cache: OfferCache::new(policy, cached),
+            server,
+            records,
+            refreshed,
+            store,
+            now: later,
+        })
+    }
+
+    /// Select: the offer `take_offer` would hand out, marked Used, then put back.
+    pub fn select(&mut self) -> bool {
+        let Some(taken) = self.cache.take(None, self.now) else {
+            return false;
+        };
+        self.cache.untake(taken.id());
+        true
+    }
+
+    /// Transition: an offer's invoice replaced by a newer one, then confirmed by the server.
+    pub fn refresh_and_confirm(&mut self) -> bool {
+        let (id, invoice) = &self.refreshed;
+        let created_at = invoice.invoice.created_at();
+        self.cache.replace_invoice(*id, invoice.clone(), self.now);
+        matches!(
+            self.cache.invoice_persisted(*id, created_at, self.now),
+            Confirmation::Refreshed
+        )
+    }
+
+    /// Serialize: every offer encoded as a store record; the total bytes.
+    pub fn serialize_all(&self) -> usize {
+        self.cache.offers().iter().map(|o| encode(o).len()).sum()
+    }
+
+    /// Decode: every record read back (checksum, offer and invoice parsing); how many.
+    pub fn decode_all(&self) -> Result<usize, String> {
+        for record in &self.records {
+            decode(record, self.server)?;
+        }
+        Ok(self.records.len())
+    }
+
+    /// Load: every record listed, read from the data dir and decoded, as a start does.
+    pub fn load_all(&self) -> Result<usize, String> {
+        self.store
+            .load_all(self.server)
+            .map(|offers| offers.len())
+            .map_err(|e| e.to_string())
+    }
 }

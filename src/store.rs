@@ -186,7 +186,7 @@ fn state_byte(state: OfferState) -> u8 {
     }
 }
 
-fn encode(offer: &CachedOffer) -> Vec<u8> {
+pub(crate) fn encode(offer: &CachedOffer) -> Vec<u8> {
     let mut out = Vec::with_capacity(2048);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&offer.server.serialize());
@@ -264,7 +264,7 @@ impl<'a> Reader<'a> {
 
 /// Decodes a record, and says whether it was in the single-server format (then on
 /// `first_server`).
-fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOffer, bool), String> {
+pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOffer, bool), String> {
     if bytes.len() < MAGIC.len() + CHECKSUM_LEN {
         return Err("not an offer record (too short)".into());
     }
