@@ -17,7 +17,7 @@ command -v cargo-ndk > /dev/null || cargo install --locked cargo-ndk
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-z,max-page-size=16384"
 ndk_args=()
 for abi in "${abis[@]}"; do ndk_args+=(-t "${abi%%:*}"); done
-cargo ndk --platform "$min_sdk" "${ndk_args[@]}" build --locked --profile mobile --features ffi --lib
+cargo ndk --platform "$min_sdk" "${ndk_args[@]}" build --locked --profile mobile --features ffi,secp-lowmemory --lib
 
 # Every LOAD segment must be aligned to at least 16 KB (readelf prints the alignment in hex).
 check_16k_aligned() {

@@ -9,7 +9,7 @@ targets=(aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios aarch64-apple-
 rustup target add "${targets[@]}"
 for target in "${targets[@]}"; do
     # Static for Apple only: the manifest's cdylib is what Android and the JVM load.
-    cargo rustc --locked --profile mobile --features ffi --lib --crate-type staticlib --target "$target"
+    cargo rustc --locked --profile mobile --features ffi,secp-lowmemory --lib --crate-type staticlib --target "$target"
 done
 library() { echo "target/$1/mobile/libasync_offers.a"; }
 

@@ -4,7 +4,7 @@
 # Usage: scripts/size-report.sh [--json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --locked --profile mobile --features ffi --lib
+cargo build --quiet --locked --profile mobile --features ffi,secp-lowmemory --lib
 library="target/mobile/libasync_offers.so"
 [ -f "$library" ] || library="target/mobile/libasync_offers.dylib"
 bytes="$(wc -c < "$library")"
