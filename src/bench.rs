@@ -12,7 +12,6 @@ use lightning::offers::offer::{Offer, OfferId};
 use lightning::offers::static_invoice::StaticInvoice;
 use lightning::onion_message::messenger::Responder;
 use lightning::sign::{KeysManager, NodeSigner, Recipient};
-use lightning::util::ser::{BigSize, Readable, Writeable};
 use lightning_persister::fs_store::FilesystemStore;
 
 use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState};
@@ -57,23 +56,9 @@ impl OfferWork {
     }
 }
 
-/// A `Responder` for replies over `path`, as a received message carries one. It has no public
-/// constructor; it is `Readable` from its TLV encoding: a length-prefixed stream with one
-/// record, type 0, holding the reply path.
+/// A `Responder` for replies over `path`, as a received message carries one.
 pub fn responder_for(path: &BlindedMessagePath) -> Responder {
-    let path_bytes = path.encode();
-    let mut record = Vec::new();
-    BigSize(0).write(&mut record).expect("writes to a Vec");
-    BigSize(path_bytes.len() as u64)
-        .write(&mut record)
-        .expect("writes to a Vec");
-    record.extend_from_slice(&path_bytes);
-    let mut stream = Vec::new();
-    BigSize(record.len() as u64)
-        .write(&mut stream)
-        .expect("writes to a Vec");
-    stream.extend_from_slice(&record);
-    Responder::read(&mut &stream[..]).expect("a valid responder encoding")
+    crate::protocol::responder_for(path)
 }
 
 /// The cache's work at a given size: `offers` Ready offers of one server (real offers and
@@ -133,7 +118,7 @@ impl CacheWork {
                 label: None,
                 created_at: now + Duration::from_millis(slot as u64),
                 handed_out_at: None,
-                server_path: responder_for(&server_path()),
+                server_path: server_path(),
                 invoice,
                 invoice_confirmed: true,
                 invoice_sent_at: None,

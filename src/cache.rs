@@ -20,7 +20,6 @@ use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::{Offer, OfferId};
-use lightning::onion_message::messenger::Responder;
 
 use crate::offer::BuiltInvoice;
 
@@ -60,7 +59,7 @@ pub(crate) struct CachedOffer {
     /// When it was handed out (Used offers only).
     pub handed_out_at: Option<Duration>,
     /// The server's reply path from `OfferPaths`; every invoice for this offer goes there.
-    pub server_path: Responder,
+    pub server_path: BlindedMessagePath,
     /// The newest invoice built for this offer.
     pub invoice: BuiltInvoice,
     /// Whether the server confirmed persisting `invoice`.

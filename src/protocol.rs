@@ -14,6 +14,7 @@ use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::blinded_path::message::{
     AsyncPaymentsContext, BlindedMessagePath, MessageContext, OffersContext,
 };
+use lightning::ln::msgs::DecodeError;
 use lightning::offers::offer::OfferId;
 use lightning::onion_message::async_payments::{
     AsyncPaymentsMessage, AsyncPaymentsMessageHandler, HeldHtlcAvailable, OfferPaths,
@@ -23,6 +24,7 @@ use lightning::onion_message::messenger::{
     Destination, MessageSendInstructions, Responder, ResponseInstruction,
 };
 use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
+use lightning::util::ser::{BigSize, Readable, Writeable};
 use tokio::sync::Notify;
 
 use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, Reachability};
@@ -37,7 +39,63 @@ use crate::Error;
 /// How long the server may take to answer an `OfferPathsRequest` over our reply path.
 const OFFER_PATHS_REPLY_PATH_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 
-type Outbox = Vec<(AsyncPaymentsMessage, MessageSendInstructions)>;
+/// A message we start, for one server: sent over `destination` (one of the server's paths),
+/// with a reply path of ours carrying `reply_context`.
+pub(crate) struct Outgoing {
+    pub message: AsyncPaymentsMessage,
+    pub destination: BlindedMessagePath,
+    pub reply_context: MessageContext,
+}
+
+impl Outgoing {
+    /// As LDK's messenger takes it from a handler.
+    fn into_instructions(self) -> (AsyncPaymentsMessage, MessageSendInstructions) {
+        let instructions = MessageSendInstructions::WithReplyPath {
+            destination: Destination::BlindedPath(self.destination),
+            context: self.reply_context,
+        };
+        (self.message, instructions)
+    }
+}
+
+type Outbox = Vec<Outgoing>;
+
+// A `Responder` has no public accessor or constructor, but it is `Writeable` and `Readable`:
+// a length-prefixed TLV stream with one record, type 0, holding the reply path.
+
+/// The path a [`Responder`] replies over.
+pub(crate) fn reply_path_of(responder: &Responder) -> Result<BlindedMessagePath, DecodeError> {
+    let encoded = responder.encode();
+    let mut stream = &encoded[..];
+    let _stream_len = BigSize::read(&mut stream)?;
+    if BigSize::read(&mut stream)?.0 != 0 {
+        return Err(DecodeError::InvalidValue);
+    }
+    let _record_len = BigSize::read(&mut stream)?;
+    BlindedMessagePath::read(&mut stream)
+}
+
+/// A [`Responder`] replying over `path`, as a received message carries one.
+pub(crate) fn responder_for(path: &BlindedMessagePath) -> Responder {
+    Responder::read(&mut &responder_encoding(path)[..]).expect("a valid responder encoding")
+}
+
+/// The encoding of a [`Responder`] replying over `path`.
+pub(crate) fn responder_encoding(path: &BlindedMessagePath) -> Vec<u8> {
+    let path_bytes = path.encode();
+    let mut record = Vec::with_capacity(path_bytes.len() + 6);
+    BigSize(0).write(&mut record).expect("writes to a Vec");
+    BigSize(path_bytes.len() as u64)
+        .write(&mut record)
+        .expect("writes to a Vec");
+    record.extend_from_slice(&path_bytes);
+    let mut stream = Vec::with_capacity(record.len() + 3);
+    BigSize(record.len() as u64)
+        .write(&mut stream)
+        .expect("writes to a Vec");
+    stream.extend_from_slice(&record);
+    stream
+}
 
 /// Runs a job away from the messenger's thread. Building an offer and writing it durably take
 /// milliseconds; done inline they would hold back every later message on the connection, and
@@ -463,15 +521,13 @@ impl Engine {
                 request.server,
                 request.attempt
             );
-            link.outbox.push((
-                AsyncPaymentsMessage::OfferPathsRequest(OfferPathsRequest {
+            link.outbox.push(Outgoing {
+                message: AsyncPaymentsMessage::OfferPathsRequest(OfferPathsRequest {
                     invoice_slot: request.slot,
                 }),
-                MessageSendInstructions::WithReplyPath {
-                    destination: Destination::BlindedPath(path.clone()),
-                    context,
-                },
-            ));
+                destination: path.clone(),
+                reply_context: context,
+            });
         }
     }
 
@@ -490,23 +546,15 @@ impl Engine {
         if state.cache.reachability(&offer.server) != Reachability::Connected {
             return;
         }
-        let (message, context) = serve_message(offer);
-        let instructions = offer
-            .server_path
-            .clone()
-            .respond_with_reply_path(context)
-            .into_instructions();
+        let outgoing = serve_message(offer);
         let Some(link) = state.links.get_mut(&offer.server) else {
             return;
         };
         // A resend replaces a copy still waiting here (after a reconnection, say).
-        link.outbox.retain(|(queued, _)| {
-            !matches!(queued, AsyncPaymentsMessage::ServeStaticInvoice(m) if m.invoice.offer_id() == id)
+        link.outbox.retain(|queued| {
+            !matches!(&queued.message, AsyncPaymentsMessage::ServeStaticInvoice(m) if m.invoice.offer_id() == id)
         });
-        link.outbox.push((
-            AsyncPaymentsMessage::ServeStaticInvoice(message),
-            instructions,
-        ));
+        link.outbox.push(outgoing);
     }
 
     /// Checks an `OfferPaths` from `server`, builds the offer and its invoice, and persists the
@@ -517,7 +565,7 @@ impl Engine {
         message: OfferPaths,
         context: AsyncPaymentsContext,
         responder: Option<Responder>,
-    ) -> Result<(ServeStaticInvoice, ResponseInstruction), String> {
+    ) -> Result<Outgoing, String> {
         let AsyncPaymentsContext::OfferPaths {
             invoice_slot,
             path_absolute_expiry,
@@ -525,7 +573,11 @@ impl Engine {
         else {
             return Err("arrived over a path that was not an OfferPaths reply path".into());
         };
-        let responder = responder.ok_or("no reply path to send the invoice over")?;
+        let server_path = responder
+            .as_ref()
+            .map(reply_path_of)
+            .ok_or("no reply path to send the invoice over")?
+            .map_err(|e| format!("undecodable reply path: {e:?}"))?;
         let now = self.clock.now();
         let paths_expiry = message.paths_absolute_expiry.map(Duration::from_secs);
         let check = |state: &State| {
@@ -570,14 +622,14 @@ impl Engine {
             label: None,
             created_at: now,
             handed_out_at: None,
-            server_path: responder.clone(),
+            server_path,
             invoice,
             invoice_confirmed: false,
             invoice_sent_at: Some(now),
             expiry_announced: false,
         };
         let id = offer.id();
-        let (message, context) = serve_message(&offer);
+        let outgoing = serve_message(&offer);
         let write = self.store.prepare(&offer);
         state.cache.insert_pending(offer);
         let hints_changed = state.hints_version != hints_version;
@@ -593,7 +645,7 @@ impl Engine {
         log::debug!(
             "built offer for slot {invoice_slot} of server {server}; sending its static invoice"
         );
-        Ok((message, responder.respond_with_reply_path(context)))
+        Ok(outgoing)
     }
 
     fn confirm_invoice(&self, context: AsyncPaymentsContext) {
@@ -654,11 +706,14 @@ impl Engine {
         }
     }
 
-    /// What is queued for `server`, as far as its send budget allows, and invoices one per
-    /// call. The messenger buffers at most 256 KiB per peer and drops what does not fit, and an
-    /// invoice travels in a 32 KiB onion; it calls again for every message it sends, so the
-    /// rest follow at the socket's pace.
-    fn release_pending_messages(&self, server: &PublicKey) -> Outbox {
+    /// What is queued for `server`, as far as its send budget and the answers it owes allow.
+    ///
+    /// With `one_invoice`, invoices leave one per call: LDK's messenger buffers at most 256 KiB
+    /// per peer and drops what does not fit, and an invoice travels in a 32 KiB onion; it calls
+    /// again for every message it sends, so the rest follow at the socket's pace. The client's
+    /// own transport needs no such pacing: the peer manager takes its onions only as fast as the
+    /// socket drains.
+    pub(crate) fn release_pending_messages(&self, server: &PublicKey, one_invoice: bool) -> Outbox {
         let now = self.clock.now();
         let mut state = self.lock();
         let Some(link) = state.links.get_mut(server) else {
@@ -668,9 +723,9 @@ impl Engine {
         let mut released = Vec::with_capacity(queued.len());
         let mut invoice_released = false;
         for entry in queued {
-            let may_leave = match &entry.0 {
+            let may_leave = match &entry.message {
                 AsyncPaymentsMessage::ServeStaticInvoice(_) => {
-                    !invoice_released && link.invoices_in_flight.has_room(now)
+                    !(one_invoice && invoice_released) && link.invoices_in_flight.has_room(now)
                 }
                 AsyncPaymentsMessage::OfferPathsRequest(_) => link.requests_in_flight.has_room(now),
                 _ => true,
@@ -679,7 +734,7 @@ impl Engine {
                 link.outbox.push(entry);
                 continue;
             }
-            match &entry.0 {
+            match &entry.message {
                 AsyncPaymentsMessage::ServeStaticInvoice(message) => {
                     invoice_released = true;
                     link.invoices_in_flight
@@ -775,16 +830,22 @@ fn keep_offers_of(
     kept
 }
 
-fn serve_message(offer: &CachedOffer) -> (ServeStaticInvoice, MessageContext) {
+/// The offer's current invoice, to its server's reply path.
+fn serve_message(offer: &CachedOffer) -> Outgoing {
     let message = ServeStaticInvoice {
         invoice: offer.invoice.invoice.clone(),
         forward_invoice_request_path: offer.invoice.forward_invoice_request_path.clone(),
     };
-    let context = MessageContext::AsyncPayments(AsyncPaymentsContext::StaticInvoicePersisted {
-        offer_id: offer.id(),
-        invoice_created_at: offer.invoice.invoice.created_at(),
-    });
-    (message, context)
+    let reply_context =
+        MessageContext::AsyncPayments(AsyncPaymentsContext::StaticInvoicePersisted {
+            offer_id: offer.id(),
+            invoice_created_at: offer.invoice.invoice.created_at(),
+        });
+    Outgoing {
+        message: AsyncPaymentsMessage::ServeStaticInvoice(message),
+        destination: offer.server_path.clone(),
+        reply_context,
+    }
 }
 
 /// The messages sent in the last minute: whatever the server sends or the app asks for, the
@@ -852,11 +913,28 @@ impl SendBudget {
 pub struct ProtocolHandler {
     engine: Arc<Engine>,
     server: PublicKey,
+    /// Whether the messenger takes our messages from this handler; the client's own transport
+    /// takes them from the engine instead and builds their onions itself.
+    messenger_sends: bool,
 }
 
 impl ProtocolHandler {
+    /// A handler whose messenger sends the messages we start.
     pub(crate) fn new(engine: Arc<Engine>, server: PublicKey) -> Self {
-        Self { engine, server }
+        Self {
+            engine,
+            server,
+            messenger_sends: true,
+        }
+    }
+
+    /// A handler for the client's own transport, which sends the messages we start itself.
+    pub(crate) fn receiving_only(engine: Arc<Engine>, server: PublicKey) -> Self {
+        Self {
+            engine,
+            server,
+            messenger_sends: false,
+        }
     }
 
     /// The messenger is connected to the server: its missing slots are requested.
@@ -901,12 +979,9 @@ impl AsyncPaymentsMessageHandler for ProtocolHandler {
         }
         self.engine.run_offloaded(move |engine| {
             match engine.accept_offer_paths(server, message, context, responder) {
-                Ok((invoice, reply)) => {
+                Ok(outgoing) => {
                     if let Some(link) = engine.lock().links.get_mut(&server) {
-                        link.outbox.push((
-                            AsyncPaymentsMessage::ServeStaticInvoice(invoice),
-                            reply.into_instructions(),
-                        ));
+                        link.outbox.push(outgoing);
                     }
                     engine.wake_transports();
                 }
@@ -951,8 +1026,15 @@ impl AsyncPaymentsMessageHandler for ProtocolHandler {
 
     fn handle_release_held_htlc(&self, _message: ReleaseHeldHtlc, _context: AsyncPaymentsContext) {}
 
-    fn release_pending_messages(&self) -> Outbox {
-        self.engine.release_pending_messages(&self.server)
+    fn release_pending_messages(&self) -> Vec<(AsyncPaymentsMessage, MessageSendInstructions)> {
+        if !self.messenger_sends {
+            return Vec::new();
+        }
+        self.engine
+            .release_pending_messages(&self.server, true)
+            .into_iter()
+            .map(Outgoing::into_instructions)
+            .collect()
     }
 }
 

@@ -22,6 +22,7 @@ use lightning::util::ser::{Readable, Writeable};
 
 use crate::cache::{CachedOffer, OfferState};
 use crate::offer::BuiltInvoice;
+use crate::protocol::{reply_path_of, responder_encoding};
 use crate::Error;
 
 /// A `KVStoreSync` the client can share across threads.
@@ -210,7 +211,8 @@ pub(crate) fn encode(offer: &CachedOffer) -> Vec<u8> {
         }
         None => out.push(0),
     }
-    put_bytes(&mut out, &offer.server_path.encode());
+    // In a responder's encoding, as LDK persists the reply path.
+    put_bytes(&mut out, &responder_encoding(&offer.server_path));
     put_bytes(&mut out, &offer.invoice.invoice.encode());
     put_bytes(
         &mut out,
@@ -307,7 +309,9 @@ pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOff
         ))),
         other => return Err(format!("bad handed-out flag {other}")),
     };
-    let server_path: Responder = r.ldk("server reply path")?;
+    let server_responder: Responder = r.ldk("server reply path")?;
+    let server_path =
+        reply_path_of(&server_responder).map_err(|e| format!("server reply path: {e:?}"))?;
     let invoice = StaticInvoice::try_from(r.bytes("invoice")?.to_vec())
         .map_err(|e| format!("bad invoice: {e:?}"))?;
     let forward_invoice_request_path: BlindedMessagePath = r.ldk("forward path")?;

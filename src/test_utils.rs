@@ -9,7 +9,6 @@ use lightning::blinded_path::message::{BlindedMessagePath, MessageContext, Offer
 use lightning::offers::nonce::Nonce;
 use lightning::sign::ReceiveAuthKey;
 
-use crate::bench::responder_for;
 use crate::cache::{CachedOffer, OfferState};
 use crate::keys::WalletKeys;
 use crate::offer::{BuiltInvoice, OfferFactory, PathEnd};
@@ -92,7 +91,7 @@ impl OfferFixture {
             label: None,
             created_at: now,
             handed_out_at: None,
-            server_path: responder_for(&self.server_path()),
+            server_path: self.server_path(),
             invoice,
             invoice_confirmed: false,
             invoice_sent_at: None,

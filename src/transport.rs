@@ -2,14 +2,17 @@
 //! `lightning-net-tokio`, one noise connection reconnected with capped exponential backoff,
 //! and the peer timer. Each server's messenger has the protocol handler of that server, so
 //! replies are attributed to the server they came from and every message leaves on the
-//! connection of the server it is for.
+//! connection of the server it is for. The messages the client starts are taken from the
+//! engine and their onions built on the blocking pool, several at once, instead of one after
+//! another inside the messenger on the connection's task.
 //!
 //! The client has no network graph. Every path it sends over starts at the server it is
 //! connected to, and compact paths (introduction node given as a directed short channel id,
 //! as real LDK servers with public channels build them) are resolved to that server.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::{self, PublicKey, Secp256k1, SecretKey};
@@ -23,16 +26,16 @@ use lightning::ln::peer_handler::{
     ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
 };
 use lightning::onion_message::messenger::{
-    Destination, MessageRouter, OnionMessagePath, OnionMessenger,
+    create_onion_message, Destination, MessageRouter, OnionMessagePath, OnionMessenger,
 };
 use lightning::routing::gossip::{NetworkGraph, NodeId};
-use lightning::sign::{EntropySource, KeysManager, ReceiveAuthKey};
+use lightning::sign::{EntropySource, KeysManager, NodeSigner, ReceiveAuthKey, Recipient};
 use lightning::types::features::{ChannelFeatures, InitFeatures, NodeFeatures};
 use lightning_net_tokio::SocketDescriptor;
 use tokio::sync::{watch, Notify};
 
 use crate::logging::LdkLogBridge;
-use crate::protocol::{Engine, ProtocolHandler};
+use crate::protocol::{Engine, Outgoing, ProtocolHandler};
 
 type Messenger = OnionMessenger<
     Arc<KeysManager>,
@@ -180,11 +183,20 @@ impl MessageRouter for ServerRouter {
 }
 
 /// The messenger as the peer manager sees it, reporting when the server's `init` arrives so
-/// requests go out the moment the connection can carry them.
+/// requests go out the moment the connection can carry them, and handing the peer manager the
+/// onions the transport built before anything the messenger has.
 pub(crate) struct ConnectionWatcher {
     messenger: Arc<Messenger>,
     server: PublicKey,
     connected: Notify,
+    /// Our messages to the server, built and waiting for room in the connection's buffer.
+    built: Mutex<VecDeque<OnionMessage>>,
+}
+
+impl ConnectionWatcher {
+    fn built(&self) -> MutexGuard<'_, VecDeque<OnionMessage>> {
+        self.built.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl BaseMessageHandler for ConnectionWatcher {
@@ -192,6 +204,10 @@ impl BaseMessageHandler for ConnectionWatcher {
         self.messenger.get_and_clear_pending_msg_events()
     }
     fn peer_disconnected(&self, their_node_id: PublicKey) {
+        if their_node_id == self.server {
+            // Unanswered messages are sent again on the next connection, rebuilt.
+            self.built().clear();
+        }
         self.messenger.peer_disconnected(their_node_id)
     }
     fn provided_node_features(&self) -> NodeFeatures {
@@ -219,6 +235,11 @@ impl OnionMessageHandler for ConnectionWatcher {
         self.messenger.handle_onion_message(peer_node_id, msg)
     }
     fn next_onion_message_for_peer(&self, peer_node_id: PublicKey) -> Option<OnionMessage> {
+        if peer_node_id == self.server {
+            if let Some(built) = self.built().pop_front() {
+                return Some(built);
+            }
+        }
         self.messenger.next_onion_message_for_peer(peer_node_id)
     }
     fn timer_tick_occurred(&self) {
@@ -226,10 +247,61 @@ impl OnionMessageHandler for ConnectionWatcher {
     }
 }
 
+/// Builds the onions of the messages we start, as LDK's messenger would, on any thread: the
+/// reply path, the path to the server, and the layered encryption (a 32 KiB onion for an
+/// invoice). Done on the connection's task, every message would wait for the ones before it.
+struct OnionBuilder {
+    keys: Arc<KeysManager>,
+    router: Arc<ServerRouter>,
+    secp: Secp256k1<secp256k1::All>,
+    node_id: PublicKey,
+    server: PublicKey,
+}
+
+impl OnionBuilder {
+    fn build(&self, outgoing: Outgoing) -> Result<OnionMessage, String> {
+        let reply_path = self
+            .router
+            .create_blinded_paths(
+                self.node_id,
+                self.keys.get_receive_auth_key(),
+                outgoing.reply_context,
+                Vec::new(),
+                &self.secp,
+            )
+            .ok()
+            .and_then(|paths| paths.into_iter().next())
+            .ok_or("no reply path")?;
+        let path = self
+            .router
+            .find_path(
+                self.node_id,
+                vec![self.server],
+                Destination::BlindedPath(outgoing.destination),
+            )
+            .map_err(|()| "no path to the server")?;
+        let (first_hop, onion, _) = create_onion_message(
+            &self.keys,
+            &self.keys,
+            &&EmptyNodeIdLookUp {},
+            &self.secp,
+            path,
+            outgoing.message,
+            Some(reply_path),
+        )
+        .map_err(|e| format!("{e:?}"))?;
+        if first_hop != self.server {
+            return Err(format!("the path starts at {first_hop}, not at the server"));
+        }
+        Ok(onion)
+    }
+}
+
 /// The running transport to one server: its connection loop, outbox flushing and peer timer.
 pub(crate) struct Transport {
     peers: Arc<Peers>,
     watcher: Arc<ConnectionWatcher>,
+    onions: Arc<OnionBuilder>,
     engine: Arc<Engine>,
     outbox_ready: Arc<Notify>,
     server: PublicKey,
@@ -249,8 +321,15 @@ impl Transport {
         max_flush_wait: Duration,
     ) -> Option<Arc<Self>> {
         let outbox_ready = engine.outbox_ready(&server)?;
-        let handler = Arc::new(ProtocolHandler::new(engine.clone(), server));
+        let handler = Arc::new(ProtocolHandler::receiving_only(engine.clone(), server));
         let router = Arc::new(ServerRouter::new(server, network, transport_keys.clone()));
+        let onions = Arc::new(OnionBuilder {
+            keys: transport_keys.clone(),
+            router: router.clone(),
+            secp: Secp256k1::new(),
+            node_id: transport_keys.get_node_id(Recipient::Node).ok()?,
+            server,
+        });
         let messenger = Arc::new(OnionMessenger::new(
             transport_keys.clone(),
             transport_keys.clone(),
@@ -266,6 +345,7 @@ impl Transport {
             messenger,
             server,
             connected: Notify::new(),
+            built: Mutex::new(VecDeque::new()),
         });
         let handlers = MessageHandler {
             chan_handler: Arc::new(ErroringMessageHandler::new()),
@@ -288,6 +368,7 @@ impl Transport {
         Some(Arc::new(Self {
             peers,
             watcher,
+            onions,
             engine,
             outbox_ready,
             server,
@@ -396,7 +477,24 @@ impl Transport {
                 },
                 None => self.outbox_ready.notified().await,
             }
+            for outgoing in self.engine.release_pending_messages(&self.server, false) {
+                tokio::spawn(self.clone().send(outgoing));
+            }
             self.peers.process_events();
+        }
+    }
+
+    /// Builds `outgoing` on the blocking pool (several at once), then hands it to the peer
+    /// manager, which sends it as soon as the connection's buffer has room.
+    async fn send(self: Arc<Self>, outgoing: Outgoing) {
+        let onions = self.onions.clone();
+        match tokio::task::spawn_blocking(move || onions.build(outgoing)).await {
+            Ok(Ok(onion)) => {
+                self.watcher.built().push_back(onion);
+                self.peers.process_events();
+            }
+            Ok(Err(why)) => log::warn!("could not build a message for the server: {why}"),
+            Err(e) => log::error!("building a message for the server failed: {e}"),
         }
     }
 
