@@ -8,9 +8,11 @@
 #[path = "../benches/support/ldk_flow.rs"]
 mod ldk_flow;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_offers::bench::OfferWork;
@@ -26,6 +28,48 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Offers built per CPU measurement, for the SDK and for LDK alike.
 const CPU_SAMPLES: usize = 300;
 const CYCLES: usize = 1_000;
+/// Offers live this long in the churn phase, so handed-out offers expire and are dropped.
+const CHURN_OFFER_SECS: u64 = 5;
+/// Cycles of the churn phase, with memory read at each of these counts.
+const CHURN_CHECKPOINTS: [usize; 4] = [500, 1_000, 2_000, 3_000];
+
+/// The system allocator, counting the bytes live on the heap: resident memory keeps what the
+/// allocator once used, the heap count shows what is held now.
+struct CountingAllocator;
+
+static HEAP_LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = System.alloc(layout);
+        if !ptr.is_null() {
+            HEAP_LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        HEAP_LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = System.realloc(ptr, layout, new_size);
+        if !new.is_null() {
+            HEAP_LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+            HEAP_LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Bytes live on this process's heap, MiB to one decimal.
+fn heap_mb() -> f64 {
+    (HEAP_LIVE_BYTES.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
+}
 
 type Failure = Box<dyn std::error::Error>;
 
@@ -89,6 +133,10 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn spawn(binary: &Path) -> Result<Self, Failure> {
+        Self::spawn_with(binary, &[])
+    }
+
+    fn spawn_with(binary: &Path, extra_args: &[&str]) -> Result<Self, Failure> {
         let dir = tempfile::tempdir()?;
         let mut child = Command::new(binary)
             .args([
@@ -99,6 +147,7 @@ impl ServerProcess {
                 "--data-dir",
             ])
             .arg(dir.path())
+            .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
@@ -215,6 +264,42 @@ fn cpu_per_offer_us() -> Result<(f64, f64), Failure> {
     Ok((median(sdk_samples), median(ldk_samples)))
 }
 
+/// Memory while offers come and go: offers that expire after [`CHURN_OFFER_SECS`], so the ones
+/// handed out are dropped and the cache stays the same size; one offer taken and refilled per
+/// cycle. Resident memory and offers kept at each checkpoint should stay flat.
+fn churn_memory(runtime: &tokio::runtime::Runtime, binary: &Path) -> Result<Value, Failure> {
+    let secs = CHURN_OFFER_SECS.to_string();
+    let server = ServerProcess::spawn_with(binary, &["--offer-paths-secs", &secs])?;
+    let dir = tempfile::tempdir()?;
+    let mut config = config(&server, dir.path(), 10);
+    config.min_offer_paths_lifetime = Duration::from_secs(1);
+    config.offer_expiring_notice = Duration::from_millis(500);
+    config.tick_interval = Duration::from_millis(100);
+    let client = AsyncOffersClient::builder(config, SEED)
+        .runtime(runtime.handle().clone())
+        .build()?;
+    client.start()?;
+    runtime.block_on(client.wait_for_ready_offers(10, WAIT))?;
+    let mut checkpoints = Vec::new();
+    let started = Instant::now();
+    for cycle in 1..=CHURN_CHECKPOINTS[CHURN_CHECKPOINTS.len() - 1] {
+        // Right after a drop of expired offers there may be none Ready for a moment.
+        let _ = client.take_offer(None);
+        runtime.block_on(client.wait_for_ready_offers(10, WAIT))?;
+        if CHURN_CHECKPOINTS.contains(&cycle) {
+            checkpoints.push(json!({
+                "cycles": cycle,
+                "seconds": started.elapsed().as_secs_f64().round(),
+                "client_rss_mb": rss_mb().map(|mb| (mb * 10.0).round() / 10.0),
+                "client_heap_mb": heap_mb(),
+                "offers_kept": client.offers().len(),
+            }));
+        }
+    }
+    client.stop();
+    Ok(json!({ "offer_lifetime_secs": CHURN_OFFER_SECS, "checkpoints": checkpoints }))
+}
+
 fn run(runs: usize) -> Result<Value, Failure> {
     let binary = server_binary()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -240,12 +325,14 @@ fn run(runs: usize) -> Result<Value, Failure> {
     let server = ServerProcess::spawn(&binary)?;
     let dir = tempfile::tempdir()?;
     let rss_before_client = rss_mb();
+    let heap_before_client = heap_mb();
     let client = AsyncOffersClient::builder(config(&server, dir.path(), 10), SEED)
         .runtime(runtime.handle().clone())
         .build()?;
     client.start()?;
     let ready = runtime.block_on(client.wait_for_ready_offers(10, WAIT))?;
     let rss_after_fill = rss_mb();
+    let heap_after_fill = heap_mb();
 
     let payer = runtime.block_on(Payer::connect(
         server.config.node_id,
@@ -289,10 +376,12 @@ fn run(runs: usize) -> Result<Value, Failure> {
         runtime.block_on(client.wait_for_ready_offers(10, WAIT))?;
     }
     let rss_after_cycles = rss_mb();
+    let heap_after_cycles = heap_mb();
     let kept_offers = client.offers().len();
     client.stop();
     drop(client);
 
+    let churn = churn_memory(&runtime, &binary)?;
     let (cpu, ldk_cpu) = cpu_per_offer_us()?;
     let mb = |rss: Option<f64>| rss.map(|mb| (mb * 10.0).round() / 10.0);
     Ok(json!({
@@ -305,8 +394,12 @@ fn run(runs: usize) -> Result<Value, Failure> {
         "client_rss_mb": mb(rss_after_fill),
         "client_rss_mb_before_client": mb(rss_before_client),
         "client_rss_mb_after_cycles": mb(rss_after_cycles),
+        "client_heap_mb_before_client": heap_before_client,
+        "client_heap_mb": heap_after_fill,
+        "client_heap_mb_after_cycles": heap_after_cycles,
         "cycles": CYCLES,
         "offers_kept_after_cycles": kept_offers,
         "payer_fetch_ms": summary(fetches),
+        "churn": churn,
     }))
 }

@@ -6,9 +6,10 @@ use lightning::bitcoin::Network;
 
 const USAGE: &str = "usage:
   async-offers-server [--listen ADDR] [--data-dir DIR] [--network NET] [--compact-scid SCID]
-                      [--offer-paths-days N|never] [--recipient ID]...
+                      [--offer-paths-days N|never] [--offer-paths-secs N] [--recipient ID]...
       serve; prints one JSON line {node_id, address, paths} per --recipient ID;
-      offers last --offer-paths-days (default: 365, as LDK's server role)
+      offers last --offer-paths-days (default: 365, as LDK's server role), or
+      --offer-paths-secs (short-lived offers, for tests and benchmarks)
   async-offers-server mint --data-dir DIR --address HOST:PORT --recipient ID [--network NET] [--compact-scid SCID] [--expiry-days N]
       print a recipient's JSON line without serving";
 
@@ -74,6 +75,14 @@ fn parse() -> Result<Args, String> {
                             .saturating_mul(24 * 3600),
                     )),
                 }
+            }
+            "--offer-paths-secs" => {
+                args.offer_paths_lifetime =
+                    async_offers_server::OfferPathsLifetime::Fixed(Duration::from_secs(
+                        value()?
+                            .parse()
+                            .map_err(|e| format!("--offer-paths-secs: {e}"))?,
+                    ))
             }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),

@@ -42,7 +42,11 @@ fn mint_prints_a_json_line_per_recipient_with_decodable_paths_and_a_stable_node_
 
 #[test]
 fn bad_flags_are_a_usage_error() {
-    for args in [["--network", "moon"], ["--offer-paths-days", "forever"]] {
+    for args in [
+        ["--network", "moon"],
+        ["--offer-paths-days", "forever"],
+        ["--offer-paths-secs", "-1"],
+    ] {
         let status = Command::new(env!("CARGO_BIN_EXE_async-offers-server"))
             .args(args)
             .output()
