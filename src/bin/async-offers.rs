@@ -13,7 +13,7 @@ use lightning::bitcoin::hex::FromHex;
 use lightning::bitcoin::Network;
 
 const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address HOST:PORT \
---server-paths HEX [...] --seed-hex HEX --data-dir DIR [--network NET] [--offers N] [--timeout-secs S] [--json]
+--server-paths HEX [...] --seed-hex HEX --data-dir DIR [--network NET] [--offers N] [--take N [--label TEXT]] [--timeout-secs S] [--json]
 
   --server-node-id   the static invoice server's node id (33 bytes, hex)
   --server-address   where its Lightning (noise) listener is, host:port
@@ -23,6 +23,8 @@ const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address H
   --data-dir         where the offers are kept; reused across runs
   --network          bitcoin, testnet, testnet4, signet or regtest (default regtest)
   --offers           how many ready offers to have (default 10)
+  --take             then hand out this many offers (never one twice), each printed at once
+  --label            label the handed-out offers TEXT-1, TEXT-2, ... (default: no label)
   --timeout-secs     give up after this long (default 60)
   --json             print one JSON object instead of text
 
@@ -35,6 +37,8 @@ struct Args {
     data_dir: std::path::PathBuf,
     network: Network,
     offers: u16,
+    take: usize,
+    label: Option<String>,
     timeout: Duration,
     json: bool,
 }
@@ -44,6 +48,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut seed, mut data_dir) = (None, None);
     let mut network = Network::Regtest;
     let mut offers = 10u16;
+    let mut take = 0usize;
+    let mut label = None;
     let mut timeout = Duration::from_secs(60);
     let mut json = false;
     while let Some(flag) = args.next() {
@@ -62,6 +68,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .filter(|n| *n > 0)
                     .ok_or("--offers needs a number from 1 to 65535")?
             }
+            "--take" => take = value()?.parse().map_err(|e| format!("--take: {e}"))?,
+            "--label" => label = Some(value()?),
             "--timeout-secs" => {
                 timeout = Duration::from_secs(
                     value()?
@@ -97,6 +105,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         data_dir: required(data_dir, "--data-dir")?.into(),
         network,
         offers,
+        take,
+        label,
         timeout,
         json,
     })
@@ -127,7 +137,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let started = Instant::now();
-    let mut servers = args.servers.into_iter();
+    let mut servers = args.servers.clone().into_iter();
     let first = servers.next().ok_or("no server")?;
     let mut config = Config::new(args.network, &args.data_dir, first);
     config.servers.extend(servers);
@@ -195,6 +205,7 @@ fn run(args: Args) -> Result<(), String> {
     } else {
         started.elapsed()
     };
+    let taken = take_offers(&client, &runtime, &args, started)?;
     client.stop();
 
     if args.json {
@@ -204,6 +215,7 @@ fn run(args: Args) -> Result<(), String> {
             serde_json::json!({
                 "offers": offers,
                 "from_cache": cached_ready.min(wanted),
+                "taken": taken.iter().map(offer_json).collect::<Vec<_>>(),
                 "time_to_first_ready_ms": time_to_first.as_secs_f64() * 1e3,
                 "time_to_all_ready_ms": time_to_all.as_secs_f64() * 1e3,
             })
@@ -218,6 +230,52 @@ fn run(args: Args) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Hands out `--take` offers, printing each the moment it is handed out (as a JSON line of its
+/// own with `--json`), and waiting for a refill when none is ready.
+fn take_offers(
+    client: &AsyncOffersClient,
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+    started: Instant,
+) -> Result<Vec<OfferInfo>, String> {
+    let mut taken = Vec::with_capacity(args.take);
+    if args.take > 0 {
+        // Refills (and refreshes of what is handed out) need the connection.
+        match client.start() {
+            Ok(()) | Err(async_offers::Error::AlreadyStarted) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    for n in 1..=args.take {
+        let label = args.label.as_ref().map(|label| format!("{label}-{n}"));
+        let offer = loop {
+            match client.take_offer(label.clone()) {
+                Ok(offer) => break offer,
+                Err(async_offers::Error::NoReadyOffer) => {
+                    let remaining =
+                        (started + args.timeout).saturating_duration_since(Instant::now());
+                    runtime
+                        .block_on(client.wait_for_ready_offers(1, remaining))
+                        .map_err(|e| {
+                            format!("no offer to hand out within {:?}: {e}", args.timeout)
+                        })?;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        if args.json {
+            println!("{}", serde_json::json!({ "taken": offer_json(&offer) }));
+        } else {
+            print!("handed out");
+            print_offer(&offer);
+        }
+        // A soak test may kill us at any moment: what was handed out is already on screen.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        taken.push(offer);
+    }
+    Ok(taken)
 }
 
 fn offer_json(offer: &OfferInfo) -> serde_json::Value {
