@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 cargo test --workspace --locked
+# The command line killed at random moments and restarted: nothing lost, nothing handed out twice.
+scripts/crash-soak.sh --iterations 20
 # The Kotlin SDK on the JVM, against the reference server run as its own process.
 bindings/kotlin/test.sh
 # The Swift SDK with XCTest, the same way (in a Debian trixie chroot where `swift` is absent).
