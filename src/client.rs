@@ -99,8 +99,8 @@ impl ClientBuilder {
         let store = match store {
             Some(store) => store,
             None => {
-                std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-                    Error::Storage(format!("creating {}: {e}", config.data_dir.display()))
+                private_dir(&config.data_dir).map_err(|e| {
+                    Error::Storage(format!("preparing {}: {e}", config.data_dir.display()))
                 })?;
                 Arc::new(FilesystemStore::new(config.data_dir.clone())) as Arc<DynStore>
             }
@@ -152,6 +152,32 @@ impl ClientBuilder {
             running: Mutex::new(None),
         })
     }
+}
+
+/// Creates `dir` if needed and makes it the owner's alone (mode 0700 on Unix), so the offer
+/// records inside (labels name the app's contacts) cannot be listed or read by other users,
+/// whatever mode the store gives the files themselves.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            log::info!(
+                "{} was open to other users (mode {:o}); now 0700",
+                dir.display(),
+                mode & 0o777
+            );
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
 }
 
 impl AsyncOffersClient {

@@ -130,7 +130,8 @@ pub enum InvoiceRequestTarget {
 pub struct Config {
     /// The chain the offers are for.
     pub network: Network,
-    /// Where offers are persisted (by the default filesystem store).
+    /// Where offers are persisted (by the default filesystem store). The client creates it if
+    /// needed and keeps it private to the app's user (mode 0700 on Unix).
     pub data_dir: PathBuf,
     /// The static invoice servers: one, or several so that offers keep coming when one is
     /// down. Each keeps its own slots; an offer stays with the server that holds its invoice.

@@ -1,0 +1,142 @@
+//! What the client leaves behind: no key material in its logs at any level (LDK's trace
+//! included), and a data dir no other user can read.
+
+mod common;
+
+use std::sync::{Mutex, OnceLock};
+
+use async_offers::keys::WalletKeys;
+use common::*;
+use lightning::bitcoin::hex::DisplayHex;
+
+/// Every log record of this test binary, at every level.
+struct Capture(Mutex<String>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        let line = format!(
+            "{} {}: {}\n",
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        self.0.lock().unwrap().push_str(&line);
+    }
+    fn flush(&self) {}
+}
+
+fn captured() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    let capture = CAPTURE.get_or_init(|| Capture(Mutex::new(String::new())));
+    if log::set_logger(capture).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    capture
+}
+
+/// The ways a 32-byte secret could be printed.
+fn renderings(secret: &[u8]) -> Vec<String> {
+    let hex = secret.as_hex().to_string();
+    vec![
+        hex.clone(),
+        hex.to_uppercase(),
+        format!("{secret:?}"),
+        format!("{:?}", secret.to_vec()),
+        // A leak could be cut anywhere; any 12 bytes of it is already far too much.
+        hex[..24].to_string(),
+        hex[hex.len() - 24..].to_string(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_material_reaches_the_logs_at_any_level() {
+    let capture = captured();
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let mut config = config_for(&server, b"private-wallet", client_dir.path());
+    config.offer_slots = 3;
+
+    // Filling, handing out, new channels, and a restart from disk.
+    let client = client(config.clone());
+    client.start().unwrap();
+    client.wait_for_ready_offers(3, WAIT).await.unwrap();
+    client.take_offer(Some("a contact".into())).unwrap();
+    client.update_channels(vec![hint(7, 42 << 40, 1_000)]);
+    client.wait_for_ready_offers(3, WAIT).await.unwrap();
+    client.stop();
+    drop(client);
+    let restarted = common::client(config);
+    assert_eq!(restarted.offers().len(), 4);
+
+    let logs = capture.0.lock().unwrap().clone();
+    assert!(
+        logs.lines().count() > 100 && logs.contains("TRACE ldk:"),
+        "the test must see LDK's trace records to mean anything (run it without RUST_LOG)"
+    );
+    let keys = WalletKeys::from_seed(&SEED);
+    let secrets: Vec<(&str, Vec<u8>)> = vec![
+        ("seed", SEED.to_vec()),
+        (
+            "wallet node secret",
+            keys.wallet_keys_manager()
+                .get_node_secret_key()
+                .secret_bytes()
+                .to_vec(),
+        ),
+        (
+            "transport node secret",
+            keys.transport_keys_manager()
+                .get_node_secret_key()
+                .secret_bytes()
+                .to_vec(),
+        ),
+        (
+            "wallet receive auth key",
+            keys.wallet_receive_auth_key().0.to_vec(),
+        ),
+        (
+            "transport receive auth key",
+            keys.transport_receive_auth_key().0.to_vec(),
+        ),
+    ];
+    for (name, secret) in secrets {
+        for rendering in renderings(&secret) {
+            assert!(
+                !logs.contains(&rendering),
+                "the {name} appears in the logs as {rendering}"
+            );
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_is_the_owners_alone_even_if_it_was_not() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let server_dir = tempfile::tempdir().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+
+    // Created by the client.
+    let fresh = parent.path().join("new").join("offers");
+    let client = client(config_for(&server, b"w", &fresh));
+    assert_eq!(mode(&fresh), 0o700);
+    client.start().unwrap();
+    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    client.stop();
+    drop(client);
+
+    // Handed over open to everyone: closed at start.
+    let open = parent.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _client = common::client(config_for(&server, b"w2", &open));
+    assert_eq!(mode(&open), 0o700);
+}
