@@ -125,12 +125,20 @@ pub(crate) enum OfferPathsRejection {
     ReplyPathExpired,
     SlotNotRequested,
     NoPaths,
+    /// More than [`MAX_OFFER_PATHS`]: an offer that long is no use in a QR code, and its
+    /// invoice would outgrow what servers store.
+    TooManyPaths {
+        count: usize,
+    },
     ExpiresTooSoon {
         expiry: Duration,
         required: Duration,
     },
     DuplicatePaths,
 }
+
+/// The most offer paths accepted from a server; LDK's servers hand out at most three.
+pub(crate) const MAX_OFFER_PATHS: usize = 8;
 
 /// What a `StaticInvoicePersisted` confirmation did.
 #[derive(Debug)]
@@ -350,6 +358,9 @@ impl OfferCache {
         }
         if paths.is_empty() {
             return Err(OfferPathsRejection::NoPaths);
+        }
+        if paths.len() > MAX_OFFER_PATHS {
+            return Err(OfferPathsRejection::TooManyPaths { count: paths.len() });
         }
         if let Some(expiry) = paths_expiry {
             let required = now.saturating_add(self.policy.min_paths_lifetime);
@@ -837,6 +848,19 @@ mod tests {
         assert_eq!(
             cache.check_offer_paths(server_key(), 0, now + HOUR, &[], None, now),
             Err(OfferPathsRejection::NoPaths)
+        );
+        assert_eq!(
+            cache.check_offer_paths(
+                server_key(),
+                0,
+                now + HOUR,
+                &vec![paths[0].clone(); MAX_OFFER_PATHS + 1],
+                None,
+                now
+            ),
+            Err(OfferPathsRejection::TooManyPaths {
+                count: MAX_OFFER_PATHS + 1
+            })
         );
         assert!(matches!(
             cache.check_offer_paths(

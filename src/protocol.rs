@@ -15,6 +15,7 @@ use lightning::blinded_path::message::{
     AsyncPaymentsContext, BlindedMessagePath, MessageContext, OffersContext,
 };
 use lightning::ln::msgs::DecodeError;
+use lightning::offers::flow::MAX_STATIC_INVOICE_SIZE_BYTES;
 use lightning::offers::offer::OfferId;
 use lightning::onion_message::async_payments::{
     AsyncPaymentsMessage, AsyncPaymentsMessageHandler, HeldHtlcAvailable, OfferPaths,
@@ -610,6 +611,13 @@ impl Engine {
             now,
             self.best_block_height,
         )?;
+        let invoice_size = invoice.invoice.serialized_length();
+        if invoice_size > MAX_STATIC_INVOICE_SIZE_BYTES {
+            // LDK's servers refuse it; sending it would only be retried for ever.
+            return Err(format!(
+                "slot {invoice_slot} of server {server}: its static invoice would be {invoice_size} bytes, over the {MAX_STATIC_INVOICE_SIZE_BYTES} servers store"
+            ));
+        }
         let mut state = self.lock();
         // Again: a duplicate of this message may have filled the slot meanwhile.
         check(&state)?;
