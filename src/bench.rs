@@ -157,6 +157,11 @@ impl CacheWork {
         })
     }
 
+    /// The stored records of the offers.
+    pub fn records(&self) -> &[Vec<u8>] {
+        &self.records
+    }
+
     /// Select: the offer `take_offer` would hand out, marked Used, then put back.
     pub fn select(&mut self) -> bool {
         let Some(taken) = self.cache.take(None, self.now) else {

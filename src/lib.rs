@@ -30,6 +30,8 @@ mod error;
 mod events;
 #[cfg(feature = "ffi")]
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod keys;
 mod logging;
 mod offer;

@@ -34,7 +34,7 @@ const MAGIC: &[u8; 4] = b"AOF3";
 /// Records of the single-server releases: no server in the record, keyed `slot_NNNNN`. They
 /// are read as the first configured server's and rewritten in the current format at start.
 const SINGLE_SERVER_MAGIC: &[u8; 4] = b"AOF2";
-const CHECKSUM_LEN: usize = 8;
+pub(crate) const CHECKSUM_LEN: usize = 8;
 
 /// Reads and writes offer records.
 ///

@@ -11,6 +11,7 @@
 mod payment_secret;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use lightning::bitcoin::bip32::{ChildNumber, Xpriv};
 use lightning::bitcoin::hashes::sha256::Hash as Sha256;
@@ -42,18 +43,23 @@ impl WalletKeys {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        // The starting time only seeds LDK's RNG; it does not change any derived key.
+        Self::with_rng_start(seed, now)
+    }
+
+    /// As [`Self::from_seed`], with LDK's RNG (nonces, path blinding) started from `rng_start`
+    /// instead of the time: the same keys, and repeatable randomness for the fuzz targets.
+    pub(crate) fn with_rng_start(seed: &[u8; 32], rng_start: Duration) -> Self {
         let wallet = Arc::new(KeysManager::new(
             seed,
-            now.as_secs(),
-            now.subsec_nanos(),
+            rng_start.as_secs(),
+            rng_start.subsec_nanos(),
             true,
         ));
         let transport_seed = transport_seed(seed);
         let transport = Arc::new(KeysManager::new(
             &transport_seed,
-            now.as_secs(),
-            now.subsec_nanos(),
+            rng_start.as_secs(),
+            rng_start.subsec_nanos(),
             true,
         ));
         let wallet_node_id = wallet
