@@ -713,6 +713,32 @@ async fn bad_offer_paths_change_nothing_and_are_logged_with_a_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offer_paths_for_a_slot_out_of_range_after_a_restart_are_rejected() {
+    let server = HostileServer::start().await;
+    server.handler.honest.store(false, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let client = victim(&server, dir.path(), 3, Arc::new(ManualClock::new(now())));
+    client.start().unwrap();
+    requests_seen(&server, 3).await;
+    client.stop();
+    drop(client);
+
+    // The app now wants one offer: slot 2 is out of range, but its reply path is still ours.
+    let client = victim(&server, dir.path(), 1, Arc::new(ManualClock::new(now())));
+    client.start().unwrap();
+    requests_seen(&server, 4).await;
+    let before = snapshot(&client, dir.path());
+    let mark = log_mark();
+    server.answer_request(2, None, server.handler.offer_paths(None, 1));
+    let line = logged(mark, "rejected OfferPaths").await;
+    assert!(
+        line.contains("slot 2") && line.contains("SlotNotRequested"),
+        "{line}"
+    );
+    assert_eq!(snapshot(&client, dir.path()), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_unknown_and_flooded_confirmations_are_ignored_in_bounded_memory() {
     let server = HostileServer::start().await;
     server.handler.honest.store(false, Ordering::SeqCst);
