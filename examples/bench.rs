@@ -4,24 +4,27 @@
 //!
 //! `cargo run --release --example bench -- [--json] [--runs N]` (N ≥ 1, default 15)
 
+#[path = "../benches/support/heap.rs"]
+mod heap;
 #[allow(dead_code)] // Shared with the payment-secret test, which uses more of it.
 #[path = "../benches/support/ldk_flow.rs"]
 mod ldk_flow;
+#[allow(dead_code)] // Shared with the crash soak, which uses more of it.
+#[path = "../benches/support/server_process.rs"]
+mod server_process;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_offers::bench::OfferWork;
-use async_offers::{AsyncOffersClient, Config, ServerConfig};
+use async_offers::{AsyncOffersClient, Config};
 use async_offers_server::Payer;
 use ldk_flow::{LdkFlow, ServerPaths};
 use lightning::bitcoin::Network;
 use lightning::offers::offer::Offer;
 use serde_json::{json, Value};
+use server_process::ServerProcess;
 
 const SEED: [u8; 32] = [0x5a; 32];
 const WAIT: Duration = Duration::from_secs(60);
@@ -33,42 +36,12 @@ const CHURN_OFFER_SECS: u64 = 5;
 /// Cycles of the churn phase, with memory read at each of these counts.
 const CHURN_CHECKPOINTS: [usize; 4] = [500, 1_000, 2_000, 3_000];
 
-/// The system allocator, counting the bytes live on the heap: resident memory keeps what the
-/// allocator once used, the heap count shows what is held now.
-struct CountingAllocator;
-
-static HEAP_LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = System.alloc(layout);
-        if !ptr.is_null() {
-            HEAP_LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        HEAP_LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = System.realloc(ptr, layout, new_size);
-        if !new.is_null() {
-            HEAP_LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
-            HEAP_LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator;
 
 /// Bytes live on this process's heap, MiB to one decimal.
 fn heap_mb() -> f64 {
-    (HEAP_LIVE_BYTES.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
+    (heap::live_bytes() as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
 }
 
 type Failure = Box<dyn std::error::Error>;
@@ -114,63 +87,7 @@ fn server_binary() -> Result<PathBuf, Failure> {
     if !status.success() {
         return Err("building async-offers-server failed".into());
     }
-    let exe = std::env::current_exe()?;
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("unexpected example location")?;
-    Ok(release.join("async-offers-server"))
-}
-
-/// A server process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    config: ServerConfig,
-    /// Kept open: the server writes more lines, and a closed pipe would end it.
-    _stdout: BufReader<ChildStdout>,
-    _dir: tempfile::TempDir,
-}
-
-impl ServerProcess {
-    fn spawn(binary: &Path) -> Result<Self, Failure> {
-        Self::spawn_with(binary, &[])
-    }
-
-    fn spawn_with(binary: &Path, extra_args: &[&str]) -> Result<Self, Failure> {
-        let dir = tempfile::tempdir()?;
-        let mut child = Command::new(binary)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--recipient",
-                "bench",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .args(extra_args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let described: Value = serde_json::from_str(&line)?;
-        let field = |name: &str| described[name].as_str().unwrap_or_default().to_string();
-        let config = ServerConfig::from_hex(&field("node_id"), &field("address"), &field("paths"))?;
-        Ok(Self {
-            child,
-            config,
-            _stdout: stdout,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    server_process::sibling_binary("async-offers-server")
 }
 
 fn config(server: &ServerProcess, dir: &Path, offers: usize) -> Config {
@@ -198,7 +115,7 @@ fn fill_once(
     binary: &Path,
     offers: usize,
 ) -> Result<(Duration, Duration), Failure> {
-    let server = ServerProcess::spawn(binary)?;
+    let server = ServerProcess::spawn(binary, "bench", &[])?;
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
     let client = AsyncOffersClient::builder(config(&server, dir.path(), offers), SEED)
@@ -269,7 +186,7 @@ fn cpu_per_offer_us() -> Result<(f64, f64), Failure> {
 /// cycle. Resident memory and offers kept at each checkpoint should stay flat.
 fn churn_memory(runtime: &tokio::runtime::Runtime, binary: &Path) -> Result<Value, Failure> {
     let secs = CHURN_OFFER_SECS.to_string();
-    let server = ServerProcess::spawn_with(binary, &["--offer-paths-secs", &secs])?;
+    let server = ServerProcess::spawn(binary, "bench", &["--offer-paths-secs", &secs])?;
     let dir = tempfile::tempdir()?;
     let mut config = config(&server, dir.path(), 10);
     config.min_offer_paths_lifetime = Duration::from_secs(1);
@@ -322,7 +239,7 @@ fn run(runs: usize) -> Result<Value, Failure> {
     }
 
     // One client fills 10 offers and keeps them on disk; the server stays up for the payer.
-    let server = ServerProcess::spawn(&binary)?;
+    let server = ServerProcess::spawn(&binary, "bench", &[])?;
     let dir = tempfile::tempdir()?;
     let rss_before_client = rss_mb();
     let heap_before_client = heap_mb();

@@ -16,16 +16,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_offers::{AsyncOffersClient, Config, OfferInfo, OfferState, ServerConfig};
+#[path = "../benches/support/server_process.rs"]
+mod server_process;
+
+use async_offers::{AsyncOffersClient, Config, OfferInfo, OfferState};
 use async_offers_server::{check_invoice_for_offer, Payer};
 use lightning::bitcoin::Network;
 use lightning::offers::offer::Offer;
 use serde_json::{json, Value};
+use server_process::ServerProcess;
 
 const SEED: [u8; 32] = [0x42; 32];
 const OFFERS: u16 = 6;
@@ -99,14 +103,9 @@ enum Kill {
     Never,
 }
 
-/// The binaries, next to this example's own directory.
+/// A binary of this workspace, built next to this example.
 fn binary(name: &str) -> Result<PathBuf, Failure> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("unexpected example location")?;
-    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let path = server_process::sibling_binary(name)?;
     if path.exists() {
         Ok(path)
     } else {
@@ -115,46 +114,6 @@ fn binary(name: &str) -> Result<PathBuf, Failure> {
             path.display()
         )
         .into())
-    }
-}
-
-struct ServerProcess {
-    child: Child,
-    config: ServerConfig,
-    /// The server's paths for the wallet, hex, as the command line takes them.
-    paths_hex: String,
-    /// The server prints nothing more, but a closed pipe must not end it.
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl ServerProcess {
-    fn spawn(binary: &Path, data_dir: &Path) -> Result<Self, Failure> {
-        let mut child = Command::new(binary)
-            .args(["--listen", "127.0.0.1:0", "--recipient", "soak"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let described: Value = serde_json::from_str(&line)?;
-        let field = |name: &str| described[name].as_str().unwrap_or_default().to_string();
-        let config = ServerConfig::from_hex(&field("node_id"), &field("address"), &field("paths"))?;
-        Ok(Self {
-            child,
-            config,
-            paths_hex: field("paths"),
-            _stdout: stdout,
-        })
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -180,10 +139,9 @@ struct Soak {
 
 impl Soak {
     fn run(iterations: usize, seed: u64) -> Result<Value, Failure> {
-        let server_dir = tempfile::tempdir()?;
         let mut soak = Soak {
             cli: binary("async-offers")?,
-            server: ServerProcess::spawn(&binary("async-offers-server")?, server_dir.path())?,
+            server: ServerProcess::spawn(&binary("async-offers-server")?, "soak", &[])?,
             wallet_dir: tempfile::tempdir()?,
             random: Random(seed | 1),
             handed_out: HashMap::new(),

@@ -403,6 +403,11 @@ mod tests {
         OfferStore::new(Arc::new(FilesystemStore::new(dir.to_path_buf())))
     }
 
+    /// Where `FilesystemStore` keeps the record under `key`.
+    fn record_file(dir: &std::path::Path, key: &str) -> std::path::PathBuf {
+        dir.join(PRIMARY_NAMESPACE).join(OFFERS_NAMESPACE).join(key)
+    }
+
     #[test]
     fn offers_round_trip_through_the_filesystem() {
         let dir = tempfile::tempdir().unwrap();
@@ -478,11 +483,7 @@ mod tests {
         let offer = fixture.cached(0, Duration::from_secs(1_800_000_000), None);
         store(dir.path()).save(&offer).unwrap();
         let key = OfferStore::key((offer.server, 0));
-        let path = dir
-            .path()
-            .join(PRIMARY_NAMESPACE)
-            .join(OFFERS_NAMESPACE)
-            .join(&key);
+        let path = record_file(dir.path(), &key);
         let mut bytes = std::fs::read(&path).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x55;
@@ -524,11 +525,7 @@ mod tests {
         );
 
         let key = OfferStore::key((server_key(), count / 2));
-        let path = dir
-            .path()
-            .join(PRIMARY_NAMESPACE)
-            .join(OFFERS_NAMESPACE)
-            .join(&key);
+        let path = record_file(dir.path(), &key);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.truncate(bytes.len() - 3);
         std::fs::write(&path, &bytes).unwrap();

@@ -1,0 +1,590 @@
+//! A deliberately hostile static invoice server for tests: a real LDK node speaking onion
+//! messages over TCP that answers like a server when told to, and otherwise replays, forges
+//! and floods; with the log capture its tests read the client's rejections from.
+// Each test binary including this uses part of it.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use async_offers::{AsyncOffersClient, Config, ManualClock, OfferInfo, ServerConfig};
+use async_offers_server::ServerRouter;
+use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1};
+use lightning::bitcoin::Network;
+use lightning::blinded_path::message::{
+    AsyncPaymentsContext, BlindedMessagePath, MessageContext, OffersContext,
+};
+use lightning::blinded_path::EmptyNodeIdLookUp;
+use lightning::ln::msgs::{
+    BaseMessageHandler, Init, MessageSendEvent, OnionMessage, OnionMessageHandler,
+};
+use lightning::ln::peer_handler::{
+    ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
+};
+use lightning::onion_message::async_payments::{
+    AsyncPaymentsMessage, AsyncPaymentsMessageHandler, HeldHtlcAvailable, OfferPaths,
+    OfferPathsRequest, ReleaseHeldHtlc, ServeStaticInvoice, StaticInvoicePersisted,
+};
+use lightning::onion_message::messenger::{
+    create_onion_message, Destination, MessageRouter, MessageSendInstructions, OnionMessenger,
+    Responder, ResponseInstruction,
+};
+use lightning::sign::{EntropySource, KeysManager, NodeSigner, Recipient};
+use lightning::types::features::{InitFeatures, NodeFeatures};
+use lightning::util::logger::{Logger, Record};
+use lightning_net_tokio::SocketDescriptor;
+
+/// Every log record of this test binary (the client's rejections are checked in it). While
+/// a flood runs (alone in its binary), lines are not kept, and ignored confirmations counted.
+pub struct Capture {
+    pub lines: Mutex<Vec<String>>,
+    pub flooding: AtomicBool,
+    pub ignored_confirmations: AtomicUsize,
+}
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        let line = format!("{} {}: {}", record.level(), record.target(), record.args());
+        if line.contains("confirmation") && line.contains("ignored") {
+            self.ignored_confirmations.fetch_add(1, Ordering::SeqCst);
+        }
+        if !self.flooding.load(Ordering::SeqCst) {
+            self.lines.lock().unwrap().push(line);
+        }
+    }
+    fn flush(&self) {}
+}
+
+pub fn logs() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    let capture = CAPTURE.get_or_init(|| Capture {
+        lines: Mutex::default(),
+        flooding: AtomicBool::new(false),
+        ignored_confirmations: AtomicUsize::new(0),
+    });
+    if log::set_logger(capture).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    capture
+}
+
+/// Waits until a log line after `from` contains every one of `needles` (tests run at once and
+/// share the log: name the server).
+pub async fn logged(from: usize, needles: &[&str]) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(line) = logs().lines.lock().unwrap()[from..]
+            .iter()
+            .find(|line| needles.iter().all(|needle| line.contains(needle)))
+        {
+            return line.clone();
+        }
+        if Instant::now() > deadline {
+            let recent: Vec<String> = {
+                let lines = logs().lines.lock().unwrap();
+                lines[from.min(lines.len())..]
+                    .iter()
+                    .rev()
+                    .take(20)
+                    .rev()
+                    .cloned()
+                    .collect()
+            };
+            panic!(
+                "never logged: {needles:?}; the last lines:\n{}",
+                recent.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn log_mark() -> usize {
+    logs().lines.lock().unwrap().len()
+}
+
+pub struct NoLog;
+impl Logger for NoLog {
+    fn log(&self, _: Record) {}
+}
+
+/// What the hostile server saw and may replay.
+#[derive(Default)]
+pub struct Seen {
+    pub requests: Vec<(u16, Responder)>,
+    pub invoices: Vec<(ServeStaticInvoice, Responder)>,
+    pub received: usize,
+}
+
+pub struct HostileHandler {
+    node_id: PublicKey,
+    keys: Arc<KeysManager>,
+    /// Answer requests and store invoices as a server does.
+    pub honest: AtomicBool,
+    /// Answer requests, but never confirm an invoice.
+    pub never_confirm: AtomicBool,
+    seen: Mutex<Seen>,
+    outbox: Mutex<VecDeque<(AsyncPaymentsMessage, MessageSendInstructions)>>,
+}
+
+impl HostileHandler {
+    /// `count` paths to this server, each with `dummy_hops` dummy hops before it.
+    pub fn paths(&self, count: usize, dummy_hops: usize) -> Vec<BlindedMessagePath> {
+        let secp = Secp256k1::new();
+        let context = MessageContext::Offers(OffersContext::StaticInvoiceRequested {
+            recipient_id: b"victim".to_vec(),
+            invoice_slot: 0,
+            path_absolute_expiry: Duration::MAX,
+        });
+        (0..count)
+            .map(|_| {
+                BlindedMessagePath::new_with_dummy_hops(
+                    &[],
+                    self.node_id,
+                    dummy_hops,
+                    self.keys.get_receive_auth_key(),
+                    context.clone(),
+                    &*self.keys,
+                    &secp,
+                )
+            })
+            .collect()
+    }
+
+    pub fn offer_paths(&self, expiry: Option<u64>, count: usize) -> OfferPaths {
+        OfferPaths {
+            paths: self.paths(count, 0),
+            paths_absolute_expiry: expiry,
+        }
+    }
+
+    /// `count` paths of `hops` dummy hops each: valid, but too long for any stored invoice.
+    pub fn long_offer_paths(&self, count: usize, hops: usize) -> OfferPaths {
+        OfferPaths {
+            paths: self.paths(count, hops),
+            paths_absolute_expiry: None,
+        }
+    }
+
+    pub fn store_reply_context(slot: u16) -> MessageContext {
+        MessageContext::AsyncPayments(AsyncPaymentsContext::ServeStaticInvoice {
+            recipient_id: b"victim".to_vec(),
+            invoice_slot: slot,
+            path_absolute_expiry: Duration::MAX,
+        })
+    }
+
+    pub fn send(&self, message: AsyncPaymentsMessage, instructions: MessageSendInstructions) {
+        self.outbox
+            .lock()
+            .unwrap()
+            .push_back((message, instructions));
+    }
+}
+
+impl AsyncPaymentsMessageHandler for HostileHandler {
+    fn handle_offer_paths_request(
+        &self,
+        message: OfferPathsRequest,
+        _context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) -> Option<(OfferPaths, ResponseInstruction)> {
+        let responder = responder?;
+        let mut seen = self.seen.lock().unwrap();
+        seen.received += 1;
+        seen.requests
+            .push((message.invoice_slot, responder.clone()));
+        self.honest.load(Ordering::SeqCst).then(|| {
+            (
+                self.offer_paths(None, 1),
+                responder.respond_with_reply_path(Self::store_reply_context(message.invoice_slot)),
+            )
+        })
+    }
+
+    fn handle_offer_paths(
+        &self,
+        _: OfferPaths,
+        _: AsyncPaymentsContext,
+        _: Option<Responder>,
+    ) -> Option<(ServeStaticInvoice, ResponseInstruction)> {
+        None
+    }
+
+    fn handle_serve_static_invoice(
+        &self,
+        message: ServeStaticInvoice,
+        _context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) {
+        let Some(responder) = responder else { return };
+        let mut seen = self.seen.lock().unwrap();
+        seen.received += 1;
+        seen.invoices.push((message, responder.clone()));
+        if self.honest.load(Ordering::SeqCst) && !self.never_confirm.load(Ordering::SeqCst) {
+            self.send(
+                AsyncPaymentsMessage::StaticInvoicePersisted(StaticInvoicePersisted {}),
+                MessageSendInstructions::ForReply {
+                    instructions: responder.respond(),
+                },
+            );
+        }
+    }
+
+    fn handle_static_invoice_persisted(&self, _: StaticInvoicePersisted, _: AsyncPaymentsContext) {}
+
+    fn handle_held_htlc_available(
+        &self,
+        _: HeldHtlcAvailable,
+        _: AsyncPaymentsContext,
+        _: Option<Responder>,
+    ) -> Option<(ReleaseHeldHtlc, ResponseInstruction)> {
+        None
+    }
+
+    fn handle_release_held_htlc(&self, _: ReleaseHeldHtlc, _: AsyncPaymentsContext) {}
+
+    /// A few at a time: the messenger asks again for every message it sends, and drops what
+    /// does not fit its per-peer buffer.
+    fn release_pending_messages(&self) -> Vec<(AsyncPaymentsMessage, MessageSendInstructions)> {
+        let mut outbox = self.outbox.lock().unwrap();
+        let count = outbox.len().min(16);
+        outbox.drain(..count).collect()
+    }
+}
+
+pub type Messenger = OnionMessenger<
+    Arc<KeysManager>,
+    Arc<KeysManager>,
+    Arc<NoLog>,
+    Arc<EmptyNodeIdLookUp>,
+    Arc<ServerRouter>,
+    IgnoringMessageHandler,
+    Arc<HostileHandler>,
+    IgnoringMessageHandler,
+    IgnoringMessageHandler,
+>;
+
+/// The messenger as the peer manager sees it, sending copies of one prebuilt onion first: a
+/// flood replayed at the socket's pace, costing the hostile side neither CPU nor memory.
+pub struct Flooding {
+    messenger: Arc<Messenger>,
+    replay: Mutex<Option<OnionMessage>>,
+    replays_left: AtomicUsize,
+}
+
+impl BaseMessageHandler for Flooding {
+    fn get_and_clear_pending_msg_events(&self) -> Vec<MessageSendEvent> {
+        self.messenger.get_and_clear_pending_msg_events()
+    }
+    fn peer_disconnected(&self, their_node_id: PublicKey) {
+        self.messenger.peer_disconnected(their_node_id)
+    }
+    fn provided_node_features(&self) -> NodeFeatures {
+        self.messenger.provided_node_features()
+    }
+    fn provided_init_features(&self, their_node_id: PublicKey) -> InitFeatures {
+        self.messenger.provided_init_features(their_node_id)
+    }
+    fn peer_connected(
+        &self,
+        their_node_id: PublicKey,
+        msg: &Init,
+        inbound: bool,
+    ) -> Result<(), ()> {
+        self.messenger.peer_connected(their_node_id, msg, inbound)
+    }
+}
+
+impl OnionMessageHandler for Flooding {
+    fn handle_onion_message(&self, peer_node_id: PublicKey, msg: &OnionMessage) {
+        self.messenger.handle_onion_message(peer_node_id, msg)
+    }
+    fn next_onion_message_for_peer(&self, peer_node_id: PublicKey) -> Option<OnionMessage> {
+        let left = self.replays_left.load(Ordering::SeqCst);
+        if left > 0 {
+            self.replays_left.store(left - 1, Ordering::SeqCst);
+            return self.replay.lock().unwrap().clone();
+        }
+        self.messenger.next_onion_message_for_peer(peer_node_id)
+    }
+    fn timer_tick_occurred(&self) {
+        self.messenger.timer_tick_occurred()
+    }
+}
+
+pub type Peers = PeerManager<
+    SocketDescriptor,
+    Arc<ErroringMessageHandler>,
+    IgnoringMessageHandler,
+    Arc<Flooding>,
+    Arc<NoLog>,
+    IgnoringMessageHandler,
+    Arc<KeysManager>,
+    IgnoringMessageHandler,
+>;
+
+pub struct HostileServer {
+    pub handler: Arc<HostileHandler>,
+    flooding: Arc<Flooding>,
+    router: Arc<ServerRouter>,
+    keys: Arc<KeysManager>,
+    peers: Arc<Peers>,
+    pub config: ServerConfig,
+}
+
+impl HostileServer {
+    pub async fn start() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        // A node of its own per test: the tests share one log and tell their lines apart by it.
+        static SEEDS: AtomicUsize = AtomicUsize::new(0x80);
+        let seed = [SEEDS.fetch_add(1, Ordering::SeqCst) as u8; 32];
+        let keys = Arc::new(KeysManager::new(
+            &seed,
+            now.as_secs(),
+            now.subsec_nanos(),
+            true,
+        ));
+        let node_id = keys.get_node_id(Recipient::Node).unwrap();
+        let router = Arc::new(ServerRouter::new(
+            node_id,
+            keys.clone(),
+            Network::Regtest,
+            None,
+        ));
+        let handler = Arc::new(HostileHandler {
+            node_id,
+            keys: keys.clone(),
+            honest: AtomicBool::new(true),
+            never_confirm: AtomicBool::new(false),
+            seen: Mutex::default(),
+            outbox: Mutex::default(),
+        });
+        let messenger = Arc::new(OnionMessenger::new(
+            keys.clone(),
+            keys.clone(),
+            Arc::new(NoLog),
+            Arc::new(EmptyNodeIdLookUp {}),
+            router.clone(),
+            IgnoringMessageHandler {},
+            handler.clone(),
+            IgnoringMessageHandler {},
+            IgnoringMessageHandler {},
+        ));
+        let flooding = Arc::new(Flooding {
+            messenger,
+            replay: Mutex::default(),
+            replays_left: AtomicUsize::new(0),
+        });
+        let peers: Arc<Peers> = Arc::new(PeerManager::new(
+            MessageHandler {
+                chan_handler: Arc::new(ErroringMessageHandler::new()),
+                route_handler: IgnoringMessageHandler {},
+                onion_message_handler: flooding.clone(),
+                custom_message_handler: IgnoringMessageHandler {},
+                send_only_message_handler: IgnoringMessageHandler {},
+            },
+            now.as_secs() as u32,
+            &keys.get_secure_random_bytes(),
+            Arc::new(NoLog),
+            keys.clone(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accept = peers.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                stream.set_nodelay(true).unwrap();
+                tokio::spawn(lightning_net_tokio::setup_inbound(
+                    accept.clone(),
+                    stream.into_std().unwrap(),
+                ));
+            }
+        });
+        let flush = peers.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            loop {
+                tick.tick().await;
+                flush.process_events();
+            }
+        });
+        let request_path = router
+            .create_blinded_paths(
+                node_id,
+                keys.get_receive_auth_key(),
+                MessageContext::AsyncPayments(AsyncPaymentsContext::OfferPathsRequest {
+                    recipient_id: b"victim".to_vec(),
+                    path_absolute_expiry: None,
+                }),
+                vec![],
+                &Secp256k1::new(),
+            )
+            .unwrap();
+        Self {
+            config: ServerConfig {
+                node_id,
+                address,
+                paths: request_path,
+            },
+            handler,
+            flooding,
+            router,
+            keys,
+            peers,
+        }
+    }
+
+    /// The node id, hex, as the client's log lines name it.
+    pub fn id(&self) -> String {
+        self.handler.node_id.to_string()
+    }
+
+    pub fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.handler.seen.lock().unwrap()
+    }
+
+    pub fn send(&self, message: AsyncPaymentsMessage, instructions: MessageSendInstructions) {
+        self.handler.send(message, instructions);
+        self.peers.process_events();
+    }
+
+    /// Offer paths for `slot` over the reply path of the client's request for it: its
+    /// `index`th request overall, or its latest for that slot.
+    pub fn answer_request(&self, slot: u16, index: Option<usize>, paths: OfferPaths) {
+        let responder = match index {
+            Some(index) => self.seen().requests[index].1.clone(),
+            None => self
+                .seen()
+                .requests
+                .iter()
+                .rev()
+                .find(|(requested, _)| *requested == slot)
+                .map(|(_, responder)| responder.clone())
+                .expect("the client requested that slot"),
+        };
+        self.send(
+            AsyncPaymentsMessage::OfferPaths(paths),
+            MessageSendInstructions::ForReply {
+                instructions: responder
+                    .respond_with_reply_path(HostileHandler::store_reply_context(slot)),
+            },
+        );
+    }
+
+    /// `StaticInvoicePersisted` over the reply path of the client's `index`th invoice.
+    pub fn confirm_invoice(&self, index: usize) {
+        let responder = self.seen().invoices[index].1.clone();
+        self.send(
+            AsyncPaymentsMessage::StaticInvoicePersisted(StaticInvoicePersisted {}),
+            MessageSendInstructions::ForReply {
+                instructions: responder.respond(),
+            },
+        );
+    }
+
+    /// `count` copies of one onion: the confirmation of the client's `index`th invoice.
+    pub fn flood_confirmations(&self, index: usize, count: usize) {
+        let responder = self.seen().invoices[index].1.clone();
+        let secp = Secp256k1::new();
+        let reply_path = reply_path_of(&responder);
+        let path = self
+            .router
+            .find_path(
+                self.handler.node_id,
+                vec![],
+                Destination::BlindedPath(reply_path),
+            )
+            .unwrap();
+        let (_, onion, _) = create_onion_message(
+            &self.keys,
+            &self.keys,
+            &&EmptyNodeIdLookUp {},
+            &secp,
+            path,
+            AsyncPaymentsMessage::StaticInvoicePersisted(StaticInvoicePersisted {}),
+            None,
+        )
+        .unwrap();
+        *self.flooding.replay.lock().unwrap() = Some(onion);
+        self.flooding.replays_left.store(count, Ordering::SeqCst);
+        self.peers.process_events();
+    }
+}
+
+/// The path a responder replies over: its encoding is a TLV stream with one record, type 0.
+pub fn reply_path_of(responder: &Responder) -> BlindedMessagePath {
+    use lightning::util::ser::{BigSize, Readable, Writeable};
+    let encoded = responder.encode();
+    let mut stream = &encoded[..];
+    let _stream_len = BigSize::read(&mut stream).unwrap();
+    assert_eq!(BigSize::read(&mut stream).unwrap().0, 0);
+    let _record_len = BigSize::read(&mut stream).unwrap();
+    BlindedMessagePath::read(&mut stream).unwrap()
+}
+
+/// The client's offers and every file of its data dir.
+pub fn snapshot(
+    client: &AsyncOffersClient,
+    dir: &Path,
+) -> (Vec<OfferInfo>, Vec<(String, Vec<u8>)>) {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    (client.offers(), files)
+}
+
+pub fn now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+}
+
+/// A client of `server` on a clock that moves only when the test moves it.
+pub fn victim(
+    server: &HostileServer,
+    dir: &Path,
+    slots: u16,
+    clock: Arc<ManualClock>,
+) -> AsyncOffersClient {
+    logs();
+    let mut config = Config::new(Network::Regtest, dir, server.config.clone());
+    config.offer_slots = slots;
+    config.tick_interval = Duration::from_millis(50);
+    // Nothing is replaced or refreshed for age while the test moves the clock.
+    config.ready_offer_max_age = Duration::from_secs(30 * 24 * 3600);
+    config.invoice_refresh_interval = Duration::from_secs(30 * 24 * 3600);
+    AsyncOffersClient::builder(config, SEED)
+        .runtime(tokio::runtime::Handle::current())
+        .clock(clock)
+        .build()
+        .unwrap()
+}
+
+/// Waits until the server has seen `count` requests.
+pub async fn requests_seen(server: &HostileServer, count: usize) {
+    let deadline = Instant::now() + WAIT;
+    while server.seen().requests.len() < count {
+        assert!(Instant::now() < deadline, "the client sent no request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
