@@ -73,4 +73,5 @@ async fn duplicate_unknown_and_flooded_confirmations_are_ignored_in_bounded_memo
     server.confirm_invoice(0);
     logged(mark, &["confirmation for an unknown offer ignored"]).await;
     assert!(client.offers().is_empty());
+    assert_eq!(panics(), 0, "something panicked");
 }

@@ -109,6 +109,7 @@ async fn bad_offer_paths_change_nothing_and_are_logged_with_a_reason() {
     server.handler.honest.store(true, Ordering::SeqCst);
     server.answer_request(slot, None, server.handler.offer_paths(None, 1));
     client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    assert_eq!(panics(), 0, "something panicked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,6 +136,7 @@ async fn offer_paths_for_a_slot_out_of_range_after_a_restart_are_rejected() {
         "{line}"
     );
     assert_eq!(snapshot(&client, dir.path()), before);
+    assert_eq!(panics(), 0, "something panicked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,6 +163,7 @@ async fn unsolicited_messages_without_our_reply_path_never_reach_the_cache() {
     logged(mark, &["wrong or missing context"]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(snapshot(&client, dir.path()), before);
+    assert_eq!(panics(), 0, "something panicked");
 }
 
 /// However the server behaves, the client sends it at most its budget in any minute.
@@ -214,4 +217,5 @@ async fn the_client_never_exceeds_its_message_budget_whatever_the_server_does() 
             "{in_minute} messages in a minute: {received:?}"
         );
     }
+    assert_eq!(panics(), 0, "something panicked");
 }

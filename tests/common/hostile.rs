@@ -71,8 +71,21 @@ pub fn logs() -> &'static Capture {
     });
     if log::set_logger(capture).is_ok() {
         log::set_max_level(log::LevelFilter::Trace);
+        // A panic on a runtime or blocking-pool thread would only end that task, unseen.
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            report(info);
+        }));
     }
     capture
+}
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Panics anywhere in this test binary so far (the tests' own failed assertions included).
+pub fn panics() -> usize {
+    PANICS.load(Ordering::SeqCst)
 }
 
 /// Waits until a log line after `from` contains every one of `needles` (tests run at once and
