@@ -4,7 +4,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::PublicKey;
-use lightning_persister::fs_store::FilesystemStore;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::watch;
 
@@ -14,7 +13,7 @@ use crate::events::{EventBus, EventListener, OfferInfo};
 use crate::keys::WalletKeys;
 use crate::offer::{OfferFactory, PathEnd};
 use crate::protocol::{Engine, Offload, ProtocolHandler};
-use crate::store::{DynStore, OfferStore};
+use crate::store::{DynStore, OfferStore, PrivateFilesystemStore};
 use crate::transport::Transport;
 use crate::Error;
 
@@ -102,7 +101,7 @@ impl ClientBuilder {
                 private_dir(&config.data_dir).map_err(|e| {
                     Error::Storage(format!("preparing {}: {e}", config.data_dir.display()))
                 })?;
-                Arc::new(FilesystemStore::new(config.data_dir.clone())) as Arc<DynStore>
+                Arc::new(PrivateFilesystemStore::new(config.data_dir.clone())) as Arc<DynStore>
             }
         };
         let store = OfferStore::new(store);

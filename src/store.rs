@@ -4,6 +4,7 @@
 //! at start with [`Error::CorruptStore`] and is never overwritten or removed by us.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,12 +14,14 @@ use lightning::bitcoin::hashes::Hash;
 use lightning::bitcoin::hex::DisplayHex;
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::blinded_path::message::BlindedMessagePath;
+use lightning::io;
 use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::Offer;
 use lightning::offers::static_invoice::StaticInvoice;
 use lightning::onion_message::messenger::Responder;
 use lightning::util::persist::KVStoreSync;
 use lightning::util::ser::{Readable, Writeable};
+use lightning_persister::fs_store::FilesystemStore;
 
 use crate::cache::{CachedOffer, OfferState};
 use crate::offer::BuiltInvoice;
@@ -38,6 +41,73 @@ pub(crate) const CHECKSUM_LEN: usize = 8;
 
 /// Reads and writes offer records.
 ///
+/// `lightning-persister`'s `FilesystemStore`, with every record file made readable by its owner
+/// only (mode 0600 on Unix) once written: records name the app's contacts in their labels.
+/// The data dir itself is already the owner's alone; this makes the files say so too.
+pub(crate) struct PrivateFilesystemStore {
+    inner: FilesystemStore,
+    data_dir: PathBuf,
+}
+
+impl PrivateFilesystemStore {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            inner: FilesystemStore::new(data_dir.clone()),
+            data_dir,
+        }
+    }
+
+    /// Where `FilesystemStore` puts a record: `data_dir/primary[/secondary]/key`.
+    fn record_path(&self, primary: &str, secondary: &str, key: &str) -> PathBuf {
+        let mut path = self.data_dir.join(primary);
+        if !secondary.is_empty() {
+            path.push(secondary);
+        }
+        path.join(key)
+    }
+}
+
+impl KVStoreSync for PrivateFilesystemStore {
+    fn read(&self, primary: &str, secondary: &str, key: &str) -> Result<Vec<u8>, io::Error> {
+        self.inner.read(primary, secondary, key)
+    }
+
+    fn write(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        buf: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        self.inner.write(primary, secondary, key, buf)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = self.record_path(primary, secondary, key);
+            if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            {
+                // Written and durable; inside the private data dir no one else reaches it anyway.
+                log::warn!("could not make {} private: {e}", path.display());
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        lazy: bool,
+    ) -> Result<(), io::Error> {
+        self.inner.remove(primary, secondary, key, lazy)
+    }
+
+    fn list(&self, primary: &str, secondary: &str) -> Result<Vec<String>, io::Error> {
+        self.inner.list(primary, secondary)
+    }
+}
+
 /// Writes are split in two so the slow, durable part runs outside the engine's lock and
 /// writes to different slots overlap: [`Self::prepare`] (under the lock) snapshots a record and
 /// numbers it; [`Self::commit`] (after the lock) writes it unless a later snapshot of the same
@@ -397,7 +467,6 @@ pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOff
 mod tests {
     use super::*;
     use crate::test_utils::{offer_fixture, pubkey, server_key};
-    use lightning_persister::fs_store::FilesystemStore;
 
     fn store(dir: &std::path::Path) -> OfferStore {
         OfferStore::new(Arc::new(FilesystemStore::new(dir.to_path_buf())))

@@ -115,7 +115,7 @@ async fn no_key_material_reaches_the_logs_at_any_level() {
 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_data_dir_is_the_owners_alone_even_if_it_was_not() {
+async fn the_data_dir_and_its_records_are_the_owners_alone() {
     use std::os::unix::fs::PermissionsExt;
 
     let server_dir = tempfile::tempdir().unwrap();
@@ -130,8 +130,25 @@ async fn the_data_dir_is_the_owners_alone_even_if_it_was_not() {
     assert_eq!(mode(&fresh), 0o700);
     client.start().unwrap();
     client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    client.take_offer(Some("a contact".into())).unwrap();
     client.stop();
     drop(client);
+    // And every record in it, written, rewritten or not.
+    let mut records = Vec::new();
+    let mut dirs = vec![fresh.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            match path.is_dir() {
+                true => dirs.push(path),
+                false => records.push(path),
+            }
+        }
+    }
+    assert!(!records.is_empty());
+    for record in &records {
+        assert_eq!(mode(record), 0o600, "{}", record.display());
+    }
 
     // Handed over open to everyone: closed at start.
     let open = parent.path().join("open");
