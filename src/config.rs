@@ -131,7 +131,7 @@ pub struct Config {
     /// The chain the offers are for.
     pub network: Network,
     /// Where offers are persisted (by the default filesystem store). The client creates it if
-    /// needed and keeps it private to the app's user (mode 0700 on Unix).
+    /// needed and keeps it private to the app's user (mode 0700 on Unix, records 0600).
     pub data_dir: PathBuf,
     /// The static invoice servers: one, or several so that offers keep coming when one is
     /// down. Each keeps its own slots; an offer stays with the server that holds its invoice.
