@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The project's one test command: formatting, lints, every test of the workspace, then the
-# Kotlin and Swift binding tests (installing their toolchains on first use, cached in
+# The project's one test command: formatting, lints, every test of the workspace, a short crash
+# soak, then the Kotlin and Swift binding tests (installing their toolchains on first use, cached in
 # ~/.cache/async-offers or $ASYNC_OFFERS_CACHE).
 set -euo pipefail
 cd "$(dirname "$0")/.."

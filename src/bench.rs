@@ -61,6 +61,11 @@ pub fn responder_for(path: &BlindedMessagePath) -> Responder {
     crate::protocol::responder_for(path)
 }
 
+/// The path a `Responder` replies over.
+pub fn reply_path_of(responder: &Responder) -> BlindedMessagePath {
+    crate::protocol::reply_path_of(responder).expect("LDK reads the responders it writes")
+}
+
 /// The cache's work at a given size: `offers` Ready offers of one server (real offers and
 /// invoices, built once), the records they are stored as, and a data dir holding them.
 pub struct CacheWork {

@@ -509,7 +509,7 @@ impl HostileServer {
     pub fn flood_confirmations(&self, index: usize, count: usize) {
         let responder = self.seen().invoices[index].1.clone();
         let secp = Secp256k1::new();
-        let reply_path = reply_path_of(&responder);
+        let reply_path = async_offers::bench::reply_path_of(&responder);
         let path = self
             .router
             .find_path(
@@ -532,17 +532,6 @@ impl HostileServer {
         self.flooding.replays_left.store(count, Ordering::SeqCst);
         self.peers.process_events();
     }
-}
-
-/// The path a responder replies over: its encoding is a TLV stream with one record, type 0.
-pub fn reply_path_of(responder: &Responder) -> BlindedMessagePath {
-    use lightning::util::ser::{BigSize, Readable, Writeable};
-    let encoded = responder.encode();
-    let mut stream = &encoded[..];
-    let _stream_len = BigSize::read(&mut stream).unwrap();
-    assert_eq!(BigSize::read(&mut stream).unwrap().0, 0);
-    let _record_len = BigSize::read(&mut stream).unwrap();
-    BlindedMessagePath::read(&mut stream).unwrap()
 }
 
 /// The client's offers and every file of its data dir.
