@@ -24,7 +24,7 @@ async fn duplicate_unknown_and_flooded_confirmations_are_ignored_in_bounded_memo
     server.handler.honest.store(false, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(now()));
-    let client = victim(&server, dir.path(), 1, clock.clone());
+    let (client, mut stored) = victim(&server, dir.path(), 1, clock.clone());
     client.start().unwrap();
     requests_seen(&server, 1).await;
     let expiry = (now() + Duration::from_secs(365 * 24 * 3600)).as_secs();
@@ -35,7 +35,7 @@ async fn duplicate_unknown_and_flooded_confirmations_are_ignored_in_bounded_memo
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     server.confirm_invoice(0);
-    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    stored.ready(1).await;
     let ready = snapshot(&client, dir.path());
 
     // The same confirmation again.

@@ -24,9 +24,9 @@ async fn bad_offer_paths_change_nothing_and_are_logged_with_a_reason() {
     let server = HostileServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(now()));
-    let client = victim(&server, dir.path(), 2, clock.clone());
+    let (client, mut stored) = victim(&server, dir.path(), 2, clock.clone());
     client.start().unwrap();
-    client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    stored.ready(2).await;
 
     // From now on the server only does what the test says. A handout makes the client
     // request offer paths for that slot again.
@@ -117,14 +117,14 @@ async fn offer_paths_for_a_slot_out_of_range_after_a_restart_are_rejected() {
     let server = HostileServer::start().await;
     server.handler.honest.store(false, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
-    let client = victim(&server, dir.path(), 3, Arc::new(ManualClock::new(now())));
+    let (client, _) = victim(&server, dir.path(), 3, Arc::new(ManualClock::new(now())));
     client.start().unwrap();
     requests_seen(&server, 3).await;
     client.stop();
     drop(client);
 
     // The app now wants one offer: slot 2 is out of range, but its reply path is still ours.
-    let client = victim(&server, dir.path(), 1, Arc::new(ManualClock::new(now())));
+    let (client, _) = victim(&server, dir.path(), 1, Arc::new(ManualClock::new(now())));
     client.start().unwrap();
     requests_seen(&server, 4).await;
     let before = snapshot(&client, dir.path());
@@ -143,9 +143,9 @@ async fn offer_paths_for_a_slot_out_of_range_after_a_restart_are_rejected() {
 async fn unsolicited_messages_without_our_reply_path_never_reach_the_cache() {
     let server = HostileServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = victim(&server, dir.path(), 1, Arc::new(ManualClock::new(now())));
+    let (client, mut stored) = victim(&server, dir.path(), 1, Arc::new(ManualClock::new(now())));
     client.start().unwrap();
-    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    stored.ready(1).await;
     let before = snapshot(&client, dir.path());
     let mark = log_mark();
     for message in [

@@ -567,7 +567,7 @@ pub fn victim(
     dir: &Path,
     slots: u16,
     clock: Arc<ManualClock>,
-) -> AsyncOffersClient {
+) -> (AsyncOffersClient, Stored) {
     logs();
     let mut config = Config::new(Network::Regtest, dir, server.config.clone());
     config.offer_slots = slots;
@@ -575,11 +575,42 @@ pub fn victim(
     // Nothing is replaced or refreshed for age while the test moves the clock.
     config.ready_offer_max_age = Duration::from_secs(30 * 24 * 3600);
     config.invoice_refresh_interval = Duration::from_secs(30 * 24 * 3600);
-    AsyncOffersClient::builder(config, SEED)
+    let client = AsyncOffersClient::builder(config, SEED)
         .runtime(tokio::runtime::Handle::current())
         .clock(clock)
         .build()
-        .unwrap()
+        .unwrap();
+    let (listener, events) = events();
+    client.add_listener(listener);
+    (client, Stored { events, ready: 0 })
+}
+
+/// The client's `OfferReady` events, which come once an offer's Ready record is on disk: a
+/// snapshot of the data dir taken after them does not race the write.
+pub struct Stored {
+    events: std::sync::mpsc::Receiver<async_offers::Event>,
+    ready: usize,
+}
+
+impl Stored {
+    /// Waits until `count` offers in all have become Ready and been written so.
+    pub async fn ready(&mut self, count: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.ready < count {
+            match self.events.try_recv() {
+                Ok(async_offers::Event::OfferReady { .. }) => self.ready += 1,
+                Ok(_) => {}
+                Err(_) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "only {} offers ready",
+                        self.ready
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
 }
 
 /// Waits until the server has seen `count` requests.
