@@ -2,7 +2,8 @@
 //! filling 1, 10 and 50 offers, a cold start from disk, a payer fetching invoices, the CPU the
 //! SDK spends per offer beside LDK's own client doing the same work, and the client's memory.
 //!
-//! `cargo run --release --example bench -- [--json] [--runs N]` (N ≥ 1, default 15)
+//! `cargo run --release --example bench -- [--json] [--runs N] [--fill-only OFFERS]`
+//! (N ≥ 1, default 15). `--fill-only` times only fills of that many offers, for profiling.
 
 #[path = "../benches/support/heap.rs"]
 mod heap;
@@ -49,6 +50,7 @@ type Failure = Box<dyn std::error::Error>;
 fn main() {
     let mut json_out = false;
     let mut runs = 15usize;
+    let mut fill_only = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -60,10 +62,22 @@ fn main() {
                     .filter(|n| *n > 0)
                     .unwrap_or_else(|| usage())
             }
+            "--fill-only" => {
+                fill_only = Some(
+                    args.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n > 0)
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
     }
-    match run(runs) {
+    let report = match fill_only {
+        Some(offers) => fills(runs, &[offers]),
+        None => run(runs),
+    };
+    match report {
         Ok(report) if json_out => println!("{report}"),
         Ok(report) => println!("{}", serde_json::to_string_pretty(&report).unwrap()),
         Err(e) => {
@@ -74,7 +88,7 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bench [--json] [--runs N]");
+    eprintln!("usage: bench [--json] [--runs N] [--fill-only OFFERS]");
     std::process::exit(2);
 }
 
@@ -217,26 +231,46 @@ fn churn_memory(runtime: &tokio::runtime::Runtime, binary: &Path) -> Result<Valu
     Ok(json!({ "offer_lifetime_secs": CHURN_OFFER_SECS, "checkpoints": checkpoints }))
 }
 
-fn run(runs: usize) -> Result<Value, Failure> {
-    let binary = server_binary()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn bench_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
+        .build()?)
+}
 
+/// `runs` fills from nothing of each count of offers: first-ready and all-ready summaries.
+fn fill_times(
+    runtime: &tokio::runtime::Runtime,
+    binary: &Path,
+    runs: usize,
+    counts: &[usize],
+) -> Result<(Value, Value), Failure> {
     let mut first_ready = serde_json::Map::new();
     let mut all_ready = serde_json::Map::new();
-    for offers in [1usize, 10, 50] {
+    for &offers in counts {
         let mut firsts = Vec::with_capacity(runs);
         let mut alls = Vec::with_capacity(runs);
         for _ in 0..runs {
-            let (first, all) = fill_once(&runtime, &binary, offers)?;
+            let (first, all) = fill_once(runtime, binary, offers)?;
             firsts.push(millis(first));
             alls.push(millis(all));
         }
         first_ready.insert(offers.to_string(), summary(firsts));
         all_ready.insert(offers.to_string(), summary(alls));
     }
+    Ok((first_ready.into(), all_ready.into()))
+}
+
+fn fills(runs: usize, counts: &[usize]) -> Result<Value, Failure> {
+    let binary = server_binary()?;
+    let (first_ready, all_ready) = fill_times(&bench_runtime()?, &binary, runs, counts)?;
+    Ok(json!({ "time_to_first_ready_ms": first_ready, "time_to_all_ready_ms": all_ready }))
+}
+
+fn run(runs: usize) -> Result<Value, Failure> {
+    let binary = server_binary()?;
+    let runtime = bench_runtime()?;
+    let (first_ready, all_ready) = fill_times(&runtime, &binary, runs, &[1, 10, 50])?;
 
     // One client fills 10 offers and keeps them on disk; the server stays up for the payer.
     let server = ServerProcess::spawn(&binary, "bench", &[])?;
