@@ -380,28 +380,6 @@ impl OfferCache {
         self.offers.push(offer);
     }
 
-    /// Undoes [`Self::insert_pending`] when the offer could not be persisted. The slot's
-    /// request stays outstanding so it is retried, while its server is connected.
-    pub fn abandon_pending(&mut self, id: OfferId, now: Duration) {
-        if let Some(index) = self
-            .offers
-            .iter()
-            .position(|o| o.id() == id && o.state == OfferState::Pending)
-        {
-            let offer = self.offers.remove(index);
-            if self.is_connected(&offer.server) {
-                let retry_at = now + retry_delay(&self.policy, 1);
-                self.requests.insert(
-                    (offer.server, offer.slot),
-                    SlotRequest {
-                        attempts: 1,
-                        retry_at,
-                    },
-                );
-            }
-        }
-    }
-
     /// Applies a `StaticInvoicePersisted` for the invoice of `id` created at `invoice_created_at`.
     pub fn invoice_persisted(
         &mut self,

@@ -2,8 +2,11 @@
 //! reports when a payer's invoice request is forwarded to it.
 
 mod common;
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +63,51 @@ async fn the_server_killed_mid_fill_and_restarted_the_client_completes() {
     assert_eq!(slots.len(), 20);
     assert_eq!(client.offers().len(), 20, "nothing left half-done");
     assert_payable(&restarted, &ready).await;
+}
+
+/// An offer whose invoice went out but was never confirmed is Pending in memory only: a crash
+/// then loses that work, never an offer anyone saw, and the restarted client fills its slot
+/// with a new offer (the server overwrites the invoice it may have stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_offer_is_not_written_and_its_slot_is_filled_anew_after_a_restart() {
+    let server = hostile::HostileServer::start().await;
+    server.handler.never_confirm.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(hostile::now()));
+    let (client, _) = hostile::victim(&server, dir.path(), 2, clock.clone());
+    client.start().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while server.seen().invoices.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no invoices sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (pending, files) = hostile::snapshot(&client, dir.path());
+    assert_eq!(pending.len(), 2);
+    assert!(pending.iter().all(|o| o.state == OfferState::Pending));
+    let names: Vec<&String> = files.iter().map(|(name, _)| name).collect();
+    assert!(
+        names.is_empty(),
+        "unconfirmed offers were written: {names:?}"
+    );
+    client.stop();
+    drop(client);
+
+    server.handler.never_confirm.store(false, Ordering::SeqCst);
+    let (client, mut stored) = hostile::victim(&server, dir.path(), 2, clock);
+    assert!(client.offers().is_empty(), "nothing to resume from disk");
+    client.start().unwrap();
+    stored.ready(2).await;
+    let (ready, files) = hostile::snapshot(&client, dir.path());
+    assert_eq!(files.len(), 2, "each Ready offer is on disk");
+    let slots: HashSet<u16> = ready.iter().map(|o| o.slot).collect();
+    assert_eq!(slots, pending.iter().map(|o| o.slot).collect());
+    assert!(ready.iter().all(|o| o.state == OfferState::Ready));
+    assert!(
+        ready
+            .iter()
+            .all(|o| pending.iter().all(|p| p.offer != o.offer)),
+        "new offers, not the unconfirmed ones"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
