@@ -31,7 +31,12 @@ pub type Flow = OffersMessageFlow<Arc<ServerRouter>, Arc<Log>>;
 pub struct ServerHandler {
     pub(crate) flow: Arc<Flow>,
     paths_lifetime: OfferPathsLifetime,
-    paths: PathMinter,
+    paths: Arc<PathMinter>,
+    /// Builds offer paths off the connection's thread (see [`Self::handle_offer_paths_request`]).
+    path_builders: WorkerPool,
+    /// Offer paths built and waiting for the messenger.
+    answers: Arc<Mutex<Vec<(AsyncPaymentsMessage, MessageSendInstructions)>>>,
+    flush: Arc<dyn Fn() + Send + Sync>,
     store: Arc<InvoiceStore>,
     writer: mpsc::Sender<PendingWrite>,
     replay: Option<Replay>,
@@ -144,12 +149,12 @@ impl ServerHandler {
         flush: impl Fn() + Send + Sync + 'static,
     ) -> Self {
         let flow = identity.flow.clone();
-        let paths = PathMinter {
+        let paths = Arc::new(PathMinter {
             node_id: identity.node_id,
             receive_auth_key: identity.keys.get_receive_auth_key(),
             router: identity.router.clone(),
             secp: Secp256k1::new(),
-        };
+        });
         let flush: Arc<dyn Fn() + Send + Sync> = Arc::new(flush);
         let replay = replay_after.map(|after| Replay {
             after,
@@ -161,7 +166,8 @@ impl ServerHandler {
         let (writer, writes) = mpsc::channel::<PendingWrite>();
         // One writer thread: the connection is not held up by fsyncs, and writes to a slot
         // land in the order the invoices arrived.
-        let (writer_store, writer_flow) = (store.clone(), flow.clone());
+        let (writer_store, writer_flow, writer_flush) =
+            (store.clone(), flow.clone(), flush.clone());
         std::thread::spawn(move || {
             for write in writes {
                 match writer_store.save(
@@ -183,7 +189,7 @@ impl ServerHandler {
                             );
                         }
                         writer_flow.static_invoice_persisted(write.responder);
-                        flush();
+                        writer_flush();
                     }
                     Err(e) => log::error!("could not store static invoice: {e}"),
                 }
@@ -193,6 +199,9 @@ impl ServerHandler {
             flow,
             paths_lifetime,
             paths,
+            path_builders: WorkerPool::new("offer-paths"),
+            answers: Arc::default(),
+            flush,
             store,
             writer,
             replay,
@@ -201,6 +210,9 @@ impl ServerHandler {
 }
 
 impl AsyncPaymentsMessageHandler for ServerHandler {
+    /// Answered from a worker: the paths payers see are padded to four hops, which takes
+    /// longer than everything else a request needs. Built on the connection's thread, every
+    /// later message from that wallet (its next requests, its invoices) would wait for them.
     fn handle_offer_paths_request(
         &self,
         message: OfferPathsRequest,
@@ -208,38 +220,40 @@ impl AsyncPaymentsMessageHandler for ServerHandler {
         responder: Option<Responder>,
     ) -> Option<(OfferPaths, ResponseInstruction)> {
         let responder = responder?;
-        let offer_paths = match self.paths_lifetime {
-            OfferPathsLifetime::Ldk => {
-                self.flow
-                    .handle_offer_paths_request(&message, context, vec![])
-            }
-            OfferPathsLifetime::Fixed(lifetime) => {
-                self.paths.offer_paths(&message, context, Some(lifetime))
-            }
-            OfferPathsLifetime::Unlimited => self.paths.offer_paths(&message, context, None),
-        };
-        match offer_paths {
-            Some((paths, reply_context)) => {
-                if let Some(replay) = &self.replay {
-                    let instructions = responder
-                        .clone()
-                        .respond_with_reply_path(reply_context.clone())
-                        .into_instructions();
-                    replay.send_twice(
-                        AsyncPaymentsMessage::OfferPaths(paths.clone()),
-                        instructions,
-                    );
+        let (flow, paths, lifetime) = (self.flow.clone(), self.paths.clone(), self.paths_lifetime);
+        let (answers, replay, flush) = (
+            self.answers.clone(),
+            self.replay.clone(),
+            self.flush.clone(),
+        );
+        self.path_builders.run(move || {
+            let offer_paths = match lifetime {
+                OfferPathsLifetime::Ldk => {
+                    flow.handle_offer_paths_request(&message, context, vec![])
                 }
-                Some((paths, responder.respond_with_reply_path(reply_context)))
-            }
-            None => {
+                OfferPathsLifetime::Fixed(lifetime) => {
+                    paths.offer_paths(&message, context, Some(lifetime))
+                }
+                OfferPathsLifetime::Unlimited => paths.offer_paths(&message, context, None),
+            };
+            let Some((paths, reply_context)) = offer_paths else {
                 log::warn!(
                     "rejected OfferPathsRequest for slot {} (expired or unknown path)",
                     message.invoice_slot
                 );
-                None
+                return;
+            };
+            let answer = AsyncPaymentsMessage::OfferPaths(paths);
+            let instructions = responder
+                .respond_with_reply_path(reply_context)
+                .into_instructions();
+            if let Some(replay) = &replay {
+                replay.send_twice(answer.clone(), instructions.clone());
             }
-        }
+            answers.lock().unwrap().push((answer, instructions));
+            flush();
+        });
+        None
     }
 
     fn handle_offer_paths(
@@ -305,6 +319,7 @@ impl AsyncPaymentsMessageHandler for ServerHandler {
 
     fn release_pending_messages(&self) -> Vec<(AsyncPaymentsMessage, MessageSendInstructions)> {
         let mut messages = self.flow.release_pending_async_messages();
+        messages.append(&mut self.answers.lock().unwrap());
         if let Some(replay) = &self.replay {
             messages.append(&mut replay.queue.lock().unwrap());
         }
@@ -351,5 +366,43 @@ impl OffersMessageHandler for ServerHandler {
 
     fn release_pending_messages(&self) -> Vec<(OffersMessage, MessageSendInstructions)> {
         self.flow.release_pending_offers_messages()
+    }
+}
+
+/// A few threads running jobs in the order they come: one per core, at least two.
+struct WorkerPool {
+    jobs: Mutex<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+impl WorkerPool {
+    fn new(name: &str) -> Self {
+        let (jobs, queue) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let queue = Arc::new(Mutex::new(queue));
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        for _ in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(move || loop {
+                    // The lock is held only while waiting: jobs run in parallel.
+                    let job = match queue.lock().unwrap().recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    job();
+                });
+            if let Err(e) = spawned {
+                log::error!("could not start a {name} worker: {e}");
+            }
+        }
+        Self {
+            jobs: Mutex::new(jobs),
+        }
+    }
+
+    fn run(&self, job: impl FnOnce() + Send + 'static) {
+        if self.jobs.lock().unwrap().send(Box::new(job)).is_err() {
+            log::error!("no worker left to run a job");
+        }
     }
 }
