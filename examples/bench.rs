@@ -119,29 +119,70 @@ fn millis(duration: Duration) -> f64 {
 /// Median and 90th percentile, in the unit given.
 fn summary(mut samples: Vec<f64>) -> Value {
     samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    let at = |q: f64| quantile(&samples, q);
     json!({ "median": at(0.5), "p90": at(0.9), "runs": samples.len() })
 }
 
-/// One fill from nothing: (first ready, all ready) from building the client.
+/// The `q` quantile of sorted, non-empty `samples`.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    quantile(&samples, 0.5)
+}
+
+/// One fill from nothing, timed from building the client.
+struct Fill {
+    first_ready: Duration,
+    all_ready: Duration,
+    /// CPU both processes spent meanwhile: with both on this machine's cores, their sum over
+    /// the number of cores is the least `all_ready` can be.
+    client_cpu_ms: Option<f64>,
+    server_cpu_ms: Option<f64>,
+}
+
 fn fill_once(
     runtime: &tokio::runtime::Runtime,
     binary: &Path,
     offers: usize,
-) -> Result<(Duration, Duration), Failure> {
+) -> Result<Fill, Failure> {
     let server = ServerProcess::spawn(binary, "bench", &[])?;
+    let server_pid = server.pid().to_string();
     let dir = tempfile::tempdir()?;
+    let cpu_before = (cpu_ms("self"), cpu_ms(&server_pid));
     let started = Instant::now();
     let client = AsyncOffersClient::builder(config(&server, dir.path(), offers), SEED)
         .runtime(runtime.handle().clone())
         .build()?;
     client.start()?;
     runtime.block_on(client.wait_for_ready_offers(1, WAIT))?;
-    let first = started.elapsed();
+    let first_ready = started.elapsed();
     runtime.block_on(client.wait_for_ready_offers(offers, WAIT))?;
-    let all = started.elapsed();
+    let all_ready = started.elapsed();
+    let spent = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+    let fill = Fill {
+        first_ready,
+        all_ready,
+        client_cpu_ms: spent(cpu_before.0, cpu_ms("self")),
+        server_cpu_ms: spent(cpu_before.1, cpu_ms(&server_pid)),
+    };
     client.stop();
-    Ok((first, all))
+    Ok(fill)
+}
+
+/// CPU time the live threads of a process (`self` or a pid) have run, ms; `None` without
+/// Linux's /proc.
+fn cpu_ms(process: &str) -> Option<f64> {
+    let nanos: f64 = std::fs::read_dir(format!("/proc/{process}/task"))
+        .ok()?
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum();
+    Some(nanos / 1e6)
 }
 
 /// Resident memory of this process (the client; the server is its own process), MiB.
@@ -188,10 +229,6 @@ fn cpu_per_offer_us() -> Result<(f64, f64), Failure> {
         }
         ldk_samples.push(started.elapsed().as_secs_f64() * 1e6);
     }
-    let median = |mut samples: Vec<f64>| {
-        samples.sort_by(f64::total_cmp);
-        samples[samples.len() / 2]
-    };
     Ok((median(sdk_samples), median(ldk_samples)))
 }
 
@@ -238,39 +275,53 @@ fn bench_runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()?)
 }
 
-/// `runs` fills from nothing of each count of offers: first-ready and all-ready summaries.
+/// `runs` fills from nothing of each count of offers: first-ready and all-ready summaries,
+/// and the median CPU each process spent per fill.
 fn fill_times(
     runtime: &tokio::runtime::Runtime,
     binary: &Path,
     runs: usize,
     counts: &[usize],
-) -> Result<(Value, Value), Failure> {
+) -> Result<(Value, Value, Value), Failure> {
     let mut first_ready = serde_json::Map::new();
     let mut all_ready = serde_json::Map::new();
+    let mut cpu = serde_json::Map::new();
     for &offers in counts {
-        let mut firsts = Vec::with_capacity(runs);
-        let mut alls = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            let (first, all) = fill_once(runtime, binary, offers)?;
-            firsts.push(millis(first));
-            alls.push(millis(all));
-        }
-        first_ready.insert(offers.to_string(), summary(firsts));
-        all_ready.insert(offers.to_string(), summary(alls));
+        let fills = (0..runs)
+            .map(|_| fill_once(runtime, binary, offers))
+            .collect::<Result<Vec<_>, _>>()?;
+        let times = |pick: fn(&Fill) -> Duration| fills.iter().map(|f| millis(pick(f))).collect();
+        first_ready.insert(offers.to_string(), summary(times(|f| f.first_ready)));
+        all_ready.insert(offers.to_string(), summary(times(|f| f.all_ready)));
+        let median_cpu = |pick: fn(&Fill) -> Option<f64>| {
+            let samples: Option<Vec<f64>> = fills.iter().map(pick).collect();
+            samples.map(|samples| (median(samples) * 10.0).round() / 10.0)
+        };
+        cpu.insert(
+            offers.to_string(),
+            json!({
+                "client": median_cpu(|f| f.client_cpu_ms),
+                "server": median_cpu(|f| f.server_cpu_ms),
+            }),
+        );
     }
-    Ok((first_ready.into(), all_ready.into()))
+    Ok((first_ready.into(), all_ready.into(), cpu.into()))
 }
 
 fn fills(runs: usize, counts: &[usize]) -> Result<Value, Failure> {
     let binary = server_binary()?;
-    let (first_ready, all_ready) = fill_times(&bench_runtime()?, &binary, runs, counts)?;
-    Ok(json!({ "time_to_first_ready_ms": first_ready, "time_to_all_ready_ms": all_ready }))
+    let (first_ready, all_ready, cpu) = fill_times(&bench_runtime()?, &binary, runs, counts)?;
+    Ok(json!({
+        "time_to_first_ready_ms": first_ready,
+        "time_to_all_ready_ms": all_ready,
+        "fill_cpu_ms": cpu,
+    }))
 }
 
 fn run(runs: usize) -> Result<Value, Failure> {
     let binary = server_binary()?;
     let runtime = bench_runtime()?;
-    let (first_ready, all_ready) = fill_times(&runtime, &binary, runs, &[1, 10, 50])?;
+    let (first_ready, all_ready, fill_cpu) = fill_times(&runtime, &binary, runs, &[1, 10, 50])?;
 
     // One client fills 10 offers and keeps them on disk; the server stays up for the payer.
     let server = ServerProcess::spawn(&binary, "bench", &[])?;
@@ -338,6 +389,7 @@ fn run(runs: usize) -> Result<Value, Failure> {
     Ok(json!({
         "time_to_first_ready_ms": first_ready,
         "time_to_all_ready_ms": all_ready,
+        "fill_cpu_ms": fill_cpu,
         "cold_start_ms": summary(cold),
         "cpu_per_offer_us": cpu,
         "ldk_cpu_per_offer_us": ldk_cpu,

@@ -23,6 +23,11 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `binary` with `extra_args`, serving the recipient `recipient`.
     pub fn spawn(binary: &Path, recipient: &str, extra_args: &[&str]) -> Result<Self, Failure> {
         let dir = tempfile::tempdir()?;
