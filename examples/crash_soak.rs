@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[allow(dead_code)] // Shared with the bench, which uses more of it.
 #[path = "../benches/support/server_process.rs"]
 mod server_process;
 
