@@ -295,7 +295,8 @@ impl AsyncOffersClient {
         self.events.add_listener(listener)
     }
 
-    /// Waits until at least `count` offers are Ready, or `timeout` passes.
+    /// Waits until at least `count` offers are Ready, and written so: an app that stops then
+    /// finds them at its next start. Or until `timeout` passes.
     pub async fn wait_for_ready_offers(
         &self,
         count: usize,

@@ -117,6 +117,10 @@ struct State {
     hints_version: u64,
     /// What waits to leave for each configured server.
     links: HashMap<PublicKey, Link>,
+    /// Offers Ready in the cache whose Ready record is still being written: not counted as
+    /// ready for the app's waits, so an app that stops once its offers are ready finds them
+    /// all on disk at its next start.
+    ready_unwritten: Vec<OfferId>,
 }
 
 /// Messages waiting for one server, what that server may still be sent this minute, and what
@@ -252,6 +256,7 @@ impl Engine {
                 hints: config.channel_hints.clone(),
                 hints_version: 0,
                 links,
+                ready_unwritten: Vec::new(),
             }),
             factory,
             keys,
@@ -310,13 +315,16 @@ impl Engine {
         self.offers_where(|offer| offer.state == OfferState::Ready)
     }
 
-    /// How many offers are Ready, without encoding any of them.
+    /// How many offers are Ready and written so, without encoding any of them.
     pub fn ready_count(&self) -> usize {
-        self.lock()
+        let state = self.lock();
+        state
             .cache
             .offers()
             .iter()
-            .filter(|offer| offer.state == OfferState::Ready)
+            .filter(|offer| {
+                offer.state == OfferState::Ready && !state.ready_unwritten.contains(&offer.id())
+            })
             .count()
     }
 
@@ -678,6 +686,7 @@ impl Engine {
             return;
         };
         let mut writes = Vec::new();
+        let now_ready = matches!(outcome, Confirmation::NowReady { .. });
         let events = match outcome {
             Confirmation::Ignored => {
                 log::debug!(
@@ -705,12 +714,18 @@ impl Engine {
             }
         };
         writes.extend(state.cache.get(offer_id).map(|o| self.store.prepare(o)));
+        if now_ready {
+            state.ready_unwritten.push(offer_id);
+        }
         drop(state);
         for write in writes {
             if let Err(e) = self.store.commit(write) {
-                // The offer stays usable now; after a restart it would be re-confirmed.
+                // The offer stays usable now; after a restart its slot is requested again.
                 log::error!("{e}");
             }
+        }
+        if now_ready {
+            self.lock().ready_unwritten.retain(|id| *id != offer_id);
         }
         for event in events {
             self.events.emit(event);

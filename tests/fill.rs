@@ -3,11 +3,72 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_offers::{Error, OfferState};
+use async_offers::{AsyncOffersClient, Error, OfferState};
 use common::*;
 use lightning::blinded_path::IntroductionNode;
+use lightning::io;
 use lightning::offers::offer::Offer;
+use lightning::util::persist::KVStoreSync;
+use lightning_persister::fs_store::FilesystemStore;
+
+/// A filesystem store whose writes take a while, as on slow flash.
+struct SlowWrites(FilesystemStore);
+
+impl KVStoreSync for SlowWrites {
+    fn read(&self, primary: &str, secondary: &str, key: &str) -> Result<Vec<u8>, io::Error> {
+        self.0.read(primary, secondary, key)
+    }
+    fn write(&self, primary: &str, secondary: &str, key: &str, buf: Vec<u8>) -> io::Result<()> {
+        std::thread::sleep(Duration::from_millis(200));
+        self.0.write(primary, secondary, key, buf)
+    }
+    fn remove(&self, primary: &str, secondary: &str, key: &str, lazy: bool) -> io::Result<()> {
+        self.0.remove(primary, secondary, key, lazy)
+    }
+    fn list(&self, primary: &str, secondary: &str) -> Result<Vec<String>, io::Error> {
+        self.0.list(primary, secondary)
+    }
+}
+
+/// Offers count as ready for a wait only once written: an app that stops as soon as its wait
+/// returns finds every one of them at its next start, however slow its storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_a_wait_returns_are_on_disk_even_when_writes_are_slow() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let mut config = config_for(&server, b"wallet-slow-disk", client_dir.path());
+    config.offer_slots = 3;
+    let store = |dir: &std::path::Path| FilesystemStore::new(dir.to_path_buf());
+    let client = AsyncOffersClient::builder(config.clone(), SEED)
+        .runtime(tokio::runtime::Handle::current())
+        .store(Arc::new(SlowWrites(store(client_dir.path()))))
+        .build()
+        .unwrap();
+    client.start().unwrap();
+    let ready = client.wait_for_ready_offers(3, WAIT).await.unwrap();
+    client.stop();
+
+    // At once, with nothing left to finish writing in the test's favour.
+    let reopened = AsyncOffersClient::builder(config, SEED)
+        .store(Arc::new(store(client_dir.path())))
+        .build()
+        .unwrap();
+    let on_disk: HashSet<String> = reopened
+        .ready_offers()
+        .into_iter()
+        .map(|o| o.offer)
+        .collect();
+    assert_eq!(
+        on_disk.len(),
+        ready.len(),
+        "ready offers on disk after the wait returned"
+    );
+    assert_eq!(on_disk, ready.into_iter().map(|o| o.offer).collect());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_offers_become_ready_and_are_listed_after_a_restart_before_any_network() {
