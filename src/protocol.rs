@@ -720,7 +720,9 @@ impl Engine {
         drop(state);
         for write in writes {
             if let Err(e) = self.store.commit(write) {
-                // The offer stays usable now; after a restart its slot is requested again.
+                // The offer stays usable now. After a restart, an offer never written Ready has
+                // its slot requested again, and one whose new invoice was not written is
+                // refreshed again.
                 log::error!("{e}");
             }
         }
