@@ -128,9 +128,11 @@ struct State {
 struct Link {
     outbox: Outbox,
     budget: SendBudget,
-    /// `OfferPathsRequest`s by slot: each answer is a 32 KiB onion in the server's buffer.
+    /// `OfferPathsRequest`s by slot: each answer waits in the server's buffer, in a 32 KiB
+    /// onion when it carries several padded paths.
     requests_in_flight: InFlight<u16>,
-    /// `ServeStaticInvoice`s by offer: each is a 32 KiB onion in our buffer.
+    /// `ServeStaticInvoice`s by offer: each is a 32 KiB onion in our messenger's buffer when
+    /// the app's messenger sends for us.
     invoices_in_flight: InFlight<OfferId>,
 }
 
@@ -147,8 +149,8 @@ impl Link {
 
 /// Messages of one kind sent to a server and not answered yet. LDK's messenger buffers at most
 /// 256 KiB for a peer and silently drops what does not fit: on the server's side, and on ours
-/// when a messenger of the app's sends for us (see [`ProtocolHandler`]); offer paths and
-/// invoices travel in 32 KiB onions. With at most [`Self::MAX`] of each kind unanswered, no
+/// when a messenger of the app's sends for us (see [`ProtocolHandler`]); invoices, and offer
+/// paths when a server hands out several padded ones, travel in 32 KiB onions. With at most [`Self::MAX`] of each kind unanswered, no
 /// buffer overflows however many offers are filled at once. An answer ends
 /// one; one unanswered for [`Self::TIMEOUT`] no longer counts (its retry is the cache's job).
 struct InFlight<K> {

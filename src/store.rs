@@ -39,8 +39,6 @@ const MAGIC: &[u8; 4] = b"AOF3";
 const SINGLE_SERVER_MAGIC: &[u8; 4] = b"AOF2";
 pub(crate) const CHECKSUM_LEN: usize = 8;
 
-/// Reads and writes offer records.
-///
 /// `lightning-persister`'s `FilesystemStore`, with every record file made readable by its owner
 /// only (mode 0600 on Unix) once written: records name the app's contacts in their labels.
 /// The data dir itself is already the owner's alone; this makes the files say so too.
@@ -108,6 +106,8 @@ impl KVStoreSync for PrivateFilesystemStore {
     }
 }
 
+/// Reads and writes offer records.
+///
 /// Writes are split in two so the slow, durable part runs outside the engine's lock and
 /// writes to different slots overlap: [`Self::prepare`] (under the lock) snapshots a record and
 /// numbers it; [`Self::commit`] (after the lock) writes it unless a later snapshot of the same

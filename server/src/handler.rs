@@ -371,7 +371,7 @@ impl OffersMessageHandler for ServerHandler {
 
 /// A few threads running jobs in the order they come: one per core, at least two.
 struct WorkerPool {
-    jobs: Mutex<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    jobs: mpsc::Sender<Box<dyn FnOnce() + Send>>,
 }
 
 impl WorkerPool {
@@ -395,13 +395,11 @@ impl WorkerPool {
                 log::error!("could not start a {name} worker: {e}");
             }
         }
-        Self {
-            jobs: Mutex::new(jobs),
-        }
+        Self { jobs }
     }
 
     fn run(&self, job: impl FnOnce() + Send + 'static) {
-        if self.jobs.lock().unwrap().send(Box::new(job)).is_err() {
+        if self.jobs.send(Box::new(job)).is_err() {
             log::error!("no worker left to run a job");
         }
     }
