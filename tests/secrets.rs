@@ -126,10 +126,14 @@ async fn the_data_dir_and_its_records_are_the_owners_alone() {
 
     // Created by the client.
     let fresh = parent.path().join("new").join("offers");
-    let client = client(config_for(&server, b"w", &fresh));
+    let config = config_for(&server, b"w", &fresh);
+    let slots = usize::from(config.offer_slots);
+    let client = client(config);
     assert_eq!(mode(&fresh), 0o700);
     client.start().unwrap();
-    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    // Every slot written before looking: a record still being written would be seen between
+    // `lightning-persister`'s rename and our chmod, with the mode the umask gave it.
+    client.wait_for_ready_offers(slots, WAIT).await.unwrap();
     client.take_offer(Some("a contact".into())).unwrap();
     client.stop();
     drop(client);
