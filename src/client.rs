@@ -104,7 +104,7 @@ impl ClientBuilder {
                 Arc::new(PrivateFilesystemStore::new(config.data_dir.clone())) as Arc<DynStore>
             }
         };
-        let store = OfferStore::new(store);
+        let store = OfferStore::for_data_dir(store, &config.data_dir);
         let keys = Arc::new(WalletKeys::from_seed(&seed));
         let invoice_request_end = match config.invoice_request_target {
             InvoiceRequestTarget::WalletNode => PathEnd {

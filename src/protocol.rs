@@ -46,6 +46,9 @@ use crate::Error;
 
 /// How long the server may take to answer an `OfferPathsRequest` over our reply path.
 const OFFER_PATHS_REPLY_PATH_LIFETIME: Duration = Duration::from_secs(2 * 3600);
+/// How long a new client waits for a stopped client's background writes in its data dir:
+/// they take milliseconds, so only a client still running there holds it up this long.
+const EARLIER_JOBS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A message we start, for one server: sent over `destination` (one of the server's paths),
 /// with a reply path of ours carrying `reply_context`.
@@ -236,6 +239,7 @@ impl Engine {
                 outbox_ready: Arc::new(Notify::new()),
             })
             .collect();
+        store.wait_for_earlier_jobs(EARLIER_JOBS_TIMEOUT)?;
         let offers = keep_offers_of(&servers, store.load_all(config.servers[0].node_id)?, &store);
         let policy = CachePolicy {
             servers: servers.iter().map(|server| server.node_id).collect(),
@@ -272,9 +276,15 @@ impl Engine {
         }))
     }
 
+    /// Runs `job` off the caller's thread, counted as a background job of the data dir until it
+    /// ends (or is dropped unrun, with its runtime).
     fn run_offloaded(&self, job: impl FnOnce(&Engine) + Send + 'static) {
         if let Some(engine) = self.me.upgrade() {
-            (self.offload)(Box::new(move || job(&engine)));
+            let counted = self.store.background_job();
+            (self.offload)(Box::new(move || {
+                let _counted = counted;
+                job(&engine)
+            }));
         }
     }
 

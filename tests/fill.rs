@@ -3,8 +3,9 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_offers::{AsyncOffersClient, Error, OfferState};
 use common::*;
@@ -14,14 +15,25 @@ use lightning::offers::offer::Offer;
 use lightning::util::persist::KVStoreSync;
 use lightning_persister::fs_store::FilesystemStore;
 
-/// A filesystem store whose writes take a while, as on slow flash.
-struct SlowWrites(FilesystemStore);
+/// A filesystem store whose writes take a while, as on slow flash, counting those begun.
+struct SlowWrites(FilesystemStore, Arc<AtomicUsize>);
+
+impl SlowWrites {
+    fn new(dir: &std::path::Path) -> (Self, Arc<AtomicUsize>) {
+        let begun = Arc::new(AtomicUsize::new(0));
+        (
+            Self(FilesystemStore::new(dir.to_path_buf()), begun.clone()),
+            begun,
+        )
+    }
+}
 
 impl KVStoreSync for SlowWrites {
     fn read(&self, primary: &str, secondary: &str, key: &str) -> Result<Vec<u8>, io::Error> {
         self.0.read(primary, secondary, key)
     }
     fn write(&self, primary: &str, secondary: &str, key: &str, buf: Vec<u8>) -> io::Result<()> {
+        self.1.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(200));
         self.0.write(primary, secondary, key, buf)
     }
@@ -45,7 +57,7 @@ async fn offers_a_wait_returns_are_on_disk_even_when_writes_are_slow() {
     let store = |dir: &std::path::Path| FilesystemStore::new(dir.to_path_buf());
     let client = AsyncOffersClient::builder(config.clone(), SEED)
         .runtime(tokio::runtime::Handle::current())
-        .store(Arc::new(SlowWrites(store(client_dir.path()))))
+        .store(Arc::new(SlowWrites::new(client_dir.path()).0))
         .build()
         .unwrap();
     client.start().unwrap();
@@ -68,6 +80,46 @@ async fn offers_a_wait_returns_are_on_disk_even_when_writes_are_slow() {
         "ready offers on disk after the wait returned"
     );
     assert_eq!(on_disk, ready.into_iter().map(|o| o.offer).collect());
+}
+
+/// A client built on a data dir sees what a stopped client there was still writing: building
+/// waits for that write instead of loading without it. Loading early, the new client would
+/// refill the slot, and the old write landing after the new one would name an offer whose
+/// invoice the server no longer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_on_a_data_dir_waits_for_the_writes_of_the_client_before_it() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let mut config = config_for(&server, b"wallet-handover", client_dir.path());
+    config.offer_slots = 1;
+    let (slow, writes_begun) = SlowWrites::new(client_dir.path());
+    let client = AsyncOffersClient::builder(config.clone(), SEED)
+        .runtime(tokio::runtime::Handle::current())
+        .store(Arc::new(slow))
+        .build()
+        .unwrap();
+    client.start().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while writes_begun.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no record write began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    client.stop();
+    drop(client);
+
+    // The Ready record is still being written.
+    let next = AsyncOffersClient::builder(config, SEED)
+        .store(Arc::new(FilesystemStore::new(
+            client_dir.path().to_path_buf(),
+        )))
+        .build()
+        .unwrap();
+    assert_eq!(
+        next.ready_offers().len(),
+        1,
+        "the offer whose record the stopped client was writing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
