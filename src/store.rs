@@ -123,8 +123,8 @@ pub(crate) struct OfferStore {
     data_dir: Option<PathBuf>,
 }
 
-/// Background jobs (confirmations and refreshes, which write records) still running, per data
-/// dir, for every client in this process. A client built on a data dir waits for them before
+/// The engines' offloaded jobs (offer builds, and the confirmations and refreshes that write
+/// records) still running, per data dir, for every client in this process. A client built on a data dir waits for them before
 /// it loads: a stopped client's write that lands after the new client has refilled its slot
 /// would otherwise leave a record naming an offer whose invoice the server no longer holds.
 static BACKGROUND_JOBS: LazyLock<Mutex<HashMap<PathBuf, usize>>> = LazyLock::new(Mutex::default);
