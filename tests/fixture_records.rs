@@ -1,0 +1,108 @@
+//! Records written by an earlier release load unchanged: `tests/fixtures/data-dir-0.1.0` is a
+//! data dir the 0.1.0 command line wrote (three offers, two handed out with labels), and
+//! `expected.json` what that run printed of them. Every later release must read it as it is.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_offers::{AsyncOffersClient, Config, ManualClock, OfferState, ServerConfig};
+use lightning::bitcoin::hex::FromHex;
+use lightning::bitcoin::Network;
+use serde_json::Value;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/data-dir-0.1.0");
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string(Path::new(FIXTURE).join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The fixture's records, copied to a new dir (a client may tighten their modes).
+fn copy_of_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let from = Path::new(FIXTURE).join("async_offers/offers");
+    let to = dir.path().join("async_offers/offers");
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn records(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut records: Vec<_> = std::fs::read_dir(dir.join("async_offers/offers"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            (name, std::fs::read(entry.path()).unwrap())
+        })
+        .collect();
+    records.sort();
+    records
+}
+
+fn client_of(expected: &Value, dir: &Path, clock: Arc<ManualClock>) -> AsyncOffersClient {
+    let server = &expected["server"];
+    let server = ServerConfig::from_hex(
+        server["node_id"].as_str().unwrap(),
+        server["address"].as_str().unwrap(),
+        server["paths"].as_str().unwrap(),
+    )
+    .unwrap();
+    let seed: [u8; 32] = Vec::<u8>::from_hex(expected["seed_hex"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    AsyncOffersClient::builder(Config::new(Network::Regtest, dir, server), seed)
+        .clock(clock)
+        .build()
+        .expect("the 0.1.0 records load")
+}
+
+#[test]
+fn records_of_release_0_1_0_load_unchanged() {
+    let expected = expected();
+    let dir = copy_of_fixture();
+    let before = records(dir.path());
+    let written_at = expected["offers"][0]["created_at"].as_u64().unwrap();
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(written_at + 3600)));
+    let client = client_of(&expected, dir.path(), clock);
+
+    let mut loaded: Vec<Value> = client
+        .offers()
+        .iter()
+        .map(|offer| {
+            serde_json::json!({
+                "slot": offer.slot,
+                "state": format!("{:?}", offer.state),
+                "offer_id": offer.offer_id,
+                "offer": offer.offer,
+                "label": offer.label,
+                "created_at": offer.created_at.as_secs(),
+                "expires_at": offer.expires_at.map(|at| at.as_secs()),
+            })
+        })
+        .collect();
+    loaded.sort_by_key(|offer| offer["slot"].as_u64());
+    assert_eq!(Value::Array(loaded), expected["offers"]);
+    assert_eq!(records(dir.path()), before, "loading rewrites nothing");
+
+    // The handed-out offers keep their labels; the Ready one is the one handed out next.
+    let bio = client.offer_for("bio-1").unwrap();
+    assert_eq!(bio.state, OfferState::Used);
+    let ready = expected["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|offer| offer["state"] == "Ready")
+        .unwrap();
+    let taken = client.take_offer(Some("next".into())).unwrap();
+    assert_eq!(taken.offer_id, ready["offer_id"].as_str().unwrap());
+    assert!(matches!(
+        client.take_offer(None),
+        Err(async_offers::Error::NoReadyOffer)
+    ));
+}
