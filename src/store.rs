@@ -306,10 +306,11 @@ impl OfferStore {
             records.push((key, bytes));
         }
         let decoded = decode_all(&records, first_server);
-        let mut offers = Vec::with_capacity(records.len());
+        let mut current = Vec::with_capacity(records.len());
+        let mut single_server = Vec::new();
         for ((key, _), result) in records.iter().zip(decoded) {
-            let (offer, single_server) = result.map_err(|reason| corrupt(key, reason))?;
-            let expected_key = match single_server {
+            let (offer, is_single_server) = result.map_err(|reason| corrupt(key, reason))?;
+            let expected_key = match is_single_server {
                 true => Self::single_server_key(offer.slot),
                 false => Self::key((offer.server, offer.slot)),
             };
@@ -319,14 +320,29 @@ impl OfferStore {
                     format!("holds slot {} under another key", offer.slot),
                 ));
             }
-            if single_server {
-                // Written in the new format first, so a crash in between loses nothing.
-                self.save(&offer)?;
-                self.kv
-                    .remove(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, key, false)
-                    .map_err(|e| Error::Storage(format!("removing {key}: {e}")))?;
+            match is_single_server {
+                true => single_server.push((key, offer)),
+                false => current.push(offer),
             }
-            offers.push(offer);
+        }
+        let mut offers = current;
+        for (key, offer) in single_server {
+            // Migrated by writing the new record first and removing the old one after, so a
+            // crash in between loses nothing. If it left both, the new one holds the slot's
+            // latest state (later changes only went there) and the old one is a stale copy of
+            // the same offer: loading both would let it be handed out twice.
+            let migrated = offers
+                .iter()
+                .any(|o| (o.server, o.slot) == (offer.server, offer.slot));
+            if !migrated {
+                self.save(&offer)?;
+            }
+            self.kv
+                .remove(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, key, false)
+                .map_err(|e| Error::Storage(format!("removing {key}: {e}")))?;
+            if !migrated {
+                offers.push(offer);
+            }
         }
         offers.sort_by_key(|offer| (offer.server, offer.slot));
         Ok(offers)
@@ -737,5 +753,40 @@ mod tests {
         );
         let again = store(dir.path()).load_all(pubkey(13)).unwrap();
         assert_eq!(again[0].server, first, "rewritten once, for good");
+    }
+
+    #[test]
+    fn a_migration_cut_short_between_its_two_writes_loads_the_offer_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = offer_fixture();
+        let mut offer = fixture.cached(4, Duration::from_secs(1_800_000_000), None);
+        let current = encode(&offer);
+        let mut old = SINGLE_SERVER_MAGIC.to_vec();
+        old.extend_from_slice(&current[MAGIC.len() + 33..current.len() - CHECKSUM_LEN]);
+        let checksum = Sha256::hash(&old).to_byte_array();
+        old.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        let kv = FilesystemStore::new(dir.path().to_path_buf());
+        kv.write(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, "slot_00004", old)
+            .unwrap();
+        // The crash came after the new record was written and the offer was then handed out
+        // (written to the new record only), before the old record was removed.
+        offer.state = OfferState::Used;
+        offer.label = Some("bio".into());
+        store(dir.path()).save(&offer).unwrap();
+
+        let loaded = store(dir.path()).load_all(server_key()).unwrap();
+        assert_eq!(
+            loaded
+                .iter()
+                .map(|o| (o.slot, o.state, o.label.clone()))
+                .collect::<Vec<_>>(),
+            vec![(4, OfferState::Used, Some("bio".to_string()))],
+            "one offer, in its latest state"
+        );
+        assert_eq!(
+            kv.list(PRIMARY_NAMESPACE, OFFERS_NAMESPACE).unwrap(),
+            vec![OfferStore::key((server_key(), 4))],
+            "the stale copy is gone"
+        );
     }
 }
