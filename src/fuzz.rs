@@ -239,7 +239,17 @@ impl Harness {
                 };
                 if let Ok(offer) = handed {
                     assert_eq!(offer.state, OfferState::Used);
-                    handed_out.insert(offer.offer_id, (Some(label), offer.expires_at));
+                    let id = offer.offer_id.clone();
+                    match handed_out.insert(offer.offer_id, (Some(label.clone()), offer.expires_at))
+                    {
+                        None => {}
+                        // `offer_for` gives a label the offer it gave that label before.
+                        Some((earlier, _))
+                            if kind % 10 == 5 && earlier.as_ref() == Some(&label) => {}
+                        Some((earlier, _)) => panic!(
+                            "offer {id} handed out again, under {label:?}; first under {earlier:?}"
+                        ),
+                    }
                 }
             }
             6 => self.handler.server_connected(),
