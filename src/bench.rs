@@ -14,7 +14,7 @@ use lightning::onion_message::messenger::Responder;
 use lightning::sign::{KeysManager, NodeSigner, Recipient};
 use lightning_persister::fs_store::FilesystemStore;
 
-use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState};
+use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, SlotSequence};
 use crate::config::ChannelHint;
 use crate::keys::WalletKeys;
 use crate::offer::{BuiltInvoice, OfferFactory, PathEnd};
@@ -151,9 +151,10 @@ impl CacheWork {
             max_retry_after: Duration::from_secs(15 * 60),
             invoice_resend_after: Duration::from_secs(5),
             expiring_notice: Duration::from_secs(24 * 3600),
+            slot_range: 0..=u16::MAX,
         };
         Ok(Self {
-            cache: OfferCache::new(policy, cached),
+            cache: OfferCache::new(policy, cached, SlotSequence::InOrder),
             server,
             records,
             refreshed,

@@ -6,16 +6,23 @@
 //!
 //! Slots are each server's `invoice_slot` numbers, kept per server. Each live offer owns one; a
 //! slot is reused only once its offer is gone, so a handed-out offer is never overwritten on
-//! its server. `target` is how many Ready offers to keep in all: taking one immediately
-//! requests a new slot.
+//! its server. A new slot is drawn at random from the configured range, never one a live offer
+//! or an outstanding request holds: another install on the same seed (a reinstall, a restore,
+//! a second device) knows nothing of this one's slots, and drawing from the whole range makes
+//! it unlikely to land on one of them, where the lowest free slot would be the very one this
+//! install used first. `target` is how many Ready offers to keep in all: taking one
+//! immediately requests a new slot.
 //!
 //! With several servers, each server that is not known to be unreachable has an equal share of
 //! the target, which it fills once connected; the shares of unreachable servers go to the
 //! connected ones. An offer stays with the server that holds its invoice for its whole life.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use lightning::bitcoin::hashes::sha256::Hash as Sha256;
+use lightning::bitcoin::hashes::{Hash, HashEngine};
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::offers::nonce::Nonce;
@@ -103,6 +110,42 @@ pub(crate) struct CachePolicy {
     /// How long before a handed-out offer expires it is announced, and no longer given to its
     /// label by `offer_for` when another offer can be.
     pub expiring_notice: Duration,
+    /// The slots new offers may be given, on every server.
+    pub slot_range: RangeInclusive<u16>,
+}
+
+/// The order in which an install tries slots: for each server, a sequence of candidates, of
+/// which a new offer gets the first that no live offer or outstanding request holds.
+#[derive(Clone, Debug)]
+pub(crate) enum SlotSequence {
+    /// The range's slots in order: the lowest free slot (tests, fuzzing).
+    InOrder,
+    /// Slots spread uniformly over the range by a key of this install's: another install
+    /// cannot predict them, and this one keeps coming back to the same few, so that however
+    /// many offers it replaces over the years it only ever touches about as many slots as it
+    /// holds offers at once.
+    Keyed([u8; 32]),
+}
+
+impl SlotSequence {
+    /// The `index`th candidate slot of `server` in `range`.
+    fn candidate(&self, server: &PublicKey, index: u32, range: &RangeInclusive<u16>) -> u16 {
+        let size = u32::from(*range.end() - *range.start()) + 1;
+        let offset = match self {
+            SlotSequence::InOrder => index % size,
+            SlotSequence::Keyed(key) => {
+                let mut engine = Sha256::engine();
+                engine.input(key);
+                engine.input(&server.serialize());
+                engine.input(&index.to_be_bytes());
+                let hash = Sha256::from_engine(engine).to_byte_array();
+                // The bias of reducing 64 bits to at most 2^16 values is below 2^-47.
+                (u64::from_be_bytes(hash[..8].try_into().expect("8 of 32 bytes")) % u64::from(size))
+                    as u32
+            }
+        };
+        *range.start() + offset as u16
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -172,10 +215,11 @@ pub(crate) struct OfferCache {
     /// Outstanding requests of connected servers, by server and slot.
     requests: BTreeMap<(PublicKey, u16), SlotRequest>,
     reachability: HashMap<PublicKey, Reachability>,
+    slot_sequence: SlotSequence,
 }
 
 impl OfferCache {
-    pub fn new(policy: CachePolicy, offers: Vec<CachedOffer>) -> Self {
+    pub fn new(policy: CachePolicy, offers: Vec<CachedOffer>, slot_sequence: SlotSequence) -> Self {
         let reachability = policy
             .servers
             .iter()
@@ -186,6 +230,7 @@ impl OfferCache {
             offers,
             requests: BTreeMap::new(),
             reachability,
+            slot_sequence,
         }
     }
 
@@ -329,15 +374,32 @@ impl OfferCache {
         planned
     }
 
-    /// The lowest slot of `server` not owned by a live offer or an outstanding request.
+    /// The first candidate slot of `server` in its sequence that no live offer or outstanding
+    /// request holds; where the range is nearly full, the first free one after the last
+    /// candidate tried.
     fn free_slot(&self, server: &PublicKey) -> Option<u16> {
-        (0..=u16::MAX).find(|slot| {
-            !self.requests.contains_key(&(*server, *slot))
-                && !self
+        let range = &self.policy.slot_range;
+        let taken = |slot: u16| {
+            self.requests.contains_key(&(*server, slot))
+                || self
                     .offers
                     .iter()
-                    .any(|o| o.server == *server && o.slot == *slot)
-        })
+                    .any(|o| o.server == *server && o.slot == slot)
+        };
+        let held = self.offers.iter().filter(|o| o.server == *server).count()
+            + self.requests.keys().filter(|(of, _)| of == server).count();
+        // Each held slot hides at most one candidate (two candidates rarely fall on one slot).
+        let tries = u32::try_from(held).unwrap_or(u32::MAX).saturating_add(32);
+        let mut slot = *range.start();
+        for index in 0..tries {
+            slot = self.slot_sequence.candidate(server, index, range);
+            if !taken(slot) {
+                return Some(slot);
+            }
+        }
+        (slot..=*range.end())
+            .chain(*range.start()..slot)
+            .find(|&slot| !taken(slot))
     }
 
     /// Checks an `OfferPaths` reply from `server` before any offer is built from it.
@@ -603,12 +665,18 @@ mod tests {
             max_retry_after: Duration::from_secs(900),
             invoice_resend_after: Duration::from_secs(5),
             expiring_notice: 14 * DAY,
+            slot_range: 0..=u16::MAX,
         }
+    }
+
+    /// The lowest free slot each time, which keeps the slots of these tests readable.
+    fn lowest_free() -> SlotSequence {
+        SlotSequence::InOrder
     }
 
     /// A cache whose only server is connected.
     fn connected(policy: CachePolicy, offers: Vec<CachedOffer>) -> OfferCache {
-        let mut cache = OfferCache::new(policy, offers);
+        let mut cache = OfferCache::new(policy, offers, lowest_free());
         cache.set_reachability(server_key(), Reachability::Connected);
         cache
     }
@@ -641,6 +709,85 @@ mod tests {
             Confirmation::NowReady { .. }
         ));
         cache.get(offer.id()).unwrap().clone()
+    }
+
+    fn keyed(key: u8) -> OfferCache {
+        let mut cache = OfferCache::new(policy(10), vec![], SlotSequence::Keyed([key; 32]));
+        cache.set_reachability(server_key(), Reachability::Connected);
+        cache
+    }
+
+    fn slots_of(planned: &[PlannedRequest]) -> std::collections::HashSet<u16> {
+        planned.iter().map(|p| p.slot).collect()
+    }
+
+    #[test]
+    fn each_install_has_slots_of_its_own_spread_over_the_range() {
+        let first = slots_of(&keyed(1).plan_requests(t0()));
+        let reinstalled = slots_of(&keyed(2).plan_requests(t0()));
+        assert_eq!((first.len(), reinstalled.len()), (10, 10), "distinct");
+        assert!(
+            first.is_disjoint(&reinstalled),
+            "another install's key, other slots: {first:?} {reinstalled:?}"
+        );
+        assert!(
+            first.iter().any(|&s| s > 32_768) && first.iter().any(|&s| s < 32_768),
+            "spread over the whole range: {first:?}"
+        );
+        assert!(
+            first.is_disjoint(&(0..10).collect()),
+            "not where the lowest free slots would be: {first:?}"
+        );
+        assert_eq!(
+            slots_of(&keyed(1).plan_requests(t0())),
+            first,
+            "the same install comes back to the same slots"
+        );
+    }
+
+    #[test]
+    fn an_install_replacing_offers_for_ever_touches_only_as_many_slots_as_it_holds() {
+        let fixture = offer_fixture();
+        let mut cache = OfferCache::new(policy(2), vec![], SlotSequence::Keyed([3; 32]));
+        cache.set_reachability(server_key(), Reachability::Connected);
+        let mut touched = std::collections::HashSet::new();
+        let mut now = t0();
+        let used = {
+            let offer = fill(&mut cache, &fixture, now);
+            touched.insert(offer.slot);
+            cache.take(Some("bio".into()), now).unwrap()
+        };
+        // A month of Ready offers going stale every two hours and being replaced.
+        for _ in 0..(30 * 12) {
+            now += 2 * HOUR;
+            for planned in cache.plan_requests(now) {
+                let offer = fixture.cached(planned.slot, now, None);
+                touched.insert(planned.slot);
+                cache.insert_pending(offer.clone());
+                cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), now);
+            }
+        }
+        assert_eq!(cache.get(used.id()).unwrap().slot, used.slot, "kept");
+        assert!(
+            touched.len() <= 5,
+            "1 handed out, 2 Ready and their 2 replacements, yet {} slots: {touched:?}",
+            touched.len()
+        );
+    }
+
+    #[test]
+    fn slots_stay_in_the_configured_range_and_a_full_range_requests_no_more() {
+        let fixture = offer_fixture();
+        let mut policy = policy(6);
+        policy.slot_range = 100..=104;
+        let mut used = fixture.cached(102, t0(), None);
+        used.state = OfferState::Used;
+        let mut cache = OfferCache::new(policy, vec![used], SlotSequence::Keyed([5; 32]));
+        cache.set_reachability(server_key(), Reachability::Connected);
+        let mut slots: Vec<u16> = cache.plan_requests(t0()).iter().map(|p| p.slot).collect();
+        slots.sort();
+        assert_eq!(slots, vec![100, 101, 103, 104], "the range holds four more");
+        assert!(cache.plan_requests(t0()).is_empty());
     }
 
     #[test]
@@ -711,7 +858,7 @@ mod tests {
         let (a, b) = (server_key(), pubkey(10));
         let mut policy = policy(target_ready);
         policy.servers = vec![a, b];
-        (OfferCache::new(policy, vec![]), a, b)
+        (OfferCache::new(policy, vec![], lowest_free()), a, b)
     }
 
     fn planned_per_server(planned: &[PlannedRequest], server: PublicKey) -> Vec<u16> {

@@ -12,7 +12,7 @@ use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
 use crate::events::{EventBus, EventListener, OfferInfo};
 use crate::keys::WalletKeys;
 use crate::offer::{OfferFactory, PathEnd};
-use crate::protocol::{Engine, Offload, ProtocolHandler};
+use crate::protocol::{Engine, EngineHost, Offload, ProtocolHandler};
 use crate::store::{DynStore, OfferStore, PrivateFilesystemStore};
 use crate::transport::Transport;
 use crate::Error;
@@ -138,9 +138,12 @@ impl ClientBuilder {
             keys.clone(),
             factory,
             store,
-            clock,
-            events.clone(),
-            offload,
+            EngineHost {
+                clock,
+                events: events.clone(),
+                offload,
+                keyed_slots: true,
+            },
         )?;
         Ok(AsyncOffersClient {
             config,

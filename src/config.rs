@@ -1,5 +1,6 @@
 //! Client configuration.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -164,12 +165,18 @@ pub struct Config {
     /// to swap it, and [`AsyncOffersClient::offer_for`](crate::AsyncOffersClient::offer_for)
     /// starts giving its label a fresh offer. Offers without expiry never expire.
     pub offer_expiring_notice: Duration,
+    /// The server slots (`invoice_slot` numbers) new offers are drawn from, at random. All of
+    /// them (the default) unless a server accepts fewer: LDK's server role and ldk-node's
+    /// store take any `u16`. The wider the range, the less likely another install on the
+    /// same seed lands on a slot of this one's live offers (see the README).
+    pub invoice_slots: RangeInclusive<u16>,
 }
 
 impl Config {
     /// A config with the defaults: 10 slots, 2 h refresh thresholds, 90-day minimum path
     /// lifetime, 60 s maintenance tick, no channel hints, at most 120 messages a minute to each
-    /// server, notice of expiry 14 days ahead. Push more servers onto [`Config::servers`].
+    /// server, notice of expiry 14 days ahead, every server slot. Push more servers onto
+    /// [`Config::servers`].
     pub fn new(network: Network, data_dir: impl Into<PathBuf>, server: ServerConfig) -> Self {
         Self {
             network,
@@ -185,6 +192,7 @@ impl Config {
             invoice_request_target: InvoiceRequestTarget::default(),
             max_messages_per_minute: DEFAULT_MAX_MESSAGES_PER_MINUTE,
             offer_expiring_notice: DEFAULT_OFFER_EXPIRING_NOTICE,
+            invoice_slots: 0..=u16::MAX,
         }
     }
 
@@ -193,6 +201,19 @@ impl Config {
             return Err(Error::InvalidConfig(
                 "offer_slots must be at least 1".into(),
             ));
+        }
+        let slots = self
+            .invoice_slots
+            .end()
+            .checked_sub(*self.invoice_slots.start())
+            .map(|span| u32::from(span) + 1);
+        if slots.map_or(true, |slots| slots < u32::from(self.offer_slots)) {
+            return Err(Error::InvalidConfig(format!(
+                "invoice_slots {}..={} holds fewer slots than offer_slots ({})",
+                self.invoice_slots.start(),
+                self.invoice_slots.end(),
+                self.offer_slots
+            )));
         }
         if self.tick_interval.is_zero() {
             return Err(Error::InvalidConfig(

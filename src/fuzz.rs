@@ -31,7 +31,7 @@ use crate::config::{Config, ServerConfig};
 use crate::events::EventBus;
 use crate::keys::WalletKeys;
 use crate::offer::{OfferFactory, PathEnd};
-use crate::protocol::{Engine, Offload, ProtocolHandler};
+use crate::protocol::{Engine, EngineHost, Offload, ProtocolHandler};
 use crate::store::{decode, encode, OfferStore, CHECKSUM_LEN};
 
 /// A stored record, as read back at start. With a leading 0 the rest is decoded as it is
@@ -173,9 +173,12 @@ impl Harness {
             keys,
             factory,
             OfferStore::new(Arc::new(MemoryStore::default())),
-            clock.clone(),
-            events(),
-            offload,
+            EngineHost {
+                clock: clock.clone(),
+                events: events(),
+                offload,
+                keyed_slots: false,
+            },
         )
         .expect("the harness's engine builds");
         Self {

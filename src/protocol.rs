@@ -8,10 +8,9 @@
 //!
 //! What is written is what must survive a crash: offers from Ready on (one may be handed out
 //! at any moment) and their refreshed invoices. A Pending offer, built but not yet confirmed,
-//! lives in memory only. Losing it loses work, never an offer anyone saw: its slot holds no
-//! offer of ours on disk, so after a restart the slot is requested again, and the server
-//! overwrites the invoice it may have stored. Not writing it saves two fsyncs per offer on the
-//! way to Ready.
+//! lives in memory only. Losing it loses work, never an offer anyone saw: after a restart a
+//! new offer takes its place, and an invoice the server may have stored for it belongs to an
+//! offer nobody was shown. Not writing it saves two fsyncs per offer on the way to Ready.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -32,10 +31,13 @@ use lightning::onion_message::messenger::{
     Destination, MessageSendInstructions, Responder, ResponseInstruction,
 };
 use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
+use lightning::sign::EntropySource;
 use lightning::util::ser::{BigSize, Readable, Writeable};
 use tokio::sync::Notify;
 
-use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, Reachability};
+use crate::cache::{
+    CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, Reachability, SlotSequence,
+};
 use crate::clock::Clock;
 use crate::config::{ChannelHint, Config};
 use crate::events::{Event, EventBus, OfferInfo};
@@ -221,16 +223,31 @@ pub(crate) struct Engine {
     me: Weak<Engine>,
 }
 
+/// What an engine gets from whoever hosts it: time, the app's events, a place to run slow
+/// jobs. The client gives real ones; the fuzz targets give repeatable ones.
+pub(crate) struct EngineHost {
+    pub clock: Arc<dyn Clock>,
+    pub events: Arc<EventBus>,
+    pub offload: Offload,
+    /// Whether new slots follow this install's key (else the lowest free ones, so that the
+    /// fuzz targets can answer requests by slot number).
+    pub keyed_slots: bool,
+}
+
 impl Engine {
     pub fn new(
         config: &Config,
         keys: Arc<WalletKeys>,
         factory: OfferFactory,
         store: OfferStore,
-        clock: Arc<dyn Clock>,
-        events: Arc<EventBus>,
-        offload: Offload,
+        host: EngineHost,
     ) -> Result<Arc<Self>, Error> {
+        let EngineHost {
+            clock,
+            events,
+            offload,
+            keyed_slots,
+        } = host;
         let servers: Vec<Server> = config
             .servers
             .iter()
@@ -242,6 +259,12 @@ impl Engine {
             .collect();
         store.wait_for_earlier_jobs(EARLIER_JOBS_TIMEOUT)?;
         let offers = keep_offers_of(&servers, store.load_all(config.servers[0].node_id)?, &store);
+        let slot_sequence = match keyed_slots {
+            true => SlotSequence::Keyed(
+                store.install_key(|| keys.wallet_keys_manager().get_secure_random_bytes())?,
+            ),
+            false => SlotSequence::InOrder,
+        };
         let policy = CachePolicy {
             servers: servers.iter().map(|server| server.node_id).collect(),
             target_ready: config.offer_slots,
@@ -252,14 +275,16 @@ impl Engine {
             max_retry_after: Duration::from_secs(15 * 60),
             invoice_resend_after: Duration::from_secs(5),
             expiring_notice: config.offer_expiring_notice,
+            slot_range: config.invoice_slots.clone(),
         };
+
         let links = servers
             .iter()
             .map(|server| (server.node_id, Link::new(config.max_messages_per_minute)))
             .collect();
         Ok(Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
-                cache: OfferCache::new(policy, offers),
+                cache: OfferCache::new(policy, offers, slot_sequence),
                 hints: config.channel_hints.clone(),
                 hints_version: 0,
                 links,
@@ -733,8 +758,8 @@ impl Engine {
         drop(state);
         for write in writes {
             if let Err(e) = self.store.commit(write) {
-                // The offer stays usable now. After a restart, an offer never written Ready has
-                // its slot requested again, and one whose new invoice was not written is
+                // The offer stays usable now. After a restart, an offer never written Ready is
+                // replaced by a new one, and one whose new invoice was not written is
                 // refreshed again.
                 log::error!("{e}");
             }

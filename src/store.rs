@@ -38,6 +38,9 @@ const MAGIC: &[u8; 4] = b"AOF3";
 /// are read as the first configured server's and rewritten in the current format at start.
 const SINGLE_SERVER_MAGIC: &[u8; 4] = b"AOF2";
 pub(crate) const CHECKSUM_LEN: usize = 8;
+/// The record of this install's slot key, beside the offers.
+const INSTALL_KEY: &str = "install_key";
+const INSTALL_MAGIC: &[u8; 4] = b"AOK1";
 
 /// `lightning-persister`'s `FilesystemStore`, with every record file made readable by its owner
 /// only (mode 0600 on Unix) once written: records name the app's contacts in their labels.
@@ -284,6 +287,29 @@ impl OfferStore {
     /// Deletes the record of `offer` now.
     pub fn remove(&self, offer: &CachedOffer) -> Result<(), Error> {
         self.commit(self.prepare_removal(offer))
+    }
+
+    /// This install's key for choosing slots ([`crate::cache::SlotSequence::Keyed`]), made
+    /// with `fresh` and written the first time. One that cannot be read is replaced: it only
+    /// decides which free slots come first.
+    pub fn install_key(&self, fresh: impl FnOnce() -> [u8; 32]) -> Result<[u8; 32], Error> {
+        match self.kv.read(PRIMARY_NAMESPACE, "", INSTALL_KEY) {
+            Ok(bytes)
+                if bytes.len() == INSTALL_MAGIC.len() + 32 && bytes.starts_with(INSTALL_MAGIC) =>
+            {
+                return Ok(bytes[INSTALL_MAGIC.len()..].try_into().expect("32 bytes"));
+            }
+            Ok(_) => log::warn!("the install key record is malformed; making a new one"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("the install key is unreadable ({e}); making a new one"),
+        }
+        let key = fresh();
+        let mut record = INSTALL_MAGIC.to_vec();
+        record.extend_from_slice(&key);
+        self.kv
+            .write(PRIMARY_NAMESPACE, "", INSTALL_KEY, record)
+            .map_err(|e| Error::Storage(format!("writing the install key: {e}")))?;
+        Ok(key)
     }
 
     /// Every stored offer. Fails on the first record that cannot be read or decoded. Records

@@ -28,7 +28,8 @@ async fn duplicate_unknown_and_flooded_confirmations_are_ignored_in_bounded_memo
     client.start().unwrap();
     requests_seen(&server, 1).await;
     let expiry = (now() + Duration::from_secs(365 * 24 * 3600)).as_secs();
-    server.answer_request(0, None, server.handler.offer_paths(Some(expiry), 1));
+    let slot = server.seen().requests[0].0;
+    server.answer_request(slot, None, server.handler.offer_paths(Some(expiry), 1));
     let deadline = Instant::now() + WAIT;
     while server.seen().invoices.is_empty() {
         assert!(Instant::now() < deadline, "no invoice sent");

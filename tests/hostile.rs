@@ -113,7 +113,7 @@ async fn bad_offer_paths_change_nothing_and_are_logged_with_a_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offer_paths_for_a_slot_out_of_range_after_a_restart_are_rejected() {
+async fn offer_paths_for_a_slot_requested_before_a_restart_are_rejected() {
     let server = HostileServer::start().await;
     server.handler.honest.store(false, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
@@ -123,16 +123,23 @@ async fn offer_paths_for_a_slot_out_of_range_after_a_restart_are_rejected() {
     client.stop();
     drop(client);
 
-    // The app now wants one offer: slot 2 is out of range, but its reply path is still ours.
+    // The app now wants one offer, in a slot of its own: the earlier requests' reply paths
+    // are still ours, but those slots are no longer requested.
     let (client, _) = victim(&server, dir.path(), 1, Arc::new(ManualClock::new(now())));
     client.start().unwrap();
     requests_seen(&server, 4).await;
+    let requested_now = server.seen().requests[3].0;
+    let earlier = server.seen().requests[..3]
+        .iter()
+        .map(|(slot, _)| *slot)
+        .find(|slot| *slot != requested_now)
+        .unwrap();
     let before = snapshot(&client, dir.path());
     let mark = log_mark();
-    server.answer_request(2, None, server.handler.offer_paths(None, 1));
+    server.answer_request(earlier, None, server.handler.offer_paths(None, 1));
     let line = logged(mark, &["rejected OfferPaths", &server.id()]).await;
     assert!(
-        line.contains("slot 2") && line.contains("SlotNotRequested"),
+        line.contains(&format!("slot {earlier} ")) && line.contains("SlotNotRequested"),
         "{line}"
     );
     assert_eq!(snapshot(&client, dir.path()), before);

@@ -66,10 +66,11 @@ async fn the_server_killed_mid_fill_and_restarted_the_client_completes() {
 }
 
 /// An offer whose invoice went out but was never confirmed is Pending in memory only: a crash
-/// then loses that work, never an offer anyone saw, and the restarted client fills its slot
-/// with a new offer (the server overwrites the invoice it may have stored).
+/// then loses that work, never an offer anyone saw, and the restarted client fills its place
+/// with a new offer (in a slot drawn anew; an invoice the server may have stored for the old
+/// one belongs to an offer nobody was shown).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unconfirmed_offer_is_not_written_and_its_slot_is_filled_anew_after_a_restart() {
+async fn an_unconfirmed_offer_is_not_written_and_is_replaced_after_a_restart() {
     let server = hostile::HostileServer::start().await;
     server.handler.never_confirm.store(true, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
@@ -99,8 +100,6 @@ async fn an_unconfirmed_offer_is_not_written_and_its_slot_is_filled_anew_after_a
     stored.ready(2).await;
     let (ready, files) = hostile::snapshot(&client, dir.path());
     assert_eq!(files.len(), 2, "each Ready offer is on disk");
-    let slots: HashSet<u16> = ready.iter().map(|o| o.slot).collect();
-    assert_eq!(slots, pending.iter().map(|o| o.slot).collect());
     assert!(ready.iter().all(|o| o.state == OfferState::Ready));
     assert!(
         ready

@@ -62,11 +62,7 @@ async fn offers_outlive_a_server_going_down_and_stay_with_their_server() {
     let ready = client.wait_for_ready_offers(4, WAIT).await.unwrap();
     for (server, id) in [(&a, &a_id), (&b, &b_id)] {
         let slots: HashSet<u16> = on(&ready, id).iter().map(|o| o.slot).collect();
-        assert_eq!(
-            slots,
-            HashSet::from([0, 1]),
-            "two each, in slots of its own"
-        );
+        assert_eq!(slots.len(), 2, "two each, in slots of their own");
         let offers: Vec<OfferInfo> = on(&ready, id).into_iter().cloned().collect();
         assert_payable(server, &offers).await;
     }

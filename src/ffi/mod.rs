@@ -117,6 +117,10 @@ pub struct OffersConfig {
     pub max_messages_per_minute: u32,
     /// How many seconds before a handed-out offer expires `OfferExpiring` is sent.
     pub offer_expiring_notice_secs: u64,
+    /// The lowest server slot new offers are drawn from (0 unless the server limits them).
+    pub invoice_slot_min: u16,
+    /// The highest server slot new offers are drawn from (65535 unless the server limits them).
+    pub invoice_slot_max: u16,
 }
 
 /// A configuration with the SDK's defaults for everything but the server and the data dir;
@@ -145,6 +149,8 @@ pub fn default_config(
         channel_hints: Vec::new(),
         max_messages_per_minute: config::DEFAULT_MAX_MESSAGES_PER_MINUTE,
         offer_expiring_notice_secs: config::DEFAULT_OFFER_EXPIRING_NOTICE.as_secs(),
+        invoice_slot_min: 0,
+        invoice_slot_max: u16::MAX,
     }
 }
 
@@ -169,6 +175,7 @@ impl TryFrom<OffersConfig> for crate::Config {
         core.tick_interval = Duration::from_millis(config.tick_interval_ms);
         core.max_messages_per_minute = config.max_messages_per_minute;
         core.offer_expiring_notice = Duration::from_secs(config.offer_expiring_notice_secs);
+        core.invoice_slots = config.invoice_slot_min..=config.invoice_slot_max;
         core.channel_hints = config
             .channel_hints
             .into_iter()

@@ -534,13 +534,17 @@ impl HostileServer {
     }
 }
 
-/// The client's offers and every file of its data dir.
+/// The client's offers and every offer record in its data dir.
 pub fn snapshot(
     client: &AsyncOffersClient,
     dir: &Path,
 ) -> (Vec<OfferInfo>, Vec<(String, Vec<u8>)>) {
     let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
+    let offers = dir.join("async_offers/offers");
+    let mut stack = match offers.exists() {
+        true => vec![offers],
+        false => vec![],
+    };
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

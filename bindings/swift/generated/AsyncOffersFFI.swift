@@ -1808,6 +1808,14 @@ public struct OffersConfig: Equatable, Hashable {
      * How many seconds before a handed-out offer expires `OfferExpiring` is sent.
      */
     public var offerExpiringNoticeSecs: UInt64
+    /**
+     * The lowest server slot new offers are drawn from (0 unless the server limits them).
+     */
+    public var invoiceSlotMin: UInt16
+    /**
+     * The highest server slot new offers are drawn from (65535 unless the server limits them).
+     */
+    public var invoiceSlotMax: UInt16
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1845,7 +1853,13 @@ public struct OffersConfig: Equatable, Hashable {
          */maxMessagesPerMinute: UInt32, 
         /**
          * How many seconds before a handed-out offer expires `OfferExpiring` is sent.
-         */offerExpiringNoticeSecs: UInt64) {
+         */offerExpiringNoticeSecs: UInt64, 
+        /**
+         * The lowest server slot new offers are drawn from (0 unless the server limits them).
+         */invoiceSlotMin: UInt16, 
+        /**
+         * The highest server slot new offers are drawn from (65535 unless the server limits them).
+         */invoiceSlotMax: UInt16) {
         self.network = network
         self.dataDir = dataDir
         self.servers = servers
@@ -1857,6 +1871,8 @@ public struct OffersConfig: Equatable, Hashable {
         self.channelHints = channelHints
         self.maxMessagesPerMinute = maxMessagesPerMinute
         self.offerExpiringNoticeSecs = offerExpiringNoticeSecs
+        self.invoiceSlotMin = invoiceSlotMin
+        self.invoiceSlotMax = invoiceSlotMax
     }
 
     
@@ -1885,7 +1901,9 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
                 tickIntervalMs: FfiConverterUInt64.read(from: &buf), 
                 channelHints: FfiConverterSequenceTypeChannelHint.read(from: &buf), 
                 maxMessagesPerMinute: FfiConverterUInt32.read(from: &buf), 
-                offerExpiringNoticeSecs: FfiConverterUInt64.read(from: &buf)
+                offerExpiringNoticeSecs: FfiConverterUInt64.read(from: &buf), 
+                invoiceSlotMin: FfiConverterUInt16.read(from: &buf), 
+                invoiceSlotMax: FfiConverterUInt16.read(from: &buf)
         )
     }
 
@@ -1901,6 +1919,8 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
         FfiConverterSequenceTypeChannelHint.write(value.channelHints, into: &buf)
         FfiConverterUInt32.write(value.maxMessagesPerMinute, into: &buf)
         FfiConverterUInt64.write(value.offerExpiringNoticeSecs, into: &buf)
+        FfiConverterUInt16.write(value.invoiceSlotMin, into: &buf)
+        FfiConverterUInt16.write(value.invoiceSlotMax, into: &buf)
     }
 }
 

@@ -2914,6 +2914,16 @@ data class OffersConfig (
      * How many seconds before a handed-out offer expires `OfferExpiring` is sent.
      */
     var `offerExpiringNoticeSecs`: kotlin.ULong
+    , 
+    /**
+     * The lowest server slot new offers are drawn from (0 unless the server limits them).
+     */
+    var `invoiceSlotMin`: kotlin.UShort
+    , 
+    /**
+     * The highest server slot new offers are drawn from (65535 unless the server limits them).
+     */
+    var `invoiceSlotMax`: kotlin.UShort
     
 ){
     
@@ -2941,6 +2951,8 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterSequenceTypeChannelHint.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterUShort.read(buf),
+            FfiConverterUShort.read(buf),
         )
     }
 
@@ -2955,7 +2967,9 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.allocationSize(value.`tickIntervalMs`) +
             FfiConverterSequenceTypeChannelHint.allocationSize(value.`channelHints`) +
             FfiConverterUInt.allocationSize(value.`maxMessagesPerMinute`) +
-            FfiConverterULong.allocationSize(value.`offerExpiringNoticeSecs`)
+            FfiConverterULong.allocationSize(value.`offerExpiringNoticeSecs`) +
+            FfiConverterUShort.allocationSize(value.`invoiceSlotMin`) +
+            FfiConverterUShort.allocationSize(value.`invoiceSlotMax`)
     )
 
     override fun write(value: OffersConfig, buf: ByteBuffer) {
@@ -2970,6 +2984,8 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterSequenceTypeChannelHint.write(value.`channelHints`, buf)
             FfiConverterUInt.write(value.`maxMessagesPerMinute`, buf)
             FfiConverterULong.write(value.`offerExpiringNoticeSecs`, buf)
+            FfiConverterUShort.write(value.`invoiceSlotMin`, buf)
+            FfiConverterUShort.write(value.`invoiceSlotMax`, buf)
     }
 }
 
