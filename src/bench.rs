@@ -127,7 +127,9 @@ impl CacheWork {
                 invoice,
                 invoice_confirmed: true,
                 invoice_sent_at: None,
+                pending_since: Duration::ZERO,
                 expiry_announced: false,
+                expired_announced: false,
             });
         }
         let first = &cached[0];
@@ -151,6 +153,7 @@ impl CacheWork {
             max_retry_after: Duration::from_secs(15 * 60),
             invoice_resend_after: Duration::from_secs(5),
             expiring_notice: Duration::from_secs(24 * 3600),
+            expired_retention: Duration::from_secs(90 * 24 * 3600),
             slot_range: 0..=u16::MAX,
         };
         Ok(Self {

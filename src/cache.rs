@@ -16,6 +16,12 @@
 //! With several servers, each server that is not known to be unreachable has an equal share of
 //! the target, which it fills once connected; the shares of unreachable servers go to the
 //! connected ones. An offer stays with the server that holds its invoice for its whole life.
+//!
+//! Two clocks ([`Time`]): waits (retries, resends, how long a Pending offer may stay so) run on
+//! the monotonic one; what offers and invoices carry (creation, expiry) on the wall clock. A
+//! handed-out offer past its expiry by the wall clock is no longer refreshed or given out, but
+//! keeps its record and its slot for the policy's retention: if the clock was wrong and is put
+//! right, the offer is live again, as it always was for payers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
@@ -28,6 +34,7 @@ use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::{Offer, OfferId};
 
+use crate::clock::Time;
 use crate::offer::BuiltInvoice;
 
 /// Where an offer is in its life.
@@ -71,11 +78,17 @@ pub(crate) struct CachedOffer {
     pub invoice: BuiltInvoice,
     /// Whether the server confirmed persisting `invoice`.
     pub invoice_confirmed: bool,
-    /// When `invoice` was last sent by this process (not persisted: after a restart, unknown).
+    /// When `invoice` was last sent by this process, on the monotonic clock (not persisted:
+    /// after a restart, unknown).
     pub invoice_sent_at: Option<Duration>,
+    /// When this process built the offer, on the monotonic clock: how long a Pending offer has
+    /// waited for its confirmation. Not persisted, as Pending offers are not.
+    pub pending_since: Duration,
     /// Whether this process announced the offer's coming expiry (not persisted: a restarted app
     /// hears it again).
     pub expiry_announced: bool,
+    /// Whether this process announced that the offer expired (not persisted either).
+    pub expired_announced: bool,
 }
 
 impl CachedOffer {
@@ -110,6 +123,8 @@ pub(crate) struct CachePolicy {
     /// How long before a handed-out offer expires it is announced, and no longer given to its
     /// label by `offer_for` when another offer can be.
     pub expiring_notice: Duration,
+    /// How long a handed-out offer is kept, with its slot, after it expires by the wall clock.
+    pub expired_retention: Duration,
     /// The slots new offers may be given, on every server.
     pub slot_range: RangeInclusive<u16>,
 }
@@ -197,8 +212,11 @@ pub(crate) enum Confirmation {
 /// What a maintenance tick found to do.
 #[derive(Debug, Default)]
 pub(crate) struct Maintenance {
-    /// Offers that expired and were removed.
+    /// Handed-out offers that expired: no longer refreshed or given out, kept for the
+    /// retention. Announced once per process.
     pub expired: Vec<CachedOffer>,
+    /// Offers removed: unused ones that expired, handed-out ones expired for the retention.
+    pub removed: Vec<CachedOffer>,
     /// Pending offers the server never confirmed in time; removed, their slots re-requested.
     pub abandoned: Vec<CachedOffer>,
     /// Handed-out offers whose invoice is getting old and must be rebuilt and sent.
@@ -299,7 +317,7 @@ impl OfferCache {
             .iter()
             .filter(|o| o.server == *server)
             .filter(|o| match o.state {
-                OfferState::Ready => !self.is_stale_ready(o, now),
+                OfferState::Ready => !self.is_stale_ready(o, now) && !o.is_expired(now),
                 OfferState::Pending => true,
                 OfferState::Used => false,
             })
@@ -310,13 +328,13 @@ impl OfferCache {
     /// The `OfferPathsRequest`s to send now: retries that are due, then a new slot for each
     /// missing offer, on the connected server furthest below its share. Never two requests
     /// per slot.
-    pub fn plan_requests(&mut self, now: Duration) -> Vec<PlannedRequest> {
+    pub fn plan_requests(&mut self, now: Time) -> Vec<PlannedRequest> {
         let mut planned = Vec::new();
         let policy = self.policy.clone();
         for ((server, slot), request) in self.requests.iter_mut() {
-            if request.retry_at <= now {
+            if request.retry_at <= now.monotonic {
                 request.attempts += 1;
-                request.retry_at = now + retry_delay(&policy, request.attempts);
+                request.retry_at = now.monotonic + retry_delay(&policy, request.attempts);
                 planned.push(PlannedRequest {
                     server: *server,
                     slot: *slot,
@@ -341,7 +359,7 @@ impl OfferCache {
             .enumerate()
             .map(|(index, server)| {
                 let share = target / live.len() + usize::from(index < target % live.len());
-                (*server, share, self.underway(server, now))
+                (*server, share, self.underway(server, now.wall))
             })
             .collect();
         let mut missing = target.saturating_sub(load.iter().map(|(_, _, n)| n).sum());
@@ -362,7 +380,7 @@ impl OfferCache {
                 (*server, slot),
                 SlotRequest {
                     attempts: 1,
-                    retry_at: now + retry_delay(&policy, 1),
+                    retry_at: now.monotonic + retry_delay(&policy, 1),
                 },
             );
             planned.push(PlannedRequest {
@@ -549,52 +567,72 @@ impl OfferCache {
         }
     }
 
-    /// Unconfirmed invoices to send again to their connected servers, marked sent at `now`:
-    /// all of a server's just after it (re)connected, otherwise those unanswered for the
-    /// policy's resend interval.
-    pub fn plan_resends(&mut self, now: Duration, reconnected: Option<PublicKey>) -> Vec<OfferId> {
+    /// Unconfirmed invoices of live offers to send again to their connected servers, marked
+    /// sent now: all of a server's just after it (re)connected, otherwise those unanswered for
+    /// the policy's resend interval.
+    pub fn plan_resends(&mut self, now: Time, reconnected: Option<PublicKey>) -> Vec<OfferId> {
         let resend_after = self.policy.invoice_resend_after;
         let reachability = &self.reachability;
         let connected =
             |server: &PublicKey| reachability.get(server) == Some(&Reachability::Connected);
         self.offers
             .iter_mut()
-            .filter(|o| !o.invoice_confirmed && connected(&o.server))
+            .filter(|o| !o.invoice_confirmed && connected(&o.server) && !o.is_expired(now.wall))
             .filter(|o| {
                 reconnected == Some(o.server)
-                    || o.invoice_sent_at
-                        .map_or(true, |sent| sent.saturating_add(resend_after) <= now)
+                    || o.invoice_sent_at.map_or(true, |sent| {
+                        sent.saturating_add(resend_after) <= now.monotonic
+                    })
             })
             .map(|o| {
-                o.invoice_sent_at = Some(now);
+                o.invoice_sent_at = Some(now.monotonic);
                 o.id()
             })
             .collect()
     }
 
-    /// Drops expired offers and lists handed-out offers whose invoice must be rebuilt (on
-    /// configured servers only).
-    pub fn maintain(&mut self, now: Duration) -> Maintenance {
-        let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.offers)
+    /// Removes unused offers that expired and handed-out ones expired for longer than the
+    /// retention, abandons Pending offers unconfirmed for too long, and lists handed-out offers
+    /// to announce and those whose invoice must be rebuilt (on configured servers only).
+    pub fn maintain(&mut self, now: Time) -> Maintenance {
+        let retention = self.policy.expired_retention;
+        let (removed, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.offers)
             .into_iter()
-            .partition(|o| o.is_expired(now));
+            .partition(|o| match o.state {
+                OfferState::Used => o
+                    .expires_at()
+                    .is_some_and(|expiry| expiry.saturating_add(retention) <= now.wall),
+                OfferState::Ready | OfferState::Pending => o.is_expired(now.wall),
+            });
         let unconfirmed_deadline = self.policy.ready_max_age;
         let (abandoned, live): (Vec<_>, Vec<_>) = live.into_iter().partition(|o| {
             o.state == OfferState::Pending
-                && o.created_at.saturating_add(unconfirmed_deadline) <= now
+                && o.pending_since.saturating_add(unconfirmed_deadline) <= now.monotonic
         });
         self.offers = live;
         let mut maintenance = Maintenance {
-            expired,
+            removed,
             abandoned,
             ..Default::default()
         };
         let notice = self.policy.expiring_notice;
         for offer in self.offers.iter_mut() {
+            if offer.state != OfferState::Used {
+                continue;
+            }
+            if offer.is_expired(now.wall) {
+                if !offer.expired_announced {
+                    offer.expired_announced = true;
+                    maintenance.expired.push(offer.clone());
+                }
+                continue;
+            }
+            // Live again (the clock was put right): a later expiry is announced anew.
+            offer.expired_announced = false;
             let expiring = offer
                 .expires_at()
-                .is_some_and(|expiry| expiry.saturating_sub(notice) <= now);
-            if offer.state == OfferState::Used && expiring && !offer.expiry_announced {
+                .is_some_and(|expiry| expiry.saturating_sub(notice) <= now.wall);
+            if expiring && !offer.expiry_announced {
                 offer.expiry_announced = true;
                 maintenance.expiring.push(offer.clone());
             }
@@ -602,13 +640,14 @@ impl OfferCache {
         for offer in &self.offers {
             if offer.invoice_confirmed
                 && offer.state == OfferState::Used
+                && !offer.is_expired(now.wall)
                 && self.is_configured(&offer.server)
                 && offer
                     .invoice
                     .invoice
                     .created_at()
                     .saturating_add(self.policy.invoice_refresh_interval)
-                    <= now
+                    <= now.wall
             {
                 maintenance.rebuild.push(offer.id());
             }
@@ -616,18 +655,19 @@ impl OfferCache {
         maintenance
     }
 
-    /// Ready and Used offers of configured servers, whose invoices must all be rebuilt
+    /// Live Ready and Used offers of configured servers, whose invoices must all be rebuilt
     /// (channels or fees changed).
-    pub fn published_or_ready(&self) -> Vec<OfferId> {
+    pub fn published_or_ready(&self, now: Duration) -> Vec<OfferId> {
         self.offers
             .iter()
             .filter(|o| o.state != OfferState::Pending && self.is_configured(&o.server))
+            .filter(|o| !o.is_expired(now))
             .map(|o| o.id())
             .collect()
     }
 
-    /// Installs a newly built invoice for `id`, sent at `now`, unconfirmed until the server
-    /// says so.
+    /// Installs a newly built invoice for `id`, sent at `now` (monotonic), unconfirmed until
+    /// the server says so.
     pub fn replace_invoice(&mut self, id: OfferId, invoice: BuiltInvoice, now: Duration) {
         if let Some(offer) = self.get_mut(id) {
             offer.invoice = invoice;
@@ -665,6 +705,7 @@ mod tests {
             max_retry_after: Duration::from_secs(900),
             invoice_resend_after: Duration::from_secs(5),
             expiring_notice: 14 * DAY,
+            expired_retention: 90 * DAY,
             slot_range: 0..=u16::MAX,
         }
     }
@@ -685,9 +726,17 @@ mod tests {
         Duration::from_secs(1_800_000_000)
     }
 
+    /// `wall` by both clocks, as when the wall clock never jumped.
+    fn at(wall: Duration) -> Time {
+        Time {
+            wall,
+            monotonic: wall,
+        }
+    }
+
     /// Requests `slot`, answers it and confirms the invoice, as the protocol would.
     fn fill(cache: &mut OfferCache, fixture: &OfferFixture, now: Duration) -> CachedOffer {
-        let planned = cache.plan_requests(now);
+        let planned = cache.plan_requests(at(now));
         let slot = planned
             .first()
             .map(|p| p.slot)
@@ -723,8 +772,8 @@ mod tests {
 
     #[test]
     fn each_install_has_slots_of_its_own_spread_over_the_range() {
-        let first = slots_of(&keyed(1).plan_requests(t0()));
-        let reinstalled = slots_of(&keyed(2).plan_requests(t0()));
+        let first = slots_of(&keyed(1).plan_requests(at(t0())));
+        let reinstalled = slots_of(&keyed(2).plan_requests(at(t0())));
         assert_eq!((first.len(), reinstalled.len()), (10, 10), "distinct");
         assert!(
             first.is_disjoint(&reinstalled),
@@ -739,7 +788,7 @@ mod tests {
             "not where the lowest free slots would be: {first:?}"
         );
         assert_eq!(
-            slots_of(&keyed(1).plan_requests(t0())),
+            slots_of(&keyed(1).plan_requests(at(t0()))),
             first,
             "the same install comes back to the same slots"
         );
@@ -760,7 +809,7 @@ mod tests {
         // A month of Ready offers going stale every two hours and being replaced.
         for _ in 0..(30 * 12) {
             now += 2 * HOUR;
-            for planned in cache.plan_requests(now) {
+            for planned in cache.plan_requests(at(now)) {
                 let offer = fixture.cached(planned.slot, now, None);
                 touched.insert(planned.slot);
                 cache.insert_pending(offer.clone());
@@ -784,32 +833,36 @@ mod tests {
         used.state = OfferState::Used;
         let mut cache = OfferCache::new(policy, vec![used], SlotSequence::Keyed([5; 32]));
         cache.set_reachability(server_key(), Reachability::Connected);
-        let mut slots: Vec<u16> = cache.plan_requests(t0()).iter().map(|p| p.slot).collect();
+        let mut slots: Vec<u16> = cache
+            .plan_requests(at(t0()))
+            .iter()
+            .map(|p| p.slot)
+            .collect();
         slots.sort();
         assert_eq!(slots, vec![100, 101, 103, 104], "the range holds four more");
-        assert!(cache.plan_requests(t0()).is_empty());
+        assert!(cache.plan_requests(at(t0())).is_empty());
     }
 
     #[test]
     fn every_missing_slot_is_requested_at_once_and_only_once() {
         let mut cache = connected(policy(10), vec![]);
-        let planned = cache.plan_requests(t0());
+        let planned = cache.plan_requests(at(t0()));
         let slots: Vec<u16> = planned.iter().map(|p| p.slot).collect();
         assert_eq!(slots, (0..10).collect::<Vec<_>>());
         assert!(
-            cache.plan_requests(t0()).is_empty(),
+            cache.plan_requests(at(t0())).is_empty(),
             "no second request per slot in flight"
         );
         assert!(cache
-            .plan_requests(t0() + Duration::from_secs(14))
+            .plan_requests(at(t0() + Duration::from_secs(14)))
             .is_empty());
     }
 
     #[test]
     fn unanswered_requests_are_retried_with_backoff_and_afresh_on_reconnection() {
         let mut cache = connected(policy(2), vec![]);
-        cache.plan_requests(t0());
-        let retry = cache.plan_requests(t0() + Duration::from_secs(15));
+        cache.plan_requests(at(t0()));
+        let retry = cache.plan_requests(at(t0() + Duration::from_secs(15)));
         assert_eq!(
             retry,
             vec![
@@ -827,24 +880,29 @@ mod tests {
         );
         assert!(
             cache
-                .plan_requests(t0() + Duration::from_secs(44))
+                .plan_requests(at(t0() + Duration::from_secs(44)))
                 .is_empty(),
             "second retry waits 30 s"
         );
-        assert_eq!(cache.plan_requests(t0() + Duration::from_secs(45)).len(), 2);
+        assert_eq!(
+            cache
+                .plan_requests(at(t0() + Duration::from_secs(45)))
+                .len(),
+            2
+        );
         // Backoff is capped.
-        let mut at = t0();
+        let mut later = t0();
         for _ in 0..20 {
-            at += Duration::from_secs(900);
-            assert_eq!(cache.plan_requests(at).len(), 2);
+            later += Duration::from_secs(900);
+            assert_eq!(cache.plan_requests(at(later)).len(), 2);
         }
         // Disconnected: the requests are forgotten, nothing is planned; connected again: every
         // missing slot is requested at once, as first attempts.
         cache.set_reachability(server_key(), Reachability::Unreachable);
         assert!(cache.requested_slots().is_empty());
-        assert!(cache.plan_requests(at + HOUR).is_empty());
+        assert!(cache.plan_requests(at(later + HOUR)).is_empty());
         cache.set_reachability(server_key(), Reachability::Connected);
-        let reconnect = cache.plan_requests(at + HOUR);
+        let reconnect = cache.plan_requests(at(later + HOUR));
         assert_eq!(
             reconnect
                 .iter()
@@ -873,21 +931,21 @@ mod tests {
     fn each_server_fills_its_share_with_slots_of_its_own() {
         let (mut cache, a, b) = two_servers(5);
         cache.set_reachability(a, Reachability::Connected);
-        let first = cache.plan_requests(t0());
+        let first = cache.plan_requests(at(t0()));
         assert_eq!(
             planned_per_server(&first, a),
             vec![0, 1, 2],
             "the first server's share; the second's waits while it connects"
         );
         cache.set_reachability(b, Reachability::Connected);
-        let second = cache.plan_requests(t0());
+        let second = cache.plan_requests(at(t0()));
         assert_eq!(
             planned_per_server(&second, b),
             vec![0, 1],
             "slots per server"
         );
         assert!(planned_per_server(&second, a).is_empty());
-        assert!(cache.plan_requests(t0()).is_empty());
+        assert!(cache.plan_requests(at(t0())).is_empty());
     }
 
     #[test]
@@ -896,13 +954,13 @@ mod tests {
         let (mut cache, a, b) = two_servers(4);
         cache.set_reachability(a, Reachability::Connected);
         cache.set_reachability(b, Reachability::Connected);
-        cache.plan_requests(t0());
+        cache.plan_requests(at(t0()));
         // One offer of b's is Ready, then b goes away before the rest are answered.
         let on_b = fixture.cached_on(b, 0, t0(), None);
         cache.insert_pending(on_b.clone());
         cache.invoice_persisted(on_b.id(), on_b.invoice.invoice.created_at(), t0());
         cache.set_reachability(b, Reachability::Unreachable);
-        let planned = cache.plan_requests(t0());
+        let planned = cache.plan_requests(at(t0()));
         assert_eq!(
             planned_per_server(&planned, a),
             vec![2, 3],
@@ -920,7 +978,10 @@ mod tests {
         let taken = cache.take(None, t0()).unwrap();
         assert_eq!((taken.server, on_a.contains(&taken.id())), (a, true));
         // Refilled on a; once a alone has the target Ready, b's spare offer makes way.
-        assert_eq!(planned_per_server(&cache.plan_requests(t0()), a), vec![4]);
+        assert_eq!(
+            planned_per_server(&cache.plan_requests(at(t0())), a),
+            vec![4]
+        );
         for slot in [3, 4] {
             let offer = fixture.cached_on(a, slot, t0(), None);
             cache.insert_pending(offer.clone());
@@ -939,10 +1000,10 @@ mod tests {
         let mut used_on_b = fixture.cached_on(b, 1, t0(), None);
         used_on_b.state = OfferState::Used;
         cache.offers.push(used_on_b.clone());
-        assert!(cache.plan_resends(t0() + HOUR, None).is_empty());
+        assert!(cache.plan_resends(at(t0() + HOUR), None).is_empty());
         cache.set_reachability(b, Reachability::Connected);
         assert_eq!(
-            cache.plan_resends(t0() + HOUR, Some(b)),
+            cache.plan_resends(at(t0() + HOUR), Some(b)),
             vec![used_on_b.id()]
         );
     }
@@ -951,7 +1012,7 @@ mod tests {
     fn offer_paths_are_checked_before_anything_is_built() {
         let fixture = offer_fixture();
         let mut cache = connected(policy(2), vec![]);
-        cache.plan_requests(t0());
+        cache.plan_requests(at(t0()));
         let candidate = fixture.cached(0, t0(), Some(t0() + 365 * DAY));
         let paths = candidate.offer.paths().to_vec();
         let now = t0();
@@ -1030,7 +1091,7 @@ mod tests {
     fn confirmations_are_matched_by_offer_id_and_applied_once() {
         let fixture = offer_fixture();
         let mut cache = connected(policy(2), vec![]);
-        cache.plan_requests(t0());
+        cache.plan_requests(at(t0()));
         let offer = fixture.cached(0, t0(), None);
         let created = offer.invoice.invoice.created_at();
         cache.insert_pending(offer.clone());
@@ -1075,7 +1136,11 @@ mod tests {
         assert_eq!(taken.label.as_deref(), Some("shop"));
         assert_eq!(cache.take(None, t0()).unwrap().id(), first.id());
         assert!(cache.take(None, t0()).is_none(), "nothing Ready is left");
-        let refill: Vec<u16> = cache.plan_requests(t0()).iter().map(|p| p.slot).collect();
+        let refill: Vec<u16> = cache
+            .plan_requests(at(t0()))
+            .iter()
+            .map(|p| p.slot)
+            .collect();
         assert_eq!(
             refill,
             vec![2, 3],
@@ -1122,7 +1187,7 @@ mod tests {
     fn a_label_whose_offer_expired_gets_a_new_one() {
         let fixture = offer_fixture();
         let mut cache = connected(policy(2), vec![]);
-        cache.plan_requests(t0());
+        cache.plan_requests(at(t0()));
         let long = fixture.cached(0, t0(), Some(t0() + 365 * DAY));
         // Newer, so handed out first.
         let short = fixture.cached(1, t0() + Duration::from_secs(1), Some(t0() + 30 * DAY));
@@ -1143,7 +1208,7 @@ mod tests {
     fn a_handed_out_offer_is_announced_once_before_it_expires() {
         let fixture = offer_fixture();
         let mut cache = connected(policy(2), vec![]);
-        cache.plan_requests(t0());
+        cache.plan_requests(at(t0()));
         let shop = fixture.cached(0, t0() + Duration::from_secs(1), Some(t0() + 100 * DAY));
         let spare = fixture.cached(1, t0(), Some(t0() + 100 * DAY));
         for offer in [&shop, &spare] {
@@ -1151,14 +1216,17 @@ mod tests {
             cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
         }
         assert_eq!(cache.offer_for("shop", t0()).unwrap().0.id(), shop.id());
-        assert!(cache.maintain(t0() + 85 * DAY).expiring.is_empty());
-        let announced = cache.maintain(t0() + 86 * DAY).expiring;
+        assert!(cache.maintain(at(t0() + 85 * DAY)).expiring.is_empty());
+        let announced = cache.maintain(at(t0() + 86 * DAY)).expiring;
         assert_eq!(
             announced.iter().map(|o| o.id()).collect::<Vec<_>>(),
             vec![shop.id()],
             "the handed-out offer only, not the Ready one"
         );
-        assert!(cache.maintain(t0() + 87 * DAY).expiring.is_empty(), "once");
+        assert!(
+            cache.maintain(at(t0() + 87 * DAY)).expiring.is_empty(),
+            "once"
+        );
         // Its label moves on to another offer, which keeps it from then on.
         let (moved, new) = cache.offer_for("shop", t0() + 86 * DAY).unwrap();
         assert_eq!((moved.id(), new), (spare.id(), true));
@@ -1175,9 +1243,9 @@ mod tests {
         let fixture = offer_fixture();
         let mut cache = connected(policy(1), vec![]);
         let old = fill(&mut cache, &fixture, t0());
-        assert!(cache.plan_requests(t0() + HOUR).is_empty());
+        assert!(cache.plan_requests(at(t0() + HOUR)).is_empty());
         let later = t0() + 2 * HOUR;
-        let planned = cache.plan_requests(later);
+        let planned = cache.plan_requests(at(later));
         assert_eq!(
             planned,
             vec![PlannedRequest {
@@ -1210,32 +1278,32 @@ mod tests {
         let mut cache = connected(policy(1), vec![]);
         fill(&mut cache, &fixture, t0());
         let used = cache.take(None, t0()).unwrap();
-        assert!(cache.maintain(t0() + HOUR).rebuild.is_empty());
+        assert!(cache.maintain(at(t0() + HOUR)).rebuild.is_empty());
         let due = t0() + 2 * HOUR;
-        assert_eq!(cache.maintain(due).rebuild, vec![used.id()]);
+        assert_eq!(cache.maintain(at(due)).rebuild, vec![used.id()]);
         let rebuilt = fixture.invoice_for(&used, due);
         cache.replace_invoice(used.id(), rebuilt.clone(), due);
         let soon = due + Duration::from_secs(1);
         assert!(
-            cache.plan_resends(soon, None).is_empty(),
+            cache.plan_resends(at(soon), None).is_empty(),
             "an answer is still expected"
         );
         assert_eq!(
-            cache.plan_resends(soon, Some(server_key())),
+            cache.plan_resends(at(soon), Some(server_key())),
             vec![used.id()],
             "reconnected"
         );
         for tick in 1..=3 {
             let now = due + Duration::from_secs(60 * tick);
-            assert!(cache.maintain(now).rebuild.is_empty());
-            assert_eq!(cache.plan_resends(now, None), vec![used.id()]);
+            assert!(cache.maintain(at(now)).rebuild.is_empty());
+            assert_eq!(cache.plan_resends(at(now), None), vec![used.id()]);
         }
         assert!(matches!(
             cache.invoice_persisted(used.id(), rebuilt.invoice.created_at(), due),
             Confirmation::Refreshed
         ));
         assert!(cache
-            .plan_resends(due + HOUR, Some(server_key()))
+            .plan_resends(at(due + HOUR), Some(server_key()))
             .is_empty());
         assert_eq!(
             cache.get(used.id()).unwrap().state,
@@ -1245,41 +1313,104 @@ mod tests {
     }
 
     #[test]
-    fn expired_offers_are_dropped_and_their_slot_refilled() {
+    fn an_expired_handed_out_offer_keeps_its_slot_for_the_retention_and_revives_if_the_clock_was_wrong(
+    ) {
         let fixture = offer_fixture();
         let mut cache = connected(policy(1), vec![]);
-        cache.plan_requests(t0());
+        cache.plan_requests(at(t0()));
         let offer = fixture.cached(0, t0(), Some(t0() + 100 * DAY));
         cache.insert_pending(offer.clone());
         cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
-        cache.take(None, t0()).unwrap();
-        let after = t0() + 100 * DAY;
-        let m = cache.maintain(after);
+        cache.take(Some("bio".into()), t0()).unwrap();
+        cache.plan_requests(at(t0()));
+        let refill = fixture.cached(1, t0(), Some(t0() + 400 * DAY));
+        cache.insert_pending(refill.clone());
+        cache.invoice_persisted(refill.id(), refill.invoice.invoice.created_at(), t0());
+
+        // The wall clock jumps 110 days ahead; the monotonic clock moves a minute.
+        let wrong = Time {
+            wall: t0() + 110 * DAY,
+            monotonic: t0() + Duration::from_secs(60),
+        };
+        let m = cache.maintain(wrong);
         assert_eq!(
             m.expired.iter().map(|o| o.id()).collect::<Vec<_>>(),
-            vec![offer.id()]
+            vec![offer.id()],
+            "announced as expired"
         );
-        assert!(cache.offers().is_empty());
+        assert!(m.removed.is_empty(), "but not removed");
+        assert!(m.rebuild.is_empty(), "nor refreshed");
+        assert!(cache.maintain(wrong).expired.is_empty(), "announced once");
+        assert_eq!(cache.get(offer.id()).unwrap().state, OfferState::Used);
+        assert!(
+            cache.offer_for("bio", wrong.wall).unwrap().0.id() != offer.id(),
+            "not given out while expired"
+        );
+        assert!(
+            cache
+                .plan_requests(at(wrong.wall))
+                .iter()
+                .all(|p| p.slot != offer.slot),
+            "its slot stays its own"
+        );
+
+        // The clock is put right: the offer is live again, refreshed and given to its label.
+        let right = t0() + 3 * HOUR;
+        let m = cache.maintain(at(right));
+        assert!(m.removed.is_empty() && m.expired.is_empty());
+        assert!(m.rebuild.contains(&offer.id()), "refreshed again");
+        assert_eq!(cache.offer_for("bio", right).unwrap().0.id(), offer.id());
+
+        // Expired for good: kept for the 90 days of the retention, then removed, slot free.
+        let m = cache.maintain(at(t0() + 189 * DAY));
+        assert!(m.removed.is_empty());
+        let m = cache.maintain(at(t0() + 190 * DAY));
+        assert!(m.removed.iter().any(|o| o.id() == offer.id()));
+        assert!(cache.get(offer.id()).is_none());
+    }
+
+    #[test]
+    fn a_wall_clock_going_back_stalls_neither_retries_nor_resends() {
+        let fixture = offer_fixture();
+        let mut cache = connected(policy(2), vec![]);
+        let start = at(t0());
+        assert_eq!(cache.plan_requests(start).len(), 2);
+        let pending = fixture.cached(0, t0(), None);
+        cache.insert_pending(pending.clone());
+        assert_eq!(cache.plan_resends(start, None), vec![pending.id()]);
+        // A day back by the wall clock, 20 seconds on by the monotonic one.
+        let later = Time {
+            wall: t0() - 24 * HOUR,
+            monotonic: t0() + Duration::from_secs(20),
+        };
         assert_eq!(
-            cache.plan_requests(after),
-            vec![PlannedRequest {
-                server: server_key(),
-                slot: 0,
-                attempt: 1
-            }]
+            cache.plan_requests(later).len(),
+            1,
+            "the unanswered request is retried"
         );
+        assert_eq!(
+            cache.plan_resends(later, None),
+            vec![pending.id()],
+            "the unconfirmed invoice is resent"
+        );
+        // Two hours on by the monotonic clock, whatever the wall says: abandoned.
+        let much_later = Time {
+            wall: t0() - 24 * HOUR,
+            monotonic: t0() + 2 * HOUR,
+        };
+        assert_eq!(cache.maintain(much_later).abandoned.len(), 1);
     }
 
     #[test]
     fn pending_offers_never_confirmed_are_abandoned_and_re_requested() {
         let fixture = offer_fixture();
         let mut cache = connected(policy(1), vec![]);
-        cache.plan_requests(t0());
+        cache.plan_requests(at(t0()));
         let offer = fixture.cached(0, t0(), None);
         cache.insert_pending(offer.clone());
-        assert_eq!(cache.plan_resends(t0() + HOUR, None), vec![offer.id()]);
-        let m = cache.maintain(t0() + 2 * HOUR);
+        assert_eq!(cache.plan_resends(at(t0() + HOUR), None), vec![offer.id()]);
+        let m = cache.maintain(at(t0() + 2 * HOUR));
         assert_eq!(m.abandoned.len(), 1);
-        assert_eq!(cache.plan_requests(t0() + 2 * HOUR).len(), 1);
+        assert_eq!(cache.plan_requests(at(t0() + 2 * HOUR)).len(), 1);
     }
 }

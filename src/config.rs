@@ -112,6 +112,7 @@ pub(crate) const DEFAULT_MIN_OFFER_PATHS_LIFETIME: Duration = Duration::from_sec
 pub(crate) const DEFAULT_TICK_INTERVAL: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_MAX_MESSAGES_PER_MINUTE: u32 = 120;
 pub(crate) const DEFAULT_OFFER_EXPIRING_NOTICE: Duration = Duration::from_secs(14 * 24 * 3600);
+pub(crate) const DEFAULT_EXPIRED_OFFER_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Which node the `forward_invoice_request_path` of each offer leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -170,13 +171,18 @@ pub struct Config {
     /// store take any `u16`. The wider the range, the less likely another install on the
     /// same seed lands on a slot of this one's live offers (see the README).
     pub invoice_slots: RangeInclusive<u16>,
+    /// How long a handed-out offer is kept, record and slot, after it expires by the device's
+    /// wall clock. Expired, it is no longer refreshed or given out; if the clock was wrong and
+    /// is put right within this time, the offer is live again, as it was all along for payers.
+    /// Only after it is the record deleted and the slot free for a new offer.
+    pub expired_offer_retention: Duration,
 }
 
 impl Config {
     /// A config with the defaults: 10 slots, 2 h refresh thresholds, 90-day minimum path
     /// lifetime, 60 s maintenance tick, no channel hints, at most 120 messages a minute to each
-    /// server, notice of expiry 14 days ahead, every server slot. Push more servers onto
-    /// [`Config::servers`].
+    /// server, notice of expiry 14 days ahead, every server slot, expired offers kept 90 days.
+    /// Push more servers onto [`Config::servers`].
     pub fn new(network: Network, data_dir: impl Into<PathBuf>, server: ServerConfig) -> Self {
         Self {
             network,
@@ -193,6 +199,7 @@ impl Config {
             max_messages_per_minute: DEFAULT_MAX_MESSAGES_PER_MINUTE,
             offer_expiring_notice: DEFAULT_OFFER_EXPIRING_NOTICE,
             invoice_slots: 0..=u16::MAX,
+            expired_offer_retention: DEFAULT_EXPIRED_OFFER_RETENTION,
         }
     }
 

@@ -81,7 +81,10 @@ pub enum Event {
         /// The offer, with its label and expiry.
         offer: OfferInfo,
     },
-    /// An offer expired and was removed.
+    /// An offer expired by the device's clock. A Ready one is removed; a handed-out one is no
+    /// longer refreshed or given out, but is kept with its slot for
+    /// [`Config::expired_offer_retention`](crate::Config::expired_offer_retention), and is live
+    /// again if the clock is put right meanwhile.
     OfferExpired {
         /// The expired offer's id.
         offer_id: String,

@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use crate::cache::{
     CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, Reachability, SlotSequence,
 };
-use crate::clock::Clock;
+use crate::clock::{Clock, Time};
 use crate::config::{ChannelHint, Config};
 use crate::events::{Event, EventBus, OfferInfo};
 use crate::keys::WalletKeys;
@@ -275,6 +275,7 @@ impl Engine {
             max_retry_after: Duration::from_secs(15 * 60),
             invoice_resend_after: Duration::from_secs(5),
             expiring_notice: config.offer_expiring_notice,
+            expired_retention: config.expired_offer_retention,
             slot_range: config.invoice_slots.clone(),
         };
 
@@ -336,7 +337,7 @@ impl Engine {
     /// How long until messages for `server` held back by the send budget can leave (`None`:
     /// none are).
     pub fn deferred_release_in(&self, server: &PublicKey) -> Option<Duration> {
-        let now = self.clock.now();
+        let now = self.clock.monotonic();
         let mut state = self.lock();
         let link = state.links.get_mut(server)?;
         if link.outbox.is_empty() {
@@ -383,7 +384,7 @@ impl Engine {
         state
             .cache
             .set_reachability(server, Reachability::Connected);
-        self.queue_resends(&mut state, self.clock.now(), Some(server));
+        self.queue_resends(&mut state, Time::of(&*self.clock), Some(server));
         self.queue_offer_paths_requests(&mut state);
         drop(state);
         self.events.emit(Event::ServerConnected {
@@ -423,14 +424,25 @@ impl Engine {
 
     /// Periodic maintenance: expiry, resends, refreshes, retries.
     pub fn on_tick(&self) {
-        let now = self.clock.now();
+        let now = Time::of(&*self.clock);
         let mut events = Vec::new();
         let mut state = self.lock();
         let maintenance = state.cache.maintain(now);
-        for offer in maintenance.expired.iter().chain(&maintenance.abandoned) {
+        for offer in maintenance.removed.iter().chain(&maintenance.abandoned) {
             if let Err(e) = self.store.remove(offer) {
                 log::error!("{e}");
             }
+        }
+        for offer in maintenance
+            .removed
+            .iter()
+            .filter(|o| o.state == OfferState::Used)
+        {
+            log::info!(
+                "the handed-out offer in slot {} of server {} expired over the retention ago; its record is deleted and its slot free",
+                offer.slot,
+                offer.server
+            );
         }
         for offer in &maintenance.abandoned {
             log::warn!(
@@ -439,9 +451,19 @@ impl Engine {
                 offer.slot
             );
         }
-        events.extend(maintenance.expired.iter().map(|offer| Event::OfferExpired {
-            offer_id: OfferInfo::offer_id_hex(offer.id()),
-        }));
+        let unused_removed = maintenance
+            .removed
+            .iter()
+            .filter(|o| o.state != OfferState::Used);
+        events.extend(
+            maintenance
+                .expired
+                .iter()
+                .chain(unused_removed)
+                .map(|offer| Event::OfferExpired {
+                    offer_id: OfferInfo::offer_id_hex(offer.id()),
+                }),
+        );
         events.extend(
             maintenance
                 .expiring
@@ -499,7 +521,7 @@ impl Engine {
         let mut state = self.lock();
         state.hints = hints;
         state.hints_version += 1;
-        let ids = state.cache.published_or_ready();
+        let ids = state.cache.published_or_ready(self.clock.now());
         drop(state);
         self.run_offloaded(move |engine| engine.refresh_invoices(ids));
     }
@@ -512,7 +534,7 @@ impl Engine {
     }
 
     fn refresh_invoice(&self, id: OfferId) {
-        let now = self.clock.now();
+        let now = Time::of(&*self.clock);
         let (offer, nonce, server, hints) = {
             let state = self.lock();
             let Some(cached) = state.cache.get(id) else {
@@ -531,7 +553,7 @@ impl Engine {
             nonce,
             server,
             &hints,
-            now,
+            now.wall,
             self.best_block_height,
         ) {
             Ok(invoice) => invoice,
@@ -539,7 +561,7 @@ impl Engine {
         };
         let write = {
             let mut state = self.lock();
-            state.cache.replace_invoice(id, invoice, now);
+            state.cache.replace_invoice(id, invoice, now.monotonic);
             let Some(cached) = state.cache.get(id) else {
                 return;
             };
@@ -556,7 +578,7 @@ impl Engine {
 
     /// Queues the `OfferPathsRequest`s the cache plans, each to its server.
     fn queue_offer_paths_requests(&self, state: &mut State) {
-        let now = self.clock.now();
+        let now = Time::of(&*self.clock);
         for request in state.cache.plan_requests(now) {
             let (Some(server), Some(link)) = (
                 self.servers.iter().find(|s| s.node_id == request.server),
@@ -568,7 +590,7 @@ impl Engine {
             let path = &server.paths[request.attempt as usize % server.paths.len()];
             let context = MessageContext::AsyncPayments(AsyncPaymentsContext::OfferPaths {
                 invoice_slot: request.slot,
-                path_absolute_expiry: now + OFFER_PATHS_REPLY_PATH_LIFETIME,
+                path_absolute_expiry: now.wall + OFFER_PATHS_REPLY_PATH_LIFETIME,
             });
             log::debug!(
                 "requesting offer paths for slot {} of server {} (attempt {})",
@@ -586,7 +608,7 @@ impl Engine {
         }
     }
 
-    fn queue_resends(&self, state: &mut State, now: Duration, reconnected: Option<PublicKey>) {
+    fn queue_resends(&self, state: &mut State, now: Time, reconnected: Option<PublicKey>) {
         for id in state.cache.plan_resends(now, reconnected) {
             self.queue_invoice(state, id);
         }
@@ -633,7 +655,10 @@ impl Engine {
             .map(reply_path_of)
             .ok_or("no reply path to send the invoice over")?
             .map_err(|e| format!("undecodable reply path: {e:?}"))?;
-        let now = self.clock.now();
+        let Time {
+            wall: now,
+            monotonic,
+        } = Time::of(&*self.clock);
         let paths_expiry = message.paths_absolute_expiry.map(Duration::from_secs);
         let check = |state: &State| {
             state
@@ -687,8 +712,10 @@ impl Engine {
             server_path,
             invoice,
             invoice_confirmed: false,
-            invoice_sent_at: Some(now),
+            invoice_sent_at: Some(monotonic),
+            pending_since: monotonic,
             expiry_announced: false,
+            expired_announced: false,
         };
         let id = offer.id();
         let outgoing = serve_message(&offer);
@@ -780,7 +807,7 @@ impl Engine {
     /// own transport needs no such pacing: the peer manager takes its onions only as fast as the
     /// socket drains.
     pub(crate) fn release_pending_messages(&self, server: &PublicKey, one_invoice: bool) -> Outbox {
-        let now = self.clock.now();
+        let now = self.clock.monotonic();
         let mut state = self.lock();
         let Some(link) = state.links.get_mut(server) else {
             return Vec::new();

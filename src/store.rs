@@ -579,7 +579,9 @@ pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOff
         },
         invoice_confirmed,
         invoice_sent_at: None,
+        pending_since: Duration::ZERO,
         expiry_announced: false,
+        expired_announced: false,
     };
     Ok((offer, single_server))
 }

@@ -95,7 +95,9 @@ impl OfferFixture {
             invoice,
             invoice_confirmed: false,
             invoice_sent_at: None,
+            pending_since: now,
             expiry_announced: false,
+            expired_announced: false,
         }
     }
 

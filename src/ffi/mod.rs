@@ -121,6 +121,9 @@ pub struct OffersConfig {
     pub invoice_slot_min: u16,
     /// The highest server slot new offers are drawn from (65535 unless the server limits them).
     pub invoice_slot_max: u16,
+    /// How many seconds a handed-out offer is kept after it expires by the device's clock
+    /// (live again if the clock is put right meanwhile).
+    pub expired_offer_retention_secs: u64,
 }
 
 /// A configuration with the SDK's defaults for everything but the server and the data dir;
@@ -151,6 +154,7 @@ pub fn default_config(
         offer_expiring_notice_secs: config::DEFAULT_OFFER_EXPIRING_NOTICE.as_secs(),
         invoice_slot_min: 0,
         invoice_slot_max: u16::MAX,
+        expired_offer_retention_secs: config::DEFAULT_EXPIRED_OFFER_RETENTION.as_secs(),
     }
 }
 
@@ -176,6 +180,7 @@ impl TryFrom<OffersConfig> for crate::Config {
         core.max_messages_per_minute = config.max_messages_per_minute;
         core.offer_expiring_notice = Duration::from_secs(config.offer_expiring_notice_secs);
         core.invoice_slots = config.invoice_slot_min..=config.invoice_slot_max;
+        core.expired_offer_retention = Duration::from_secs(config.expired_offer_retention_secs);
         core.channel_hints = config
             .channel_hints
             .into_iter()
@@ -256,7 +261,8 @@ pub enum OfferEvent {
         /// The offer, with its label and expiry.
         offer: Offer,
     },
-    /// An offer expired and was removed.
+    /// An offer expired by the device's clock: a ready one is removed; a handed-out one is
+    /// kept (not refreshed) for `expiredOfferRetentionSecs`, live again if the clock is put right.
     OfferExpired {
         /// Its id.
         offer_id: String,

@@ -1816,6 +1816,11 @@ public struct OffersConfig: Equatable, Hashable {
      * The highest server slot new offers are drawn from (65535 unless the server limits them).
      */
     public var invoiceSlotMax: UInt16
+    /**
+     * How many seconds a handed-out offer is kept after it expires by the device's clock
+     * (live again if the clock is put right meanwhile).
+     */
+    public var expiredOfferRetentionSecs: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1859,7 +1864,11 @@ public struct OffersConfig: Equatable, Hashable {
          */invoiceSlotMin: UInt16, 
         /**
          * The highest server slot new offers are drawn from (65535 unless the server limits them).
-         */invoiceSlotMax: UInt16) {
+         */invoiceSlotMax: UInt16, 
+        /**
+         * How many seconds a handed-out offer is kept after it expires by the device's clock
+         * (live again if the clock is put right meanwhile).
+         */expiredOfferRetentionSecs: UInt64) {
         self.network = network
         self.dataDir = dataDir
         self.servers = servers
@@ -1873,6 +1882,7 @@ public struct OffersConfig: Equatable, Hashable {
         self.offerExpiringNoticeSecs = offerExpiringNoticeSecs
         self.invoiceSlotMin = invoiceSlotMin
         self.invoiceSlotMax = invoiceSlotMax
+        self.expiredOfferRetentionSecs = expiredOfferRetentionSecs
     }
 
     
@@ -1903,7 +1913,8 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
                 maxMessagesPerMinute: FfiConverterUInt32.read(from: &buf), 
                 offerExpiringNoticeSecs: FfiConverterUInt64.read(from: &buf), 
                 invoiceSlotMin: FfiConverterUInt16.read(from: &buf), 
-                invoiceSlotMax: FfiConverterUInt16.read(from: &buf)
+                invoiceSlotMax: FfiConverterUInt16.read(from: &buf), 
+                expiredOfferRetentionSecs: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -1921,6 +1932,7 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.offerExpiringNoticeSecs, into: &buf)
         FfiConverterUInt16.write(value.invoiceSlotMin, into: &buf)
         FfiConverterUInt16.write(value.invoiceSlotMax, into: &buf)
+        FfiConverterUInt64.write(value.expiredOfferRetentionSecs, into: &buf)
     }
 }
 
@@ -2269,7 +2281,8 @@ public enum OfferEvent: Equatable, Hashable {
          */offer: Offer
     )
     /**
-     * An offer expired and was removed.
+     * An offer expired by the device's clock: a ready one is removed; a handed-out one is
+     * kept (not refreshed) for `expiredOfferRetentionSecs`, live again if the clock is put right.
      */
     case offerExpired(
         /**

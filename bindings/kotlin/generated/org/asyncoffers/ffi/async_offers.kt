@@ -2924,6 +2924,12 @@ data class OffersConfig (
      * The highest server slot new offers are drawn from (65535 unless the server limits them).
      */
     var `invoiceSlotMax`: kotlin.UShort
+    , 
+    /**
+     * How many seconds a handed-out offer is kept after it expires by the device's clock
+     * (live again if the clock is put right meanwhile).
+     */
+    var `expiredOfferRetentionSecs`: kotlin.ULong
     
 ){
     
@@ -2953,6 +2959,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.read(buf),
             FfiConverterUShort.read(buf),
             FfiConverterUShort.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -2969,7 +2976,8 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterUInt.allocationSize(value.`maxMessagesPerMinute`) +
             FfiConverterULong.allocationSize(value.`offerExpiringNoticeSecs`) +
             FfiConverterUShort.allocationSize(value.`invoiceSlotMin`) +
-            FfiConverterUShort.allocationSize(value.`invoiceSlotMax`)
+            FfiConverterUShort.allocationSize(value.`invoiceSlotMax`) +
+            FfiConverterULong.allocationSize(value.`expiredOfferRetentionSecs`)
     )
 
     override fun write(value: OffersConfig, buf: ByteBuffer) {
@@ -2986,6 +2994,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.write(value.`offerExpiringNoticeSecs`, buf)
             FfiConverterUShort.write(value.`invoiceSlotMin`, buf)
             FfiConverterUShort.write(value.`invoiceSlotMax`, buf)
+            FfiConverterULong.write(value.`expiredOfferRetentionSecs`, buf)
     }
 }
 
@@ -3228,7 +3237,8 @@ sealed class OfferEvent {
     }
     
     /**
-     * An offer expired and was removed.
+     * An offer expired by the device's clock: a ready one is removed; a handed-out one is
+     * kept (not refreshed) for `expiredOfferRetentionSecs`, live again if the clock is put right.
      */
     data class OfferExpired(
         /**
