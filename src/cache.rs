@@ -454,6 +454,28 @@ impl OfferCache {
         Ok(())
     }
 
+    /// Takes `offers` as they are on disk now, keeping what this process knew of those it
+    /// already had (when their invoices were sent, what was announced). Pending offers and
+    /// outstanding requests are dropped: they were this process's alone.
+    pub fn reload(&mut self, offers: Vec<CachedOffer>) {
+        let known = std::mem::take(&mut self.offers);
+        self.requests.clear();
+        self.offers = offers
+            .into_iter()
+            .map(|mut offer| {
+                if let Some(old) = known.iter().find(|old| {
+                    old.id() == offer.id()
+                        && old.invoice.invoice.created_at() == offer.invoice.invoice.created_at()
+                }) {
+                    offer.invoice_sent_at = old.invoice_sent_at;
+                    offer.expiry_announced = old.expiry_announced;
+                    offer.expired_announced = old.expired_announced;
+                }
+                offer
+            })
+            .collect();
+    }
+
     /// Records a freshly built offer whose invoice is about to be sent; ends its slot's request.
     pub fn insert_pending(&mut self, offer: CachedOffer) {
         self.requests.remove(&(offer.server, offer.slot));
@@ -580,9 +602,8 @@ impl OfferCache {
             .filter(|o| !o.invoice_confirmed && connected(&o.server) && !o.is_expired(now.wall))
             .filter(|o| {
                 reconnected == Some(o.server)
-                    || o.invoice_sent_at.map_or(true, |sent| {
-                        sent.saturating_add(resend_after) <= now.monotonic
-                    })
+                    || o.invoice_sent_at
+                        .is_none_or(|sent| sent.saturating_add(resend_after) <= now.monotonic)
             })
             .map(|o| {
                 o.invoice_sent_at = Some(now.monotonic);

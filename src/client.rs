@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::sign::EntropySource;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::watch;
 
@@ -11,6 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
 use crate::events::{EventBus, EventListener, OfferInfo};
 use crate::keys::WalletKeys;
+use crate::lock::DataDirLock;
 use crate::offer::{OfferFactory, PathEnd};
 use crate::protocol::{Engine, EngineHost, Offload, ProtocolHandler};
 use crate::store::{DynStore, OfferStore, PrivateFilesystemStore};
@@ -64,9 +66,19 @@ pub struct ClientBuilder {
     store: Option<Arc<DynStore>>,
     clock: Arc<dyn Clock>,
     runtime: Option<Handle>,
+    lock_wait: Duration,
 }
 
 impl ClientBuilder {
+    /// How long building, [`AsyncOffersClient::start`] and each hand-out of a client that is
+    /// not running wait for another client (in this process or another) to let go of the data
+    /// dir before failing with [`Error::DataDirInUse`]. Zero (the default) fails at once; a
+    /// stopped client of this process finishing its last writes is waited for regardless.
+    pub fn data_dir_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
     /// Uses `store` instead of a `FilesystemStore` in `config.data_dir`.
     pub fn store(mut self, store: Arc<DynStore>) -> Self {
         self.store = Some(store);
@@ -93,19 +105,21 @@ impl ClientBuilder {
             store,
             clock,
             runtime,
+            lock_wait,
         } = self;
         config.validate()?;
-        let store = match store {
-            Some(store) => store,
-            None => {
-                private_dir(&config.data_dir).map_err(|e| {
-                    Error::Storage(format!("preparing {}: {e}", config.data_dir.display()))
-                })?;
-                Arc::new(PrivateFilesystemStore::new(config.data_dir.clone())) as Arc<DynStore>
-            }
-        };
-        let store = OfferStore::for_data_dir(store, &config.data_dir);
+        // The lock file lives in the data dir whatever the store.
+        private_dir(&config.data_dir)
+            .map_err(|e| Error::Storage(format!("preparing {}: {e}", config.data_dir.display())))?;
+        let store = store.unwrap_or_else(|| {
+            Arc::new(PrivateFilesystemStore::new(config.data_dir.clone())) as Arc<DynStore>
+        });
+        let store = OfferStore::new(store);
         let keys = Arc::new(WalletKeys::from_seed(&seed));
+        let lock_nonce = keys.transport_keys_manager().get_secure_random_bytes()[..16]
+            .try_into()
+            .expect("16 of 32 bytes");
+        let lock = DataDirLock::new(&config.data_dir, lock_wait, lock_nonce);
         let invoice_request_end = match config.invoice_request_target {
             InvoiceRequestTarget::WalletNode => PathEnd {
                 node_id: keys.wallet_node_id(),
@@ -143,6 +157,7 @@ impl ClientBuilder {
                 events: events.clone(),
                 offload,
                 keyed_slots: true,
+                lock: Some(lock),
             },
         )?;
         Ok(AsyncOffersClient {
@@ -197,27 +212,39 @@ impl AsyncOffersClient {
             store: None,
             clock: Arc::new(SystemClock),
             runtime: None,
+            lock_wait: Duration::ZERO,
         }
     }
 
-    /// Connects to every server and keeps the offers filled and fresh. Returns at once.
+    /// Connects to every server and keeps the offers filled and fresh. Returns at once. Holds
+    /// the data dir until [`Self::stop`]: fails with [`Error::DataDirInUse`] if another client
+    /// holds it (within [`ClientBuilder::data_dir_lock_wait`]), and first loads what another
+    /// client wrote there since.
     pub fn start(&self) -> Result<(), Error> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if running.is_some() {
             return Err(Error::AlreadyStarted);
         }
         let handle = self.runtime.handle()?;
+        let transports = self
+            .config
+            .servers
+            .iter()
+            .map(|server| {
+                Transport::new(
+                    self.engine.clone(),
+                    self.keys.transport_keys_manager().clone(),
+                    server.node_id,
+                    server.address.clone(),
+                    self.config.network,
+                    self.config.tick_interval,
+                )
+                .ok_or_else(|| Error::Runtime("a configured server unknown to the engine".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.engine.start_running()?;
         let (stop, stopped) = watch::channel(false);
-        for server in &self.config.servers {
-            let transport = Transport::new(
-                self.engine.clone(),
-                self.keys.transport_keys_manager().clone(),
-                server.node_id,
-                server.address.clone(),
-                self.config.network,
-                self.config.tick_interval,
-            )
-            .ok_or_else(|| Error::Runtime("a configured server unknown to the engine".into()))?;
+        for transport in transports {
             handle.spawn(transport.run(stopped.clone()));
         }
         handle.spawn(maintain(
@@ -229,7 +256,9 @@ impl AsyncOffersClient {
         Ok(())
     }
 
-    /// Disconnects. Offers stay available; `start` may be called again.
+    /// Disconnects, and lets go of the data dir once the writes under way are done (within
+    /// milliseconds; never while the app is idle, which iOS requires of files in shared
+    /// containers). Offers stay available; `start` may be called again.
     pub fn stop(&self) {
         if let Some(stop) = self
             .running
@@ -238,6 +267,7 @@ impl AsyncOffersClient {
             .take()
         {
             let _ = stop.send(true);
+            self.engine.stop_running();
         }
     }
 

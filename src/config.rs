@@ -214,7 +214,7 @@ impl Config {
             .end()
             .checked_sub(*self.invoice_slots.start())
             .map(|span| u32::from(span) + 1);
-        if slots.map_or(true, |slots| slots < u32::from(self.offer_slots)) {
+        if slots.is_none_or(|slots| slots < u32::from(self.offer_slots)) {
             return Err(Error::InvalidConfig(format!(
                 "invoice_slots {}..={} holds fewer slots than offer_slots ({})",
                 self.invoice_slots.start(),

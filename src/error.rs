@@ -22,6 +22,10 @@ pub enum Error {
         /// What was wrong with it.
         reason: String,
     },
+    /// Another client, in this process or another, holds the data dir: it is running there,
+    /// or did not let go within the wait the app chose
+    /// ([`ClientBuilder::data_dir_lock_wait`](crate::ClientBuilder::data_dir_lock_wait)).
+    DataDirInUse(String),
     /// A wait ran out of time.
     Timeout,
     /// The async runtime could not be created or has shut down.
@@ -42,6 +46,7 @@ impl fmt::Display for Error {
                     "stored record '{key}' is corrupt ({reason}); it was left untouched"
                 )
             }
+            Error::DataDirInUse(why) => write!(f, "data dir in use: {why}"),
             Error::Timeout => write!(f, "timed out"),
             Error::Runtime(why) => write!(f, "runtime error: {why}"),
         }

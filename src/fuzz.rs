@@ -178,6 +178,7 @@ impl Harness {
                 events: events(),
                 offload,
                 keyed_slots: false,
+                lock: None,
             },
         )
         .expect("the harness's engine builds");

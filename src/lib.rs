@@ -13,6 +13,7 @@
 //!   ([`ProtocolHandler`], one per server, runs it over any messenger);
 //! - `transport`: one messenger and peer manager over TCP per server, reconnects and timers;
 //! - `store`: offer records behind LDK's `KVStoreSync`;
+//! - `lock`: one writer per data dir across processes, and reloading what another wrote;
 //! - `client`: the public object; `events`: what the app is told;
 //! - [`ffi`] (feature `ffi`): the UniFFI surface of the Kotlin and Swift SDKs.
 #![deny(missing_docs)]
@@ -33,6 +34,7 @@ pub mod ffi;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod keys;
+mod lock;
 mod logging;
 mod offer;
 mod protocol;

@@ -42,15 +42,13 @@ use crate::clock::{Clock, Time};
 use crate::config::{ChannelHint, Config};
 use crate::events::{Event, EventBus, OfferInfo};
 use crate::keys::WalletKeys;
+use crate::lock::{DataDirLock, HeldLock};
 use crate::offer::OfferFactory;
 use crate::store::OfferStore;
 use crate::Error;
 
 /// How long the server may take to answer an `OfferPathsRequest` over our reply path.
 const OFFER_PATHS_REPLY_PATH_LIFETIME: Duration = Duration::from_secs(2 * 3600);
-/// How long a new client waits for a stopped client's background writes in its data dir:
-/// they take milliseconds, so only a client still running there holds it up this long.
-const EARLIER_JOBS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A message we start, for one server: sent over `destination` (one of the server's paths),
 /// with a reply path of ours carrying `reply_context`.
@@ -219,6 +217,13 @@ pub(crate) struct Engine {
     servers: Vec<Server>,
     best_block_height: Option<u32>,
     offload: Offload,
+    /// The data dir's lock (`None`: a store no other client shares).
+    lock: Option<DataDirLock>,
+    /// The data dir's lock while the client runs. Not in [`State`]: jobs are offloaded with
+    /// that held.
+    running_lock: Mutex<Option<Arc<HeldLock>>>,
+    /// The first configured server: single-server records are read as its.
+    first_server: PublicKey,
     /// Offloaded jobs need an owning handle to the engine.
     me: Weak<Engine>,
 }
@@ -232,6 +237,8 @@ pub(crate) struct EngineHost {
     /// Whether new slots follow this install's key (else the lowest free ones, so that the
     /// fuzz targets can answer requests by slot number).
     pub keyed_slots: bool,
+    /// The data dir's lock, held for every write (`None`: a store no other client shares).
+    pub lock: Option<DataDirLock>,
 }
 
 impl Engine {
@@ -247,6 +254,7 @@ impl Engine {
             events,
             offload,
             keyed_slots,
+            lock,
         } = host;
         let servers: Vec<Server> = config
             .servers
@@ -257,7 +265,8 @@ impl Engine {
                 outbox_ready: Arc::new(Notify::new()),
             })
             .collect();
-        store.wait_for_earlier_jobs(EARLIER_JOBS_TIMEOUT)?;
+        // Loaded, migrated and tidied under the lock, after a stopped client's last writes.
+        let _held = lock.as_ref().map(|lock| lock.acquire(true)).transpose()?;
         let offers = keep_offers_of(&servers, store.load_all(config.servers[0].node_id)?, &store);
         let slot_sequence = match keyed_slots {
             true => SlotSequence::Keyed(
@@ -299,24 +308,97 @@ impl Engine {
             servers,
             best_block_height: config.best_block_height,
             offload,
+            lock,
+            running_lock: Mutex::new(None),
+            first_server: config.servers[0].node_id,
             me: me.clone(),
         }))
     }
 
-    /// Runs `job` off the caller's thread, counted as a background job of the data dir until it
-    /// ends (or is dropped unrun, with its runtime).
+    /// Runs `job` off the caller's thread, holding the data dir's lock: the running client's,
+    /// taken now so that a stop lets it go only once the job is done, or else its own.
     fn run_offloaded(&self, job: impl FnOnce(&Engine) + Send + 'static) {
         if let Some(engine) = self.me.upgrade() {
-            let counted = self.store.background_job();
+            let running = self.running_lock().clone();
             (self.offload)(Box::new(move || {
-                let _counted = counted;
+                let _held = match running {
+                    Some(held) => Some(held),
+                    None => match engine.hold_data_dir() {
+                        Ok(held) => held,
+                        Err(e) => return log::warn!("not done, the data dir is not ours: {e}"),
+                    },
+                };
                 job(&engine)
             }));
         }
     }
 
+    /// The data dir's lock for one operation: the running client's, or taken now. Taken after
+    /// another client held it, what it wrote is loaded first.
+    fn hold_data_dir(&self) -> Result<Option<Arc<HeldLock>>, Error> {
+        let Some(lock) = &self.lock else {
+            return Ok(None);
+        };
+        if let Some(held) = self.running_lock().clone() {
+            return Ok(Some(held));
+        }
+        let acquired = lock.acquire(true)?;
+        if acquired.others_held_it {
+            self.reload()?;
+        }
+        Ok(Some(acquired.held))
+    }
+
+    /// Holds the data dir's lock until [`Self::stop_running`], as a running client does.
+    pub fn start_running(&self) -> Result<(), Error> {
+        let Some(lock) = &self.lock else {
+            return Ok(());
+        };
+        let acquired = lock.acquire(false)?;
+        if acquired.others_held_it {
+            self.reload()?;
+        }
+        *self.running_lock() = Some(acquired.held);
+        Ok(())
+    }
+
+    /// Lets the data dir's lock go, once the jobs under way are done.
+    pub fn stop_running(&self) {
+        if let Some(held) = self.running_lock().take() {
+            held.release_soon();
+        }
+    }
+
+    /// Loads the records again, as another client left them. What this one had in memory only
+    /// (Pending offers, outstanding requests, queued messages) is dropped: the other client
+    /// knew nothing of their slots and may have filled them.
+    fn reload(&self) -> Result<(), Error> {
+        let offers = keep_offers_of(
+            &self.servers,
+            self.store.load_all(self.first_server)?,
+            &self.store,
+        );
+        let mut state = self.lock();
+        log::info!(
+            "another client used the data dir; reloaded {} offers",
+            offers.len()
+        );
+        state.cache.reload(offers);
+        state.ready_unwritten.clear();
+        for link in state.links.values_mut() {
+            link.outbox.clear();
+            link.requests_in_flight.clear();
+            link.invoices_in_flight.clear();
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn running_lock(&self) -> MutexGuard<'_, Option<Arc<HeldLock>>> {
+        self.running_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Signalled when messages for `server` are queued (`None`: not a configured server).
@@ -424,6 +506,10 @@ impl Engine {
 
     /// Periodic maintenance: expiry, resends, refreshes, retries.
     pub fn on_tick(&self) {
+        let _held = match self.hold_data_dir() {
+            Ok(held) => held,
+            Err(e) => return log::debug!("maintenance skipped: {e}"),
+        };
         let now = Time::of(&*self.clock);
         let mut events = Vec::new();
         let mut state = self.lock();
@@ -500,6 +586,7 @@ impl Engine {
         &self,
         pick: impl FnOnce(&mut OfferCache, Duration) -> Option<(CachedOffer, bool)>,
     ) -> Result<OfferInfo, Error> {
+        let _held = self.hold_data_dir()?;
         let now = self.clock.now();
         let mut state = self.lock();
         let (offer, newly_handed_out) = pick(&mut state.cache, now).ok_or(Error::NoReadyOffer)?;

@@ -4,10 +4,10 @@
 //! at start with [`Error::CorruptStore`] and is never overwritten or removed by us.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lightning::bitcoin::hashes::sha256::Hash as Sha256;
 use lightning::bitcoin::hashes::Hash;
@@ -122,41 +122,6 @@ pub(crate) struct OfferStore {
     next_revision: Arc<AtomicU64>,
     /// Per server slot, the revision on disk; its lock is held while that slot is written.
     written: Arc<Mutex<HashMap<SlotKey, Arc<Mutex<u64>>>>>,
-    /// The data dir whose [`BackgroundJob`]s this store counts, if any.
-    data_dir: Option<PathBuf>,
-}
-
-/// The engines' offloaded jobs (offer builds, and the confirmations and refreshes that write
-/// records) still running, per data dir, for every client in this process. A client built on a data dir waits for them before
-/// it loads: a stopped client's write that lands after the new client has refilled its slot
-/// would otherwise leave a record naming an offer whose invoice the server no longer holds.
-static BACKGROUND_JOBS: LazyLock<Mutex<HashMap<PathBuf, usize>>> = LazyLock::new(Mutex::default);
-/// Notified whenever a background job ends.
-static BACKGROUND_JOB_ENDED: Condvar = Condvar::new();
-
-fn background_jobs() -> std::sync::MutexGuard<'static, HashMap<PathBuf, usize>> {
-    BACKGROUND_JOBS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Counts one background job of a data dir for as long as it lives.
-pub(crate) struct BackgroundJob {
-    data_dir: Option<PathBuf>,
-}
-
-impl Drop for BackgroundJob {
-    fn drop(&mut self) {
-        let Some(dir) = self.data_dir.take() else {
-            return;
-        };
-        let mut jobs = background_jobs();
-        if let Some(count) = jobs.get_mut(&dir) {
-            *count -= 1;
-            if *count == 0 {
-                jobs.remove(&dir);
-            }
-        }
-        BACKGROUND_JOB_ENDED.notify_all();
-    }
 }
 
 /// A server and one of its slots: where a record lives.
@@ -177,51 +142,7 @@ impl OfferStore {
             kv,
             next_revision: Arc::new(AtomicU64::new(1)),
             written: Arc::new(Mutex::new(HashMap::new())),
-            data_dir: None,
         }
-    }
-
-    /// A store for the client of `data_dir`, counting its [`BackgroundJob`]s there.
-    pub fn for_data_dir(kv: Arc<DynStore>, data_dir: &Path) -> Self {
-        let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-        Self {
-            data_dir: Some(data_dir),
-            ..Self::new(kv)
-        }
-    }
-
-    /// Counts a job that may write records until the returned guard drops.
-    pub fn background_job(&self) -> BackgroundJob {
-        if let Some(dir) = &self.data_dir {
-            *background_jobs().entry(dir.clone()).or_default() += 1;
-        }
-        BackgroundJob {
-            data_dir: self.data_dir.clone(),
-        }
-    }
-
-    /// Waits, at most `timeout`, until no background job of an earlier client of this data dir
-    /// is running, so that loading sees everything it wrote.
-    pub fn wait_for_earlier_jobs(&self, timeout: Duration) -> Result<(), Error> {
-        let Some(dir) = &self.data_dir else {
-            return Ok(());
-        };
-        let deadline = Instant::now() + timeout;
-        let mut jobs = background_jobs();
-        while jobs.contains_key(dir) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Storage(format!(
-                    "another client is still writing in {}: stop it before building a new one there",
-                    dir.display()
-                )));
-            }
-            jobs = BACKGROUND_JOB_ENDED
-                .wait_timeout(jobs, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        Ok(())
     }
 
     fn key((server, slot): SlotKey) -> String {

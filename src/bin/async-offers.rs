@@ -13,7 +13,7 @@ use lightning::bitcoin::hex::FromHex;
 use lightning::bitcoin::Network;
 
 const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address HOST:PORT \
---server-paths HEX [...] --seed-hex HEX --data-dir DIR [--network NET] [--offers N] [--take N [--label TEXT]] [--timeout-secs S] [--json]
+--server-paths HEX [...] --seed-hex HEX --data-dir DIR [--network NET] [--offers N] [--take N [--label TEXT]] [--timeout-secs S] [--lock-wait-secs S] [--json]
 
   --server-node-id   the static invoice server's node id (33 bytes, hex)
   --server-address   where its Lightning (noise) listener is, host:port
@@ -26,6 +26,8 @@ const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address H
   --take             then hand out this many offers (never one twice), each printed at once
   --label            label the handed-out offers TEXT-1, TEXT-2, ... (default: no label)
   --timeout-secs     give up after this long (default 60)
+  --lock-wait-secs   wait this long for another client (the app, another run) to let go of
+                     --data-dir (default 0: fail at once)
   --json             print one JSON object instead of text
 
 Exit status: 0 when N offers are ready, 1 when they are not in time or the client fails,
@@ -40,6 +42,7 @@ struct Args {
     take: usize,
     label: Option<String>,
     timeout: Duration,
+    lock_wait: Duration,
     json: bool,
 }
 
@@ -51,6 +54,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut take = 0usize;
     let mut label = None;
     let mut timeout = Duration::from_secs(60);
+    let mut lock_wait = Duration::ZERO;
     let mut json = false;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -75,6 +79,13 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     value()?
                         .parse()
                         .map_err(|e| format!("--timeout-secs: {e}"))?,
+                )
+            }
+            "--lock-wait-secs" => {
+                lock_wait = Duration::from_secs(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--lock-wait-secs: {e}"))?,
                 )
             }
             "--json" => json = true,
@@ -108,6 +119,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         take,
         label,
         timeout,
+        lock_wait,
         json,
     })
 }
@@ -150,6 +162,7 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let client = AsyncOffersClient::builder(config, args.seed)
         .runtime(runtime.handle().clone())
+        .data_dir_lock_wait(args.lock_wait)
         .build()
         .map_err(|e| e.to_string())?;
 

@@ -124,6 +124,10 @@ pub struct OffersConfig {
     /// How many seconds a handed-out offer is kept after it expires by the device's clock
     /// (live again if the clock is put right meanwhile).
     pub expired_offer_retention_secs: u64,
+    /// How many milliseconds building, `start` and each hand-out of a stopped client wait for
+    /// another client (this process or another: an app extension, a second process) to let go
+    /// of the data dir before failing with `DataDirInUse`. 0 fails at once.
+    pub data_dir_lock_wait_ms: u64,
 }
 
 /// A configuration with the SDK's defaults for everything but the server and the data dir;
@@ -155,6 +159,7 @@ pub fn default_config(
         invoice_slot_min: 0,
         invoice_slot_max: u16::MAX,
         expired_offer_retention_secs: config::DEFAULT_EXPIRED_OFFER_RETENTION.as_secs(),
+        data_dir_lock_wait_ms: 0,
     }
 }
 
@@ -343,6 +348,8 @@ pub enum OffersError {
     Storage(String),
     /// A stored record is corrupt; it was left untouched.
     CorruptStore(String),
+    /// Another client (this process or another) holds the data dir.
+    DataDirInUse(String),
     /// A wait ran out of time.
     Timeout(String),
     /// The SDK's runtime is unavailable.
@@ -357,6 +364,7 @@ impl std::fmt::Display for OffersError {
         | Self::AlreadyStarted(message)
         | Self::Storage(message)
         | Self::CorruptStore(message)
+        | Self::DataDirInUse(message)
         | Self::Timeout(message)
         | Self::Runtime(message)) = self;
         f.write_str(message)
@@ -376,6 +384,7 @@ impl From<crate::Error> for OffersError {
             E::AlreadyStarted => Self::AlreadyStarted(message),
             E::Storage(_) => Self::Storage(message),
             E::CorruptStore { .. } => Self::CorruptStore(message),
+            E::DataDirInUse(_) => Self::DataDirInUse(message),
             E::Timeout => Self::Timeout(message),
             E::Runtime(_) => Self::Runtime(message),
         }
@@ -456,16 +465,21 @@ impl AsyncOffers {
         let seed: [u8; 32] = seed.try_into().map_err(|seed: Vec<u8>| {
             OffersError::InvalidConfig(format!("the seed is {} bytes, not 32", seed.len()))
         })?;
-        let client = crate::AsyncOffersClient::new(config.try_into()?, seed)?;
+        let lock_wait = Duration::from_millis(config.data_dir_lock_wait_ms);
+        let client = crate::AsyncOffersClient::builder(config.try_into()?, seed)
+            .data_dir_lock_wait(lock_wait)
+            .build()?;
         Ok(Arc::new(Self { client }))
     }
 
-    /// Connects to the server and fills the offers in the background. Returns at once.
+    /// Connects to the server and fills the offers in the background. Returns at once. Holds
+    /// the data dir until `stop` (`DataDirInUse` if another client holds it).
     pub fn start(&self) -> Result<(), OffersError> {
         Ok(self.client.start()?)
     }
 
-    /// Disconnects; the offers stay available.
+    /// Disconnects and lets go of the data dir; the offers stay available. Call it before an
+    /// iOS app is suspended.
     pub fn stop(&self) {
         self.client.stop()
     }

@@ -615,12 +615,14 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func readyOffers()  -> [Offer]
     
     /**
-     * Connects to the server and fills the offers in the background. Returns at once.
+     * Connects to the server and fills the offers in the background. Returns at once. Holds
+     * the data dir until `stop` (`DataDirInUse` if another client holds it).
      */
     func start() throws 
     
     /**
-     * Disconnects; the offers stay available.
+     * Disconnects and lets go of the data dir; the offers stay available. Call it before an
+     * iOS app is suspended.
      */
     func stop() 
     
@@ -773,7 +775,8 @@ open func readyOffers() -> [Offer]  {
 }
     
     /**
-     * Connects to the server and fills the offers in the background. Returns at once.
+     * Connects to the server and fills the offers in the background. Returns at once. Holds
+     * the data dir until `stop` (`DataDirInUse` if another client holds it).
      */
 open func start()throws   {try rustCallWithError(FfiConverterTypeOffersError_lift) {
         uniffiCallStatus in
@@ -784,7 +787,8 @@ open func start()throws   {try rustCallWithError(FfiConverterTypeOffersError_lif
 }
     
     /**
-     * Disconnects; the offers stay available.
+     * Disconnects and lets go of the data dir; the offers stay available. Call it before an
+     * iOS app is suspended.
      */
 open func stop()  {try! rustCall() {
         uniffiCallStatus in
@@ -1821,6 +1825,12 @@ public struct OffersConfig: Equatable, Hashable {
      * (live again if the clock is put right meanwhile).
      */
     public var expiredOfferRetentionSecs: UInt64
+    /**
+     * How many milliseconds building, `start` and each hand-out of a stopped client wait for
+     * another client (this process or another: an app extension, a second process) to let go
+     * of the data dir before failing with `DataDirInUse`. 0 fails at once.
+     */
+    public var dataDirLockWaitMs: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1868,7 +1878,12 @@ public struct OffersConfig: Equatable, Hashable {
         /**
          * How many seconds a handed-out offer is kept after it expires by the device's clock
          * (live again if the clock is put right meanwhile).
-         */expiredOfferRetentionSecs: UInt64) {
+         */expiredOfferRetentionSecs: UInt64, 
+        /**
+         * How many milliseconds building, `start` and each hand-out of a stopped client wait for
+         * another client (this process or another: an app extension, a second process) to let go
+         * of the data dir before failing with `DataDirInUse`. 0 fails at once.
+         */dataDirLockWaitMs: UInt64) {
         self.network = network
         self.dataDir = dataDir
         self.servers = servers
@@ -1883,6 +1898,7 @@ public struct OffersConfig: Equatable, Hashable {
         self.invoiceSlotMin = invoiceSlotMin
         self.invoiceSlotMax = invoiceSlotMax
         self.expiredOfferRetentionSecs = expiredOfferRetentionSecs
+        self.dataDirLockWaitMs = dataDirLockWaitMs
     }
 
     
@@ -1914,7 +1930,8 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
                 offerExpiringNoticeSecs: FfiConverterUInt64.read(from: &buf), 
                 invoiceSlotMin: FfiConverterUInt16.read(from: &buf), 
                 invoiceSlotMax: FfiConverterUInt16.read(from: &buf), 
-                expiredOfferRetentionSecs: FfiConverterUInt64.read(from: &buf)
+                expiredOfferRetentionSecs: FfiConverterUInt64.read(from: &buf), 
+                dataDirLockWaitMs: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -1933,6 +1950,7 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
         FfiConverterUInt16.write(value.invoiceSlotMin, into: &buf)
         FfiConverterUInt16.write(value.invoiceSlotMax, into: &buf)
         FfiConverterUInt64.write(value.expiredOfferRetentionSecs, into: &buf)
+        FfiConverterUInt64.write(value.dataDirLockWaitMs, into: &buf)
     }
 }
 
@@ -2567,6 +2585,11 @@ enum OffersError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case CorruptStore(message: String)
     
     /**
+     * Another client (this process or another) holds the data dir.
+     */
+    case DataDirInUse(message: String)
+    
+    /**
      * A wait ran out of time.
      */
     case Timeout(message: String)
@@ -2629,11 +2652,15 @@ public struct FfiConverterTypeOffersError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 7: return .Timeout(
+        case 7: return .DataDirInUse(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 8: return .Runtime(
+        case 8: return .Timeout(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 9: return .Runtime(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -2660,10 +2687,12 @@ public struct FfiConverterTypeOffersError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(5))
         case .CorruptStore(_ /* message is ignored*/):
             writeInt(&buf, Int32(6))
-        case .Timeout(_ /* message is ignored*/):
+        case .DataDirInUse(_ /* message is ignored*/):
             writeInt(&buf, Int32(7))
-        case .Runtime(_ /* message is ignored*/):
+        case .Timeout(_ /* message is ignored*/):
             writeInt(&buf, Int32(8))
+        case .Runtime(_ /* message is ignored*/):
+            writeInt(&buf, Int32(9))
 
         
         }
@@ -2921,10 +2950,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_ready_offers() != 23756) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_start() != 20664) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_start() != 56685) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_stop() != 11143) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 36242) {

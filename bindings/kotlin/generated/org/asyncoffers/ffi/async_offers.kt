@@ -970,10 +970,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_ready_offers() != 23756) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_start() != 20664) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_start() != 56685) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_stop() != 11143) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 36242) {
@@ -1502,12 +1502,14 @@ public interface AsyncOffersInterface {
     fun `readyOffers`(): List<Offer>
     
     /**
-     * Connects to the server and fills the offers in the background. Returns at once.
+     * Connects to the server and fills the offers in the background. Returns at once. Holds
+     * the data dir until `stop` (`DataDirInUse` if another client holds it).
      */
     fun `start`()
     
     /**
-     * Disconnects; the offers stay available.
+     * Disconnects and lets go of the data dir; the offers stay available. Call it before an
+     * iOS app is suspended.
      */
     fun `stop`()
     
@@ -1732,7 +1734,8 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * Connects to the server and fills the offers in the background. Returns at once.
+     * Connects to the server and fills the offers in the background. Returns at once. Holds
+     * the data dir until `stop` (`DataDirInUse` if another client holds it).
      */
     @Throws(OffersException::class)override fun `start`()
         = 
@@ -1748,7 +1751,8 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * Disconnects; the offers stay available.
+     * Disconnects and lets go of the data dir; the offers stay available. Call it before an
+     * iOS app is suspended.
      */override fun `stop`()
         = 
     callWithHandle {
@@ -2930,6 +2934,13 @@ data class OffersConfig (
      * (live again if the clock is put right meanwhile).
      */
     var `expiredOfferRetentionSecs`: kotlin.ULong
+    , 
+    /**
+     * How many milliseconds building, `start` and each hand-out of a stopped client wait for
+     * another client (this process or another: an app extension, a second process) to let go
+     * of the data dir before failing with `DataDirInUse`. 0 fails at once.
+     */
+    var `dataDirLockWaitMs`: kotlin.ULong
     
 ){
     
@@ -2960,6 +2971,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterUShort.read(buf),
             FfiConverterUShort.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -2977,7 +2989,8 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterULong.allocationSize(value.`offerExpiringNoticeSecs`) +
             FfiConverterUShort.allocationSize(value.`invoiceSlotMin`) +
             FfiConverterUShort.allocationSize(value.`invoiceSlotMax`) +
-            FfiConverterULong.allocationSize(value.`expiredOfferRetentionSecs`)
+            FfiConverterULong.allocationSize(value.`expiredOfferRetentionSecs`) +
+            FfiConverterULong.allocationSize(value.`dataDirLockWaitMs`)
     )
 
     override fun write(value: OffersConfig, buf: ByteBuffer) {
@@ -2995,6 +3008,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterUShort.write(value.`invoiceSlotMin`, buf)
             FfiConverterUShort.write(value.`invoiceSlotMax`, buf)
             FfiConverterULong.write(value.`expiredOfferRetentionSecs`, buf)
+            FfiConverterULong.write(value.`dataDirLockWaitMs`, buf)
     }
 }
 
@@ -3567,6 +3581,11 @@ sealed class OffersException(message: String): kotlin.Exception(message) {
         class CorruptStore(message: String) : OffersException(message)
         
     /**
+     * Another client (this process or another) holds the data dir.
+     */
+        class DataDirInUse(message: String) : OffersException(message)
+        
+    /**
      * A wait ran out of time.
      */
         class Timeout(message: String) : OffersException(message)
@@ -3595,8 +3614,9 @@ public object FfiConverterTypeOffersError : FfiConverterRustBuffer<OffersExcepti
             4 -> OffersException.AlreadyStarted(FfiConverterString.read(buf))
             5 -> OffersException.Storage(FfiConverterString.read(buf))
             6 -> OffersException.CorruptStore(FfiConverterString.read(buf))
-            7 -> OffersException.Timeout(FfiConverterString.read(buf))
-            8 -> OffersException.Runtime(FfiConverterString.read(buf))
+            7 -> OffersException.DataDirInUse(FfiConverterString.read(buf))
+            8 -> OffersException.Timeout(FfiConverterString.read(buf))
+            9 -> OffersException.Runtime(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -3632,12 +3652,16 @@ public object FfiConverterTypeOffersError : FfiConverterRustBuffer<OffersExcepti
                 buf.putInt(6)
                 Unit
             }
-            is OffersException.Timeout -> {
+            is OffersException.DataDirInUse -> {
                 buf.putInt(7)
                 Unit
             }
-            is OffersException.Runtime -> {
+            is OffersException.Timeout -> {
                 buf.putInt(8)
+                Unit
+            }
+            is OffersException.Runtime -> {
+                buf.putInt(9)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }

@@ -1,0 +1,220 @@
+//! One writer per data dir: a second client, in this process or another, gets
+//! `Error::DataDirInUse` while the first runs, and clients taking turns never hand out one offer
+//! twice.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use async_offers::{AsyncOffersClient, Config, Error, OfferState};
+use common::*;
+use lightning::bitcoin::hex::DisplayHex;
+use lightning::util::ser::Writeable;
+use serde_json::Value;
+
+fn build(config: &Config, lock_wait: Duration) -> Result<AsyncOffersClient, Error> {
+    AsyncOffersClient::builder(config.clone(), SEED)
+        .runtime(tokio::runtime::Handle::current())
+        .data_dir_lock_wait(lock_wait)
+        .build()
+}
+
+/// The command line on `config`'s server and data dir, with `args`.
+fn cli(config: &Config, args: &[&str]) -> Command {
+    let server = &config.servers[0];
+    let mut command = Command::new(env!("CARGO_BIN_EXE_async-offers"));
+    command
+        .args(["--server-node-id", &server.node_id.to_string()])
+        .args(["--server-address", &server.address])
+        .args([
+            "--server-paths",
+            &server.paths.encode().as_hex().to_string(),
+        ])
+        .args(["--seed-hex", &SEED.as_hex().to_string()])
+        .arg("--data-dir")
+        .arg(&config.data_dir)
+        .args(["--network", "regtest", "--json", "--timeout-secs", "60"])
+        .args(args);
+    command
+}
+
+/// The offers a run of the command line printed as handed out, by id, with their labels.
+fn handed_out(output: &Output) -> Vec<(String, String)> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|json| {
+            let taken = json.get("taken")?.as_object()?.clone();
+            Some((
+                taken["offer_id"].as_str()?.to_string(),
+                taken["label"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_client_in_this_process_is_refused_while_the_first_runs() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&server, b"wallet", dir.path());
+    config.offer_slots = 3;
+    let first = client(config.clone());
+    first.start().unwrap();
+    first.wait_for_ready_offers(3, WAIT).await.unwrap();
+
+    let refused_at = Instant::now();
+    assert!(matches!(
+        build(&config, Duration::ZERO),
+        Err(Error::DataDirInUse(_))
+    ));
+    assert!(refused_at.elapsed() < Duration::from_secs(1), "at once");
+
+    // Stopped, the first lets go; both can live on the dir, taking turns.
+    first.stop();
+    let second = build(&config, Duration::ZERO).unwrap();
+    let by_first = first.take_offer(Some("first".into())).unwrap();
+    let by_second = second.take_offer(Some("second".into())).unwrap();
+    assert_ne!(
+        by_first.offer_id, by_second.offer_id,
+        "the second loaded what the first handed out"
+    );
+    assert_eq!(
+        second.offer_for("first").unwrap().offer_id,
+        by_first.offer_id,
+        "and knows its label"
+    );
+
+    // Running again, the first holds it: the second can neither hand out nor start.
+    first.start().unwrap();
+    assert!(matches!(
+        second.take_offer(None),
+        Err(Error::DataDirInUse(_))
+    ));
+    assert!(matches!(second.start(), Err(Error::DataDirInUse(_))));
+    // With a wait, the second gets its turn once the first stops.
+    let second_waits = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            let waiting = AsyncOffersClient::builder(config, SEED)
+                .data_dir_lock_wait(WAIT)
+                .build()
+                .unwrap();
+            waiting.take_offer(Some("after".into()))
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.stop();
+    let after = second_waits.await.unwrap().unwrap();
+    assert!(![&by_first.offer_id, &by_second.offer_id].contains(&&after.offer_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_in_another_process_is_refused_while_this_one_runs() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&server, b"wallet", dir.path());
+    config.offer_slots = 3;
+    let running = client(config.clone());
+    running.start().unwrap();
+    running.wait_for_ready_offers(3, WAIT).await.unwrap();
+
+    let refused = tokio::task::spawn_blocking({
+        let mut command = cli(&config, &["--offers", "3", "--take", "1"]);
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("data dir in use"), "{stderr}");
+    assert!(handed_out(&refused).is_empty());
+
+    running.stop();
+    drop(running);
+    let served = tokio::task::spawn_blocking({
+        let mut command = cli(&config, &["--offers", "3", "--take", "1", "--label", "cli"]);
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        served.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&served.stderr)
+    );
+    assert_eq!(handed_out(&served).len(), 1);
+}
+
+/// Two command lines on one filled dir, each handing out three offers, six times over: every
+/// hand-out is a different offer, and each is on disk, Used, under its own label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_contending_never_hand_out_one_offer_twice() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&server, b"wallet", dir.path());
+    config.offer_slots = 6;
+    let filler = client(config.clone());
+    filler.start().unwrap();
+    filler.wait_for_ready_offers(6, WAIT).await.unwrap();
+    filler.stop();
+    drop(filler);
+
+    let mut all = Vec::new();
+    for round in 0..6 {
+        let runs: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|who| {
+                let label = format!("{who}{round}");
+                let args = [
+                    "--offers",
+                    "6",
+                    "--take",
+                    "3",
+                    "--label",
+                    &label,
+                    "--lock-wait-secs",
+                    "60",
+                ];
+                let mut command = cli(&config, &args);
+                tokio::task::spawn_blocking(move || command.output().unwrap())
+            })
+            .collect();
+        for run in runs {
+            let output = run.await.unwrap();
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "round {round}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let taken = handed_out(&output);
+            assert_eq!(taken.len(), 3, "round {round}");
+            all.extend(taken);
+        }
+    }
+    let ids: HashSet<&String> = all.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ids.len(),
+        all.len(),
+        "an offer was handed out twice: {all:?}"
+    );
+
+    let after = build(&config, Duration::ZERO).unwrap();
+    let on_disk = after.offers();
+    for (id, label) in &all {
+        let offer = on_disk
+            .iter()
+            .find(|o| &o.offer_id == id)
+            .unwrap_or_else(|| panic!("handed-out offer {id} lost"));
+        assert_eq!(offer.state, OfferState::Used);
+        assert_eq!(offer.label.as_ref(), Some(label));
+    }
+    assert_payable(&server, &on_disk).await;
+}
