@@ -209,6 +209,19 @@ pub(crate) enum Confirmation {
     Ignored,
 }
 
+/// What [`OfferCache::import`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Import {
+    /// Offers new here or newly Used, to write.
+    pub written: Vec<CachedOffer>,
+    /// Ready or Pending offers of ours whose slot an imported offer holds: removed.
+    pub made_way: Vec<CachedOffer>,
+    /// Imported offers already handed out here.
+    pub already_here: usize,
+    /// Imported offers whose slot an offer handed out here holds: not imported.
+    pub conflicts: Vec<CachedOffer>,
+}
+
 /// What a maintenance tick found to do.
 #[derive(Debug, Default)]
 pub(crate) struct Maintenance {
@@ -580,6 +593,49 @@ impl OfferCache {
             .or(last_resort.map(|offer| (offer, false)))
     }
 
+    /// Handed-out offers of another install of this wallet's (a backup, another device), merged
+    /// so that none is handed out again and none loses its slot. An offer known here as Ready
+    /// becomes Used with the book's label; one already Used here stays as it is; a new one
+    /// takes its slot from a Ready offer or a request of ours there, which make way, but never
+    /// from an offer handed out here (the server holds one invoice per slot: one of the two is
+    /// already broken, and ours is the one this install kept refreshing).
+    pub fn import(&mut self, book: Vec<CachedOffer>) -> Import {
+        let mut import = Import::default();
+        for mut offer in book.into_iter().filter(|o| o.state == OfferState::Used) {
+            let slot = (offer.server, offer.slot);
+            if let Some(known) = self.get_mut(offer.id()) {
+                if known.state == OfferState::Used {
+                    import.already_here += 1;
+                    continue;
+                }
+                known.state = OfferState::Used;
+                known.label = offer.label;
+                known.handed_out_at = offer.handed_out_at;
+                import.written.push(known.clone());
+                continue;
+            }
+            if let Some(index) = self.offers.iter().position(|o| (o.server, o.slot) == slot) {
+                if self.offers[index].state == OfferState::Used {
+                    import.conflicts.push(offer);
+                    continue;
+                }
+                import.made_way.push(self.offers.remove(index));
+            }
+            self.requests.remove(&slot);
+            offer.invoice_sent_at = None;
+            offer.expiry_announced = false;
+            offer.expired_announced = false;
+            import.written.push(offer.clone());
+            self.offers.push(offer);
+        }
+        import
+    }
+
+    /// Handed-out offers, for a book another install can import.
+    pub fn handed_out(&self) -> impl Iterator<Item = &CachedOffer> {
+        self.offers.iter().filter(|o| o.state == OfferState::Used)
+    }
+
     /// Reverts [`Self::take`] when marking the offer Used could not be persisted.
     pub fn untake(&mut self, id: OfferId) {
         if let Some(offer) = self.get_mut(id) {
@@ -862,6 +918,63 @@ mod tests {
         slots.sort();
         assert_eq!(slots, vec![100, 101, 103, 104], "the range holds four more");
         assert!(cache.plan_requests(at(t0())).is_empty());
+    }
+
+    #[test]
+    fn an_imported_book_never_overwrites_a_handed_out_offer_and_is_never_handed_out_again() {
+        let fixture = offer_fixture();
+        let used = |slot, label: &str| {
+            let mut offer = fixture.cached(slot, t0(), None);
+            offer.state = OfferState::Used;
+            offer.label = Some(label.into());
+            offer
+        };
+        let ready_here = fixture.cached(1, t0(), None);
+        let mut cache = connected(
+            policy(4),
+            vec![
+                ready_here.clone(),
+                used(2, "here"),
+                fixture.cached(3, t0(), None),
+            ],
+        );
+        cache.plan_requests(at(t0()));
+        assert!(cache.requested_slots().contains(&(server_key(), 0)));
+        let mut known_as_ready = ready_here.clone();
+        known_as_ready.state = OfferState::Used;
+        known_as_ready.label = Some("elsewhere".into());
+        let book = vec![
+            known_as_ready,
+            used(2, "clash"),
+            used(3, "takes a Ready offer's slot"),
+            used(0, "takes a requested slot"),
+            fixture.cached(9, t0(), None),
+        ];
+        let import = cache.import(book);
+        assert_eq!(import.written.len(), 3);
+        assert_eq!(
+            import.conflicts.len(),
+            1,
+            "slot 2 stays the handed-out offer's"
+        );
+        assert_eq!(
+            import.made_way.iter().map(|o| o.slot).collect::<Vec<_>>(),
+            vec![3]
+        );
+        assert!(cache.get(ready_here.id()).unwrap().state == OfferState::Used);
+        assert!(!cache.requested_slots().contains(&(server_key(), 0)));
+        assert!(
+            cache.offers().iter().all(|o| o.slot != 9),
+            "Ready offers of the book are not imported"
+        );
+        assert!(
+            cache.take(None, t0()).is_none(),
+            "nothing Ready is left to hand out"
+        );
+        let mut slots: Vec<u16> = cache.offers().iter().map(|o| o.slot).collect();
+        slots.sort();
+        assert_eq!(slots, vec![0, 1, 2, 3], "one offer per slot");
+        assert_eq!(cache.import(cache.offers().to_vec()).already_here, 4);
     }
 
     #[test]

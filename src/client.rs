@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
-use crate::events::{EventBus, EventListener, OfferInfo};
+use crate::events::{EventBus, EventListener, ImportedOffers, OfferInfo};
 use crate::keys::WalletKeys;
 use crate::lock::DataDirLock;
 use crate::offer::{OfferFactory, PathEnd};
@@ -294,6 +294,21 @@ impl AsyncOffersClient {
     /// never leave the device.
     pub fn offer_for(&self, label: &str) -> Result<OfferInfo, Error> {
         self.engine.offer_for(label)
+    }
+
+    /// The handed-out offers, with their states, slots, labels and what their refreshes need,
+    /// as an offer book: bytes for the app's backup. Ready offers are left out: another
+    /// install may hand them out only if this one never does.
+    pub fn export_offers(&self) -> Result<Vec<u8>, Error> {
+        self.engine.export_offers()
+    }
+
+    /// Imports an offer book from [`Self::export_offers`] of an install of this wallet (a
+    /// restored backup, another device): its offers are refreshed here from now on and their
+    /// slots never reused. Offers this client already has are merged, never handed out twice.
+    /// Written before it returns.
+    pub fn import_offers(&self, book: &[u8]) -> Result<ImportedOffers, Error> {
+        self.engine.import_offers(book)
     }
 
     /// Replaces the channel hints; every Ready and Used offer gets a fresh invoice now, on the

@@ -59,6 +59,18 @@ impl From<&CachedOffer> for OfferInfo {
     }
 }
 
+/// What [`AsyncOffersClient::import_offers`](crate::AsyncOffersClient::import_offers) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ImportedOffers {
+    /// Offers of the book that are now handed out here: new ones, and Ready ones here that the
+    /// book says were handed out (no longer offered by `take_offer`).
+    pub imported: usize,
+    /// Offers of the book already handed out here.
+    pub already_here: usize,
+    /// Offers of the book not imported: an offer handed out here holds their slot.
+    pub conflicting: usize,
+}
+
 /// Something that happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {

@@ -48,7 +48,7 @@ pub use client::{AsyncOffersClient, ClientBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ChannelHint, Config, InvoiceRequestTarget, ServerConfig};
 pub use error::Error;
-pub use events::{Event, EventListener, OfferInfo};
+pub use events::{Event, EventListener, ImportedOffers, OfferInfo};
 pub use logging::LdkLogBridge;
 pub use protocol::ProtocolHandler;
 pub use store::DynStore;

@@ -40,11 +40,11 @@ use crate::cache::{
 };
 use crate::clock::{Clock, Time};
 use crate::config::{ChannelHint, Config};
-use crate::events::{Event, EventBus, OfferInfo};
+use crate::events::{Event, EventBus, ImportedOffers, OfferInfo};
 use crate::keys::WalletKeys;
 use crate::lock::{DataDirLock, HeldLock};
 use crate::offer::OfferFactory;
-use crate::store::OfferStore;
+use crate::store::{decode_book, encode_book, OfferStore};
 use crate::Error;
 
 /// How long the server may take to answer an `OfferPathsRequest` over our reply path.
@@ -600,6 +600,48 @@ impl Engine {
             self.wake_transports();
         }
         Ok(OfferInfo::from(&offer))
+    }
+
+    /// The handed-out offers as an offer book (see [`crate::store`]), as on disk now.
+    pub fn export_offers(&self) -> Result<Vec<u8>, Error> {
+        let _held = self.hold_data_dir()?;
+        Ok(encode_book(self.lock().cache.handed_out()))
+    }
+
+    /// Merges the handed-out offers of `book` (see [`OfferCache::import`]), written before this
+    /// returns; their unconfirmed invoices are sent, and they are refreshed as ours from now on.
+    pub fn import_offers(&self, book: &[u8]) -> Result<ImportedOffers, Error> {
+        let offers = decode_book(book, self.first_server).map_err(Error::InvalidOfferBook)?;
+        let _held = self.hold_data_dir()?;
+        let mut state = self.lock();
+        let import = state.cache.import(offers);
+        let writes: Vec<_> = import
+            .made_way
+            .iter()
+            .map(|offer| self.store.prepare_removal(offer))
+            .chain(import.written.iter().map(|offer| self.store.prepare(offer)))
+            .collect();
+        drop(state);
+        for offer in &import.conflicts {
+            log::warn!(
+                "not importing the offer in slot {} of server {}: an offer handed out here holds that slot",
+                offer.slot,
+                offer.server
+            );
+        }
+        for write in writes {
+            self.store.commit(write)?;
+        }
+        let mut state = self.lock();
+        self.queue_resends(&mut state, Time::of(&*self.clock), None);
+        self.queue_offer_paths_requests(&mut state);
+        drop(state);
+        self.wake_transports();
+        Ok(ImportedOffers {
+            imported: import.written.len(),
+            already_here: import.already_here,
+            conflicting: import.conflicts.len(),
+        })
     }
 
     /// New channel hints: every Ready and Used offer gets a fresh invoice now, built off the

@@ -296,6 +296,55 @@ impl OfferStore {
     }
 }
 
+/// An offer book: the handed-out offers of one install, for another to import. Version 1 is
+/// `AOB1`, the number of offers (u32), each offer's record as it is stored (length-prefixed,
+/// so an importer reads records of any format it can load), and a checksum of it all.
+const BOOK_MAGIC: &[u8; 4] = b"AOB1";
+
+/// The book of `offers`.
+pub(crate) fn encode_book<'a>(offers: impl Iterator<Item = &'a CachedOffer>) -> Vec<u8> {
+    let records: Vec<Vec<u8>> = offers.map(encode).collect();
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.len() + 4).sum::<usize>() + 16);
+    out.extend_from_slice(BOOK_MAGIC);
+    out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    for record in &records {
+        put_bytes(&mut out, record);
+    }
+    let checksum = Sha256::hash(&out).to_byte_array();
+    out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+    out
+}
+
+/// The offers of a book; records of the single-server format are `first_server`'s.
+pub(crate) fn decode_book(
+    bytes: &[u8],
+    first_server: PublicKey,
+) -> Result<Vec<CachedOffer>, String> {
+    if bytes.len() < BOOK_MAGIC.len() + 4 + CHECKSUM_LEN {
+        return Err("not an offer book (too short)".into());
+    }
+    if &bytes[..BOOK_MAGIC.len()] != BOOK_MAGIC {
+        return Err("not an offer book (bad magic or format version)".into());
+    }
+    let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
+        return Err("checksum mismatch".into());
+    }
+    let mut r = Reader(&body[BOOK_MAGIC.len()..]);
+    let count = u32::from_be_bytes(r.array("count")?);
+    let mut offers = Vec::with_capacity(count.min(4096) as usize);
+    for index in 0..count {
+        let record = r.bytes("offer")?;
+        let (offer, _) =
+            decode(record, first_server).map_err(|why| format!("offer {index}: {why}"))?;
+        offers.push(offer);
+    }
+    if !r.0.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok(offers)
+}
+
 /// Below this many records, decoding on one thread is quicker than starting others.
 const PARALLEL_DECODE_FROM: usize = 32;
 

@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use common::*;
 
@@ -70,4 +71,110 @@ async fn offers_take_slots_of_the_configured_range_only() {
     );
     assert_payable(&server, &ready).await;
     client.stop();
+}
+
+/// The app backs up its offer book; the phone is replaced and the backup restored into a new
+/// install. The published offers are listed there, get fresh invoices on the server from it,
+/// stay payable, and their slots are never given to new offers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_offer_book_keeps_the_published_offers_refreshed_and_their_slots() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let first_dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&server, b"wallet", first_dir.path());
+    config.offer_slots = 3;
+    let first = client(config);
+    first.start().unwrap();
+    first.wait_for_ready_offers(3, WAIT).await.unwrap();
+    let published = vec![
+        first.offer_for("qr").unwrap(),
+        first.offer_for("bio").unwrap(),
+    ];
+    let book = first.export_offers().unwrap();
+    first.stop();
+    drop(first);
+
+    let restored_dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&server, b"wallet", restored_dir.path());
+    config.invoice_refresh_interval = Duration::from_secs(1);
+    let restored = client(config);
+    assert!(matches!(
+        restored.import_offers(&book[..book.len() - 1]),
+        Err(async_offers::Error::InvalidOfferBook(_))
+    ));
+    let imported = restored.import_offers(&book).unwrap();
+    assert_eq!((imported.imported, imported.conflicting), (2, 0));
+    for offer in &published {
+        let label = offer.label.as_deref().unwrap();
+        assert_eq!(restored.offer_for(label).unwrap().offer_id, offer.offer_id);
+    }
+    let (listener, events) = events();
+    restored.add_listener(listener);
+    restored.start().unwrap();
+    let ready = restored.wait_for_ready_offers(10, WAIT).await.unwrap();
+    let published_slots: HashSet<u16> = published.iter().map(|o| o.slot).collect();
+    assert!(ready.iter().all(|o| !published_slots.contains(&o.slot)));
+    // Invoice times are whole seconds: after two, the published offers' invoices are due.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids: HashSet<String> = published.iter().map(|o| o.offer_id.clone()).collect();
+    let refreshed = refreshed(&events, ids.len(), WAIT);
+    assert!(ids.is_subset(&refreshed), "refreshed by the new install");
+    assert_payable(&server, &published).await;
+    restored.stop();
+}
+
+/// A book imported where its offers are still Ready (a copy of the data dir from before they
+/// were handed out) marks them handed out: `take_offer` never gives them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_offers_known_here_as_ready_never_hands_them_out_twice() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&server, b"wallet", dir.path());
+    config.offer_slots = 3;
+    let first = client(config.clone());
+    first.start().unwrap();
+    first.wait_for_ready_offers(3, WAIT).await.unwrap();
+    first.stop();
+    drop(first);
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+
+    let first = client(config.clone());
+    let published = vec![
+        first.take_offer(Some("a".into())).unwrap(),
+        first.take_offer(Some("b".into())).unwrap(),
+    ];
+    let book = first.export_offers().unwrap();
+    let again = first.import_offers(&book).unwrap();
+    assert_eq!((again.imported, again.already_here), (0, 2), "already here");
+    drop(first);
+
+    let mut copy_config = config;
+    copy_config.data_dir = copy.path().to_path_buf();
+    let other = client(copy_config);
+    assert_eq!(other.import_offers(&book).unwrap().imported, 2);
+    let left = other.take_offer(None).unwrap();
+    assert!(published.iter().all(|o| o.offer_id != left.offer_id));
+    assert!(matches!(
+        other.take_offer(None),
+        Err(async_offers::Error::NoReadyOffer)
+    ));
+    assert_eq!(
+        other.offer_for("a").unwrap().offer_id,
+        published[0].offer_id
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

@@ -195,6 +195,28 @@ impl TryFrom<OffersConfig> for crate::Config {
     }
 }
 
+/// What importing an offer book did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct ImportedOffers {
+    /// Offers of the book now handed out here.
+    pub imported: u32,
+    /// Offers of the book already handed out here.
+    pub already_here: u32,
+    /// Offers not imported: an offer handed out here holds their slot.
+    pub conflicting: u32,
+}
+
+impl From<crate::ImportedOffers> for ImportedOffers {
+    fn from(imported: crate::ImportedOffers) -> Self {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            imported: count(imported.imported),
+            already_here: count(imported.already_here),
+            conflicting: count(imported.conflicting),
+        }
+    }
+}
+
 /// Where an offer is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
 pub enum OfferState {
@@ -350,6 +372,8 @@ pub enum OffersError {
     CorruptStore(String),
     /// Another client (this process or another) holds the data dir.
     DataDirInUse(String),
+    /// The bytes to import are not an offer book.
+    InvalidOfferBook(String),
     /// A wait ran out of time.
     Timeout(String),
     /// The SDK's runtime is unavailable.
@@ -365,6 +389,7 @@ impl std::fmt::Display for OffersError {
         | Self::Storage(message)
         | Self::CorruptStore(message)
         | Self::DataDirInUse(message)
+        | Self::InvalidOfferBook(message)
         | Self::Timeout(message)
         | Self::Runtime(message)) = self;
         f.write_str(message)
@@ -385,6 +410,7 @@ impl From<crate::Error> for OffersError {
             E::Storage(_) => Self::Storage(message),
             E::CorruptStore { .. } => Self::CorruptStore(message),
             E::DataDirInUse(_) => Self::DataDirInUse(message),
+            E::InvalidOfferBook(_) => Self::InvalidOfferBook(message),
             E::Timeout => Self::Timeout(message),
             E::Runtime(_) => Self::Runtime(message),
         }
@@ -507,6 +533,18 @@ impl AsyncOffers {
     /// each label, never one handed out before under another.
     pub fn offer_for(&self, label: String) -> Result<Offer, OffersError> {
         Ok(self.client.offer_for(&label)?.into())
+    }
+
+    /// The handed-out offers as an offer book, bytes for the app's backup.
+    pub fn export_offers(&self) -> Result<Vec<u8>, OffersError> {
+        Ok(self.client.export_offers()?)
+    }
+
+    /// Imports an offer book of another install of this wallet (a restored backup, another
+    /// device): its offers are refreshed here and their slots never reused; merged with the
+    /// offers here, none is handed out twice.
+    pub fn import_offers(&self, book: Vec<u8>) -> Result<ImportedOffers, OffersError> {
+        Ok(self.client.import_offers(&book)?.into())
     }
 
     /// New channel hints: every offer gets a fresh invoice.

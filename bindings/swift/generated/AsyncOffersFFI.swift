@@ -594,6 +594,18 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func addListener(listener: OfferListener) 
     
     /**
+     * The handed-out offers as an offer book, bytes for the app's backup.
+     */
+    func exportOffers() throws  -> Data
+    
+    /**
+     * Imports an offer book of another install of this wallet (a restored backup, another
+     * device): its offers are refreshed here and their slots never reused; merged with the
+     * offers here, none is handed out twice.
+     */
+    func importOffers(book: Data) throws  -> ImportedOffers
+    
+    /**
      * The wallet node's id, hex.
      */
     func nodeId()  -> String
@@ -722,6 +734,33 @@ open func addListener(listener: OfferListener)  {try! rustCall() {
         FfiConverterTypeOfferListener_lower(listener),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * The handed-out offers as an offer book, bytes for the app's backup.
+     */
+open func exportOffers()throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeOffersError_lift) {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_asyncoffers_export_offers(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Imports an offer book of another install of this wallet (a restored backup, another
+     * device): its offers are refreshed here and their slots never reused; merged with the
+     * offers here, none is handed out twice.
+     */
+open func importOffers(book: Data)throws  -> ImportedOffers  {
+    return try  FfiConverterTypeImportedOffers_lift(try rustCallWithError(FfiConverterTypeOffersError_lift) {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_asyncoffers_import_offers(
+            self.uniffiCloneHandle(),
+        FfiConverterData.lower(book),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -1472,6 +1511,85 @@ public func FfiConverterTypeChannelHint_lift(_ buf: RustBuffer) throws -> Channe
 #endif
 public func FfiConverterTypeChannelHint_lower(_ value: ChannelHint) -> RustBuffer {
     return FfiConverterTypeChannelHint.lower(value)
+}
+
+
+/**
+ * What importing an offer book did.
+ */
+public struct ImportedOffers: Equatable, Hashable {
+    /**
+     * Offers of the book now handed out here.
+     */
+    public var imported: UInt32
+    /**
+     * Offers of the book already handed out here.
+     */
+    public var alreadyHere: UInt32
+    /**
+     * Offers not imported: an offer handed out here holds their slot.
+     */
+    public var conflicting: UInt32
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Offers of the book now handed out here.
+         */imported: UInt32, 
+        /**
+         * Offers of the book already handed out here.
+         */alreadyHere: UInt32, 
+        /**
+         * Offers not imported: an offer handed out here holds their slot.
+         */conflicting: UInt32) {
+        self.imported = imported
+        self.alreadyHere = alreadyHere
+        self.conflicting = conflicting
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ImportedOffers: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeImportedOffers: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ImportedOffers {
+        return
+            try ImportedOffers(
+                imported: FfiConverterUInt32.read(from: &buf), 
+                alreadyHere: FfiConverterUInt32.read(from: &buf), 
+                conflicting: FfiConverterUInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ImportedOffers, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.imported, into: &buf)
+        FfiConverterUInt32.write(value.alreadyHere, into: &buf)
+        FfiConverterUInt32.write(value.conflicting, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeImportedOffers_lift(_ buf: RustBuffer) throws -> ImportedOffers {
+    return try FfiConverterTypeImportedOffers.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeImportedOffers_lower(_ value: ImportedOffers) -> RustBuffer {
+    return FfiConverterTypeImportedOffers.lower(value)
 }
 
 
@@ -2590,6 +2708,11 @@ enum OffersError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case DataDirInUse(message: String)
     
     /**
+     * The bytes to import are not an offer book.
+     */
+    case InvalidOfferBook(message: String)
+    
+    /**
      * A wait ran out of time.
      */
     case Timeout(message: String)
@@ -2656,11 +2779,15 @@ public struct FfiConverterTypeOffersError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 8: return .Timeout(
+        case 8: return .InvalidOfferBook(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 9: return .Runtime(
+        case 9: return .Timeout(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 10: return .Runtime(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -2689,10 +2816,12 @@ public struct FfiConverterTypeOffersError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(6))
         case .DataDirInUse(_ /* message is ignored*/):
             writeInt(&buf, Int32(7))
-        case .Timeout(_ /* message is ignored*/):
+        case .InvalidOfferBook(_ /* message is ignored*/):
             writeInt(&buf, Int32(8))
-        case .Runtime(_ /* message is ignored*/):
+        case .Timeout(_ /* message is ignored*/):
             writeInt(&buf, Int32(9))
+        case .Runtime(_ /* message is ignored*/):
+            writeInt(&buf, Int32(10))
 
         
         }
@@ -2936,6 +3065,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 15244) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 14009) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_import_offers() != 44223) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_node_id() != 26863) {

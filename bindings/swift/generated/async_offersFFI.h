@@ -303,6 +303,16 @@ uint64_t uniffi_async_offers_fn_constructor_asyncoffers_new(RustBuffer config, R
 void uniffi_async_offers_fn_method_asyncoffers_add_listener(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EXPORT_OFFERS
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EXPORT_OFFERS
+RustBuffer uniffi_async_offers_fn_method_asyncoffers_export_offers(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_IMPORT_OFFERS
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_IMPORT_OFFERS
+RustBuffer uniffi_async_offers_fn_method_asyncoffers_import_offers(uint64_t ptr, RustBuffer book, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_NODE_ID
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_NODE_ID
 RustBuffer uniffi_async_offers_fn_method_asyncoffers_node_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -678,6 +688,18 @@ uint16_t uniffi_async_offers_checksum_func_set_log_writer(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_ADD_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_ADD_LISTENER
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_add_listener(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_EXPORT_OFFERS
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_EXPORT_OFFERS
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_export_offers(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_IMPORT_OFFERS
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_IMPORT_OFFERS
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_import_offers(void
     
 );
 #endif

@@ -38,6 +38,14 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// for the same label, across restarts, never one handed out before under another label.
     public func offerFor(label: String) throws -> Offer { try inner.offerFor(label: label) }
 
+    /// The handed-out offers as an offer book: bytes for the app's backup.
+    public func exportOffers() throws -> Data { try inner.exportOffers() }
+
+    /// Imports an offer book of another install of this wallet (a restored backup, another
+    /// device): its offers are refreshed here and their slots never reused; none is handed
+    /// out twice.
+    public func importOffers(_ book: Data) throws -> ImportedOffers { try inner.importOffers(book: book) }
+
     /// New channel hints: every offer gets a fresh invoice.
     public func updateChannels(_ hints: [ChannelHint]) throws { try inner.updateChannels(hints: hints) }
 

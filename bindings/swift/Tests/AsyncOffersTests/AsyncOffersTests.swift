@@ -212,6 +212,42 @@ final class AsyncOffersTests: XCTestCase {
         XCTAssertTrue(records.contains(level: .warn, text: "app bug"))
     }
 
+    func testAnOfferBookRestoredInANewDataDirKeepsTheHandedOutOffers() async throws {
+        let first = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        try first.start()
+        _ = try await first.waitForReadyOffers(count: 3, timeout: 30)
+        let published = try first.offerFor(label: "bio")
+        let book = try first.exportOffers()
+        first.stop()
+
+        let restored = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        do {
+            _ = try restored.importOffers(Data([1, 2, 3]))
+            XCTFail("imported bytes that are no offer book")
+        } catch let OffersError.InvalidOfferBook(message) {
+            XCTAssertTrue(message.contains("offer book"), message)
+        }
+        XCTAssertEqual(try restored.importOffers(book).imported, 1)
+        XCTAssertEqual(try restored.offerFor(label: "bio").offerId, published.offerId)
+        XCTAssertEqual(try restored.importOffers(book).imported, 0)
+    }
+
+    func testASecondClientOnADataDirInUseIsRefused() async throws {
+        let dir = try tempDir()
+        let running = try AsyncOffersClient(config: config(dir), seed: seed)
+        try running.start()
+        _ = try await running.waitForReadyOffers(count: 3, timeout: 30)
+        do {
+            _ = try AsyncOffersClient(config: config(dir), seed: seed)
+            XCTFail("a second client on a data dir in use")
+        } catch let OffersError.DataDirInUse(message) {
+            XCTAssertTrue(message.contains("in use"), message)
+        }
+        running.stop()
+        let after = try AsyncOffersClient(config: config(dir), seed: seed)
+        XCTAssertEqual(after.readyOffers().count, 3)
+    }
+
     func testAWaitThatCannotBeMetEndsWithATimeoutError() async throws {
         let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
         do {

@@ -7,6 +7,7 @@ import kotlinx.coroutines.flow.SharedFlow
 import kotlinx.coroutines.flow.asSharedFlow
 import org.asyncoffers.ffi.AsyncOffers
 import org.asyncoffers.ffi.ChannelHint
+import org.asyncoffers.ffi.ImportedOffers
 import org.asyncoffers.ffi.Offer
 import org.asyncoffers.ffi.OfferEvent
 import org.asyncoffers.ffi.OfferListener
@@ -63,6 +64,16 @@ class AsyncOffersClient(config: OffersConfig, seed: ByteArray) : AutoCloseable {
      * for the same label, across restarts, never one handed out before under another label.
      */
     fun offerFor(label: String): Offer = inner.offerFor(label)
+
+    /** The handed-out offers as an offer book: bytes for the app's backup. */
+    fun exportOffers(): ByteArray = inner.exportOffers()
+
+    /**
+     * Imports an offer book of another install of this wallet (a restored backup, another
+     * device): its offers are refreshed here and their slots never reused; none is handed out
+     * twice.
+     */
+    fun importOffers(book: ByteArray): ImportedOffers = inner.importOffers(book)
 
     /** New channel hints: every offer gets a fresh invoice. */
     fun updateChannels(hints: List<ChannelHint>) = inner.updateChannels(hints)

@@ -235,4 +235,40 @@ class AsyncOffersTest {
         }
         assertTrue("the listener's exception in the log", warned())
     }
+
+    @Test
+    fun anOfferBookRestoredInANewDataDirKeepsTheHandedOutOffers() = runBlocking {
+        val (published, book) = AsyncOffersClient(config(tempDir()), seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds)
+            client.offerFor("bio") to client.exportOffers()
+        }
+        AsyncOffersClient(config(tempDir()), seed).use { restored ->
+            try {
+                restored.importOffers(byteArrayOf(1, 2, 3))
+                fail("imported bytes that are no offer book")
+            } catch (e: OffersException.InvalidOfferBook) {
+                assertTrue(e.message!!, e.message!!.contains("offer book"))
+            }
+            assertEquals(1u, restored.importOffers(book).imported)
+            assertEquals(published.offerId, restored.offerFor("bio").offerId)
+            assertEquals(0u, restored.importOffers(book).imported)
+        }
+    }
+
+    @Test
+    fun aSecondClientOnADataDirInUseIsRefused() = runBlocking {
+        val dir = tempDir()
+        AsyncOffersClient(config(dir), seed).use { running ->
+            running.start()
+            running.waitForReadyOffers(3, 30.seconds)
+            try {
+                AsyncOffersClient(config(dir), seed).close()
+                fail("a second client on a data dir in use")
+            } catch (e: OffersException.DataDirInUse) {
+                assertTrue(e.message!!, e.message!!.contains("in use"))
+            }
+        }
+        AsyncOffersClient(config(dir), seed).use { after -> assertEquals(3, after.readyOffers().size) }
+    }
 }

@@ -736,6 +736,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_add_listener(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_export_offers(
+    ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_import_offers(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_node_id(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_offer_for(
@@ -790,6 +794,10 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_add_listener(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_async_offers_fn_method_asyncoffers_export_offers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_async_offers_fn_method_asyncoffers_import_offers(`ptr`: Long,`book`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_node_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_offer_for(`ptr`: Long,`label`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -956,6 +964,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 15244) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 14009) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_import_offers() != 44223) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_node_id() != 26863) {
@@ -1481,6 +1495,18 @@ public interface AsyncOffersInterface {
     fun `addListener`(`listener`: OfferListener)
     
     /**
+     * The handed-out offers as an offer book, bytes for the app's backup.
+     */
+    fun `exportOffers`(): kotlin.ByteArray
+    
+    /**
+     * Imports an offer book of another install of this wallet (a restored backup, another
+     * device): its offers are refreshed here and their slots never reused; merged with the
+     * offers here, none is handed out twice.
+     */
+    fun `importOffers`(`book`: kotlin.ByteArray): ImportedOffers
+    
+    /**
      * The wallet node's id, hex.
      */
     fun `nodeId`(): kotlin.String
@@ -1663,6 +1689,43 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 }
     }
     
+    
+
+    
+    /**
+     * The handed-out offers as an offer book, bytes for the app's backup.
+     */
+    @Throws(OffersException::class)override fun `exportOffers`(): kotlin.ByteArray {
+            return FfiConverterByteArray.lift(
+    callWithHandle {
+    uniffiRustCallWithError(OffersException) { _status ->
+    UniffiLib.uniffi_async_offers_fn_method_asyncoffers_export_offers(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Imports an offer book of another install of this wallet (a restored backup, another
+     * device): its offers are refreshed here and their slots never reused; merged with the
+     * offers here, none is handed out twice.
+     */
+    @Throws(OffersException::class)override fun `importOffers`(`book`: kotlin.ByteArray): ImportedOffers {
+            return FfiConverterTypeImportedOffers.lift(
+    callWithHandle {
+    uniffiRustCallWithError(OffersException) { _status ->
+    UniffiLib.uniffi_async_offers_fn_method_asyncoffers_import_offers(
+        it,
+        
+        FfiConverterByteArray.lower(`book`),_status)
+}
+    }
+    )
+    }
     
 
     
@@ -2654,6 +2717,61 @@ public object FfiConverterTypeChannelHint: FfiConverterRustBuffer<ChannelHint> {
 
 
 /**
+ * What importing an offer book did.
+ */
+data class ImportedOffers (
+    /**
+     * Offers of the book now handed out here.
+     */
+    var `imported`: kotlin.UInt
+    , 
+    /**
+     * Offers of the book already handed out here.
+     */
+    var `alreadyHere`: kotlin.UInt
+    , 
+    /**
+     * Offers not imported: an offer handed out here holds their slot.
+     */
+    var `conflicting`: kotlin.UInt
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeImportedOffers: FfiConverterRustBuffer<ImportedOffers> {
+    override fun read(buf: ByteBuffer): ImportedOffers {
+        return ImportedOffers(
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ImportedOffers) = (
+            FfiConverterUInt.allocationSize(value.`imported`) +
+            FfiConverterUInt.allocationSize(value.`alreadyHere`) +
+            FfiConverterUInt.allocationSize(value.`conflicting`)
+    )
+
+    override fun write(value: ImportedOffers, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`imported`, buf)
+            FfiConverterUInt.write(value.`alreadyHere`, buf)
+            FfiConverterUInt.write(value.`conflicting`, buf)
+    }
+}
+
+
+
+/**
  * A static invoice server, in the text forms LSPs hand out; see [`crate::ServerConfig`].
  */
 data class InvoiceServer (
@@ -3586,6 +3704,11 @@ sealed class OffersException(message: String): kotlin.Exception(message) {
         class DataDirInUse(message: String) : OffersException(message)
         
     /**
+     * The bytes to import are not an offer book.
+     */
+        class InvalidOfferBook(message: String) : OffersException(message)
+        
+    /**
      * A wait ran out of time.
      */
         class Timeout(message: String) : OffersException(message)
@@ -3615,8 +3738,9 @@ public object FfiConverterTypeOffersError : FfiConverterRustBuffer<OffersExcepti
             5 -> OffersException.Storage(FfiConverterString.read(buf))
             6 -> OffersException.CorruptStore(FfiConverterString.read(buf))
             7 -> OffersException.DataDirInUse(FfiConverterString.read(buf))
-            8 -> OffersException.Timeout(FfiConverterString.read(buf))
-            9 -> OffersException.Runtime(FfiConverterString.read(buf))
+            8 -> OffersException.InvalidOfferBook(FfiConverterString.read(buf))
+            9 -> OffersException.Timeout(FfiConverterString.read(buf))
+            10 -> OffersException.Runtime(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -3656,12 +3780,16 @@ public object FfiConverterTypeOffersError : FfiConverterRustBuffer<OffersExcepti
                 buf.putInt(7)
                 Unit
             }
-            is OffersException.Timeout -> {
+            is OffersException.InvalidOfferBook -> {
                 buf.putInt(8)
                 Unit
             }
-            is OffersException.Runtime -> {
+            is OffersException.Timeout -> {
                 buf.putInt(9)
+                Unit
+            }
+            is OffersException.Runtime -> {
+                buf.putInt(10)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
