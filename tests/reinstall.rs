@@ -141,7 +141,7 @@ async fn importing_offers_known_here_as_ready_never_hands_them_out_twice() {
     copy_dir(dir.path(), copy.path());
 
     let first = client(config.clone());
-    let published = vec![
+    let published = [
         first.take_offer(Some("a".into())).unwrap(),
         first.take_offer(Some("b".into())).unwrap(),
     ];
