@@ -1,7 +1,10 @@
 //! Crash soak: the `async-offers` command line filling and handing out offers against the
 //! reference server, SIGKILLed at random moments (while filling, right after handing out an
-//! offer, or not at all) and restarted on the same data dir. After every round the data dir is
-//! opened again, offline, and checked:
+//! offer, or not at all) and restarted on the same data dir. Every fifth round two command
+//! lines contend for the dir at once (one waits for the other's lock, either may be killed);
+//! every fifth, offset by two, one runs with its wall clock 400 days ahead (every handed-out
+//! offer looks expired) or a day behind. After every round the data dir is opened again,
+//! offline, and checked:
 //!
 //! - it loads (no record left corrupt by a kill);
 //! - at most one live offer per server slot;
@@ -93,6 +96,24 @@ impl Random {
     }
 }
 
+/// One run of the command line in a round.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    kill: Kill,
+    /// How many offers it hands out.
+    take: u64,
+    /// How far its wall clock is off, in seconds.
+    wall_clock_offset: i64,
+    timeout: Duration,
+    /// Whether it may fail without being killed (no offer can be filled with the clock so
+    /// far ahead that every server's paths look too short-lived).
+    may_fail: bool,
+}
+
+/// 400 days: offers of LDK's servers, valid a year, look expired.
+const FAR_AHEAD: i64 = 400 * 24 * 3600;
+const A_DAY_BEHIND: i64 = -24 * 3600;
+
 /// When a round's command line is killed.
 #[derive(Clone, Copy, Debug)]
 enum Kill {
@@ -136,6 +157,8 @@ struct Soak {
     lost_offers: usize,
     duplicate_handouts: usize,
     kills: usize,
+    contended_rounds: usize,
+    clock_moved_rounds: usize,
 }
 
 impl Soak {
@@ -150,20 +173,43 @@ impl Soak {
             lost_offers: 0,
             duplicate_handouts: 0,
             kills: 0,
+            contended_rounds: 0,
+            clock_moved_rounds: 0,
         };
         // How long a whole round takes here (debug builds are slower), to spread kills over.
         let started = Instant::now();
-        soak.round(0, Kill::Never)?;
+        let first = soak.run_of(Kill::Never, 0);
+        soak.round(0, &[first])?;
         let round_time = started.elapsed();
         for round in 1..=iterations {
-            let kill = match soak.random.below(10) {
+            let mut kill = || match soak.random.below(10) {
                 0..=5 => Kill::After(Duration::from_micros(
                     soak.random.below(round_time.as_micros() as u64 * 3 / 2),
                 )),
                 6..=8 => Kill::AfterFirstHandout,
                 _ => Kill::Never,
             };
-            soak.round(round, kill)?;
+            let (first, second) = (kill(), kill());
+            let runs = match round % 5 {
+                0 => {
+                    soak.contended_rounds += 1;
+                    vec![soak.run_of(first, 0), soak.run_of(second, 0)]
+                }
+                2 => {
+                    soak.clock_moved_rounds += 1;
+                    match soak.random.below(2) {
+                        0 => vec![Run {
+                            take: 0,
+                            timeout: Duration::from_secs(2),
+                            may_fail: true,
+                            ..soak.run_of(Kill::Never, FAR_AHEAD)
+                        }],
+                        _ => vec![soak.run_of(first, A_DAY_BEHIND)],
+                    }
+                }
+                _ => vec![soak.run_of(first, 0)],
+            };
+            soak.round(round, &runs)?;
         }
         soak.final_checks(iterations + 1)?;
         for violation in &soak.violations {
@@ -177,42 +223,72 @@ impl Soak {
             "duplicate_handouts": soak.duplicate_handouts,
             "kills": soak.kills,
             "handed_out": soak.handed_out.len(),
+            "contended_rounds": soak.contended_rounds,
+            "clock_moved_rounds": soak.clock_moved_rounds,
         }))
     }
 
-    /// One run of the command line, killed as `kill` says, then the data dir checked.
-    fn round(&mut self, round: usize, kill: Kill) -> Result<(), Failure> {
-        let take = 1 + self.random.below(3);
-        let mut child = self.cli_command(OFFERS, take, &format!("round{round}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (lines_tx, lines) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
-                    break;
+    /// A run handing out one to three offers with its wall clock `wall_clock_offset` off.
+    fn run_of(&mut self, kill: Kill, wall_clock_offset: i64) -> Run {
+        Run {
+            kill,
+            take: 1 + self.random.below(3),
+            wall_clock_offset,
+            timeout: ROUND_TIMEOUT,
+            may_fail: false,
+        }
+    }
+
+    /// The runs of a round at once, each killed as it says, then the data dir checked.
+    fn round(&mut self, round: usize, runs: &[Run]) -> Result<(), Failure> {
+        let (lines_tx, lines) = mpsc::channel::<(usize, Option<String>)>();
+        let mut children = Vec::with_capacity(runs.len());
+        let mut readers = Vec::with_capacity(runs.len());
+        for (index, run) in runs.iter().enumerate() {
+            let label = format!("round{round}-{index}");
+            let mut child = self.cli_command(OFFERS, run, &label)?;
+            let stdout = child.stdout.take().ok_or("no stdout")?;
+            let lines_tx = lines_tx.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if lines_tx.send((index, Some(line))).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
+                let _ = lines_tx.send((index, None));
+            }));
+            children.push((child, false));
+        }
+        drop(lines_tx);
         let started = Instant::now();
         let deadline = started + ROUND_TIMEOUT;
-        let mut killed = false;
-        loop {
-            if let Kill::After(delay) = kill {
-                if !killed && started.elapsed() >= delay {
-                    killed = child.kill().is_ok();
+        let mut open = runs.len();
+        while open > 0 {
+            for ((child, killed), run) in children.iter_mut().zip(runs) {
+                if let Kill::After(delay) = run.kill {
+                    if !*killed && started.elapsed() >= delay {
+                        *killed = child.kill().is_ok();
+                    }
                 }
             }
             match lines.recv_timeout(Duration::from_micros(200)) {
-                Ok(line) => {
+                Ok((_, None)) => open -= 1,
+                Ok((index, Some(line))) => {
                     let printed_handout = self.record_line(&line, round);
-                    if printed_handout && matches!(kill, Kill::AfterFirstHandout) && !killed {
-                        killed = child.kill().is_ok();
+                    let (child, killed) = &mut children[index];
+                    if printed_handout
+                        && matches!(runs[index].kill, Kill::AfterFirstHandout)
+                        && !*killed
+                    {
+                        *killed = child.kill().is_ok();
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if Instant::now() > deadline {
-                        let _ = child.kill();
+                        for (child, _) in &mut children {
+                            let _ = child.kill();
+                        }
                         self.violations
                             .push(format!("round {round}: the command line hung"));
                         break;
@@ -220,20 +296,24 @@ impl Soak {
                 }
             }
         }
-        let status = child.wait()?;
-        let _ = reader.join();
-        if killed {
-            self.kills += 1;
-        } else if !status.success() {
-            self.violations.push(format!(
-                "round {round}: exited with {status} without being killed"
-            ));
+        for ((mut child, killed), run) in children.into_iter().zip(runs) {
+            let status = child.wait()?;
+            if killed {
+                self.kills += 1;
+            } else if !status.success() && !run.may_fail {
+                self.violations.push(format!(
+                    "round {round}: exited with {status} without being killed"
+                ));
+            }
+        }
+        for reader in readers {
+            let _ = reader.join();
         }
         self.check_data_dir(round);
         Ok(())
     }
 
-    fn cli_command(&self, offers: u16, take: u64, label: &str) -> Result<Child, Failure> {
+    fn cli_command(&self, offers: u16, run: &Run, label: &str) -> Result<Child, Failure> {
         let server = &self.server.config;
         Ok(Command::new(&self.cli)
             .args(["--server-node-id", &server.node_id.to_string()])
@@ -243,10 +323,13 @@ impl Soak {
             .arg("--data-dir")
             .arg(self.wallet_dir.path())
             .args(["--offers", &offers.to_string()])
-            .args(["--take", &take.to_string(), "--label", label])
+            .args(["--take", &run.take.to_string(), "--label", label])
+            .args(["--timeout-secs", &run.timeout.as_secs().to_string()])
+            // A contending run waits for the other's lock, within the round's time.
+            .args(["--lock-wait-secs", &ROUND_TIMEOUT.as_secs().to_string()])
             .args([
-                "--timeout-secs",
-                &ROUND_TIMEOUT.as_secs().to_string(),
+                "--wall-clock-offset-secs",
+                &run.wall_clock_offset.to_string(),
                 "--json",
             ])
             .stdout(Stdio::piped())
@@ -340,7 +423,11 @@ impl Soak {
     /// After the last kill: a run that must fill every slot, then a payer that must get from
     /// the server the static invoice of every Ready and Used offer.
     fn final_checks(&mut self, round: usize) -> Result<(), Failure> {
-        let status = self.cli_command(OFFERS, 0, "final")?.wait()?;
+        let last = Run {
+            take: 0,
+            ..self.run_of(Kill::Never, 0)
+        };
+        let status = self.cli_command(OFFERS, &last, "final")?.wait()?;
         if !status.success() {
             self.violations
                 .push(format!("round {round}: the last fill failed ({status})"));

@@ -6,14 +6,17 @@
 
 use std::collections::HashSet;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_offers::{AsyncOffersClient, Config, OfferInfo, OfferState, ServerConfig};
+use async_offers::{
+    AsyncOffersClient, Clock, Config, OfferInfo, OfferState, ServerConfig, SystemClock,
+};
 use lightning::bitcoin::hex::FromHex;
 use lightning::bitcoin::Network;
 
 const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address HOST:PORT \
---server-paths HEX [...] --seed-hex HEX --data-dir DIR [--network NET] [--offers N] [--take N [--label TEXT]] [--timeout-secs S] [--lock-wait-secs S] [--json]
+--server-paths HEX [...] --seed-hex HEX --data-dir DIR [--network NET] [--offers N] [--take N [--label TEXT]] [--timeout-secs S] [--lock-wait-secs S] [--wall-clock-offset-secs S] [--json]
 
   --server-node-id   the static invoice server's node id (33 bytes, hex)
   --server-address   where its Lightning (noise) listener is, host:port
@@ -28,6 +31,8 @@ const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address H
   --timeout-secs     give up after this long (default 60)
   --lock-wait-secs   wait this long for another client (the app, another run) to let go of
                      --data-dir (default 0: fail at once)
+  --wall-clock-offset-secs  run as if the wall clock were off by S seconds (negative: behind),
+                     as a phone's may be; waits still run on the monotonic clock
   --json             print one JSON object instead of text
 
 Exit status: 0 when N offers are ready, 1 when they are not in time or the client fails,
@@ -43,6 +48,7 @@ struct Args {
     label: Option<String>,
     timeout: Duration,
     lock_wait: Duration,
+    wall_clock_offset: i64,
     json: bool,
 }
 
@@ -55,6 +61,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut label = None;
     let mut timeout = Duration::from_secs(60);
     let mut lock_wait = Duration::ZERO;
+    let mut wall_clock_offset = 0i64;
     let mut json = false;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -88,6 +95,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                         .map_err(|e| format!("--lock-wait-secs: {e}"))?,
                 )
             }
+            "--wall-clock-offset-secs" => {
+                wall_clock_offset = value()?
+                    .parse()
+                    .map_err(|e| format!("--wall-clock-offset-secs: {e}"))?
+            }
             "--json" => json = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
@@ -120,6 +132,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         label,
         timeout,
         lock_wait,
+        wall_clock_offset,
         json,
     })
 }
@@ -163,6 +176,7 @@ fn run(args: Args) -> Result<(), String> {
     let client = AsyncOffersClient::builder(config, args.seed)
         .runtime(runtime.handle().clone())
         .data_dir_lock_wait(args.lock_wait)
+        .clock(Arc::new(OffsetClock(args.wall_clock_offset)))
         .build()
         .map_err(|e| e.to_string())?;
 
@@ -289,6 +303,24 @@ fn take_offers(
         taken.push(offer);
     }
     Ok(taken)
+}
+
+/// The system's clocks, with the wall clock off by this many seconds.
+struct OffsetClock(i64);
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Duration {
+        let now = SystemClock.now();
+        let by = Duration::from_secs(self.0.unsigned_abs());
+        match self.0 < 0 {
+            true => now.saturating_sub(by),
+            false => now.saturating_add(by),
+        }
+    }
+
+    fn monotonic(&self) -> Duration {
+        SystemClock.monotonic()
+    }
 }
 
 fn offer_json(offer: &OfferInfo) -> serde_json::Value {
