@@ -719,6 +719,16 @@ mod tests {
         assert_eq!(found, expected, "loaded in server and slot order");
     }
 
+    /// The single-server layout: the same record without the server, under `slot_NNNNN`.
+    fn single_server_record(offer: &CachedOffer) -> Vec<u8> {
+        let current = encode(offer);
+        let mut old = SINGLE_SERVER_MAGIC.to_vec();
+        old.extend_from_slice(&current[MAGIC.len() + 33..current.len() - CHECKSUM_LEN]);
+        let checksum = Sha256::hash(&old).to_byte_array();
+        old.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        old
+    }
+
     #[test]
     fn single_server_records_are_read_as_the_first_servers_and_rewritten() {
         let dir = tempfile::tempdir().unwrap();
@@ -726,12 +736,7 @@ mod tests {
         let mut offer = fixture.cached(4, Duration::from_secs(1_800_000_000), None);
         offer.state = OfferState::Used;
         offer.label = Some("bio".into());
-        // The single-server layout: the same record without the server, under `slot_NNNNN`.
-        let current = encode(&offer);
-        let mut old = SINGLE_SERVER_MAGIC.to_vec();
-        old.extend_from_slice(&current[MAGIC.len() + 33..current.len() - CHECKSUM_LEN]);
-        let checksum = Sha256::hash(&old).to_byte_array();
-        old.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        let old = single_server_record(&offer);
         let kv = FilesystemStore::new(dir.path().to_path_buf());
         kv.write(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, "slot_00004", old)
             .unwrap();
@@ -758,11 +763,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fixture = offer_fixture();
         let mut offer = fixture.cached(4, Duration::from_secs(1_800_000_000), None);
-        let current = encode(&offer);
-        let mut old = SINGLE_SERVER_MAGIC.to_vec();
-        old.extend_from_slice(&current[MAGIC.len() + 33..current.len() - CHECKSUM_LEN]);
-        let checksum = Sha256::hash(&old).to_byte_array();
-        old.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        let old = single_server_record(&offer);
         let kv = FilesystemStore::new(dir.path().to_path_buf());
         kv.write(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, "slot_00004", old)
             .unwrap();

@@ -15,8 +15,7 @@ use lightning::util::ser::Writeable;
 use serde_json::Value;
 
 fn build(config: &Config, lock_wait: Duration) -> Result<AsyncOffersClient, Error> {
-    AsyncOffersClient::builder(config.clone(), SEED)
-        .runtime(tokio::runtime::Handle::current())
+    builder(config.clone())
         .data_dir_lock_wait(lock_wait)
         .build()
 }
@@ -60,11 +59,7 @@ async fn a_second_client_in_this_process_is_refused_while_the_first_runs() {
     let server_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config_for(&server, b"wallet", dir.path());
-    config.offer_slots = 3;
-    let first = client(config.clone());
-    first.start().unwrap();
-    first.wait_for_ready_offers(3, WAIT).await.unwrap();
+    let (config, first) = filled_client(&server, dir.path(), 3).await;
 
     let refused_at = Instant::now();
     assert!(matches!(
@@ -117,11 +112,7 @@ async fn a_client_in_another_process_is_refused_while_this_one_runs() {
     let server_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config_for(&server, b"wallet", dir.path());
-    config.offer_slots = 3;
-    let running = client(config.clone());
-    running.start().unwrap();
-    running.wait_for_ready_offers(3, WAIT).await.unwrap();
+    let (config, running) = filled_client(&server, dir.path(), 3).await;
 
     let refused = tokio::task::spawn_blocking({
         let mut command = cli(&config, &["--offers", "3", "--take", "1"]);
@@ -158,11 +149,7 @@ async fn two_processes_contending_never_hand_out_one_offer_twice() {
     let server_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config_for(&server, b"wallet", dir.path());
-    config.offer_slots = 6;
-    let filler = client(config.clone());
-    filler.start().unwrap();
-    filler.wait_for_ready_offers(6, WAIT).await.unwrap();
+    let (config, filler) = filled_client(&server, dir.path(), 6).await;
     filler.stop();
     drop(filler);
 

@@ -18,11 +18,7 @@ async fn a_new_install_on_the_same_seed_leaves_the_published_offers_payable() {
     let server_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let first_dir = tempfile::tempdir().unwrap();
-    let mut config = config_for(&server, b"wallet", first_dir.path());
-    config.offer_slots = 3;
-    let first = client(config);
-    first.start().unwrap();
-    first.wait_for_ready_offers(3, WAIT).await.unwrap();
+    let (_, first) = filled_client(&server, first_dir.path(), 3).await;
     let published = vec![
         first.take_offer(Some("qr".into())).unwrap(),
         first.take_offer(Some("bio".into())).unwrap(),
@@ -81,11 +77,7 @@ async fn a_restored_offer_book_keeps_the_published_offers_refreshed_and_their_sl
     let server_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let first_dir = tempfile::tempdir().unwrap();
-    let mut config = config_for(&server, b"wallet", first_dir.path());
-    config.offer_slots = 3;
-    let first = client(config);
-    first.start().unwrap();
-    first.wait_for_ready_offers(3, WAIT).await.unwrap();
+    let (_, first) = filled_client(&server, first_dir.path(), 3).await;
     let published = vec![
         first.offer_for("qr").unwrap(),
         first.offer_for("bio").unwrap(),
@@ -130,11 +122,7 @@ async fn importing_offers_known_here_as_ready_never_hands_them_out_twice() {
     let server_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config_for(&server, b"wallet", dir.path());
-    config.offer_slots = 3;
-    let first = client(config.clone());
-    first.start().unwrap();
-    first.wait_for_ready_offers(3, WAIT).await.unwrap();
+    let (config, first) = filled_client(&server, dir.path(), 3).await;
     first.stop();
     drop(first);
     let copy = tempfile::tempdir().unwrap();

@@ -16,12 +16,7 @@ fn now() -> Duration {
 }
 
 fn client_with_clock(config: Config, clock: Arc<ManualClock>) -> AsyncOffersClient {
-    log_to_stderr();
-    AsyncOffersClient::builder(config, SEED)
-        .runtime(tokio::runtime::Handle::current())
-        .clock(clock)
-        .build()
-        .unwrap()
+    builder(config).clock(clock).build().unwrap()
 }
 
 /// Two offers handed out, with paths valid a year. The app runs once with the clock 400 days
@@ -32,11 +27,7 @@ async fn a_clock_400_days_ahead_and_back_loses_no_handed_out_offer() {
     let server_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config_for(&server, b"wallet", dir.path());
-    config.offer_slots = 3;
-    let first = client(config.clone());
-    first.start().unwrap();
-    first.wait_for_ready_offers(3, WAIT).await.unwrap();
+    let (config, first) = filled_client(&server, dir.path(), 3).await;
     let published = vec![
         first.offer_for("qr").unwrap(),
         first.offer_for("bio").unwrap(),

@@ -95,11 +95,31 @@ pub fn log_to_stderr() {
 }
 
 pub fn client(config: Config) -> AsyncOffersClient {
+    builder(config).build().expect("client builds")
+}
+
+/// A builder for a client of `SEED` on the test's runtime, to adjust before building.
+pub fn builder(config: Config) -> async_offers::ClientBuilder {
     log_to_stderr();
-    AsyncOffersClient::builder(config, SEED)
-        .runtime(tokio::runtime::Handle::current())
-        .build()
-        .expect("client builds")
+    AsyncOffersClient::builder(config, SEED).runtime(tokio::runtime::Handle::current())
+}
+
+/// A started client of the wallet `b"wallet"` of `server`, in `data_dir`, once its `slots`
+/// offers are Ready; and its config.
+pub async fn filled_client(
+    server: &RunningServer,
+    data_dir: &Path,
+    slots: u16,
+) -> (Config, AsyncOffersClient) {
+    let mut config = config_for(server, b"wallet", data_dir);
+    config.offer_slots = slots;
+    let client = client(config.clone());
+    client.start().unwrap();
+    client
+        .wait_for_ready_offers(usize::from(slots), WAIT)
+        .await
+        .unwrap();
+    (config, client)
 }
 
 /// Fetches each offer's static invoice from `server` as a payer would, and checks it.
