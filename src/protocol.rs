@@ -268,11 +268,13 @@ impl Engine {
         // Loaded, migrated and tidied under the lock, after a stopped client's last writes.
         let _held = lock.as_ref().map(|lock| lock.acquire(true)).transpose()?;
         let offers = keep_offers_of(&servers, store.load_all(config.servers[0].node_id)?, &store);
-        let slot_sequence = match keyed_slots {
-            true => SlotSequence::Keyed(
-                store.install_key(|| keys.wallet_keys_manager().get_secure_random_bytes())?,
-            ),
-            false => SlotSequence::InOrder,
+        let (slot_sequence, new_install_key) = match (keyed_slots, store.install_key()) {
+            (false, _) => (SlotSequence::InOrder, None),
+            (true, Some(key)) => (SlotSequence::Keyed(key), None),
+            (true, None) => {
+                let key = keys.wallet_keys_manager().get_secure_random_bytes();
+                (SlotSequence::Keyed(key), Some(key))
+            }
         };
         let policy = CachePolicy {
             servers: servers.iter().map(|server| server.node_id).collect(),
@@ -292,7 +294,7 @@ impl Engine {
             .iter()
             .map(|server| (server.node_id, Link::new(config.max_messages_per_minute)))
             .collect();
-        Ok(Arc::new_cyclic(|me| Self {
+        let engine = Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
                 cache: OfferCache::new(policy, offers, slot_sequence),
                 hints: config.channel_hints.clone(),
@@ -312,7 +314,19 @@ impl Engine {
             running_lock: Mutex::new(None),
             first_server: config.servers[0].node_id,
             me: me.clone(),
-        }))
+        });
+        if let Some(key) = new_install_key {
+            // Written off the caller's thread: a fresh install's first fill need not wait for
+            // two fsyncs. Lost in a crash, it is made anew: no slot depends on it being the
+            // same, only how few slots an install comes to use.
+            drop(_held);
+            engine.run_offloaded(move |engine| {
+                if let Err(e) = engine.store.save_install_key(&key) {
+                    log::warn!("{e}");
+                }
+            });
+        }
+        Ok(engine)
     }
 
     /// Runs `job` off the caller's thread, holding the data dir's lock: the running client's,

@@ -210,27 +210,30 @@ impl OfferStore {
         self.commit(self.prepare_removal(offer))
     }
 
-    /// This install's key for choosing slots ([`crate::cache::SlotSequence::Keyed`]), made
-    /// with `fresh` and written the first time. One that cannot be read is replaced: it only
-    /// decides which free slots come first.
-    pub fn install_key(&self, fresh: impl FnOnce() -> [u8; 32]) -> Result<[u8; 32], Error> {
+    /// This install's key for choosing slots ([`crate::cache::SlotSequence::Keyed`]), if it has
+    /// one. One that cannot be read is taken as none, and replaced: it only decides which free
+    /// slots come first.
+    pub fn install_key(&self) -> Option<[u8; 32]> {
         match self.kv.read(PRIMARY_NAMESPACE, "", INSTALL_KEY) {
             Ok(bytes)
                 if bytes.len() == INSTALL_MAGIC.len() + 32 && bytes.starts_with(INSTALL_MAGIC) =>
             {
-                return Ok(bytes[INSTALL_MAGIC.len()..].try_into().expect("32 bytes"));
+                return Some(bytes[INSTALL_MAGIC.len()..].try_into().expect("32 bytes"));
             }
             Ok(_) => log::warn!("the install key record is malformed; making a new one"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => log::warn!("the install key is unreadable ({e}); making a new one"),
         }
-        let key = fresh();
+        None
+    }
+
+    /// Writes this install's key.
+    pub fn save_install_key(&self, key: &[u8; 32]) -> Result<(), Error> {
         let mut record = INSTALL_MAGIC.to_vec();
-        record.extend_from_slice(&key);
+        record.extend_from_slice(key);
         self.kv
             .write(PRIMARY_NAMESPACE, "", INSTALL_KEY, record)
-            .map_err(|e| Error::Storage(format!("writing the install key: {e}")))?;
-        Ok(key)
+            .map_err(|e| Error::Storage(format!("writing the install key: {e}")))
     }
 
     /// Every stored offer. Fails on the first record that cannot be read or decoded. Records
