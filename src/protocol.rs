@@ -224,6 +224,10 @@ pub(crate) struct Engine {
     running_lock: Mutex<Option<Arc<HeldLock>>>,
     /// The first configured server: single-server records are read as its.
     first_server: PublicKey,
+    /// A fresh install's slot key, until it is written (see [`Self::save_install_key_once_filled`]).
+    unsaved_install_key: Mutex<Option<[u8; 32]>>,
+    /// How many Ready offers the config wants.
+    target_ready: usize,
     /// Offloaded jobs need an owning handle to the engine.
     me: Weak<Engine>,
 }
@@ -313,19 +317,10 @@ impl Engine {
             lock,
             running_lock: Mutex::new(None),
             first_server: config.servers[0].node_id,
+            unsaved_install_key: Mutex::new(new_install_key),
+            target_ready: usize::from(config.offer_slots),
             me: me.clone(),
         });
-        if let Some(key) = new_install_key {
-            // Written off the caller's thread: a fresh install's first fill need not wait for
-            // two fsyncs. Lost in a crash, it is made anew: no slot depends on it being the
-            // same, only how few slots an install comes to use.
-            drop(_held);
-            engine.run_offloaded(move |engine| {
-                if let Err(e) = engine.store.save_install_key(&key) {
-                    log::warn!("{e}");
-                }
-            });
-        }
         Ok(engine)
     }
 
@@ -936,9 +931,31 @@ impl Engine {
         }
         if now_ready {
             self.lock().ready_unwritten.retain(|id| *id != offer_id);
+            self.save_install_key_once_filled();
         }
         for event in events {
             self.events.emit(event);
+        }
+    }
+
+    /// Writes a fresh install's slot key once its first fill is done, so that the fill does not
+    /// wait for two more fsyncs. Lost before that (a crash, a fill that never completes), a new
+    /// key is made at the next start: no slot depends on it staying the same, only how few
+    /// slots an install comes to use.
+    fn save_install_key_once_filled(&self) {
+        if self.ready_count() < self.target_ready {
+            return;
+        }
+        let Some(key) = self
+            .unsaved_install_key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        if let Err(e) = self.store.save_install_key(&key) {
+            log::warn!("{e}");
         }
     }
 

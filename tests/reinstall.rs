@@ -25,6 +25,9 @@ async fn a_new_install_on_the_same_seed_leaves_the_published_offers_payable() {
     ];
     first.stop();
     drop(first);
+    // Once filled, the install's slot key is on disk: it comes back to the same slots.
+    drop(client(config_for(&server, b"wallet", first_dir.path())));
+    assert!(first_dir.path().join("async_offers/install_key").exists());
 
     let second_dir = tempfile::tempdir().unwrap();
     let config = config_for(&server, b"wallet", second_dir.path());
