@@ -931,10 +931,13 @@ impl Engine {
         }
         if now_ready {
             self.lock().ready_unwritten.retain(|id| *id != offer_id);
-            self.save_install_key_once_filled();
         }
         for event in events {
             self.events.emit(event);
+        }
+        // After the events: what waits for this offer need not wait for the key's write.
+        if now_ready {
+            self.save_install_key_once_filled();
         }
     }
 
