@@ -23,7 +23,7 @@
 //! keeps its record and its slot for the policy's retention: if the clock was wrong and is put
 //! right, the offer is live again, as it always was for payers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -410,27 +410,32 @@ impl OfferCache {
     /// candidate tried.
     fn free_slot(&self, server: &PublicKey) -> Option<u16> {
         let range = &self.policy.slot_range;
-        let taken = |slot: u16| {
-            self.requests.contains_key(&(*server, slot))
-                || self
-                    .offers
-                    .iter()
-                    .any(|o| o.server == *server && o.slot == slot)
-        };
-        let held = self.offers.iter().filter(|o| o.server == *server).count()
-            + self.requests.keys().filter(|(of, _)| of == server).count();
+        let held: HashSet<u16> = self
+            .offers
+            .iter()
+            .filter(|o| o.server == *server)
+            .map(|o| o.slot)
+            .chain(
+                self.requests
+                    .keys()
+                    .filter(|(of, _)| of == server)
+                    .map(|(_, slot)| *slot),
+            )
+            .collect();
         // Each held slot hides at most one candidate (two candidates rarely fall on one slot).
-        let tries = u32::try_from(held).unwrap_or(u32::MAX).saturating_add(32);
+        let tries = u32::try_from(held.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(32);
         let mut slot = *range.start();
         for index in 0..tries {
             slot = self.slot_sequence.candidate(server, index, range);
-            if !taken(slot) {
+            if !held.contains(&slot) {
                 return Some(slot);
             }
         }
         (slot..=*range.end())
             .chain(*range.start()..slot)
-            .find(|&slot| !taken(slot))
+            .find(|slot| !held.contains(slot))
     }
 
     /// Checks an `OfferPaths` reply from `server` before any offer is built from it.

@@ -293,12 +293,11 @@ impl Engine {
             expired_retention: config.expired_offer_retention,
             slot_range: config.invoice_slots.clone(),
         };
-
         let links = servers
             .iter()
             .map(|server| (server.node_id, Link::new(config.max_messages_per_minute)))
             .collect();
-        let engine = Arc::new_cyclic(|me| Self {
+        Ok(Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
                 cache: OfferCache::new(policy, offers, slot_sequence),
                 hints: config.channel_hints.clone(),
@@ -320,8 +319,7 @@ impl Engine {
             unsaved_install_key: Mutex::new(new_install_key),
             target_ready: usize::from(config.offer_slots),
             me: me.clone(),
-        });
-        Ok(engine)
+        }))
     }
 
     /// Runs `job` off the caller's thread, holding the data dir's lock: the running client's,
