@@ -224,7 +224,7 @@ pub(crate) struct Engine {
     running_lock: Mutex<Option<Arc<HeldLock>>>,
     /// The first configured server: single-server records are read as its.
     first_server: PublicKey,
-    /// A fresh install's slot key, until it is written (see [`Self::save_install_key_once_filled`]).
+    /// A fresh install's slot key, until it is written (see [`Self::save_install_key`]).
     unsaved_install_key: Mutex<Option<[u8; 32]>>,
     /// How many Ready offers the config wants.
     target_ready: usize,
@@ -371,6 +371,14 @@ impl Engine {
 
     /// Lets the data dir's lock go, once the jobs under way are done.
     pub fn stop_running(&self) {
+        let key_unsaved = self
+            .unsaved_install_key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if key_unsaved {
+            self.run_offloaded(|engine| engine.save_install_key());
+        }
         if let Some(held) = self.running_lock().take() {
             held.release_soon();
         }
@@ -888,6 +896,15 @@ impl Engine {
         };
         let mut writes = Vec::new();
         let now_ready = matches!(outcome, Confirmation::NowReady { .. });
+        // This offer completes the fill: the first one's, for a fresh install's slot key.
+        let filled = now_ready
+            && state
+                .cache
+                .offers()
+                .iter()
+                .filter(|o| o.state == OfferState::Ready)
+                .count()
+                >= self.target_ready;
         let events = match outcome {
             Confirmation::Ignored => {
                 log::debug!(
@@ -934,19 +951,16 @@ impl Engine {
             self.events.emit(event);
         }
         // After the events: what waits for this offer need not wait for the key's write.
-        if now_ready {
-            self.save_install_key_once_filled();
+        if filled {
+            self.save_install_key();
         }
     }
 
-    /// Writes a fresh install's slot key once its first fill is done, so that the fill does not
-    /// wait for two more fsyncs. Lost before that (a crash, a fill that never completes), a new
-    /// key is made at the next start: no slot depends on it staying the same, only how few
-    /// slots an install comes to use.
-    fn save_install_key_once_filled(&self) {
-        if self.ready_count() < self.target_ready {
-            return;
-        }
+    /// Writes a fresh install's slot key, if it is not yet: once its first fill is done, or when
+    /// it stops, so that the fill does not wait for two more fsyncs. Lost before that (a
+    /// crash), a new key is made at the next start: no slot depends on it staying the same,
+    /// only how few slots an install comes to use.
+    fn save_install_key(&self) {
         let Some(key) = self
             .unsaved_install_key
             .lock()
