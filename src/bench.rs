@@ -58,12 +58,12 @@ impl OfferWork {
 
 /// A `Responder` for replies over `path`, as a received message carries one.
 pub fn responder_for(path: &BlindedMessagePath) -> Responder {
-    crate::protocol::responder_for(path)
+    crate::responder::responder_for(path)
 }
 
 /// The path a `Responder` replies over.
 pub fn reply_path_of(responder: &Responder) -> BlindedMessagePath {
-    crate::protocol::reply_path_of(responder).expect("LDK reads the responders it writes")
+    crate::responder::reply_path_of(responder).expect("LDK reads the responders it writes")
 }
 
 /// The cache's work at a given size: `offers` Ready offers of one server (real offers and

@@ -403,7 +403,7 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
             0,
             &prefixed(&[
                 &context.encode(),
-                &crate::protocol::responder_encoding(&server_path(0x30 + slot as u8)),
+                &crate::responder::responder_encoding(&server_path(0x30 + slot as u8)),
                 &message.encode(),
             ]),
         )

@@ -12,7 +12,8 @@
 //! - `protocol`: the engine turning messages into cache transitions and per-server outboxes
 //!   ([`ProtocolHandler`], one per server, runs it over any messenger);
 //! - `transport`: one messenger and peer manager over TCP per server, reconnects and timers;
-//! - `store`: offer records behind LDK's `KVStoreSync`;
+//! - `store`: offer records and offer books behind LDK's `KVStoreSync`;
+//! - `responder`: LDK's `Responder` to and from the reply path it holds;
 //! - `lock`: one writer per data dir across processes, and reloading what another wrote;
 //! - `client`: the public object; `events`: what the app is told;
 //! - [`ffi`] (feature `ffi`): the UniFFI surface of the Kotlin and Swift SDKs.
@@ -38,6 +39,7 @@ mod lock;
 mod logging;
 mod offer;
 mod protocol;
+mod responder;
 mod store;
 #[cfg(test)]
 mod test_utils;

@@ -20,7 +20,6 @@ use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::blinded_path::message::{
     AsyncPaymentsContext, BlindedMessagePath, MessageContext, OffersContext,
 };
-use lightning::ln::msgs::DecodeError;
 use lightning::offers::flow::MAX_STATIC_INVOICE_SIZE_BYTES;
 use lightning::offers::offer::OfferId;
 use lightning::onion_message::async_payments::{
@@ -32,7 +31,7 @@ use lightning::onion_message::messenger::{
 };
 use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
 use lightning::sign::EntropySource;
-use lightning::util::ser::{BigSize, Readable, Writeable};
+use lightning::util::ser::Writeable;
 use tokio::sync::Notify;
 
 use crate::cache::{
@@ -44,6 +43,7 @@ use crate::events::{Event, EventBus, ImportedOffers, OfferInfo};
 use crate::keys::WalletKeys;
 use crate::lock::{DataDirLock, HeldLock};
 use crate::offer::OfferFactory;
+use crate::responder::reply_path_of;
 use crate::store::{decode_book, encode_book, OfferStore};
 use crate::Error;
 
@@ -70,43 +70,6 @@ impl Outgoing {
 }
 
 type Outbox = Vec<Outgoing>;
-
-// A `Responder` has no public accessor or constructor, but it is `Writeable` and `Readable`:
-// a length-prefixed TLV stream with one record, type 0, holding the reply path.
-
-/// The path a [`Responder`] replies over.
-pub(crate) fn reply_path_of(responder: &Responder) -> Result<BlindedMessagePath, DecodeError> {
-    let encoded = responder.encode();
-    let mut stream = &encoded[..];
-    let _stream_len = BigSize::read(&mut stream)?;
-    if BigSize::read(&mut stream)?.0 != 0 {
-        return Err(DecodeError::InvalidValue);
-    }
-    let _record_len = BigSize::read(&mut stream)?;
-    BlindedMessagePath::read(&mut stream)
-}
-
-/// A [`Responder`] replying over `path`, as a received message carries one.
-pub(crate) fn responder_for(path: &BlindedMessagePath) -> Responder {
-    Responder::read(&mut &responder_encoding(path)[..]).expect("a valid responder encoding")
-}
-
-/// The encoding of a [`Responder`] replying over `path`.
-pub(crate) fn responder_encoding(path: &BlindedMessagePath) -> Vec<u8> {
-    let path_bytes = path.encode();
-    let mut record = Vec::with_capacity(path_bytes.len() + 6);
-    BigSize(0).write(&mut record).expect("writes to a Vec");
-    BigSize(path_bytes.len() as u64)
-        .write(&mut record)
-        .expect("writes to a Vec");
-    record.extend_from_slice(&path_bytes);
-    let mut stream = Vec::with_capacity(record.len() + 3);
-    BigSize(record.len() as u64)
-        .write(&mut stream)
-        .expect("writes to a Vec");
-    stream.extend_from_slice(&record);
-    stream
-}
 
 /// Runs a job away from the messenger's thread. Building an offer or writing one durably takes
 /// milliseconds; done inline they would hold back every later message on the connection, and

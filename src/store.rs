@@ -25,7 +25,7 @@ use lightning_persister::fs_store::FilesystemStore;
 
 use crate::cache::{CachedOffer, OfferState};
 use crate::offer::BuiltInvoice;
-use crate::protocol::{reply_path_of, responder_encoding};
+use crate::responder::{reply_path_of, responder_encoding};
 use crate::Error;
 
 /// A `KVStoreSync` the client can share across threads.
