@@ -164,8 +164,8 @@ impl DataDirLock {
         file.read_to_end(&mut found)?;
         let mut token = self.nonce.to_vec();
         token.extend_from_slice(&self.holdings.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        // Every token has the same length: written over the last one, nothing is left of it.
         file.seek(SeekFrom::Start(0))?;
-        file.set_len(0)?;
         file.write_all(&token)?;
         let mut last = self.last_token.lock().unwrap_or_else(|e| e.into_inner());
         let others_held_it = last.as_ref() != Some(&found);
