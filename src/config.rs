@@ -132,7 +132,8 @@ pub enum InvoiceRequestTarget {
 pub struct Config {
     /// The chain the offers are for.
     pub network: Network,
-    /// Where offers are persisted (by the default filesystem store). The client creates it if
+    /// Where offers are persisted (by the default filesystem store), and where the lock that
+    /// keeps one client at a time on them lives, whatever the store. The client creates it if
     /// needed and keeps it private to the app's user (mode 0700 on Unix, records 0600).
     pub data_dir: PathBuf,
     /// The static invoice servers: one, or several so that offers keep coming when one is
