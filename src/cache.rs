@@ -737,13 +737,12 @@ impl OfferCache {
         maintenance
     }
 
-    /// Live Ready and Used offers of configured servers, whose invoices must all be rebuilt
+    /// Live offers of configured servers, in every state: their invoices must all be rebuilt
     /// (channels or fees changed).
-    pub fn published_or_ready(&self, now: Duration) -> Vec<OfferId> {
+    pub fn live_offers(&self, now: Duration) -> Vec<OfferId> {
         self.offers
             .iter()
-            .filter(|o| o.state != OfferState::Pending && self.is_configured(&o.server))
-            .filter(|o| !o.is_expired(now))
+            .filter(|o| self.is_configured(&o.server) && !o.is_expired(now))
             .map(|o| o.id())
             .collect()
     }

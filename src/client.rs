@@ -311,9 +311,10 @@ impl AsyncOffersClient {
         self.engine.import_offers(book)
     }
 
-    /// Replaces the channel hints; every Ready and Used offer gets a fresh invoice now, on the
-    /// server that holds it.
-    pub fn update_channels(&self, hints: Vec<ChannelHint>) {
+    /// Replaces the channel hints; every offer (Pending, Ready and handed out) gets a fresh
+    /// invoice now, on the server that holds it. A hint no payment could use is refused with
+    /// [`Error::InvalidConfig`] naming it, and the hints stay as they were.
+    pub fn update_channels(&self, hints: Vec<ChannelHint>) -> Result<(), Error> {
         self.engine.update_channels(hints)
     }
 

@@ -9,6 +9,8 @@ use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::bitcoin::Network;
 use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::ln::channel_state::ChannelDetails;
+use lightning::ln::channelmanager::MIN_FINAL_CLTV_EXPIRY_DELTA;
+use lightning::routing::router::DEFAULT_MAX_TOTAL_CLTV_EXPIRY_DELTA;
 use lightning::util::ser::Readable;
 
 use crate::Error;
@@ -101,6 +103,37 @@ impl ChannelHint {
                 .inbound_htlc_maximum_msat
                 .unwrap_or(channel.inbound_capacity_msat),
         })
+    }
+}
+
+impl ChannelHint {
+    /// Refuses a hint no payment could use: LDK would fail to build its payment path, or
+    /// payers' routers would refuse the path. The error names the channel.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let channel = self.short_channel_id;
+        let why = if self.htlc_maximum_msat <= u64::from(self.fee_base_msat) {
+            format!(
+                "its htlc_maximum_msat ({}) does not exceed its fee_base_msat ({}): nothing is left to forward",
+                self.htlc_maximum_msat, self.fee_base_msat
+            )
+        } else if self.htlc_minimum_msat > self.htlc_maximum_msat {
+            format!(
+                "its htlc_minimum_msat ({}) is above its htlc_maximum_msat ({})",
+                self.htlc_minimum_msat, self.htlc_maximum_msat
+            )
+        } else if u32::from(self.cltv_expiry_delta) + u32::from(MIN_FINAL_CLTV_EXPIRY_DELTA)
+            > DEFAULT_MAX_TOTAL_CLTV_EXPIRY_DELTA
+        {
+            format!(
+                "its cltv_expiry_delta ({}) with the wallet's final {} blocks exceeds the {} blocks payers' routers accept",
+                self.cltv_expiry_delta, MIN_FINAL_CLTV_EXPIRY_DELTA, DEFAULT_MAX_TOTAL_CLTV_EXPIRY_DELTA
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidConfig(format!(
+            "channel hint {channel}: {why}"
+        )))
     }
 }
 
@@ -235,6 +268,9 @@ impl Config {
         }
         if self.servers.is_empty() {
             return Err(Error::InvalidConfig("no static invoice server".into()));
+        }
+        for hint in &self.channel_hints {
+            hint.check()?;
         }
         for (index, server) in self.servers.iter().enumerate() {
             if server.paths.is_empty() {

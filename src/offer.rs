@@ -14,11 +14,13 @@ use lightning::blinded_path::payment::{
     PaymentForwardNode, PaymentRelay, UnauthenticatedReceiveTlvs,
 };
 use lightning::ln::channelmanager::MIN_FINAL_CLTV_EXPIRY_DELTA;
+use lightning::offers::flow::MAX_STATIC_INVOICE_SIZE_BYTES;
 use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::{Offer, OfferBuilder};
 use lightning::offers::static_invoice::{StaticInvoice, StaticInvoiceBuilder};
 use lightning::sign::ReceiveAuthKey;
 use lightning::types::features::BlindedHopFeatures;
+use lightning::util::ser::Writeable;
 
 use crate::config::ChannelHint;
 use crate::keys::WalletKeys;
@@ -103,6 +105,10 @@ impl OfferFactory {
     /// A static invoice for `offer`, created at `now`, expiring with the offer, with payment
     /// paths through each hinted LSP channel (or a direct path when there are none), and the
     /// path `server` (the one that will hold the invoice) forwards invoice requests over.
+    ///
+    /// A hint LDK cannot turn into a payment path is left out, with a warning; if none is left,
+    /// it fails. An invoice over the [`MAX_STATIC_INVOICE_SIZE_BYTES`] servers store is built
+    /// again over fewer channels until it fits (a server would drop it silently).
     pub fn build_invoice(
         &self,
         offer: &Offer,
@@ -143,51 +149,65 @@ impl OfferFactory {
             payee_tlvs.authenticate(Nonce::from_entropy_source(entropy), &expanded_key);
         let wallet = self.keys.wallet_node_id();
 
-        let payment_paths = if hints.is_empty() {
-            vec![BlindedPaymentPath::one_hop(
+        // Each usable hint with its payment path, at most MAX_PATHS of them.
+        let mut routes: Vec<(&ChannelHint, BlindedPaymentPath)> = Vec::new();
+        for hint in hints {
+            if routes.len() == MAX_PATHS {
+                break;
+            }
+            let forward = PaymentForwardNode {
+                tlvs: ForwardTlvs {
+                    short_channel_id: hint.short_channel_id,
+                    payment_relay: PaymentRelay {
+                        cltv_expiry_delta: hint.cltv_expiry_delta,
+                        fee_proportional_millionths: hint.fee_proportional_millionths,
+                        fee_base_msat: hint.fee_base_msat,
+                    },
+                    payment_constraints: PaymentConstraints {
+                        max_cltv_expiry: max_cltv_expiry
+                            .saturating_add(hint.cltv_expiry_delta as u32),
+                        htlc_minimum_msat: hint.htlc_minimum_msat,
+                    },
+                    features: BlindedHopFeatures::empty(),
+                    next_blinding_override: None,
+                },
+                node_id: hint.lsp_node_id,
+                htlc_maximum_msat: hint.htlc_maximum_msat,
+            };
+            match BlindedPaymentPath::new(
+                &[forward],
                 wallet,
-                payee_tlvs,
+                payee_tlvs.clone(),
+                u64::MAX,
                 MIN_FINAL_CLTV_EXPIRY_DELTA,
                 entropy,
                 &self.secp,
-            )
-            .map_err(|()| "direct payment path".to_string())?]
-        } else {
-            hints
-                .iter()
-                .take(MAX_PATHS)
-                .map(|hint| {
-                    let forward = PaymentForwardNode {
-                        tlvs: ForwardTlvs {
-                            short_channel_id: hint.short_channel_id,
-                            payment_relay: PaymentRelay {
-                                cltv_expiry_delta: hint.cltv_expiry_delta,
-                                fee_proportional_millionths: hint.fee_proportional_millionths,
-                                fee_base_msat: hint.fee_base_msat,
-                            },
-                            payment_constraints: PaymentConstraints {
-                                max_cltv_expiry: max_cltv_expiry
-                                    .saturating_add(hint.cltv_expiry_delta as u32),
-                                htlc_minimum_msat: hint.htlc_minimum_msat,
-                            },
-                            features: BlindedHopFeatures::empty(),
-                            next_blinding_override: None,
-                        },
-                        node_id: hint.lsp_node_id,
-                        htlc_maximum_msat: hint.htlc_maximum_msat,
-                    };
-                    BlindedPaymentPath::new(
-                        &[forward],
-                        wallet,
-                        payee_tlvs.clone(),
-                        u64::MAX,
-                        MIN_FINAL_CLTV_EXPIRY_DELTA,
-                        entropy,
-                        &self.secp,
-                    )
-                    .map_err(|()| format!("payment path over channel {}", hint.short_channel_id))
-                })
-                .collect::<Result<Vec<_>, _>>()?
+            ) {
+                Ok(path) => routes.push((hint, path)),
+                Err(()) => log::warn!(
+                    "channel {} is left out of the invoice: LDK cannot build a payment path over it (fees, limits or CLTV delta)",
+                    hint.short_channel_id
+                ),
+            }
+        }
+        if routes.is_empty() && !hints.is_empty() {
+            return Err(format!(
+                "none of the {} channel hints gives a payment path",
+                hints.len()
+            ));
+        }
+        let direct = match routes.is_empty() {
+            true => Some(
+                BlindedPaymentPath::one_hop(
+                    wallet,
+                    payee_tlvs,
+                    MIN_FINAL_CLTV_EXPIRY_DELTA,
+                    entropy,
+                    &self.secp,
+                )
+                .map_err(|()| "direct payment path".to_string())?,
+            ),
+            false => None,
         };
 
         // Payers send `held_htlc_available` to the wallet node through its LSPs (or the server).
@@ -203,6 +223,66 @@ impl OfferFactory {
             node_id: wallet,
             receive_auth_key: self.keys.wallet_receive_auth_key(),
         };
+        // All the usable channels, then fewer until the invoice fits what servers store.
+        let mut channels = routes.len();
+        loop {
+            let used_hints: Vec<ChannelHint> = routes[..channels]
+                .iter()
+                .map(|(hint, _)| (*hint).clone())
+                .collect();
+            let payment_paths: Vec<BlindedPaymentPath> = match &direct {
+                Some(path) => vec![path.clone()],
+                None => routes[..channels]
+                    .iter()
+                    .map(|(_, path)| path.clone())
+                    .collect(),
+            };
+            let built = self.assemble_invoice(
+                offer,
+                nonce,
+                server,
+                &used_hints,
+                payment_paths,
+                &held_htlc_context,
+                wallet_end,
+                now,
+                relative_expiry_secs,
+            )?;
+            let size = built.invoice.serialized_length();
+            if size <= MAX_STATIC_INVOICE_SIZE_BYTES {
+                if channels < routes.len() {
+                    log::warn!(
+                        "the invoice carries {channels} of {} usable channels: with more it would be over the {MAX_STATIC_INVOICE_SIZE_BYTES} bytes servers store",
+                        routes.len()
+                    );
+                }
+                return Ok(built);
+            }
+            if channels <= 1 {
+                return Err(format!(
+                    "the static invoice would be {size} bytes, over the {MAX_STATIC_INVOICE_SIZE_BYTES} servers store"
+                ));
+            }
+            channels -= 1;
+        }
+    }
+
+    /// Signs the invoice over `payment_paths`, with held-HTLC and forward paths through the
+    /// LSPs of `hints` (or the server).
+    #[allow(clippy::too_many_arguments)]
+    fn assemble_invoice(
+        &self,
+        offer: &Offer,
+        nonce: Nonce,
+        server: PublicKey,
+        hints: &[ChannelHint],
+        payment_paths: Vec<BlindedPaymentPath>,
+        held_htlc_context: &MessageContext,
+        wallet_end: PathEnd,
+        now: Duration,
+        relative_expiry_secs: u32,
+    ) -> Result<BuiltInvoice, String> {
+        let expanded_key = self.keys.expanded_key();
         let held_htlc_paths = wallet_introduction_nodes(hints, server)
             .into_iter()
             .map(|intro| self.padded_path(intro, wallet_end, held_htlc_context.clone()))
@@ -225,7 +305,7 @@ impl OfferFactory {
         })
         .map_err(|e| format!("static invoice: {e:?}"))?;
 
-        let forward_intro = match self.invoice_request_end.node_id == wallet {
+        let forward_intro = match self.invoice_request_end.node_id == wallet_end.node_id {
             true => wallet_introduction_nodes(hints, server)[0],
             false => server,
         };
@@ -412,6 +492,98 @@ mod tests {
             invoice.relative_expiry(),
             Duration::from_secs(u32::MAX as u64),
             "offer without expiry"
+        );
+    }
+
+    /// `count` server paths of `hops` hops each: a long offer.
+    fn long_server_paths(
+        factory: &OfferFactory,
+        count: usize,
+        hops: u8,
+    ) -> Vec<BlindedMessagePath> {
+        let entropy = lightning::sign::KeysManager::new(&[2; 32], 1, 1, true);
+        let nonce = Nonce::try_from(&[0u8; 16][..]).unwrap();
+        (0..count)
+            .map(|_| {
+                let intermediate: Vec<MessageForwardNode> = (0..hops)
+                    .map(|hop| MessageForwardNode {
+                        node_id: pubkey(20 + hop),
+                        short_channel_id: None,
+                    })
+                    .collect();
+                BlindedMessagePath::new(
+                    &intermediate,
+                    pubkey(9),
+                    ReceiveAuthKey([5; 32]),
+                    MessageContext::Offers(OffersContext::InvoiceRequest { nonce }),
+                    &entropy,
+                    factory.secp(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hint_ldk_cannot_use_is_left_out_and_none_usable_is_an_error() {
+        let (factory, _) = factory();
+        let now = Duration::from_secs(1_800_000_000);
+        let (offer, nonce) = factory.build_offer(server_paths(&factory), None).unwrap();
+        // Nothing is left to forward once the base fee is paid.
+        let mut unusable = hint(7, 5_000);
+        unusable.htlc_maximum_msat = 5_000;
+        let invoice = factory
+            .build_invoice(
+                &offer,
+                nonce,
+                pubkey(9),
+                &[unusable.clone(), hint(2, 3000)],
+                now,
+                None,
+            )
+            .unwrap()
+            .invoice;
+        let fees: Vec<u32> = invoice
+            .payment_paths()
+            .iter()
+            .map(|p| p.payinfo.fee_base_msat)
+            .collect();
+        assert_eq!(fees, vec![3000], "only the usable channel");
+        let error = factory
+            .build_invoice(&offer, nonce, pubkey(9), &[unusable], now, None)
+            .unwrap_err();
+        assert!(error.contains("none of the 1 channel hints"), "{error}");
+    }
+
+    #[test]
+    fn an_invoice_too_large_for_servers_is_built_over_fewer_channels() {
+        let (factory, _) = factory();
+        let now = Duration::from_secs(1_800_000_000);
+        let hints: Vec<ChannelHint> = (0..3u8)
+            .map(|i| ChannelHint {
+                lsp_node_id: pubkey(10 + i),
+                ..hint(u64::from(i) + 1, 1000)
+            })
+            .collect();
+        // The longest offer whose invoice still fits over one channel.
+        let mut trimmed = None;
+        for count in 1..=8 {
+            let (offer, nonce) = factory
+                .build_offer(long_server_paths(&factory, count, 3), None)
+                .unwrap();
+            match factory.build_invoice(&offer, nonce, pubkey(9), &hints, now, None) {
+                Ok(built) => trimmed = Some(built.invoice),
+                Err(why) => {
+                    assert!(why.contains("bytes, over the 5120"), "{why}");
+                    break;
+                }
+            }
+        }
+        let invoice = trimmed.expect("a short offer fits");
+        assert!(invoice.serialized_length() <= MAX_STATIC_INVOICE_SIZE_BYTES);
+        assert!(
+            invoice.payment_paths().len() < hints.len(),
+            "the longest offer that fits only does so over fewer channels: {} paths",
+            invoice.payment_paths().len()
         );
     }
 

@@ -20,7 +20,6 @@ use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::blinded_path::message::{
     AsyncPaymentsContext, BlindedMessagePath, MessageContext, OffersContext,
 };
-use lightning::offers::flow::MAX_STATIC_INVOICE_SIZE_BYTES;
 use lightning::offers::offer::OfferId;
 use lightning::onion_message::async_payments::{
     AsyncPaymentsMessage, AsyncPaymentsMessageHandler, HeldHtlcAvailable, OfferPaths,
@@ -31,7 +30,6 @@ use lightning::onion_message::messenger::{
 };
 use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
 use lightning::sign::EntropySource;
-use lightning::util::ser::Writeable;
 use tokio::sync::Notify;
 
 use crate::cache::{
@@ -622,15 +620,20 @@ impl Engine {
         })
     }
 
-    /// New channel hints: every Ready and Used offer gets a fresh invoice now, built off the
-    /// caller's thread and sent to its own server as fast as that server's budget allows.
-    pub fn update_channels(&self, hints: Vec<ChannelHint>) {
+    /// New channel hints: every live offer (Pending ones too: the invoice the server has not
+    /// confirmed yet carries the old hints) gets a fresh invoice now, built off the caller's
+    /// thread and sent to its own server as fast as that server's budget allows.
+    pub fn update_channels(&self, hints: Vec<ChannelHint>) -> Result<(), Error> {
+        for hint in &hints {
+            hint.check()?;
+        }
         let mut state = self.lock();
         state.hints = hints;
         state.hints_version += 1;
-        let ids = state.cache.published_or_ready(self.clock.now());
+        let ids = state.cache.live_offers(self.clock.now());
         drop(state);
         self.run_offloaded(move |engine| engine.refresh_invoices(ids));
+        Ok(())
     }
 
     /// Builds, persists and queues a new invoice for each offer, with the current hints.
@@ -642,7 +645,7 @@ impl Engine {
 
     fn refresh_invoice(&self, id: OfferId) {
         let now = Time::of(&*self.clock);
-        let (offer, nonce, server, hints) = {
+        let (offer, nonce, server, hints, replaced_created_at) = {
             let state = self.lock();
             let Some(cached) = state.cache.get(id) else {
                 return;
@@ -652,15 +655,22 @@ impl Engine {
                 cached.nonce,
                 cached.server,
                 state.hints.clone(),
+                cached.invoice.invoice.created_at(),
             )
         };
+        // Later than the invoice it replaces, even within the same second (invoices carry
+        // whole seconds): a confirmation names its invoice by that time, and one of the old
+        // invoice must never pass for the new one's.
+        let created_at = now
+            .wall
+            .max(Duration::from_secs(replaced_created_at.as_secs() + 1));
         // Built outside the lock: a refresh of many offers must not stall the messenger.
         let invoice = match self.factory.build_invoice(
             &offer,
             nonce,
             server,
             &hints,
-            now.wall,
+            created_at,
             self.best_block_height,
         ) {
             Ok(invoice) => invoice,
@@ -789,21 +799,12 @@ impl Engine {
         let (offer, nonce) = self
             .factory
             .build_offer(message.paths.clone(), paths_expiry)?;
-        let invoice = self.factory.build_invoice(
-            &offer,
-            nonce,
-            server,
-            &hints,
-            now,
-            self.best_block_height,
-        )?;
-        let invoice_size = invoice.invoice.serialized_length();
-        if invoice_size > MAX_STATIC_INVOICE_SIZE_BYTES {
-            // LDK's servers refuse it; sending it would only be retried for ever.
-            return Err(format!(
-                "slot {invoice_slot} of server {server}: its static invoice would be {invoice_size} bytes, over the {MAX_STATIC_INVOICE_SIZE_BYTES} servers store"
-            ));
-        }
+        // Over the size servers store even with one channel, sending it would only be retried
+        // for ever.
+        let invoice = self
+            .factory
+            .build_invoice(&offer, nonce, server, &hints, now, self.best_block_height)
+            .map_err(|why| format!("slot {invoice_slot} of server {server}: {why}"))?;
         let mut state = self.lock();
         // Again: a duplicate of this message may have filled the slot meanwhile.
         check(&state)?;

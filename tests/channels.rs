@@ -32,7 +32,7 @@ async fn new_hints_refresh_every_ready_and_handed_out_offer_at_once() {
     assert!(offers.contains(&handed_out.offer));
 
     let new_hint = hint(0x22, 2 << 40, 2_500);
-    client.update_channels(vec![new_hint.clone()]);
+    client.update_channels(vec![new_hint.clone()]).unwrap();
     let ids: HashSet<String> = client.offers().into_iter().map(|o| o.offer_id).collect();
     assert_eq!(refreshed(&events, 4, WAIT), ids);
     assert_invoices_pay_over(&server, &offers, &new_hint).await;
@@ -58,7 +58,9 @@ async fn refreshes_beyond_the_message_budget_wait_for_it() {
     client.start().unwrap();
     client.wait_for_ready_offers(4, WAIT).await.unwrap();
 
-    client.update_channels(vec![hint(0x23, 3 << 40, 3_000)]);
+    client
+        .update_channels(vec![hint(0x23, 3 << 40, 3_000)])
+        .unwrap();
     assert_eq!(refreshed(&events, 2, WAIT).len(), 2);
     // Time stands still, so the budget does too: nothing more leaves, however long we wait.
     assert!(refreshed(&events, 1, Duration::from_secs(1)).is_empty());

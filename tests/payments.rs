@@ -746,7 +746,7 @@ fn new_channel_hints_are_in_the_next_invoice_and_the_payment_takes_them() {
         .find(|channel| channel.channel_id != old_channel)
         .unwrap();
     let hint = ChannelHint::from_channel_details(&new_channel).expect("a usable hint");
-    sdk.client.update_channels(vec![hint]);
+    sdk.client.update_channels(vec![hint]).unwrap();
     sdk.run_until(lsp, &store, |_| store.invoice(offer.slot).unwrap() != first);
     let rotated = store.invoice(offer.slot).unwrap();
     let most = |invoice: &StaticInvoice| invoice.payment_paths()[0].payinfo.htlc_maximum_msat;

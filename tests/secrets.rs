@@ -65,7 +65,9 @@ async fn no_key_material_reaches_the_logs_at_any_level() {
     client.start().unwrap();
     client.wait_for_ready_offers(3, WAIT).await.unwrap();
     client.take_offer(Some("a contact".into())).unwrap();
-    client.update_channels(vec![hint(7, 42 << 40, 1_000)]);
+    client
+        .update_channels(vec![hint(7, 42 << 40, 1_000)])
+        .unwrap();
     client.wait_for_ready_offers(3, WAIT).await.unwrap();
     client.stop();
     drop(client);

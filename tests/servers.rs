@@ -87,7 +87,7 @@ async fn offers_outlive_a_server_going_down_and_stay_with_their_server() {
     // New channels: a's offers get new invoices on a at once; b's handed-out offers stay b's
     // and get theirs when b is back.
     let new_hint = hint(7, 42, 4_321);
-    client.update_channels(vec![new_hint.clone()]);
+    client.update_channels(vec![new_hint.clone()]).unwrap();
     let on_a: HashSet<String> = client
         .offers()
         .iter()

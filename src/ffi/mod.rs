@@ -553,8 +553,7 @@ impl AsyncOffers {
             .into_iter()
             .map(crate::ChannelHint::try_from)
             .collect::<Result<_, _>>()?;
-        self.client.update_channels(hints);
-        Ok(())
+        Ok(self.client.update_channels(hints)?)
     }
 
     /// The wallet node's id, hex.
