@@ -130,6 +130,8 @@ impl CacheWork {
                 pending_since: Duration::ZERO,
                 expiry_announced: false,
                 expired_announced: false,
+                invoice_confirmed_at: Some(now),
+                delivery: Default::default(),
             });
         }
         let first = &cached[0];
@@ -152,6 +154,8 @@ impl CacheWork {
             first_retry_after: Duration::from_secs(15),
             max_retry_after: Duration::from_secs(15 * 60),
             invoice_resend_after: Duration::from_secs(5),
+            max_invoice_resend_after: Duration::from_secs(3600),
+            refresh_failure_margin: Duration::from_secs(3600),
             expiring_notice: Duration::from_secs(24 * 3600),
             expired_retention: Duration::from_secs(90 * 24 * 3600),
             slot_range: 0..=u16::MAX,

@@ -89,6 +89,23 @@ pub(crate) struct CachedOffer {
     pub expiry_announced: bool,
     /// Whether this process announced that the offer expired (not persisted either).
     pub expired_announced: bool,
+    /// When the server last confirmed an invoice of this offer, by the wall clock: what the
+    /// payers it serves get is at most that old plus the refresh interval.
+    pub invoice_confirmed_at: Option<Duration>,
+    /// How the current invoice's way to the server goes (not persisted).
+    pub delivery: Delivery,
+}
+
+/// What this process knows of the current invoice's way to its server.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Delivery {
+    /// Sends of the current invoice unanswered so far: each waits twice as long for an answer
+    /// before the next, up to the policy's cap.
+    pub sends: u32,
+    /// Why the last attempt to rebuild or write a refreshed invoice failed, if it did.
+    pub problem: Option<String>,
+    /// Whether the app was told its invoice is stale ([`Maintenance::refresh_failed`]).
+    pub failure_announced: bool,
 }
 
 impl CachedOffer {
@@ -118,8 +135,14 @@ pub(crate) struct CachePolicy {
     pub first_retry_after: Duration,
     pub max_retry_after: Duration,
     /// How long an invoice may go unconfirmed before it is sent again. An answer takes
-    /// milliseconds; resending sooner would only pile duplicate work on a busy server.
+    /// milliseconds; resending sooner would only pile duplicate work on a busy server. Each
+    /// further resend waits twice as long, up to `max_invoice_resend_after`: an invoice is a
+    /// 32 KiB onion, and a server that never answers must not cost a phone's data plan.
     pub invoice_resend_after: Duration,
+    pub max_invoice_resend_after: Duration,
+    /// How long past the refresh interval a handed-out offer's last confirmed invoice may get
+    /// before the app is told its refresh failed.
+    pub refresh_failure_margin: Duration,
     /// How long before a handed-out offer expires it is announced, and no longer given to its
     /// label by `offer_for` when another offer can be.
     pub expiring_notice: Duration,
@@ -195,6 +218,10 @@ pub(crate) enum OfferPathsRejection {
     DuplicatePaths,
 }
 
+/// Unconfirmed sends of a fresh invoice, to a connected server, before its offer's refresh
+/// counts as failed: with the doubling waits, about 35 seconds of silence.
+const SENDS_BEFORE_FAILURE: u32 = 4;
+
 /// The most offer paths accepted from a server; LDK's servers hand out at most three.
 pub(crate) const MAX_OFFER_PATHS: usize = 8;
 
@@ -236,6 +263,9 @@ pub(crate) struct Maintenance {
     pub rebuild: Vec<OfferId>,
     /// Handed-out offers about to expire, announced now.
     pub expiring: Vec<CachedOffer>,
+    /// Handed-out offers whose last confirmed invoice is older than the refresh interval and
+    /// the margin, with why no fresh one was confirmed; announced once until one is.
+    pub refresh_failed: Vec<(CachedOffer, String)>,
 }
 
 /// The cache.
@@ -246,6 +276,8 @@ pub(crate) struct OfferCache {
     /// Outstanding requests of connected servers, by server and slot.
     requests: BTreeMap<(PublicKey, u16), SlotRequest>,
     reachability: HashMap<PublicKey, Reachability>,
+    /// Since when (monotonic) each unreachable server has been so, while the client ran.
+    unreachable_since: HashMap<PublicKey, Duration>,
     slot_sequence: SlotSequence,
 }
 
@@ -261,6 +293,7 @@ impl OfferCache {
             offers,
             requests: BTreeMap::new(),
             reachability,
+            unreachable_since: HashMap::new(),
             slot_sequence,
         }
     }
@@ -298,8 +331,19 @@ impl OfferCache {
             return;
         };
         *current = reachability;
+        if reachability != Reachability::Unreachable {
+            self.unreachable_since.remove(&server);
+        }
         if reachability != Reachability::Connected {
             self.requests.retain(|(of, _), _| *of != server);
+        }
+    }
+
+    /// Notes that `server`, unreachable, was found so at `now` (monotonic); the first note of a
+    /// spell counts.
+    pub fn note_unreachable(&mut self, server: PublicKey, now: Duration) {
+        if self.reachability(&server) == Reachability::Unreachable {
+            self.unreachable_since.entry(server).or_insert(now);
         }
     }
 
@@ -488,6 +532,7 @@ impl OfferCache {
                     offer.invoice_sent_at = old.invoice_sent_at;
                     offer.expiry_announced = old.expiry_announced;
                     offer.expired_announced = old.expired_announced;
+                    offer.delivery = old.delivery.clone();
                 }
                 offer
             })
@@ -514,6 +559,8 @@ impl OfferCache {
             return Confirmation::Ignored;
         }
         offer.invoice_confirmed = true;
+        offer.invoice_confirmed_at = Some(now);
+        offer.delivery = Delivery::default();
         if offer.state != OfferState::Pending {
             return Confirmation::Refreshed;
         }
@@ -652,9 +699,9 @@ impl OfferCache {
 
     /// Unconfirmed invoices of live offers to send again to their connected servers, marked
     /// sent now: all of a server's just after it (re)connected, otherwise those unanswered for
-    /// the policy's resend interval.
+    /// the policy's resend interval, doubled for each send already unanswered (capped).
     pub fn plan_resends(&mut self, now: Time, reconnected: Option<PublicKey>) -> Vec<OfferId> {
-        let resend_after = self.policy.invoice_resend_after;
+        let policy = &self.policy;
         let reachability = &self.reachability;
         let connected =
             |server: &PublicKey| reachability.get(server) == Some(&Reachability::Connected);
@@ -663,14 +710,58 @@ impl OfferCache {
             .filter(|o| !o.invoice_confirmed && connected(&o.server) && !o.is_expired(now.wall))
             .filter(|o| {
                 reconnected == Some(o.server)
-                    || o.invoice_sent_at
-                        .is_none_or(|sent| sent.saturating_add(resend_after) <= now.monotonic)
+                    || o.invoice_sent_at.is_none_or(|sent| {
+                        sent.saturating_add(resend_delay(policy, o.delivery.sends)) <= now.monotonic
+                    })
             })
             .map(|o| {
                 o.invoice_sent_at = Some(now.monotonic);
+                o.delivery.sends = o.delivery.sends.saturating_add(1);
                 o.id()
             })
             .collect()
+    }
+
+    /// Why this process failed to get a fresh invoice of `offer` confirmed, if it tried long
+    /// enough to say: a server that has not answered several sends of it, one unreachable for
+    /// the margin while the client ran, or an invoice that could not be built or written. A
+    /// process that has just started (after a night off, say) has not failed yet: its first
+    /// sends may well be confirmed.
+    fn refresh_failure(&self, offer: &CachedOffer, now: Time) -> Option<String> {
+        if let Some(problem) = &offer.delivery.problem {
+            return Some(problem.clone());
+        }
+        if !self.is_configured(&offer.server) {
+            return Some(format!(
+                "server {} is no longer configured: its invoice is not refreshed",
+                offer.server
+            ));
+        }
+        match self.reachability(&offer.server) {
+            Reachability::Connected
+                if !offer.invoice_confirmed && offer.delivery.sends >= SENDS_BEFORE_FAILURE =>
+            {
+                Some(format!(
+                    "server {} has not confirmed the refreshed invoice, sent {} times",
+                    offer.server, offer.delivery.sends
+                ))
+            }
+            Reachability::Unreachable
+                if self
+                    .unreachable_since
+                    .get(&offer.server)
+                    .is_some_and(|since| {
+                        since.saturating_add(self.policy.refresh_failure_margin) <= now.monotonic
+                    }) =>
+            {
+                Some(format!(
+                    "server {} has been unreachable for over {} minutes",
+                    offer.server,
+                    self.policy.refresh_failure_margin.as_secs() / 60
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// Removes unused offers that expired and handed-out ones expired for longer than the
@@ -734,7 +825,41 @@ impl OfferCache {
                 maintenance.rebuild.push(offer.id());
             }
         }
+        let stale_after = self
+            .policy
+            .invoice_refresh_interval
+            .saturating_add(self.policy.refresh_failure_margin);
+        let failed: Vec<(usize, String)> = (0..self.offers.len())
+            .filter_map(|index| {
+                let offer = &self.offers[index];
+                let confirmed_at = offer
+                    .invoice_confirmed_at
+                    .or(offer.handed_out_at)
+                    .unwrap_or(offer.created_at);
+                let stale = offer.state == OfferState::Used
+                    && !offer.is_expired(now.wall)
+                    && !offer.delivery.failure_announced
+                    && confirmed_at.saturating_add(stale_after) <= now.wall;
+                stale
+                    .then(|| self.refresh_failure(offer, now))
+                    .flatten()
+                    .map(|reason| (index, reason))
+            })
+            .collect();
+        for (index, reason) in failed {
+            let offer = &mut self.offers[index];
+            offer.delivery.failure_announced = true;
+            maintenance.refresh_failed.push((offer.clone(), reason));
+        }
         maintenance
+    }
+
+    /// Notes why refreshing `id`'s invoice failed, for the app's
+    /// [`Maintenance::refresh_failed`].
+    pub fn refresh_problem(&mut self, id: OfferId, problem: String) {
+        if let Some(offer) = self.get_mut(id) {
+            offer.delivery.problem = Some(problem);
+        }
     }
 
     /// Live offers of configured servers, in every state: their invoices must all be rebuilt
@@ -754,8 +879,33 @@ impl OfferCache {
             offer.invoice = invoice;
             offer.invoice_confirmed = false;
             offer.invoice_sent_at = Some(now);
+            offer.delivery.sends = 1;
+            offer.delivery.problem = None;
         }
     }
+
+    /// Puts back the invoice `replaced` held before a [`Self::replace_invoice`] whose record
+    /// could not be written: the server is never sent an invoice the disk does not know, and
+    /// the next maintenance tries the refresh again.
+    pub fn restore_invoice(&mut self, replaced: &CachedOffer, problem: String) {
+        if let Some(offer) = self.get_mut(replaced.id()) {
+            offer.invoice = replaced.invoice.clone();
+            offer.invoice_confirmed = replaced.invoice_confirmed;
+            offer.invoice_sent_at = replaced.invoice_sent_at;
+            offer.delivery.sends = replaced.delivery.sends;
+            offer.delivery.problem = Some(problem);
+        }
+    }
+}
+
+/// How long to wait for the answer to an invoice already sent `sends` times before sending it
+/// again: doubling, capped.
+fn resend_delay(policy: &CachePolicy, sends: u32) -> Duration {
+    let factor = 1u32 << sends.saturating_sub(1).min(16);
+    policy
+        .invoice_resend_after
+        .saturating_mul(factor)
+        .min(policy.max_invoice_resend_after)
 }
 
 /// Capped exponential backoff for unanswered requests.
@@ -785,6 +935,8 @@ mod tests {
             first_retry_after: Duration::from_secs(15),
             max_retry_after: Duration::from_secs(900),
             invoice_resend_after: Duration::from_secs(5),
+            max_invoice_resend_after: HOUR,
+            refresh_failure_margin: HOUR,
             expiring_notice: 14 * DAY,
             expired_retention: 90 * DAY,
             slot_range: 0..=u16::MAX,
@@ -1550,5 +1702,55 @@ mod tests {
         let m = cache.maintain(at(t0() + 2 * HOUR));
         assert_eq!(m.abandoned.len(), 1);
         assert_eq!(cache.plan_requests(at(t0() + 2 * HOUR)).len(), 1);
+    }
+
+    #[test]
+    fn an_invoice_left_old_by_a_night_off_is_no_failure_until_this_process_has_tried() {
+        let fixture = offer_fixture();
+        let mut offer = fixture.cached(3, t0(), None);
+        offer.state = OfferState::Used;
+        offer.handed_out_at = Some(t0());
+        offer.invoice_confirmed = true;
+        offer.invoice_confirmed_at = Some(t0());
+        let id = offer.id();
+        let mut cache = connected(policy(1), vec![offer]);
+        // The app was not running for a day: the refresh is due, not failed.
+        let morning = t0() + DAY;
+        let first = cache.maintain(at(morning));
+        assert_eq!(first.rebuild, vec![id]);
+        assert!(first.refresh_failed.is_empty());
+        // Rebuilt and sent; the server does not answer its sends.
+        cache.replace_invoice(
+            id,
+            fixture.invoice_for(cache.get(id).unwrap(), morning),
+            morning,
+        );
+        let mut now = morning;
+        for _ in 0..2 {
+            now += 10 * 60 * Duration::from_secs(1);
+            assert_eq!(cache.plan_resends(at(now), None), vec![id]);
+        }
+        assert!(
+            cache.maintain(at(now)).refresh_failed.is_empty(),
+            "3 sends, 20 minutes"
+        );
+        now += 10 * 60 * Duration::from_secs(1);
+        assert_eq!(cache.plan_resends(at(now), None), vec![id]);
+        let failed = cache.maintain(at(now)).refresh_failed;
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].1.contains("sent 4 times"), "{}", failed[0].1);
+        assert!(
+            cache.maintain(at(now + HOUR)).refresh_failed.is_empty(),
+            "once"
+        );
+        // Confirmed: fresh, and a later failure would be told again.
+        let created = cache.get(id).unwrap().invoice.invoice.created_at();
+        assert!(matches!(
+            cache.invoice_persisted(id, created, now),
+            Confirmation::Refreshed
+        ));
+        let offer = cache.get(id).unwrap();
+        assert_eq!(offer.invoice_confirmed_at, Some(now));
+        assert!(!offer.delivery.failure_announced);
     }
 }

@@ -32,6 +32,10 @@ pub struct OfferInfo {
     pub created_at: Duration,
     /// When the offer stops being payable (`None`: never).
     pub expires_at: Option<Duration>,
+    /// When the server last confirmed it stores an invoice of this offer, by this device's
+    /// clock (`None`: never, or not known to releases before 0.2): what payers get is that
+    /// invoice.
+    pub invoice_confirmed_at: Option<Duration>,
 }
 
 impl OfferInfo {
@@ -55,6 +59,7 @@ impl From<&CachedOffer> for OfferInfo {
             label: offer.label.clone(),
             created_at: offer.created_at,
             expires_at: offer.expires_at(),
+            invoice_confirmed_at: offer.invoice_confirmed_at,
         }
     }
 }
@@ -105,6 +110,18 @@ pub enum Event {
     InvoiceRefreshed {
         /// The offer whose invoice was refreshed.
         offer_id: String,
+    },
+    /// A handed-out offer has gone without a confirmed fresh invoice for an hour past its
+    /// [`Config::invoice_refresh_interval`](crate::Config::invoice_refresh_interval): payers
+    /// get an invoice that old, whose channels may be gone. Sent once until a fresh invoice is
+    /// confirmed ([`Event::InvoiceRefreshed`]); the client keeps trying meanwhile, with
+    /// backoff.
+    InvoiceRefreshFailed {
+        /// The offer, with when its invoice was last confirmed.
+        offer: OfferInfo,
+        /// Why no fresh invoice was confirmed: the server does not answer, cannot be reached,
+        /// the invoice could not be built or written.
+        reason: String,
     },
     /// The connection to a server is up.
     ServerConnected {

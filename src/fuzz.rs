@@ -32,7 +32,7 @@ use crate::events::EventBus;
 use crate::keys::WalletKeys;
 use crate::offer::{OfferFactory, PathEnd};
 use crate::protocol::{Engine, EngineHost, Offload, ProtocolHandler};
-use crate::store::{decode, encode, OfferStore, CHECKSUM_LEN};
+use crate::store::{decode, encode, OfferStore, CHECKSUM_LEN, MAGIC as CURRENT_RECORD_MAGIC};
 
 /// A stored record, as read back at start. With a leading 0 the rest is decoded as it is
 /// (the checksum catches nearly every mutation); otherwise the rest is a record body given its
@@ -54,7 +54,8 @@ pub fn decode_record(data: &[u8]) {
         let again = encode(&offer);
         let (back, _) = decode(&again, server_id()).expect("a re-encoded record decodes");
         assert_eq!(encode(&back), again, "encoding is stable");
-        if !single_server {
+        // Records of earlier formats are rewritten in the current one.
+        if !single_server && record.starts_with(CURRENT_RECORD_MAGIC) {
             assert_eq!(again, record, "a record decodes to what encodes it");
         }
     }

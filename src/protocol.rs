@@ -33,7 +33,8 @@ use lightning::sign::EntropySource;
 use tokio::sync::Notify;
 
 use crate::cache::{
-    CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, Reachability, SlotSequence,
+    CachePolicy, CachedOffer, Confirmation, Delivery, OfferCache, OfferState, Reachability,
+    SlotSequence,
 };
 use crate::clock::{Clock, Time};
 use crate::config::{ChannelHint, Config};
@@ -47,6 +48,12 @@ use crate::Error;
 
 /// How long the server may take to answer an `OfferPathsRequest` over our reply path.
 const OFFER_PATHS_REPLY_PATH_LIFETIME: Duration = Duration::from_secs(2 * 3600);
+/// The longest wait between two sends of an invoice the server does not confirm: at most 24
+/// sends a day of a 32 KiB onion per stuck offer, once the first hour's doublings are done.
+const MAX_INVOICE_RESEND_AFTER: Duration = Duration::from_secs(3600);
+/// How long after its refresh was due a handed-out offer may go without a confirmed invoice
+/// before the app hears of it ([`Event::InvoiceRefreshFailed`]).
+const REFRESH_FAILURE_MARGIN: Duration = Duration::from_secs(3600);
 
 /// A message we start, for one server: sent over `destination` (one of the server's paths),
 /// with a reply path of ours carrying `reply_context`.
@@ -250,6 +257,8 @@ impl Engine {
             first_retry_after: Duration::from_secs(15),
             max_retry_after: Duration::from_secs(15 * 60),
             invoice_resend_after: Duration::from_secs(5),
+            max_invoice_resend_after: MAX_INVOICE_RESEND_AFTER,
+            refresh_failure_margin: REFRESH_FAILURE_MARGIN,
             expiring_notice: config.offer_expiring_notice,
             expired_retention: config.expired_offer_retention,
             slot_range: config.invoice_slots.clone(),
@@ -470,6 +479,7 @@ impl Engine {
         state
             .cache
             .set_reachability(server, Reachability::Unreachable);
+        state.cache.note_unreachable(server, self.clock.monotonic());
         if let Some(link) = state.links.get_mut(&server) {
             link.outbox.clear();
             link.requests_in_flight.clear();
@@ -534,6 +544,17 @@ impl Engine {
                     offer: OfferInfo::from(offer),
                 }),
         );
+        for (offer, reason) in &maintenance.refresh_failed {
+            log::warn!(
+                "the handed-out offer in slot {} of server {} has had no confirmed invoice for over its refresh interval: {reason}",
+                offer.slot,
+                offer.server
+            );
+            events.push(Event::InvoiceRefreshFailed {
+                offer: OfferInfo::from(offer),
+                reason: reason.clone(),
+            });
+        }
         if !maintenance.rebuild.is_empty() {
             self.run_offloaded(move |engine| engine.refresh_invoices(maintenance.rebuild));
         }
@@ -674,18 +695,36 @@ impl Engine {
             self.best_block_height,
         ) {
             Ok(invoice) => invoice,
-            Err(e) => return log::error!("could not rebuild an offer's invoice: {e}"),
+            Err(e) => {
+                log::error!("could not rebuild an offer's invoice, trying again at the next maintenance: {e}");
+                self.lock()
+                    .cache
+                    .refresh_problem(id, format!("its invoice could not be rebuilt: {e}"));
+                return;
+            }
         };
-        let write = {
+        let (write, replaced) = {
             let mut state = self.lock();
+            let Some(replaced) = state.cache.get(id).cloned() else {
+                return;
+            };
             state.cache.replace_invoice(id, invoice, now.monotonic);
             let Some(cached) = state.cache.get(id) else {
                 return;
             };
-            (cached.state != OfferState::Pending).then(|| self.store.prepare(cached))
+            let write = (cached.state != OfferState::Pending).then(|| self.store.prepare(cached));
+            (write, replaced)
         };
         if let Some(Err(e)) = write.map(|write| self.store.commit(write)) {
-            return log::error!("not sending a refreshed invoice: {e}");
+            log::error!(
+                "not sending the refreshed invoice of the offer in slot {}: {e}; the previous one stays, and the next maintenance tries again",
+                replaced.slot
+            );
+            self.lock().cache.restore_invoice(
+                &replaced,
+                format!("its refreshed invoice could not be written: {e}"),
+            );
+            return;
         }
         let mut state = self.lock();
         self.queue_invoice(&mut state, id);
@@ -824,6 +863,11 @@ impl Engine {
             pending_since: monotonic,
             expiry_announced: false,
             expired_announced: false,
+            invoice_confirmed_at: None,
+            delivery: Delivery {
+                sends: 1,
+                ..Delivery::default()
+            },
         };
         let id = offer.id();
         let outgoing = serve_message(&offer);

@@ -33,7 +33,14 @@ pub type DynStore = dyn KVStoreSync + Send + Sync;
 
 const PRIMARY_NAMESPACE: &str = "async_offers";
 const OFFERS_NAMESPACE: &str = "offers";
-const MAGIC: &[u8; 4] = b"AOF3";
+/// The current record: the fields of `AOF3`, then those added since as an LDK TLV stream
+/// (`write_tlv_fields!`), so that later fields need no new format: odd types, which readers
+/// that do not know them skip.
+pub(crate) const MAGIC: &[u8; 4] = b"AOF4";
+/// Records of releases 0.1.x: as `AOF4` without the TLV stream. Read as they are, rewritten in
+/// the current format the next time their offer changes; each record is either, so no crash
+/// can leave one half-migrated.
+const PREVIOUS_MAGIC: &[u8; 4] = b"AOF3";
 /// Records of the single-server releases: no server in the record, keyed `slot_NNNNN`. They
 /// are read as the first configured server's and rewritten in the current format at start.
 const SINGLE_SERVER_MAGIC: &[u8; 4] = b"AOF2";
@@ -429,6 +436,8 @@ pub(crate) fn encode(offer: &CachedOffer) -> Vec<u8> {
         &offer.invoice.forward_invoice_request_path.encode(),
     );
     out.push(offer.invoice_confirmed as u8);
+    write_extension(&mut out, offer.invoice_confirmed_at.map(nanos))
+        .expect("writing to a Vec cannot fail");
     let checksum = Sha256::hash(&out).to_byte_array();
     out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
     out
@@ -482,7 +491,8 @@ pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOff
     }
     let magic = &bytes[..MAGIC.len()];
     let single_server = magic == SINGLE_SERVER_MAGIC;
-    if magic != MAGIC && !single_server {
+    let has_extension = magic == MAGIC;
+    if !has_extension && magic != PREVIOUS_MAGIC && !single_server {
         return Err("not an offer record (bad magic or format version)".into());
     }
     let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
@@ -530,6 +540,14 @@ pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOff
         1 => true,
         other => return Err(format!("bad confirmed flag {other}")),
     };
+    let invoice_confirmed_at = match has_extension {
+        true => read_extension(&mut r.0)
+            .map_err(|e| format!("bad TLV fields: {e:?}"))?
+            .map(Duration::from_nanos),
+        // Earlier records did not say when; a confirmed invoice was confirmed about when it
+        // was made.
+        false => invoice_confirmed.then(|| invoice.created_at()),
+    };
     if !r.0.is_empty() {
         return Err("trailing bytes".into());
     }
@@ -555,8 +573,29 @@ pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOff
         pending_since: Duration::ZERO,
         expiry_announced: false,
         expired_announced: false,
+        invoice_confirmed_at,
+        delivery: Default::default(),
     };
     Ok((offer, single_server))
+}
+
+/// Appends an `AOF4` record's TLV stream.
+fn write_extension(out: &mut Vec<u8>, invoice_confirmed_at: Option<u64>) -> Result<(), io::Error> {
+    lightning::write_tlv_fields!(out, {
+        (1, invoice_confirmed_at, option),
+    });
+    Ok(())
+}
+
+/// The fields of an `AOF4` record's TLV stream: when the invoice was last confirmed (ns).
+// LDK's `read_tlv_fields!` drops its reader, which has no `Drop`.
+#[allow(clippy::drop_non_drop)]
+fn read_extension(stream: &mut &[u8]) -> Result<Option<u64>, lightning::ln::msgs::DecodeError> {
+    let mut invoice_confirmed_at: Option<u64> = None;
+    lightning::read_tlv_fields!(stream, {
+        (1, invoice_confirmed_at, option),
+    });
+    Ok(invoice_confirmed_at)
 }
 
 #[cfg(test)]
@@ -722,14 +761,59 @@ mod tests {
         assert_eq!(found, expected, "loaded in server and slot order");
     }
 
-    /// The single-server layout: the same record without the server, under `slot_NNNNN`.
-    fn single_server_record(offer: &CachedOffer) -> Vec<u8> {
+    /// The body of `offer`'s record as releases 0.1.x wrote it: without the TLV stream.
+    fn previous_body(offer: &CachedOffer) -> Vec<u8> {
         let current = encode(offer);
-        let mut old = SINGLE_SERVER_MAGIC.to_vec();
-        old.extend_from_slice(&current[MAGIC.len() + 33..current.len() - CHECKSUM_LEN]);
-        let checksum = Sha256::hash(&old).to_byte_array();
-        old.extend_from_slice(&checksum[..CHECKSUM_LEN]);
-        old
+        let mut extension = Vec::new();
+        write_extension(&mut extension, offer.invoice_confirmed_at.map(nanos)).unwrap();
+        current[MAGIC.len()..current.len() - CHECKSUM_LEN - extension.len()].to_vec()
+    }
+
+    fn with_magic_and_checksum(magic: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut record = magic.to_vec();
+        record.extend_from_slice(body);
+        let checksum = Sha256::hash(&record).to_byte_array();
+        record.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        record
+    }
+
+    /// The single-server layout: the 0.1 record without the server, under `slot_NNNNN`.
+    fn single_server_record(offer: &CachedOffer) -> Vec<u8> {
+        with_magic_and_checksum(SINGLE_SERVER_MAGIC, &previous_body(offer)[33..])
+    }
+
+    #[test]
+    fn a_record_of_the_release_before_loads_as_it_is_and_is_rewritten_at_its_next_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = offer_fixture();
+        let made = Duration::from_secs(1_800_000_000);
+        let mut offer = fixture.cached(4, made, None);
+        offer.state = OfferState::Used;
+        offer.invoice_confirmed = true;
+        offer.invoice_confirmed_at = Some(made + Duration::from_secs(3));
+        let key = OfferStore::key((offer.server, offer.slot));
+        let kv = FilesystemStore::new(dir.path().to_path_buf());
+        let old = with_magic_and_checksum(PREVIOUS_MAGIC, &previous_body(&offer));
+        kv.write(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key, old.clone())
+            .unwrap();
+
+        let loaded = store(dir.path()).load_all(server_key()).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(
+            loaded[0].invoice_confirmed_at,
+            Some(offer.invoice.invoice.created_at()),
+            "0.1 did not record when; the confirmed invoice's own time stands in"
+        );
+        assert_eq!(
+            kv.read(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key).unwrap(),
+            old,
+            "left as it is while nothing changes"
+        );
+        store(dir.path()).save(&offer).unwrap();
+        let rewritten = kv.read(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key).unwrap();
+        assert_eq!(&rewritten[..4], MAGIC);
+        let again = store(dir.path()).load_all(server_key()).unwrap();
+        assert_eq!(again[0].invoice_confirmed_at, offer.invoice_confirmed_at);
     }
 
     #[test]

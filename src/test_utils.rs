@@ -98,6 +98,8 @@ impl OfferFixture {
             pending_since: now,
             expiry_announced: false,
             expired_announced: false,
+            invoice_confirmed_at: None,
+            delivery: Default::default(),
         }
     }
 

@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_offers::{Error, ManualClock, OfferState};
+use async_offers::{Clock, Error, ManualClock, OfferState};
 use common::*;
 use hostile::*;
+use lightning::bitcoin::hex::FromHex;
 
 /// Waits until the server has been sent `count` invoices.
 async fn invoices_seen(server: &HostileServer, count: usize) {
@@ -108,4 +109,311 @@ async fn a_hint_no_payment_could_use_is_refused_by_name() {
             Err(Error::InvalidConfig(_))
         ));
     }
+}
+
+/// Waits until every offer but `stuck` is as fresh as the server can make it (each handed-out
+/// one confirmed within its refresh interval, every invoice sent confirmed) and the client
+/// has its two Ready offers: ten simulated minutes pass at each step of the test, and an
+/// answer that takes a few milliseconds must not look like one the server withheld. The pause
+/// first lets the transport send what the step queued.
+async fn settled(
+    server: &HostileServer,
+    client: &async_offers::AsyncOffersClient,
+    stuck: &[u8; 32],
+    now: Duration,
+) {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let newest_sent = |offer_id: &[u8; 32]| {
+            server
+                .seen()
+                .invoices
+                .iter()
+                .filter(|(message, _)| message.invoice.offer_id().0 == *offer_id)
+                .map(|(message, _)| message.invoice.created_at())
+                .max()
+        };
+        let unsettled = client.offers().into_iter().any(|offer| {
+            let id = <[u8; 32]>::from_hex(&offer.offer_id).unwrap();
+            if id == *stuck {
+                return false;
+            }
+            let confirmed = offer.invoice_confirmed_at;
+            let due = offer.state == OfferState::Used
+                && confirmed.is_none_or(|at| at + REFRESH_INTERVAL <= now);
+            let unanswered = newest_sent(&id)
+                .is_some_and(|sent| confirmed.is_none_or(|at| at.as_secs() < sent.as_secs()));
+            due || unanswered
+        });
+        if !unsettled && client.ready_offers().len() == 2 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server's answers never came");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+const REFRESH_INTERVAL: Duration = Duration::from_secs(2 * 3600);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Three simulated days of a handed-out offer whose refreshes the server never confirms: the
+/// refreshed invoice is resent ever less often, down to once an hour; the app hears once that
+/// the refresh failed; filling and handing out carry on; and once the server confirms again,
+/// the offer is fresh and says since when.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_the_server_never_confirms_backs_off_is_reported_once_and_nothing_else_stops() {
+    log_to_stderr();
+    let server = HostileServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let mut config = async_offers::Config::new(
+        lightning::bitcoin::Network::Regtest,
+        dir.path(),
+        server.config.clone(),
+    );
+    config.offer_slots = 2;
+    config.tick_interval = Duration::from_millis(50);
+    config.invoice_refresh_interval = REFRESH_INTERVAL;
+    config.ready_offer_max_age = 30 * DAY;
+    let client = async_offers::AsyncOffersClient::builder(config, SEED)
+        .runtime(tokio::runtime::Handle::current())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let (listener, events) = events();
+    client.add_listener(listener);
+    client.start().unwrap();
+    client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    let stuck = client.take_offer(Some("bio".into())).unwrap();
+    let confirmed_at = stuck.invoice_confirmed_at.expect("confirmed when Ready");
+    let stuck_id = stuck.offer_id.clone();
+    let stuck_bytes = <[u8; 32]>::from_hex(&stuck_id).unwrap();
+    server
+        .handler
+        .never_confirm_offers
+        .lock()
+        .unwrap()
+        .insert(stuck_bytes);
+    let sends_of_stuck = || {
+        server
+            .seen()
+            .invoices
+            .iter()
+            .filter(|(message, _)| message.invoice.offer_id().0 == stuck_bytes)
+            .count()
+    };
+    let handler = client.protocol_handler(server.config.node_id).unwrap();
+    let mut per_day = Vec::new();
+    let mut failures = Vec::new();
+    let mut handed_out = 1;
+    let mut slowest_settle = Duration::ZERO;
+    for _day in 0..3 {
+        let before = sends_of_stuck();
+        for _ in 0..(24 * 6) {
+            clock.advance(10 * MINUTE);
+            handler.tick();
+            let started = Instant::now();
+            settled(&server, &client, &stuck_bytes, clock.now()).await;
+            slowest_settle = slowest_settle.max(started.elapsed());
+        }
+        per_day.push(sends_of_stuck() - before);
+        // The rest of the client carries on: a hand-out is replaced by a Ready offer.
+        client.take_offer(None).unwrap();
+        handed_out += 1;
+        if client
+            .wait_for_ready_offers(2, Duration::from_secs(5))
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "DEBUG states {:?}",
+                client
+                    .offers()
+                    .iter()
+                    .map(|o| (o.slot, o.state, o.invoice_confirmed_at))
+                    .collect::<Vec<_>>()
+            );
+            {
+                let seen = server.seen();
+                eprintln!(
+                    "DEBUG seen requests {} invoices {}",
+                    seen.requests.len(),
+                    seen.invoices.len()
+                );
+            }
+            panic!();
+        }
+        while let Ok(event) = events.try_recv() {
+            if let async_offers::Event::InvoiceRefreshFailed { offer, reason } = event {
+                failures.push((offer, reason));
+            }
+        }
+    }
+    eprintln!(
+        "sends of the stuck refresh per simulated day: {per_day:?}; slowest step {slowest_settle:?}"
+    );
+    assert!(per_day[0] <= 40, "first day: {per_day:?}");
+    assert!(
+        per_day[1..].iter().all(|&n| (12..=25).contains(&n)),
+        "later days, about one an hour: {per_day:?}"
+    );
+    assert_eq!(failures.len(), 1, "announced once: {failures:?}");
+    let (offer, reason) = &failures[0];
+    assert_eq!(offer.offer_id, stuck_id);
+    assert_eq!(offer.invoice_confirmed_at, Some(confirmed_at));
+    assert!(reason.contains("has not confirmed"), "{reason}");
+    assert_eq!(
+        client
+            .offers()
+            .iter()
+            .filter(|o| o.state == OfferState::Used)
+            .count(),
+        handed_out
+    );
+
+    // The server answers again: the next resend is confirmed, and the offer says so.
+    server.handler.never_confirm_offers.lock().unwrap().clear();
+    clock.advance(HOUR);
+    handler.tick();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now_confirmed = client
+            .offers()
+            .into_iter()
+            .find(|o| o.offer_id == stuck_id)
+            .and_then(|o| o.invoice_confirmed_at);
+        if now_confirmed.is_some_and(|at| at > confirmed_at + 3 * DAY) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the refresh was never confirmed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A filesystem store whose offer writes fail while `full` is set, as on a full disk.
+struct FullDisk(
+    lightning_persister::fs_store::FilesystemStore,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl lightning::util::persist::KVStoreSync for FullDisk {
+    fn read(&self, primary: &str, secondary: &str, key: &str) -> lightning::io::Result<Vec<u8>> {
+        self.0.read(primary, secondary, key)
+    }
+    fn write(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        buf: Vec<u8>,
+    ) -> lightning::io::Result<()> {
+        if secondary == "offers" && self.1.load(Ordering::SeqCst) {
+            return Err(lightning::io::Error::new(
+                lightning::io::ErrorKind::Other,
+                "no space left on device",
+            ));
+        }
+        self.0.write(primary, secondary, key, buf)
+    }
+    fn remove(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        lazy: bool,
+    ) -> lightning::io::Result<()> {
+        self.0.remove(primary, secondary, key, lazy)
+    }
+    fn list(&self, primary: &str, secondary: &str) -> lightning::io::Result<Vec<String>> {
+        self.0.list(primary, secondary)
+    }
+}
+
+/// A refreshed invoice that cannot be written is not sent (the server would hold an invoice
+/// the disk does not know): the previous one stays, each maintenance tries again, the app
+/// hears why once the offer is overdue, and the refresh goes through once the disk has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshed_invoice_that_cannot_be_written_is_not_sent_until_it_is() {
+    let server = HostileServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = FullDisk(
+        lightning_persister::fs_store::FilesystemStore::new(dir.path().to_path_buf()),
+        full.clone(),
+    );
+    let mut config = async_offers::Config::new(
+        lightning::bitcoin::Network::Regtest,
+        dir.path(),
+        server.config.clone(),
+    );
+    config.offer_slots = 1;
+    config.tick_interval = Duration::from_millis(50);
+    config.invoice_refresh_interval = REFRESH_INTERVAL;
+    config.ready_offer_max_age = 30 * DAY;
+    let client = async_offers::AsyncOffersClient::builder(config, SEED)
+        .runtime(tokio::runtime::Handle::current())
+        .clock(clock.clone())
+        .store(Arc::new(store))
+        .build()
+        .unwrap();
+    let (listener, events) = events();
+    client.add_listener(listener);
+    client.start().unwrap();
+    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    let offer = client.take_offer(Some("bio".into())).unwrap();
+    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    let id = <[u8; 32]>::from_hex(&offer.offer_id).unwrap();
+    let sends = || {
+        server
+            .seen()
+            .invoices
+            .iter()
+            .filter(|(message, _)| message.invoice.offer_id().0 == id)
+            .count()
+    };
+    assert_eq!(sends(), 1);
+
+    full.store(true, Ordering::SeqCst);
+    let handler = client.protocol_handler(server.config.node_id).unwrap();
+    for _ in 0..(4 * 6) {
+        clock.advance(10 * MINUTE);
+        handler.tick();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        sends(),
+        1,
+        "four hours of ticks, nothing the disk does not hold was sent"
+    );
+    let reason = loop {
+        match events.recv_timeout(WAIT).expect("the app hears of it") {
+            async_offers::Event::InvoiceRefreshFailed { offer, reason } => {
+                assert_eq!(offer.label.as_deref(), Some("bio"));
+                break reason;
+            }
+            _ => continue,
+        }
+    };
+    assert!(reason.contains("could not be written"), "{reason}");
+    assert!(reason.contains("no space left"), "{reason}");
+
+    full.store(false, Ordering::SeqCst);
+    clock.advance(10 * MINUTE);
+    handler.tick();
+    let deadline = Instant::now() + WAIT;
+    while client
+        .offers()
+        .iter()
+        .find(|o| o.offer_id == offer.offer_id)
+        .and_then(|o| o.invoice_confirmed_at)
+        == offer.invoice_confirmed_at
+    {
+        assert!(Instant::now() < deadline, "the refresh never went through");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sends(), 2);
 }

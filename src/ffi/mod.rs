@@ -247,6 +247,9 @@ pub struct Offer {
     pub created_at_secs: u64,
     /// When it expires, seconds since the Unix epoch; `None` never.
     pub expires_at_secs: Option<u64>,
+    /// When the server last confirmed it stores an invoice of this offer, seconds since the
+    /// Unix epoch by this device's clock; `None` never (or not recorded by earlier releases).
+    pub invoice_confirmed_at_secs: Option<u64>,
 }
 
 impl From<crate::OfferInfo> for Offer {
@@ -264,6 +267,7 @@ impl From<crate::OfferInfo> for Offer {
             label: info.label,
             created_at_secs: info.created_at.as_secs(),
             expires_at_secs: info.expires_at.map(|at| at.as_secs()),
+            invoice_confirmed_at_secs: info.invoice_confirmed_at.map(|at| at.as_secs()),
         }
     }
 }
@@ -298,6 +302,15 @@ pub enum OfferEvent {
     InvoiceRefreshed {
         /// Its id.
         offer_id: String,
+    },
+    /// A handed-out offer has gone an hour past its refresh interval without a confirmed fresh
+    /// invoice; sent once until one is confirmed. The client keeps trying.
+    InvoiceRefreshFailed {
+        /// The offer, with when its invoice was last confirmed.
+        offer: Offer,
+        /// Why: the server does not answer, cannot be reached, or the invoice could not be
+        /// built or written.
+        reason: String,
     },
     /// Connected to a server.
     ServerConnected {
@@ -339,6 +352,10 @@ impl From<crate::Event> for OfferEvent {
             },
             E::OfferExpired { offer_id } => Self::OfferExpired { offer_id },
             E::InvoiceRefreshed { offer_id } => Self::InvoiceRefreshed { offer_id },
+            E::InvoiceRefreshFailed { offer, reason } => Self::InvoiceRefreshFailed {
+                offer: offer.into(),
+                reason,
+            },
             E::ServerConnected { server_node_id } => Self::ServerConnected { server_node_id },
             E::ServerDisconnected { server_node_id } => Self::ServerDisconnected { server_node_id },
             E::InvoiceRequestForwarded {

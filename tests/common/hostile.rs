@@ -143,6 +143,8 @@ pub struct HostileHandler {
     pub honest: AtomicBool,
     /// Answer requests, but never confirm an invoice.
     pub never_confirm: AtomicBool,
+    /// Offers whose invoices are never confirmed.
+    pub never_confirm_offers: Mutex<std::collections::HashSet<[u8; 32]>>,
     seen: Mutex<Seen>,
     outbox: Mutex<VecDeque<(AsyncPaymentsMessage, MessageSendInstructions)>>,
 }
@@ -240,8 +242,16 @@ impl AsyncPaymentsMessageHandler for HostileHandler {
         let Some(responder) = responder else { return };
         let mut seen = self.seen.lock().unwrap();
         seen.received += 1;
+        let ignored = self
+            .never_confirm_offers
+            .lock()
+            .unwrap()
+            .contains(&message.invoice.offer_id().0);
         seen.invoices.push((message, responder.clone()));
-        if self.honest.load(Ordering::SeqCst) && !self.never_confirm.load(Ordering::SeqCst) {
+        if self.honest.load(Ordering::SeqCst)
+            && !self.never_confirm.load(Ordering::SeqCst)
+            && !ignored
+        {
             self.send(
                 AsyncPaymentsMessage::StaticInvoicePersisted(StaticInvoicePersisted {}),
                 MessageSendInstructions::ForReply {
@@ -379,6 +389,7 @@ impl HostileServer {
             keys: keys.clone(),
             honest: AtomicBool::new(true),
             never_confirm: AtomicBool::new(false),
+            never_confirm_offers: Mutex::default(),
             seen: Mutex::default(),
             outbox: Mutex::default(),
         });

@@ -1787,6 +1787,11 @@ public struct Offer: Equatable, Hashable {
      * When it expires, seconds since the Unix epoch; `None` never.
      */
     public var expiresAtSecs: UInt64?
+    /**
+     * When the server last confirmed it stores an invoice of this offer, seconds since the
+     * Unix epoch by this device's clock; `None` never (or not recorded by earlier releases).
+     */
+    public var invoiceConfirmedAtSecs: UInt64?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1814,7 +1819,11 @@ public struct Offer: Equatable, Hashable {
          */createdAtSecs: UInt64, 
         /**
          * When it expires, seconds since the Unix epoch; `None` never.
-         */expiresAtSecs: UInt64?) {
+         */expiresAtSecs: UInt64?, 
+        /**
+         * When the server last confirmed it stores an invoice of this offer, seconds since the
+         * Unix epoch by this device's clock; `None` never (or not recorded by earlier releases).
+         */invoiceConfirmedAtSecs: UInt64?) {
         self.serverNodeId = serverNodeId
         self.slot = slot
         self.state = state
@@ -1823,6 +1832,7 @@ public struct Offer: Equatable, Hashable {
         self.label = label
         self.createdAtSecs = createdAtSecs
         self.expiresAtSecs = expiresAtSecs
+        self.invoiceConfirmedAtSecs = invoiceConfirmedAtSecs
     }
 
     
@@ -1848,7 +1858,8 @@ public struct FfiConverterTypeOffer: FfiConverterRustBuffer {
                 offerId: FfiConverterString.read(from: &buf), 
                 label: FfiConverterOptionString.read(from: &buf), 
                 createdAtSecs: FfiConverterUInt64.read(from: &buf), 
-                expiresAtSecs: FfiConverterOptionUInt64.read(from: &buf)
+                expiresAtSecs: FfiConverterOptionUInt64.read(from: &buf), 
+                invoiceConfirmedAtSecs: FfiConverterOptionUInt64.read(from: &buf)
         )
     }
 
@@ -1861,6 +1872,7 @@ public struct FfiConverterTypeOffer: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.label, into: &buf)
         FfiConverterUInt64.write(value.createdAtSecs, into: &buf)
         FfiConverterOptionUInt64.write(value.expiresAtSecs, into: &buf)
+        FfiConverterOptionUInt64.write(value.invoiceConfirmedAtSecs, into: &buf)
     }
 }
 
@@ -2434,6 +2446,19 @@ public enum OfferEvent: Equatable, Hashable {
          */offerId: String
     )
     /**
+     * A handed-out offer has gone an hour past its refresh interval without a confirmed fresh
+     * invoice; sent once until one is confirmed. The client keeps trying.
+     */
+    case invoiceRefreshFailed(
+        /**
+         * The offer, with when its invoice was last confirmed.
+         */offer: Offer, 
+        /**
+         * Why: the server does not answer, cannot be reached, or the invoice could not be
+         * built or written.
+         */reason: String
+    )
+    /**
      * Connected to a server.
      */
     case serverConnected(
@@ -2499,13 +2524,16 @@ public struct FfiConverterTypeOfferEvent: FfiConverterRustBuffer {
         case 5: return .invoiceRefreshed(offerId: try FfiConverterString.read(from: &buf)
         )
         
-        case 6: return .serverConnected(serverNodeId: try FfiConverterString.read(from: &buf)
+        case 6: return .invoiceRefreshFailed(offer: try FfiConverterTypeOffer.read(from: &buf), reason: try FfiConverterString.read(from: &buf)
         )
         
-        case 7: return .serverDisconnected(serverNodeId: try FfiConverterString.read(from: &buf)
+        case 7: return .serverConnected(serverNodeId: try FfiConverterString.read(from: &buf)
         )
         
-        case 8: return .invoiceRequestForwarded(offerId: try FfiConverterString.read(from: &buf), amountMsats: try FfiConverterOptionUInt64.read(from: &buf), payerNote: try FfiConverterOptionString.read(from: &buf)
+        case 8: return .serverDisconnected(serverNodeId: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 9: return .invoiceRequestForwarded(offerId: try FfiConverterString.read(from: &buf), amountMsats: try FfiConverterOptionUInt64.read(from: &buf), payerNote: try FfiConverterOptionString.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -2542,18 +2570,24 @@ public struct FfiConverterTypeOfferEvent: FfiConverterRustBuffer {
             FfiConverterString.write(offerId, into: &buf)
             
         
-        case let .serverConnected(serverNodeId):
+        case let .invoiceRefreshFailed(offer,reason):
             writeInt(&buf, Int32(6))
-            FfiConverterString.write(serverNodeId, into: &buf)
+            FfiConverterTypeOffer.write(offer, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
             
         
-        case let .serverDisconnected(serverNodeId):
+        case let .serverConnected(serverNodeId):
             writeInt(&buf, Int32(7))
             FfiConverterString.write(serverNodeId, into: &buf)
             
         
-        case let .invoiceRequestForwarded(offerId,amountMsats,payerNote):
+        case let .serverDisconnected(serverNodeId):
             writeInt(&buf, Int32(8))
+            FfiConverterString.write(serverNodeId, into: &buf)
+            
+        
+        case let .invoiceRequestForwarded(offerId,amountMsats,payerNote):
+            writeInt(&buf, Int32(9))
             FfiConverterString.write(offerId, into: &buf)
             FfiConverterOptionUInt64.write(amountMsats, into: &buf)
             FfiConverterOptionString.write(payerNote, into: &buf)

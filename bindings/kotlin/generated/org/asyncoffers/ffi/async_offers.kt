@@ -2924,6 +2924,12 @@ data class Offer (
      * When it expires, seconds since the Unix epoch; `None` never.
      */
     var `expiresAtSecs`: kotlin.ULong?
+    , 
+    /**
+     * When the server last confirmed it stores an invoice of this offer, seconds since the
+     * Unix epoch by this device's clock; `None` never (or not recorded by earlier releases).
+     */
+    var `invoiceConfirmedAtSecs`: kotlin.ULong?
     
 ){
     
@@ -2948,6 +2954,7 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
             FfiConverterOptionalString.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
         )
     }
 
@@ -2959,7 +2966,8 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
             FfiConverterString.allocationSize(value.`offerId`) +
             FfiConverterOptionalString.allocationSize(value.`label`) +
             FfiConverterULong.allocationSize(value.`createdAtSecs`) +
-            FfiConverterOptionalULong.allocationSize(value.`expiresAtSecs`)
+            FfiConverterOptionalULong.allocationSize(value.`expiresAtSecs`) +
+            FfiConverterOptionalULong.allocationSize(value.`invoiceConfirmedAtSecs`)
     )
 
     override fun write(value: Offer, buf: ByteBuffer) {
@@ -2971,6 +2979,7 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
             FfiConverterOptionalString.write(value.`label`, buf)
             FfiConverterULong.write(value.`createdAtSecs`, buf)
             FfiConverterOptionalULong.write(value.`expiresAtSecs`, buf)
+            FfiConverterOptionalULong.write(value.`invoiceConfirmedAtSecs`, buf)
     }
 }
 
@@ -3400,6 +3409,27 @@ sealed class OfferEvent {
     }
     
     /**
+     * A handed-out offer has gone an hour past its refresh interval without a confirmed fresh
+     * invoice; sent once until one is confirmed. The client keeps trying.
+     */
+    data class InvoiceRefreshFailed(
+        /**
+         * The offer, with when its invoice was last confirmed.
+         */
+        val `offer`: org.asyncoffers.ffi.Offer, 
+        /**
+         * Why: the server does not answer, cannot be reached, or the invoice could not be
+         * built or written.
+         */
+        val `reason`: kotlin.String) : OfferEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
      * Connected to a server.
      */
     data class ServerConnected(
@@ -3484,13 +3514,17 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
             5 -> OfferEvent.InvoiceRefreshed(
                 FfiConverterString.read(buf),
                 )
-            6 -> OfferEvent.ServerConnected(
+            6 -> OfferEvent.InvoiceRefreshFailed(
+                FfiConverterTypeOffer.read(buf),
                 FfiConverterString.read(buf),
                 )
-            7 -> OfferEvent.ServerDisconnected(
+            7 -> OfferEvent.ServerConnected(
                 FfiConverterString.read(buf),
                 )
-            8 -> OfferEvent.InvoiceRequestForwarded(
+            8 -> OfferEvent.ServerDisconnected(
+                FfiConverterString.read(buf),
+                )
+            9 -> OfferEvent.InvoiceRequestForwarded(
                 FfiConverterString.read(buf),
                 FfiConverterOptionalULong.read(buf),
                 FfiConverterOptionalString.read(buf),
@@ -3534,6 +3568,14 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
             (
                 4UL
                 + FfiConverterString.allocationSize(value.`offerId`)
+            )
+        }
+        is OfferEvent.InvoiceRefreshFailed -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeOffer.allocationSize(value.`offer`)
+                + FfiConverterString.allocationSize(value.`reason`)
             )
         }
         is OfferEvent.ServerConnected -> {
@@ -3589,18 +3631,24 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
                 FfiConverterString.write(value.`offerId`, buf)
                 Unit
             }
-            is OfferEvent.ServerConnected -> {
+            is OfferEvent.InvoiceRefreshFailed -> {
                 buf.putInt(6)
-                FfiConverterString.write(value.`serverNodeId`, buf)
+                FfiConverterTypeOffer.write(value.`offer`, buf)
+                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is OfferEvent.ServerDisconnected -> {
+            is OfferEvent.ServerConnected -> {
                 buf.putInt(7)
                 FfiConverterString.write(value.`serverNodeId`, buf)
                 Unit
             }
-            is OfferEvent.InvoiceRequestForwarded -> {
+            is OfferEvent.ServerDisconnected -> {
                 buf.putInt(8)
+                FfiConverterString.write(value.`serverNodeId`, buf)
+                Unit
+            }
+            is OfferEvent.InvoiceRequestForwarded -> {
+                buf.putInt(9)
                 FfiConverterString.write(value.`offerId`, buf)
                 FfiConverterOptionalULong.write(value.`amountMsats`, buf)
                 FfiConverterOptionalString.write(value.`payerNote`, buf)
