@@ -469,6 +469,25 @@ impl Engine {
         });
     }
 
+    /// The client stopped: `server` is no longer talked to, and nothing queues for it until
+    /// the next start connects again (then everything due is planned afresh).
+    pub fn on_stopped(&self, server: PublicKey) {
+        let mut state = self.lock();
+        let was_connected = state.cache.reachability(&server) == Reachability::Connected;
+        state.cache.set_reachability(server, Reachability::Connecting);
+        if let Some(link) = state.links.get_mut(&server) {
+            link.outbox.clear();
+            link.requests_in_flight.clear();
+            link.invoices_in_flight.clear();
+        }
+        drop(state);
+        if was_connected {
+            self.events.emit(Event::ServerDisconnected {
+                server_node_id: OfferInfo::node_id_hex(&server),
+            });
+        }
+    }
+
     /// An attempt to connect to `server` failed: the other servers take over its share.
     pub fn on_connection_failed(&self, server: PublicKey) {
         self.mark_unreachable(server);

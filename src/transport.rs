@@ -404,6 +404,8 @@ impl Transport {
         flush.abort();
         ticks.abort();
         self.peers.disconnect_all_peers();
+        // Last: no `on_connected` of this transport can follow.
+        self.engine.on_stopped(self.server);
     }
 
     /// One connection's life. Returns whether the handshake completed.

@@ -417,3 +417,44 @@ async fn a_refreshed_invoice_that_cannot_be_written_is_not_sent_until_it_is() {
     }
     assert_eq!(sends(), 2);
 }
+
+/// `stop()` says each server is disconnected, and a start after it connects and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_reports_each_server_disconnected_and_a_restart_carries_on() {
+    let server = HostileServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let (client, _) = victim(&server, dir.path(), 2, clock);
+    let (listener, events) = events();
+    client.add_listener(listener);
+    let next_connection_event = || loop {
+        match events.recv_timeout(WAIT).expect("a connection event") {
+            event @ (async_offers::Event::ServerConnected { .. }
+            | async_offers::Event::ServerDisconnected { .. }) => return event,
+            _ => continue,
+        }
+    };
+    let id = server.id();
+    client.start().unwrap();
+    assert_eq!(
+        next_connection_event(),
+        async_offers::Event::ServerConnected {
+            server_node_id: id.clone()
+        }
+    );
+    client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    client.stop();
+    assert_eq!(
+        next_connection_event(),
+        async_offers::Event::ServerDisconnected {
+            server_node_id: id.clone()
+        }
+    );
+    client.take_offer(None).unwrap();
+    client.start().unwrap();
+    assert_eq!(
+        next_connection_event(),
+        async_offers::Event::ServerConnected { server_node_id: id }
+    );
+    client.wait_for_ready_offers(2, WAIT).await.unwrap();
+}
