@@ -106,6 +106,9 @@ pub(crate) struct Delivery {
     pub problem: Option<String>,
     /// Whether the app was told its invoice is stale ([`Maintenance::refresh_failed`]).
     pub failure_announced: bool,
+    /// When (monotonic) maintenance last asked for the invoice to be rebuilt, until the new
+    /// one is in: ticks that come meanwhile do not ask again.
+    pub rebuild_asked_at: Option<Duration>,
 }
 
 impl CachedOffer {
@@ -217,6 +220,10 @@ pub(crate) enum OfferPathsRejection {
     },
     DuplicatePaths,
 }
+
+/// How long a rebuild maintenance asked for counts as under way (a job on the blocking pool,
+/// milliseconds): a tick meanwhile does not build the same invoice twice.
+const REBUILD_UNDER_WAY_FOR: Duration = Duration::from_secs(60);
 
 /// Unconfirmed sends of a fresh invoice, to a connected server, before its offer's refresh
 /// counts as failed: with the doubling waits, about 35 seconds of silence.
@@ -420,6 +427,10 @@ impl OfferCache {
             })
             .collect();
         let mut missing = target.saturating_sub(load.iter().map(|(_, _, n)| n).sum());
+        // Each server's held slots, gathered once: planning many offers stays linear.
+        // Candidates before the last one taken stay held while planning, so each server's
+        // walk resumes there.
+        let mut held: HashMap<PublicKey, (HashSet<u16>, u32)> = HashMap::new();
         while missing > 0 {
             let Some((server, _, underway)) = load
                 .iter_mut()
@@ -428,9 +439,13 @@ impl OfferCache {
             else {
                 break;
             };
-            let Some(slot) = self.free_slot(server) else {
+            let (held, next_candidate) = held
+                .entry(*server)
+                .or_insert_with(|| (self.held_slots(server), 0));
+            let Some(slot) = self.free_slot(server, held, next_candidate) else {
                 break;
             };
+            held.insert(slot);
             *underway += 1;
             missing -= 1;
             self.requests.insert(
@@ -449,13 +464,9 @@ impl OfferCache {
         planned
     }
 
-    /// The first candidate slot of `server` in its sequence that no live offer or outstanding
-    /// request holds; where the range is nearly full, the first free one after the last
-    /// candidate tried.
-    fn free_slot(&self, server: &PublicKey) -> Option<u16> {
-        let range = &self.policy.slot_range;
-        let held: HashSet<u16> = self
-            .offers
+    /// The slots of `server` that a live offer or an outstanding request holds.
+    fn held_slots(&self, server: &PublicKey) -> HashSet<u16> {
+        self.offers
             .iter()
             .filter(|o| o.server == *server)
             .map(|o| o.slot)
@@ -465,14 +476,27 @@ impl OfferCache {
                     .filter(|(of, _)| of == server)
                     .map(|(_, slot)| *slot),
             )
-            .collect();
+            .collect()
+    }
+
+    /// The first candidate slot of `server` in its sequence, from the `next_candidate`th on,
+    /// that is not `held` (`next_candidate` is left after it); where the range is nearly full,
+    /// the first free one after the last candidate tried.
+    fn free_slot(
+        &self,
+        server: &PublicKey,
+        held: &HashSet<u16>,
+        next_candidate: &mut u32,
+    ) -> Option<u16> {
+        let range = &self.policy.slot_range;
         // Each held slot hides at most one candidate (two candidates rarely fall on one slot).
         let tries = u32::try_from(held.len())
             .unwrap_or(u32::MAX)
             .saturating_add(32);
         let mut slot = *range.start();
-        for index in 0..tries {
-            slot = self.slot_sequence.candidate(server, index, range);
+        while *next_candidate < tries {
+            slot = self.slot_sequence.candidate(server, *next_candidate, range);
+            *next_candidate += 1;
             if !held.contains(&slot) {
                 return Some(slot);
             }
@@ -606,11 +630,21 @@ impl OfferCache {
     /// Marks a live Ready offer as Used with `label` and returns it: the newest of a server
     /// that can be reached, else the newest of any.
     pub fn take(&mut self, label: Option<String>, now: Duration) -> Option<CachedOffer> {
+        self.take_where(label, now, |_| true)
+    }
+
+    /// [`Self::take`] among the Ready offers that `eligible` accepts.
+    fn take_where(
+        &mut self,
+        label: Option<String>,
+        now: Duration,
+        eligible: impl Fn(&CachedOffer) -> bool,
+    ) -> Option<CachedOffer> {
         let index = self
             .offers
             .iter()
             .enumerate()
-            .filter(|(_, o)| o.state == OfferState::Ready && !o.is_expired(now))
+            .filter(|(_, o)| o.state == OfferState::Ready && !o.is_expired(now) && eligible(o))
             .max_by_key(|(_, o)| (self.reachability(&o.server), o.created_at))
             .map(|(index, _)| index)?;
         let offer = &mut self.offers[index];
@@ -621,8 +655,10 @@ impl OfferCache {
     }
 
     /// The live offer first handed out under `label` that is not about to expire; else the
-    /// newest Ready offer, handed out under `label` now (then `true`); else, of the label's
-    /// offers about to expire, the one that lasts longest, which still works until then.
+    /// newest Ready offer, handed out under `label` now (then `true`), one not about to expire
+    /// itself if the label has offers already; else, of the label's offers about to expire,
+    /// the one that lasts longest, which still works until then. So the answer is the same at
+    /// every call until a fresher offer can take over: never a new hand-out per call.
     pub fn offer_for(&mut self, label: &str, now: Duration) -> Option<(CachedOffer, bool)> {
         let (expiring, lasting): (Vec<&CachedOffer>, Vec<&CachedOffer>) = self
             .offers
@@ -640,9 +676,17 @@ impl OfferCache {
             .into_iter()
             .max_by_key(|o| (o.expires_at(), o.handed_out_at))
             .cloned();
-        self.take(Some(label.to_string()), now)
-            .map(|offer| (offer, true))
-            .or(last_resort.map(|offer| (offer, false)))
+        let label_has_offers = last_resort.is_some();
+        let notice = self.policy.expiring_notice;
+        self.take_where(Some(label.to_string()), now, |ready| {
+            // A replacement about to expire itself would be replaced at the next call.
+            !label_has_offers
+                || ready
+                    .expires_at()
+                    .is_none_or(|expiry| expiry.saturating_sub(notice) > now)
+        })
+        .map(|offer| (offer, true))
+        .or(last_resort.map(|offer| (offer, false)))
     }
 
     /// Handed-out offers of another install of this wallet's (a backup, another device), merged
@@ -810,11 +854,16 @@ impl OfferCache {
                 maintenance.expiring.push(offer.clone());
             }
         }
-        for offer in &self.offers {
+        for offer in self.offers.iter_mut() {
+            let rebuild_under_way = offer
+                .delivery
+                .rebuild_asked_at
+                .is_some_and(|asked| asked.saturating_add(REBUILD_UNDER_WAY_FOR) > now.monotonic);
             if offer.invoice_confirmed
+                && !rebuild_under_way
                 && offer.state == OfferState::Used
                 && !offer.is_expired(now.wall)
-                && self.is_configured(&offer.server)
+                && self.reachability.contains_key(&offer.server)
                 && offer
                     .invoice
                     .invoice
@@ -822,6 +871,7 @@ impl OfferCache {
                     .saturating_add(self.policy.invoice_refresh_interval)
                     <= now.wall
             {
+                offer.delivery.rebuild_asked_at = Some(now.monotonic);
                 maintenance.rebuild.push(offer.id());
             }
         }
@@ -859,6 +909,7 @@ impl OfferCache {
     pub fn refresh_problem(&mut self, id: OfferId, problem: String) {
         if let Some(offer) = self.get_mut(id) {
             offer.delivery.problem = Some(problem);
+            offer.delivery.rebuild_asked_at = None;
         }
     }
 
@@ -881,6 +932,7 @@ impl OfferCache {
             offer.invoice_sent_at = Some(now);
             offer.delivery.sends = 1;
             offer.delivery.problem = None;
+            offer.delivery.rebuild_asked_at = None;
         }
     }
 
@@ -894,6 +946,7 @@ impl OfferCache {
             offer.invoice_sent_at = replaced.invoice_sent_at;
             offer.delivery.sends = replaced.delivery.sends;
             offer.delivery.problem = Some(problem);
+            offer.delivery.rebuild_asked_at = None;
         }
     }
 }
@@ -1500,7 +1553,7 @@ mod tests {
         let mut cache = connected(policy(2), vec![]);
         cache.plan_requests(at(t0()));
         let shop = fixture.cached(0, t0() + Duration::from_secs(1), Some(t0() + 100 * DAY));
-        let spare = fixture.cached(1, t0(), Some(t0() + 100 * DAY));
+        let spare = fixture.cached(1, t0(), Some(t0() + 200 * DAY));
         for offer in [&shop, &spare] {
             cache.insert_pending(offer.clone());
             cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
@@ -1517,10 +1570,9 @@ mod tests {
             cache.maintain(at(t0() + 87 * DAY)).expiring.is_empty(),
             "once"
         );
-        // Its label moves on to another offer, which keeps it from then on.
+        // Its label moves on to an offer that lasts, which keeps it from then on.
         let (moved, new) = cache.offer_for("shop", t0() + 86 * DAY).unwrap();
         assert_eq!((moved.id(), new), (spare.id(), true));
-        // Nothing Ready is left and both expire soon: the one the label moved to serves on.
         assert_eq!(
             cache.offer_for("shop", t0() + 87 * DAY).unwrap().0.id(),
             spare.id()
@@ -1752,5 +1804,38 @@ mod tests {
         let offer = cache.get(id).unwrap();
         assert_eq!(offer.invoice_confirmed_at, Some(now));
         assert!(!offer.delivery.failure_announced);
+    }
+
+    #[test]
+    fn offer_for_stays_on_one_offer_when_every_ready_one_is_about_to_expire_too() {
+        let fixture = offer_fixture();
+        // Every offer, handed out or Ready, expires in 10 days: within the 14-day notice.
+        let expiry = t0() + 10 * DAY;
+        let mut shop = fixture.cached(1, t0(), Some(expiry));
+        shop.state = OfferState::Used;
+        shop.label = Some("shop".into());
+        shop.handed_out_at = Some(t0());
+        let mut ready: Vec<CachedOffer> = (2..5)
+            .map(|slot| fixture.cached(slot, t0(), Some(expiry + Duration::from_secs(60))))
+            .collect();
+        for offer in &mut ready {
+            offer.state = OfferState::Ready;
+        }
+        let mut offers = vec![shop.clone()];
+        offers.extend(ready);
+        let mut cache = connected(policy(3), offers);
+        for _ in 0..3 {
+            let (given, new) = cache.offer_for("shop", t0()).unwrap();
+            assert_eq!(
+                (given.id(), new),
+                (shop.id(), false),
+                "no new hand-out per call"
+            );
+        }
+        assert_eq!(cache.handed_out().count(), 1);
+        // A label of its own still gets one of them: better than none.
+        let (first, new) = cache.offer_for("cafe", t0()).unwrap();
+        assert!(new);
+        assert_eq!(cache.offer_for("cafe", t0()).unwrap().0.id(), first.id());
     }
 }

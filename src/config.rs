@@ -137,6 +137,13 @@ impl ChannelHint {
     }
 }
 
+/// The most Ready offers a config may ask for: more is not a cache but a store, and each one
+/// is a slot held and an invoice refreshed on the server.
+pub const MAX_OFFER_SLOTS: u16 = 1_000;
+/// The shortest maintenance tick: below it, maintenance would keep a core busy for nothing
+/// (waits are in seconds; apps should tick every few seconds or more).
+pub const MIN_TICK_INTERVAL: Duration = Duration::from_millis(10);
+
 // The defaults of [`Config::new`], shared with the FFI's `default_config`.
 pub(crate) const DEFAULT_OFFER_SLOTS: u16 = 10;
 pub(crate) const DEFAULT_READY_OFFER_MAX_AGE: Duration = Duration::from_secs(2 * 3600);
@@ -238,10 +245,11 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.offer_slots == 0 {
-            return Err(Error::InvalidConfig(
-                "offer_slots must be at least 1".into(),
-            ));
+        if self.offer_slots == 0 || self.offer_slots > MAX_OFFER_SLOTS {
+            return Err(Error::InvalidConfig(format!(
+                "offer_slots must be from 1 to {MAX_OFFER_SLOTS}, not {}",
+                self.offer_slots
+            )));
         }
         let slots = self
             .invoice_slots
@@ -256,10 +264,28 @@ impl Config {
                 self.offer_slots
             )));
         }
-        if self.tick_interval.is_zero() {
-            return Err(Error::InvalidConfig(
-                "tick_interval must be positive".into(),
-            ));
+        if self.tick_interval < MIN_TICK_INTERVAL {
+            return Err(Error::InvalidConfig(format!(
+                "tick_interval must be at least {} ms, not {:?}",
+                MIN_TICK_INTERVAL.as_millis(),
+                self.tick_interval
+            )));
+        }
+        for (name, value) in [
+            ("ready_offer_max_age", self.ready_offer_max_age),
+            ("invoice_refresh_interval", self.invoice_refresh_interval),
+        ] {
+            if value.is_zero() {
+                return Err(Error::InvalidConfig(format!("{name} must be positive")));
+            }
+        }
+        // Otherwise every offer would count as expiring from the start, and `offer_for` would
+        // hand out a new one at every call.
+        if self.min_offer_paths_lifetime <= self.offer_expiring_notice {
+            return Err(Error::InvalidConfig(format!(
+                "min_offer_paths_lifetime ({:?}) must be longer than offer_expiring_notice ({:?})",
+                self.min_offer_paths_lifetime, self.offer_expiring_notice
+            )));
         }
         if self.max_messages_per_minute == 0 {
             return Err(Error::InvalidConfig(
@@ -296,5 +322,69 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::server_key;
+
+    fn config() -> Config {
+        let keys = lightning::sign::KeysManager::new(&[3; 32], 1, 1, true);
+        let secp = lightning::bitcoin::secp256k1::Secp256k1::new();
+        let path = BlindedMessagePath::one_hop(
+            server_key(),
+            lightning::sign::ReceiveAuthKey([1; 32]),
+            lightning::blinded_path::message::MessageContext::Custom(vec![]),
+            &keys,
+            &secp,
+        );
+        Config::new(
+            Network::Regtest,
+            "/nonexistent",
+            ServerConfig {
+                node_id: server_key(),
+                address: "127.0.0.1:9735".into(),
+                paths: vec![path],
+            },
+        )
+    }
+
+    #[test]
+    fn configs_a_client_could_not_run_well_on_are_refused_by_name() {
+        assert_eq!(config().validate(), Ok(()));
+        type Change = fn(&mut Config);
+        let cases: Vec<(Change, &str)> = vec![
+            (|c| c.offer_slots = 0, "offer_slots"),
+            (
+                |c| c.offer_slots = 65_535,
+                "offer_slots must be from 1 to 1000",
+            ),
+            (
+                |c| c.tick_interval = Duration::from_millis(1),
+                "tick_interval",
+            ),
+            (
+                |c| c.invoice_refresh_interval = Duration::ZERO,
+                "invoice_refresh_interval",
+            ),
+            (
+                |c| c.ready_offer_max_age = Duration::ZERO,
+                "ready_offer_max_age",
+            ),
+            (
+                |c| c.min_offer_paths_lifetime = c.offer_expiring_notice,
+                "longer than offer_expiring_notice",
+            ),
+        ];
+        for (change, named) in cases {
+            let mut bad = config();
+            change(&mut bad);
+            match bad.validate() {
+                Err(Error::InvalidConfig(why)) => assert!(why.contains(named), "{why}"),
+                other => panic!("{named}: {other:?}"),
+            }
+        }
     }
 }

@@ -474,7 +474,9 @@ impl Engine {
     pub fn on_stopped(&self, server: PublicKey) {
         let mut state = self.lock();
         let was_connected = state.cache.reachability(&server) == Reachability::Connected;
-        state.cache.set_reachability(server, Reachability::Connecting);
+        state
+            .cache
+            .set_reachability(server, Reachability::Connecting);
         if let Some(link) = state.links.get_mut(&server) {
             link.outbox.clear();
             link.requests_in_flight.clear();

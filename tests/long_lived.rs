@@ -2,6 +2,8 @@
 //! and a handed-out offer that does expire is announced ahead, its label moving on.
 
 mod common;
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use async_offers::{AsyncOffersClient, Clock, Config, Event, ManualClock};
 use async_offers_server::{check_invoice_for_offer, OfferPathsLifetime, Payer};
 use common::*;
+use hostile::*;
 use lightning::bitcoin::Network;
 use lightning::offers::offer::Offer;
 
@@ -89,17 +92,13 @@ async fn an_offer_without_expiry_has_a_fresh_invoice_after_six_months() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handed_out_offer_is_announced_before_it_expires_and_its_label_moves_on() {
-    let server_dir = tempfile::tempdir().unwrap();
-    let client_dir = tempfile::tempdir().unwrap();
-    let mut options = server_options(server_dir.path(), "127.0.0.1:0");
-    options.offer_paths_lifetime = OfferPathsLifetime::Fixed(100 * DAY);
-    let server = start_server_with(options).await;
-    let mut config = config_for(&server, b"wallet-expiring", client_dir.path());
-    config.offer_slots = 2;
-    // The server's clock does not move with ours: later offers look short-lived to us.
-    config.min_offer_paths_lifetime = DAY;
+    let server = HostileServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::starting_now());
-    let client = client_at(config, clock.clone());
+    // The server hands out paths that last 100 days from the client's now.
+    let lasting_100_days = |clock: &ManualClock| Some((clock.now() + 100 * DAY).as_secs());
+    *server.handler.paths_expiry.lock().unwrap() = lasting_100_days(&clock);
+    let (client, _) = victim(&server, dir.path(), 2, clock.clone());
     let (listener, events) = events();
     client.add_listener(listener);
     client.start().unwrap();
@@ -108,6 +107,7 @@ async fn a_handed_out_offer_is_announced_before_it_expires_and_its_label_moves_o
     let expires_at = shop.expires_at.expect("a 100-day offer");
 
     clock.advance(87 * DAY);
+    *server.handler.paths_expiry.lock().unwrap() = lasting_100_days(&clock);
     let announced = wait_for(&events, |event| match event {
         Event::OfferExpiring { offer } => Some(offer),
         _ => None,
@@ -115,8 +115,21 @@ async fn a_handed_out_offer_is_announced_before_it_expires_and_its_label_moves_o
     assert_eq!(announced.offer_id, shop.offer_id);
     assert_eq!(announced.label.as_deref(), Some("shop"));
     assert!(clock.now() + DAY * 14 >= expires_at);
+    // Until a fresh offer is Ready, the label keeps its offer: the Ready ones expire as soon.
+    assert_eq!(client.offer_for("shop").unwrap().offer_id, shop.offer_id);
+    let fresh = |offer: &async_offers::OfferInfo| {
+        offer
+            .expires_at
+            .is_some_and(|at| at > clock.now() + 14 * DAY)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !client.ready_offers().iter().any(fresh) {
+        assert!(std::time::Instant::now() < deadline, "no fresh offer");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let moved = client.offer_for("shop").unwrap();
     assert_ne!(moved.offer_id, shop.offer_id, "a fresh offer for the label");
+    assert!(fresh(&moved));
     assert_eq!(client.offer_for("shop").unwrap().offer_id, moved.offer_id);
     assert!(
         client.offers().iter().any(|o| o.offer_id == shop.offer_id),

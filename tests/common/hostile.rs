@@ -143,6 +143,8 @@ pub struct HostileHandler {
     pub honest: AtomicBool,
     /// Answer requests, but never confirm an invoice.
     pub never_confirm: AtomicBool,
+    /// When the offer paths of honest answers expire (seconds since the epoch; `None`: never).
+    pub paths_expiry: Mutex<Option<u64>>,
     /// Offers whose invoices are never confirmed.
     pub never_confirm_offers: Mutex<std::collections::HashSet<[u8; 32]>>,
     seen: Mutex<Seen>,
@@ -218,7 +220,7 @@ impl AsyncPaymentsMessageHandler for HostileHandler {
             .push((message.invoice_slot, responder.clone()));
         self.honest.load(Ordering::SeqCst).then(|| {
             (
-                self.offer_paths(None, 1),
+                self.offer_paths(*self.paths_expiry.lock().unwrap(), 1),
                 responder.respond_with_reply_path(Self::store_reply_context(message.invoice_slot)),
             )
         })
@@ -390,6 +392,7 @@ impl HostileServer {
             honest: AtomicBool::new(true),
             never_confirm: AtomicBool::new(false),
             never_confirm_offers: Mutex::default(),
+            paths_expiry: Mutex::default(),
             seen: Mutex::default(),
             outbox: Mutex::default(),
         });
