@@ -145,6 +145,37 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The event for the log: its kind and ids, never a label, a payer's note or an amount,
+    /// which stay with the app.
+    fn summary(&self) -> String {
+        match self {
+            Event::OfferReady { offer } => {
+                format!("OfferReady {} (slot {})", offer.offer_id, offer.slot)
+            }
+            Event::OfferReplaced {
+                old_offer_id,
+                new_offer,
+            } => format!("OfferReplaced {old_offer_id} by {}", new_offer.offer_id),
+            Event::OfferExpiring { offer } => format!("OfferExpiring {}", offer.offer_id),
+            Event::OfferExpired { offer_id } => format!("OfferExpired {offer_id}"),
+            Event::InvoiceRefreshed { offer_id } => format!("InvoiceRefreshed {offer_id}"),
+            Event::InvoiceRefreshFailed { offer, .. } => {
+                format!("InvoiceRefreshFailed {}", offer.offer_id)
+            }
+            Event::ServerConnected { server_node_id } => {
+                format!("ServerConnected {server_node_id}")
+            }
+            Event::ServerDisconnected { server_node_id } => {
+                format!("ServerDisconnected {server_node_id}")
+            }
+            Event::InvoiceRequestForwarded { offer_id, .. } => {
+                format!("InvoiceRequestForwarded {offer_id}")
+            }
+        }
+    }
+}
+
 /// Receives the client's events. Called from the SDK's event thread, never from the app's.
 pub trait EventListener: Send + Sync {
     /// Called once per event, in order.
@@ -194,7 +225,7 @@ impl EventBus {
     }
 
     pub fn emit(&self, event: Event) {
-        log::debug!("event: {event:?}");
+        log::debug!("event: {}", event.summary());
         let _ = self
             .sender
             .lock()

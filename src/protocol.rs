@@ -192,6 +192,8 @@ pub(crate) struct Engine {
     running_lock: Mutex<Option<Arc<HeldLock>>>,
     /// The first configured server: single-server records are read as its.
     first_server: PublicKey,
+    /// Held for each hand-out, from picking the offer to its record being written.
+    hand_outs: Mutex<()>,
     /// A fresh install's slot key, until it is written (see [`Self::save_install_key`]).
     unsaved_install_key: Mutex<Option<[u8; 32]>>,
     /// How many Ready offers the config wants.
@@ -285,6 +287,7 @@ impl Engine {
             offload,
             lock,
             running_lock: Mutex::new(None),
+            hand_outs: Mutex::new(()),
             first_server: config.servers[0].node_id,
             unsaved_install_key: Mutex::new(new_install_key),
             target_ready: usize::from(config.offer_slots),
@@ -521,11 +524,12 @@ impl Engine {
         let mut events = Vec::new();
         let mut state = self.lock();
         let maintenance = state.cache.maintain(now);
-        for offer in maintenance.removed.iter().chain(&maintenance.abandoned) {
-            if let Err(e) = self.store.remove(offer) {
-                log::error!("{e}");
-            }
-        }
+        let removals: Vec<_> = maintenance
+            .removed
+            .iter()
+            .chain(&maintenance.abandoned)
+            .map(|offer| self.store.prepare_removal(offer))
+            .collect();
         for offer in maintenance
             .removed
             .iter()
@@ -582,10 +586,17 @@ impl Engine {
         self.queue_resends(&mut state, now, None);
         self.queue_offer_paths_requests(&mut state);
         drop(state);
+        self.wake_transports();
+        // Written outside the lock; an offer whose removal fails is gone from memory only,
+        // and is loaded, and removed, again at the next start.
+        for removal in removals {
+            if let Err(e) = self.store.commit(removal) {
+                log::error!("{e}");
+            }
+        }
         for event in events {
             self.events.emit(event);
         }
-        self.wake_transports();
     }
 
     /// Hands out a Ready offer never handed out before, persisted as Used first.
@@ -599,20 +610,29 @@ impl Engine {
     }
 
     /// Runs `pick`; an offer it newly hands out is persisted as Used before it is returned, and
-    /// its slot's replacement requested.
+    /// its slot's replacement requested. The write is made outside the engine's lock: message
+    /// handling and maintenance never wait for it; hand-outs (and exports) wait for each
+    /// other, so no two see an offer whose hand-out is not yet durable.
     fn hand_out(
         &self,
         pick: impl FnOnce(&mut OfferCache, Duration) -> Option<(CachedOffer, bool)>,
     ) -> Result<OfferInfo, Error> {
         let _held = self.hold_data_dir()?;
+        let _one_at_a_time = self.hand_outs.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
-        let mut state = self.lock();
-        let (offer, newly_handed_out) = pick(&mut state.cache, now).ok_or(Error::NoReadyOffer)?;
-        if newly_handed_out {
-            if let Err(e) = self.store.save(&offer) {
-                state.cache.untake(offer.id());
+        let (offer, write) = {
+            let mut state = self.lock();
+            let (offer, newly_handed_out) =
+                pick(&mut state.cache, now).ok_or(Error::NoReadyOffer)?;
+            let write = newly_handed_out.then(|| self.store.prepare(&offer));
+            (offer, write)
+        };
+        if let Some(write) = write {
+            if let Err(e) = self.store.commit(write) {
+                self.lock().cache.untake(offer.id());
                 return Err(e);
             }
+            let mut state = self.lock();
             self.queue_offer_paths_requests(&mut state);
             drop(state);
             self.wake_transports();
@@ -623,6 +643,8 @@ impl Engine {
     /// The handed-out offers as an offer book (see [`crate::store`]), as on disk now.
     pub fn export_offers(&self) -> Result<Vec<u8>, Error> {
         let _held = self.hold_data_dir()?;
+        // Not while a hand-out is being written: its offer may yet go back to Ready.
+        let _no_hand_out = self.hand_outs.lock().unwrap_or_else(|e| e.into_inner());
         Ok(encode_book(self.lock().cache.handed_out()))
     }
 

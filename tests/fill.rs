@@ -88,6 +88,47 @@ async fn offers_a_wait_returns_are_on_disk_even_when_writes_are_slow() {
     assert_eq!(on_disk, ready.into_iter().map(|o| o.offer).collect());
 }
 
+/// A hand-out is durable before it returns, but nothing else waits for its write: while the
+/// slow disk takes the handed-out record, the client still answers (and its messages are
+/// still handled, under the same lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_out_being_written_holds_up_nothing_else() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let mut config = config_for(&server, b"wallet-slow-hand-out", client_dir.path());
+    config.offer_slots = 2;
+    let (store, writes_begun) = SlowWrites::new(client_dir.path());
+    let client = Arc::new(
+        AsyncOffersClient::builder(config, SEED)
+            .runtime(tokio::runtime::Handle::current())
+            .store(Arc::new(store))
+            .build()
+            .unwrap(),
+    );
+    client.start().unwrap();
+    client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    let before = writes_begun.load(Ordering::SeqCst);
+    let taking = {
+        let client = client.clone();
+        std::thread::spawn(move || client.take_offer(Some("slow".into())))
+    };
+    let deadline = Instant::now() + WAIT;
+    while writes_begun.load(Ordering::SeqCst) == before {
+        assert!(Instant::now() < deadline, "the hand-out never wrote");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The record's write has begun and takes 200 ms; the client answers meanwhile.
+    let offers = client.offers();
+    assert!(
+        !taking.is_finished(),
+        "offers() waited for the hand-out's write"
+    );
+    assert!(offers.iter().any(|o| o.label.as_deref() == Some("slow")));
+    let taken = taking.join().unwrap().unwrap();
+    assert_eq!(taken.label.as_deref(), Some("slow"));
+}
+
 /// A client built on a data dir sees what a stopped client there was still writing: building
 /// waits for that write instead of loading without it. Loading early, the new client would
 /// refill the slot, and the old write landing after the new one would name an offer whose

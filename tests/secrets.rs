@@ -1,11 +1,16 @@
-//! What the client leaves behind: no key material in its logs at any level (LDK's trace
-//! included), and a data dir no other user can read.
+//! What the client leaves behind: no key material, label or payer's note in its logs at any
+//! level (LDK's trace included), and a data dir no other user can read.
 
 mod common;
 
 use std::sync::{Mutex, OnceLock};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_offers::keys::WalletKeys;
+use async_offers::{Event, InvoiceRequestTarget, ManualClock};
+use async_offers_server::{OfferPathsLifetime, PAYER_NOTE};
 use common::*;
 use lightning::bitcoin::hex::DisplayHex;
 
@@ -36,6 +41,8 @@ fn captured() -> &'static Capture {
     }
     capture
 }
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// The ways a 32-byte secret could be printed.
 fn renderings(secret: &[u8]) -> Vec<String> {
@@ -113,6 +120,68 @@ async fn no_key_material_reaches_the_logs_at_any_level() {
             );
         }
     }
+}
+
+/// Labels name the app's contacts and payers' notes are theirs: the events carry them to the
+/// app, the logs only ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_and_payer_notes_never_reach_the_logs() {
+    let capture = captured();
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let mut options = server_options(server_dir.path(), "127.0.0.1:0");
+    options.offer_paths_lifetime = OfferPathsLifetime::Fixed(100 * DAY);
+    let server = start_server_with(options).await;
+    let mut config = config_for(&server, b"private-labels", client_dir.path());
+    config.offer_slots = 2;
+    config.invoice_request_target = InvoiceRequestTarget::Client;
+    let clock = Arc::new(ManualClock::starting_now());
+    let client = builder(config).clock(clock.clone()).build().unwrap();
+    let (listener, events) = events();
+    client.add_listener(listener);
+    client.start().unwrap();
+    client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    let label = "Alice Liddell, my sister";
+    let offer = client.offer_for(label).unwrap();
+    assert_payable(&server, std::slice::from_ref(&offer)).await;
+    clock.advance(87 * DAY);
+    let (mut noted, mut labelled) = (false, false);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !(noted && labelled) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events never came"
+        );
+        match events.recv_timeout(WAIT) {
+            Ok(Event::InvoiceRequestForwarded { payer_note, .. }) => {
+                assert_eq!(payer_note.as_deref(), Some(PAYER_NOTE));
+                noted = true;
+            }
+            Ok(Event::OfferExpiring { offer }) => {
+                assert_eq!(offer.label.as_deref(), Some(label));
+                labelled = true;
+            }
+            _ => continue,
+        }
+    }
+    // Debug and up: at trace, LDK's own records print whole messages, notes included.
+    let logs: String = capture
+        .0
+        .lock()
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with("TRACE"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        logs.contains("DEBUG async_offers::events"),
+        "events are logged"
+    );
+    assert!(!logs.contains(label), "the label is in the logs");
+    assert!(
+        !logs.contains(PAYER_NOTE),
+        "the payer's note is in the logs"
+    );
 }
 
 #[cfg(unix)]

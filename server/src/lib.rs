@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 pub use handler::ServerHandler;
 pub use invoices::InvoiceStore;
-pub use payer::{check_invoice_for_offer, FetchedInvoice, Payer};
+pub use payer::{check_invoice_for_offer, FetchedInvoice, Payer, PAYER_NOTE};
 pub use router::ServerRouter;
 
 /// LDK log records into the `log` facade.

@@ -47,6 +47,8 @@ type Peers = crate::OnionPeers<Messenger>;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the payer asks for on an amount-less offer; the static invoice does not depend on it.
+/// The note every invoice request of this payer carries, as a person's payment might.
+pub const PAYER_NOTE: &str = "for the coffee, from Bob";
 const REQUESTED_AMOUNT_MSATS: u64 = 1_000;
 
 /// A connection to one static invoice server, able to fetch static invoices for offers.
@@ -156,6 +158,7 @@ impl Payer {
             .request_invoice(&self.keys.get_expanded_key(), nonce, &secp, payment_id)
             .and_then(|builder| builder.chain(self.network))
             .and_then(|builder| builder.amount_msats(REQUESTED_AMOUNT_MSATS))
+            .map(|builder| builder.payer_note(PAYER_NOTE.to_string()))
             .and_then(|builder| builder.build_and_sign())
             .map_err(|e| format!("cannot request an invoice for this offer: {e:?}"))?;
         let Some(offer_path) = offer.paths().first() else {

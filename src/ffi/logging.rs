@@ -5,7 +5,9 @@ use std::sync::{Arc, RwLock};
 /// How important a record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, uniffi::Enum)]
 pub enum LogLevel {
-    /// Everything, LDK's own detail included.
+    /// Everything, LDK's own detail included, which prints whole messages (payers' notes
+    /// among them): for debugging, not for a shipped app. From `Debug` up, records name
+    /// offers and servers by id, never by label or note.
     Trace,
     /// Protocol steps.
     Debug,
