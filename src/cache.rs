@@ -84,10 +84,10 @@ pub(crate) struct CachedOffer {
     /// When this process built the offer, on the monotonic clock: how long a Pending offer has
     /// waited for its confirmation. Not persisted, as Pending offers are not.
     pub pending_since: Duration,
-    /// Whether this process announced the offer's coming expiry (not persisted: a restarted app
-    /// hears it again).
+    /// Whether the offer's coming expiry was announced (stored: the event waits in the queue
+    /// until the app handles it, so it is made once).
     pub expiry_announced: bool,
-    /// Whether this process announced that the offer expired (not persisted either).
+    /// Whether the offer's expiry was announced (stored likewise).
     pub expired_announced: bool,
     /// When the server last confirmed an invoice of this offer, by the wall clock: what the
     /// payers it serves get is at most that old plus the refresh interval.
@@ -273,6 +273,8 @@ pub(crate) struct Maintenance {
     /// Handed-out offers whose last confirmed invoice is older than the refresh interval and
     /// the margin, with why no fresh one was confirmed; announced once until one is.
     pub refresh_failed: Vec<(CachedOffer, String)>,
+    /// Offers whose announcements changed (stored with them, so each is made once): to write.
+    pub announced: Vec<CachedOffer>,
 }
 
 /// The cache.
@@ -541,7 +543,7 @@ impl OfferCache {
     }
 
     /// Takes `offers` as they are on disk now, keeping what this process knew of those it
-    /// already had (when their invoices were sent, what was announced). Pending offers and
+    /// already had (when their invoices were sent, and how that went). Pending offers and
     /// outstanding requests are dropped: they were this process's alone.
     pub fn reload(&mut self, offers: Vec<CachedOffer>) {
         let known = std::mem::take(&mut self.offers);
@@ -554,8 +556,6 @@ impl OfferCache {
                         && old.invoice.invoice.created_at() == offer.invoice.invoice.created_at()
                 }) {
                     offer.invoice_sent_at = old.invoice_sent_at;
-                    offer.expiry_announced = old.expiry_announced;
-                    offer.expired_announced = old.expired_announced;
                     offer.delivery = old.delivery.clone();
                 }
                 offer
@@ -841,17 +841,23 @@ impl OfferCache {
                 if !offer.expired_announced {
                     offer.expired_announced = true;
                     maintenance.expired.push(offer.clone());
+                    maintenance.announced.push(offer.clone());
                 }
                 continue;
             }
-            // Live again (the clock was put right): a later expiry is announced anew.
-            offer.expired_announced = false;
+            if offer.expired_announced {
+                // Live again (the clock was put right): a later expiry is announced anew.
+                offer.expired_announced = false;
+                offer.expiry_announced = false;
+                maintenance.announced.push(offer.clone());
+            }
             let expiring = offer
                 .expires_at()
                 .is_some_and(|expiry| expiry.saturating_sub(notice) <= now.wall);
             if expiring && !offer.expiry_announced {
                 offer.expiry_announced = true;
                 maintenance.expiring.push(offer.clone());
+                maintenance.announced.push(offer.clone());
             }
         }
         for offer in self.offers.iter_mut() {

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
-use crate::events::{EventBus, EventListener, ImportedOffers, OfferInfo};
+use crate::events::{Event, EventBus, EventListener, ImportedOffers, OfferInfo};
 use crate::keys::WalletKeys;
 use crate::lock::DataDirLock;
 use crate::offer::{OfferFactory, PathEnd};
@@ -146,7 +146,7 @@ impl ClientBuilder {
         let offload: Offload = Arc::new(move |job| {
             blocking_pool.spawn_blocking(job);
         });
-        let events = Arc::new(EventBus::new());
+        let events = Arc::new(EventBus::new(Some(store.clone())));
         let engine = Engine::new(
             &config,
             keys.clone(),
@@ -339,9 +339,32 @@ impl AsyncOffersClient {
         Ok(ProtocolHandler::new(self.engine.clone(), server_node_id))
     }
 
-    /// Registers a listener for every future event.
+    /// Registers a listener for every future event, as it happens (a live feed: what happened
+    /// before, or while the app was not running, it never hears; see [`Self::next_event`]).
     pub fn add_listener(&self, listener: Arc<dyn EventListener>) {
         self.events.add_listener(listener)
+    }
+
+    /// The oldest event the app has not handled yet, if any; it stays first until
+    /// [`Self::event_handled`]. Events that ask the app to act
+    /// ([`Event::asks_the_app_to_act`](crate::Event::asks_the_app_to_act)) are written to the
+    /// data dir before they are queued, and wait across restarts; the others live in this
+    /// process only. At most 1,024 wait: past that the oldest of the others go first. Never
+    /// blocks.
+    pub fn next_event(&self) -> Option<Event> {
+        self.engine.next_event()
+    }
+
+    /// Waits for an event the app has not handled yet and returns it, as [`Self::next_event`].
+    pub async fn wait_next_event(&self) -> Event {
+        self.events.wait_next_event().await
+    }
+
+    /// The app handled the oldest event: the next one comes up. Written before it returns;
+    /// takes the data dir's lock if the client is not running (see
+    /// [`ClientBuilder::data_dir_lock_wait`]).
+    pub fn event_handled(&self) -> Result<(), Error> {
+        self.engine.event_handled()
     }
 
     /// Waits until at least `count` offers are Ready, and written so: an app that stops then

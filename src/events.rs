@@ -1,17 +1,22 @@
 //! Events the client reports, the listener trait, and the plumbing that delivers them.
 //!
-//! Listeners run on a dedicated thread so a slow or panicking listener never stalls or kills
-//! the network task; Rust callers can also await state changes.
+//! Every event goes two ways: live to the listeners, on a dedicated thread so a slow or
+//! panicking listener never stalls or kills the network task; and into a queue the app reads
+//! at its pace (`next_event`, `event_handled`), where those that ask it to act are written to
+//! the data dir first and wait across restarts until handled.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lightning::bitcoin::hex::DisplayHex;
 use lightning::bitcoin::secp256k1::PublicKey;
 
 use crate::cache::{CachedOffer, OfferState};
+use crate::store::OfferStore;
+use crate::Error;
 
 /// An offer as the app sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,21 +181,58 @@ impl Event {
     }
 }
 
-/// Receives the client's events. Called from the SDK's event thread, never from the app's.
+/// Receives the client's events as they happen. Called from the SDK's event thread, never
+/// from the app's. A live feed: a listener added later, or an app not running, misses what
+/// happened before; [`AsyncOffersClient::next_event`](crate::AsyncOffersClient::next_event)
+/// keeps what must not be missed.
 pub trait EventListener: Send + Sync {
     /// Called once per event, in order.
     fn on_event(&self, event: Event);
 }
 
-/// Fans events out to listeners (on a thread of its own) and to async waiters.
+impl Event {
+    /// Whether the event asks the app to act (republish an offer, drop one from its screens,
+    /// warn that payments may fail, answer a payer): such events are written to the data dir
+    /// and stay in the queue across restarts until the app says it handled them.
+    pub fn asks_the_app_to_act(&self) -> bool {
+        matches!(
+            self,
+            Event::OfferExpiring { .. }
+                | Event::OfferExpired { .. }
+                | Event::InvoiceRefreshFailed { .. }
+                | Event::InvoiceRequestForwarded { .. }
+        )
+    }
+
+    /// For events that say the same about one offer: its kind and the offer. A second one is
+    /// not queued while the first waits.
+    fn about_offer(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Event::OfferExpiring { offer } => Some(("expiring", &offer.offer_id)),
+            Event::OfferExpired { offer_id } => Some(("expired", offer_id)),
+            Event::InvoiceRefreshFailed { offer, .. } => Some(("refresh failed", &offer.offer_id)),
+            _ => None,
+        }
+    }
+}
+
+/// The most events the queue holds. Past it, the oldest that does not ask the app to act goes
+/// first (the state it told of can be read at any time), then the oldest of all.
+const MAX_QUEUED_EVENTS: usize = 1024;
+
+/// Fans events out to listeners (on a thread of its own) and async waiters, and keeps them in
+/// a queue until the app handles them, those that ask it to act written to the data dir.
 pub(crate) struct EventBus {
     listeners: Arc<Mutex<Vec<Arc<dyn EventListener>>>>,
     sender: Mutex<mpsc::Sender<Event>>,
     changes: tokio::sync::watch::Sender<u64>,
+    queue: Mutex<VecDeque<Event>>,
+    /// Where the events that ask the app to act are kept (`None`: nowhere, in fuzzing).
+    store: Option<OfferStore>,
 }
 
 impl EventBus {
-    pub fn new() -> Self {
+    pub fn new(store: Option<OfferStore>) -> Self {
         let (sender, receiver) = mpsc::channel::<Event>();
         let listeners: Arc<Mutex<Vec<Arc<dyn EventListener>>>> = Arc::default();
         let for_thread = listeners.clone();
@@ -214,7 +256,46 @@ impl EventBus {
             listeners,
             sender: Mutex::new(sender),
             changes: tokio::sync::watch::channel(0).0,
+            queue: Mutex::new(VecDeque::new()),
+            store,
         }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Event>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the stored events as the queue's, ahead of those of this process that do not ask
+    /// the app to act: at build, and when another client used the data dir (which handled
+    /// or added some). Call it holding the data dir's lock.
+    pub fn load_stored(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let stored = store.events();
+        let mut queue = self.queue();
+        let passing: Vec<Event> = queue
+            .drain(..)
+            .filter(|event| !event.asks_the_app_to_act())
+            .collect();
+        queue.extend(stored);
+        queue.extend(passing);
+        drop(queue);
+        self.changes.send_modify(|version| *version += 1);
+    }
+
+    /// Writes the queue's events that ask the app to act; `queue` is held meanwhile, so that
+    /// writes land in the order of the changes.
+    fn save(&self, queue: &VecDeque<Event>) -> Result<(), Error> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let lasting: Vec<Event> = queue
+            .iter()
+            .filter(|event| event.asks_the_app_to_act())
+            .cloned()
+            .collect();
+        store.save_events(&lasting)
     }
 
     pub fn add_listener(&self, listener: Arc<dyn EventListener>) {
@@ -224,14 +305,78 @@ impl EventBus {
             .push(listener);
     }
 
+    /// Reports `event`: to the listeners, and into the queue, written first if it asks the
+    /// app to act. Call it holding the data dir's lock.
     pub fn emit(&self, event: Event) {
         log::debug!("event: {}", event.summary());
+        let mut queue = self.queue();
+        let repeated = event.about_offer().is_some_and(|about| {
+            queue
+                .iter()
+                .any(|queued| queued.about_offer() == Some(about))
+        });
+        if !repeated {
+            queue.push_back(event.clone());
+            if queue.len() > MAX_QUEUED_EVENTS {
+                let oldest = queue
+                    .iter()
+                    .position(|queued| !queued.asks_the_app_to_act())
+                    .unwrap_or(0);
+                if let Some(dropped) = queue.remove(oldest) {
+                    log::warn!(
+                        "{MAX_QUEUED_EVENTS} events wait for the app; dropping the oldest: {}",
+                        dropped.summary()
+                    );
+                }
+            }
+            if event.asks_the_app_to_act() {
+                if let Err(e) = self.save(&queue) {
+                    log::error!("{e}; the event waits in memory only");
+                }
+            }
+        }
+        drop(queue);
         let _ = self
             .sender
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send(event);
         self.changes.send_modify(|version| *version += 1);
+    }
+
+    /// The oldest event the app has not handled.
+    pub fn next_event(&self) -> Option<Event> {
+        self.queue().front().cloned()
+    }
+
+    /// Waits for an event the app has not handled and returns it (not removing it).
+    pub async fn wait_next_event(&self) -> Event {
+        let mut changes = self.watch();
+        loop {
+            if let Some(event) = self.next_event() {
+                return event;
+            }
+            if changes.changed().await.is_err() {
+                // The bus lives as long as the client; nothing more can come.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Removes the oldest event: the app handled it. Written before it returns if it asked
+    /// the app to act; call it holding the data dir's lock.
+    pub fn event_handled(&self) -> Result<Option<Event>, Error> {
+        let mut queue = self.queue();
+        let Some(handled) = queue.pop_front() else {
+            return Ok(None);
+        };
+        if handled.asks_the_app_to_act() {
+            if let Err(e) = self.save(&queue) {
+                queue.push_front(handled);
+                return Err(e);
+            }
+        }
+        Ok(Some(handled))
     }
 
     /// A receiver that wakes on every event.

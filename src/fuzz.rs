@@ -295,7 +295,7 @@ impl Harness {
 /// One event bus for every run: each would otherwise start a thread.
 fn events() -> Arc<EventBus> {
     static EVENTS: OnceLock<Arc<EventBus>> = OnceLock::new();
-    EVENTS.get_or_init(|| Arc::new(EventBus::new())).clone()
+    EVENTS.get_or_init(|| Arc::new(EventBus::new(None))).clone()
 }
 
 /// Records in memory: the fuzz targets must not wait for disks.

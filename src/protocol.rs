@@ -242,6 +242,7 @@ impl Engine {
         // Loaded, migrated and tidied under the lock, after a stopped client's last writes.
         let _held = lock.as_ref().map(|lock| lock.acquire(true)).transpose()?;
         let offers = keep_offers_of(&servers, store.load_all(config.servers[0].node_id)?, &store);
+        events.load_stored();
         let (slot_sequence, new_install_key) = match (keyed_slots, store.install_key()) {
             (false, _) => (SlotSequence::InOrder, None),
             (true, Some(key)) => (SlotSequence::Keyed(key), None),
@@ -366,6 +367,7 @@ impl Engine {
             self.store.load_all(self.first_server)?,
             &self.store,
         );
+        self.events.load_stored();
         let mut state = self.lock();
         log::info!(
             "another client used the data dir; reloaded {} offers",
@@ -530,6 +532,11 @@ impl Engine {
             .chain(&maintenance.abandoned)
             .map(|offer| self.store.prepare_removal(offer))
             .collect();
+        let announced: Vec<_> = maintenance
+            .announced
+            .iter()
+            .map(|offer| self.store.prepare(offer))
+            .collect();
         for offer in maintenance
             .removed
             .iter()
@@ -594,9 +601,27 @@ impl Engine {
                 log::error!("{e}");
             }
         }
+        // The events first, then that they were made: a crash in between repeats one (the
+        // queue takes it once), never loses one.
         for event in events {
             self.events.emit(event);
         }
+        for write in announced {
+            if let Err(e) = self.store.commit(write) {
+                log::error!("{e}");
+            }
+        }
+    }
+
+    /// The oldest event the app has not handled.
+    pub fn next_event(&self) -> Option<Event> {
+        self.events.next_event()
+    }
+
+    /// Removes the oldest event, handled by the app; written before it returns.
+    pub fn event_handled(&self) -> Result<(), Error> {
+        let _held = self.hold_data_dir()?;
+        self.events.event_handled().map(|_| ())
     }
 
     /// Hands out a Ready offer never handed out before, persisted as Used first.
@@ -1104,6 +1129,11 @@ impl Engine {
             Ok(verified) => {
                 let offer_id = OfferInfo::offer_id_hex(verified.offer_id);
                 log::info!("verified forwarded invoice request for offer {offer_id}");
+                // Written with the data dir held: a messenger of the app's may run this while
+                // the client is not started.
+                let _held = self
+                    .hold_data_dir()
+                    .inspect_err(|e| log::warn!("the request waits in memory only: {e}"));
                 self.events.emit(Event::InvoiceRequestForwarded {
                     offer_id,
                     amount_msats,

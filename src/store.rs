@@ -24,6 +24,7 @@ use lightning::util::ser::{Readable, Writeable};
 use lightning_persister::fs_store::FilesystemStore;
 
 use crate::cache::{CachedOffer, OfferState};
+use crate::events::Event;
 use crate::offer::BuiltInvoice;
 use crate::responder::{reply_path_of, responder_encoding};
 use crate::Error;
@@ -48,6 +49,11 @@ pub(crate) const CHECKSUM_LEN: usize = 8;
 /// The record of this install's slot key, beside the offers.
 const INSTALL_KEY: &str = "install_key";
 const INSTALL_MAGIC: &[u8; 4] = b"AOK1";
+/// The record of the events that wait for the app to handle them, beside the offers: `AOE1`,
+/// their number (u32), each event length-prefixed in LDK's encoding (TLV-based, as below),
+/// and a checksum.
+const EVENTS_KEY: &str = "events";
+const EVENTS_MAGIC: &[u8; 4] = b"AOE1";
 
 /// `lightning-persister`'s `FilesystemStore`, with every record file made readable by its owner
 /// only (mode 0600 on Unix) once written: records name the app's contacts in their labels.
@@ -243,6 +249,41 @@ impl OfferStore {
             .map_err(|e| Error::Storage(format!("writing the install key: {e}")))
     }
 
+    /// The events stored to wait for the app. A record that cannot be read is reported and
+    /// taken as none: the offers it was about are still there, and what is due is noticed
+    /// again by maintenance.
+    pub fn events(&self) -> Vec<Event> {
+        let bytes = match self.kv.read(PRIMARY_NAMESPACE, "", EVENTS_KEY) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                log::error!("the stored events are unreadable ({e}); starting without them");
+                return Vec::new();
+            }
+        };
+        match decode_events(&bytes) {
+            Ok(events) => events,
+            Err(why) => {
+                log::error!("the stored events are corrupt ({why}); starting without them");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Writes the events that wait for the app, replacing those stored before.
+    pub fn save_events(&self, events: &[Event]) -> Result<(), Error> {
+        let mut record = EVENTS_MAGIC.to_vec();
+        record.extend_from_slice(&(events.len() as u32).to_be_bytes());
+        for event in events {
+            put_bytes(&mut record, &event.encode());
+        }
+        let checksum = Sha256::hash(&record).to_byte_array();
+        record.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        self.kv
+            .write(PRIMARY_NAMESPACE, "", EVENTS_KEY, record)
+            .map_err(|e| Error::Storage(format!("writing the events: {e}")))
+    }
+
     /// Every stored offer. Fails on the first record that cannot be read or decoded. Records
     /// of the single-server format are taken as `first_server`'s and rewritten.
     pub fn load_all(&self, first_server: PublicKey) -> Result<Vec<CachedOffer>, Error> {
@@ -304,6 +345,76 @@ impl OfferStore {
         offers.sort_by_key(|offer| (offer.server, offer.slot));
         Ok(offers)
     }
+}
+
+fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, String> {
+    if bytes.len() < EVENTS_MAGIC.len() + CHECKSUM_LEN
+        || &bytes[..EVENTS_MAGIC.len()] != EVENTS_MAGIC
+    {
+        return Err("not an events record".into());
+    }
+    let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
+        return Err("checksum mismatch".into());
+    }
+    let mut r = Reader(&body[EVENTS_MAGIC.len()..]);
+    let count = u32::from_be_bytes(r.array("count")?);
+    let mut events = Vec::with_capacity(count.min(4096) as usize);
+    for _ in 0..count {
+        let mut bytes = r.bytes("event")?;
+        // One this release cannot read (a later one's kind) is left out, not the rest.
+        match Event::read(&mut bytes) {
+            Ok(event) => events.push(event),
+            Err(e) => log::warn!("a stored event this release cannot read is dropped: {e:?}"),
+        }
+    }
+    if !r.0.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok(events)
+}
+
+// The events as LDK encodes its own: TLV-based, so that fields added later (odd types) are
+// skipped by readers that do not know them.
+// LDK's macros drop readers that have no `Drop`.
+#[allow(clippy::drop_non_drop)]
+mod event_encoding {
+    use crate::cache::OfferState;
+    use crate::events::{Event, OfferInfo};
+
+    lightning::impl_writeable_tlv_based_enum!(OfferState,
+        (0, Pending) => {},
+        (2, Ready) => {},
+        (4, Used) => {},
+    );
+
+    lightning::impl_writeable_tlv_based!(OfferInfo, {
+        (0, server_node_id, required),
+        (2, slot, required),
+        (4, state, required),
+        (6, offer, required),
+        (8, offer_id, required),
+        (10, label, option),
+        (12, created_at, required),
+        (14, expires_at, option),
+        (16, invoice_confirmed_at, option),
+    });
+
+    lightning::impl_writeable_tlv_based_enum!(Event,
+        (0, OfferReady) => { (0, offer, required) },
+        (2, OfferReplaced) => { (0, old_offer_id, required), (2, new_offer, required) },
+        (4, OfferExpiring) => { (0, offer, required) },
+        (6, OfferExpired) => { (0, offer_id, required) },
+        (8, InvoiceRefreshed) => { (0, offer_id, required) },
+        (10, InvoiceRefreshFailed) => { (0, offer, required), (2, reason, required) },
+        (12, ServerConnected) => { (0, server_node_id, required) },
+        (14, ServerDisconnected) => { (0, server_node_id, required) },
+        (16, InvoiceRequestForwarded) => {
+            (0, offer_id, required),
+            (2, amount_msats, option),
+            (4, payer_note, option),
+        },
+    );
 }
 
 /// An offer book: the handed-out offers of one install, for another to import. Version 1 is
@@ -436,8 +547,7 @@ pub(crate) fn encode(offer: &CachedOffer) -> Vec<u8> {
         &offer.invoice.forward_invoice_request_path.encode(),
     );
     out.push(offer.invoice_confirmed as u8);
-    write_extension(&mut out, offer.invoice_confirmed_at.map(nanos))
-        .expect("writing to a Vec cannot fail");
+    write_extension(&mut out, offer).expect("writing to a Vec cannot fail");
     let checksum = Sha256::hash(&out).to_byte_array();
     out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
     out
@@ -540,13 +650,14 @@ pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOff
         1 => true,
         other => return Err(format!("bad confirmed flag {other}")),
     };
-    let invoice_confirmed_at = match has_extension {
-        true => read_extension(&mut r.0)
-            .map_err(|e| format!("bad TLV fields: {e:?}"))?
-            .map(Duration::from_nanos),
+    let extension = match has_extension {
+        true => read_extension(&mut r.0).map_err(|e| format!("bad TLV fields: {e:?}"))?,
         // Earlier records did not say when; a confirmed invoice was confirmed about when it
         // was made.
-        false => invoice_confirmed.then(|| invoice.created_at()),
+        false => Extension {
+            invoice_confirmed_at: invoice_confirmed.then(|| nanos(invoice.created_at())),
+            announced: 0,
+        },
     };
     if !r.0.is_empty() {
         return Err("trailing bytes".into());
@@ -571,31 +682,53 @@ pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOff
         invoice_confirmed,
         invoice_sent_at: None,
         pending_since: Duration::ZERO,
-        expiry_announced: false,
-        expired_announced: false,
-        invoice_confirmed_at,
+        expiry_announced: extension.announced & EXPIRY_ANNOUNCED != 0,
+        expired_announced: extension.announced & EXPIRED_ANNOUNCED != 0,
+        invoice_confirmed_at: extension.invoice_confirmed_at.map(Duration::from_nanos),
         delivery: Default::default(),
     };
     Ok((offer, single_server))
 }
 
+/// What an offer's announcements were: its coming expiry, its expiry.
+const EXPIRY_ANNOUNCED: u8 = 1;
+const EXPIRED_ANNOUNCED: u8 = 2;
+
+/// The fields of an `AOF4` record's TLV stream.
+struct Extension {
+    /// When the invoice was last confirmed, ns since the epoch.
+    invoice_confirmed_at: Option<u64>,
+    /// What was announced of the offer ([`EXPIRY_ANNOUNCED`], [`EXPIRED_ANNOUNCED`]).
+    announced: u8,
+}
+
 /// Appends an `AOF4` record's TLV stream.
-fn write_extension(out: &mut Vec<u8>, invoice_confirmed_at: Option<u64>) -> Result<(), io::Error> {
+fn write_extension(out: &mut Vec<u8>, offer: &CachedOffer) -> Result<(), io::Error> {
+    let invoice_confirmed_at = offer.invoice_confirmed_at.map(nanos);
+    let announced = (offer.expiry_announced as u8) * EXPIRY_ANNOUNCED
+        + (offer.expired_announced as u8) * EXPIRED_ANNOUNCED;
+    let announced = (announced != 0).then_some(announced);
     lightning::write_tlv_fields!(out, {
         (1, invoice_confirmed_at, option),
+        (3, announced, option),
     });
     Ok(())
 }
 
-/// The fields of an `AOF4` record's TLV stream: when the invoice was last confirmed (ns).
+/// Reads an `AOF4` record's TLV stream.
 // LDK's `read_tlv_fields!` drops its reader, which has no `Drop`.
 #[allow(clippy::drop_non_drop)]
-fn read_extension(stream: &mut &[u8]) -> Result<Option<u64>, lightning::ln::msgs::DecodeError> {
+fn read_extension(stream: &mut &[u8]) -> Result<Extension, lightning::ln::msgs::DecodeError> {
     let mut invoice_confirmed_at: Option<u64> = None;
+    let mut announced: Option<u8> = None;
     lightning::read_tlv_fields!(stream, {
         (1, invoice_confirmed_at, option),
+        (3, announced, option),
     });
-    Ok(invoice_confirmed_at)
+    Ok(Extension {
+        invoice_confirmed_at,
+        announced: announced.unwrap_or(0),
+    })
 }
 
 #[cfg(test)]
@@ -765,7 +898,7 @@ mod tests {
     fn previous_body(offer: &CachedOffer) -> Vec<u8> {
         let current = encode(offer);
         let mut extension = Vec::new();
-        write_extension(&mut extension, offer.invoice_confirmed_at.map(nanos)).unwrap();
+        write_extension(&mut extension, offer).unwrap();
         current[MAGIC.len()..current.len() - CHECKSUM_LEN - extension.len()].to_vec()
     }
 
@@ -874,5 +1007,57 @@ mod tests {
             vec![OfferStore::key((server_key(), 4))],
             "the stale copy is gone"
         );
+    }
+
+    #[test]
+    fn events_round_trip_through_their_record_and_a_corrupt_one_is_taken_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = offer_fixture();
+        let mut offer = fixture.cached(2, Duration::from_secs(1_800_000_000), None);
+        offer.state = OfferState::Used;
+        offer.label = Some("a contact".into());
+        offer.invoice_confirmed_at = Some(Duration::from_secs(1_800_000_100));
+        let info = crate::events::OfferInfo::from(&offer);
+        let events = vec![
+            Event::OfferReady {
+                offer: info.clone(),
+            },
+            Event::OfferReplaced {
+                old_offer_id: "aa".into(),
+                new_offer: info.clone(),
+            },
+            Event::OfferExpiring {
+                offer: info.clone(),
+            },
+            Event::OfferExpired {
+                offer_id: "bb".into(),
+            },
+            Event::InvoiceRefreshed {
+                offer_id: "cc".into(),
+            },
+            Event::InvoiceRefreshFailed {
+                offer: info.clone(),
+                reason: "no answer".into(),
+            },
+            Event::ServerConnected {
+                server_node_id: "02ab".into(),
+            },
+            Event::ServerDisconnected {
+                server_node_id: "02ab".into(),
+            },
+            Event::InvoiceRequestForwarded {
+                offer_id: "dd".into(),
+                amount_msats: Some(5),
+                payer_note: Some("hi".into()),
+            },
+        ];
+        store(dir.path()).save_events(&events).unwrap();
+        assert_eq!(store(dir.path()).events(), events);
+        let path = dir.path().join("async_offers").join("events");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(store(dir.path()).events().is_empty());
     }
 }

@@ -142,3 +142,61 @@ async fn a_handed_out_offer_is_announced_before_it_expires_and_its_label_moves_o
         _ => None,
     });
 }
+
+/// The notice that an offer expires asks the app to act: it waits in the data dir until the
+/// app says it handled it, across a restart, for an app that looks only after `start()`; it
+/// is made once, and once handled it is gone for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notice_of_an_expiring_offer_waits_for_the_app_across_restarts() {
+    let server = HostileServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    *server.handler.paths_expiry.lock().unwrap() = Some((clock.now() + 100 * DAY).as_secs());
+    let (client, _) = victim(&server, dir.path(), 1, clock.clone());
+    client.start().unwrap();
+    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    let shop = client.offer_for("shop").unwrap();
+    // Nobody looks at events while the offer becomes due.
+    clock.advance(87 * DAY);
+    let deadline = std::time::Instant::now() + WAIT;
+    let is_notice = |event: &Event| matches!(event, Event::OfferExpiring { offer } if offer.offer_id == shop.offer_id);
+    let notices = |client: &AsyncOffersClient| {
+        let mut seen = Vec::new();
+        while let Some(event) = client.next_event() {
+            seen.push(event);
+            client.event_handled().unwrap();
+        }
+        seen
+    };
+    loop {
+        let waiting = client.next_event();
+        if waiting.as_ref().is_some_and(is_notice) {
+            break;
+        }
+        if waiting.is_some() {
+            // Connections and Ready offers: this app does not care.
+            client.event_handled().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no notice");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.stop();
+    drop(client);
+
+    // Restarted, the notice is still there, first, and made once.
+    let (client, _) = victim(&server, dir.path(), 1, clock.clone());
+    client.start().unwrap();
+    assert!(client.next_event().as_ref().is_some_and(is_notice));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = notices(&client);
+    assert_eq!(seen.iter().filter(|e| is_notice(e)).count(), 1, "{seen:?}");
+    client.stop();
+    drop(client);
+
+    // Handled: gone, and not made again.
+    let (client, _) = victim(&server, dir.path(), 1, clock.clone());
+    client.start().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = notices(&client);
+    assert!(!seen.iter().any(is_notice), "{seen:?}");
+}

@@ -932,7 +932,8 @@ public func FfiConverterTypeAsyncOffers_lower(_ value: AsyncOffers) -> UInt64 {
 
 
 /**
- * The app's log writer, called on whichever thread logs. It never receives keys or seeds.
+ * The app's log writer, called on the SDK's log thread, one record at a time in order, never
+ * with any lock of the SDK held: it may call the client. It never receives keys or seeds.
  */
 public protocol LogWriter: AnyObject, Sendable {
     
@@ -943,7 +944,8 @@ public protocol LogWriter: AnyObject, Sendable {
     
 }
 /**
- * The app's log writer, called on whichever thread logs. It never receives keys or seeds.
+ * The app's log writer, called on the SDK's log thread, one record at a time in order, never
+ * with any lock of the SDK held: it may call the client. It never receives keys or seeds.
  */
 open class LogWriterImpl: LogWriter, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -2192,7 +2194,9 @@ public func FfiConverterTypeCallbackError_lower(_ value: CallbackError) -> RustB
 public enum LogLevel: Equatable, Hashable {
     
     /**
-     * Everything, LDK's own detail included.
+     * Everything, LDK's own detail included, which prints whole messages (payers' notes
+     * among them): for debugging, not for a shipped app. From `Debug` up, records name
+     * offers and servers by id, never by label or note.
      */
     case trace
     /**

@@ -2024,7 +2024,8 @@ public object FfiConverterTypeAsyncOffers: FfiConverter<AsyncOffers, Long> {
 
 
 /**
- * The app's log writer, called on whichever thread logs. It never receives keys or seeds.
+ * The app's log writer, called on the SDK's log thread, one record at a time in order, never
+ * with any lock of the SDK held: it may call the client. It never receives keys or seeds.
  */
 public interface LogWriter {
     
@@ -2037,7 +2038,8 @@ public interface LogWriter {
 }
 
 /**
- * The app's log writer, called on whichever thread logs. It never receives keys or seeds.
+ * The app's log writer, called on the SDK's log thread, one record at a time in order, never
+ * with any lock of the SDK held: it may call the client. It never receives keys or seeds.
  */
 open class LogWriterImpl: Disposable, AutoCloseable, LogWriter
 {
@@ -3220,7 +3222,9 @@ public object FfiConverterTypeCallbackError : FfiConverterRustBuffer<CallbackExc
 enum class LogLevel {
     
     /**
-     * Everything, LDK's own detail included.
+     * Everything, LDK's own detail included, which prints whole messages (payers' notes
+     * among them): for debugging, not for a shipped app. From `Debug` up, records name
+     * offers and servers by id, never by label or note.
      */
     TRACE,
     /**
