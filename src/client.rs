@@ -47,15 +47,21 @@ impl RuntimeHandle {
     }
 }
 
-impl Drop for AsyncOffersClient {
+impl Drop for RuntimeHandle {
     fn drop(&mut self) {
-        self.stop();
-        if let RuntimeHandle::Owned(runtime) = &mut self.runtime {
-            // Never blocks, so dropping the client inside async code is fine.
+        if let RuntimeHandle::Owned(runtime) = self {
+            // Never blocks, so dropping a client, or failing to build one, inside async code
+            // is fine.
             if let Some(runtime) = runtime.take() {
                 runtime.shutdown_background();
             }
         }
+    }
+}
+
+impl Drop for AsyncOffersClient {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -97,7 +103,18 @@ impl ClientBuilder {
         self
     }
 
-    /// Loads the stored offers and builds the client. No network.
+    /// As [`Self::build`], on the tokio runtime's blocking pool, so that an async caller's
+    /// thread never waits on the data dir's lock or the disk.
+    pub async fn build_async(self) -> Result<AsyncOffersClient, Error> {
+        tokio::task::spawn_blocking(move || self.build())
+            .await
+            .map_err(|e| Error::Runtime(format!("building the client failed: {e}")))?
+    }
+
+    /// Loads the stored offers and builds the client. No network, but it blocks: it waits for
+    /// the data dir's lock (up to [`Self::data_dir_lock_wait`] for another client, up to 10 s
+    /// for a stopped client of this process to finish its writes), then reads and decodes
+    /// every stored offer (~0.1 ms each). From async code, use [`Self::build_async`].
     pub fn build(self) -> Result<AsyncOffersClient, Error> {
         let ClientBuilder {
             config,
@@ -282,7 +299,9 @@ impl AsyncOffersClient {
     }
 
     /// Hands out a Ready offer never handed out before, labelled `label`. It is persisted as
-    /// Used before it is returned, and a replacement is requested at once.
+    /// Used before it is returned (an fsync: milliseconds, more on slow flash; a client that
+    /// is not started also takes the data dir's lock), and a replacement is requested at once.
+    /// Nothing else waits for that write.
     pub fn take_offer(&self, label: Option<String>) -> Result<OfferInfo, Error> {
         self.engine.take_offer(label)
     }

@@ -205,3 +205,54 @@ async fn two_processes_contending_never_hand_out_one_offer_twice() {
     }
     assert_payable(&server, &on_disk).await;
 }
+
+/// Building waits for the data dir off the caller's thread with `build_async`: on a runtime of
+/// one thread, other tasks run on while a build waits for the lock.
+#[test]
+fn an_async_build_waiting_for_the_data_dir_blocks_no_task() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let server_dir = tempfile::tempdir().unwrap();
+        let server = start_server(server_dir.path()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (config, _first) = filled_client(&server, dir.path(), 1).await;
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        let waited = Instant::now();
+        let refused = AsyncOffersClient::builder(config, SEED)
+            .data_dir_lock_wait(Duration::from_secs(1))
+            .build_async()
+            .await;
+        assert!(matches!(refused, Err(Error::DataDirInUse(_))));
+        assert!(waited.elapsed() >= Duration::from_secs(1));
+        let ticked = ticks.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            ticked >= 20,
+            "the runtime's one thread was held: {ticked} ticks in a second"
+        );
+        ticker.abort();
+    });
+}
+
+/// A build that fails once its own runtime exists (here: the data dir is held) lets that
+/// runtime go without a panic, even called from async code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_build_inside_async_code_is_an_error_not_a_panic() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _first) = filled_client(&server, dir.path(), 1).await;
+    let refused = AsyncOffersClient::builder(config, SEED).build();
+    assert!(matches!(refused, Err(Error::DataDirInUse(_))));
+}

@@ -2,8 +2,11 @@
 //!
 //! Plain records and enums (keys and paths as hex, times as seconds since the Unix epoch), one
 //! error enum, the client object, and two traits the app implements: [`OfferListener`] for
-//! events and [`LogWriter`] for the SDK's log records. Blocking methods return at once; the
-//! only wait, [`AsyncOffers::wait_for_ready_offers`], is `async`.
+//! live events and [`LogWriter`] for the SDK's log records. Calls that may wait (for the data
+//! dir's lock, a disk write, the network) say so, and have `async` forms that wait on an SDK
+//! thread: [`AsyncOffers::open`], [`AsyncOffers::take_offer_async`],
+//! [`AsyncOffers::offer_for_async`], [`AsyncOffers::wait_for_ready_offers`],
+//! [`AsyncOffers::wait_next_event`].
 
 mod logging;
 
@@ -434,6 +437,16 @@ impl From<crate::Error> for OffersError {
     }
 }
 
+/// Runs `work` on the runtime's blocking pool: it may wait for locks and disks, which no
+/// foreign caller's thread (a main thread, a coroutine dispatcher) should.
+async fn off_the_callers_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, OffersError> + Send + 'static,
+) -> Result<T, OffersError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| OffersError::Runtime(format!("the SDK's worker failed: {e}")))?
+}
+
 fn parse_node_id(hex: &str, what: &str) -> Result<PublicKey, OffersError> {
     Vec::<u8>::from_hex(hex.trim())
         .ok()
@@ -467,13 +480,13 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for CallbackError {
     }
 }
 
-/// The app's listener, called on an SDK thread for every event. What it throws is logged and
+/// The app's listener, called on an SDK thread for every event as it happens: a live feed
+/// (what happened before it was added, or while the app was not running, it never hears; the
+/// event queue, `nextEvent`/`eventHandled`, keeps that). What it throws is logged and
 /// contained: the SDK keeps running and keeps calling it.
 #[uniffi::export(with_foreign)]
 pub trait OfferListener: Send + Sync {
-    /// A new offer is ready to hand out.
-    fn on_offer_ready(&self, offer: Offer) -> Result<(), CallbackError>;
-    /// Every event, `OfferReady` included.
+    /// One event, in order.
     fn on_event(&self, event: OfferEvent) -> Result<(), CallbackError>;
 }
 
@@ -482,11 +495,6 @@ struct ForeignListener(Arc<dyn OfferListener>);
 
 impl crate::EventListener for ForeignListener {
     fn on_event(&self, event: crate::Event) {
-        if let crate::Event::OfferReady { offer } = &event {
-            if let Err(error) = self.0.on_offer_ready(offer.clone().into()) {
-                log::warn!("the app's listener threw on an offer ready: {error}");
-            }
-        }
         if let Err(error) = self.0.on_event(event.into()) {
             log::warn!("the app's listener threw on an event: {error}");
         }
@@ -503,6 +511,11 @@ pub struct AsyncOffers {
 impl AsyncOffers {
     /// A client for `config` and the wallet's 32-byte seed (the one its LDK node gives
     /// `KeysManager::new`). Offers already stored in the data dir are available at once.
+    ///
+    /// Blocks the calling thread: it may wait up to `dataDirLockWaitMs` for another client of
+    /// the data dir (an app extension, a second process) to let go, and up to 10 s for a
+    /// stopped client of this process to finish its writes, then reads and decodes every
+    /// stored offer (~0.1 ms each). Never call it on the main thread: use [`Self::open`].
     #[uniffi::constructor]
     pub fn new(config: OffersConfig, seed: Vec<u8>) -> Result<Arc<Self>, OffersError> {
         let seed: [u8; 32] = seed.try_into().map_err(|seed: Vec<u8>| {
@@ -513,6 +526,13 @@ impl AsyncOffers {
             .data_dir_lock_wait(lock_wait)
             .build()?;
         Ok(Arc::new(Self { client }))
+    }
+
+    /// As [`Self::new`], without blocking the caller: the waits and the loading run on an SDK
+    /// thread (`suspend` in Kotlin, `async` in Swift).
+    #[uniffi::constructor]
+    pub async fn open(config: OffersConfig, seed: Vec<u8>) -> Result<Arc<Self>, OffersError> {
+        off_the_callers_thread(move || Self::new(config, seed)).await
     }
 
     /// Connects to the server and fills the offers in the background. Returns at once. Holds
@@ -541,15 +561,49 @@ impl AsyncOffers {
             .collect()
     }
 
-    /// Hands out a ready offer never handed out before, under `label`.
+    /// Hands out a ready offer never handed out before, under `label`. Written to disk before
+    /// it returns (an fsync, milliseconds; longer on slow flash), and may wait for the data
+    /// dir as `new` does if the client is not started: prefer [`Self::take_offer_async`] on
+    /// the main thread.
     pub fn take_offer(&self, label: Option<String>) -> Result<Offer, OffersError> {
         Ok(self.client.take_offer(label)?.into())
     }
 
+    /// As [`Self::take_offer`], on an SDK thread.
+    pub async fn take_offer_async(
+        self: Arc<Self>,
+        label: Option<String>,
+    ) -> Result<Offer, OffersError> {
+        off_the_callers_thread(move || self.take_offer(label)).await
+    }
+
     /// The offer for `label`: the same one every time for the same label, a different one for
-    /// each label, never one handed out before under another.
+    /// each label, never one handed out before under another. A first call for a label writes
+    /// as [`Self::take_offer`] does.
     pub fn offer_for(&self, label: String) -> Result<Offer, OffersError> {
         Ok(self.client.offer_for(&label)?.into())
+    }
+
+    /// As [`Self::offer_for`], on an SDK thread.
+    pub async fn offer_for_async(self: Arc<Self>, label: String) -> Result<Offer, OffersError> {
+        off_the_callers_thread(move || self.offer_for(label)).await
+    }
+
+    /// The oldest event not handled yet, if any: it stays first until [`Self::event_handled`].
+    /// Those that ask the app to act (an offer expiring or expired, a refresh failing, a
+    /// payer's request) are kept in the data dir until handled, across restarts.
+    pub fn next_event(&self) -> Option<OfferEvent> {
+        self.client.next_event().map(OfferEvent::from)
+    }
+
+    /// Waits for an event not handled yet and returns it, as [`Self::next_event`].
+    pub async fn wait_next_event(&self) -> OfferEvent {
+        self.client.wait_next_event().await.into()
+    }
+
+    /// The oldest event was handled: the next one comes up. Written before it returns.
+    pub fn event_handled(&self) -> Result<(), OffersError> {
+        Ok(self.client.event_handled()?)
     }
 
     /// The handed-out offers as an offer book, bytes for the app's backup.
@@ -578,7 +632,7 @@ impl AsyncOffers {
         self.client.node_id().to_string()
     }
 
-    /// Registers a listener for every future event.
+    /// Registers a listener for every future event, as it happens.
     pub fn add_listener(&self, listener: Arc<dyn OfferListener>) {
         self.client
             .add_listener(Arc::new(ForeignListener(listener)));

@@ -589,9 +589,14 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 public protocol AsyncOffersProtocol: AnyObject, Sendable {
     
     /**
-     * Registers a listener for every future event.
+     * Registers a listener for every future event, as it happens.
      */
     func addListener(listener: OfferListener) 
+    
+    /**
+     * The oldest event was handled: the next one comes up. Written before it returns.
+     */
+    func eventHandled() throws 
     
     /**
      * The handed-out offers as an offer book, bytes for the app's backup.
@@ -606,15 +611,28 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func importOffers(book: Data) throws  -> ImportedOffers
     
     /**
+     * The oldest event not handled yet, if any: it stays first until [`Self::event_handled`].
+     * Those that ask the app to act (an offer expiring or expired, a refresh failing, a
+     * payer's request) are kept in the data dir until handled, across restarts.
+     */
+    func nextEvent()  -> OfferEvent?
+    
+    /**
      * The wallet node's id, hex.
      */
     func nodeId()  -> String
     
     /**
      * The offer for `label`: the same one every time for the same label, a different one for
-     * each label, never one handed out before under another.
+     * each label, never one handed out before under another. A first call for a label writes
+     * as [`Self::take_offer`] does.
      */
     func offerFor(label: String) throws  -> Offer
+    
+    /**
+     * As [`Self::offer_for`], on an SDK thread.
+     */
+    func offerForAsync(label: String) async throws  -> Offer
     
     /**
      * Every offer, with its state.
@@ -639,9 +657,17 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func stop() 
     
     /**
-     * Hands out a ready offer never handed out before, under `label`.
+     * Hands out a ready offer never handed out before, under `label`. Written to disk before
+     * it returns (an fsync, milliseconds; longer on slow flash), and may wait for the data
+     * dir as `new` does if the client is not started: prefer [`Self::take_offer_async`] on
+     * the main thread.
      */
     func takeOffer(label: String?) throws  -> Offer
+    
+    /**
+     * As [`Self::take_offer`], on an SDK thread.
+     */
+    func takeOfferAsync(label: String?) async throws  -> Offer
     
     /**
      * New channel hints: every offer gets a fresh invoice.
@@ -652,6 +678,11 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
      * Waits until at least `count` offers are ready, or `timeout_ms` passes.
      */
     func waitForReadyOffers(count: UInt32, timeoutMs: UInt64) async throws  -> [Offer]
+    
+    /**
+     * Waits for an event not handled yet and returns it, as [`Self::next_event`].
+     */
+    func waitNextEvent() async  -> OfferEvent
     
 }
 /**
@@ -699,6 +730,11 @@ open class AsyncOffers: AsyncOffersProtocol, @unchecked Sendable {
     /**
      * A client for `config` and the wallet's 32-byte seed (the one its LDK node gives
      * `KeysManager::new`). Offers already stored in the data dir are available at once.
+     *
+     * Blocks the calling thread: it may wait up to `dataDirLockWaitMs` for another client of
+     * the data dir (an app extension, a second process) to let go, and up to 10 s for a
+     * stopped client of this process to finish its writes, then reads and decodes every
+     * stored offer (~0.1 ms each). Never call it on the main thread: use [`Self::open`].
      */
 public convenience init(config: OffersConfig, seed: Data)throws  {
     let handle =
@@ -722,16 +758,46 @@ public convenience init(config: OffersConfig, seed: Data)throws  {
     }
 
     
+    /**
+     * As [`Self::new`], without blocking the caller: the waits and the loading run on an SDK
+     * thread (`suspend` in Kotlin, `async` in Swift).
+     */
+public static func `open`(config: OffersConfig, seed: Data)async throws  -> AsyncOffers  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_async_offers_fn_constructor_asyncoffers_open(FfiConverterTypeOffersConfig_lower(config),FfiConverterData.lower(seed)
+                )
+            },
+            pollFunc: ffi_async_offers_rust_future_poll_u64,
+            completeFunc: ffi_async_offers_rust_future_complete_u64,
+            freeFunc: ffi_async_offers_rust_future_free_u64,
+            liftFunc: FfiConverterTypeAsyncOffers_lift,
+            errorHandler: FfiConverterTypeOffersError_lift
+        )
+}
+    
 
     
     /**
-     * Registers a listener for every future event.
+     * Registers a listener for every future event, as it happens.
      */
 open func addListener(listener: OfferListener)  {try! rustCall() {
         uniffiCallStatus in
     uniffi_async_offers_fn_method_asyncoffers_add_listener(
             self.uniffiCloneHandle(),
         FfiConverterTypeOfferListener_lower(listener),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The oldest event was handled: the next one comes up. Written before it returns.
+     */
+open func eventHandled()throws   {try rustCallWithError(FfiConverterTypeOffersError_lift) {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_asyncoffers_event_handled(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
 }
@@ -764,6 +830,20 @@ open func importOffers(book: Data)throws  -> ImportedOffers  {
 }
     
     /**
+     * The oldest event not handled yet, if any: it stays first until [`Self::event_handled`].
+     * Those that ask the app to act (an offer expiring or expired, a refresh failing, a
+     * payer's request) are kept in the data dir until handled, across restarts.
+     */
+open func nextEvent() -> OfferEvent?  {
+    return try!  FfiConverterOptionTypeOfferEvent.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_asyncoffers_next_event(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * The wallet node's id, hex.
      */
 open func nodeId() -> String  {
@@ -777,7 +857,8 @@ open func nodeId() -> String  {
     
     /**
      * The offer for `label`: the same one every time for the same label, a different one for
-     * each label, never one handed out before under another.
+     * each label, never one handed out before under another. A first call for a label writes
+     * as [`Self::take_offer`] does.
      */
 open func offerFor(label: String)throws  -> Offer  {
     return try  FfiConverterTypeOffer_lift(try rustCallWithError(FfiConverterTypeOffersError_lift) {
@@ -787,6 +868,25 @@ open func offerFor(label: String)throws  -> Offer  {
         FfiConverterString.lower(label),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * As [`Self::offer_for`], on an SDK thread.
+     */
+open func offerForAsync(label: String)async throws  -> Offer  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_async_offers_fn_method_asyncoffers_offer_for_async(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(label)
+                )
+            },
+            pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
+            completeFunc: ffi_async_offers_rust_future_complete_rust_buffer,
+            freeFunc: ffi_async_offers_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeOffer_lift,
+            errorHandler: FfiConverterTypeOffersError_lift
+        )
 }
     
     /**
@@ -838,7 +938,10 @@ open func stop()  {try! rustCall() {
 }
     
     /**
-     * Hands out a ready offer never handed out before, under `label`.
+     * Hands out a ready offer never handed out before, under `label`. Written to disk before
+     * it returns (an fsync, milliseconds; longer on slow flash), and may wait for the data
+     * dir as `new` does if the client is not started: prefer [`Self::take_offer_async`] on
+     * the main thread.
      */
 open func takeOffer(label: String?)throws  -> Offer  {
     return try  FfiConverterTypeOffer_lift(try rustCallWithError(FfiConverterTypeOffersError_lift) {
@@ -848,6 +951,25 @@ open func takeOffer(label: String?)throws  -> Offer  {
         FfiConverterOptionString.lower(label),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * As [`Self::take_offer`], on an SDK thread.
+     */
+open func takeOfferAsync(label: String?)async throws  -> Offer  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_async_offers_fn_method_asyncoffers_take_offer_async(
+                        self.uniffiCloneHandle(),FfiConverterOptionString.lower(label)
+                )
+            },
+            pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
+            completeFunc: ffi_async_offers_rust_future_complete_rust_buffer,
+            freeFunc: ffi_async_offers_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeOffer_lift,
+            errorHandler: FfiConverterTypeOffersError_lift
+        )
 }
     
     /**
@@ -878,6 +1000,26 @@ open func waitForReadyOffers(count: UInt32, timeoutMs: UInt64)async throws  -> [
             freeFunc: ffi_async_offers_rust_future_free_rust_buffer,
             liftFunc: FfiConverterSequenceTypeOffer.lift,
             errorHandler: FfiConverterTypeOffersError_lift
+        )
+}
+    
+    /**
+     * Waits for an event not handled yet and returns it, as [`Self::next_event`].
+     */
+open func waitNextEvent()async  -> OfferEvent  {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_async_offers_fn_method_asyncoffers_wait_next_event(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
+            completeFunc: ffi_async_offers_rust_future_complete_rust_buffer,
+            freeFunc: ffi_async_offers_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeOfferEvent_lift,
+            errorHandler: nil
+            
         )
 }
     
@@ -1145,24 +1287,23 @@ public func FfiConverterTypeLogWriter_lower(_ value: LogWriter) -> UInt64 {
 
 
 /**
- * The app's listener, called on an SDK thread for every event. What it throws is logged and
+ * The app's listener, called on an SDK thread for every event as it happens: a live feed
+ * (what happened before it was added, or while the app was not running, it never hears; the
+ * event queue, `nextEvent`/`eventHandled`, keeps that). What it throws is logged and
  * contained: the SDK keeps running and keeps calling it.
  */
 public protocol OfferListener: AnyObject, Sendable {
     
     /**
-     * A new offer is ready to hand out.
-     */
-    func onOfferReady(offer: Offer) throws 
-    
-    /**
-     * Every event, `OfferReady` included.
+     * One event, in order.
      */
     func onEvent(event: OfferEvent) throws 
     
 }
 /**
- * The app's listener, called on an SDK thread for every event. What it throws is logged and
+ * The app's listener, called on an SDK thread for every event as it happens: a live feed
+ * (what happened before it was added, or while the app was not running, it never hears; the
+ * event queue, `nextEvent`/`eventHandled`, keeps that). What it throws is logged and
  * contained: the SDK keeps running and keeps calling it.
  */
 open class OfferListenerImpl: OfferListener, @unchecked Sendable {
@@ -1219,19 +1360,7 @@ open class OfferListenerImpl: OfferListener, @unchecked Sendable {
 
     
     /**
-     * A new offer is ready to hand out.
-     */
-open func onOfferReady(offer: Offer)throws   {try rustCallWithError(FfiConverterTypeCallbackError_lift) {
-        uniffiCallStatus in
-    uniffi_async_offers_fn_method_offerlistener_on_offer_ready(
-            self.uniffiCloneHandle(),
-        FfiConverterTypeOffer_lower(offer),uniffiCallStatus
-    )
-}
-}
-    
-    /**
-     * Every event, `OfferReady` included.
+     * One event, in order.
      */
 open func onEvent(event: OfferEvent)throws   {try rustCallWithError(FfiConverterTypeCallbackError_lift) {
         uniffiCallStatus in
@@ -1269,31 +1398,6 @@ fileprivate struct UniffiCallbackInterfaceOfferListener {
             } catch {
                 fatalError("Uniffi callback interface OfferListener: handle missing in uniffiClone")
             }
-        },
-        onOfferReady: { (
-            uniffiHandle: UInt64,
-            offer: RustBuffer,
-            uniffiOutReturn: UnsafeMutableRawPointer,
-            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
-        ) in
-            let makeCall = {
-                () throws -> () in
-                guard let uniffiObj = try? FfiConverterTypeOfferListener.handleMap.get(handle: uniffiHandle) else {
-                    throw UniffiInternalError.unexpectedStaleHandle
-                }
-                return try uniffiObj.onOfferReady(
-                     offer: try FfiConverterTypeOffer_lift(offer)
-                )
-            }
-
-            
-            let writeReturn = { () }
-            uniffiTraitInterfaceCallWithError(
-                callStatus: uniffiCallStatus,
-                makeCall: makeCall,
-                writeReturn: writeReturn,
-                lowerError: FfiConverterTypeCallbackError_lower
-            )
         },
         onEvent: { (
             uniffiHandle: UInt64,
@@ -2932,6 +3036,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeOfferEvent: FfiConverterRustBuffer {
+    typealias SwiftType = OfferEvent?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeOfferEvent.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeOfferEvent.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeChannelHint: FfiConverterRustBuffer {
     typealias SwiftType = [ChannelHint]
 
@@ -3102,7 +3230,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_func_set_log_writer() != 27850) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 15244) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 937) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 13098) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 14009) {
@@ -3111,10 +3242,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_import_offers() != 44223) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_async_offers_checksum_method_asyncoffers_next_event() != 62659) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_async_offers_checksum_method_asyncoffers_node_id() != 26863) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 44587) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 44972) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_offer_for_async() != 39790) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_offers() != 50290) {
@@ -3129,7 +3266,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 36242) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 58973) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 5442) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_update_channels() != 45318) {
@@ -3138,16 +3278,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 19213) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_offerlistener_on_offer_ready() != 50100) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 9342) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_offerlistener_on_event() != 32086) {
+    if (uniffi_async_offers_checksum_method_offerlistener_on_event() != 47291) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_logwriter_log() != 22281) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_constructor_asyncoffers_new() != 27866) {
+    if (uniffi_async_offers_checksum_constructor_asyncoffers_new() != 53422) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_constructor_asyncoffers_open() != 3818) {
         return InitializationResult.apiChecksumMismatch
     }
 

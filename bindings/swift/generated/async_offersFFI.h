@@ -250,13 +250,6 @@ typedef void (*UniffiCallbackInterfaceOfferListenerMethod0)(uint64_t, RustBuffer
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_OFFER_LISTENER_METHOD1
-#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_OFFER_LISTENER_METHOD1
-typedef void (*UniffiCallbackInterfaceOfferListenerMethod1)(uint64_t, RustBuffer, void* _Nonnull, 
-        RustCallStatus *_Nonnull uniffiCallStatus
-    );
-
-#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_WRITER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_WRITER_METHOD0
 typedef void (*UniffiCallbackInterfaceLogWriterMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
@@ -269,8 +262,7 @@ typedef void (*UniffiCallbackInterfaceLogWriterMethod0)(uint64_t, RustBuffer, vo
 typedef struct UniffiVTableCallbackInterfaceOfferListener {
     UniffiCallbackInterfaceFree _Nonnull uniffiFree;
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
-    UniffiCallbackInterfaceOfferListenerMethod0 _Nonnull onOfferReady;
-    UniffiCallbackInterfaceOfferListenerMethod1 _Nonnull onEvent;
+    UniffiCallbackInterfaceOfferListenerMethod0 _Nonnull onEvent;
 } UniffiVTableCallbackInterfaceOfferListener;
 
 #endif
@@ -298,9 +290,19 @@ void uniffi_async_offers_fn_free_asyncoffers(uint64_t handle, RustCallStatus *_N
 uint64_t uniffi_async_offers_fn_constructor_asyncoffers_new(RustBuffer config, RustBuffer seed, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_CONSTRUCTOR_ASYNCOFFERS_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_CONSTRUCTOR_ASYNCOFFERS_OPEN
+uint64_t uniffi_async_offers_fn_constructor_asyncoffers_open(RustBuffer config, RustBuffer seed
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_ADD_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_ADD_LISTENER
 void uniffi_async_offers_fn_method_asyncoffers_add_listener(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED
+void uniffi_async_offers_fn_method_asyncoffers_event_handled(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EXPORT_OFFERS
@@ -313,6 +315,11 @@ RustBuffer uniffi_async_offers_fn_method_asyncoffers_export_offers(uint64_t ptr,
 RustBuffer uniffi_async_offers_fn_method_asyncoffers_import_offers(uint64_t ptr, RustBuffer book, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_NEXT_EVENT
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_NEXT_EVENT
+RustBuffer uniffi_async_offers_fn_method_asyncoffers_next_event(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_NODE_ID
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_NODE_ID
 RustBuffer uniffi_async_offers_fn_method_asyncoffers_node_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -321,6 +328,11 @@ RustBuffer uniffi_async_offers_fn_method_asyncoffers_node_id(uint64_t ptr, RustC
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFER_FOR
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFER_FOR
 RustBuffer uniffi_async_offers_fn_method_asyncoffers_offer_for(uint64_t ptr, RustBuffer label, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFER_FOR_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFER_FOR_ASYNC
+uint64_t uniffi_async_offers_fn_method_asyncoffers_offer_for_async(uint64_t ptr, RustBuffer label
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFERS
@@ -348,6 +360,11 @@ void uniffi_async_offers_fn_method_asyncoffers_stop(uint64_t ptr, RustCallStatus
 RustBuffer uniffi_async_offers_fn_method_asyncoffers_take_offer(uint64_t ptr, RustBuffer label, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_TAKE_OFFER_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_TAKE_OFFER_ASYNC
+uint64_t uniffi_async_offers_fn_method_asyncoffers_take_offer_async(uint64_t ptr, RustBuffer label
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_UPDATE_CHANNELS
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_UPDATE_CHANNELS
 void uniffi_async_offers_fn_method_asyncoffers_update_channels(uint64_t ptr, RustBuffer hints, RustCallStatus *_Nonnull out_status
@@ -356,6 +373,11 @@ void uniffi_async_offers_fn_method_asyncoffers_update_channels(uint64_t ptr, Rus
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_WAIT_FOR_READY_OFFERS
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_WAIT_FOR_READY_OFFERS
 uint64_t uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(uint64_t ptr, uint32_t count, uint64_t timeout_ms
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_WAIT_NEXT_EVENT
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_WAIT_NEXT_EVENT
+uint64_t uniffi_async_offers_fn_method_asyncoffers_wait_next_event(uint64_t ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_CLONE_OFFERLISTENER
@@ -371,11 +393,6 @@ void uniffi_async_offers_fn_free_offerlistener(uint64_t handle, RustCallStatus *
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_INIT_CALLBACK_VTABLE_OFFERLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_INIT_CALLBACK_VTABLE_OFFERLISTENER
 void uniffi_async_offers_fn_init_callback_vtable_offerlistener(const UniffiVTableCallbackInterfaceOfferListener* _Nonnull vtable
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_OFFERLISTENER_ON_OFFER_READY
-#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_OFFERLISTENER_ON_OFFER_READY
-void uniffi_async_offers_fn_method_offerlistener_on_offer_ready(uint64_t ptr, RustBuffer offer, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_OFFERLISTENER_ON_EVENT
@@ -691,6 +708,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_add_listener(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_EVENT_HANDLED
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_EVENT_HANDLED
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_event_handled(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_EXPORT_OFFERS
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_EXPORT_OFFERS
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_export_offers(void
@@ -703,6 +726,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_import_offers(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_NEXT_EVENT
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_NEXT_EVENT
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_next_event(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_NODE_ID
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_NODE_ID
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_node_id(void
@@ -712,6 +741,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_node_id(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_OFFER_FOR
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_OFFER_FOR
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_offer_for(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_OFFER_FOR_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_OFFER_FOR_ASYNC
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_offer_for_async(void
     
 );
 #endif
@@ -745,6 +780,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_take_offer(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_TAKE_OFFER_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_TAKE_OFFER_ASYNC
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_take_offer_async(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_UPDATE_CHANNELS
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_UPDATE_CHANNELS
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_update_channels(void
@@ -757,9 +798,9 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers(v
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_OFFERLISTENER_ON_OFFER_READY
-#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_OFFERLISTENER_ON_OFFER_READY
-uint16_t uniffi_async_offers_checksum_method_offerlistener_on_offer_ready(void
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_WAIT_NEXT_EVENT
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_WAIT_NEXT_EVENT
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_wait_next_event(void
     
 );
 #endif
@@ -778,6 +819,12 @@ uint16_t uniffi_async_offers_checksum_method_logwriter_log(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_CONSTRUCTOR_ASYNCOFFERS_NEW
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_CONSTRUCTOR_ASYNCOFFERS_NEW
 uint16_t uniffi_async_offers_checksum_constructor_asyncoffers_new(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_CONSTRUCTOR_ASYNCOFFERS_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_CONSTRUCTOR_ASYNCOFFERS_OPEN
+uint16_t uniffi_async_offers_checksum_constructor_asyncoffers_open(void
     
 );
 #endif

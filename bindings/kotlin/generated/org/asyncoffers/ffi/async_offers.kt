@@ -658,32 +658,26 @@ internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
 internal interface UniffiCallbackInterfaceOfferListenerMethod0 : com.sun.jna.Callback {
-    fun callback(`uniffiHandle`: Long,`offer`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
-}
-internal interface UniffiCallbackInterfaceOfferListenerMethod1 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
 internal interface UniffiCallbackInterfaceLogWriterMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`record`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
-@Structure.FieldOrder("uniffiFree", "uniffiClone", "onOfferReady", "onEvent")
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onEvent")
 internal open class UniffiVTableCallbackInterfaceOfferListener(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
     @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
-    @JvmField internal var `onOfferReady`: UniffiCallbackInterfaceOfferListenerMethod0? = null,
-    @JvmField internal var `onEvent`: UniffiCallbackInterfaceOfferListenerMethod1? = null,
+    @JvmField internal var `onEvent`: UniffiCallbackInterfaceOfferListenerMethod0? = null,
 ) : Structure() {
     class UniffiByValue(
         `uniffiFree`: UniffiCallbackInterfaceFree? = null,
         `uniffiClone`: UniffiCallbackInterfaceClone? = null,
-        `onOfferReady`: UniffiCallbackInterfaceOfferListenerMethod0? = null,
-        `onEvent`: UniffiCallbackInterfaceOfferListenerMethod1? = null,
-    ): UniffiVTableCallbackInterfaceOfferListener(`uniffiFree`,`uniffiClone`,`onOfferReady`,`onEvent`,), Structure.ByValue
+        `onEvent`: UniffiCallbackInterfaceOfferListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceOfferListener(`uniffiFree`,`uniffiClone`,`onEvent`,), Structure.ByValue
 
    internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceOfferListener) {
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
-        `onOfferReady` = other.`onOfferReady`
         `onEvent` = other.`onEvent`
     }
 
@@ -736,13 +730,19 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_add_listener(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_event_handled(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_export_offers(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_import_offers(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_next_event(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_node_id(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_offer_for(
+    ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_offer_for_async(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_offers(
     ): Int
@@ -754,17 +754,21 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_take_offer(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_take_offer_async(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_update_channels(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers(
     ): Int
-    external fun uniffi_async_offers_checksum_method_offerlistener_on_offer_ready(
+    external fun uniffi_async_offers_checksum_method_asyncoffers_wait_next_event(
     ): Int
     external fun uniffi_async_offers_checksum_method_offerlistener_on_event(
     ): Int
     external fun uniffi_async_offers_checksum_method_logwriter_log(
     ): Int
     external fun uniffi_async_offers_checksum_constructor_asyncoffers_new(
+    ): Int
+    external fun uniffi_async_offers_checksum_constructor_asyncoffers_open(
     ): Int
     external fun ffi_async_offers_uniffi_contract_version(
     ): Int
@@ -792,16 +796,24 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_async_offers_fn_constructor_asyncoffers_new(`config`: RustBuffer.ByValue,`seed`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_async_offers_fn_constructor_asyncoffers_open(`config`: RustBuffer.ByValue,`seed`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_add_listener(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_async_offers_fn_method_asyncoffers_event_handled(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_export_offers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_import_offers(`ptr`: Long,`book`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_async_offers_fn_method_asyncoffers_next_event(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_node_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_offer_for(`ptr`: Long,`label`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_async_offers_fn_method_asyncoffers_offer_for_async(`ptr`: Long,`label`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_offers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_ready_offers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -812,17 +824,19 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_take_offer(`ptr`: Long,`label`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_async_offers_fn_method_asyncoffers_take_offer_async(`ptr`: Long,`label`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_update_channels(`ptr`: Long,`hints`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(`ptr`: Long,`count`: Int,`timeoutMs`: Long,
+    ): Long
+    external fun uniffi_async_offers_fn_method_asyncoffers_wait_next_event(`ptr`: Long,
     ): Long
     external fun uniffi_async_offers_fn_clone_offerlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_async_offers_fn_free_offerlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_init_callback_vtable_offerlistener(`vtable`: UniffiVTableCallbackInterfaceOfferListener,
-    ): Unit
-    external fun uniffi_async_offers_fn_method_offerlistener_on_offer_ready(`ptr`: Long,`offer`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_offerlistener_on_event(`ptr`: Long,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -963,7 +977,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_func_set_log_writer() != 27850) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 15244) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 937) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 13098) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 14009) {
@@ -972,10 +989,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_import_offers() != 44223) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_next_event() != 62659) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_node_id() != 26863) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 44587) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 44972) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for_async() != 39790) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_offers() != 50290) {
@@ -990,7 +1013,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 36242) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 58973) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 5442) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_update_channels() != 45318) {
@@ -999,16 +1025,19 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 19213) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_offerlistener_on_offer_ready() != 50100) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 9342) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_offerlistener_on_event() != 32086) {
+    if (lib.uniffi_async_offers_checksum_method_offerlistener_on_event() != 47291) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_logwriter_log() != 22281) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_new() != 27866) {
+    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_new() != 53422) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_open() != 3818) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1490,9 +1519,14 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 public interface AsyncOffersInterface {
     
     /**
-     * Registers a listener for every future event.
+     * Registers a listener for every future event, as it happens.
      */
     fun `addListener`(`listener`: OfferListener)
+    
+    /**
+     * The oldest event was handled: the next one comes up. Written before it returns.
+     */
+    fun `eventHandled`()
     
     /**
      * The handed-out offers as an offer book, bytes for the app's backup.
@@ -1507,15 +1541,28 @@ public interface AsyncOffersInterface {
     fun `importOffers`(`book`: kotlin.ByteArray): ImportedOffers
     
     /**
+     * The oldest event not handled yet, if any: it stays first until [`Self::event_handled`].
+     * Those that ask the app to act (an offer expiring or expired, a refresh failing, a
+     * payer's request) are kept in the data dir until handled, across restarts.
+     */
+    fun `nextEvent`(): OfferEvent?
+    
+    /**
      * The wallet node's id, hex.
      */
     fun `nodeId`(): kotlin.String
     
     /**
      * The offer for `label`: the same one every time for the same label, a different one for
-     * each label, never one handed out before under another.
+     * each label, never one handed out before under another. A first call for a label writes
+     * as [`Self::take_offer`] does.
      */
     fun `offerFor`(`label`: kotlin.String): Offer
+    
+    /**
+     * As [`Self::offer_for`], on an SDK thread.
+     */
+    suspend fun `offerForAsync`(`label`: kotlin.String): Offer
     
     /**
      * Every offer, with its state.
@@ -1540,9 +1587,17 @@ public interface AsyncOffersInterface {
     fun `stop`()
     
     /**
-     * Hands out a ready offer never handed out before, under `label`.
+     * Hands out a ready offer never handed out before, under `label`. Written to disk before
+     * it returns (an fsync, milliseconds; longer on slow flash), and may wait for the data
+     * dir as `new` does if the client is not started: prefer [`Self::take_offer_async`] on
+     * the main thread.
      */
     fun `takeOffer`(`label`: kotlin.String?): Offer
+    
+    /**
+     * As [`Self::take_offer`], on an SDK thread.
+     */
+    suspend fun `takeOfferAsync`(`label`: kotlin.String?): Offer
     
     /**
      * New channel hints: every offer gets a fresh invoice.
@@ -1553,6 +1608,11 @@ public interface AsyncOffersInterface {
      * Waits until at least `count` offers are ready, or `timeout_ms` passes.
      */
     suspend fun `waitForReadyOffers`(`count`: kotlin.UInt, `timeoutMs`: kotlin.ULong): List<Offer>
+    
+    /**
+     * Waits for an event not handled yet and returns it, as [`Self::next_event`].
+     */
+    suspend fun `waitNextEvent`(): OfferEvent
     
     companion object
 }
@@ -1587,6 +1647,11 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
     /**
      * A client for `config` and the wallet's 32-byte seed (the one its LDK node gives
      * `KeysManager::new`). Offers already stored in the data dir are available at once.
+     *
+     * Blocks the calling thread: it may wait up to `dataDirLockWaitMs` for another client of
+     * the data dir (an app extension, a second process) to let go, and up to 10 s for a
+     * stopped client of this process to finish its writes, then reads and decodes every
+     * stored offer (~0.1 ms each). Never call it on the main thread: use [`Self::open`].
      */
     constructor(`config`: OffersConfig, `seed`: kotlin.ByteArray) :
         this(UniffiWithHandle, 
@@ -1677,7 +1742,7 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * Registers a listener for every future event.
+     * Registers a listener for every future event, as it happens.
      */override fun `addListener`(`listener`: OfferListener)
         = 
     callWithHandle {
@@ -1686,6 +1751,22 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
         it,
         
         FfiConverterTypeOfferListener.lower(`listener`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The oldest event was handled: the next one comes up. Written before it returns.
+     */
+    @Throws(OffersException::class)override fun `eventHandled`()
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(OffersException) { _status ->
+    UniffiLib.uniffi_async_offers_fn_method_asyncoffers_event_handled(
+        it,
+        _status)
 }
     }
     
@@ -1730,6 +1811,24 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
+     * The oldest event not handled yet, if any: it stays first until [`Self::event_handled`].
+     * Those that ask the app to act (an offer expiring or expired, a refresh failing, a
+     * payer's request) are kept in the data dir until handled, across restarts.
+     */override fun `nextEvent`(): OfferEvent? {
+            return FfiConverterOptionalTypeOfferEvent.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_async_offers_fn_method_asyncoffers_next_event(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * The wallet node's id, hex.
      */override fun `nodeId`(): kotlin.String {
             return FfiConverterString.lift(
@@ -1747,7 +1846,8 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
     
     /**
      * The offer for `label`: the same one every time for the same label, a different one for
-     * each label, never one handed out before under another.
+     * each label, never one handed out before under another. A first call for a label writes
+     * as [`Self::take_offer`] does.
      */
     @Throws(OffersException::class)override fun `offerFor`(`label`: kotlin.String): Offer {
             return FfiConverterTypeOffer.lift(
@@ -1762,6 +1862,31 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
     )
     }
     
+
+    
+    /**
+     * As [`Self::offer_for`], on an SDK thread.
+     */
+    @Throws(OffersException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `offerForAsync`(`label`: kotlin.String) : Offer {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_async_offers_fn_method_asyncoffers_offer_for_async(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`label`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_async_offers_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_async_offers_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeOffer.lift(it) },
+        // Error FFI converter
+        OffersException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -1830,7 +1955,10 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * Hands out a ready offer never handed out before, under `label`.
+     * Hands out a ready offer never handed out before, under `label`. Written to disk before
+     * it returns (an fsync, milliseconds; longer on slow flash), and may wait for the data
+     * dir as `new` does if the client is not started: prefer [`Self::take_offer_async`] on
+     * the main thread.
      */
     @Throws(OffersException::class)override fun `takeOffer`(`label`: kotlin.String?): Offer {
             return FfiConverterTypeOffer.lift(
@@ -1845,6 +1973,31 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
     )
     }
     
+
+    
+    /**
+     * As [`Self::take_offer`], on an SDK thread.
+     */
+    @Throws(OffersException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `takeOfferAsync`(`label`: kotlin.String?) : Offer {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_async_offers_fn_method_asyncoffers_take_offer_async(
+                uniffiHandle,
+                
+        FfiConverterOptionalString.lower(`label`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_async_offers_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_async_offers_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeOffer.lift(it) },
+        // Error FFI converter
+        OffersException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -1890,16 +2043,59 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
     }
 
     
-
-    
-
-
-    
-    
     /**
-     * @suppress
+     * Waits for an event not handled yet and returns it, as [`Self::next_event`].
      */
-    companion object
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `waitNextEvent`() : OfferEvent {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_async_offers_fn_method_asyncoffers_wait_next_event(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_async_offers_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_async_offers_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeOfferEvent.lift(it) },
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    companion object {
+        
+    /**
+     * As [`Self::new`], without blocking the caller: the waits and the loading run on an SDK
+     * thread (`suspend` in Kotlin, `async` in Swift).
+     */
+    @Throws(OffersException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+     suspend fun `open`(`config`: OffersConfig, `seed`: kotlin.ByteArray) : AsyncOffers {
+        return uniffiRustCallAsync(
+        UniffiLib.uniffi_async_offers_fn_constructor_asyncoffers_open(
+        FfiConverterTypeOffersConfig.lower(`config`),
+        FfiConverterByteArray.lower(`seed`),),
+        { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_async_offers_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_async_offers_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterTypeAsyncOffers.lift(it) },
+        // Error FFI converter
+        OffersException.ErrorHandler,
+    )
+    }
+
+        
+    }
     
 }
 
@@ -2355,18 +2551,15 @@ public object FfiConverterTypeLogWriter: FfiConverter<LogWriter, Long> {
 
 
 /**
- * The app's listener, called on an SDK thread for every event. What it throws is logged and
+ * The app's listener, called on an SDK thread for every event as it happens: a live feed
+ * (what happened before it was added, or while the app was not running, it never hears; the
+ * event queue, `nextEvent`/`eventHandled`, keeps that). What it throws is logged and
  * contained: the SDK keeps running and keeps calling it.
  */
 public interface OfferListener {
     
     /**
-     * A new offer is ready to hand out.
-     */
-    fun `onOfferReady`(`offer`: Offer)
-    
-    /**
-     * Every event, `OfferReady` included.
+     * One event, in order.
      */
     fun `onEvent`(`event`: OfferEvent)
     
@@ -2374,7 +2567,9 @@ public interface OfferListener {
 }
 
 /**
- * The app's listener, called on an SDK thread for every event. What it throws is logged and
+ * The app's listener, called on an SDK thread for every event as it happens: a live feed
+ * (what happened before it was added, or while the app was not running, it never hears; the
+ * event queue, `nextEvent`/`eventHandled`, keeps that). What it throws is logged and
  * contained: the SDK keeps running and keeps calling it.
  */
 open class OfferListenerImpl: Disposable, AutoCloseable, OfferListener
@@ -2480,24 +2675,7 @@ open class OfferListenerImpl: Disposable, AutoCloseable, OfferListener
 
     
     /**
-     * A new offer is ready to hand out.
-     */
-    @Throws(CallbackException::class)override fun `onOfferReady`(`offer`: Offer)
-        = 
-    callWithHandle {
-    uniffiRustCallWithError(CallbackException) { _status ->
-    UniffiLib.uniffi_async_offers_fn_method_offerlistener_on_offer_ready(
-        it,
-        
-        FfiConverterTypeOffer.lower(`offer`),_status)
-}
-    }
-    
-    
-
-    
-    /**
-     * Every event, `OfferReady` included.
+     * One event, in order.
      */
     @Throws(CallbackException::class)override fun `onEvent`(`event`: OfferEvent)
         = 
@@ -2530,24 +2708,7 @@ open class OfferListenerImpl: Disposable, AutoCloseable, OfferListener
 
 // Put the implementation in an object so we don't pollute the top-level namespace
 internal object uniffiCallbackInterfaceOfferListener {
-    internal object `onOfferReady`: UniffiCallbackInterfaceOfferListenerMethod0 {
-        override fun callback(`uniffiHandle`: Long,`offer`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
-            val uniffiObj = FfiConverterTypeOfferListener.handleMap.get(uniffiHandle)
-            val makeCall = { ->
-                uniffiObj.`onOfferReady`(
-                    FfiConverterTypeOffer.lift(`offer`),
-                )
-            }
-            val writeReturn = { _: Unit -> Unit }
-            uniffiTraitInterfaceCallWithError(
-                uniffiCallStatus,
-                makeCall,
-                writeReturn,
-                { e: CallbackException -> FfiConverterTypeCallbackError.lower(e) }
-            )
-        }
-    }
-    internal object `onEvent`: UniffiCallbackInterfaceOfferListenerMethod1 {
+    internal object `onEvent`: UniffiCallbackInterfaceOfferListenerMethod0 {
         override fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
             val uniffiObj = FfiConverterTypeOfferListener.handleMap.get(uniffiHandle)
             val makeCall = { ->
@@ -2580,7 +2741,6 @@ internal object uniffiCallbackInterfaceOfferListener {
     internal var vtable = UniffiVTableCallbackInterfaceOfferListener.UniffiByValue(
         uniffiFree,
         uniffiClone,
-        `onOfferReady`,
         `onEvent`,
     )
 
@@ -3909,6 +4069,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
         } else {
             buf.put(1)
             FfiConverterString.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeOfferEvent: FfiConverterRustBuffer<OfferEvent?> {
+    override fun read(buf: ByteBuffer): OfferEvent? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeOfferEvent.read(buf)
+    }
+
+    override fun allocationSize(value: OfferEvent?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeOfferEvent.allocationSize(value)
+        }
+    }
+
+    override fun write(value: OfferEvent?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeOfferEvent.write(value, buf)
         }
     }
 }
