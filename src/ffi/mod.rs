@@ -380,6 +380,9 @@ impl From<crate::Event> for OfferEvent {
 pub enum OffersError {
     /// A configuration value is unusable.
     InvalidConfig(String),
+    /// An argument of a call is out of range (a negative count or timeout, say); raised by the
+    /// Swift SDK's checks, which the Rust core's types make unneeded there.
+    InvalidArgument(String),
     /// The server paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
     InvalidServerPaths(String),
     /// No ready offer right now; more are being prepared.
@@ -403,6 +406,7 @@ pub enum OffersError {
 impl std::fmt::Display for OffersError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (Self::InvalidConfig(message)
+        | Self::InvalidArgument(message)
         | Self::InvalidServerPaths(message)
         | Self::NoReadyOffer(message)
         | Self::AlreadyStarted(message)
@@ -596,9 +600,17 @@ impl AsyncOffers {
         self.client.next_event().map(OfferEvent::from)
     }
 
-    /// Waits for an event not handled yet and returns it, as [`Self::next_event`].
-    pub async fn wait_next_event(&self) -> OfferEvent {
-        self.client.wait_next_event().await.into()
+    /// Waits up to `timeout_ms` for an event not handled yet and returns it, as
+    /// [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
+    /// loop notices its own cancellation.
+    pub async fn wait_next_event(&self, timeout_ms: u64) -> Option<OfferEvent> {
+        tokio::time::timeout(
+            Duration::from_millis(timeout_ms),
+            self.client.wait_next_event(),
+        )
+        .await
+        .ok()
+        .map(OfferEvent::from)
     }
 
     /// The oldest event was handled: the next one comes up. Written before it returns.

@@ -680,9 +680,11 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func waitForReadyOffers(count: UInt32, timeoutMs: UInt64) async throws  -> [Offer]
     
     /**
-     * Waits for an event not handled yet and returns it, as [`Self::next_event`].
+     * Waits up to `timeout_ms` for an event not handled yet and returns it, as
+     * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
+     * loop notices its own cancellation.
      */
-    func waitNextEvent() async  -> OfferEvent
+    func waitNextEvent(timeoutMs: UInt64) async  -> OfferEvent?
     
 }
 /**
@@ -1004,20 +1006,22 @@ open func waitForReadyOffers(count: UInt32, timeoutMs: UInt64)async throws  -> [
 }
     
     /**
-     * Waits for an event not handled yet and returns it, as [`Self::next_event`].
+     * Waits up to `timeout_ms` for an event not handled yet and returns it, as
+     * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
+     * loop notices its own cancellation.
      */
-open func waitNextEvent()async  -> OfferEvent  {
+open func waitNextEvent(timeoutMs: UInt64)async  -> OfferEvent?  {
     return
         try!  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_async_offers_fn_method_asyncoffers_wait_next_event(
-                        self.uniffiCloneHandle()
+                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(timeoutMs)
                 )
             },
             pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
             completeFunc: ffi_async_offers_rust_future_complete_rust_buffer,
             freeFunc: ffi_async_offers_rust_future_free_rust_buffer,
-            liftFunc: FfiConverterTypeOfferEvent_lift,
+            liftFunc: FfiConverterOptionTypeOfferEvent.lift,
             errorHandler: nil
             
         )
@@ -2820,6 +2824,12 @@ enum OffersError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case InvalidConfig(message: String)
     
     /**
+     * An argument of a call is out of range (a negative count or timeout, say); raised by the
+     * Swift SDK's checks, which the Rust core's types make unneeded there.
+     */
+    case InvalidArgument(message: String)
+    
+    /**
      * The server paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
      */
     case InvalidServerPaths(message: String)
@@ -2897,39 +2907,43 @@ public struct FfiConverterTypeOffersError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 2: return .InvalidServerPaths(
+        case 2: return .InvalidArgument(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 3: return .NoReadyOffer(
+        case 3: return .InvalidServerPaths(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 4: return .AlreadyStarted(
+        case 4: return .NoReadyOffer(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 5: return .Storage(
+        case 5: return .AlreadyStarted(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 6: return .CorruptStore(
+        case 6: return .Storage(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 7: return .DataDirInUse(
+        case 7: return .CorruptStore(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 8: return .InvalidOfferBook(
+        case 8: return .DataDirInUse(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 9: return .Timeout(
+        case 9: return .InvalidOfferBook(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 10: return .Runtime(
+        case 10: return .Timeout(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 11: return .Runtime(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -2946,24 +2960,26 @@ public struct FfiConverterTypeOffersError: FfiConverterRustBuffer {
         
         case .InvalidConfig(_ /* message is ignored*/):
             writeInt(&buf, Int32(1))
-        case .InvalidServerPaths(_ /* message is ignored*/):
+        case .InvalidArgument(_ /* message is ignored*/):
             writeInt(&buf, Int32(2))
-        case .NoReadyOffer(_ /* message is ignored*/):
+        case .InvalidServerPaths(_ /* message is ignored*/):
             writeInt(&buf, Int32(3))
-        case .AlreadyStarted(_ /* message is ignored*/):
+        case .NoReadyOffer(_ /* message is ignored*/):
             writeInt(&buf, Int32(4))
-        case .Storage(_ /* message is ignored*/):
+        case .AlreadyStarted(_ /* message is ignored*/):
             writeInt(&buf, Int32(5))
-        case .CorruptStore(_ /* message is ignored*/):
+        case .Storage(_ /* message is ignored*/):
             writeInt(&buf, Int32(6))
-        case .DataDirInUse(_ /* message is ignored*/):
+        case .CorruptStore(_ /* message is ignored*/):
             writeInt(&buf, Int32(7))
-        case .InvalidOfferBook(_ /* message is ignored*/):
+        case .DataDirInUse(_ /* message is ignored*/):
             writeInt(&buf, Int32(8))
-        case .Timeout(_ /* message is ignored*/):
+        case .InvalidOfferBook(_ /* message is ignored*/):
             writeInt(&buf, Int32(9))
-        case .Runtime(_ /* message is ignored*/):
+        case .Timeout(_ /* message is ignored*/):
             writeInt(&buf, Int32(10))
+        case .Runtime(_ /* message is ignored*/):
+            writeInt(&buf, Int32(11))
 
         
         }
@@ -3278,7 +3294,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 19213) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 9342) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 29830) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_offerlistener_on_event() != 47291) {

@@ -3,21 +3,37 @@ import Foundation
 
 /// Always-ready BOLT 12 offers for the wallet: the Swift face of the SDK.
 ///
-/// Build it with `defaultConfig(...)` and the 32-byte seed of the wallet's LDK node, `start()`
-/// it, iterate `events()`, and `takeOffer(label:)` whenever the app shows an offer. Offers
-/// already on disk are available before `start()`. Methods return at once;
-/// `waitForReadyOffers` is `async`. Errors are `OffersError`s with a message.
+/// `open(config:seed:)` it with `defaultConfig(...)` and the 32-byte seed of the wallet's LDK
+/// node, `start()` it, iterate `events()`, and `takeOffer(label:)` whenever the app shows an
+/// offer. Offers already on disk are available before `start()`. What may wait says so, and
+/// has an `async` form that waits off the caller's thread. Errors are `OffersError`s with a
+/// message.
 public final class AsyncOffersClient: @unchecked Sendable {
     private let inner: AsyncOffers
-    private let broadcaster = EventBroadcaster()
 
-    public init(config: OffersConfig, seed: Data) throws {
-        inner = try AsyncOffers(config: config, seed: seed)
-        inner.addListener(listener: broadcaster)
+    private init(inner: AsyncOffers) {
+        self.inner = inner
     }
 
-    /// Every event from now on, in order. Each call gives its own stream.
-    public func events() -> AsyncStream<OfferEvent> { broadcaster.stream() }
+    /// Builds the client on the calling thread, which it blocks: it may wait for another
+    /// client of the data dir to let go (`dataDirLockWaitMs`, and up to 10 s for a stopped
+    /// client of this process), then loads every stored offer. Never on the main thread: use
+    /// `open(config:seed:)`.
+    public convenience init(config: OffersConfig, seed: Data) throws {
+        self.init(inner: try AsyncOffers(config: config, seed: seed))
+    }
+
+    /// Builds the client as `init(config:seed:)` does, waiting off the caller's thread.
+    public static func open(config: OffersConfig, seed: Data) async throws -> AsyncOffersClient {
+        AsyncOffersClient(inner: try await AsyncOffers.open(config: config, seed: seed))
+    }
+
+    /// The events not handled yet, oldest first, then each new one. Those that ask the app to
+    /// act (an offer expiring or expired, a refresh failing, a payer's request) were kept on
+    /// disk while the app was not iterating, across restarts: nothing is missed by iterating
+    /// late. An event counts as handled when the loop asks for the next one; a loop left
+    /// before gets it again next time. Iterate with one loop at a time.
+    public func events() -> Events { Events(inner: inner) }
 
     /// Connects to every server and fills the offers in the background.
     public func start() throws { try inner.start() }
@@ -31,12 +47,25 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// The offers ready to hand out.
     public func readyOffers() -> [Offer] { inner.readyOffers() }
 
-    /// A ready offer never handed out before, now marked used under `label`.
+    /// A ready offer never handed out before, now marked used under `label`, on disk before it
+    /// returns (an fsync; a client not started also waits for the data dir). Prefer
+    /// `takeOfferAsync(label:)` on the main thread.
     public func takeOffer(label: String? = nil) throws -> Offer { try inner.takeOffer(label: label) }
+
+    /// `takeOffer(label:)`, waiting off the caller's thread.
+    public func takeOfferAsync(label: String? = nil) async throws -> Offer {
+        try await inner.takeOfferAsync(label: label)
+    }
 
     /// The offer for `label` (a contact, a profile, a point of sale): the same one every time
     /// for the same label, across restarts, never one handed out before under another label.
+    /// A first call for a label writes as `takeOffer(label:)` does.
     public func offerFor(label: String) throws -> Offer { try inner.offerFor(label: label) }
+
+    /// `offerFor(label:)`, waiting off the caller's thread.
+    public func offerForAsync(label: String) async throws -> Offer {
+        try await inner.offerForAsync(label: label)
+    }
 
     /// The handed-out offers as an offer book: bytes for the app's backup.
     public func exportOffers() throws -> Data { try inner.exportOffers() }
@@ -46,47 +75,61 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// out twice.
     public func importOffers(_ book: Data) throws -> ImportedOffers { try inner.importOffers(book: book) }
 
-    /// New channel hints: every offer gets a fresh invoice.
+    /// New channel hints: every offer gets a fresh invoice. A hint no payment could use is
+    /// refused.
     public func updateChannels(_ hints: [ChannelHint]) throws { try inner.updateChannels(hints: hints) }
 
     /// The wallet node's id, hex.
     public var nodeId: String { inner.nodeId() }
 
-    /// Registers a listener called on an SDK thread; `events()` is usually simpler.
+    /// Registers a listener called on an SDK thread for each event as it happens (a live feed).
     public func addListener(_ listener: OfferListener) { inner.addListener(listener: listener) }
 
     /// Waits until at least `count` offers are ready, or throws after `timeout` seconds.
     public func waitForReadyOffers(count: Int, timeout: TimeInterval) async throws -> [Offer] {
-        try await inner.waitForReadyOffers(count: UInt32(count), timeoutMs: UInt64(timeout * 1000))
+        guard count >= 0, count <= Int(UInt32.max) else {
+            throw OffersError.InvalidArgument(message: "count must be from 0 to \(UInt32.max), not \(count)")
+        }
+        guard timeout >= 0, !timeout.isNaN else {
+            throw OffersError.InvalidArgument(message: "timeout must not be negative, not \(timeout)")
+        }
+        // Beyond what milliseconds in a UInt64 hold (an infinite timeout among them): no limit.
+        let milliseconds = timeout * 1000 < Double(UInt64.max) ? UInt64(timeout * 1000) : UInt64.max
+        return try await inner.waitForReadyOffers(count: UInt32(count), timeoutMs: milliseconds)
     }
-}
 
-/// Fans the SDK's events out to every open stream.
-private final class EventBroadcaster: OfferListener, @unchecked Sendable {
-    private let lock = NSLock()
-    private var continuations: [UUID: AsyncStream<OfferEvent>.Continuation] = [:]
+    /// The client's events as an `AsyncSequence`; see `events()`.
+    public struct Events: AsyncSequence, Sendable {
+        public typealias Element = OfferEvent
+        fileprivate let inner: AsyncOffers
 
-    func stream() -> AsyncStream<OfferEvent> {
-        AsyncStream(bufferingPolicy: .bufferingNewest(256)) { continuation in
-            let id = UUID()
-            lock.lock()
-            continuations[id] = continuation
-            lock.unlock()
-            continuation.onTermination = { [weak self] _ in
-                guard let self else { return }
-                self.lock.lock()
-                self.continuations[id] = nil
-                self.lock.unlock()
+        public func makeAsyncIterator() -> Iterator { Iterator(inner: inner) }
+
+        /// Hands out the oldest event not handled yet; asked for the next, it marks the one
+        /// before handled.
+        public struct Iterator: AsyncIteratorProtocol {
+            fileprivate let inner: AsyncOffers
+            private var delivered = false
+
+            fileprivate init(inner: AsyncOffers) {
+                self.inner = inner
+            }
+
+            public mutating func next() async -> OfferEvent? {
+                if delivered {
+                    // Not written (a full disk): it comes again, rather than being lost.
+                    try? inner.eventHandled()
+                    delivered = false
+                }
+                // In short waits, so that a cancelled task is let go within one.
+                while !Task.isCancelled {
+                    if let event = await inner.waitNextEvent(timeoutMs: 500) {
+                        delivered = true
+                        return event
+                    }
+                }
+                return nil
             }
         }
-    }
-
-    func onOfferReady(offer: Offer) {}
-
-    func onEvent(event: OfferEvent) {
-        lock.lock()
-        let open = Array(continuations.values)
-        lock.unlock()
-        for continuation in open { continuation.yield(event) }
     }
 }

@@ -193,7 +193,86 @@ final class AsyncOffersTests: XCTestCase {
         try client.start()
         _ = try await client.waitForReadyOffers(count: 1, timeout: 30)
         client.stop()
+        // Records reach the writer on the SDK's log thread.
+        for _ in 0..<50 where !records.contains(level: .info, text: "connected to the server") {
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
         XCTAssertTrue(records.contains(level: .info, text: "connected to the server"))
+    }
+
+    func testALogWriterMayCallTheClient() async throws {
+        let writer = CallingBack()
+        setLogWriter(writer: writer, maxLevel: .debug)
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        writer.watch(client)
+        try client.start()
+        let ready = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        XCTAssertEqual(ready.count, 3)
+        client.stop()
+        writer.watch(nil)
+        XCTAssertGreaterThan(writer.calls, 0)
+    }
+
+    func testOpenWaitsOffTheCallersThreadAndHandsOutAsync() async throws {
+        let dir = try tempDir()
+        let client = try await AsyncOffersClient.open(config: config(dir), seed: seed)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        let shop = try await client.offerForAsync(label: "shop")
+        XCTAssertEqual(try client.offerFor(label: "shop").offerId, shop.offerId)
+        let order = try await client.takeOfferAsync(label: "order")
+        XCTAssertEqual(order.label, "order")
+        do {
+            _ = try await AsyncOffersClient.open(config: config(dir), seed: seed)
+            XCTFail("opened a data dir in use")
+        } catch let OffersError.DataDirInUse(message) {
+            XCTAssertTrue(message.contains("in use"), message)
+        }
+        client.stop()
+    }
+
+    func testEventsIteratedAfterStartIncludeWhatCameBefore() async throws {
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        // Iterated only now, as the README's example does: nothing was missed.
+        let ready: Set<String> = try await collect(client.events()) { events in
+            let ready = Set(events.compactMap { event -> String? in
+                if case let .offerReady(offer) = event { return offer.offerId }
+                return nil
+            })
+            return ready.count == 3 ? ready : nil
+        }
+        XCTAssertEqual(ready.count, 3)
+        client.stop()
+    }
+
+    func testOutOfRangeArgumentsAndConfigsThrowClearErrors() async throws {
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        for (count, timeout) in [(-1, 1.0), (1, -1.0), (1, Double.nan)] {
+            do {
+                _ = try await client.waitForReadyOffers(count: count, timeout: timeout)
+                XCTFail("waited for \(count) offers within \(timeout) s")
+            } catch let OffersError.InvalidArgument(message) {
+                XCTAssertTrue(message.contains("must"), message)
+            }
+        }
+        // An infinite timeout is no limit, not a trap (zero offers are there at once).
+        let none = try await client.waitForReadyOffers(count: 0, timeout: .infinity)
+        XCTAssertEqual(none.count, 0)
+        let changes: [(String, (inout OffersConfig) -> Void)] = [
+            ("tick_interval", { $0.tickIntervalMs = 1 }),
+            ("offer_slots", { $0.offerSlots = 65_535 }),
+            ("offer_expiring_notice", { $0.minOfferPathsLifetimeSecs = $0.offerExpiringNoticeSecs }),
+        ]
+        for (named, change) in changes {
+            var bad = config(try tempDir())
+            change(&bad)
+            XCTAssertThrowsError(try AsyncOffersClient(config: bad, seed: seed)) { error in
+                guard case let OffersError.InvalidConfig(message) = error else { return XCTFail("\(error)") }
+                XCTAssertTrue(message.contains(named), message)
+            }
+        }
     }
 
     func testAListenerThatThrowsIsLoggedAndTheSdkKeepsFilling() async throws {
@@ -264,14 +343,13 @@ private final class ThreadRecorder: OfferListener, @unchecked Sendable {
     private(set) var calls = 0
     private(set) var sawMainThread = false
 
-    func onOfferReady(offer: Offer) {
+    func onEvent(event: OfferEvent) {
+        guard case .offerReady = event else { return }
         lock.lock()
         calls += 1
         sawMainThread = sawMainThread || Thread.isMainThread
         lock.unlock()
     }
-
-    func onEvent(event: OfferEvent) {}
 }
 
 private struct StreamTimedOut: Error {}
@@ -279,7 +357,7 @@ private struct StreamTimedOut: Error {}
 /// Gathers `stream`'s events until `done` makes something of them, or throws after `timeout`
 /// seconds so a missing event fails the test instead of hanging it.
 private func collect<T: Sendable>(
-    _ stream: AsyncStream<OfferEvent>, timeout: Double = 30,
+    _ stream: AsyncOffersClient.Events, timeout: Double = 30,
     done: @escaping @Sendable ([OfferEvent]) -> T?
 ) async throws -> T {
     try await withThrowingTaskGroup(of: T.self) { group in
@@ -305,8 +383,28 @@ private struct AppBug: Error, CustomStringConvertible {
 }
 
 private final class ThrowingListener: OfferListener, @unchecked Sendable {
-    func onOfferReady(offer: Offer) throws { throw AppBug() }
     func onEvent(event: OfferEvent) throws { throw AppBug() }
+}
+
+/// A log writer that calls the client back on every record.
+private final class CallingBack: LogWriter, @unchecked Sendable {
+    private let lock = NSLock()
+    private var client: AsyncOffersClient?
+    private(set) var calls = 0
+
+    func watch(_ client: AsyncOffersClient?) {
+        lock.lock()
+        self.client = client
+        lock.unlock()
+    }
+
+    func log(record: LogRecord) {
+        lock.lock()
+        let client = self.client
+        calls += 1
+        lock.unlock()
+        _ = client?.offers()
+    }
 }
 
 private final class RecordCollector: LogWriter, @unchecked Sendable {

@@ -1,10 +1,8 @@
 package org.asyncoffers
 
 import kotlin.time.Duration
-import kotlinx.coroutines.channels.BufferOverflow
-import kotlinx.coroutines.flow.MutableSharedFlow
-import kotlinx.coroutines.flow.SharedFlow
-import kotlinx.coroutines.flow.asSharedFlow
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.flow
 import org.asyncoffers.ffi.AsyncOffers
 import org.asyncoffers.ffi.ChannelHint
 import org.asyncoffers.ffi.ImportedOffers
@@ -16,32 +14,41 @@ import org.asyncoffers.ffi.OffersConfig
 /**
  * Always-ready BOLT 12 offers for the wallet: the Kotlin face of the SDK.
  *
- * Build it with [org.asyncoffers.ffi.defaultConfig] and the 32-byte seed of the wallet's LDK
+ * [open] it with [org.asyncoffers.ffi.defaultConfig] and the 32-byte seed of the wallet's LDK
  * node, [start] it, collect [events], and [takeOffer] whenever the app shows an offer. Offers
- * already on disk are available before [start]. Methods return at once; [waitForReadyOffers]
- * suspends. Errors are [org.asyncoffers.ffi.OffersException]s with a message.
+ * already on disk are available before [start]. What may wait says so, and has a suspending
+ * form that waits off the caller's thread. Errors are
+ * [org.asyncoffers.ffi.OffersException]s with a message; out-of-range arguments are
+ * [IllegalArgumentException]s.
  */
-class AsyncOffersClient(config: OffersConfig, seed: ByteArray) : AutoCloseable {
-    private val inner = AsyncOffers(config, seed)
-    private val eventFlow =
-        MutableSharedFlow<OfferEvent>(
-            extraBufferCapacity = 256,
-            onBufferOverflow = BufferOverflow.DROP_OLDEST,
-        )
+class AsyncOffersClient private constructor(private val inner: AsyncOffers) : AutoCloseable {
+    /**
+     * Builds the client on the calling thread, which it blocks: it may wait for another client
+     * of the data dir to let go (`dataDirLockWaitMs`, and up to 10 s for a stopped client of
+     * this process), then loads every stored offer. Never on the main thread: use [open].
+     */
+    constructor(config: OffersConfig, seed: ByteArray) : this(AsyncOffers(config, seed))
 
-    /** Every event from now on, in order, as the SDK's own thread reports them. */
-    val events: SharedFlow<OfferEvent> = eventFlow.asSharedFlow()
+    companion object {
+        /** Builds the client as the constructor does, waiting off the caller's thread. */
+        suspend fun open(config: OffersConfig, seed: ByteArray): AsyncOffersClient =
+            AsyncOffersClient(AsyncOffers.open(config, seed))
+    }
 
-    init {
-        inner.addListener(
-            object : OfferListener {
-                override fun onOfferReady(offer: Offer) {}
-
-                override fun onEvent(event: OfferEvent) {
-                    eventFlow.tryEmit(event)
-                }
-            },
-        )
+    /**
+     * The events not handled yet, oldest first, then each new one. Those that ask the app to
+     * act (an offer expiring or expired, a refresh failing, a payer's request) were kept on disk
+     * while the app was not collecting, across restarts: nothing is missed by collecting late.
+     * An event counts as handled once the collector's block for it returns; cancelled before,
+     * it comes again. Collect with one collector at a time.
+     */
+    val events: Flow<OfferEvent> = flow {
+        while (true) {
+            // In short waits, so that a cancelled collector is let go within one.
+            val event = inner.waitNextEvent(500uL) ?: continue
+            emit(event)
+            inner.eventHandled()
+        }
     }
 
     /** Connects to every server and fills the offers in the background. */
@@ -56,14 +63,25 @@ class AsyncOffersClient(config: OffersConfig, seed: ByteArray) : AutoCloseable {
     /** The offers ready to hand out. */
     fun readyOffers(): List<Offer> = inner.readyOffers()
 
-    /** A ready offer never handed out before, now marked used under [label]. */
+    /**
+     * A ready offer never handed out before, now marked used under [label], on disk before it
+     * returns (an fsync; a client not started also waits for the data dir). Prefer
+     * [takeOfferAsync] on the main thread.
+     */
     fun takeOffer(label: String? = null): Offer = inner.takeOffer(label)
+
+    /** [takeOffer], waiting off the caller's thread. */
+    suspend fun takeOfferAsync(label: String? = null): Offer = inner.takeOfferAsync(label)
 
     /**
      * The offer for [label] (a contact, a profile, a point of sale): the same one every time
      * for the same label, across restarts, never one handed out before under another label.
+     * A first call for a label writes as [takeOffer] does.
      */
     fun offerFor(label: String): Offer = inner.offerFor(label)
+
+    /** [offerFor], waiting off the caller's thread. */
+    suspend fun offerForAsync(label: String): Offer = inner.offerForAsync(label)
 
     /** The handed-out offers as an offer book: bytes for the app's backup. */
     fun exportOffers(): ByteArray = inner.exportOffers()
@@ -75,18 +93,21 @@ class AsyncOffersClient(config: OffersConfig, seed: ByteArray) : AutoCloseable {
      */
     fun importOffers(book: ByteArray): ImportedOffers = inner.importOffers(book)
 
-    /** New channel hints: every offer gets a fresh invoice. */
+    /** New channel hints: every offer gets a fresh invoice. A hint no payment could use is refused. */
     fun updateChannels(hints: List<ChannelHint>) = inner.updateChannels(hints)
 
     /** The wallet node's id, hex. */
     val nodeId: String get() = inner.nodeId()
 
-    /** Registers a listener called on an SDK thread; [events] is usually simpler. */
+    /** Registers a listener called on an SDK thread for each event as it happens (a live feed). */
     fun addListener(listener: OfferListener) = inner.addListener(listener)
 
     /** Suspends until at least [count] offers are ready, or throws after [timeout]. */
-    suspend fun waitForReadyOffers(count: Int, timeout: Duration): List<Offer> =
-        inner.waitForReadyOffers(count.toUInt(), timeout.inWholeMilliseconds.toULong())
+    suspend fun waitForReadyOffers(count: Int, timeout: Duration): List<Offer> {
+        require(count >= 0) { "count must not be negative, not $count" }
+        require(!timeout.isNegative()) { "timeout must not be negative, not $timeout" }
+        return inner.waitForReadyOffers(count.toUInt(), timeout.inWholeMilliseconds.toULong())
+    }
 
     override fun close() = inner.close()
 }

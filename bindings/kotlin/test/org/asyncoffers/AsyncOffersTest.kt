@@ -83,10 +83,9 @@ class AsyncOffersTest {
         AsyncOffersClient(config(tempDir()), seed).use { client ->
             val threads = Collections.synchronizedSet(mutableSetOf<String>())
             client.addListener(object : OfferListener {
-                override fun onOfferReady(offer: Offer) {
-                    threads += Thread.currentThread().name
+                override fun onEvent(event: OfferEvent) {
+                    if (event is OfferEvent.OfferReady) threads += Thread.currentThread().name
                 }
-                override fun onEvent(event: OfferEvent) {}
             })
             val ready = async {
                 client.events.filterIsInstance<OfferEvent.OfferReady>().take(3).toList()
@@ -207,10 +206,87 @@ class AsyncOffersTest {
             client.start()
             client.waitForReadyOffers(1, 30.seconds)
         }
-        assertTrue(
-            "a connection record among ${records.size}",
-            records.toList().any { it.level == LogLevel.INFO && it.message.contains("connected to the server") },
+        val connected = { records.toList().any { it.level == LogLevel.INFO && it.message.contains("connected to the server") } }
+        // Records reach the writer on the SDK's log thread.
+        repeat(50) { if (!connected()) delay(100) }
+        assertTrue("a connection record among ${records.size}", connected())
+    }
+
+    @Test
+    fun aLogWriterMayCallTheClient() = runBlocking {
+        var client: AsyncOffersClient? = null
+        val calls = java.util.concurrent.atomic.AtomicInteger()
+        setLogWriter(object : LogWriter {
+            override fun log(record: LogRecord) {
+                client?.offers()
+                calls.incrementAndGet()
+            }
+        }, LogLevel.DEBUG)
+        AsyncOffersClient(config(tempDir()), seed).use {
+            client = it
+            it.start()
+            assertEquals(3, it.waitForReadyOffers(3, 30.seconds).size)
+        }
+        client = null
+        assertTrue("the writer was called", calls.get() > 0)
+    }
+
+    @Test
+    fun openWaitsOffTheCallersThreadAndHandsOutAsync() = runBlocking {
+        val dir = tempDir()
+        AsyncOffersClient.open(config(dir), seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds)
+            val shop = client.offerForAsync("shop")
+            assertEquals(shop.offerId, client.offerFor("shop").offerId)
+            assertEquals("order", client.takeOfferAsync("order").label)
+            try {
+                AsyncOffersClient.open(config(dir), seed).close()
+                fail("opened a data dir in use")
+            } catch (e: OffersException.DataDirInUse) {
+                assertTrue(e.message!!, e.message!!.contains("in use"))
+            }
+        }
+    }
+
+    @Test
+    fun eventsCollectedAfterStartIncludeWhatCameBefore() = runBlocking {
+        AsyncOffersClient(config(tempDir()), seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds)
+            // Collected only now, as the README's example does: nothing was missed.
+            val ready = withTimeout(30.seconds) {
+                client.events.filterIsInstance<OfferEvent.OfferReady>().take(3).toList()
+            }
+            assertEquals(3, ready.map { it.offer.offerId }.toSet().size)
+        }
+    }
+
+    @Test
+    fun outOfRangeArgumentsAndConfigsRaiseClearErrors() = runBlocking {
+        AsyncOffersClient(config(tempDir()), seed).use { client ->
+            for ((count, timeout) in listOf(-1 to 1.seconds, 1 to (-1).seconds)) {
+                try {
+                    client.waitForReadyOffers(count, timeout)
+                    fail("waited for $count offers within $timeout")
+                } catch (e: IllegalArgumentException) {
+                    assertTrue(e.message!!, e.message!!.contains("negative"))
+                }
+            }
+        }
+        val bad: List<Pair<OffersConfig.() -> Unit, String>> = listOf(
+            Pair({ tickIntervalMs = 1uL }, "tick_interval"),
+            Pair({ offerSlots = 65_535u }, "offer_slots"),
+            Pair({ minOfferPathsLifetimeSecs = offerExpiringNoticeSecs }, "offer_expiring_notice"),
         )
+        for ((change, named) in bad) {
+            try {
+                AsyncOffersClient(config(tempDir()).apply(change), seed).close()
+                fail("accepted a config with a bad $named")
+            } catch (e: OffersException.InvalidConfig) {
+                assertTrue(e.message!!, e.message!!.contains(named))
+            }
+        }
     }
 
     @Test
@@ -224,7 +300,6 @@ class AsyncOffersTest {
         val warned = { records.toList().any { it.level == LogLevel.WARN && it.message.contains("app bug") } }
         AsyncOffersClient(config(tempDir()), seed).use { client ->
             client.addListener(object : OfferListener {
-                override fun onOfferReady(offer: Offer) = throw IllegalStateException("app bug")
                 override fun onEvent(event: OfferEvent) = throw IllegalStateException("app bug")
             })
             client.start()

@@ -830,7 +830,7 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(`ptr`: Long,`count`: Int,`timeoutMs`: Long,
     ): Long
-    external fun uniffi_async_offers_fn_method_asyncoffers_wait_next_event(`ptr`: Long,
+    external fun uniffi_async_offers_fn_method_asyncoffers_wait_next_event(`ptr`: Long,`timeoutMs`: Long,
     ): Long
     external fun uniffi_async_offers_fn_clone_offerlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1025,7 +1025,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 19213) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 9342) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 29830) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_offerlistener_on_event() != 47291) {
@@ -1610,9 +1610,11 @@ public interface AsyncOffersInterface {
     suspend fun `waitForReadyOffers`(`count`: kotlin.UInt, `timeoutMs`: kotlin.ULong): List<Offer>
     
     /**
-     * Waits for an event not handled yet and returns it, as [`Self::next_event`].
+     * Waits up to `timeout_ms` for an event not handled yet and returns it, as
+     * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
+     * loop notices its own cancellation.
      */
-    suspend fun `waitNextEvent`(): OfferEvent
+    suspend fun `waitNextEvent`(`timeoutMs`: kotlin.ULong): OfferEvent?
     
     companion object
 }
@@ -2044,22 +2046,25 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * Waits for an event not handled yet and returns it, as [`Self::next_event`].
+     * Waits up to `timeout_ms` for an event not handled yet and returns it, as
+     * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
+     * loop notices its own cancellation.
      */
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `waitNextEvent`() : OfferEvent {
+    override suspend fun `waitNextEvent`(`timeoutMs`: kotlin.ULong) : OfferEvent? {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_async_offers_fn_method_asyncoffers_wait_next_event(
                 uniffiHandle,
                 
+        FfiConverterULong.lower(`timeoutMs`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_async_offers_rust_future_complete_rust_buffer(future, continuation) },
         { future -> UniffiLib.ffi_async_offers_rust_future_free_rust_buffer(future) },
         // lift function
-        { FfiConverterTypeOfferEvent.lift(it) },
+        { FfiConverterOptionalTypeOfferEvent.lift(it) },
         // Error FFI converter
         UniffiNullRustCallStatusErrorHandler,
     )
@@ -3886,6 +3891,12 @@ sealed class OffersException(message: String): kotlin.Exception(message) {
         class InvalidConfig(message: String) : OffersException(message)
         
     /**
+     * An argument of a call is out of range (a negative count or timeout, say); raised by the
+     * Swift SDK's checks, which the Rust core's types make unneeded there.
+     */
+        class InvalidArgument(message: String) : OffersException(message)
+        
+    /**
      * The server paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
      */
         class InvalidServerPaths(message: String) : OffersException(message)
@@ -3944,15 +3955,16 @@ public object FfiConverterTypeOffersError : FfiConverterRustBuffer<OffersExcepti
         
             return when(buf.getInt()) {
             1 -> OffersException.InvalidConfig(FfiConverterString.read(buf))
-            2 -> OffersException.InvalidServerPaths(FfiConverterString.read(buf))
-            3 -> OffersException.NoReadyOffer(FfiConverterString.read(buf))
-            4 -> OffersException.AlreadyStarted(FfiConverterString.read(buf))
-            5 -> OffersException.Storage(FfiConverterString.read(buf))
-            6 -> OffersException.CorruptStore(FfiConverterString.read(buf))
-            7 -> OffersException.DataDirInUse(FfiConverterString.read(buf))
-            8 -> OffersException.InvalidOfferBook(FfiConverterString.read(buf))
-            9 -> OffersException.Timeout(FfiConverterString.read(buf))
-            10 -> OffersException.Runtime(FfiConverterString.read(buf))
+            2 -> OffersException.InvalidArgument(FfiConverterString.read(buf))
+            3 -> OffersException.InvalidServerPaths(FfiConverterString.read(buf))
+            4 -> OffersException.NoReadyOffer(FfiConverterString.read(buf))
+            5 -> OffersException.AlreadyStarted(FfiConverterString.read(buf))
+            6 -> OffersException.Storage(FfiConverterString.read(buf))
+            7 -> OffersException.CorruptStore(FfiConverterString.read(buf))
+            8 -> OffersException.DataDirInUse(FfiConverterString.read(buf))
+            9 -> OffersException.InvalidOfferBook(FfiConverterString.read(buf))
+            10 -> OffersException.Timeout(FfiConverterString.read(buf))
+            11 -> OffersException.Runtime(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -3968,40 +3980,44 @@ public object FfiConverterTypeOffersError : FfiConverterRustBuffer<OffersExcepti
                 buf.putInt(1)
                 Unit
             }
-            is OffersException.InvalidServerPaths -> {
+            is OffersException.InvalidArgument -> {
                 buf.putInt(2)
                 Unit
             }
-            is OffersException.NoReadyOffer -> {
+            is OffersException.InvalidServerPaths -> {
                 buf.putInt(3)
                 Unit
             }
-            is OffersException.AlreadyStarted -> {
+            is OffersException.NoReadyOffer -> {
                 buf.putInt(4)
                 Unit
             }
-            is OffersException.Storage -> {
+            is OffersException.AlreadyStarted -> {
                 buf.putInt(5)
                 Unit
             }
-            is OffersException.CorruptStore -> {
+            is OffersException.Storage -> {
                 buf.putInt(6)
                 Unit
             }
-            is OffersException.DataDirInUse -> {
+            is OffersException.CorruptStore -> {
                 buf.putInt(7)
                 Unit
             }
-            is OffersException.InvalidOfferBook -> {
+            is OffersException.DataDirInUse -> {
                 buf.putInt(8)
                 Unit
             }
-            is OffersException.Timeout -> {
+            is OffersException.InvalidOfferBook -> {
                 buf.putInt(9)
                 Unit
             }
-            is OffersException.Runtime -> {
+            is OffersException.Timeout -> {
                 buf.putInt(10)
+                Unit
+            }
+            is OffersException.Runtime -> {
+                buf.putInt(11)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
