@@ -214,11 +214,54 @@ pub(crate) enum OfferPathsRejection {
     TooManyPaths {
         count: usize,
     },
+    /// The paths last `lifetime` from now, less than the `required` minimum.
     ExpiresTooSoon {
-        expiry: Duration,
+        lifetime: Duration,
         required: Duration,
     },
     DuplicatePaths,
+}
+
+impl std::fmt::Display for OfferPathsRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ReplyPathExpired => write!(
+                f,
+                "ReplyPathExpired: the answer came over a reply path that has expired"
+            ),
+            Self::SlotNotRequested => write!(
+                f,
+                "SlotNotRequested: no request for that slot is outstanding (a late or repeated answer)"
+            ),
+            Self::NoPaths => write!(f, "NoPaths: the answer holds no offer path"),
+            Self::TooManyPaths { count } => write!(
+                f,
+                "TooManyPaths: {count} offer paths, more than the {MAX_OFFER_PATHS} an offer can carry"
+            ),
+            Self::ExpiresTooSoon { lifetime, required } => write!(
+                f,
+                "ExpiresTooSoon: the offer paths expire in {}, sooner than the {} min_offer_paths_lifetime requires",
+                human(*lifetime),
+                human(*required)
+            ),
+            Self::DuplicatePaths => write!(
+                f,
+                "DuplicatePaths: the paths are another offer's"
+            ),
+        }
+    }
+}
+
+/// `duration` in the largest whole unit that fits: "90 days", "10 minutes".
+fn human(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (count, unit) = match secs {
+        s if s >= 86_400 => (s / 86_400, "day"),
+        s if s >= 3_600 => (s / 3_600, "hour"),
+        s if s >= 60 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{count} {unit}{}", if count == 1 { "" } else { "s" })
 }
 
 /// How long a rebuild maintenance asked for counts as under way (a job on the blocking pool,
@@ -533,7 +576,10 @@ impl OfferCache {
         if let Some(expiry) = paths_expiry {
             let required = now.saturating_add(self.policy.min_paths_lifetime);
             if expiry < required {
-                return Err(OfferPathsRejection::ExpiresTooSoon { expiry, required });
+                return Err(OfferPathsRejection::ExpiresTooSoon {
+                    lifetime: expiry.saturating_sub(now),
+                    required: self.policy.min_paths_lifetime,
+                });
             }
         }
         if self.offers.iter().any(|o| o.offer.paths() == paths) {

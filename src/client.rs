@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
-use crate::events::{Event, EventBus, EventListener, ImportedOffers, OfferInfo};
+use crate::events::{ClientStatus, Event, EventBus, EventListener, ImportedOffers, OfferInfo};
 use crate::keys::WalletKeys;
 use crate::lock::DataDirLock;
 use crate::offer::{OfferFactory, PathEnd};
@@ -335,6 +335,18 @@ impl AsyncOffersClient {
     /// [`Error::InvalidConfig`] naming it, and the hints stay as they were.
     pub fn update_channels(&self, hints: Vec<ChannelHint>) -> Result<(), Error> {
         self.engine.update_channels(hints)
+    }
+
+    /// What the client is doing: running or not, its Ready offers, each server's connection
+    /// and what last went wrong with it (offer paths it refused and why, a failed connection).
+    /// For an app's diagnostics; never blocks on the network or the disk.
+    pub fn status(&self) -> ClientStatus {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        self.engine.status(running)
     }
 
     /// The wallet node's id (the node that receives the payments).

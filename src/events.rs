@@ -69,6 +69,32 @@ impl From<&CachedOffer> for OfferInfo {
     }
 }
 
+/// What the client is doing, for an app's diagnostics (see
+/// [`AsyncOffersClient::status`](crate::AsyncOffersClient::status)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientStatus {
+    /// Whether [`start`](crate::AsyncOffersClient::start) was called and not stopped since.
+    pub running: bool,
+    /// How many offers are Ready, and how many the config wants.
+    pub ready_offers: usize,
+    /// The configured number of Ready offers.
+    pub wanted_offers: usize,
+    /// Each configured server, in the config's order.
+    pub servers: Vec<ServerStatus>,
+}
+
+/// One server as the client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// Its node id, hex.
+    pub server_node_id: String,
+    /// Whether the connection to it is up.
+    pub connected: bool,
+    /// What last went wrong with it (its offer paths refused and why, a connection that
+    /// failed, a refresh it did not confirm), until an invoice of it is confirmed again.
+    pub last_problem: Option<String>,
+}
+
 /// What [`AsyncOffersClient::import_offers`](crate::AsyncOffersClient::import_offers) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ImportedOffers {

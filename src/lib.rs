@@ -50,7 +50,7 @@ pub use client::{AsyncOffersClient, ClientBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ChannelHint, Config, InvoiceRequestTarget, ServerConfig};
 pub use error::Error;
-pub use events::{Event, EventListener, ImportedOffers, OfferInfo};
+pub use events::{ClientStatus, Event, EventListener, ImportedOffers, OfferInfo, ServerStatus};
 pub use logging::LdkLogBridge;
 pub use protocol::ProtocolHandler;
 pub use store::DynStore;

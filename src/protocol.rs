@@ -38,7 +38,7 @@ use crate::cache::{
 };
 use crate::clock::{Clock, Time};
 use crate::config::{ChannelHint, Config};
-use crate::events::{Event, EventBus, ImportedOffers, OfferInfo};
+use crate::events::{ClientStatus, Event, EventBus, ImportedOffers, OfferInfo, ServerStatus};
 use crate::keys::WalletKeys;
 use crate::lock::{DataDirLock, HeldLock};
 use crate::offer::OfferFactory;
@@ -88,6 +88,8 @@ struct State {
     hints_version: u64,
     /// What waits to leave for each configured server.
     links: HashMap<PublicKey, Link>,
+    /// What last went wrong with each server, until an invoice of it is confirmed again.
+    problems: HashMap<PublicKey, String>,
     /// Offers Ready in the cache whose Ready record is still being written: not counted as
     /// ready for the app's waits, so an app that stops once its offers are ready finds them
     /// all on disk at its next start.
@@ -276,6 +278,7 @@ impl Engine {
                 hints: config.channel_hints.clone(),
                 hints_version: 0,
                 links,
+                problems: HashMap::new(),
                 ready_unwritten: Vec::new(),
             }),
             factory,
@@ -495,9 +498,39 @@ impl Engine {
         }
     }
 
-    /// An attempt to connect to `server` failed: the other servers take over its share.
-    pub fn on_connection_failed(&self, server: PublicKey) {
+    /// An attempt to connect to `server` failed (`why`): the other servers take over its share.
+    pub fn on_connection_failed(&self, server: PublicKey, why: &str) {
+        self.note_problem(server, format!("cannot connect: {why}"));
         self.mark_unreachable(server);
+    }
+
+    /// Keeps `problem` as what last went wrong with `server`, for [`Self::status`].
+    fn note_problem(&self, server: PublicKey, problem: String) {
+        self.lock().problems.insert(server, problem);
+    }
+
+    /// Each configured server's connection and last problem, and the Ready offers.
+    pub fn status(&self, running: bool) -> ClientStatus {
+        let state = self.lock();
+        ClientStatus {
+            running,
+            ready_offers: state
+                .cache
+                .offers()
+                .iter()
+                .filter(|offer| offer.state == OfferState::Ready)
+                .count(),
+            wanted_offers: self.target_ready,
+            servers: self
+                .servers
+                .iter()
+                .map(|server| ServerStatus {
+                    server_node_id: OfferInfo::node_id_hex(&server.node_id),
+                    connected: state.cache.reachability(&server.node_id) == Reachability::Connected,
+                    last_problem: state.problems.get(&server.node_id).cloned(),
+                })
+                .collect(),
+        }
     }
 
     fn mark_unreachable(&self, server: PublicKey) {
@@ -577,6 +610,13 @@ impl Engine {
                 }),
         );
         for (offer, reason) in &maintenance.refresh_failed {
+            state.problems.insert(
+                offer.server,
+                format!(
+                    "the invoice of the offer in slot {} is stale: {reason}",
+                    offer.slot
+                ),
+            );
             log::warn!(
                 "the handed-out offer in slot {} of server {} has had no confirmed invoice for over its refresh interval: {reason}",
                 offer.slot,
@@ -895,7 +935,7 @@ impl Engine {
                     paths_expiry,
                     now,
                 )
-                .map_err(|why| format!("slot {invoice_slot} of server {server}: {why:?}"))
+                .map_err(|why| format!("slot {invoice_slot} of server {server}: {why}"))
         };
         let (hints, hints_version) = {
             let state = self.lock();
@@ -966,6 +1006,11 @@ impl Engine {
         let outcome = state
             .cache
             .invoice_persisted(offer_id, invoice_created_at, now);
+        let confirmed_by = state.cache.get(offer_id).map(|offer| offer.server);
+        if let (Some(server), false) = (confirmed_by, matches!(outcome, Confirmation::Ignored)) {
+            // The server stores our invoices: what went wrong with it is past.
+            state.problems.remove(&server);
+        }
         let Some(cached) = state.cache.get(offer_id) else {
             log::debug!("confirmation for an unknown offer ignored");
             return;
@@ -1334,7 +1379,10 @@ impl AsyncPaymentsMessageHandler for ProtocolHandler {
                     }
                     engine.wake_transports();
                 }
-                Err(why) => log::warn!("rejected OfferPaths: {why}"),
+                Err(why) => {
+                    log::warn!("rejected OfferPaths: {why}");
+                    engine.note_problem(server, format!("rejected its offer paths: {why}"));
+                }
             }
         });
         None

@@ -414,7 +414,8 @@ impl Transport {
             Ok(stream) => stream,
             Err(why) => {
                 log::warn!("cannot reach the server at {}: {why}", self.address);
-                self.engine.on_connection_failed(self.server);
+                self.engine
+                    .on_connection_failed(self.server, &format!("{}: {why}", self.address));
                 return false;
             }
         };
@@ -426,13 +427,17 @@ impl Transport {
             result = handshake => {
                 if result.is_err() {
                     log::warn!("handshake with the server at {} timed out", self.address);
-                    self.engine.on_connection_failed(self.server);
+                    self.engine
+                        .on_connection_failed(self.server, "the handshake timed out");
                     return false;
                 }
             },
             _ = &mut connection => {
                 log::warn!("the server at {} closed the connection during the handshake", self.address);
-                self.engine.on_connection_failed(self.server);
+                self.engine.on_connection_failed(
+                    self.server,
+                    "the server closed the connection during the handshake",
+                );
                 return false;
             },
         }

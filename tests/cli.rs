@@ -28,8 +28,14 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// A server started with `options` besides the usual ones.
+    fn start_with(data_dir: &Path, options: &[&str]) -> Self {
         let mut child = Command::new(server_binary())
             .args(["--listen", "127.0.0.1:0", "--recipient", "cli-wallet"])
+            .args(options)
             .arg("--data-dir")
             .arg(data_dir)
             .stdout(Stdio::piped())
@@ -231,4 +237,43 @@ fn fills_from_two_servers_each_with_its_share() {
         .unwrap();
     assert_eq!(missing_address.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing_address.stderr).contains("each server needs"));
+}
+
+/// A wait that runs out says why: here, the server's offer paths last a day, and the client
+/// wants 90.
+#[test]
+fn a_fill_that_times_out_names_the_servers_last_refusal() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let wallet_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(server_dir.path(), &["--offer-paths-days", "1"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_async-offers"))
+        .args(["--server-node-id", &server.recipient.node_id])
+        .args(["--server-address", &server.recipient.address])
+        .args(["--server-paths", &server.recipient.paths])
+        .args(["--seed-hex", &"43".repeat(32)])
+        .arg("--data-dir")
+        .arg(wallet_dir.path())
+        .args([
+            "--network",
+            "regtest",
+            "--timeout-secs",
+            "3",
+            "--offers",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("timed out"), "{stderr}");
+    assert!(stderr.contains(&server.recipient.node_id), "{stderr}");
+    assert!(
+        stderr.contains("ExpiresTooSoon: the offer paths expire in 23 hours")
+            || stderr.contains("ExpiresTooSoon: the offer paths expire in 1 day"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("90 days min_offer_paths_lifetime"),
+        "{stderr}"
+    );
 }

@@ -211,9 +211,10 @@ fn run(args: Args) -> Result<(), String> {
                 .block_on(client.wait_for_ready_offers(count, remaining))
                 .map_err(|e| {
                     format!(
-                        "only {} of {wanted} offers ready within {:?}: {e}",
+                        "only {} of {wanted} offers ready within {:?}: {e}{}",
                         client.ready_offers().len(),
-                        args.timeout
+                        args.timeout,
+                        last_problems(&client)
                     )
                 })?;
             if count == 1 {
@@ -286,7 +287,11 @@ fn take_offers(
                     runtime
                         .block_on(client.wait_for_ready_offers(1, remaining))
                         .map_err(|e| {
-                            format!("no offer to hand out within {:?}: {e}", args.timeout)
+                            format!(
+                                "no offer to hand out within {:?}: {e}{}",
+                                args.timeout,
+                                last_problems(client)
+                            )
                         })?;
                 }
                 Err(e) => return Err(e.to_string()),
@@ -303,6 +308,19 @@ fn take_offers(
         taken.push(offer);
     }
     Ok(taken)
+}
+
+/// What last went wrong with each server, to say why a wait ran out (empty: nothing known).
+fn last_problems(client: &AsyncOffersClient) -> String {
+    client
+        .status()
+        .servers
+        .into_iter()
+        .filter_map(|server| {
+            let problem = server.last_problem?;
+            Some(format!("\n  server {}: {problem}", server.server_node_id))
+        })
+        .collect()
 }
 
 /// The system's clocks, with the wall clock off by this many seconds.

@@ -220,6 +220,51 @@ impl From<crate::ImportedOffers> for ImportedOffers {
     }
 }
 
+/// What the client is doing; see [`crate::ClientStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct ClientStatus {
+    /// Whether `start` was called and not stopped since.
+    pub running: bool,
+    /// How many offers are ready.
+    pub ready_offers: u32,
+    /// How many ready offers the config wants.
+    pub wanted_offers: u32,
+    /// Each configured server, in the config's order.
+    pub servers: Vec<ServerStatus>,
+}
+
+/// One server as the client sees it.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct ServerStatus {
+    /// Its node id, hex.
+    pub server_node_id: String,
+    /// Whether the connection to it is up.
+    pub connected: bool,
+    /// What last went wrong with it (its offer paths refused and why, a failed connection, a
+    /// stale invoice), until an invoice of it is confirmed again.
+    pub last_problem: Option<String>,
+}
+
+impl From<crate::ClientStatus> for ClientStatus {
+    fn from(status: crate::ClientStatus) -> Self {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            running: status.running,
+            ready_offers: count(status.ready_offers),
+            wanted_offers: count(status.wanted_offers),
+            servers: status
+                .servers
+                .into_iter()
+                .map(|server| ServerStatus {
+                    server_node_id: server.server_node_id,
+                    connected: server.connected,
+                    last_problem: server.last_problem,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Where an offer is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
 pub enum OfferState {
@@ -637,6 +682,12 @@ impl AsyncOffers {
             .map(crate::ChannelHint::try_from)
             .collect::<Result<_, _>>()?;
         Ok(self.client.update_channels(hints)?)
+    }
+
+    /// Running or not, the ready offers, each server's connection and what last went wrong
+    /// with it. Never blocks.
+    pub fn status(&self) -> ClientStatus {
+        self.client.status().into()
     }
 
     /// The wallet node's id, hex.

@@ -519,6 +519,30 @@ fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterBool : FfiConverter {
+    typealias FfiType = Int8
+    typealias SwiftType = Bool
+
+    public static func lift(_ value: Int8) throws -> Bool {
+        return value != 0
+    }
+
+    public static func lower(_ value: Bool) -> Int8 {
+        return value ? 1 : 0
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Bool {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Bool, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterString: FfiConverter {
     typealias SwiftType = String
     typealias FfiType = RustBuffer
@@ -649,6 +673,12 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
      * the data dir until `stop` (`DataDirInUse` if another client holds it).
      */
     func start() throws 
+    
+    /**
+     * Running or not, the ready offers, each server's connection and what last went wrong
+     * with it. Never blocks.
+     */
+    func status()  -> ClientStatus
     
     /**
      * Disconnects and lets go of the data dir; the offers stay available. Call it before an
@@ -925,6 +955,19 @@ open func start()throws   {try rustCallWithError(FfiConverterTypeOffersError_lif
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Running or not, the ready offers, each server's connection and what last went wrong
+     * with it. Never blocks.
+     */
+open func status() -> ClientStatus  {
+    return try!  FfiConverterTypeClientStatus_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_asyncoffers_status(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -1625,6 +1668,95 @@ public func FfiConverterTypeChannelHint_lower(_ value: ChannelHint) -> RustBuffe
 
 
 /**
+ * What the client is doing; see [`crate::ClientStatus`].
+ */
+public struct ClientStatus: Equatable, Hashable {
+    /**
+     * Whether `start` was called and not stopped since.
+     */
+    public var running: Bool
+    /**
+     * How many offers are ready.
+     */
+    public var readyOffers: UInt32
+    /**
+     * How many ready offers the config wants.
+     */
+    public var wantedOffers: UInt32
+    /**
+     * Each configured server, in the config's order.
+     */
+    public var servers: [ServerStatus]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Whether `start` was called and not stopped since.
+         */running: Bool, 
+        /**
+         * How many offers are ready.
+         */readyOffers: UInt32, 
+        /**
+         * How many ready offers the config wants.
+         */wantedOffers: UInt32, 
+        /**
+         * Each configured server, in the config's order.
+         */servers: [ServerStatus]) {
+        self.running = running
+        self.readyOffers = readyOffers
+        self.wantedOffers = wantedOffers
+        self.servers = servers
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ClientStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeClientStatus: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ClientStatus {
+        return
+            try ClientStatus(
+                running: FfiConverterBool.read(from: &buf), 
+                readyOffers: FfiConverterUInt32.read(from: &buf), 
+                wantedOffers: FfiConverterUInt32.read(from: &buf), 
+                servers: FfiConverterSequenceTypeServerStatus.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ClientStatus, into buf: inout [UInt8]) {
+        FfiConverterBool.write(value.running, into: &buf)
+        FfiConverterUInt32.write(value.readyOffers, into: &buf)
+        FfiConverterUInt32.write(value.wantedOffers, into: &buf)
+        FfiConverterSequenceTypeServerStatus.write(value.servers, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClientStatus_lift(_ buf: RustBuffer) throws -> ClientStatus {
+    return try FfiConverterTypeClientStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClientStatus_lower(_ value: ClientStatus) -> RustBuffer {
+    return FfiConverterTypeClientStatus.lower(value)
+}
+
+
+/**
  * What importing an offer book did.
  */
 public struct ImportedOffers: Equatable, Hashable {
@@ -2207,6 +2339,87 @@ public func FfiConverterTypeOffersConfig_lift(_ buf: RustBuffer) throws -> Offer
 #endif
 public func FfiConverterTypeOffersConfig_lower(_ value: OffersConfig) -> RustBuffer {
     return FfiConverterTypeOffersConfig.lower(value)
+}
+
+
+/**
+ * One server as the client sees it.
+ */
+public struct ServerStatus: Equatable, Hashable {
+    /**
+     * Its node id, hex.
+     */
+    public var serverNodeId: String
+    /**
+     * Whether the connection to it is up.
+     */
+    public var connected: Bool
+    /**
+     * What last went wrong with it (its offer paths refused and why, a failed connection, a
+     * stale invoice), until an invoice of it is confirmed again.
+     */
+    public var lastProblem: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Its node id, hex.
+         */serverNodeId: String, 
+        /**
+         * Whether the connection to it is up.
+         */connected: Bool, 
+        /**
+         * What last went wrong with it (its offer paths refused and why, a failed connection, a
+         * stale invoice), until an invoice of it is confirmed again.
+         */lastProblem: String?) {
+        self.serverNodeId = serverNodeId
+        self.connected = connected
+        self.lastProblem = lastProblem
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ServerStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeServerStatus: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ServerStatus {
+        return
+            try ServerStatus(
+                serverNodeId: FfiConverterString.read(from: &buf), 
+                connected: FfiConverterBool.read(from: &buf), 
+                lastProblem: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ServerStatus, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.serverNodeId, into: &buf)
+        FfiConverterBool.write(value.connected, into: &buf)
+        FfiConverterOptionString.write(value.lastProblem, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeServerStatus_lift(_ buf: RustBuffer) throws -> ServerStatus {
+    return try FfiConverterTypeServerStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeServerStatus_lower(_ value: ServerStatus) -> RustBuffer {
+    return FfiConverterTypeServerStatus.lower(value)
 }
 
 
@@ -3147,6 +3360,31 @@ fileprivate struct FfiConverterSequenceTypeOffer: FfiConverterRustBuffer {
         return seq
     }
 }
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeServerStatus: FfiConverterRustBuffer {
+    typealias SwiftType = [ServerStatus]
+
+    public static func write(_ value: [ServerStatus], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeServerStatus.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ServerStatus] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ServerStatus]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeServerStatus.read(from: &buf))
+        }
+        return seq
+    }
+}
 private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
 private let UNIFFI_RUST_FUTURE_POLL_WAKE: Int8 = 1
 
@@ -3277,6 +3515,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_start() != 56685) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_status() != 23429) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {

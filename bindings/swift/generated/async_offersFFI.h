@@ -350,6 +350,11 @@ RustBuffer uniffi_async_offers_fn_method_asyncoffers_ready_offers(uint64_t ptr, 
 void uniffi_async_offers_fn_method_asyncoffers_start(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_STATUS
+RustBuffer uniffi_async_offers_fn_method_asyncoffers_status(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_STOP
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_STOP
 void uniffi_async_offers_fn_method_asyncoffers_stop(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -765,6 +770,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_ready_offers(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_START
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_START
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_start(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_STATUS
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_status(void
     
 );
 #endif

@@ -79,6 +79,11 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// refused.
     public func updateChannels(_ hints: [ChannelHint]) throws { try inner.updateChannels(hints: hints) }
 
+    /// Running or not, the ready offers, each server's connection and what last went wrong
+    /// with it (offer paths it refused and why, a failed connection): for a diagnostics
+    /// screen.
+    public func status() -> ClientStatus { inner.status() }
+
     /// The wallet node's id, hex.
     public var nodeId: String { inner.nodeId() }
 

@@ -184,6 +184,11 @@ final class AsyncOffersTests: XCTestCase {
         let ready = try await client.waitForReadyOffers(count: 3, timeout: 30)
         XCTAssertEqual(ready.map(\.serverNodeId), [nodeId, nodeId, nodeId])
         XCTAssertEqual(try client.takeOffer(label: "while one is down").serverNodeId, nodeId)
+        let servers = client.status().servers
+        XCTAssertTrue(servers[0].lastProblem?.contains("cannot connect") == true, "\(servers)")
+        XCTAssertFalse(servers[0].connected)
+        XCTAssertTrue(servers[1].connected && servers[1].lastProblem == nil)
+        XCTAssertTrue(client.status().running)
     }
 
     func testTheLogWriterReceivesTheSdksRecords() async throws {

@@ -5,6 +5,7 @@ import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
 import org.asyncoffers.ffi.AsyncOffers
 import org.asyncoffers.ffi.ChannelHint
+import org.asyncoffers.ffi.ClientStatus
 import org.asyncoffers.ffi.ImportedOffers
 import org.asyncoffers.ffi.Offer
 import org.asyncoffers.ffi.OfferEvent
@@ -95,6 +96,12 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
 
     /** New channel hints: every offer gets a fresh invoice. A hint no payment could use is refused. */
     fun updateChannels(hints: List<ChannelHint>) = inner.updateChannels(hints)
+
+    /**
+     * Running or not, the ready offers, each server's connection and what last went wrong with
+     * it (offer paths it refused and why, a failed connection): for a diagnostics screen.
+     */
+    fun status(): ClientStatus = inner.status()
 
     /** The wallet node's id, hex. */
     val nodeId: String get() = inner.nodeId()

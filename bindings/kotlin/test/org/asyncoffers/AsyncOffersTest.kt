@@ -191,6 +191,10 @@ class AsyncOffersTest {
             val ready = client.waitForReadyOffers(3, 30.seconds)
             assertEquals(listOf(nodeId, nodeId, nodeId), ready.map { it.serverNodeId })
             assertEquals(nodeId, client.takeOffer("while one is down").serverNodeId)
+            val (down, up) = client.status().servers
+            assertTrue(down.lastProblem ?: "no problem", down.lastProblem?.contains("cannot connect") == true)
+            assertTrue(!down.connected && up.connected && up.lastProblem == null)
+            assertTrue(client.status().running)
         }
     }
 

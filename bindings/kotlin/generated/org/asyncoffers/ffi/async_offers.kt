@@ -750,6 +750,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_start(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_status(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_stop(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_take_offer(
@@ -820,6 +822,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_start(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_async_offers_fn_method_asyncoffers_status(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_stop(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_take_offer(`ptr`: Long,`label`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1008,6 +1012,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_start() != 56685) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_status() != 23429) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
@@ -1344,6 +1351,29 @@ public object FfiConverterULong: FfiConverter<ULong, Long> {
 /**
  * @suppress
  */
+public object FfiConverterBoolean: FfiConverter<Boolean, Byte> {
+    override fun lift(value: Byte): Boolean {
+        return value.toInt() != 0
+    }
+
+    override fun read(buf: ByteBuffer): Boolean {
+        return lift(buf.get())
+    }
+
+    override fun lower(value: Boolean): Byte {
+        return if (value) 1.toByte() else 0.toByte()
+    }
+
+    override fun allocationSize(value: Boolean) = 1UL
+
+    override fun write(value: Boolean, buf: ByteBuffer) {
+        buf.put(lower(value))
+    }
+}
+
+/**
+ * @suppress
+ */
 public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
     // Note: we don't inherit from FfiConverterRustBuffer, because we use a
     // special encoding when lowering/lifting.  We can use `RustBuffer.len` to
@@ -1579,6 +1609,12 @@ public interface AsyncOffersInterface {
      * the data dir until `stop` (`DataDirInUse` if another client holds it).
      */
     fun `start`()
+    
+    /**
+     * Running or not, the ready offers, each server's connection and what last went wrong
+     * with it. Never blocks.
+     */
+    fun `status`(): ClientStatus
     
     /**
      * Disconnects and lets go of the data dir; the offers stay available. Call it before an
@@ -1937,6 +1973,23 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 }
     }
     
+    
+
+    
+    /**
+     * Running or not, the ready offers, each server's connection and what last went wrong
+     * with it. Never blocks.
+     */override fun `status`(): ClientStatus {
+            return FfiConverterTypeClientStatus.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_async_offers_fn_method_asyncoffers_status(
+        it,
+        _status)
+}
+    }
+    )
+    }
     
 
     
@@ -2884,6 +2937,69 @@ public object FfiConverterTypeChannelHint: FfiConverterRustBuffer<ChannelHint> {
 
 
 /**
+ * What the client is doing; see [`crate::ClientStatus`].
+ */
+data class ClientStatus (
+    /**
+     * Whether `start` was called and not stopped since.
+     */
+    var `running`: kotlin.Boolean
+    , 
+    /**
+     * How many offers are ready.
+     */
+    var `readyOffers`: kotlin.UInt
+    , 
+    /**
+     * How many ready offers the config wants.
+     */
+    var `wantedOffers`: kotlin.UInt
+    , 
+    /**
+     * Each configured server, in the config's order.
+     */
+    var `servers`: List<ServerStatus>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeClientStatus: FfiConverterRustBuffer<ClientStatus> {
+    override fun read(buf: ByteBuffer): ClientStatus {
+        return ClientStatus(
+            FfiConverterBoolean.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterSequenceTypeServerStatus.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ClientStatus) = (
+            FfiConverterBoolean.allocationSize(value.`running`) +
+            FfiConverterUInt.allocationSize(value.`readyOffers`) +
+            FfiConverterUInt.allocationSize(value.`wantedOffers`) +
+            FfiConverterSequenceTypeServerStatus.allocationSize(value.`servers`)
+    )
+
+    override fun write(value: ClientStatus, buf: ByteBuffer) {
+            FfiConverterBoolean.write(value.`running`, buf)
+            FfiConverterUInt.write(value.`readyOffers`, buf)
+            FfiConverterUInt.write(value.`wantedOffers`, buf)
+            FfiConverterSequenceTypeServerStatus.write(value.`servers`, buf)
+    }
+}
+
+
+
+/**
  * What importing an offer book did.
  */
 data class ImportedOffers (
@@ -3303,6 +3419,62 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterUShort.write(value.`invoiceSlotMax`, buf)
             FfiConverterULong.write(value.`expiredOfferRetentionSecs`, buf)
             FfiConverterULong.write(value.`dataDirLockWaitMs`, buf)
+    }
+}
+
+
+
+/**
+ * One server as the client sees it.
+ */
+data class ServerStatus (
+    /**
+     * Its node id, hex.
+     */
+    var `serverNodeId`: kotlin.String
+    , 
+    /**
+     * Whether the connection to it is up.
+     */
+    var `connected`: kotlin.Boolean
+    , 
+    /**
+     * What last went wrong with it (its offer paths refused and why, a failed connection, a
+     * stale invoice), until an invoice of it is confirmed again.
+     */
+    var `lastProblem`: kotlin.String?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeServerStatus: FfiConverterRustBuffer<ServerStatus> {
+    override fun read(buf: ByteBuffer): ServerStatus {
+        return ServerStatus(
+            FfiConverterString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ServerStatus) = (
+            FfiConverterString.allocationSize(value.`serverNodeId`) +
+            FfiConverterBoolean.allocationSize(value.`connected`) +
+            FfiConverterOptionalString.allocationSize(value.`lastProblem`)
+    )
+
+    override fun write(value: ServerStatus, buf: ByteBuffer) {
+            FfiConverterString.write(value.`serverNodeId`, buf)
+            FfiConverterBoolean.write(value.`connected`, buf)
+            FfiConverterOptionalString.write(value.`lastProblem`, buf)
     }
 }
 
@@ -4201,6 +4373,34 @@ public object FfiConverterSequenceTypeOffer: FfiConverterRustBuffer<List<Offer>>
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeOffer.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeServerStatus: FfiConverterRustBuffer<List<ServerStatus>> {
+    override fun read(buf: ByteBuffer): List<ServerStatus> {
+        val len = buf.getInt()
+        return List<ServerStatus>(len) {
+            FfiConverterTypeServerStatus.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<ServerStatus>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeServerStatus.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<ServerStatus>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeServerStatus.write(it, buf)
         }
     }
 }
