@@ -181,17 +181,19 @@ pub struct Config {
     /// The first gets the larger share when the offers do not divide evenly, and the
     /// single-server records of earlier versions are read as its.
     pub servers: Vec<ServerConfig>,
-    /// How many Ready offers to keep at hand.
+    /// How many Ready offers to keep at hand, from 1 to [`MAX_OFFER_SLOTS`].
     pub offer_slots: u16,
     /// A Ready (never shown) offer older than this is replaced by a fresh one.
     pub ready_offer_max_age: Duration,
     /// A handed-out offer's invoice is rebuilt and re-sent when older than this.
     pub invoice_refresh_interval: Duration,
-    /// Offer paths must stay valid at least this long (paths without expiry are accepted).
+    /// Offer paths must stay valid at least this long (paths without expiry are accepted);
+    /// longer than [`Self::offer_expiring_notice`].
     pub min_offer_paths_lifetime: Duration,
     /// The wallet node's channels, for payment paths. Empty: a direct path to the wallet node.
     pub channel_hints: Vec<ChannelHint>,
-    /// How often maintenance runs (refreshes, retries, expiry).
+    /// How often maintenance runs (refreshes, retries, expiry): seconds or more in an app, at
+    /// least [`MIN_TICK_INTERVAL`].
     pub tick_interval: Duration,
     /// The chain tip height if the app knows it; otherwise a safe upper bound is estimated from
     /// the clock. Only used to cap payment CLTV expiries, so over-estimates are harmless.

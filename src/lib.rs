@@ -15,7 +15,8 @@
 //! - `store`: offer records and offer books behind LDK's `KVStoreSync`;
 //! - `responder`: LDK's `Responder` to and from the reply path it holds;
 //! - `lock`: one writer per data dir across processes, and reloading what another wrote;
-//! - `client`: the public object; `events`: what the app is told;
+//! - `client`: the public object; `events`: what the app is told, live to listeners and in a
+//!   queue kept until the app handles it;
 //! - [`ffi`] (feature `ffi`): the UniFFI surface of the Kotlin and Swift SDKs.
 #![deny(missing_docs)]
 

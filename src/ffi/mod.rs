@@ -104,15 +104,16 @@ pub struct OffersConfig {
     /// The static invoice servers: one, or more so that offers keep coming when one is down.
     /// Each offer stays with the server that holds its invoice.
     pub servers: Vec<InvoiceServer>,
-    /// How many ready offers to keep.
+    /// How many ready offers to keep, from 1 to 1,000.
     pub offer_slots: u16,
     /// A ready offer older than this many seconds is replaced.
     pub ready_offer_max_age_secs: u64,
     /// A handed-out offer's invoice is rebuilt after this many seconds.
     pub invoice_refresh_interval_secs: u64,
-    /// Offer paths must stay valid at least this many seconds.
+    /// Offer paths must stay valid at least this many seconds; more than
+    /// `offer_expiring_notice_secs`.
     pub min_offer_paths_lifetime_secs: u64,
-    /// Maintenance period, in milliseconds.
+    /// Maintenance period, in milliseconds: seconds or more in an app, at least 10.
     pub tick_interval_ms: u64,
     /// The wallet node's channels, for the invoices' payment paths.
     pub channel_hints: Vec<ChannelHint>,

@@ -2153,7 +2153,7 @@ public struct OffersConfig: Equatable, Hashable {
      */
     public var servers: [InvoiceServer]
     /**
-     * How many ready offers to keep.
+     * How many ready offers to keep, from 1 to 1,000.
      */
     public var offerSlots: UInt16
     /**
@@ -2165,11 +2165,12 @@ public struct OffersConfig: Equatable, Hashable {
      */
     public var invoiceRefreshIntervalSecs: UInt64
     /**
-     * Offer paths must stay valid at least this many seconds.
+     * Offer paths must stay valid at least this many seconds; more than
+     * `offer_expiring_notice_secs`.
      */
     public var minOfferPathsLifetimeSecs: UInt64
     /**
-     * Maintenance period, in milliseconds.
+     * Maintenance period, in milliseconds: seconds or more in an app, at least 10.
      */
     public var tickIntervalMs: UInt64
     /**
@@ -2218,7 +2219,7 @@ public struct OffersConfig: Equatable, Hashable {
          * Each offer stays with the server that holds its invoice.
          */servers: [InvoiceServer], 
         /**
-         * How many ready offers to keep.
+         * How many ready offers to keep, from 1 to 1,000.
          */offerSlots: UInt16, 
         /**
          * A ready offer older than this many seconds is replaced.
@@ -2227,10 +2228,11 @@ public struct OffersConfig: Equatable, Hashable {
          * A handed-out offer's invoice is rebuilt after this many seconds.
          */invoiceRefreshIntervalSecs: UInt64, 
         /**
-         * Offer paths must stay valid at least this many seconds.
+         * Offer paths must stay valid at least this many seconds; more than
+         * `offer_expiring_notice_secs`.
          */minOfferPathsLifetimeSecs: UInt64, 
         /**
-         * Maintenance period, in milliseconds.
+         * Maintenance period, in milliseconds: seconds or more in an app, at least 10.
          */tickIntervalMs: UInt64, 
         /**
          * The wallet node's channels, for the invoices' payment paths.

@@ -3290,7 +3290,7 @@ data class OffersConfig (
     var `servers`: List<InvoiceServer>
     , 
     /**
-     * How many ready offers to keep.
+     * How many ready offers to keep, from 1 to 1,000.
      */
     var `offerSlots`: kotlin.UShort
     , 
@@ -3305,12 +3305,13 @@ data class OffersConfig (
     var `invoiceRefreshIntervalSecs`: kotlin.ULong
     , 
     /**
-     * Offer paths must stay valid at least this many seconds.
+     * Offer paths must stay valid at least this many seconds; more than
+     * `offer_expiring_notice_secs`.
      */
     var `minOfferPathsLifetimeSecs`: kotlin.ULong
     , 
     /**
-     * Maintenance period, in milliseconds.
+     * Maintenance period, in milliseconds: seconds or more in an app, at least 10.
      */
     var `tickIntervalMs`: kotlin.ULong
     , 
