@@ -252,9 +252,17 @@ pub(crate) struct EventBus {
     listeners: Arc<Mutex<Vec<Arc<dyn EventListener>>>>,
     sender: Mutex<mpsc::Sender<Event>>,
     changes: tokio::sync::watch::Sender<u64>,
-    queue: Mutex<VecDeque<Event>>,
+    queue: Mutex<Queue>,
     /// Where the events that ask the app to act are kept (`None`: nowhere, in fuzzing).
     store: Option<OfferStore>,
+}
+
+/// The events not handled yet, each with the number of its stored record if it has one.
+#[derive(Default)]
+struct Queue {
+    events: VecDeque<(Option<u64>, Event)>,
+    /// The number the next stored event gets.
+    next_sequence: u64,
 }
 
 impl EventBus {
@@ -282,46 +290,38 @@ impl EventBus {
             listeners,
             sender: Mutex::new(sender),
             changes: tokio::sync::watch::channel(0).0,
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             store,
         }
     }
 
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Event>> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the stored events as the queue's, ahead of those of this process that do not ask
-    /// the app to act: at build, and when another client used the data dir (which handled
-    /// or added some). Call it holding the data dir's lock.
+    /// Takes the stored events as the queue's, ahead of those of this process that are not
+    /// stored: at build, and when another client used the data dir (which handled or added
+    /// some). Call it holding the data dir's lock.
     pub fn load_stored(&self) {
         let Some(store) = &self.store else {
             return;
         };
         let stored = store.events();
         let mut queue = self.queue();
-        let passing: Vec<Event> = queue
+        let unstored: Vec<_> = queue
+            .events
             .drain(..)
-            .filter(|event| !event.asks_the_app_to_act())
+            .filter(|(sequence, _)| sequence.is_none())
             .collect();
-        queue.extend(stored);
-        queue.extend(passing);
+        queue.next_sequence = stored.last().map_or(0, |(sequence, _)| sequence + 1);
+        queue.events.extend(
+            stored
+                .into_iter()
+                .map(|(sequence, event)| (Some(sequence), event)),
+        );
+        queue.events.extend(unstored);
         drop(queue);
         self.changes.send_modify(|version| *version += 1);
-    }
-
-    /// Writes the queue's events that ask the app to act; `queue` is held meanwhile, so that
-    /// writes land in the order of the changes.
-    fn save(&self, queue: &VecDeque<Event>) -> Result<(), Error> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        let lasting: Vec<Event> = queue
-            .iter()
-            .filter(|event| event.asks_the_app_to_act())
-            .cloned()
-            .collect();
-        store.save_events(&lasting)
     }
 
     pub fn add_listener(&self, listener: Arc<dyn EventListener>) {
@@ -338,26 +338,35 @@ impl EventBus {
         let mut queue = self.queue();
         let repeated = event.about_offer().is_some_and(|about| {
             queue
+                .events
                 .iter()
-                .any(|queued| queued.about_offer() == Some(about))
+                .any(|(_, queued)| queued.about_offer() == Some(about))
         });
         if !repeated {
-            queue.push_back(event.clone());
-            if queue.len() > MAX_QUEUED_EVENTS {
+            let mut sequence = None;
+            if let (true, Some(store)) = (event.asks_the_app_to_act(), &self.store) {
+                let next = queue.next_sequence;
+                match store.save_event(next, &event) {
+                    Ok(()) => {
+                        queue.next_sequence += 1;
+                        sequence = Some(next);
+                    }
+                    Err(e) => log::error!("{e}; the event waits in memory only"),
+                }
+            }
+            queue.events.push_back((sequence, event.clone()));
+            if queue.events.len() > MAX_QUEUED_EVENTS {
                 let oldest = queue
+                    .events
                     .iter()
-                    .position(|queued| !queued.asks_the_app_to_act())
+                    .position(|(_, queued)| !queued.asks_the_app_to_act())
                     .unwrap_or(0);
-                if let Some(dropped) = queue.remove(oldest) {
+                if let Some((sequence, dropped)) = queue.events.remove(oldest) {
                     log::warn!(
                         "{MAX_QUEUED_EVENTS} events wait for the app; dropping the oldest: {}",
                         dropped.summary()
                     );
-                }
-            }
-            if event.asks_the_app_to_act() {
-                if let Err(e) = self.save(&queue) {
-                    log::error!("{e}; the event waits in memory only");
+                    self.forget(sequence);
                 }
             }
         }
@@ -370,9 +379,18 @@ impl EventBus {
         self.changes.send_modify(|version| *version += 1);
     }
 
+    /// Deletes the record of a stored event that left the queue.
+    fn forget(&self, sequence: Option<u64>) {
+        if let (Some(sequence), Some(store)) = (sequence, &self.store) {
+            if let Err(e) = store.remove_event(sequence) {
+                log::error!("{e}; it may come again after a restart");
+            }
+        }
+    }
+
     /// The oldest event the app has not handled.
     pub fn next_event(&self) -> Option<Event> {
-        self.queue().front().cloned()
+        self.queue().events.front().map(|(_, event)| event.clone())
     }
 
     /// Waits for an event the app has not handled and returns it (not removing it).
@@ -389,16 +407,16 @@ impl EventBus {
         }
     }
 
-    /// Removes the oldest event: the app handled it. Written before it returns if it asked
-    /// the app to act; call it holding the data dir's lock.
+    /// Removes the oldest event: the app handled it. Its record is deleted before this
+    /// returns; call it holding the data dir's lock.
     pub fn event_handled(&self) -> Result<Option<Event>, Error> {
         let mut queue = self.queue();
-        let Some(handled) = queue.pop_front() else {
+        let Some((sequence, handled)) = queue.events.pop_front() else {
             return Ok(None);
         };
-        if handled.asks_the_app_to_act() {
-            if let Err(e) = self.save(&queue) {
-                queue.push_front(handled);
+        if let (Some(sequence), Some(store)) = (sequence, &self.store) {
+            if let Err(e) = store.remove_event(sequence) {
+                queue.events.push_front((Some(sequence), handled));
                 return Err(e);
             }
         }

@@ -49,10 +49,11 @@ pub(crate) const CHECKSUM_LEN: usize = 8;
 /// The record of this install's slot key, beside the offers.
 const INSTALL_KEY: &str = "install_key";
 const INSTALL_MAGIC: &[u8; 4] = b"AOK1";
-/// The record of the events that wait for the app to handle them, beside the offers: `AOE1`,
-/// their number (u32), each event length-prefixed in LDK's encoding (TLV-based, as below),
-/// and a checksum.
-const EVENTS_KEY: &str = "events";
+/// The events that wait for the app to handle them, one record each under their sequence
+/// number (16 hex digits, so that keys sort in order): `AOE1`, the event in LDK's encoding
+/// (TLV-based, as below), and a checksum. One record each: an event costs one small write and
+/// its handling one removal, however many wait.
+const EVENTS_NAMESPACE: &str = "events";
 const EVENTS_MAGIC: &[u8; 4] = b"AOE1";
 
 /// `lightning-persister`'s `FilesystemStore`, with every record file made readable by its owner
@@ -249,39 +250,62 @@ impl OfferStore {
             .map_err(|e| Error::Storage(format!("writing the install key: {e}")))
     }
 
-    /// The events stored to wait for the app. A record that cannot be read is reported and
-    /// taken as none: the offers it was about are still there, and what is due is noticed
-    /// again by maintenance.
-    pub fn events(&self) -> Vec<Event> {
-        let bytes = match self.kv.read(PRIMARY_NAMESPACE, "", EVENTS_KEY) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+    /// The events stored to wait for the app, oldest first, with their sequence numbers. A
+    /// record that cannot be read is reported and skipped: the offers it was about are still
+    /// there, and what is due is noticed again by maintenance.
+    pub fn events(&self) -> Vec<(u64, Event)> {
+        let keys = match self.kv.list(PRIMARY_NAMESPACE, EVENTS_NAMESPACE) {
+            Ok(keys) => keys,
             Err(e) => {
-                log::error!("the stored events are unreadable ({e}); starting without them");
+                log::error!("the stored events cannot be listed ({e}); starting without them");
                 return Vec::new();
             }
         };
-        match decode_events(&bytes) {
-            Ok(events) => events,
-            Err(why) => {
-                log::error!("the stored events are corrupt ({why}); starting without them");
-                Vec::new()
-            }
-        }
+        let mut events: Vec<(u64, Event)> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let sequence = u64::from_str_radix(&key, 16).ok()?;
+                let bytes = self
+                    .kv
+                    .read(PRIMARY_NAMESPACE, EVENTS_NAMESPACE, &key)
+                    .inspect_err(|e| log::error!("stored event {key} is unreadable: {e}"))
+                    .ok()?;
+                let event = decode_event(&bytes)
+                    .inspect_err(|why| log::error!("stored event {key} is skipped: {why}"))
+                    .ok()?;
+                Some((sequence, event))
+            })
+            .collect();
+        events.sort_by_key(|(sequence, _)| *sequence);
+        events
     }
 
-    /// Writes the events that wait for the app, replacing those stored before.
-    pub fn save_events(&self, events: &[Event]) -> Result<(), Error> {
+    /// Writes `event` as the one numbered `sequence`.
+    pub fn save_event(&self, sequence: u64, event: &Event) -> Result<(), Error> {
         let mut record = EVENTS_MAGIC.to_vec();
-        record.extend_from_slice(&(events.len() as u32).to_be_bytes());
-        for event in events {
-            put_bytes(&mut record, &event.encode());
-        }
+        record.extend_from_slice(&event.encode());
         let checksum = Sha256::hash(&record).to_byte_array();
         record.extend_from_slice(&checksum[..CHECKSUM_LEN]);
         self.kv
-            .write(PRIMARY_NAMESPACE, "", EVENTS_KEY, record)
-            .map_err(|e| Error::Storage(format!("writing the events: {e}")))
+            .write(
+                PRIMARY_NAMESPACE,
+                EVENTS_NAMESPACE,
+                &event_key(sequence),
+                record,
+            )
+            .map_err(|e| Error::Storage(format!("writing an event: {e}")))
+    }
+
+    /// Deletes the event numbered `sequence`.
+    pub fn remove_event(&self, sequence: u64) -> Result<(), Error> {
+        self.kv
+            .remove(
+                PRIMARY_NAMESPACE,
+                EVENTS_NAMESPACE,
+                &event_key(sequence),
+                false,
+            )
+            .map_err(|e| Error::Storage(format!("removing a handled event: {e}")))
     }
 
     /// Every stored offer. Fails on the first record that cannot be read or decoded. Records
@@ -347,31 +371,27 @@ impl OfferStore {
     }
 }
 
-fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, String> {
+fn event_key(sequence: u64) -> String {
+    format!("{sequence:016x}")
+}
+
+fn decode_event(bytes: &[u8]) -> Result<Event, String> {
     if bytes.len() < EVENTS_MAGIC.len() + CHECKSUM_LEN
         || &bytes[..EVENTS_MAGIC.len()] != EVENTS_MAGIC
     {
-        return Err("not an events record".into());
+        return Err("not an event record".into());
     }
     let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
     if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
         return Err("checksum mismatch".into());
     }
-    let mut r = Reader(&body[EVENTS_MAGIC.len()..]);
-    let count = u32::from_be_bytes(r.array("count")?);
-    let mut events = Vec::with_capacity(count.min(4096) as usize);
-    for _ in 0..count {
-        let mut bytes = r.bytes("event")?;
-        // One this release cannot read (a later one's kind) is left out, not the rest.
-        match Event::read(&mut bytes) {
-            Ok(event) => events.push(event),
-            Err(e) => log::warn!("a stored event this release cannot read is dropped: {e:?}"),
-        }
-    }
-    if !r.0.is_empty() {
+    let mut reader = &body[EVENTS_MAGIC.len()..];
+    // One of a later release's kinds fails here, and is skipped alone.
+    let event = Event::read(&mut reader).map_err(|e| format!("{e:?}"))?;
+    if !reader.is_empty() {
         return Err("trailing bytes".into());
     }
-    Ok(events)
+    Ok(event)
 }
 
 // The events as LDK encodes its own: TLV-based, so that fields added later (odd types) are
@@ -1010,7 +1030,7 @@ mod tests {
     }
 
     #[test]
-    fn events_round_trip_through_their_record_and_a_corrupt_one_is_taken_as_none() {
+    fn events_round_trip_through_their_records_in_order_and_a_corrupt_one_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let fixture = offer_fixture();
         let mut offer = fixture.cached(2, Duration::from_secs(1_800_000_000), None);
@@ -1051,13 +1071,33 @@ mod tests {
                 payer_note: Some("hi".into()),
             },
         ];
-        store(dir.path()).save_events(&events).unwrap();
-        assert_eq!(store(dir.path()).events(), events);
-        let path = dir.path().join("async_offers").join("events");
+        // Numbered out of the order of writing, and past 9 (hex keys still sort).
+        for (index, event) in events.iter().enumerate().rev() {
+            store(dir.path())
+                .save_event(index as u64 * 7, event)
+                .unwrap();
+        }
+        let loaded = store(dir.path()).events();
+        assert_eq!(
+            loaded.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+            events
+        );
+        store(dir.path()).remove_event(0).unwrap();
+        let path = dir
+            .path()
+            .join("async_offers")
+            .join("events")
+            .join(event_key(7));
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert!(store(dir.path()).events().is_empty());
+        let loaded = store(dir.path()).events();
+        assert_eq!(
+            loaded.len(),
+            events.len() - 2,
+            "the handled one gone, the corrupt one skipped"
+        );
+        assert_eq!(loaded[0], (14, events[2].clone()));
     }
 }
