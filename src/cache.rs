@@ -1004,22 +1004,24 @@ impl OfferCache {
 }
 
 /// How long to wait for the answer to an invoice already sent `sends` times before sending it
-/// again: doubling, capped.
+/// again.
 fn resend_delay(policy: &CachePolicy, sends: u32) -> Duration {
-    let factor = 1u32 << sends.saturating_sub(1).min(16);
-    policy
-        .invoice_resend_after
-        .saturating_mul(factor)
-        .min(policy.max_invoice_resend_after)
+    doubling(
+        policy.invoice_resend_after,
+        sends,
+        policy.max_invoice_resend_after,
+    )
 }
 
-/// Capped exponential backoff for unanswered requests.
+/// How long to wait for the answer to a request already sent `attempts` times.
 fn retry_delay(policy: &CachePolicy, attempts: u32) -> Duration {
+    doubling(policy.first_retry_after, attempts, policy.max_retry_after)
+}
+
+/// `first` after the first attempt, twice as long after each further one, at most `cap`.
+fn doubling(first: Duration, attempts: u32, cap: Duration) -> Duration {
     let factor = 1u32 << attempts.saturating_sub(1).min(16);
-    policy
-        .first_retry_after
-        .saturating_mul(factor)
-        .min(policy.max_retry_after)
+    first.saturating_mul(factor).min(cap)
 }
 
 #[cfg(test)]

@@ -155,6 +155,28 @@ async fn settled(
 }
 
 const REFRESH_INTERVAL: Duration = Duration::from_secs(2 * 3600);
+
+/// A client of `server` on `clock`, wanting `slots` Ready offers, whose handed-out offers are
+/// refreshed every two hours (Ready ones are never replaced for age in these tests).
+fn refreshing(
+    server: &HostileServer,
+    dir: &std::path::Path,
+    slots: u16,
+    clock: &Arc<ManualClock>,
+) -> async_offers::ClientBuilder {
+    let mut config = async_offers::Config::new(
+        lightning::bitcoin::Network::Regtest,
+        dir,
+        server.config.clone(),
+    );
+    config.offer_slots = slots;
+    config.tick_interval = Duration::from_millis(50);
+    config.invoice_refresh_interval = REFRESH_INTERVAL;
+    config.ready_offer_max_age = 30 * DAY;
+    async_offers::AsyncOffersClient::builder(config, SEED)
+        .runtime(tokio::runtime::Handle::current())
+        .clock(clock.clone())
+}
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -169,20 +191,7 @@ async fn a_refresh_the_server_never_confirms_backs_off_is_reported_once_and_noth
     let server = HostileServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::starting_now());
-    let mut config = async_offers::Config::new(
-        lightning::bitcoin::Network::Regtest,
-        dir.path(),
-        server.config.clone(),
-    );
-    config.offer_slots = 2;
-    config.tick_interval = Duration::from_millis(50);
-    config.invoice_refresh_interval = REFRESH_INTERVAL;
-    config.ready_offer_max_age = 30 * DAY;
-    let client = async_offers::AsyncOffersClient::builder(config, SEED)
-        .runtime(tokio::runtime::Handle::current())
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let client = refreshing(&server, dir.path(), 2, &clock).build().unwrap();
     let (listener, events) = events();
     client.add_listener(listener);
     client.start().unwrap();
@@ -345,18 +354,7 @@ async fn a_refreshed_invoice_that_cannot_be_written_is_not_sent_until_it_is() {
         lightning_persister::fs_store::FilesystemStore::new(dir.path().to_path_buf()),
         full.clone(),
     );
-    let mut config = async_offers::Config::new(
-        lightning::bitcoin::Network::Regtest,
-        dir.path(),
-        server.config.clone(),
-    );
-    config.offer_slots = 1;
-    config.tick_interval = Duration::from_millis(50);
-    config.invoice_refresh_interval = REFRESH_INTERVAL;
-    config.ready_offer_max_age = 30 * DAY;
-    let client = async_offers::AsyncOffersClient::builder(config, SEED)
-        .runtime(tokio::runtime::Handle::current())
-        .clock(clock.clone())
+    let client = refreshing(&server, dir.path(), 1, &clock)
         .store(Arc::new(store))
         .build()
         .unwrap();
