@@ -205,18 +205,7 @@ impl Event {
             }
         }
     }
-}
 
-/// Receives the client's events as they happen. Called from the SDK's event thread, never
-/// from the app's. A live feed: a listener added later, or an app not running, misses what
-/// happened before; [`AsyncOffersClient::next_event`](crate::AsyncOffersClient::next_event)
-/// keeps what must not be missed.
-pub trait EventListener: Send + Sync {
-    /// Called once per event, in order.
-    fn on_event(&self, event: Event);
-}
-
-impl Event {
     /// Whether the event asks the app to act (republish an offer, drop one from its screens,
     /// warn that payments may fail, answer a payer): such events are written to the data dir
     /// and stay in the queue across restarts until the app says it handled them.
@@ -240,6 +229,15 @@ impl Event {
             _ => None,
         }
     }
+}
+
+/// Receives the client's events as they happen. Called from the SDK's event thread, never
+/// from the app's. A live feed: a listener added later, or an app not running, misses what
+/// happened before; [`AsyncOffersClient::next_event`](crate::AsyncOffersClient::next_event)
+/// keeps what must not be missed.
+pub trait EventListener: Send + Sync {
+    /// Called once per event, in order.
+    fn on_event(&self, event: Event);
 }
 
 /// The most events the queue holds. Past it, the oldest that does not ask the app to act goes
