@@ -106,9 +106,10 @@ pub(crate) struct Delivery {
     pub problem: Option<String>,
     /// Whether the app was told its invoice is stale ([`Maintenance::refresh_failed`]).
     pub failure_announced: bool,
-    /// When (monotonic) maintenance last asked for the invoice to be rebuilt, until the new
-    /// one is in: ticks that come meanwhile do not ask again.
-    pub rebuild_asked_at: Option<Duration>,
+    /// Whether maintenance asked for the invoice to be rebuilt and the rebuild has not ended
+    /// (in a new invoice or a problem): ticks that come meanwhile, however many, do not ask
+    /// again.
+    pub rebuild_under_way: bool,
 }
 
 impl CachedOffer {
@@ -263,10 +264,6 @@ fn human(duration: Duration) -> String {
     };
     format!("{count} {unit}{}", if count == 1 { "" } else { "s" })
 }
-
-/// How long a rebuild maintenance asked for counts as under way (a job on the blocking pool,
-/// milliseconds): a tick meanwhile does not build the same invoice twice.
-const REBUILD_UNDER_WAY_FOR: Duration = Duration::from_secs(60);
 
 /// Unconfirmed sends of a fresh invoice, to a connected server, before its offer's refresh
 /// counts as failed: with the doubling waits, about 35 seconds of silence.
@@ -602,7 +599,11 @@ impl OfferCache {
                         && old.invoice.invoice.created_at() == offer.invoice.invoice.created_at()
                 }) {
                     offer.invoice_sent_at = old.invoice_sent_at;
-                    offer.delivery = old.delivery.clone();
+                    // Not a rebuild under way: its job was dropped if the dir was not ours.
+                    offer.delivery = Delivery {
+                        rebuild_under_way: false,
+                        ..old.delivery.clone()
+                    };
                 }
                 offer
             })
@@ -907,12 +908,8 @@ impl OfferCache {
             }
         }
         for offer in self.offers.iter_mut() {
-            let rebuild_under_way = offer
-                .delivery
-                .rebuild_asked_at
-                .is_some_and(|asked| asked.saturating_add(REBUILD_UNDER_WAY_FOR) > now.monotonic);
             if offer.invoice_confirmed
-                && !rebuild_under_way
+                && !offer.delivery.rebuild_under_way
                 && offer.state == OfferState::Used
                 && !offer.is_expired(now.wall)
                 && self.reachability.contains_key(&offer.server)
@@ -923,7 +920,7 @@ impl OfferCache {
                     .saturating_add(self.policy.invoice_refresh_interval)
                     <= now.wall
             {
-                offer.delivery.rebuild_asked_at = Some(now.monotonic);
+                offer.delivery.rebuild_under_way = true;
                 maintenance.rebuild.push(offer.id());
             }
         }
@@ -961,7 +958,7 @@ impl OfferCache {
     pub fn refresh_problem(&mut self, id: OfferId, problem: String) {
         if let Some(offer) = self.get_mut(id) {
             offer.delivery.problem = Some(problem);
-            offer.delivery.rebuild_asked_at = None;
+            offer.delivery.rebuild_under_way = false;
         }
     }
 
@@ -984,21 +981,7 @@ impl OfferCache {
             offer.invoice_sent_at = Some(now);
             offer.delivery.sends = 1;
             offer.delivery.problem = None;
-            offer.delivery.rebuild_asked_at = None;
-        }
-    }
-
-    /// Puts back the invoice `replaced` held before a [`Self::replace_invoice`] whose record
-    /// could not be written: the server is never sent an invoice the disk does not know, and
-    /// the next maintenance tries the refresh again.
-    pub fn restore_invoice(&mut self, replaced: &CachedOffer, problem: String) {
-        if let Some(offer) = self.get_mut(replaced.id()) {
-            offer.invoice = replaced.invoice.clone();
-            offer.invoice_confirmed = replaced.invoice_confirmed;
-            offer.invoice_sent_at = replaced.invoice_sent_at;
-            offer.delivery.sends = replaced.delivery.sends;
-            offer.delivery.problem = Some(problem);
-            offer.delivery.rebuild_asked_at = None;
+            offer.delivery.rebuild_under_way = false;
         }
     }
 }

@@ -811,30 +811,33 @@ impl Engine {
                 return;
             }
         };
-        let (write, replaced) = {
-            let mut state = self.lock();
-            let Some(replaced) = state.cache.get(id).cloned() else {
-                return;
-            };
-            state.cache.replace_invoice(id, invoice, now.monotonic);
+        // The new invoice is written before the cache takes it: until then nothing (a resend,
+        // a reconnection) can send the server an invoice the disk does not know.
+        let (write, slot) = {
+            let state = self.lock();
             let Some(cached) = state.cache.get(id) else {
                 return;
             };
-            let write = (cached.state != OfferState::Pending).then(|| self.store.prepare(cached));
-            (write, replaced)
+            let write = (cached.state != OfferState::Pending).then(|| {
+                let mut refreshed = cached.clone();
+                refreshed.invoice = invoice.clone();
+                refreshed.invoice_confirmed = false;
+                self.store.prepare(&refreshed)
+            });
+            (write, cached.slot)
         };
         if let Some(Err(e)) = write.map(|write| self.store.commit(write)) {
             log::error!(
-                "not sending the refreshed invoice of the offer in slot {}: {e}; the previous one stays, and the next maintenance tries again",
-                replaced.slot
+                "not sending the refreshed invoice of the offer in slot {slot}: {e}; the previous one stays, and the next maintenance tries again"
             );
-            self.lock().cache.restore_invoice(
-                &replaced,
+            self.lock().cache.refresh_problem(
+                id,
                 format!("its refreshed invoice could not be written: {e}"),
             );
             return;
         }
         let mut state = self.lock();
+        state.cache.replace_invoice(id, invoice, now.monotonic);
         self.queue_invoice(&mut state, id);
         drop(state);
         self.wake_transports();
