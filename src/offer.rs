@@ -23,7 +23,7 @@ use lightning::types::features::BlindedHopFeatures;
 use lightning::util::ser::Writeable;
 
 use crate::config::ChannelHint;
-use crate::keys::WalletKeys;
+use crate::keys::{WalletKeys, EXPIRY_GRACE_SECS};
 
 /// At most this many payment paths and held-HTLC paths per invoice, as LDK's router does.
 const MAX_PATHS: usize = 3;
@@ -36,8 +36,6 @@ const SECONDS_PER_BLOCK: u64 = 9 * 60;
 const MIN_RECEIVE_CLTV_HORIZON: u32 = 14 * 24 * 6;
 /// LDK's `LATENCY_GRACE_PERIOD_BLOCKS`.
 const LATENCY_GRACE_PERIOD_BLOCKS: u32 = 3;
-/// LDK adds this to payment expiries (block timestamps may run two hours ahead).
-const EXPIRY_GRACE_SECS: u64 = 7200;
 
 /// Mainnet's halving block, a known (height, time) point to extrapolate the tip from.
 const REFERENCE_HEIGHT: u32 = 840_000;

@@ -10,6 +10,8 @@
 
 mod payment_secret;
 
+pub(crate) use payment_secret::EXPIRY_GRACE_SECS;
+
 use std::sync::Arc;
 use std::time::Duration;
 

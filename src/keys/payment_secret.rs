@@ -15,8 +15,9 @@ use lightning::types::payment::PaymentSecret;
 /// LDK's `Method::SpontaneousPayment`, stored in the top three bits of the metadata.
 const METHOD_SPONTANEOUS: u8 = 4;
 const METHOD_TYPE_OFFSET: u8 = 5;
-/// LDK adds two hours to every payment's expiry to tolerate block-timestamp skew.
-const EXPIRY_GRACE_SECS: u64 = 7200;
+/// LDK adds two hours to every payment's expiry to tolerate block-timestamp skew; so do the
+/// paths the offers' invoices carry.
+pub(crate) const EXPIRY_GRACE_SECS: u64 = 7200;
 
 /// The two HKDF outputs of LDK's `ExpandedKey` that async-offer payment secrets use.
 #[derive(Clone)]
