@@ -208,6 +208,9 @@ async fn the_data_dir_and_its_records_are_the_owners_alone() {
     client.take_offer(Some("a contact".into())).unwrap();
     client.stop();
     drop(client);
+    // A client opened on the dir waits for the stopped one's last writes (the install key, say),
+    // which are chmodded only after their rename.
+    drop(common::client(config_for(&server, b"w", &fresh)));
     // And every record in it, written, rewritten or not.
     let mut records = Vec::new();
     let mut dirs = vec![fresh.clone()];
