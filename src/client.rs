@@ -163,7 +163,7 @@ impl ClientBuilder {
         let offload: Offload = Arc::new(move |job| {
             blocking_pool.spawn_blocking(job);
         });
-        let events = Arc::new(EventBus::new(Some(store.clone())));
+        let events = Arc::new(EventBus::new(Some(Arc::new(store.clone()))));
         let engine = Engine::new(
             &config,
             keys.clone(),

@@ -15,7 +15,6 @@ use lightning::bitcoin::hex::DisplayHex;
 use lightning::bitcoin::secp256k1::PublicKey;
 
 use crate::cache::{CachedOffer, OfferState};
-use crate::store::OfferStore;
 use crate::Error;
 
 /// An offer as the app sees it.
@@ -240,6 +239,17 @@ pub trait EventListener: Send + Sync {
     fn on_event(&self, event: Event);
 }
 
+/// Where the events that ask the app to act are kept: one record each, by sequence number
+/// (the offer store's, in the data dir). A trait so that the events need not know the store.
+pub(crate) trait EventRecords: Send + Sync {
+    /// The stored events, oldest first, with their sequence numbers.
+    fn events(&self) -> Vec<(u64, Event)>;
+    /// Writes `event` as the one numbered `sequence`.
+    fn save_event(&self, sequence: u64, event: &Event) -> Result<(), Error>;
+    /// Deletes the event numbered `sequence`.
+    fn remove_event(&self, sequence: u64) -> Result<(), Error>;
+}
+
 /// The most events the queue holds. Past it, the oldest that does not ask the app to act goes
 /// first (the state it told of can be read at any time), then the oldest of all.
 const MAX_QUEUED_EVENTS: usize = 1024;
@@ -252,7 +262,7 @@ pub(crate) struct EventBus {
     changes: tokio::sync::watch::Sender<u64>,
     queue: Mutex<Queue>,
     /// Where the events that ask the app to act are kept (`None`: nowhere, in fuzzing).
-    store: Option<OfferStore>,
+    store: Option<Arc<dyn EventRecords>>,
 }
 
 /// The events not handled yet, each with the number of its stored record if it has one.
@@ -264,7 +274,7 @@ struct Queue {
 }
 
 impl EventBus {
-    pub fn new(store: Option<OfferStore>) -> Self {
+    pub fn new(store: Option<Arc<dyn EventRecords>>) -> Self {
         let (sender, receiver) = mpsc::channel::<Event>();
         let listeners: Arc<Mutex<Vec<Arc<dyn EventListener>>>> = Arc::default();
         let for_thread = listeners.clone();

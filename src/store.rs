@@ -24,7 +24,7 @@ use lightning::util::ser::{Readable, Writeable};
 use lightning_persister::fs_store::FilesystemStore;
 
 use crate::cache::{CachedOffer, OfferState};
-use crate::events::Event;
+use crate::events::{Event, EventRecords};
 use crate::offer::BuiltInvoice;
 use crate::responder::{reply_path_of, responder_encoding};
 use crate::Error;
@@ -250,64 +250,6 @@ impl OfferStore {
             .map_err(|e| Error::Storage(format!("writing the install key: {e}")))
     }
 
-    /// The events stored to wait for the app, oldest first, with their sequence numbers. A
-    /// record that cannot be read is reported and skipped: the offers it was about are still
-    /// there, and what is due is noticed again by maintenance.
-    pub fn events(&self) -> Vec<(u64, Event)> {
-        let keys = match self.kv.list(PRIMARY_NAMESPACE, EVENTS_NAMESPACE) {
-            Ok(keys) => keys,
-            Err(e) => {
-                log::error!("the stored events cannot be listed ({e}); starting without them");
-                return Vec::new();
-            }
-        };
-        let mut events: Vec<(u64, Event)> = keys
-            .into_iter()
-            .filter_map(|key| {
-                let sequence = u64::from_str_radix(&key, 16).ok()?;
-                let bytes = self
-                    .kv
-                    .read(PRIMARY_NAMESPACE, EVENTS_NAMESPACE, &key)
-                    .inspect_err(|e| log::error!("stored event {key} is unreadable: {e}"))
-                    .ok()?;
-                let event = decode_event(&bytes)
-                    .inspect_err(|why| log::error!("stored event {key} is skipped: {why}"))
-                    .ok()?;
-                Some((sequence, event))
-            })
-            .collect();
-        events.sort_by_key(|(sequence, _)| *sequence);
-        events
-    }
-
-    /// Writes `event` as the one numbered `sequence`.
-    pub fn save_event(&self, sequence: u64, event: &Event) -> Result<(), Error> {
-        let mut record = EVENTS_MAGIC.to_vec();
-        record.extend_from_slice(&event.encode());
-        let checksum = Sha256::hash(&record).to_byte_array();
-        record.extend_from_slice(&checksum[..CHECKSUM_LEN]);
-        self.kv
-            .write(
-                PRIMARY_NAMESPACE,
-                EVENTS_NAMESPACE,
-                &event_key(sequence),
-                record,
-            )
-            .map_err(|e| Error::Storage(format!("writing an event: {e}")))
-    }
-
-    /// Deletes the event numbered `sequence`.
-    pub fn remove_event(&self, sequence: u64) -> Result<(), Error> {
-        self.kv
-            .remove(
-                PRIMARY_NAMESPACE,
-                EVENTS_NAMESPACE,
-                &event_key(sequence),
-                false,
-            )
-            .map_err(|e| Error::Storage(format!("removing a handled event: {e}")))
-    }
-
     /// Every stored offer. Fails on the first record that cannot be read or decoded. Records
     /// of the single-server format are taken as `first_server`'s and rewritten.
     pub fn load_all(&self, first_server: PublicKey) -> Result<Vec<CachedOffer>, Error> {
@@ -368,6 +310,66 @@ impl OfferStore {
         }
         offers.sort_by_key(|offer| (offer.server, offer.slot));
         Ok(offers)
+    }
+}
+
+impl EventRecords for OfferStore {
+    /// The events stored to wait for the app, oldest first, with their sequence numbers. A
+    /// record that cannot be read is reported and skipped: the offers it was about are still
+    /// there, and what is due is noticed again by maintenance.
+    fn events(&self) -> Vec<(u64, Event)> {
+        let keys = match self.kv.list(PRIMARY_NAMESPACE, EVENTS_NAMESPACE) {
+            Ok(keys) => keys,
+            Err(e) => {
+                log::error!("the stored events cannot be listed ({e}); starting without them");
+                return Vec::new();
+            }
+        };
+        let mut events: Vec<(u64, Event)> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let sequence = u64::from_str_radix(&key, 16).ok()?;
+                let bytes = self
+                    .kv
+                    .read(PRIMARY_NAMESPACE, EVENTS_NAMESPACE, &key)
+                    .inspect_err(|e| log::error!("stored event {key} is unreadable: {e}"))
+                    .ok()?;
+                let event = decode_event(&bytes)
+                    .inspect_err(|why| log::error!("stored event {key} is skipped: {why}"))
+                    .ok()?;
+                Some((sequence, event))
+            })
+            .collect();
+        events.sort_by_key(|(sequence, _)| *sequence);
+        events
+    }
+
+    /// Writes `event` as the one numbered `sequence`.
+    fn save_event(&self, sequence: u64, event: &Event) -> Result<(), Error> {
+        let mut record = EVENTS_MAGIC.to_vec();
+        record.extend_from_slice(&event.encode());
+        let checksum = Sha256::hash(&record).to_byte_array();
+        record.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        self.kv
+            .write(
+                PRIMARY_NAMESPACE,
+                EVENTS_NAMESPACE,
+                &event_key(sequence),
+                record,
+            )
+            .map_err(|e| Error::Storage(format!("writing an event: {e}")))
+    }
+
+    /// Deletes the event numbered `sequence`.
+    fn remove_event(&self, sequence: u64) -> Result<(), Error> {
+        self.kv
+            .remove(
+                PRIMARY_NAMESPACE,
+                EVENTS_NAMESPACE,
+                &event_key(sequence),
+                false,
+            )
+            .map_err(|e| Error::Storage(format!("removing a handled event: {e}")))
     }
 }
 
