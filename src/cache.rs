@@ -124,6 +124,12 @@ impl CachedOffer {
     fn is_expired(&self, now: Duration) -> bool {
         self.expires_at().is_some_and(|expiry| expiry <= now)
     }
+
+    /// Whether it expires within `notice` of `now`.
+    fn is_expiring(&self, notice: Duration, now: Duration) -> bool {
+        self.expires_at()
+            .is_some_and(|expiry| expiry.saturating_sub(notice) <= now)
+    }
 }
 
 /// Tunables of the cache, from [`crate::Config`].
@@ -404,12 +410,6 @@ impl OfferCache {
 
     fn is_connected(&self, server: &PublicKey) -> bool {
         self.reachability(server) == Reachability::Connected
-    }
-
-    fn is_expiring(&self, offer: &CachedOffer, now: Duration) -> bool {
-        offer
-            .expires_at()
-            .is_some_and(|expiry| expiry.saturating_sub(self.policy.expiring_notice) <= now)
     }
 
     fn is_stale_ready(&self, offer: &CachedOffer, now: Duration) -> bool {
@@ -712,7 +712,7 @@ impl OfferCache {
             .iter()
             .filter(|o| o.state == OfferState::Used && !o.is_expired(now))
             .filter(|o| o.label.as_deref() == Some(label))
-            .partition(|o| self.is_expiring(o, now));
+            .partition(|o| o.is_expiring(self.policy.expiring_notice, now));
         if let Some(offer) = lasting
             .into_iter()
             .min_by_key(|o| (o.handed_out_at, o.slot))
@@ -727,10 +727,7 @@ impl OfferCache {
         let notice = self.policy.expiring_notice;
         self.take_where(Some(label.to_string()), now, |ready| {
             // A replacement about to expire itself would be replaced at the next call.
-            !label_has_offers
-                || ready
-                    .expires_at()
-                    .is_none_or(|expiry| expiry.saturating_sub(notice) > now)
+            !label_has_offers || !ready.is_expiring(notice, now)
         })
         .map(|offer| (offer, true))
         .or(last_resort.map(|offer| (offer, false)))
@@ -898,10 +895,7 @@ impl OfferCache {
                 offer.expiry_announced = false;
                 maintenance.announced.push(offer.clone());
             }
-            let expiring = offer
-                .expires_at()
-                .is_some_and(|expiry| expiry.saturating_sub(notice) <= now.wall);
-            if expiring && !offer.expiry_announced {
+            if offer.is_expiring(notice, now.wall) && !offer.expiry_announced {
                 offer.expiry_announced = true;
                 maintenance.expiring.push(offer.clone());
                 maintenance.announced.push(offer.clone());

@@ -74,7 +74,7 @@ impl From<&CachedOffer> for OfferInfo {
 pub struct ClientStatus {
     /// Whether [`start`](crate::AsyncOffersClient::start) was called and not stopped since.
     pub running: bool,
-    /// How many offers are Ready, and how many the config wants.
+    /// How many offers are Ready.
     pub ready_offers: usize,
     /// The configured number of Ready offers.
     pub wanted_offers: usize,

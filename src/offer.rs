@@ -400,21 +400,9 @@ mod tests {
         (OfferFactory::new(keys.clone(), Network::Regtest, end), keys)
     }
 
+    /// One one-hop server path.
     fn server_paths(factory: &OfferFactory) -> Vec<BlindedMessagePath> {
-        let end = PathEnd {
-            node_id: pubkey(9),
-            receive_auth_key: ReceiveAuthKey([5; 32]),
-        };
-        let nonce = Nonce::try_from(&[0u8; 16][..]).unwrap();
-        let context = MessageContext::Offers(OffersContext::InvoiceRequest { nonce });
-        let entropy = lightning::sign::KeysManager::new(&[2; 32], 1, 1, true);
-        vec![BlindedMessagePath::one_hop(
-            end.node_id,
-            end.receive_auth_key,
-            context,
-            &entropy,
-            factory.secp(),
-        )]
+        long_server_paths(factory, 1, 0)
     }
 
     fn hint(scid: u64, fee_base_msat: u32) -> ChannelHint {
