@@ -133,15 +133,19 @@ impl DataDirLock {
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => return Err(storage(e)),
             }
-            let soon = listed
-                .get(&self.path)
-                .and_then(Weak::upgrade)
+            let holder = listed.get(&self.path).and_then(Weak::upgrade);
+            let soon = holder
+                .as_ref()
                 .is_some_and(|holder| holder.releasing_soon.load(Ordering::SeqCst));
+            drop(listed);
+            // Let go only now: if its owner let go meanwhile, this is the last reference, and
+            // the release it makes takes the list's lock.
+            drop(holder);
             if soon && started.elapsed() < DRAIN_TIMEOUT {
-                drop(RELEASED_HERE.wait_timeout(listed, POLL));
+                // A release between the two locks is seen at the next try, within `POLL`.
+                drop(RELEASED_HERE.wait_timeout(held_here(), POLL));
                 continue;
             }
-            drop(listed);
             let left = self.wait.saturating_sub(started.elapsed());
             if left.is_zero() {
                 return Err(self.in_use());
@@ -225,5 +229,29 @@ mod tests {
             .acquire(false)
             .expect("waited for the stopped holder");
         releaser.join().unwrap();
+    }
+
+    #[test]
+    fn two_clients_of_a_process_taking_turns_fast_never_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let (done, finished) = std::sync::mpsc::channel();
+        for nonce in [1u8, 2] {
+            let (path, done) = (path.clone(), done.clone());
+            std::thread::spawn(move || {
+                let lock = DataDirLock::new(&path, Duration::from_secs(5), [nonce; 16]);
+                for _ in 0..100_000 {
+                    let held = lock.acquire(true).unwrap();
+                    // The other one may be looking at this holding while it ends.
+                    drop(held);
+                }
+                done.send(()).unwrap();
+            });
+        }
+        for _ in 0..2 {
+            finished
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a client took its turns within a minute (no deadlock)");
+        }
     }
 }
