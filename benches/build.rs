@@ -14,7 +14,7 @@ mod ldk_flow;
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_offers::bench::OfferWork;
+use async_offers::testing::bench::OfferWork;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ldk_flow::{LdkFlow, ServerPaths};
 use lightning::bitcoin::secp256k1::ecdh::SharedSecret;

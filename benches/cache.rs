@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench cache`
 
-use async_offers::bench::CacheWork;
+use async_offers::testing::bench::CacheWork;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 fn cache(c: &mut Criterion) {

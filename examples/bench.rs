@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_offers::bench::OfferWork;
+use async_offers::testing::bench::OfferWork;
 use async_offers::{AsyncOffersClient, Config};
 use async_offers_server::Payer;
 use ldk_flow::{LdkFlow, ServerPaths};

@@ -11,7 +11,7 @@ for arg in "$@"; do
     if [ "$arg" = "--release" ]; then profile=release; else soak_args+=("$arg"); fi
 done
 build=(cargo build --quiet --locked -p async-offers -p async-offers-server
-    --bin async-offers --bin async-offers-server --example crash_soak)
+    --features async-offers/cli --bin async-offers --bin async-offers-server --example crash_soak)
 if [ "$profile" = release ]; then build+=(--release); fi
 "${build[@]}"
 exec "target/$profile/examples/crash_soak" "${soak_args[@]}"

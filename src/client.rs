@@ -11,12 +11,13 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
 use crate::events::{ClientStatus, Event, EventBus, EventListener, ImportedOffers, OfferInfo};
+use crate::flow::{Engine, EngineHost, Offload};
+use crate::handler::ProtocolHandler;
+use crate::io::lock::DataDirLock;
+use crate::io::store::{DynStore, OfferStore, PrivateFilesystemStore};
 use crate::keys::WalletKeys;
-use crate::lock::DataDirLock;
-use crate::offer::{OfferFactory, PathEnd};
-use crate::protocol::{Engine, EngineHost, Offload, ProtocolHandler};
-use crate::store::{DynStore, OfferStore, PrivateFilesystemStore};
-use crate::transport::Transport;
+use crate::net::transport::Transport;
+use crate::offers::builder::{OfferFactory, PathEnd};
 use crate::Error;
 
 /// Keeps a wallet supplied with ready BOLT 12 offers backed by a static invoice server.

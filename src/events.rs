@@ -14,7 +14,7 @@ use std::time::Duration;
 use lightning::bitcoin::hex::DisplayHex;
 use lightning::bitcoin::secp256k1::PublicKey;
 
-use crate::cache::{CachedOffer, OfferState};
+use crate::offers::cache::{CachedOffer, OfferState};
 use crate::Error;
 
 /// An offer as the app sees it.

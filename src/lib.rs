@@ -23,9 +23,6 @@
 #[cfg(feature = "ffi")]
 uniffi::setup_scaffolding!();
 
-#[doc(hidden)]
-pub mod bench;
-mod cache;
 mod client;
 pub mod clock;
 pub mod config;
@@ -33,26 +30,26 @@ mod error;
 mod events;
 #[cfg(feature = "ffi")]
 pub mod ffi;
-#[doc(hidden)]
-pub mod fuzz;
+mod flow;
+mod handler;
+mod io;
 pub mod keys;
-mod lock;
 mod logging;
-mod offer;
-mod protocol;
-mod responder;
-mod store;
+mod net;
+mod offers;
 #[cfg(test)]
 mod test_utils;
-mod transport;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
-pub use cache::OfferState;
 pub use client::{AsyncOffersClient, ClientBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ChannelHint, Config, InvoiceRequestTarget, ServerConfig};
 pub use error::Error;
 pub use events::{ClientStatus, Event, EventListener, ImportedOffers, OfferInfo, ServerStatus};
+pub use handler::ProtocolHandler;
+pub use io::store::DynStore;
 pub use logging::LdkLogBridge;
-pub use protocol::ProtocolHandler;
-pub use store::DynStore;
-pub use transport::ServerRouter;
+pub use net::transport::ServerRouter;
+pub use offers::cache::OfferState;

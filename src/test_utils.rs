@@ -9,9 +9,9 @@ use lightning::blinded_path::message::{BlindedMessagePath, MessageContext, Offer
 use lightning::offers::nonce::Nonce;
 use lightning::sign::ReceiveAuthKey;
 
-use crate::cache::{CachedOffer, OfferState};
 use crate::keys::WalletKeys;
-use crate::offer::{BuiltInvoice, OfferFactory, PathEnd};
+use crate::offers::builder::{BuiltInvoice, OfferFactory, PathEnd};
+use crate::offers::cache::{CachedOffer, OfferState};
 
 pub(crate) fn pubkey(byte: u8) -> PublicKey {
     PublicKey::from_secret_key(

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use async_offers::fuzz::{decode_record, protocol_operations, seed_corpus};
+use async_offers::testing::fuzz::{decode_record, protocol_operations, seed_corpus};
 use async_offers::OfferState;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {

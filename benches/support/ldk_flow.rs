@@ -181,7 +181,7 @@ impl LdkFlow {
 
     /// A reply path from the server, as `OfferPaths` arrives with (built outside any timing).
     pub fn responder(server: &ServerPaths) -> Responder {
-        async_offers::bench::responder_for(&server.path())
+        async_offers::testing::bench::responder_for(&server.path())
     }
 
     /// The receive TLVs (with the payment secret) of the last invoice LDK built.

@@ -1,4 +1,4 @@
-//! Stored offer records as read back at start (`async_offers::fuzz::decode_record`).
+//! Stored offer records as read back at start (`async_offers::testing::fuzz::decode_record`).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| async_offers::fuzz::decode_record(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| async_offers::testing::fuzz::decode_record(data));

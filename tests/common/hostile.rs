@@ -523,7 +523,7 @@ impl HostileServer {
     pub fn flood_confirmations(&self, index: usize, count: usize) {
         let responder = self.seen().invoices[index].1.clone();
         let secp = Secp256k1::new();
-        let reply_path = async_offers::bench::reply_path_of(&responder);
+        let reply_path = async_offers::testing::bench::reply_path_of(&responder);
         let path = self
             .router
             .find_path(

@@ -35,7 +35,7 @@ use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::{Offer, OfferId};
 
 use crate::clock::Time;
-use crate::offer::BuiltInvoice;
+use crate::offers::builder::BuiltInvoice;
 
 /// Where an offer is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -25,14 +25,15 @@ use lightning::sign::ReceiveAuthKey;
 use lightning::util::persist::KVStoreSync;
 use lightning::util::ser::Readable;
 
-use crate::cache::OfferState;
 use crate::clock::{Clock, ManualClock};
 use crate::config::{Config, ServerConfig};
 use crate::events::EventBus;
+use crate::flow::{Engine, EngineHost, Offload};
+use crate::handler::ProtocolHandler;
+use crate::io::store::{decode, encode, OfferStore, CHECKSUM_LEN, MAGIC as CURRENT_RECORD_MAGIC};
 use crate::keys::WalletKeys;
-use crate::offer::{OfferFactory, PathEnd};
-use crate::protocol::{Engine, EngineHost, Offload, ProtocolHandler};
-use crate::store::{decode, encode, OfferStore, CHECKSUM_LEN, MAGIC as CURRENT_RECORD_MAGIC};
+use crate::offers::builder::{OfferFactory, PathEnd};
+use crate::offers::cache::OfferState;
 
 /// A stored record, as read back at start. With a leading 0 the rest is decoded as it is
 /// (the checksum catches nearly every mutation); otherwise the rest is a record body given its
@@ -261,7 +262,7 @@ impl Harness {
             7 => self.handler.server_disconnected(),
             8 => self.handler.tick(),
             _ => {
-                let _ = self.engine.release_pending_messages(&server_id(), false);
+                let _ = self.engine.release_for_transport(&server_id());
             }
         }
     }
@@ -404,7 +405,7 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
             0,
             &prefixed(&[
                 &context.encode(),
-                &crate::responder::responder_encoding(&server_path(0x30 + slot as u8)),
+                &crate::offers::responder::responder_encoding(&server_path(0x30 + slot as u8)),
                 &message.encode(),
             ]),
         )
@@ -475,7 +476,7 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
 
     // Records of each state.
     let dir = std::env::temp_dir().join(format!("async-offers-seeds-{}", std::process::id()));
-    if let Ok(work) = crate::bench::CacheWork::new(3, &dir) {
+    if let Ok(work) = super::bench::CacheWork::new(3, &dir) {
         for (i, record) in work.records().iter().enumerate() {
             let mut raw = vec![0];
             raw.extend_from_slice(record);

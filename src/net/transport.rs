@@ -34,8 +34,9 @@ use lightning::types::features::{ChannelFeatures, InitFeatures, NodeFeatures};
 use lightning_net_tokio::SocketDescriptor;
 use tokio::sync::{watch, Notify};
 
+use crate::flow::{Engine, Outgoing};
+use crate::handler::ProtocolHandler;
 use crate::logging::LdkLogBridge;
-use crate::protocol::{Engine, Outgoing, ProtocolHandler};
 
 type Messenger = OnionMessenger<
     Arc<KeysManager>,
@@ -484,7 +485,7 @@ impl Transport {
                 },
                 None => self.outbox_ready.notified().await,
             }
-            for outgoing in self.engine.release_pending_messages(&self.server, false) {
+            for outgoing in self.engine.release_for_transport(&self.server) {
                 tokio::spawn(self.clone().send(outgoing));
             }
             self.peers.process_events();

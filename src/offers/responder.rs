@@ -21,7 +21,9 @@ pub(crate) fn reply_path_of(responder: &Responder) -> Result<BlindedMessagePath,
     BlindedMessagePath::read(&mut stream)
 }
 
-/// A [`Responder`] replying over `path`, as a received message carries one.
+/// A [`Responder`] replying over `path`, as a received message carries one (for the tests and
+/// fuzz targets, which play the server).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn responder_for(path: &BlindedMessagePath) -> Responder {
     Responder::read(&mut &responder_encoding(path)[..]).expect("a valid responder encoding")
 }

@@ -23,10 +23,10 @@ use lightning::util::persist::KVStoreSync;
 use lightning::util::ser::{Readable, Writeable};
 use lightning_persister::fs_store::FilesystemStore;
 
-use crate::cache::{CachedOffer, OfferState};
 use crate::events::{Event, EventRecords};
-use crate::offer::BuiltInvoice;
-use crate::responder::{reply_path_of, responder_encoding};
+use crate::offers::builder::BuiltInvoice;
+use crate::offers::cache::{CachedOffer, OfferState};
+use crate::offers::responder::{reply_path_of, responder_encoding};
 use crate::Error;
 
 /// A `KVStoreSync` the client can share across threads.
@@ -224,7 +224,7 @@ impl OfferStore {
         self.commit(self.prepare_removal(offer))
     }
 
-    /// This install's key for choosing slots ([`crate::cache::SlotSequence::Keyed`]), if it has
+    /// This install's key for choosing slots ([`crate::offers::cache::SlotSequence::Keyed`]), if it has
     /// one. One that cannot be read is taken as none, and replaced: it only decides which free
     /// slots come first.
     pub fn install_key(&self) -> Option<[u8; 32]> {
@@ -401,8 +401,8 @@ fn decode_event(bytes: &[u8]) -> Result<Event, String> {
 // LDK's macros drop readers that have no `Drop`.
 #[allow(clippy::drop_non_drop)]
 mod event_encoding {
-    use crate::cache::OfferState;
     use crate::events::{Event, OfferInfo};
+    use crate::offers::cache::OfferState;
 
     lightning::impl_writeable_tlv_based_enum!(OfferState,
         (0, Pending) => {},

@@ -14,11 +14,13 @@ use lightning::onion_message::messenger::Responder;
 use lightning::sign::{KeysManager, NodeSigner, Recipient};
 use lightning_persister::fs_store::FilesystemStore;
 
-use crate::cache::{CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, SlotSequence};
 use crate::config::ChannelHint;
+use crate::io::store::{decode, encode, OfferStore};
 use crate::keys::WalletKeys;
-use crate::offer::{BuiltInvoice, OfferFactory, PathEnd};
-use crate::store::{decode, encode, OfferStore};
+use crate::offers::builder::{BuiltInvoice, OfferFactory, PathEnd};
+use crate::offers::cache::{
+    CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, SlotSequence,
+};
 
 /// The client's CPU work for one `OfferPaths` message: an offer, its static invoice, and the
 /// payment, held-HTLC and forward paths, exactly as the protocol builds them.
@@ -58,12 +60,12 @@ impl OfferWork {
 
 /// A `Responder` for replies over `path`, as a received message carries one.
 pub fn responder_for(path: &BlindedMessagePath) -> Responder {
-    crate::responder::responder_for(path)
+    crate::offers::responder::responder_for(path)
 }
 
 /// The path a `Responder` replies over.
 pub fn reply_path_of(responder: &Responder) -> BlindedMessagePath {
-    crate::responder::reply_path_of(responder).expect("LDK reads the responders it writes")
+    crate::offers::responder::reply_path_of(responder).expect("LDK reads the responders it writes")
 }
 
 /// The cache's work at a given size: `offers` Ready offers of one server (real offers and

@@ -1,0 +1,98 @@
+//! What the app takes: offers handed out (each written as handed out before it is returned),
+//! and offer books exported and imported.
+
+use std::time::Duration;
+
+use super::Engine;
+use crate::clock::Time;
+use crate::events::{ImportedOffers, OfferInfo};
+use crate::io::store::{decode_book, encode_book};
+use crate::offers::cache::{CachedOffer, OfferCache};
+use crate::Error;
+
+impl Engine {
+    /// Hands out a Ready offer never handed out before, persisted as Used first.
+    pub fn take_offer(&self, label: Option<String>) -> Result<OfferInfo, Error> {
+        self.hand_out(|cache, now| cache.take(label, now).map(|offer| (offer, true)))
+    }
+
+    /// The offer for `label`: the same one every time while it lives.
+    pub fn offer_for(&self, label: &str) -> Result<OfferInfo, Error> {
+        self.hand_out(|cache, now| cache.offer_for(label, now))
+    }
+
+    /// Runs `pick`; an offer it newly hands out is persisted as Used before it is returned, and
+    /// its slot's replacement requested. The write is made outside the engine's lock: message
+    /// handling and maintenance never wait for it; hand-outs (and exports) wait for each
+    /// other, so no two see an offer whose hand-out is not yet durable.
+    pub(super) fn hand_out(
+        &self,
+        pick: impl FnOnce(&mut OfferCache, Duration) -> Option<(CachedOffer, bool)>,
+    ) -> Result<OfferInfo, Error> {
+        let _held = self.hold_data_dir()?;
+        let _one_at_a_time = self.hand_outs.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        let (offer, write) = {
+            let mut state = self.lock();
+            let (offer, newly_handed_out) =
+                pick(&mut state.cache, now).ok_or(Error::NoReadyOffer)?;
+            let write = newly_handed_out.then(|| self.store.prepare(&offer));
+            (offer, write)
+        };
+        if let Some(write) = write {
+            if let Err(e) = self.store.commit(write) {
+                self.lock().cache.untake(offer.id());
+                return Err(e);
+            }
+            let mut state = self.lock();
+            self.queue_offer_paths_requests(&mut state);
+            drop(state);
+            self.wake_transports();
+        }
+        Ok(OfferInfo::from(&offer))
+    }
+
+    /// The handed-out offers as an offer book (see [`crate::io::store`]), as on disk now.
+    pub fn export_offers(&self) -> Result<Vec<u8>, Error> {
+        let _held = self.hold_data_dir()?;
+        // Not while a hand-out is being written: its offer may yet go back to Ready.
+        let _no_hand_out = self.hand_outs.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(encode_book(self.lock().cache.handed_out()))
+    }
+
+    /// Merges the handed-out offers of `book` (see [`OfferCache::import`]), written before this
+    /// returns; their unconfirmed invoices are sent, and they are refreshed as ours from now on.
+    pub fn import_offers(&self, book: &[u8]) -> Result<ImportedOffers, Error> {
+        let offers = decode_book(book, self.first_server).map_err(Error::InvalidOfferBook)?;
+        let _held = self.hold_data_dir()?;
+        let mut state = self.lock();
+        let import = state.cache.import(offers);
+        let writes: Vec<_> = import
+            .made_way
+            .iter()
+            .map(|offer| self.store.prepare_removal(offer))
+            .chain(import.written.iter().map(|offer| self.store.prepare(offer)))
+            .collect();
+        drop(state);
+        for offer in &import.conflicts {
+            log::warn!(
+                "not importing the offer in slot {} of server {}: an offer handed out here holds that slot",
+                offer.slot,
+                offer.server
+            );
+        }
+        for write in writes {
+            self.store.commit(write)?;
+        }
+        let mut state = self.lock();
+        self.queue_resends(&mut state, Time::of(&*self.clock), None);
+        self.queue_offer_paths_requests(&mut state);
+        drop(state);
+        self.wake_transports();
+        Ok(ImportedOffers {
+            imported: import.written.len(),
+            already_here: import.already_here,
+            conflicting: import.conflicts.len(),
+        })
+    }
+}

@@ -1,0 +1,329 @@
+//! What the servers tell us: connections coming and going, offer paths (built into a Pending
+//! offer and its invoice), invoice confirmations (the offer becomes Ready, or its refresh is
+//! confirmed), and invoice requests a server forwards while the wallet is online.
+
+use std::time::Duration;
+
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::blinded_path::message::{AsyncPaymentsContext, OffersContext};
+use lightning::onion_message::async_payments::OfferPaths;
+use lightning::onion_message::messenger::Responder;
+use lightning::onion_message::offers::OffersMessage;
+
+use super::outbox::{serve_message, Outgoing};
+use super::{Engine, State};
+use crate::clock::Time;
+use crate::events::{Event, OfferInfo};
+use crate::offers::cache::{CachedOffer, Confirmation, Delivery, OfferState, Reachability};
+use crate::offers::responder::reply_path_of;
+
+impl Engine {
+    /// `server` is connected: it gets its unconfirmed invoices again and its share of the
+    /// missing offers at once.
+    pub fn on_connected(&self, server: PublicKey) {
+        let mut state = self.lock();
+        state
+            .cache
+            .set_reachability(server, Reachability::Connected);
+        self.queue_resends(&mut state, Time::of(&*self.clock), Some(server));
+        self.queue_offer_paths_requests(&mut state);
+        drop(state);
+        self.events.emit(Event::ServerConnected {
+            server_node_id: OfferInfo::node_id_hex(&server),
+        });
+        self.wake_transports();
+    }
+
+    /// The connection to `server` went down: what waited for it is planned again, complete,
+    /// on its next connection, and the other servers take over its share meanwhile.
+    pub fn on_disconnected(&self, server: PublicKey) {
+        self.mark_unreachable(server);
+        self.events.emit(Event::ServerDisconnected {
+            server_node_id: OfferInfo::node_id_hex(&server),
+        });
+    }
+
+    /// The client stopped: `server` is no longer talked to, and nothing queues for it until
+    /// the next start connects again (then everything due is planned afresh).
+    pub fn on_stopped(&self, server: PublicKey) {
+        let mut state = self.lock();
+        let was_connected = state.cache.reachability(&server) == Reachability::Connected;
+        state
+            .cache
+            .set_reachability(server, Reachability::Connecting);
+        if let Some(link) = state.links.get_mut(&server) {
+            link.forget();
+        }
+        drop(state);
+        if was_connected {
+            self.events.emit(Event::ServerDisconnected {
+                server_node_id: OfferInfo::node_id_hex(&server),
+            });
+        }
+    }
+
+    /// An attempt to connect to `server` failed (`why`): the other servers take over its share.
+    pub fn on_connection_failed(&self, server: PublicKey, why: &str) {
+        self.note_problem(server, format!("cannot connect: {why}"));
+        self.mark_unreachable(server);
+    }
+
+    pub(super) fn mark_unreachable(&self, server: PublicKey) {
+        let mut state = self.lock();
+        state
+            .cache
+            .set_reachability(server, Reachability::Unreachable);
+        state.cache.note_unreachable(server, self.clock.monotonic());
+        if let Some(link) = state.links.get_mut(&server) {
+            link.forget();
+        }
+        self.queue_offer_paths_requests(&mut state);
+        drop(state);
+        self.wake_transports();
+    }
+
+    /// `server` sent offer paths for one of our slots: room for the next request, and the offer
+    /// built and its invoice queued off the messenger's thread.
+    pub fn on_offer_paths(
+        &self,
+        server: PublicKey,
+        message: OfferPaths,
+        context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) {
+        if let AsyncPaymentsContext::OfferPaths { invoice_slot, .. } = &context {
+            self.request_answered(server, *invoice_slot);
+        }
+        self.run_offloaded(move |engine| {
+            match engine.accept_offer_paths(server, message, context, responder) {
+                Ok(outgoing) => {
+                    engine.queue(server, outgoing);
+                    engine.wake_transports();
+                }
+                Err(why) => {
+                    log::warn!("rejected OfferPaths: {why}");
+                    engine.note_problem(server, format!("rejected its offer paths: {why}"));
+                }
+            }
+        });
+    }
+
+    /// `server` stored one of our invoices: room for the next one, and the offer (or its
+    /// refresh) confirmed off the messenger's thread.
+    pub fn on_invoice_persisted(&self, server: PublicKey, context: AsyncPaymentsContext) {
+        if let AsyncPaymentsContext::StaticInvoicePersisted { offer_id, .. } = &context {
+            self.invoice_answered(server, *offer_id);
+        }
+        self.run_offloaded(move |engine| engine.confirm_invoice(context));
+    }
+
+    /// Checks an `OfferPaths` from `server` and builds the offer and its invoice. The offer is
+    /// Pending, in memory only: it is first written once the server confirms its invoice.
+    pub(super) fn accept_offer_paths(
+        &self,
+        server: PublicKey,
+        message: OfferPaths,
+        context: AsyncPaymentsContext,
+        responder: Option<Responder>,
+    ) -> Result<Outgoing, String> {
+        let AsyncPaymentsContext::OfferPaths {
+            invoice_slot,
+            path_absolute_expiry,
+        } = context
+        else {
+            return Err("arrived over a path that was not an OfferPaths reply path".into());
+        };
+        let server_path = responder
+            .as_ref()
+            .map(reply_path_of)
+            .ok_or("no reply path to send the invoice over")?
+            .map_err(|e| format!("undecodable reply path: {e:?}"))?;
+        let Time {
+            wall: now,
+            monotonic,
+        } = Time::of(&*self.clock);
+        let paths_expiry = message.paths_absolute_expiry.map(Duration::from_secs);
+        let check = |state: &State| {
+            state
+                .cache
+                .check_offer_paths(
+                    server,
+                    invoice_slot,
+                    path_absolute_expiry,
+                    &message.paths,
+                    paths_expiry,
+                    now,
+                )
+                .map_err(|why| format!("slot {invoice_slot} of server {server}: {why}"))
+        };
+        let (hints, hints_version) = {
+            let state = self.lock();
+            check(&state)?;
+            (state.hints.clone(), state.hints_version)
+        };
+        // Built outside the lock: offers for several slots are built at once.
+        let (offer, nonce) = self
+            .factory
+            .build_offer(message.paths.clone(), paths_expiry)?;
+        // Over the size servers store even with one channel, sending it would only be retried
+        // for ever.
+        let invoice = self
+            .factory
+            .build_invoice(&offer, nonce, server, &hints, now, self.best_block_height)
+            .map_err(|why| format!("slot {invoice_slot} of server {server}: {why}"))?;
+        let mut state = self.lock();
+        // Again: a duplicate of this message may have filled the slot meanwhile.
+        check(&state)?;
+        let offer = CachedOffer {
+            server,
+            slot: invoice_slot,
+            offer,
+            nonce,
+            state: OfferState::Pending,
+            label: None,
+            created_at: now,
+            handed_out_at: None,
+            server_path,
+            invoice,
+            invoice_confirmed: false,
+            invoice_sent_at: Some(monotonic),
+            pending_since: monotonic,
+            expiry_announced: false,
+            expired_announced: false,
+            invoice_confirmed_at: None,
+            delivery: Delivery {
+                sends: 1,
+                ..Delivery::default()
+            },
+        };
+        let id = offer.id();
+        let outgoing = serve_message(&offer);
+        state.cache.insert_pending(offer);
+        let hints_changed = state.hints_version != hints_version;
+        drop(state);
+        if hints_changed {
+            // `update_channels` ran while this offer was built and did not see it.
+            self.run_offloaded(move |engine| engine.refresh_invoice(id));
+        }
+        log::debug!(
+            "built offer for slot {invoice_slot} of server {server}; sending its static invoice"
+        );
+        Ok(outgoing)
+    }
+
+    pub(super) fn confirm_invoice(&self, context: AsyncPaymentsContext) {
+        let AsyncPaymentsContext::StaticInvoicePersisted {
+            offer_id,
+            invoice_created_at,
+        } = context
+        else {
+            log::warn!("StaticInvoicePersisted over an unexpected path; ignored");
+            return;
+        };
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let outcome = state
+            .cache
+            .invoice_persisted(offer_id, invoice_created_at, now);
+        let confirmed_by = state.cache.get(offer_id).map(|offer| offer.server);
+        if let (Some(server), false) = (confirmed_by, matches!(outcome, Confirmation::Ignored)) {
+            // The server stores our invoices: what went wrong with it is past.
+            state.problems.remove(&server);
+        }
+        let Some(cached) = state.cache.get(offer_id) else {
+            log::debug!("confirmation for an unknown offer ignored");
+            return;
+        };
+        let mut writes = Vec::new();
+        let now_ready = matches!(outcome, Confirmation::NowReady { .. });
+        // This offer completes the fill: the first one's, for a fresh install's slot key.
+        let filled = now_ready
+            && state
+                .cache
+                .offers()
+                .iter()
+                .filter(|o| o.state == OfferState::Ready)
+                .count()
+                >= self.target_ready;
+        let events = match outcome {
+            Confirmation::Ignored => {
+                log::debug!(
+                    "duplicate or stale confirmation for slot {} of server {} ignored",
+                    cached.slot,
+                    cached.server
+                );
+                return;
+            }
+            Confirmation::Refreshed => vec![Event::InvoiceRefreshed {
+                offer_id: OfferInfo::offer_id_hex(offer_id),
+            }],
+            Confirmation::NowReady { replaced } => {
+                // Encoded only here: duplicates and refreshes need no bech32 offer.
+                let offer = OfferInfo::from(cached);
+                writes.extend(replaced.iter().map(|old| self.store.prepare_removal(old)));
+                let mut events = vec![Event::OfferReady {
+                    offer: offer.clone(),
+                }];
+                events.extend(replaced.iter().map(|old| Event::OfferReplaced {
+                    old_offer_id: OfferInfo::offer_id_hex(old.id()),
+                    new_offer: offer.clone(),
+                }));
+                events
+            }
+        };
+        writes.extend(state.cache.get(offer_id).map(|o| self.store.prepare(o)));
+        if now_ready {
+            state.ready_unwritten.push(offer_id);
+        }
+        drop(state);
+        for write in writes {
+            if let Err(e) = self.store.commit(write) {
+                // The offer stays usable now. After a restart, an offer never written Ready is
+                // replaced by a new one, and one whose new invoice was not written is
+                // refreshed again.
+                log::error!("{e}");
+            }
+        }
+        if now_ready {
+            self.lock().ready_unwritten.retain(|id| *id != offer_id);
+        }
+        for event in events {
+            self.events.emit(event);
+        }
+        // After the events: what waits for this offer need not wait for the key's write.
+        if filled {
+            self.save_install_key();
+        }
+    }
+
+    /// An offers message from a server: an invoice request it forwards is verified and
+    /// reported; anything else is ignored.
+    pub fn on_offers_message(&self, message: OffersMessage, context: Option<OffersContext>) {
+        let (OffersMessage::InvoiceRequest(request), Some(OffersContext::InvoiceRequest { nonce })) =
+            (message, context)
+        else {
+            log::debug!("ignoring an offers message that is not a forwarded invoice request");
+            return;
+        };
+        let expanded_key = self.keys.expanded_key();
+        let amount_msats = request.amount_msats();
+        let payer_note = request.payer_note().map(|note| note.to_string());
+        match request.verify_using_recipient_data(nonce, &expanded_key, self.factory.secp()) {
+            Ok(verified) => {
+                let offer_id = OfferInfo::offer_id_hex(verified.offer_id);
+                log::info!("verified forwarded invoice request for offer {offer_id}");
+                // Written with the data dir held: a messenger of the app's may run this while
+                // the client is not started.
+                let _held = self
+                    .hold_data_dir()
+                    .inspect_err(|e| log::warn!("the request waits in memory only: {e}"));
+                self.events.emit(Event::InvoiceRequestForwarded {
+                    offer_id,
+                    amount_msats,
+                    payer_note,
+                });
+            }
+            Err(()) => log::warn!("rejected a forwarded invoice request that failed verification"),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! What time brings: expiry, resends, refreshes and retries at each tick, and fresh invoices
+//! when the wallet's channels change.
+
+use std::time::Duration;
+
+use lightning::offers::offer::OfferId;
+
+use super::Engine;
+use crate::clock::Time;
+use crate::config::ChannelHint;
+use crate::events::{Event, OfferInfo};
+use crate::offers::cache::OfferState;
+use crate::Error;
+
+impl Engine {
+    /// Periodic maintenance: expiry, resends, refreshes, retries.
+    pub fn on_tick(&self) {
+        let _held = match self.hold_data_dir() {
+            Ok(held) => held,
+            Err(e) => return log::debug!("maintenance skipped: {e}"),
+        };
+        let now = Time::of(&*self.clock);
+        let mut events = Vec::new();
+        let mut state = self.lock();
+        let maintenance = state.cache.maintain(now);
+        let removals: Vec<_> = maintenance
+            .removed
+            .iter()
+            .chain(&maintenance.abandoned)
+            .map(|offer| self.store.prepare_removal(offer))
+            .collect();
+        let announced: Vec<_> = maintenance
+            .announced
+            .iter()
+            .map(|offer| self.store.prepare(offer))
+            .collect();
+        for offer in maintenance
+            .removed
+            .iter()
+            .filter(|o| o.state == OfferState::Used)
+        {
+            log::info!(
+                "the handed-out offer in slot {} of server {} expired over the retention ago; its record is deleted and its slot free",
+                offer.slot,
+                offer.server
+            );
+        }
+        for offer in &maintenance.abandoned {
+            log::warn!(
+                "server {} never confirmed the invoice of the offer in its slot {}; requesting new paths",
+                offer.server,
+                offer.slot
+            );
+        }
+        let unused_removed = maintenance
+            .removed
+            .iter()
+            .filter(|o| o.state != OfferState::Used);
+        events.extend(
+            maintenance
+                .expired
+                .iter()
+                .chain(unused_removed)
+                .map(|offer| Event::OfferExpired {
+                    offer_id: OfferInfo::offer_id_hex(offer.id()),
+                }),
+        );
+        events.extend(
+            maintenance
+                .expiring
+                .iter()
+                .map(|offer| Event::OfferExpiring {
+                    offer: OfferInfo::from(offer),
+                }),
+        );
+        for (offer, reason) in &maintenance.refresh_failed {
+            state.problems.insert(
+                offer.server,
+                format!(
+                    "the invoice of the offer in slot {} is stale: {reason}",
+                    offer.slot
+                ),
+            );
+            log::warn!(
+                "the handed-out offer in slot {} of server {} has had no confirmed invoice for over its refresh interval: {reason}",
+                offer.slot,
+                offer.server
+            );
+            events.push(Event::InvoiceRefreshFailed {
+                offer: OfferInfo::from(offer),
+                reason: reason.clone(),
+            });
+        }
+        if !maintenance.rebuild.is_empty() {
+            self.run_offloaded(move |engine| engine.refresh_invoices(maintenance.rebuild));
+        }
+        self.queue_resends(&mut state, now, None);
+        self.queue_offer_paths_requests(&mut state);
+        drop(state);
+        self.wake_transports();
+        // Written outside the lock; an offer whose removal fails is gone from memory only,
+        // and is loaded, and removed, again at the next start.
+        for removal in removals {
+            if let Err(e) = self.store.commit(removal) {
+                log::error!("{e}");
+            }
+        }
+        // The events first, then that they were made: a crash in between repeats one (the
+        // queue takes it once), never loses one.
+        for event in events {
+            self.events.emit(event);
+        }
+        for write in announced {
+            if let Err(e) = self.store.commit(write) {
+                log::error!("{e}");
+            }
+        }
+    }
+
+    /// New channel hints: every live offer (Pending ones too: the invoice the server has not
+    /// confirmed yet carries the old hints) gets a fresh invoice now, built off the caller's
+    /// thread and sent to its own server as fast as that server's budget allows.
+    pub fn update_channels(&self, hints: Vec<ChannelHint>) -> Result<(), Error> {
+        for hint in &hints {
+            hint.check()?;
+        }
+        let mut state = self.lock();
+        state.hints = hints;
+        state.hints_version += 1;
+        let ids = state.cache.live_offers(self.clock.now());
+        drop(state);
+        self.run_offloaded(move |engine| engine.refresh_invoices(ids));
+        Ok(())
+    }
+
+    /// Builds, persists and queues a new invoice for each offer, with the current hints.
+    pub(super) fn refresh_invoices(&self, ids: Vec<OfferId>) {
+        for id in ids {
+            self.refresh_invoice(id);
+        }
+    }
+
+    pub(super) fn refresh_invoice(&self, id: OfferId) {
+        let now = Time::of(&*self.clock);
+        let (offer, nonce, server, hints, replaced_created_at) = {
+            let state = self.lock();
+            let Some(cached) = state.cache.get(id) else {
+                return;
+            };
+            (
+                cached.offer.clone(),
+                cached.nonce,
+                cached.server,
+                state.hints.clone(),
+                cached.invoice.invoice.created_at(),
+            )
+        };
+        // Later than the invoice it replaces, even within the same second (invoices carry
+        // whole seconds): a confirmation names its invoice by that time, and one of the old
+        // invoice must never pass for the new one's.
+        let created_at = now
+            .wall
+            .max(Duration::from_secs(replaced_created_at.as_secs() + 1));
+        // Built outside the lock: a refresh of many offers must not stall the messenger.
+        let invoice = match self.factory.build_invoice(
+            &offer,
+            nonce,
+            server,
+            &hints,
+            created_at,
+            self.best_block_height,
+        ) {
+            Ok(invoice) => invoice,
+            Err(e) => {
+                log::error!("could not rebuild an offer's invoice, trying again at the next maintenance: {e}");
+                self.lock()
+                    .cache
+                    .refresh_problem(id, format!("its invoice could not be rebuilt: {e}"));
+                return;
+            }
+        };
+        // The new invoice is written before the cache takes it: until then nothing (a resend,
+        // a reconnection) can send the server an invoice the disk does not know.
+        let (write, slot) = {
+            let state = self.lock();
+            let Some(cached) = state.cache.get(id) else {
+                return;
+            };
+            let write = (cached.state != OfferState::Pending).then(|| {
+                let mut refreshed = cached.clone();
+                refreshed.invoice = invoice.clone();
+                refreshed.invoice_confirmed = false;
+                self.store.prepare(&refreshed)
+            });
+            (write, cached.slot)
+        };
+        if let Some(Err(e)) = write.map(|write| self.store.commit(write)) {
+            log::error!(
+                "not sending the refreshed invoice of the offer in slot {slot}: {e}; the previous one stays, and the next maintenance tries again"
+            );
+            self.lock().cache.refresh_problem(
+                id,
+                format!("its refreshed invoice could not be written: {e}"),
+            );
+            return;
+        }
+        let mut state = self.lock();
+        state.cache.replace_invoice(id, invoice, now.monotonic);
+        self.queue_invoice(&mut state, id);
+        drop(state);
+        self.wake_transports();
+    }
+}

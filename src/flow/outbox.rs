@@ -1,0 +1,391 @@
+//! What leaves for each server, and when: the outbox of messages we start, the send budget
+//! (at most `max_messages_per_minute` a minute), and the windows of requests and invoices not
+//! answered yet that keep LDK's 256 KiB per-peer buffers from overflowing.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::blinded_path::message::{AsyncPaymentsContext, BlindedMessagePath, MessageContext};
+use lightning::offers::offer::OfferId;
+use lightning::onion_message::async_payments::{
+    AsyncPaymentsMessage, OfferPathsRequest, ServeStaticInvoice,
+};
+use lightning::onion_message::messenger::{Destination, MessageSendInstructions};
+
+use super::{Engine, State, OFFER_PATHS_REPLY_PATH_LIFETIME};
+use crate::clock::Time;
+use crate::offers::cache::{CachedOffer, Reachability};
+
+/// A message we start, for one server: sent over `destination` (one of the server's paths),
+/// with a reply path of ours carrying `reply_context`.
+pub(crate) struct Outgoing {
+    pub message: AsyncPaymentsMessage,
+    pub destination: BlindedMessagePath,
+    pub reply_context: MessageContext,
+}
+
+impl Outgoing {
+    /// As LDK's messenger takes it from a handler.
+    pub(crate) fn into_instructions(self) -> (AsyncPaymentsMessage, MessageSendInstructions) {
+        let instructions = MessageSendInstructions::WithReplyPath {
+            destination: Destination::BlindedPath(self.destination),
+            context: self.reply_context,
+        };
+        (self.message, instructions)
+    }
+}
+
+pub(crate) type Outbox = Vec<Outgoing>;
+
+/// Messages waiting for one server, what that server may still be sent this minute, and what
+/// it has not answered yet.
+pub(super) struct Link {
+    outbox: Outbox,
+    budget: SendBudget,
+    /// `OfferPathsRequest`s by slot: each answer waits in the server's buffer, in a 32 KiB
+    /// onion when it carries several padded paths.
+    requests_in_flight: InFlight<u16>,
+    /// `ServeStaticInvoice`s by offer: each is a 32 KiB onion in our messenger's buffer when
+    /// the app's messenger sends for us.
+    invoices_in_flight: InFlight<OfferId>,
+}
+
+impl Link {
+    pub(super) fn new(max_messages_per_minute: u32) -> Self {
+        Self {
+            outbox: Vec::new(),
+            budget: SendBudget::new(max_messages_per_minute),
+            requests_in_flight: InFlight::default(),
+            invoices_in_flight: InFlight::default(),
+        }
+    }
+
+    /// Drops what waits and what is in flight: the server is gone, or another client filled
+    /// its slots meanwhile. What is still due is planned afresh from the cache.
+    pub(super) fn forget(&mut self) {
+        self.outbox.clear();
+        self.requests_in_flight.clear();
+        self.invoices_in_flight.clear();
+    }
+}
+
+/// Messages of one kind sent to a server and not answered yet. LDK's messenger buffers at most
+/// 256 KiB for a peer and silently drops what does not fit: on the server's side, and on ours
+/// when a messenger of the app's sends for us (see [`ProtocolHandler`]); invoices, and offer
+/// paths when a server hands out several padded ones, travel in 32 KiB onions. With at most
+/// [`Self::MAX`] of each kind unanswered, no buffer overflows however many offers are filled
+/// at once. An answer ends one; one unanswered for [`Self::TIMEOUT`] no longer counts (its
+/// retry is the cache's job).
+struct InFlight<K> {
+    sent: VecDeque<(K, Duration)>,
+}
+
+impl<K> Default for InFlight<K> {
+    fn default() -> Self {
+        Self {
+            sent: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: PartialEq> InFlight<K> {
+    const MAX: usize = 6;
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn has_room(&mut self, now: Duration) -> bool {
+        while self
+            .sent
+            .front()
+            .is_some_and(|(_, at)| *at + Self::TIMEOUT <= now)
+        {
+            self.sent.pop_front();
+        }
+        self.sent.len() < Self::MAX
+    }
+
+    fn sent(&mut self, key: K, now: Duration) {
+        self.sent.push_back((key, now));
+    }
+
+    fn answered(&mut self, key: &K) {
+        self.sent.retain(|(sent, _)| sent != key);
+    }
+
+    fn clear(&mut self) {
+        self.sent.clear();
+    }
+}
+
+/// The offer's current invoice, to its server's reply path.
+pub(super) fn serve_message(offer: &CachedOffer) -> Outgoing {
+    let message = ServeStaticInvoice {
+        invoice: offer.invoice.invoice.clone(),
+        forward_invoice_request_path: offer.invoice.forward_invoice_request_path.clone(),
+    };
+    let reply_context =
+        MessageContext::AsyncPayments(AsyncPaymentsContext::StaticInvoicePersisted {
+            offer_id: offer.id(),
+            invoice_created_at: offer.invoice.invoice.created_at(),
+        });
+    Outgoing {
+        message: AsyncPaymentsMessage::ServeStaticInvoice(message),
+        destination: offer.server_path.clone(),
+        reply_context,
+    }
+}
+
+/// The messages sent in the last minute: whatever the server sends or the app asks for, the
+/// server never gets more than `per_minute` messages from us in any minute.
+#[derive(Debug)]
+struct SendBudget {
+    per_minute: usize,
+    /// When each message of the last minute left, oldest first.
+    sent_at: VecDeque<Duration>,
+}
+
+impl SendBudget {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn new(per_minute: u32) -> Self {
+        let per_minute = (per_minute as usize).max(1);
+        Self {
+            per_minute,
+            // Grown as used: a budget of u32::MAX means "no limit", not 32 GiB up front.
+            sent_at: VecDeque::with_capacity(per_minute.min(256)),
+        }
+    }
+
+    fn forget_before(&mut self, now: Duration) {
+        while self
+            .sent_at
+            .front()
+            .is_some_and(|&sent| sent + Self::WINDOW <= now)
+        {
+            self.sent_at.pop_front();
+        }
+    }
+
+    fn try_spend(&mut self, now: Duration) -> bool {
+        self.forget_before(now);
+        if self.sent_at.len() >= self.per_minute {
+            return false;
+        }
+        self.sent_at.push_back(now);
+        true
+    }
+
+    /// How long until one more message may leave (zero: now).
+    fn wait(&mut self, now: Duration) -> Duration {
+        self.forget_before(now);
+        match self.sent_at.front() {
+            Some(&oldest) if self.sent_at.len() >= self.per_minute => {
+                (oldest + Self::WINDOW).saturating_sub(now)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+impl Engine {
+    /// How long until messages for `server` held back by the send budget can leave (`None`:
+    /// none are).
+    pub fn deferred_release_in(&self, server: &PublicKey) -> Option<Duration> {
+        let now = self.clock.monotonic();
+        let mut state = self.lock();
+        let link = state.links.get_mut(server)?;
+        if link.outbox.is_empty() {
+            return None;
+        }
+        Some(link.budget.wait(now)).filter(|wait| !wait.is_zero())
+    }
+
+    /// Queues `outgoing` for `server`.
+    pub(super) fn queue(&self, server: PublicKey, outgoing: Outgoing) {
+        if let Some(link) = self.lock().links.get_mut(&server) {
+            link.outbox.push(outgoing);
+        }
+    }
+
+    /// Queues the `OfferPathsRequest`s the cache plans, each to its server.
+    pub(super) fn queue_offer_paths_requests(&self, state: &mut State) {
+        let now = Time::of(&*self.clock);
+        for request in state.cache.plan_requests(now) {
+            let (Some(server), Some(link)) = (
+                self.servers.iter().find(|s| s.node_id == request.server),
+                state.links.get_mut(&request.server),
+            ) else {
+                continue;
+            };
+            // Rotate through the server's paths on retries, in case one is broken.
+            let path = &server.paths[request.attempt as usize % server.paths.len()];
+            let context = MessageContext::AsyncPayments(AsyncPaymentsContext::OfferPaths {
+                invoice_slot: request.slot,
+                path_absolute_expiry: now.wall + OFFER_PATHS_REPLY_PATH_LIFETIME,
+            });
+            log::debug!(
+                "requesting offer paths for slot {} of server {} (attempt {})",
+                request.slot,
+                request.server,
+                request.attempt
+            );
+            link.outbox.push(Outgoing {
+                message: AsyncPaymentsMessage::OfferPathsRequest(OfferPathsRequest {
+                    invoice_slot: request.slot,
+                }),
+                destination: path.clone(),
+                reply_context: context,
+            });
+        }
+    }
+
+    pub(super) fn queue_resends(
+        &self,
+        state: &mut State,
+        now: Time,
+        reconnected: Option<PublicKey>,
+    ) {
+        for id in state.cache.plan_resends(now, reconnected) {
+            self.queue_invoice(state, id);
+        }
+    }
+
+    /// Queues the offer's current invoice to its slot on its server, if that server is
+    /// connected (on connection, every unconfirmed invoice is sent again).
+    pub(super) fn queue_invoice(&self, state: &mut State, id: OfferId) {
+        let Some(offer) = state.cache.get(id) else {
+            return;
+        };
+        if state.cache.reachability(&offer.server) != Reachability::Connected {
+            return;
+        }
+        let outgoing = serve_message(offer);
+        let Some(link) = state.links.get_mut(&offer.server) else {
+            return;
+        };
+        // A resend replaces a copy still waiting here (after a reconnection, say).
+        link.outbox.retain(|queued| {
+            !matches!(&queued.message, AsyncPaymentsMessage::ServeStaticInvoice(m) if m.invoice.offer_id() == id)
+        });
+        link.outbox.push(outgoing);
+    }
+
+    /// What is queued for `server` that may leave now, for a messenger of the app's, which
+    /// calls this for every message it sends: invoices leave one per call. LDK's messenger
+    /// buffers at most 256 KiB per peer and drops what does not fit, and an invoice travels in
+    /// a 32 KiB onion, so the rest follow at the socket's pace.
+    pub(crate) fn release_for_messenger(&self, server: &PublicKey) -> Outbox {
+        self.release(server, 1)
+    }
+
+    /// What is queued for `server` that may leave now, for the client's own transport: its
+    /// peer manager takes onions only as fast as the socket drains, so no pacing is needed.
+    pub(crate) fn release_for_transport(&self, server: &PublicKey) -> Outbox {
+        self.release(server, usize::MAX)
+    }
+
+    /// What is queued for `server`, as far as its send budget, the answers it owes and
+    /// `max_invoices` allow.
+    fn release(&self, server: &PublicKey, max_invoices: usize) -> Outbox {
+        let now = self.clock.monotonic();
+        let mut state = self.lock();
+        let Some(link) = state.links.get_mut(server) else {
+            return Vec::new();
+        };
+        let queued = std::mem::take(&mut link.outbox);
+        let mut released = Vec::with_capacity(queued.len());
+        let mut invoices_released = 0;
+        for entry in queued {
+            let may_leave = match &entry.message {
+                AsyncPaymentsMessage::ServeStaticInvoice(_) => {
+                    invoices_released < max_invoices && link.invoices_in_flight.has_room(now)
+                }
+                AsyncPaymentsMessage::OfferPathsRequest(_) => link.requests_in_flight.has_room(now),
+                _ => true,
+            };
+            if !may_leave || !link.budget.try_spend(now) {
+                link.outbox.push(entry);
+                continue;
+            }
+            match &entry.message {
+                AsyncPaymentsMessage::ServeStaticInvoice(message) => {
+                    invoices_released += 1;
+                    link.invoices_in_flight
+                        .sent(message.invoice.offer_id(), now);
+                }
+                AsyncPaymentsMessage::OfferPathsRequest(request) => {
+                    link.requests_in_flight.sent(request.invoice_slot, now);
+                }
+                _ => {}
+            }
+            released.push(entry);
+        }
+        if !link.outbox.is_empty() && !link.budget.wait(now).is_zero() {
+            log::debug!(
+                "send budget of server {server} spent; {} messages wait for it to refill",
+                link.outbox.len()
+            );
+        }
+        released
+    }
+
+    /// `server` answered the request for `slot`: room for the next request.
+    pub(super) fn request_answered(&self, server: PublicKey, slot: u16) {
+        self.answered(server, |link| link.requests_in_flight.answered(&slot));
+    }
+
+    /// `server` confirmed the invoice of `offer`: room for the next invoice.
+    pub(super) fn invoice_answered(&self, server: PublicKey, offer: OfferId) {
+        self.answered(server, |link| link.invoices_in_flight.answered(&offer));
+    }
+
+    fn answered(&self, server: PublicKey, end: impl FnOnce(&mut Link)) {
+        if let Some(link) = self.lock().links.get_mut(&server) {
+            end(link);
+        }
+        if let Some(ready) = self.outbox_ready(&server) {
+            ready.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SendBudget;
+    use std::time::Duration;
+
+    #[test]
+    fn the_send_budget_never_lets_more_than_its_count_leave_in_any_minute() {
+        let t0 = Duration::from_secs(1_000);
+        let second = Duration::from_secs(1);
+        let mut budget = SendBudget::new(6);
+        assert_eq!((0..10).filter(|_| budget.try_spend(t0)).count(), 6);
+        assert_eq!(budget.wait(t0), 60 * second);
+        assert!(!budget.try_spend(t0 + 59 * second));
+        assert_eq!(budget.wait(t0 + 59 * second), second);
+        assert_eq!(
+            (0..10)
+                .filter(|_| budget.try_spend(t0 + 60 * second))
+                .count(),
+            6
+        );
+        // One message a second from then on: whichever minute is looked at, at most 6 left.
+        let start = t0 + 120 * second;
+        let sent: Vec<Duration> = (0..600)
+            .map(|i| start + i * second / 2)
+            .filter(|&at| budget.try_spend(at))
+            .collect();
+        for (i, &from) in sent.iter().enumerate() {
+            let in_minute = sent[i..].iter().take_while(|&&at| at < from + 60 * second);
+            assert!(in_minute.count() <= 6);
+        }
+        assert_eq!(sent.len(), 30, "6 a minute over 5 minutes");
+        assert_eq!(budget.wait(start + 600 * second), Duration::ZERO);
+
+        let mut unlimited = SendBudget::new(u32::MAX);
+        assert_eq!(
+            (0..10_000).filter(|_| unlimited.try_spend(t0)).count(),
+            10_000
+        );
+    }
+}

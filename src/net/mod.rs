@@ -1,0 +1,4 @@
+//! The wire: one onion messenger and noise-encrypted TCP connection per server, and how
+//! messages are routed through it.
+
+pub(crate) mod transport;
