@@ -10,6 +10,8 @@
 use lightning::bitcoin::hashes::hmac::{Hmac, HmacEngine};
 use lightning::bitcoin::hashes::sha256::Hash as Sha256;
 use lightning::bitcoin::hashes::{Hash, HashEngine};
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use chacha20::ChaCha20;
 use lightning::types::payment::PaymentSecret;
 
 /// LDK's `Method::SpontaneousPayment`, stored in the top three bits of the metadata.
@@ -78,42 +80,16 @@ impl InboundPaymentKeys {
     }
 }
 
-/// One ChaCha20 block (RFC 8439 core) where the 16-byte `nonce` fills the whole fourth state
-/// row (block counter and nonce), as LDK's `ChaCha20::get_single_block` does.
+/// One ChaCha20 block (RFC 8439) where the 16-byte `nonce` fills the whole fourth state row,
+/// as LDK's `ChaCha20::get_single_block` does: its first four bytes are the block counter
+/// (little-endian), the other twelve the IETF nonce.
 fn chacha20_block(key: &[u8; 32], nonce: &[u8; 16]) -> [u8; 64] {
-    let mut state = [0u32; 16];
-    state[..4].copy_from_slice(&[0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574]);
-    for i in 0..8 {
-        state[4 + i] = u32::from_le_bytes(key[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
-    }
-    for i in 0..4 {
-        state[12 + i] = u32::from_le_bytes(nonce[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
-    }
-    let mut working = state;
-    for _ in 0..10 {
-        for (a, b, c, d) in [(0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15)] {
-            quarter_round(&mut working, a, b, c, d);
-        }
-        for (a, b, c, d) in [(0, 5, 10, 15), (1, 6, 11, 12), (2, 7, 8, 13), (3, 4, 9, 14)] {
-            quarter_round(&mut working, a, b, c, d);
-        }
-    }
-    let mut out = [0u8; 64];
-    for i in 0..16 {
-        out[i * 4..i * 4 + 4].copy_from_slice(&working[i].wrapping_add(state[i]).to_le_bytes());
-    }
-    out
-}
-
-fn quarter_round(s: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize) {
-    s[a] = s[a].wrapping_add(s[b]);
-    s[d] = (s[d] ^ s[a]).rotate_left(16);
-    s[c] = s[c].wrapping_add(s[d]);
-    s[b] = (s[b] ^ s[c]).rotate_left(12);
-    s[a] = s[a].wrapping_add(s[b]);
-    s[d] = (s[d] ^ s[a]).rotate_left(8);
-    s[c] = s[c].wrapping_add(s[d]);
-    s[b] = (s[b] ^ s[c]).rotate_left(7);
+    let counter = u32::from_le_bytes(nonce[..4].try_into().expect("4 bytes"));
+    let mut cipher = ChaCha20::new(key.into(), nonce[4..].into());
+    cipher.seek(u64::from(counter) * 64);
+    let mut block = [0u8; 64];
+    cipher.apply_keystream(&mut block);
+    block
 }
 
 #[cfg(test)]
