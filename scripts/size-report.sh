@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --locked --profile mobile --features ffi,secp-lowmemory --lib
-library="target/mobile/libasync_offers.so"
-[ -f "$library" ] || library="target/mobile/libasync_offers.dylib"
+target_dir="${CARGO_TARGET_DIR:-target}"
+library="$target_dir/mobile/libasync_offers.so"
+[ -f "$library" ] || library="$target_dir/mobile/libasync_offers.dylib"
 bytes="$(wc -c < "$library")"
 target="$(rustc -vV | sed -n 's/^host: //p')"
 if [ "${1:-}" = "--json" ]; then

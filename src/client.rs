@@ -14,7 +14,9 @@ use crate::events::{ClientStatus, Event, EventBus, EventListener, ImportedOffers
 use crate::flow::{Engine, EngineHost, Offload};
 use crate::handler::ProtocolHandler;
 use crate::io::lock::DataDirLock;
-use crate::io::store::{DynStore, OfferStore, PrivateFilesystemStore};
+use crate::io::private_fs::PrivateFilesystemStore;
+use crate::io::store::OfferStore;
+use crate::io::DynStore;
 use crate::keys::WalletKeys;
 use crate::net::transport::Transport;
 use crate::offers::builder::{OfferFactory, PathEnd};

@@ -49,7 +49,7 @@ pub use config::{ChannelHint, Config, InvoiceRequestTarget, ServerConfig};
 pub use error::Error;
 pub use events::{ClientStatus, Event, EventListener, ImportedOffers, OfferInfo, ServerStatus};
 pub use handler::ProtocolHandler;
-pub use io::store::DynStore;
+pub use io::DynStore;
 pub use logging::LdkLogBridge;
 pub use net::transport::ServerRouter;
 pub use offers::cache::OfferState;

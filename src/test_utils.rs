@@ -11,7 +11,7 @@ use lightning::sign::ReceiveAuthKey;
 
 use crate::keys::WalletKeys;
 use crate::offers::builder::{BuiltInvoice, OfferFactory, PathEnd};
-use crate::offers::cache::{CachedOffer, OfferState};
+use crate::offers::cache::CachedOffer;
 
 pub(crate) fn pubkey(byte: u8) -> PublicKey {
     PublicKey::from_secret_key(
@@ -82,25 +82,20 @@ impl OfferFixture {
             .factory
             .build_invoice(&offer, nonce, server, &[], now, None)
             .unwrap();
-        CachedOffer {
+        let mut offer = CachedOffer::new_pending(
             server,
             slot,
             offer,
             nonce,
-            state: OfferState::Pending,
-            label: None,
-            created_at: now,
-            handed_out_at: None,
-            server_path: self.server_path(),
+            self.server_path(),
             invoice,
-            invoice_confirmed: false,
-            invoice_sent_at: None,
-            pending_since: now,
-            expiry_announced: false,
-            expired_announced: false,
-            invoice_confirmed_at: None,
-            delivery: Default::default(),
-        }
+            now,
+            now,
+        );
+        // Not sent yet: each test sends it, or not, as it needs.
+        offer.invoice_sent_at = None;
+        offer.delivery = Default::default();
+        offer
     }
 
     pub fn invoice_for(&self, offer: &CachedOffer, now: Duration) -> BuiltInvoice {

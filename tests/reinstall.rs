@@ -128,10 +128,12 @@ async fn importing_offers_known_here_as_ready_never_hands_them_out_twice() {
     let (config, first) = filled_client(&server, dir.path(), 3).await;
     first.stop();
     drop(first);
+    // Opened again first: a build waits for the stopped client's last writes (its install
+    // key), which a copy made meanwhile could catch half-done.
+    let first = client(config.clone());
     let copy = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), copy.path());
 
-    let first = client(config.clone());
     let published = [
         first.take_offer(Some("a".into())).unwrap(),
         first.take_offer(Some("b".into())).unwrap(),

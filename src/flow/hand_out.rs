@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::Engine;
 use crate::clock::Time;
 use crate::events::{ImportedOffers, OfferInfo};
-use crate::io::store::{decode_book, encode_book};
+use crate::io::records::{decode_book, encode_book};
 use crate::offers::cache::{CachedOffer, OfferCache};
 use crate::Error;
 

@@ -14,7 +14,7 @@ use super::outbox::{serve_message, Outgoing};
 use super::{Engine, State};
 use crate::clock::Time;
 use crate::events::{Event, OfferInfo};
-use crate::offers::cache::{CachedOffer, Confirmation, Delivery, OfferState, Reachability};
+use crate::offers::cache::{CachedOffer, Confirmation, OfferState, Reachability};
 use crate::offers::responder::reply_path_of;
 
 impl Engine {
@@ -174,28 +174,16 @@ impl Engine {
         let mut state = self.lock();
         // Again: a duplicate of this message may have filled the slot meanwhile.
         check(&state)?;
-        let offer = CachedOffer {
+        let offer = CachedOffer::new_pending(
             server,
-            slot: invoice_slot,
+            invoice_slot,
             offer,
             nonce,
-            state: OfferState::Pending,
-            label: None,
-            created_at: now,
-            handed_out_at: None,
             server_path,
             invoice,
-            invoice_confirmed: false,
-            invoice_sent_at: Some(monotonic),
-            pending_since: monotonic,
-            expiry_announced: false,
-            expired_announced: false,
-            invoice_confirmed_at: None,
-            delivery: Delivery {
-                sends: 1,
-                ..Delivery::default()
-            },
-        };
+            now,
+            monotonic,
+        );
         let id = offer.id();
         let outgoing = serve_message(&offer);
         state.cache.insert_pending(offer);

@@ -19,10 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use super::LOCK_FILE;
 use crate::Error;
-
-/// The lock file, at the top of the data dir.
-pub(crate) const LOCK_FILE: &str = "async-offers.lock";
 
 /// How long a client waits for a stopped client of the same process to finish its writes,
 /// whatever it was told to wait for other holders: they take milliseconds.

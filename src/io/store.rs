@@ -4,124 +4,20 @@
 //! at start with [`Error::CorruptStore`] and is never overwritten or removed by us.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use lightning::bitcoin::hashes::sha256::Hash as Sha256;
-use lightning::bitcoin::hashes::Hash;
 use lightning::bitcoin::hex::DisplayHex;
 use lightning::bitcoin::secp256k1::PublicKey;
-use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::io;
-use lightning::offers::nonce::Nonce;
-use lightning::offers::offer::Offer;
-use lightning::offers::static_invoice::StaticInvoice;
-use lightning::onion_message::messenger::Responder;
-use lightning::util::persist::KVStoreSync;
-use lightning::util::ser::{Readable, Writeable};
-use lightning_persister::fs_store::FilesystemStore;
 
+use super::records::{
+    decode_all, decode_event, decode_install_key, encode, encode_event, encode_install_key,
+};
+use super::{DynStore, EVENTS_NAMESPACE, INSTALL_KEY, OFFERS_NAMESPACE, PRIMARY_NAMESPACE};
 use crate::events::{Event, EventRecords};
-use crate::offers::builder::BuiltInvoice;
-use crate::offers::cache::{CachedOffer, OfferState};
-use crate::offers::responder::{reply_path_of, responder_encoding};
+use crate::offers::cache::CachedOffer;
 use crate::Error;
-
-/// A `KVStoreSync` the client can share across threads.
-pub type DynStore = dyn KVStoreSync + Send + Sync;
-
-const PRIMARY_NAMESPACE: &str = "async_offers";
-const OFFERS_NAMESPACE: &str = "offers";
-/// The current record: the fields of `AOF3`, then those added since as an LDK TLV stream
-/// (`write_tlv_fields!`), so that later fields need no new format: odd types, which readers
-/// that do not know them skip.
-pub(crate) const MAGIC: &[u8; 4] = b"AOF4";
-/// Records of releases 0.1.x: as `AOF4` without the TLV stream. Read as they are, rewritten in
-/// the current format the next time their offer changes; each record is either, so no crash
-/// can leave one half-migrated.
-const PREVIOUS_MAGIC: &[u8; 4] = b"AOF3";
-/// Records of the single-server releases: no server in the record, keyed `slot_NNNNN`. They
-/// are read as the first configured server's and rewritten in the current format at start.
-const SINGLE_SERVER_MAGIC: &[u8; 4] = b"AOF2";
-pub(crate) const CHECKSUM_LEN: usize = 8;
-/// The record of this install's slot key, beside the offers.
-const INSTALL_KEY: &str = "install_key";
-const INSTALL_MAGIC: &[u8; 4] = b"AOK1";
-/// The events that wait for the app to handle them, one record each under their sequence
-/// number (16 hex digits, so that keys sort in order): `AOE1`, the event in LDK's encoding
-/// (TLV-based, as below), and a checksum. One record each: an event costs one small write and
-/// its handling one removal, however many wait.
-const EVENTS_NAMESPACE: &str = "events";
-const EVENTS_MAGIC: &[u8; 4] = b"AOE1";
-
-/// `lightning-persister`'s `FilesystemStore`, with every record file made readable by its owner
-/// only (mode 0600 on Unix) once written: records name the app's contacts in their labels.
-/// The data dir itself is already the owner's alone; this makes the files say so too.
-pub(crate) struct PrivateFilesystemStore {
-    inner: FilesystemStore,
-    data_dir: PathBuf,
-}
-
-impl PrivateFilesystemStore {
-    pub fn new(data_dir: PathBuf) -> Self {
-        Self {
-            inner: FilesystemStore::new(data_dir.clone()),
-            data_dir,
-        }
-    }
-
-    /// Where `FilesystemStore` puts a record: `data_dir/primary[/secondary]/key`.
-    fn record_path(&self, primary: &str, secondary: &str, key: &str) -> PathBuf {
-        let mut path = self.data_dir.join(primary);
-        if !secondary.is_empty() {
-            path.push(secondary);
-        }
-        path.join(key)
-    }
-}
-
-impl KVStoreSync for PrivateFilesystemStore {
-    fn read(&self, primary: &str, secondary: &str, key: &str) -> Result<Vec<u8>, io::Error> {
-        self.inner.read(primary, secondary, key)
-    }
-
-    fn write(
-        &self,
-        primary: &str,
-        secondary: &str,
-        key: &str,
-        buf: Vec<u8>,
-    ) -> Result<(), io::Error> {
-        self.inner.write(primary, secondary, key, buf)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let path = self.record_path(primary, secondary, key);
-            if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            {
-                // Written and durable; inside the private data dir no one else reaches it anyway.
-                log::warn!("could not make {} private: {e}", path.display());
-            }
-        }
-        Ok(())
-    }
-
-    fn remove(
-        &self,
-        primary: &str,
-        secondary: &str,
-        key: &str,
-        lazy: bool,
-    ) -> Result<(), io::Error> {
-        self.inner.remove(primary, secondary, key, lazy)
-    }
-
-    fn list(&self, primary: &str, secondary: &str) -> Result<Vec<String>, io::Error> {
-        self.inner.list(primary, secondary)
-    }
-}
 
 /// Reads and writes offer records.
 ///
@@ -229,12 +125,10 @@ impl OfferStore {
     /// slots come first.
     pub fn install_key(&self) -> Option<[u8; 32]> {
         match self.kv.read(PRIMARY_NAMESPACE, "", INSTALL_KEY) {
-            Ok(bytes)
-                if bytes.len() == INSTALL_MAGIC.len() + 32 && bytes.starts_with(INSTALL_MAGIC) =>
-            {
-                return Some(bytes[INSTALL_MAGIC.len()..].try_into().expect("32 bytes"));
-            }
-            Ok(_) => log::warn!("the install key record is malformed; making a new one"),
+            Ok(bytes) => match decode_install_key(&bytes) {
+                Some(key) => return Some(key),
+                None => log::warn!("the install key record is malformed; making a new one"),
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => log::warn!("the install key is unreadable ({e}); making a new one"),
         }
@@ -243,10 +137,8 @@ impl OfferStore {
 
     /// Writes this install's key.
     pub fn save_install_key(&self, key: &[u8; 32]) -> Result<(), Error> {
-        let mut record = INSTALL_MAGIC.to_vec();
-        record.extend_from_slice(key);
         self.kv
-            .write(PRIMARY_NAMESPACE, "", INSTALL_KEY, record)
+            .write(PRIMARY_NAMESPACE, "", INSTALL_KEY, encode_install_key(key))
             .map_err(|e| Error::Storage(format!("writing the install key: {e}")))
     }
 
@@ -346,16 +238,12 @@ impl EventRecords for OfferStore {
 
     /// Writes `event` as the one numbered `sequence`.
     fn save_event(&self, sequence: u64, event: &Event) -> Result<(), Error> {
-        let mut record = EVENTS_MAGIC.to_vec();
-        record.extend_from_slice(&event.encode());
-        let checksum = Sha256::hash(&record).to_byte_array();
-        record.extend_from_slice(&checksum[..CHECKSUM_LEN]);
         self.kv
             .write(
                 PRIMARY_NAMESPACE,
                 EVENTS_NAMESPACE,
                 &event_key(sequence),
-                record,
+                encode_event(event),
             )
             .map_err(|e| Error::Storage(format!("writing an event: {e}")))
     }
@@ -377,385 +265,20 @@ fn event_key(sequence: u64) -> String {
     format!("{sequence:016x}")
 }
 
-fn decode_event(bytes: &[u8]) -> Result<Event, String> {
-    if bytes.len() < EVENTS_MAGIC.len() + CHECKSUM_LEN
-        || &bytes[..EVENTS_MAGIC.len()] != EVENTS_MAGIC
-    {
-        return Err("not an event record".into());
-    }
-    let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-    if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
-        return Err("checksum mismatch".into());
-    }
-    let mut reader = &body[EVENTS_MAGIC.len()..];
-    // One of a later release's kinds fails here, and is skipped alone.
-    let event = Event::read(&mut reader).map_err(|e| format!("{e:?}"))?;
-    if !reader.is_empty() {
-        return Err("trailing bytes".into());
-    }
-    Ok(event)
-}
-
-// The events as LDK encodes its own: TLV-based, so that fields added later (odd types) are
-// skipped by readers that do not know them.
-// LDK's macros drop readers that have no `Drop`.
-#[allow(clippy::drop_non_drop)]
-mod event_encoding {
-    use crate::events::{Event, OfferInfo};
-    use crate::offers::cache::OfferState;
-
-    lightning::impl_writeable_tlv_based_enum!(OfferState,
-        (0, Pending) => {},
-        (2, Ready) => {},
-        (4, Used) => {},
-    );
-
-    lightning::impl_writeable_tlv_based!(OfferInfo, {
-        (0, server_node_id, required),
-        (2, slot, required),
-        (4, state, required),
-        (6, offer, required),
-        (8, offer_id, required),
-        (10, label, option),
-        (12, created_at, required),
-        (14, expires_at, option),
-        (16, invoice_confirmed_at, option),
-    });
-
-    lightning::impl_writeable_tlv_based_enum!(Event,
-        (0, OfferReady) => { (0, offer, required) },
-        (2, OfferReplaced) => { (0, old_offer_id, required), (2, new_offer, required) },
-        (4, OfferExpiring) => { (0, offer, required) },
-        (6, OfferExpired) => { (0, offer_id, required) },
-        (8, InvoiceRefreshed) => { (0, offer_id, required) },
-        (10, InvoiceRefreshFailed) => { (0, offer, required), (2, reason, required) },
-        (12, ServerConnected) => { (0, server_node_id, required) },
-        (14, ServerDisconnected) => { (0, server_node_id, required) },
-        (16, InvoiceRequestForwarded) => {
-            (0, offer_id, required),
-            (2, amount_msats, option),
-            (4, payer_note, option),
-        },
-    );
-}
-
-/// An offer book: the handed-out offers of one install, for another to import. Version 1 is
-/// `AOB1`, the number of offers (u32), each offer's record as it is stored (length-prefixed,
-/// so an importer reads records of any format it can load), and a checksum of it all.
-const BOOK_MAGIC: &[u8; 4] = b"AOB1";
-
-/// The book of `offers`.
-pub(crate) fn encode_book<'a>(offers: impl Iterator<Item = &'a CachedOffer>) -> Vec<u8> {
-    let records: Vec<Vec<u8>> = offers.map(encode).collect();
-    let mut out = Vec::with_capacity(records.iter().map(|r| r.len() + 4).sum::<usize>() + 16);
-    out.extend_from_slice(BOOK_MAGIC);
-    out.extend_from_slice(&(records.len() as u32).to_be_bytes());
-    for record in &records {
-        put_bytes(&mut out, record);
-    }
-    let checksum = Sha256::hash(&out).to_byte_array();
-    out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
-    out
-}
-
-/// The offers of a book; records of the single-server format are `first_server`'s.
-pub(crate) fn decode_book(
-    bytes: &[u8],
-    first_server: PublicKey,
-) -> Result<Vec<CachedOffer>, String> {
-    if bytes.len() < BOOK_MAGIC.len() + 4 + CHECKSUM_LEN {
-        return Err("not an offer book (too short)".into());
-    }
-    if &bytes[..BOOK_MAGIC.len()] != BOOK_MAGIC {
-        return Err("not an offer book (bad magic or format version)".into());
-    }
-    let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-    if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
-        return Err("checksum mismatch".into());
-    }
-    let mut r = Reader(&body[BOOK_MAGIC.len()..]);
-    let count = u32::from_be_bytes(r.array("count")?);
-    let mut offers = Vec::with_capacity(count.min(4096) as usize);
-    for index in 0..count {
-        let record = r.bytes("offer")?;
-        let (offer, _) =
-            decode(record, first_server).map_err(|why| format!("offer {index}: {why}"))?;
-        offers.push(offer);
-    }
-    if !r.0.is_empty() {
-        return Err("trailing bytes".into());
-    }
-    Ok(offers)
-}
-
-/// Below this many records, decoding on one thread is quicker than starting others.
-const PARALLEL_DECODE_FROM: usize = 32;
-
-/// Decodes `records` in order, on every core when there are many: each takes ~0.1 ms (LDK
-/// parses every key in the offer and paths, and checks the invoice's signature), so a wallet
-/// holding a thousand handed-out offers would otherwise wait that long for its cache.
-fn decode_all(
-    records: &[(String, Vec<u8>)],
-    first_server: PublicKey,
-) -> Vec<Result<(CachedOffer, bool), String>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || records.len() < PARALLEL_DECODE_FROM {
-        return records
-            .iter()
-            .map(|(_, bytes)| decode(bytes, first_server))
-            .collect();
-    }
-    let chunk = records.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = records
-            .chunks(chunk)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|(_, bytes)| decode(bytes, first_server))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|_| vec![Err("decoding panicked".to_string()); chunk])
-            })
-            .collect()
-    })
-}
-
-fn state_byte(state: OfferState) -> u8 {
-    match state {
-        OfferState::Pending => 0,
-        OfferState::Ready => 1,
-        OfferState::Used => 2,
-    }
-}
-
-pub(crate) fn encode(offer: &CachedOffer) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2048);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&offer.server.serialize());
-    out.extend_from_slice(&offer.slot.to_be_bytes());
-    out.push(state_byte(offer.state));
-    put_bytes(&mut out, &offer.offer.encode());
-    out.extend_from_slice(offer.nonce.as_slice());
-    match &offer.label {
-        Some(label) => {
-            out.push(1);
-            put_bytes(&mut out, label.as_bytes());
-        }
-        None => out.push(0),
-    }
-    // Nanoseconds (good until 2554): what the app was shown before a restart, it sees after.
-    out.extend_from_slice(&nanos(offer.created_at).to_be_bytes());
-    match offer.handed_out_at {
-        Some(at) => {
-            out.push(1);
-            out.extend_from_slice(&nanos(at).to_be_bytes());
-        }
-        None => out.push(0),
-    }
-    // In a responder's encoding, as LDK persists the reply path.
-    put_bytes(&mut out, &responder_encoding(&offer.server_path));
-    put_bytes(&mut out, &offer.invoice.invoice.encode());
-    put_bytes(
-        &mut out,
-        &offer.invoice.forward_invoice_request_path.encode(),
-    );
-    out.push(offer.invoice_confirmed as u8);
-    write_extension(&mut out, offer).expect("writing to a Vec cannot fail");
-    let checksum = Sha256::hash(&out).to_byte_array();
-    out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
-    out
-}
-
-fn nanos(time: Duration) -> u64 {
-    u64::try_from(time.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], String> {
-        if self.0.len() < len {
-            return Err(format!("truncated at {what}"));
-        }
-        let (head, rest) = self.0.split_at(len);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
-        Ok(self.take(N, what)?.try_into().expect("length checked"))
-    }
-
-    fn bytes(&mut self, what: &str) -> Result<&'a [u8], String> {
-        let len = u32::from_be_bytes(self.array(what)?) as usize;
-        self.take(len, what)
-    }
-
-    fn ldk<T: Readable>(&mut self, what: &str) -> Result<T, String> {
-        let mut bytes = self.bytes(what)?;
-        let value = T::read(&mut bytes).map_err(|e| format!("bad {what}: {e:?}"))?;
-        if !bytes.is_empty() {
-            return Err(format!("trailing bytes in {what}"));
-        }
-        Ok(value)
-    }
-}
-
-/// Decodes a record, and says whether it was in the single-server format (then on
-/// `first_server`).
-pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOffer, bool), String> {
-    if bytes.len() < MAGIC.len() + CHECKSUM_LEN {
-        return Err("not an offer record (too short)".into());
-    }
-    let magic = &bytes[..MAGIC.len()];
-    let single_server = magic == SINGLE_SERVER_MAGIC;
-    let has_extension = magic == MAGIC;
-    if !has_extension && magic != PREVIOUS_MAGIC && !single_server {
-        return Err("not an offer record (bad magic or format version)".into());
-    }
-    let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-    if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
-        return Err("checksum mismatch".into());
-    }
-    let mut r = Reader(&body[MAGIC.len()..]);
-    let server = match single_server {
-        true => first_server,
-        false => PublicKey::from_slice(&r.array::<33>("server")?)
-            .map_err(|e| format!("bad server node id: {e}"))?,
-    };
-    let slot = u16::from_be_bytes(r.array("slot")?);
-    let state = match r.array::<1>("state")?[0] {
-        0 => OfferState::Pending,
-        1 => OfferState::Ready,
-        2 => OfferState::Used,
-        other => return Err(format!("unknown state {other}")),
-    };
-    let offer =
-        Offer::try_from(r.bytes("offer")?.to_vec()).map_err(|e| format!("bad offer: {e:?}"))?;
-    let nonce = Nonce::try_from(&r.array::<{ Nonce::LENGTH }>("nonce")?[..])
-        .map_err(|()| "bad nonce".to_string())?;
-    let label = match r.array::<1>("label flag")?[0] {
-        0 => None,
-        1 => Some(String::from_utf8(r.bytes("label")?.to_vec()).map_err(|_| "label is not UTF-8")?),
-        other => return Err(format!("bad label flag {other}")),
-    };
-    let created_at = Duration::from_nanos(u64::from_be_bytes(r.array("created_at")?));
-    let handed_out_at = match r.array::<1>("handed-out flag")?[0] {
-        0 => None,
-        1 => Some(Duration::from_nanos(u64::from_be_bytes(
-            r.array("handed_out_at")?,
-        ))),
-        other => return Err(format!("bad handed-out flag {other}")),
-    };
-    let server_responder: Responder = r.ldk("server reply path")?;
-    let server_path =
-        reply_path_of(&server_responder).map_err(|e| format!("server reply path: {e:?}"))?;
-    let invoice = StaticInvoice::try_from(r.bytes("invoice")?.to_vec())
-        .map_err(|e| format!("bad invoice: {e:?}"))?;
-    let forward_invoice_request_path: BlindedMessagePath = r.ldk("forward path")?;
-    let invoice_confirmed = match r.array::<1>("confirmed")?[0] {
-        0 => false,
-        1 => true,
-        other => return Err(format!("bad confirmed flag {other}")),
-    };
-    let extension = match has_extension {
-        true => read_extension(&mut r.0).map_err(|e| format!("bad TLV fields: {e:?}"))?,
-        // Earlier records did not say when; a confirmed invoice was confirmed about when it
-        // was made.
-        false => Extension {
-            invoice_confirmed_at: invoice_confirmed.then(|| nanos(invoice.created_at())),
-            announced: 0,
-        },
-    };
-    if !r.0.is_empty() {
-        return Err("trailing bytes".into());
-    }
-    if invoice.offer_id() != offer.id() {
-        return Err("invoice belongs to another offer".into());
-    }
-    let offer = CachedOffer {
-        server,
-        slot,
-        offer,
-        nonce,
-        state,
-        label,
-        created_at,
-        handed_out_at,
-        server_path,
-        invoice: BuiltInvoice {
-            invoice,
-            forward_invoice_request_path,
-        },
-        invoice_confirmed,
-        invoice_sent_at: None,
-        pending_since: Duration::ZERO,
-        expiry_announced: extension.announced & EXPIRY_ANNOUNCED != 0,
-        expired_announced: extension.announced & EXPIRED_ANNOUNCED != 0,
-        invoice_confirmed_at: extension.invoice_confirmed_at.map(Duration::from_nanos),
-        delivery: Default::default(),
-    };
-    Ok((offer, single_server))
-}
-
-/// What an offer's announcements were: its coming expiry, its expiry.
-const EXPIRY_ANNOUNCED: u8 = 1;
-const EXPIRED_ANNOUNCED: u8 = 2;
-
-/// The fields of an `AOF4` record's TLV stream.
-struct Extension {
-    /// When the invoice was last confirmed, ns since the epoch.
-    invoice_confirmed_at: Option<u64>,
-    /// What was announced of the offer ([`EXPIRY_ANNOUNCED`], [`EXPIRED_ANNOUNCED`]).
-    announced: u8,
-}
-
-/// Appends an `AOF4` record's TLV stream.
-fn write_extension(out: &mut Vec<u8>, offer: &CachedOffer) -> Result<(), io::Error> {
-    let invoice_confirmed_at = offer.invoice_confirmed_at.map(nanos);
-    let announced = (offer.expiry_announced as u8) * EXPIRY_ANNOUNCED
-        + (offer.expired_announced as u8) * EXPIRED_ANNOUNCED;
-    let announced = (announced != 0).then_some(announced);
-    lightning::write_tlv_fields!(out, {
-        (1, invoice_confirmed_at, option),
-        (3, announced, option),
-    });
-    Ok(())
-}
-
-/// Reads an `AOF4` record's TLV stream.
-// LDK's `read_tlv_fields!` drops its reader, which has no `Drop`.
-#[allow(clippy::drop_non_drop)]
-fn read_extension(stream: &mut &[u8]) -> Result<Extension, lightning::ln::msgs::DecodeError> {
-    let mut invoice_confirmed_at: Option<u64> = None;
-    let mut announced: Option<u8> = None;
-    lightning::read_tlv_fields!(stream, {
-        (1, invoice_confirmed_at, option),
-        (3, announced, option),
-    });
-    Ok(Extension {
-        invoice_confirmed_at,
-        announced: announced.unwrap_or(0),
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use lightning::util::persist::KVStoreSync;
+    use lightning::util::ser::Writeable;
+    use lightning_persister::fs_store::FilesystemStore;
+
+    use lightning::offers::offer::OfferId;
+
     use super::*;
+    use crate::io::legacy::writers;
+    use crate::io::records::{MAGIC, PARALLEL_DECODE_FROM};
+    use crate::offers::cache::OfferState;
     use crate::test_utils::{offer_fixture, pubkey, server_key};
 
     fn store(dir: &std::path::Path) -> OfferStore {
@@ -916,25 +439,145 @@ mod tests {
         assert_eq!(found, expected, "loaded in server and slot order");
     }
 
-    /// The body of `offer`'s record as releases 0.1.x wrote it: without the TLV stream.
-    fn previous_body(offer: &CachedOffer) -> Vec<u8> {
-        let current = encode(offer);
-        let mut extension = Vec::new();
-        write_extension(&mut extension, offer).unwrap();
-        current[MAGIC.len()..current.len() - CHECKSUM_LEN - extension.len()].to_vec()
-    }
-
-    fn with_magic_and_checksum(magic: &[u8; 4], body: &[u8]) -> Vec<u8> {
-        let mut record = magic.to_vec();
-        record.extend_from_slice(body);
-        let checksum = Sha256::hash(&record).to_byte_array();
-        record.extend_from_slice(&checksum[..CHECKSUM_LEN]);
-        record
-    }
-
     /// The single-server layout: the 0.1 record without the server, under `slot_NNNNN`.
     fn single_server_record(offer: &CachedOffer) -> Vec<u8> {
-        with_magic_and_checksum(SINGLE_SERVER_MAGIC, &previous_body(offer)[33..])
+        writers::aof2(offer)
+    }
+
+    /// A store that dies as a killed process does, after `writes_left` more writes or
+    /// removals: that one and every later one fail, and none of them reaches the disk.
+    struct DiesAfter {
+        kv: FilesystemStore,
+        writes_left: std::sync::atomic::AtomicI64,
+    }
+
+    impl DiesAfter {
+        fn one_more(&self) -> Result<(), io::Error> {
+            match self.writes_left.fetch_sub(1, Ordering::SeqCst) > 0 {
+                true => Ok(()),
+                false => Err(io::Error::new(io::ErrorKind::Other, "killed")),
+            }
+        }
+    }
+
+    impl KVStoreSync for DiesAfter {
+        fn read(&self, primary: &str, secondary: &str, key: &str) -> Result<Vec<u8>, io::Error> {
+            self.kv.read(primary, secondary, key)
+        }
+        fn write(&self, p: &str, s: &str, key: &str, buf: Vec<u8>) -> Result<(), io::Error> {
+            self.one_more()?;
+            self.kv.write(p, s, key, buf)
+        }
+        fn remove(&self, p: &str, s: &str, key: &str, lazy: bool) -> Result<(), io::Error> {
+            self.one_more()?;
+            self.kv.remove(p, s, key, lazy)
+        }
+        fn list(&self, primary: &str, secondary: &str) -> Result<Vec<String>, io::Error> {
+            self.kv.list(primary, secondary)
+        }
+    }
+
+    /// What of an offer must survive its migration.
+    type Kept = (
+        u16,
+        OfferId,
+        OfferState,
+        Option<String>,
+        Option<Duration>,
+        bool,
+    );
+
+    fn kept(offers: &[CachedOffer]) -> Vec<Kept> {
+        let mut kept: Vec<Kept> = offers
+            .iter()
+            .map(|o| {
+                let confirmed_at = o.invoice_confirmed_at;
+                (
+                    o.slot,
+                    o.id(),
+                    o.state,
+                    o.label.clone(),
+                    confirmed_at,
+                    o.expiry_announced,
+                )
+            })
+            .collect();
+        kept.sort_by_key(|k| k.0);
+        kept
+    }
+
+    #[test]
+    fn a_migration_killed_at_any_point_loads_each_offer_once_in_its_state() {
+        let fixture = offer_fixture();
+        let made = Duration::from_secs(1_800_000_000);
+        let offer = |slot: u16, state: OfferState, label: Option<&str>| {
+            let mut offer = fixture.cached(slot, made, None);
+            offer.state = state;
+            offer.label = label.map(String::from);
+            offer.handed_out_at = label.map(|_| made + Duration::from_secs(60));
+            offer.invoice_confirmed = true;
+            // Whole seconds: what the formats before AOF4 could say (the invoice's own time).
+            offer.invoice_confirmed_at = Some(offer.invoice.invoice.created_at());
+            offer
+        };
+        let single_server = offer(0, OfferState::Used, Some("bio"));
+        let of_0_1_0 = offer(1, OfferState::Used, Some("shop"));
+        let mut announced = offer(2, OfferState::Used, Some("old"));
+        announced.expiry_announced = true;
+        announced.invoice_confirmed_at = Some(made + Duration::new(7, 250));
+        let ready = offer(3, OfferState::Ready, None);
+        let current = offer(4, OfferState::Used, Some("new"));
+        let expected = kept(&[
+            single_server.clone(),
+            of_0_1_0.clone(),
+            announced.clone(),
+            ready.clone(),
+            current.clone(),
+        ]);
+        let write_all = |dir: &std::path::Path| {
+            let kv = FilesystemStore::new(dir.to_path_buf());
+            let put = |key: String, record: Vec<u8>| {
+                kv.write(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key, record)
+                    .unwrap()
+            };
+            put("slot_00000".into(), writers::aof2(&single_server));
+            put(OfferStore::key((server_key(), 1)), writers::aof3(&of_0_1_0));
+            put(
+                OfferStore::key((server_key(), 2)),
+                writers::aof4(&announced),
+            );
+            put(OfferStore::key((server_key(), 3)), writers::aof4(&ready));
+            put(OfferStore::key((server_key(), 4)), encode(&current));
+        };
+
+        for kill_after in 0.. {
+            let dir = tempfile::tempdir().unwrap();
+            write_all(dir.path());
+            let dying = OfferStore::new(Arc::new(DiesAfter {
+                kv: FilesystemStore::new(dir.path().to_path_buf()),
+                writes_left: kill_after.into(),
+            }));
+            // The load moves the single-server record; each offer's next change writes it in
+            // the current format.
+            let mut killed = true;
+            if let Ok(loaded) = dying.load_all(server_key()) {
+                assert_eq!(kept(&loaded), expected, "loaded as written");
+                killed = loaded.iter().any(|offer| dying.save(offer).is_err());
+            }
+            let after = store(dir.path()).load_all(server_key()).unwrap();
+            assert_eq!(kept(&after), expected, "killed after {kill_after} writes");
+            if !killed {
+                let kv = FilesystemStore::new(dir.path().to_path_buf());
+                let keys = kv.list(PRIMARY_NAMESPACE, OFFERS_NAMESPACE).unwrap();
+                assert_eq!(keys.len(), 5);
+                for key in keys {
+                    let record = kv.read(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key).unwrap();
+                    assert_eq!(&record[..4], MAGIC, "{key} in the current format");
+                }
+                assert!(kill_after >= 6, "a move (write, remove) and five rewrites");
+                break;
+            }
+        }
     }
 
     #[test]
@@ -948,7 +591,7 @@ mod tests {
         offer.invoice_confirmed_at = Some(made + Duration::from_secs(3));
         let key = OfferStore::key((offer.server, offer.slot));
         let kv = FilesystemStore::new(dir.path().to_path_buf());
-        let old = with_magic_and_checksum(PREVIOUS_MAGIC, &previous_body(&offer));
+        let old = writers::aof3(&offer);
         kv.write(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key, old.clone())
             .unwrap();
 
@@ -967,6 +610,10 @@ mod tests {
         store(dir.path()).save(&offer).unwrap();
         let rewritten = kv.read(PRIMARY_NAMESPACE, OFFERS_NAMESPACE, &key).unwrap();
         assert_eq!(&rewritten[..4], MAGIC);
+        assert_eq!(
+            store(dir.path()).load_all(server_key()).unwrap()[0].invoice_confirmed_at,
+            offer.invoice_confirmed_at
+        );
         let again = store(dir.path()).load_all(server_key()).unwrap();
         assert_eq!(again[0].invoice_confirmed_at, offer.invoice_confirmed_at);
     }

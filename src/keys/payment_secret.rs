@@ -7,11 +7,11 @@
 //! inbound-payment key. Any deviation and the wallet fails the HTLC, so the equality is tested
 //! against LDK itself (`tests/payment_secret.rs`).
 
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use chacha20::ChaCha20;
 use lightning::bitcoin::hashes::hmac::{Hmac, HmacEngine};
 use lightning::bitcoin::hashes::sha256::Hash as Sha256;
 use lightning::bitcoin::hashes::{Hash, HashEngine};
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use chacha20::ChaCha20;
 use lightning::types::payment::PaymentSecret;
 
 /// LDK's `Method::SpontaneousPayment`, stored in the top three bits of the metadata.

@@ -113,6 +113,43 @@ pub(crate) struct Delivery {
 }
 
 impl CachedOffer {
+    /// A new offer of `slot` on `server`, built at `now` (wall) and `monotonic`, whose first
+    /// invoice is about to be sent: Pending until the server confirms it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_pending(
+        server: PublicKey,
+        slot: u16,
+        offer: Offer,
+        nonce: Nonce,
+        server_path: BlindedMessagePath,
+        invoice: BuiltInvoice,
+        now: Duration,
+        monotonic: Duration,
+    ) -> Self {
+        Self {
+            server,
+            slot,
+            offer,
+            nonce,
+            state: OfferState::Pending,
+            label: None,
+            created_at: now,
+            handed_out_at: None,
+            server_path,
+            invoice,
+            invoice_confirmed: false,
+            invoice_sent_at: Some(monotonic),
+            pending_since: monotonic,
+            expiry_announced: false,
+            expired_announced: false,
+            invoice_confirmed_at: None,
+            delivery: Delivery {
+                sends: 1,
+                ..Delivery::default()
+            },
+        }
+    }
+
     pub fn id(&self) -> OfferId {
         self.offer.id()
     }

@@ -7,7 +7,7 @@
 use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::ln::msgs::DecodeError;
 use lightning::onion_message::messenger::Responder;
-use lightning::util::ser::{BigSize, Readable, Writeable};
+use lightning::util::ser::{BigSize, Readable, Writeable, Writer};
 
 /// The path a [`Responder`] replies over.
 pub(crate) fn reply_path_of(responder: &Responder) -> Result<BlindedMessagePath, DecodeError> {
@@ -43,4 +43,21 @@ pub(crate) fn responder_encoding(path: &BlindedMessagePath) -> Vec<u8> {
         .expect("writes to a Vec");
     stream.extend_from_slice(&record);
     stream
+}
+
+/// A reply path written and read as LDK writes the [`Responder`] holding it: how records keep
+/// the server's reply path, without building a `Responder` for every write.
+pub(crate) struct AsResponder(pub BlindedMessagePath);
+
+impl Writeable for AsResponder {
+    fn write<W: Writer>(&self, writer: &mut W) -> Result<(), lightning::io::Error> {
+        writer.write_all(&responder_encoding(&self.0))
+    }
+}
+
+impl Readable for AsResponder {
+    fn read<R: lightning::io::Read>(reader: &mut R) -> Result<Self, DecodeError> {
+        let responder = Responder::read(reader)?;
+        reply_path_of(&responder).map(Self)
+    }
 }

@@ -15,7 +15,8 @@ use lightning::sign::{KeysManager, NodeSigner, Recipient};
 use lightning_persister::fs_store::FilesystemStore;
 
 use crate::config::ChannelHint;
-use crate::io::store::{decode, encode, OfferStore};
+use crate::io::records::{decode, encode};
+use crate::io::store::OfferStore;
 use crate::keys::WalletKeys;
 use crate::offers::builder::{BuiltInvoice, OfferFactory, PathEnd};
 use crate::offers::cache::{
@@ -116,25 +117,22 @@ impl CacheWork {
         for slot in 0..offers {
             let (offer, nonce) = factory.build_offer(vec![server_path()], Some(expiry))?;
             let invoice = factory.build_invoice(&offer, nonce, server, &[], now, None)?;
-            cached.push(CachedOffer {
+            let mut offer = CachedOffer::new_pending(
                 server,
                 slot,
                 offer,
                 nonce,
-                state: OfferState::Ready,
-                label: None,
-                created_at: now + Duration::from_millis(slot as u64),
-                handed_out_at: None,
-                server_path: server_path(),
+                server_path(),
                 invoice,
-                invoice_confirmed: true,
-                invoice_sent_at: None,
-                pending_since: Duration::ZERO,
-                expiry_announced: false,
-                expired_announced: false,
-                invoice_confirmed_at: Some(now),
-                delivery: Default::default(),
-            });
+                now + Duration::from_millis(slot as u64),
+                Duration::ZERO,
+            );
+            offer.state = OfferState::Ready;
+            offer.invoice_confirmed = true;
+            offer.invoice_confirmed_at = Some(now);
+            offer.invoice_sent_at = None;
+            offer.delivery = Default::default();
+            cached.push(offer);
         }
         let first = &cached[0];
         let later = now + Duration::from_secs(1);

@@ -1,0 +1,335 @@
+//! The formats of what is kept: offer records, event records, the install key and offer books.
+//!
+//! An offer record is `AOF5`, the offer's kept fields as an LDK TLV stream
+//! (`impl_writeable_tlv_based!`, as LDK writes its own records), and the first 8 bytes of the
+//! SHA-256 of all before it. Even types are fields every reader must understand; fields added
+//! later take odd types, which readers that do not know them skip, so a later release's record
+//! still loads here. Records of earlier formats (`AOF2` to `AOF4`, see [`super::legacy`]) are
+//! read as they are and written in this one at their offer's next change.
+
+use std::time::Duration;
+
+use lightning::bitcoin::hashes::sha256::Hash as Sha256;
+use lightning::bitcoin::hashes::Hash;
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::blinded_path::message::BlindedMessagePath;
+use lightning::offers::nonce::Nonce;
+use lightning::offers::offer::Offer;
+use lightning::offers::static_invoice::StaticInvoice;
+use lightning::util::ser::{Readable, Writeable};
+
+use super::legacy;
+use crate::events::Event;
+use crate::offers::builder::BuiltInvoice;
+use crate::offers::cache::{CachedOffer, OfferState};
+use crate::offers::responder::AsResponder;
+
+/// The current offer record.
+pub(crate) const MAGIC: &[u8; 4] = b"AOF5";
+/// How much of the SHA-256 of a record ends it.
+pub(crate) const CHECKSUM_LEN: usize = 8;
+/// The install key's record: `AOK1` and the 32 bytes.
+const INSTALL_MAGIC: &[u8; 4] = b"AOK1";
+/// An event record: `AOE1`, the event in LDK's encoding (below), and a checksum.
+const EVENTS_MAGIC: &[u8; 4] = b"AOE1";
+/// An offer book, version 1: `AOB1`, the number of offers (u32), each offer's record as it
+/// is stored (length-prefixed, so an importer reads records of any format it can load), and a
+/// checksum of it all.
+const BOOK_MAGIC: &[u8; 4] = b"AOB1";
+
+/// What an offer record keeps: everything of a [`CachedOffer`] but what only this process
+/// knows of its invoice's way to the server.
+pub(crate) struct StoredOffer {
+    pub server: PublicKey,
+    pub slot: u16,
+    pub state: OfferState,
+    pub offer: Offer,
+    pub nonce: Nonce,
+    pub label: Option<String>,
+    pub created_at: Duration,
+    pub handed_out_at: Option<Duration>,
+    /// The server's reply path, as LDK keeps a `Responder`.
+    pub server_path: AsResponder,
+    pub invoice: StaticInvoice,
+    pub forward_invoice_request_path: BlindedMessagePath,
+    pub invoice_confirmed: bool,
+    pub invoice_confirmed_at: Option<Duration>,
+    pub expiry_announced: bool,
+    pub expired_announced: bool,
+}
+
+// In type order, as TLV streams must be. (LDK's macros drop readers that have no `Drop`.)
+#[allow(clippy::drop_non_drop)]
+mod stored_offer_encoding {
+    use super::StoredOffer;
+
+    lightning::impl_writeable_tlv_based!(StoredOffer, {
+        (0, server, required),
+        (1, invoice_confirmed_at, option),
+        (2, slot, required),
+        (3, expiry_announced, (default_value, false)),
+        (4, state, required),
+        (5, expired_announced, (default_value, false)),
+        (6, offer, required),
+        (8, nonce, required),
+        (10, label, option),
+        (12, created_at, required),
+        (14, handed_out_at, option),
+        (16, server_path, required),
+        (18, invoice, required),
+        (20, forward_invoice_request_path, required),
+        (22, invoice_confirmed, required),
+    });
+}
+
+impl StoredOffer {
+    fn of(offer: &CachedOffer) -> Self {
+        Self {
+            server: offer.server,
+            slot: offer.slot,
+            state: offer.state,
+            offer: offer.offer.clone(),
+            nonce: offer.nonce,
+            label: offer.label.clone(),
+            created_at: offer.created_at,
+            handed_out_at: offer.handed_out_at,
+            server_path: AsResponder(offer.server_path.clone()),
+            invoice: offer.invoice.invoice.clone(),
+            forward_invoice_request_path: offer.invoice.forward_invoice_request_path.clone(),
+            invoice_confirmed: offer.invoice_confirmed,
+            invoice_confirmed_at: offer.invoice_confirmed_at,
+            expiry_announced: offer.expiry_announced,
+            expired_announced: offer.expired_announced,
+        }
+    }
+
+    /// The offer as the cache holds it; nothing is known yet of its invoice's delivery.
+    fn into_cached(self) -> Result<CachedOffer, String> {
+        if self.invoice.offer_id() != self.offer.id() {
+            return Err("invoice belongs to another offer".into());
+        }
+        Ok(CachedOffer {
+            server: self.server,
+            slot: self.slot,
+            offer: self.offer,
+            nonce: self.nonce,
+            state: self.state,
+            label: self.label,
+            created_at: self.created_at,
+            handed_out_at: self.handed_out_at,
+            server_path: self.server_path.0,
+            invoice: BuiltInvoice {
+                invoice: self.invoice,
+                forward_invoice_request_path: self.forward_invoice_request_path,
+            },
+            invoice_confirmed: self.invoice_confirmed,
+            invoice_sent_at: None,
+            pending_since: Duration::ZERO,
+            expiry_announced: self.expiry_announced,
+            expired_announced: self.expired_announced,
+            invoice_confirmed_at: self.invoice_confirmed_at,
+            delivery: Default::default(),
+        })
+    }
+}
+
+/// `magic`, `body`, and the checksum of both.
+fn sealed(magic: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(magic.len() + body.len() + CHECKSUM_LEN);
+    record.extend_from_slice(magic);
+    record.extend_from_slice(body);
+    seal(&mut record);
+    record
+}
+
+/// Appends the checksum of `record`.
+pub(crate) fn seal(record: &mut Vec<u8>) {
+    let checksum = Sha256::hash(record).to_byte_array();
+    record.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+}
+
+/// What lies between a record's magic and its checksum, once the checksum is right.
+pub(crate) fn unsealed<'a>(record: &'a [u8], what: &str) -> Result<&'a [u8], String> {
+    if record.len() < 4 + CHECKSUM_LEN {
+        return Err(format!("not {what} (too short)"));
+    }
+    let (body, checksum) = record.split_at(record.len() - CHECKSUM_LEN);
+    if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
+        return Err("checksum mismatch".into());
+    }
+    Ok(&body[4..])
+}
+
+/// The record of `offer`, in the current format.
+pub(crate) fn encode(offer: &CachedOffer) -> Vec<u8> {
+    sealed(MAGIC, &StoredOffer::of(offer).encode())
+}
+
+/// Decodes a record of any format this release reads, and says whether it was in the
+/// single-server format (then on `first_server`, under another key).
+pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOffer, bool), String> {
+    let magic = bytes.get(..4).unwrap_or_default();
+    let body = unsealed(bytes, "an offer record")?;
+    let (stored, single_server) = if magic == MAGIC {
+        let mut reader = body;
+        let stored = StoredOffer::read(&mut reader).map_err(|e| format!("bad record: {e:?}"))?;
+        if !reader.is_empty() {
+            return Err("trailing bytes".into());
+        }
+        (stored, false)
+    } else {
+        legacy::decode(magic, body, first_server)?
+    };
+    Ok((stored.into_cached()?, single_server))
+}
+
+/// Below this many records, decoding on one thread is quicker than starting others.
+pub(crate) const PARALLEL_DECODE_FROM: usize = 32;
+
+/// Decodes `records` in order, on every core when there are many: each takes ~0.1 ms (LDK
+/// parses every key in the offer and paths, and checks the invoice's signature), so a wallet
+/// holding a thousand handed-out offers would otherwise wait that long for its cache.
+pub(crate) fn decode_all(
+    records: &[(String, Vec<u8>)],
+    first_server: PublicKey,
+) -> Vec<Result<(CachedOffer, bool), String>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || records.len() < PARALLEL_DECODE_FROM {
+        return records
+            .iter()
+            .map(|(_, bytes)| decode(bytes, first_server))
+            .collect();
+    }
+    let chunk = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = records
+            .chunks(chunk)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(_, bytes)| decode(bytes, first_server))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| vec![Err("decoding panicked".to_string()); chunk])
+            })
+            .collect()
+    })
+}
+
+/// The install key's record.
+pub(crate) fn encode_install_key(key: &[u8; 32]) -> Vec<u8> {
+    let mut record = INSTALL_MAGIC.to_vec();
+    record.extend_from_slice(key);
+    record
+}
+
+/// The install key of a record (`None`: not one).
+pub(crate) fn decode_install_key(record: &[u8]) -> Option<[u8; 32]> {
+    record.strip_prefix(INSTALL_MAGIC)?.try_into().ok()
+}
+
+/// The record of an event waiting for the app.
+pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
+    sealed(EVENTS_MAGIC, &event.encode())
+}
+
+/// The event of a record. One of a later release's kinds fails here, and is skipped alone.
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<Event, String> {
+    if !bytes.starts_with(EVENTS_MAGIC) {
+        return Err("not an event record".into());
+    }
+    let mut reader = unsealed(bytes, "an event record")?;
+    let event = Event::read(&mut reader).map_err(|e| format!("{e:?}"))?;
+    if !reader.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok(event)
+}
+
+// The events and states as LDK encodes its own: TLV-based, so that fields added later (odd
+// types) are skipped by readers that do not know them.
+// LDK's macros drop readers that have no `Drop`.
+#[allow(clippy::drop_non_drop)]
+mod event_encoding {
+    use crate::events::{Event, OfferInfo};
+    use crate::offers::cache::OfferState;
+
+    lightning::impl_writeable_tlv_based_enum!(OfferState,
+        (0, Pending) => {},
+        (2, Ready) => {},
+        (4, Used) => {},
+    );
+
+    lightning::impl_writeable_tlv_based!(OfferInfo, {
+        (0, server_node_id, required),
+        (2, slot, required),
+        (4, state, required),
+        (6, offer, required),
+        (8, offer_id, required),
+        (10, label, option),
+        (12, created_at, required),
+        (14, expires_at, option),
+        (16, invoice_confirmed_at, option),
+    });
+
+    lightning::impl_writeable_tlv_based_enum!(Event,
+        (0, OfferReady) => { (0, offer, required) },
+        (2, OfferReplaced) => { (0, old_offer_id, required), (2, new_offer, required) },
+        (4, OfferExpiring) => { (0, offer, required) },
+        (6, OfferExpired) => { (0, offer_id, required) },
+        (8, InvoiceRefreshed) => { (0, offer_id, required) },
+        (10, InvoiceRefreshFailed) => { (0, offer, required), (2, reason, required) },
+        (12, ServerConnected) => { (0, server_node_id, required) },
+        (14, ServerDisconnected) => { (0, server_node_id, required) },
+        (16, InvoiceRequestForwarded) => {
+            (0, offer_id, required),
+            (2, amount_msats, option),
+            (4, payer_note, option),
+        },
+    );
+}
+
+/// The book of `offers`.
+pub(crate) fn encode_book<'a>(offers: impl Iterator<Item = &'a CachedOffer>) -> Vec<u8> {
+    let records: Vec<Vec<u8>> = offers.map(encode).collect();
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.len() + 4).sum::<usize>() + 16);
+    out.extend_from_slice(BOOK_MAGIC);
+    out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    for record in &records {
+        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+        out.extend_from_slice(record);
+    }
+    seal(&mut out);
+    out
+}
+
+/// The offers of a book; records of the single-server format are `first_server`'s.
+pub(crate) fn decode_book(
+    bytes: &[u8],
+    first_server: PublicKey,
+) -> Result<Vec<CachedOffer>, String> {
+    if !bytes.starts_with(BOOK_MAGIC) {
+        return Err("not an offer book (bad magic or format version)".into());
+    }
+    let mut r = legacy::Reader(unsealed(bytes, "an offer book")?);
+    let count = u32::from_be_bytes(r.array("count")?);
+    let mut offers = Vec::with_capacity(count.min(4096) as usize);
+    for index in 0..count {
+        let record = r.bytes("offer")?;
+        let (offer, _) =
+            decode(record, first_server).map_err(|why| format!("offer {index}: {why}"))?;
+        offers.push(offer);
+    }
+    if !r.0.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok(offers)
+}
