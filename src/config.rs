@@ -67,6 +67,7 @@ pub fn decode_server_paths(paths_hex: &str) -> Result<Vec<BlindedMessagePath>, E
 /// A channel of the wallet node with its LSP, as payers should route over it. Static invoices
 /// carry one blinded payment path per hint, through the LSP to the wallet node.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Record))]
 pub struct ChannelHint {
     /// The LSP's node id (the channel counterparty, introduction node of the payment path).
     pub lsp_node_id: PublicKey,
@@ -156,6 +157,7 @@ pub(crate) const DEFAULT_EXPIRED_OFFER_RETENTION: Duration = Duration::from_secs
 
 /// Which node the `forward_invoice_request_path` of each offer leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Enum))]
 pub enum InvoiceRequestTarget {
     /// The wallet's own LDK node (same seed): when it is online it answers payers with a
     /// regular BOLT 12 invoice. The SDK never sees these requests.

@@ -2,11 +2,20 @@
 
 use std::fmt;
 
-/// Everything that can go wrong in a call to the SDK.
+/// Everything that can go wrong in a call to the SDK. The Kotlin and Swift SDKs get it as
+/// `OffersError` (`OffersException` in Kotlin), each kind with this type's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "ffi",
+    derive(uniffi::Error),
+    uniffi(name = "OffersError", flat_error)
+)]
 pub enum Error {
     /// A configuration value is unusable; the message names it.
     InvalidConfig(String),
+    /// An argument of a call is out of range (a negative count or timeout, say): raised by the
+    /// Kotlin and Swift SDKs' own checks, which Rust's types make unneeded here.
+    InvalidArgument(String),
     /// The server's paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
     InvalidServerPaths(String),
     /// No Ready offer is available right now; more are being prepared.
@@ -38,6 +47,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
+            Error::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
             Error::InvalidServerPaths(why) => write!(f, "invalid server paths: {why}"),
             Error::NoReadyOffer => write!(f, "no ready offer available yet"),
             Error::AlreadyStarted => write!(f, "client already started"),

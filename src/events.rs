@@ -17,8 +17,10 @@ use lightning::bitcoin::secp256k1::PublicKey;
 use crate::offers::cache::{CachedOffer, OfferState};
 use crate::Error;
 
-/// An offer as the app sees it.
+/// An offer as the app sees it (`Offer` in the Kotlin and Swift SDKs). Times are durations
+/// since the Unix epoch.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Record), uniffi(name = "Offer"))]
 pub struct OfferInfo {
     /// The node id (hex) of the server holding the offer's invoice.
     pub server_node_id: String,
@@ -71,19 +73,21 @@ impl From<&CachedOffer> for OfferInfo {
 /// What the client is doing, for an app's diagnostics (see
 /// [`AsyncOffersClient::status`](crate::AsyncOffersClient::status)).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Record))]
 pub struct ClientStatus {
     /// Whether [`start`](crate::AsyncOffersClient::start) was called and not stopped since.
     pub running: bool,
     /// How many offers are Ready.
-    pub ready_offers: usize,
+    pub ready_offers: u32,
     /// The configured number of Ready offers.
-    pub wanted_offers: usize,
+    pub wanted_offers: u32,
     /// Each configured server, in the config's order.
     pub servers: Vec<ServerStatus>,
 }
 
 /// One server as the client sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Record))]
 pub struct ServerStatus {
     /// Its node id, hex.
     pub server_node_id: String,
@@ -96,18 +100,20 @@ pub struct ServerStatus {
 
 /// What [`AsyncOffersClient::import_offers`](crate::AsyncOffersClient::import_offers) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Record))]
 pub struct ImportedOffers {
     /// Offers of the book that are now handed out here: new ones, and Ready ones here that the
     /// book says were handed out (no longer offered by `take_offer`).
-    pub imported: usize,
+    pub imported: u32,
     /// Offers of the book already handed out here.
-    pub already_here: usize,
+    pub already_here: u32,
     /// Offers of the book not imported: an offer handed out here holds their slot.
-    pub conflicting: usize,
+    pub conflicting: u32,
 }
 
-/// Something that happened.
+/// Something that happened (`OfferEvent` in the Kotlin and Swift SDKs).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Enum), uniffi(name = "OfferEvent"))]
 pub enum Event {
     /// The server confirmed an offer's invoice: the offer can be handed out.
     OfferReady {

@@ -29,6 +29,42 @@ fn generated_kotlin_and_swift_match_the_rust_surface() {
     }
 }
 
+/// The foreign config carries every field of the core's (the Rust conversion names each, so a
+/// field missing there does not build), and the core's records and enums are exported under
+/// the names the apps use.
+#[test]
+fn the_bindings_carry_what_the_core_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let kotlin = std::fs::read_to_string(
+        root.join("bindings/kotlin/generated/org/asyncoffers/ffi/async_offers.kt"),
+    )
+    .unwrap();
+    let swift = std::fs::read_to_string(root.join("bindings/swift/generated/AsyncOffersFFI.swift"))
+        .unwrap();
+    for wanted in [
+        "var `invoiceRequestTarget`: InvoiceRequestTarget",
+        "var `bestBlockHeight`: kotlin.UInt?",
+        "enum class InvoiceRequestTarget",
+        "data class Offer (",
+        "sealed class OfferEvent",
+        "sealed class OffersException",
+        "var `invoiceConfirmedAt`: java.time.Duration?",
+        "InvoiceRefreshFailed(",
+    ] {
+        assert!(kotlin.contains(wanted), "the Kotlin bindings lack {wanted}");
+    }
+    for wanted in [
+        "public var invoiceRequestTarget: InvoiceRequestTarget",
+        "public var bestBlockHeight: UInt32?",
+        "public enum InvoiceRequestTarget",
+        "public struct Offer",
+        "public enum OfferEvent",
+        "enum OffersError: Swift.Error",
+    ] {
+        assert!(swift.contains(wanted), "the Swift bindings lack {wanted}");
+    }
+}
+
 /// The Android and iOS packages cannot be built here (no Android SDK, no Xcode), so this checks
 /// they stay wired to what the Kotlin and Swift tests exercise: the same sources, the native
 /// library and C module names `uniffi.toml` sets, and one API level for Gradle and the NDK.

@@ -23,7 +23,9 @@ fn expected(fixture: &str) -> Value {
 /// The fixture's records, copied to a new dir (a client may tighten their modes).
 fn copy_of_fixture(fixture: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let from = Path::new(FIXTURES).join(fixture).join("async_offers/offers");
+    let from = Path::new(FIXTURES)
+        .join(fixture)
+        .join("async_offers/offers");
     let to = dir.path().join("async_offers/offers");
     std::fs::create_dir_all(&to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

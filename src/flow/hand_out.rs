@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::Engine;
+use super::{count, Engine};
 use crate::clock::Time;
 use crate::events::{ImportedOffers, OfferInfo};
 use crate::io::records::{decode_book, encode_book};
@@ -90,9 +90,9 @@ impl Engine {
         drop(state);
         self.wake_transports();
         Ok(ImportedOffers {
-            imported: import.written.len(),
-            already_here: import.already_here,
-            conflicting: import.conflicts.len(),
+            imported: count(import.written.len()),
+            already_here: count(import.already_here),
+            conflicting: count(import.conflicts.len()),
         })
     }
 }

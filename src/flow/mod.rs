@@ -359,13 +359,15 @@ impl Engine {
         let state = self.lock();
         ClientStatus {
             running,
-            ready_offers: state
-                .cache
-                .offers()
-                .iter()
-                .filter(|offer| offer.state == OfferState::Ready)
-                .count(),
-            wanted_offers: self.target_ready,
+            ready_offers: count(
+                state
+                    .cache
+                    .offers()
+                    .iter()
+                    .filter(|offer| offer.state == OfferState::Ready)
+                    .count(),
+            ),
+            wanted_offers: count(self.target_ready),
             servers: self
                 .servers
                 .iter()
@@ -406,6 +408,11 @@ impl Engine {
             log::warn!("{e}");
         }
     }
+}
+
+/// `n` as the `u32` counts the app gets (they never come near its limit).
+fn count(n: usize) -> u32 {
+    n.try_into().unwrap_or(u32::MAX)
 }
 
 /// The stored offers to load: those of configured servers, and handed-out ones of servers no

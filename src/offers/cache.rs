@@ -39,6 +39,7 @@ use crate::offers::builder::BuiltInvoice;
 
 /// Where an offer is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Enum))]
 pub enum OfferState {
     /// Built; its static invoice was sent to the server, not yet confirmed.
     Pending,

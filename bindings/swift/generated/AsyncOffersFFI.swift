@@ -604,6 +604,34 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
     }
 }
 
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterDuration: FfiConverterRustBuffer {
+    typealias SwiftType = TimeInterval
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TimeInterval {
+        let seconds: UInt64 = try readInt(&buf)
+        let nanoseconds: UInt32 = try readInt(&buf)
+        return Double(seconds) + (Double(nanoseconds) / 1.0e9)
+    }
+
+    public static func write(_ value: TimeInterval, into buf: inout [UInt8]) {
+        if value.rounded(.down) > Double(Int64.max) {
+            fatalError("Duration overflow, exceeds max bounds supported by Uniffi")
+        }
+
+        if value < 0 {
+            fatalError("Invalid duration, must be non-negative")
+        }
+
+        let seconds = UInt64(value)
+        let nanoseconds = UInt32((value - Double(seconds)) * 1.0e9)
+        writeInt(&buf, seconds)
+        writeInt(&buf, nanoseconds)
+    }
+}
+
 
 
 
@@ -705,16 +733,16 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func updateChannels(hints: [ChannelHint]) throws 
     
     /**
-     * Waits until at least `count` offers are ready, or `timeout_ms` passes.
+     * Waits until at least `count` offers are ready, or `timeout` passes.
      */
-    func waitForReadyOffers(count: UInt32, timeoutMs: UInt64) async throws  -> [Offer]
+    func waitForReadyOffers(count: UInt32, timeout: TimeInterval) async throws  -> [Offer]
     
     /**
-     * Waits up to `timeout_ms` for an event not handled yet and returns it, as
+     * Waits up to `timeout` for an event not handled yet and returns it, as
      * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
      * loop notices its own cancellation.
      */
-    func waitNextEvent(timeoutMs: UInt64) async  -> OfferEvent?
+    func waitNextEvent(timeout: TimeInterval) async  -> OfferEvent?
     
 }
 /**
@@ -1030,14 +1058,14 @@ open func updateChannels(hints: [ChannelHint])throws   {try rustCallWithError(Ff
 }
     
     /**
-     * Waits until at least `count` offers are ready, or `timeout_ms` passes.
+     * Waits until at least `count` offers are ready, or `timeout` passes.
      */
-open func waitForReadyOffers(count: UInt32, timeoutMs: UInt64)async throws  -> [Offer]  {
+open func waitForReadyOffers(count: UInt32, timeout: TimeInterval)async throws  -> [Offer]  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(
-                        self.uniffiCloneHandle(),FfiConverterUInt32.lower(count),FfiConverterUInt64.lower(timeoutMs)
+                        self.uniffiCloneHandle(),FfiConverterUInt32.lower(count),FfiConverterDuration.lower(timeout)
                 )
             },
             pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
@@ -1049,16 +1077,16 @@ open func waitForReadyOffers(count: UInt32, timeoutMs: UInt64)async throws  -> [
 }
     
     /**
-     * Waits up to `timeout_ms` for an event not handled yet and returns it, as
+     * Waits up to `timeout` for an event not handled yet and returns it, as
      * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
      * loop notices its own cancellation.
      */
-open func waitNextEvent(timeoutMs: UInt64)async  -> OfferEvent?  {
+open func waitNextEvent(timeout: TimeInterval)async  -> OfferEvent?  {
     return
         try!  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_async_offers_fn_method_asyncoffers_wait_next_event(
-                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(timeoutMs)
+                        self.uniffiCloneHandle(),FfiConverterDuration.lower(timeout)
                 )
             },
             pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
@@ -1549,13 +1577,14 @@ public func FfiConverterTypeOfferListener_lower(_ value: OfferListener) -> UInt6
 
 
 /**
- * A channel of the wallet node with its LSP; see [`crate::ChannelHint`].
+ * A channel of the wallet node with its LSP, as payers should route over it. Static invoices
+ * carry one blinded payment path per hint, through the LSP to the wallet node.
  */
 public struct ChannelHint: Equatable, Hashable {
     /**
-     * The LSP's node id, hex.
+     * The LSP's node id (the channel counterparty, introduction node of the payment path).
      */
-    public var lspNodeId: String
+    public var lspNodeId: PublicKey
     /**
      * The channel's short channel id (or an alias the LSP recognizes).
      */
@@ -1585,8 +1614,8 @@ public struct ChannelHint: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * The LSP's node id, hex.
-         */lspNodeId: String, 
+         * The LSP's node id (the channel counterparty, introduction node of the payment path).
+         */lspNodeId: PublicKey, 
         /**
          * The channel's short channel id (or an alias the LSP recognizes).
          */shortChannelId: UInt64, 
@@ -1630,7 +1659,7 @@ public struct FfiConverterTypeChannelHint: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ChannelHint {
         return
             try ChannelHint(
-                lspNodeId: FfiConverterString.read(from: &buf), 
+                lspNodeId: FfiConverterTypePublicKey.read(from: &buf), 
                 shortChannelId: FfiConverterUInt64.read(from: &buf), 
                 feeBaseMsat: FfiConverterUInt32.read(from: &buf), 
                 feeProportionalMillionths: FfiConverterUInt32.read(from: &buf), 
@@ -1641,7 +1670,7 @@ public struct FfiConverterTypeChannelHint: FfiConverterRustBuffer {
     }
 
     public static func write(_ value: ChannelHint, into buf: inout [UInt8]) {
-        FfiConverterString.write(value.lspNodeId, into: &buf)
+        FfiConverterTypePublicKey.write(value.lspNodeId, into: &buf)
         FfiConverterUInt64.write(value.shortChannelId, into: &buf)
         FfiConverterUInt32.write(value.feeBaseMsat, into: &buf)
         FfiConverterUInt32.write(value.feeProportionalMillionths, into: &buf)
@@ -1668,19 +1697,20 @@ public func FfiConverterTypeChannelHint_lower(_ value: ChannelHint) -> RustBuffe
 
 
 /**
- * What the client is doing; see [`crate::ClientStatus`].
+ * What the client is doing, for an app's diagnostics (see
+ * [`AsyncOffersClient::status`](crate::AsyncOffersClient::status)).
  */
 public struct ClientStatus: Equatable, Hashable {
     /**
-     * Whether `start` was called and not stopped since.
+     * Whether [`start`](crate::AsyncOffersClient::start) was called and not stopped since.
      */
     public var running: Bool
     /**
-     * How many offers are ready.
+     * How many offers are Ready.
      */
     public var readyOffers: UInt32
     /**
-     * How many ready offers the config wants.
+     * The configured number of Ready offers.
      */
     public var wantedOffers: UInt32
     /**
@@ -1692,13 +1722,13 @@ public struct ClientStatus: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * Whether `start` was called and not stopped since.
+         * Whether [`start`](crate::AsyncOffersClient::start) was called and not stopped since.
          */running: Bool, 
         /**
-         * How many offers are ready.
+         * How many offers are Ready.
          */readyOffers: UInt32, 
         /**
-         * How many ready offers the config wants.
+         * The configured number of Ready offers.
          */wantedOffers: UInt32, 
         /**
          * Each configured server, in the config's order.
@@ -1757,11 +1787,12 @@ public func FfiConverterTypeClientStatus_lower(_ value: ClientStatus) -> RustBuf
 
 
 /**
- * What importing an offer book did.
+ * What [`AsyncOffersClient::import_offers`](crate::AsyncOffersClient::import_offers) did.
  */
 public struct ImportedOffers: Equatable, Hashable {
     /**
-     * Offers of the book now handed out here.
+     * Offers of the book that are now handed out here: new ones, and Ready ones here that the
+     * book says were handed out (no longer offered by `take_offer`).
      */
     public var imported: UInt32
     /**
@@ -1769,7 +1800,7 @@ public struct ImportedOffers: Equatable, Hashable {
      */
     public var alreadyHere: UInt32
     /**
-     * Offers not imported: an offer handed out here holds their slot.
+     * Offers of the book not imported: an offer handed out here holds their slot.
      */
     public var conflicting: UInt32
 
@@ -1777,13 +1808,14 @@ public struct ImportedOffers: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * Offers of the book now handed out here.
+         * Offers of the book that are now handed out here: new ones, and Ready ones here that the
+         * book says were handed out (no longer offered by `take_offer`).
          */imported: UInt32, 
         /**
          * Offers of the book already handed out here.
          */alreadyHere: UInt32, 
         /**
-         * Offers not imported: an offer handed out here holds their slot.
+         * Offers of the book not imported: an offer handed out here holds their slot.
          */conflicting: UInt32) {
         self.imported = imported
         self.alreadyHere = alreadyHere
@@ -1994,23 +2026,24 @@ public func FfiConverterTypeLogRecord_lower(_ value: LogRecord) -> RustBuffer {
 
 
 /**
- * One offer, as the app sees it.
+ * An offer as the app sees it (`Offer` in the Kotlin and Swift SDKs). Times are durations
+ * since the Unix epoch.
  */
 public struct Offer: Equatable, Hashable {
     /**
-     * The node id (hex) of the server holding its invoice.
+     * The node id (hex) of the server holding the offer's invoice.
      */
     public var serverNodeId: String
     /**
-     * The server slot holding its invoice.
+     * The server slot the offer's invoice lives in.
      */
     public var slot: UInt16
     /**
-     * Where it is in its life.
+     * Where the offer is in its life.
      */
     public var state: OfferState
     /**
-     * The offer, bech32 (`lno1…`).
+     * The offer as a bech32 `lno1…` string, ready for a QR code.
      */
     public var offer: String
     /**
@@ -2018,63 +2051,65 @@ public struct Offer: Equatable, Hashable {
      */
     public var offerId: String
     /**
-     * The label given when it was handed out.
+     * The label given when the offer was handed out.
      */
     public var label: String?
     /**
-     * When it was built, seconds since the Unix epoch.
+     * When the offer was built.
      */
-    public var createdAtSecs: UInt64
+    public var createdAt: TimeInterval
     /**
-     * When it expires, seconds since the Unix epoch; `None` never.
+     * When the offer stops being payable (`None`: never).
      */
-    public var expiresAtSecs: UInt64?
+    public var expiresAt: TimeInterval?
     /**
-     * When the server last confirmed it stores an invoice of this offer, seconds since the
-     * Unix epoch by this device's clock; `None` never (or not recorded by earlier releases).
+     * When the server last confirmed it stores an invoice of this offer, by this device's
+     * clock (`None`: never, or not known to releases before 0.2): what payers get is that
+     * invoice.
      */
-    public var invoiceConfirmedAtSecs: UInt64?
+    public var invoiceConfirmedAt: TimeInterval?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
     public init(
         /**
-         * The node id (hex) of the server holding its invoice.
+         * The node id (hex) of the server holding the offer's invoice.
          */serverNodeId: String, 
         /**
-         * The server slot holding its invoice.
+         * The server slot the offer's invoice lives in.
          */slot: UInt16, 
         /**
-         * Where it is in its life.
+         * Where the offer is in its life.
          */state: OfferState, 
         /**
-         * The offer, bech32 (`lno1…`).
+         * The offer as a bech32 `lno1…` string, ready for a QR code.
          */offer: String, 
         /**
          * The offer id, hex.
          */offerId: String, 
         /**
-         * The label given when it was handed out.
+         * The label given when the offer was handed out.
          */label: String?, 
         /**
-         * When it was built, seconds since the Unix epoch.
-         */createdAtSecs: UInt64, 
+         * When the offer was built.
+         */createdAt: TimeInterval, 
         /**
-         * When it expires, seconds since the Unix epoch; `None` never.
-         */expiresAtSecs: UInt64?, 
+         * When the offer stops being payable (`None`: never).
+         */expiresAt: TimeInterval?, 
         /**
-         * When the server last confirmed it stores an invoice of this offer, seconds since the
-         * Unix epoch by this device's clock; `None` never (or not recorded by earlier releases).
-         */invoiceConfirmedAtSecs: UInt64?) {
+         * When the server last confirmed it stores an invoice of this offer, by this device's
+         * clock (`None`: never, or not known to releases before 0.2): what payers get is that
+         * invoice.
+         */invoiceConfirmedAt: TimeInterval?) {
         self.serverNodeId = serverNodeId
         self.slot = slot
         self.state = state
         self.offer = offer
         self.offerId = offerId
         self.label = label
-        self.createdAtSecs = createdAtSecs
-        self.expiresAtSecs = expiresAtSecs
-        self.invoiceConfirmedAtSecs = invoiceConfirmedAtSecs
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.invoiceConfirmedAt = invoiceConfirmedAt
     }
 
     
@@ -2099,9 +2134,9 @@ public struct FfiConverterTypeOffer: FfiConverterRustBuffer {
                 offer: FfiConverterString.read(from: &buf), 
                 offerId: FfiConverterString.read(from: &buf), 
                 label: FfiConverterOptionString.read(from: &buf), 
-                createdAtSecs: FfiConverterUInt64.read(from: &buf), 
-                expiresAtSecs: FfiConverterOptionUInt64.read(from: &buf), 
-                invoiceConfirmedAtSecs: FfiConverterOptionUInt64.read(from: &buf)
+                createdAt: FfiConverterDuration.read(from: &buf), 
+                expiresAt: FfiConverterOptionDuration.read(from: &buf), 
+                invoiceConfirmedAt: FfiConverterOptionDuration.read(from: &buf)
         )
     }
 
@@ -2112,9 +2147,9 @@ public struct FfiConverterTypeOffer: FfiConverterRustBuffer {
         FfiConverterString.write(value.offer, into: &buf)
         FfiConverterString.write(value.offerId, into: &buf)
         FfiConverterOptionString.write(value.label, into: &buf)
-        FfiConverterUInt64.write(value.createdAtSecs, into: &buf)
-        FfiConverterOptionUInt64.write(value.expiresAtSecs, into: &buf)
-        FfiConverterOptionUInt64.write(value.invoiceConfirmedAtSecs, into: &buf)
+        FfiConverterDuration.write(value.createdAt, into: &buf)
+        FfiConverterOptionDuration.write(value.expiresAt, into: &buf)
+        FfiConverterOptionDuration.write(value.invoiceConfirmedAt, into: &buf)
     }
 }
 
@@ -2135,8 +2170,11 @@ public func FfiConverterTypeOffer_lower(_ value: Offer) -> RustBuffer {
 
 
 /**
- * Everything the client needs; see [`crate::Config`] for what each value does. Create it with
- * [`default_config`] and change what you need.
+ * Everything the client needs; each field is the [`crate::Config`] field of the same name.
+ * Create it with [`default_config`] and change what you need. Not derived from the core's
+ * config, whose data dir, servers, network and slot range have no foreign form; the
+ * conversion below names every core field, so a field added there fails to build until it is
+ * here too.
  */
 public struct OffersConfig: Equatable, Hashable {
     /**
@@ -2157,34 +2195,43 @@ public struct OffersConfig: Equatable, Hashable {
      */
     public var offerSlots: UInt16
     /**
-     * A ready offer older than this many seconds is replaced.
+     * A ready offer older than this is replaced.
      */
-    public var readyOfferMaxAgeSecs: UInt64
+    public var readyOfferMaxAge: TimeInterval
     /**
-     * A handed-out offer's invoice is rebuilt after this many seconds.
+     * A handed-out offer's invoice is rebuilt when older than this.
      */
-    public var invoiceRefreshIntervalSecs: UInt64
+    public var invoiceRefreshInterval: TimeInterval
     /**
-     * Offer paths must stay valid at least this many seconds; more than
-     * `offer_expiring_notice_secs`.
+     * Offer paths must stay valid at least this long; longer than `offer_expiring_notice`.
      */
-    public var minOfferPathsLifetimeSecs: UInt64
-    /**
-     * Maintenance period, in milliseconds: seconds or more in an app, at least 10.
-     */
-    public var tickIntervalMs: UInt64
+    public var minOfferPathsLifetime: TimeInterval
     /**
      * The wallet node's channels, for the invoices' payment paths.
      */
     public var channelHints: [ChannelHint]
     /**
-     * The most messages sent to the server in a minute; the rest wait.
+     * Maintenance period: seconds or more in an app, at least 10 ms.
+     */
+    public var tickInterval: TimeInterval
+    /**
+     * The chain tip height if the app knows it (else estimated from the clock); only caps
+     * payment CLTV expiries.
+     */
+    public var bestBlockHeight: UInt32?
+    /**
+     * Where payers' invoice requests for these offers go when the wallet is online: its own
+     * LDK node (the default), or this client (then `InvoiceRequestForwarded` events).
+     */
+    public var invoiceRequestTarget: InvoiceRequestTarget
+    /**
+     * The most messages sent to a server in a minute; the rest wait.
      */
     public var maxMessagesPerMinute: UInt32
     /**
-     * How many seconds before a handed-out offer expires `OfferExpiring` is sent.
+     * How long before a handed-out offer expires `OfferExpiring` is sent.
      */
-    public var offerExpiringNoticeSecs: UInt64
+    public var offerExpiringNotice: TimeInterval
     /**
      * The lowest server slot new offers are drawn from (0 unless the server limits them).
      */
@@ -2194,16 +2241,16 @@ public struct OffersConfig: Equatable, Hashable {
      */
     public var invoiceSlotMax: UInt16
     /**
-     * How many seconds a handed-out offer is kept after it expires by the device's clock
-     * (live again if the clock is put right meanwhile).
+     * How long a handed-out offer is kept after it expires by the device's clock (live again
+     * if the clock is put right meanwhile).
      */
-    public var expiredOfferRetentionSecs: UInt64
+    public var expiredOfferRetention: TimeInterval
     /**
-     * How many milliseconds building, `start` and each hand-out of a stopped client wait for
-     * another client (this process or another: an app extension, a second process) to let go
-     * of the data dir before failing with `DataDirInUse`. 0 fails at once.
+     * How long building, `start` and each hand-out of a stopped client wait for another
+     * client (this process or another: an app extension, a second process) to let go of the
+     * data dir before failing with `DataDirInUse`. Zero fails at once.
      */
-    public var dataDirLockWaitMs: UInt64
+    public var dataDirLockWait: TimeInterval
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2222,27 +2269,34 @@ public struct OffersConfig: Equatable, Hashable {
          * How many ready offers to keep, from 1 to 1,000.
          */offerSlots: UInt16, 
         /**
-         * A ready offer older than this many seconds is replaced.
-         */readyOfferMaxAgeSecs: UInt64, 
+         * A ready offer older than this is replaced.
+         */readyOfferMaxAge: TimeInterval, 
         /**
-         * A handed-out offer's invoice is rebuilt after this many seconds.
-         */invoiceRefreshIntervalSecs: UInt64, 
+         * A handed-out offer's invoice is rebuilt when older than this.
+         */invoiceRefreshInterval: TimeInterval, 
         /**
-         * Offer paths must stay valid at least this many seconds; more than
-         * `offer_expiring_notice_secs`.
-         */minOfferPathsLifetimeSecs: UInt64, 
-        /**
-         * Maintenance period, in milliseconds: seconds or more in an app, at least 10.
-         */tickIntervalMs: UInt64, 
+         * Offer paths must stay valid at least this long; longer than `offer_expiring_notice`.
+         */minOfferPathsLifetime: TimeInterval, 
         /**
          * The wallet node's channels, for the invoices' payment paths.
          */channelHints: [ChannelHint], 
         /**
-         * The most messages sent to the server in a minute; the rest wait.
+         * Maintenance period: seconds or more in an app, at least 10 ms.
+         */tickInterval: TimeInterval, 
+        /**
+         * The chain tip height if the app knows it (else estimated from the clock); only caps
+         * payment CLTV expiries.
+         */bestBlockHeight: UInt32?, 
+        /**
+         * Where payers' invoice requests for these offers go when the wallet is online: its own
+         * LDK node (the default), or this client (then `InvoiceRequestForwarded` events).
+         */invoiceRequestTarget: InvoiceRequestTarget, 
+        /**
+         * The most messages sent to a server in a minute; the rest wait.
          */maxMessagesPerMinute: UInt32, 
         /**
-         * How many seconds before a handed-out offer expires `OfferExpiring` is sent.
-         */offerExpiringNoticeSecs: UInt64, 
+         * How long before a handed-out offer expires `OfferExpiring` is sent.
+         */offerExpiringNotice: TimeInterval, 
         /**
          * The lowest server slot new offers are drawn from (0 unless the server limits them).
          */invoiceSlotMin: UInt16, 
@@ -2250,29 +2304,31 @@ public struct OffersConfig: Equatable, Hashable {
          * The highest server slot new offers are drawn from (65535 unless the server limits them).
          */invoiceSlotMax: UInt16, 
         /**
-         * How many seconds a handed-out offer is kept after it expires by the device's clock
-         * (live again if the clock is put right meanwhile).
-         */expiredOfferRetentionSecs: UInt64, 
+         * How long a handed-out offer is kept after it expires by the device's clock (live again
+         * if the clock is put right meanwhile).
+         */expiredOfferRetention: TimeInterval, 
         /**
-         * How many milliseconds building, `start` and each hand-out of a stopped client wait for
-         * another client (this process or another: an app extension, a second process) to let go
-         * of the data dir before failing with `DataDirInUse`. 0 fails at once.
-         */dataDirLockWaitMs: UInt64) {
+         * How long building, `start` and each hand-out of a stopped client wait for another
+         * client (this process or another: an app extension, a second process) to let go of the
+         * data dir before failing with `DataDirInUse`. Zero fails at once.
+         */dataDirLockWait: TimeInterval) {
         self.network = network
         self.dataDir = dataDir
         self.servers = servers
         self.offerSlots = offerSlots
-        self.readyOfferMaxAgeSecs = readyOfferMaxAgeSecs
-        self.invoiceRefreshIntervalSecs = invoiceRefreshIntervalSecs
-        self.minOfferPathsLifetimeSecs = minOfferPathsLifetimeSecs
-        self.tickIntervalMs = tickIntervalMs
+        self.readyOfferMaxAge = readyOfferMaxAge
+        self.invoiceRefreshInterval = invoiceRefreshInterval
+        self.minOfferPathsLifetime = minOfferPathsLifetime
         self.channelHints = channelHints
+        self.tickInterval = tickInterval
+        self.bestBlockHeight = bestBlockHeight
+        self.invoiceRequestTarget = invoiceRequestTarget
         self.maxMessagesPerMinute = maxMessagesPerMinute
-        self.offerExpiringNoticeSecs = offerExpiringNoticeSecs
+        self.offerExpiringNotice = offerExpiringNotice
         self.invoiceSlotMin = invoiceSlotMin
         self.invoiceSlotMax = invoiceSlotMax
-        self.expiredOfferRetentionSecs = expiredOfferRetentionSecs
-        self.dataDirLockWaitMs = dataDirLockWaitMs
+        self.expiredOfferRetention = expiredOfferRetention
+        self.dataDirLockWait = dataDirLockWait
     }
 
     
@@ -2295,17 +2351,19 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
                 dataDir: FfiConverterString.read(from: &buf), 
                 servers: FfiConverterSequenceTypeInvoiceServer.read(from: &buf), 
                 offerSlots: FfiConverterUInt16.read(from: &buf), 
-                readyOfferMaxAgeSecs: FfiConverterUInt64.read(from: &buf), 
-                invoiceRefreshIntervalSecs: FfiConverterUInt64.read(from: &buf), 
-                minOfferPathsLifetimeSecs: FfiConverterUInt64.read(from: &buf), 
-                tickIntervalMs: FfiConverterUInt64.read(from: &buf), 
+                readyOfferMaxAge: FfiConverterDuration.read(from: &buf), 
+                invoiceRefreshInterval: FfiConverterDuration.read(from: &buf), 
+                minOfferPathsLifetime: FfiConverterDuration.read(from: &buf), 
                 channelHints: FfiConverterSequenceTypeChannelHint.read(from: &buf), 
+                tickInterval: FfiConverterDuration.read(from: &buf), 
+                bestBlockHeight: FfiConverterOptionUInt32.read(from: &buf), 
+                invoiceRequestTarget: FfiConverterTypeInvoiceRequestTarget.read(from: &buf), 
                 maxMessagesPerMinute: FfiConverterUInt32.read(from: &buf), 
-                offerExpiringNoticeSecs: FfiConverterUInt64.read(from: &buf), 
+                offerExpiringNotice: FfiConverterDuration.read(from: &buf), 
                 invoiceSlotMin: FfiConverterUInt16.read(from: &buf), 
                 invoiceSlotMax: FfiConverterUInt16.read(from: &buf), 
-                expiredOfferRetentionSecs: FfiConverterUInt64.read(from: &buf), 
-                dataDirLockWaitMs: FfiConverterUInt64.read(from: &buf)
+                expiredOfferRetention: FfiConverterDuration.read(from: &buf), 
+                dataDirLockWait: FfiConverterDuration.read(from: &buf)
         )
     }
 
@@ -2314,17 +2372,19 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
         FfiConverterString.write(value.dataDir, into: &buf)
         FfiConverterSequenceTypeInvoiceServer.write(value.servers, into: &buf)
         FfiConverterUInt16.write(value.offerSlots, into: &buf)
-        FfiConverterUInt64.write(value.readyOfferMaxAgeSecs, into: &buf)
-        FfiConverterUInt64.write(value.invoiceRefreshIntervalSecs, into: &buf)
-        FfiConverterUInt64.write(value.minOfferPathsLifetimeSecs, into: &buf)
-        FfiConverterUInt64.write(value.tickIntervalMs, into: &buf)
+        FfiConverterDuration.write(value.readyOfferMaxAge, into: &buf)
+        FfiConverterDuration.write(value.invoiceRefreshInterval, into: &buf)
+        FfiConverterDuration.write(value.minOfferPathsLifetime, into: &buf)
         FfiConverterSequenceTypeChannelHint.write(value.channelHints, into: &buf)
+        FfiConverterDuration.write(value.tickInterval, into: &buf)
+        FfiConverterOptionUInt32.write(value.bestBlockHeight, into: &buf)
+        FfiConverterTypeInvoiceRequestTarget.write(value.invoiceRequestTarget, into: &buf)
         FfiConverterUInt32.write(value.maxMessagesPerMinute, into: &buf)
-        FfiConverterUInt64.write(value.offerExpiringNoticeSecs, into: &buf)
+        FfiConverterDuration.write(value.offerExpiringNotice, into: &buf)
         FfiConverterUInt16.write(value.invoiceSlotMin, into: &buf)
         FfiConverterUInt16.write(value.invoiceSlotMax, into: &buf)
-        FfiConverterUInt64.write(value.expiredOfferRetentionSecs, into: &buf)
-        FfiConverterUInt64.write(value.dataDirLockWaitMs, into: &buf)
+        FfiConverterDuration.write(value.expiredOfferRetention, into: &buf)
+        FfiConverterDuration.write(value.dataDirLockWait, into: &buf)
     }
 }
 
@@ -2357,8 +2417,8 @@ public struct ServerStatus: Equatable, Hashable {
      */
     public var connected: Bool
     /**
-     * What last went wrong with it (its offer paths refused and why, a failed connection, a
-     * stale invoice), until an invoice of it is confirmed again.
+     * What last went wrong with it (its offer paths refused and why, a connection that
+     * failed, a refresh it did not confirm), until an invoice of it is confirmed again.
      */
     public var lastProblem: String?
 
@@ -2372,8 +2432,8 @@ public struct ServerStatus: Equatable, Hashable {
          * Whether the connection to it is up.
          */connected: Bool, 
         /**
-         * What last went wrong with it (its offer paths refused and why, a failed connection, a
-         * stale invoice), until an invoice of it is confirmed again.
+         * What last went wrong with it (its offer paths refused and why, a connection that
+         * failed, a refresh it did not confirm), until an invoice of it is confirmed again.
          */lastProblem: String?) {
         self.serverNodeId = serverNodeId
         self.connected = connected
@@ -2508,6 +2568,84 @@ public func FfiConverterTypeCallbackError_lift(_ buf: RustBuffer) throws -> Call
 public func FfiConverterTypeCallbackError_lower(_ value: CallbackError) -> RustBuffer {
     return FfiConverterTypeCallbackError.lower(value)
 }
+
+
+/**
+ * Which node the `forward_invoice_request_path` of each offer leads to.
+ */
+
+public enum InvoiceRequestTarget: Equatable, Hashable {
+    
+    /**
+     * The wallet's own LDK node (same seed): when it is online it answers payers with a
+     * regular BOLT 12 invoice. The SDK never sees these requests.
+     */
+    case walletNode
+    /**
+     * This client's transport identity: the SDK verifies forwarded requests with the offer's
+     * nonce and reports them as [`crate::Event::InvoiceRequestForwarded`]. For apps without a
+     * node of their own online.
+     */
+    case client
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension InvoiceRequestTarget: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeInvoiceRequestTarget: FfiConverterRustBuffer {
+    typealias SwiftType = InvoiceRequestTarget
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> InvoiceRequestTarget {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .walletNode
+        
+        case 2: return .client
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: InvoiceRequestTarget, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .walletNode:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .client:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeInvoiceRequestTarget_lift(_ buf: RustBuffer) throws -> InvoiceRequestTarget {
+    return try FfiConverterTypeInvoiceRequestTarget.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeInvoiceRequestTarget_lower(_ value: InvoiceRequestTarget) -> RustBuffer {
+    return FfiConverterTypeInvoiceRequestTarget.lower(value)
+}
+
 
 
 /**
@@ -2723,32 +2861,34 @@ public func FfiConverterTypeNetwork_lower(_ value: Network) -> RustBuffer {
 
 
 /**
- * What happened; see [`crate::Event`].
+ * Something that happened (`OfferEvent` in the Kotlin and Swift SDKs).
  */
 
 public enum OfferEvent: Equatable, Hashable {
     
     /**
-     * A new offer is ready to hand out.
+     * The server confirmed an offer's invoice: the offer can be handed out.
      */
     case offerReady(
         /**
-         * The offer.
+         * The new offer.
          */offer: Offer
     )
     /**
-     * A stale ready offer was dropped for a fresh one.
+     * A Ready offer that was never handed out was dropped for a fresher one.
      */
     case offerReplaced(
         /**
          * The dropped offer's id.
          */oldOfferId: String, 
         /**
-         * Its replacement.
+         * The offer that took its place.
          */newOffer: Offer
     )
     /**
-     * A handed-out offer expires soon: publish another (`offerFor` gives its label a fresh one).
+     * A handed-out offer expires within
+     * [`Config::offer_expiring_notice`](crate::Config::offer_expiring_notice): publish another
+     * (for its label, [`offer_for`](crate::AsyncOffersClient::offer_for) now gives a fresh one).
      */
     case offerExpiring(
         /**
@@ -2756,60 +2896,66 @@ public enum OfferEvent: Equatable, Hashable {
          */offer: Offer
     )
     /**
-     * An offer expired by the device's clock: a ready one is removed; a handed-out one is
-     * kept (not refreshed) for `expiredOfferRetentionSecs`, live again if the clock is put right.
+     * An offer expired by the device's clock. A Ready one is removed; a handed-out one is no
+     * longer refreshed or given out, but is kept with its slot for
+     * [`Config::expired_offer_retention`](crate::Config::expired_offer_retention), and is live
+     * again if the clock is put right meanwhile.
      */
     case offerExpired(
         /**
-         * Its id.
+         * The expired offer's id.
          */offerId: String
     )
     /**
-     * The server stored a fresh invoice for an offer.
+     * The server confirmed a refreshed invoice for an offer.
      */
     case invoiceRefreshed(
         /**
-         * Its id.
+         * The offer whose invoice was refreshed.
          */offerId: String
     )
     /**
-     * A handed-out offer has gone an hour past its refresh interval without a confirmed fresh
-     * invoice; sent once until one is confirmed. The client keeps trying.
+     * A handed-out offer has gone without a confirmed fresh invoice for an hour past its
+     * [`Config::invoice_refresh_interval`](crate::Config::invoice_refresh_interval): payers
+     * get an invoice that old, whose channels may be gone. Sent once until a fresh invoice is
+     * confirmed ([`Event::InvoiceRefreshed`]); the client keeps trying meanwhile, with
+     * backoff.
      */
     case invoiceRefreshFailed(
         /**
          * The offer, with when its invoice was last confirmed.
          */offer: Offer, 
         /**
-         * Why: the server does not answer, cannot be reached, or the invoice could not be
-         * built or written.
+         * Why no fresh invoice was confirmed: the server does not answer, cannot be reached,
+         * the invoice could not be built or written.
          */reason: String
     )
     /**
-     * Connected to a server.
+     * The connection to a server is up.
      */
     case serverConnected(
         /**
-         * Its node id, hex.
+         * The server's node id, hex.
          */serverNodeId: String
     )
     /**
-     * Lost a server; reconnecting, while the others take over its share of the offers.
+     * The connection to a server went down; it is retried with backoff, and other servers
+     * take over its share of the offers meanwhile.
      */
     case serverDisconnected(
         /**
-         * Its node id, hex.
+         * The server's node id, hex.
          */serverNodeId: String
     )
     /**
-     * A payer's invoice request came through the server and was verified.
+     * The server forwarded a payer's invoice request, verified as one for our offer.
      */
     case invoiceRequestForwarded(
         /**
-         * The offer it is for.
+         * The offer the payer wants to pay.
          */offerId: String, 
         /**
-         * The amount asked for, if any.
+         * The amount the payer asked for, if any.
          */amountMsats: UInt64?, 
         /**
          * The payer's note, if any.
@@ -2947,7 +3093,7 @@ public func FfiConverterTypeOfferEvent_lower(_ value: OfferEvent) -> RustBuffer 
 public enum OfferState: Equatable, Hashable {
     
     /**
-     * Built and sent to the server, not yet confirmed.
+     * Built; its static invoice was sent to the server, not yet confirmed.
      */
     case pending
     /**
@@ -2955,7 +3101,7 @@ public enum OfferState: Equatable, Hashable {
      */
     case ready
     /**
-     * Handed out; kept and refreshed until it expires.
+     * Handed out to the app; kept, with its invoice refreshed, until it expires.
      */
     case used
 
@@ -3026,7 +3172,8 @@ public func FfiConverterTypeOfferState_lower(_ value: OfferState) -> RustBuffer 
 
 
 /**
- * Everything that can go wrong; the message says what and where.
+ * Everything that can go wrong in a call to the SDK. The Kotlin and Swift SDKs get it as
+ * `OffersError` (`OffersException` in Kotlin), each kind with this type's message.
  */
 public 
 enum OffersError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
@@ -3034,23 +3181,23 @@ enum OffersError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     
     
     /**
-     * A configuration value is unusable.
+     * A configuration value is unusable; the message names it.
      */
     case InvalidConfig(message: String)
     
     /**
-     * An argument of a call is out of range (a negative count or timeout, say); raised by the
-     * Swift SDK's checks, which the Rust core's types make unneeded there.
+     * An argument of a call is out of range (a negative count or timeout, say): raised by the
+     * Kotlin and Swift SDKs' own checks, which Rust's types make unneeded here.
      */
     case InvalidArgument(message: String)
     
     /**
-     * The server paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
+     * The server's paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
      */
     case InvalidServerPaths(message: String)
     
     /**
-     * No ready offer right now; more are being prepared.
+     * No Ready offer is available right now; more are being prepared.
      */
     case NoReadyOffer(message: String)
     
@@ -3060,22 +3207,24 @@ enum OffersError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case AlreadyStarted(message: String)
     
     /**
-     * Reading or writing the offers failed.
+     * Reading or writing the offer store failed.
      */
     case Storage(message: String)
     
     /**
-     * A stored record is corrupt; it was left untouched.
+     * A stored record could not be decoded. It is left untouched for inspection.
      */
     case CorruptStore(message: String)
     
     /**
-     * Another client (this process or another) holds the data dir.
+     * Another client, in this process or another, holds the data dir: it is running there,
+     * or did not let go within the wait the app chose
+     * ([`ClientBuilder::data_dir_lock_wait`](crate::ClientBuilder::data_dir_lock_wait)).
      */
     case DataDirInUse(message: String)
     
     /**
-     * The bytes to import are not an offer book.
+     * The bytes given to import are not an offer book this release can read.
      */
     case InvalidOfferBook(message: String)
     
@@ -3085,7 +3234,7 @@ enum OffersError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Timeout(message: String)
     
     /**
-     * The SDK's runtime is unavailable.
+     * The async runtime could not be created or has shut down.
      */
     case Runtime(message: String)
     
@@ -3219,6 +3368,30 @@ public func FfiConverterTypeOffersError_lower(_ value: OffersError) -> RustBuffe
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
     typealias SwiftType = UInt64?
 
@@ -3259,6 +3432,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterString.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionDuration: FfiConverterRustBuffer {
+    typealias SwiftType = TimeInterval?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterDuration.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterDuration.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -3387,6 +3584,46 @@ fileprivate struct FfiConverterSequenceTypeServerStatus: FfiConverterRustBuffer 
         return seq
     }
 }
+
+
+public typealias PublicKey = String
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePublicKey: FfiConverter {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PublicKey {
+        return try FfiConverterString.read(from: &buf)
+    }
+
+    public static func write(_ value: PublicKey, into buf: inout [UInt8]) {
+        return FfiConverterString.write(value, into: &buf)
+    }
+
+    public static func lift(_ value: RustBuffer) throws -> PublicKey {
+        return try FfiConverterString.lift(value)
+    }
+
+    public static func lower(_ value: PublicKey) -> RustBuffer {
+        return FfiConverterString.lower(value)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePublicKey_lift(_ value: RustBuffer) throws -> PublicKey {
+    return try FfiConverterTypePublicKey.lift(value)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePublicKey_lower(_ value: PublicKey) -> RustBuffer {
+    return FfiConverterTypePublicKey.lower(value)
+}
+
 private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
 private let UNIFFI_RUST_FUTURE_POLL_WAKE: Int8 = 1
 
@@ -3489,67 +3726,67 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 937) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 13098) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 39529) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 14009) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 10506) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_import_offers() != 44223) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_import_offers() != 42901) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_next_event() != 62659) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_next_event() != 38434) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_node_id() != 26863) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 44972) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 7870) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_offer_for_async() != 39790) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_offer_for_async() != 22691) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_offers() != 50290) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_offers() != 35365) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_ready_offers() != 23756) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_ready_offers() != 4436) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_start() != 56685) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_start() != 24867) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_status() != 23429) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_status() != 22397) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 58973) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 35777) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 5442) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 30474) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_update_channels() != 45318) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_update_channels() != 52082) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 19213) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 35337) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 29830) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 33619) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_offerlistener_on_event() != 47291) {
+    if (uniffi_async_offers_checksum_method_offerlistener_on_event() != 50799) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_logwriter_log() != 22281) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_constructor_asyncoffers_new() != 53422) {
+    if (uniffi_async_offers_checksum_constructor_asyncoffers_new() != 40161) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_constructor_asyncoffers_open() != 3818) {
+    if (uniffi_async_offers_checksum_constructor_asyncoffers_open() != 36617) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -16,16 +16,37 @@ public final class AsyncOffersClient: @unchecked Sendable {
     }
 
     /// Builds the client on the calling thread, which it blocks: it may wait for another
-    /// client of the data dir to let go (`dataDirLockWaitMs`, and up to 10 s for a stopped
+    /// client of the data dir to let go (`dataDirLockWait`, and up to 10 s for a stopped
     /// client of this process), then loads every stored offer. Never on the main thread: use
     /// `open(config:seed:)`.
     public convenience init(config: OffersConfig, seed: Data) throws {
+        try Self.checkDurations(of: config)
         self.init(inner: try AsyncOffers(config: config, seed: seed))
     }
 
     /// Builds the client as `init(config:seed:)` does, waiting off the caller's thread.
     public static func open(config: OffersConfig, seed: Data) async throws -> AsyncOffersClient {
-        AsyncOffersClient(inner: try await AsyncOffers.open(config: config, seed: seed))
+        try checkDurations(of: config)
+        return AsyncOffersClient(inner: try await AsyncOffers.open(config: config, seed: seed))
+    }
+
+    /// The longest `TimeInterval` the SDK takes: beyond it (or negative, or NaN) the generated
+    /// bindings would trap instead of throwing.
+    private static let longestInterval: TimeInterval = 1e18
+
+    private static func checkDurations(of config: OffersConfig) throws {
+        let durations: [(String, TimeInterval)] = [
+            ("readyOfferMaxAge", config.readyOfferMaxAge),
+            ("invoiceRefreshInterval", config.invoiceRefreshInterval),
+            ("minOfferPathsLifetime", config.minOfferPathsLifetime),
+            ("tickInterval", config.tickInterval),
+            ("offerExpiringNotice", config.offerExpiringNotice),
+            ("expiredOfferRetention", config.expiredOfferRetention),
+            ("dataDirLockWait", config.dataDirLockWait),
+        ]
+        for (name, value) in durations where !(value >= 0 && value <= longestInterval) {
+            throw OffersError.InvalidArgument(message: "\(name) must be from 0 to \(longestInterval) s, not \(value)")
+        }
     }
 
     /// The events not handled yet, oldest first, then each new one. Those that ask the app to
@@ -98,9 +119,8 @@ public final class AsyncOffersClient: @unchecked Sendable {
         guard timeout >= 0, !timeout.isNaN else {
             throw OffersError.InvalidArgument(message: "timeout must not be negative, not \(timeout)")
         }
-        // Beyond what milliseconds in a UInt64 hold (an infinite timeout among them): no limit.
-        let milliseconds = timeout * 1000 < Double(UInt64.max) ? UInt64(timeout * 1000) : UInt64.max
-        return try await inner.waitForReadyOffers(count: UInt32(count), timeoutMs: milliseconds)
+        // An infinite timeout (or any beyond 30 billion years): no limit.
+        return try await inner.waitForReadyOffers(count: UInt32(count), timeout: min(timeout, Self.longestInterval))
     }
 
     /// The client's events as an `AsyncSequence`; see `events()`.
@@ -128,7 +148,7 @@ public final class AsyncOffersClient: @unchecked Sendable {
                 }
                 // In short waits, so that a cancelled task is let go within one.
                 while !Task.isCancelled {
-                    if let event = await inner.waitNextEvent(timeoutMs: 500) {
+                    if let event = await inner.waitNextEvent(timeout: 0.5) {
                         delivered = true
                         return event
                     }

@@ -60,7 +60,7 @@ final class AsyncOffersTests: XCTestCase {
             network: .regtest, dataDir: dir.path, serverNodeId: nodeId, serverAddress: address,
             serverPathsHex: paths)
         config.offerSlots = slots
-        config.tickIntervalMs = 200
+        config.tickInterval = 0.2
         return config
     }
 
@@ -266,9 +266,9 @@ final class AsyncOffersTests: XCTestCase {
         let none = try await client.waitForReadyOffers(count: 0, timeout: .infinity)
         XCTAssertEqual(none.count, 0)
         let changes: [(String, (inout OffersConfig) -> Void)] = [
-            ("tick_interval", { $0.tickIntervalMs = 1 }),
+            ("tick_interval", { $0.tickInterval = 0.001 }),
             ("offer_slots", { $0.offerSlots = 65_535 }),
-            ("offer_expiring_notice", { $0.minOfferPathsLifetimeSecs = $0.offerExpiringNoticeSecs }),
+            ("offer_expiring_notice", { $0.minOfferPathsLifetime = $0.offerExpiringNotice }),
         ]
         for (named, change) in changes {
             var bad = config(try tempDir())
@@ -276,6 +276,15 @@ final class AsyncOffersTests: XCTestCase {
             XCTAssertThrowsError(try AsyncOffersClient(config: bad, seed: seed)) { error in
                 guard case let OffersError.InvalidConfig(message) = error else { return XCTFail("\(error)") }
                 XCTAssertTrue(message.contains(named), message)
+            }
+        }
+        // Durations the bindings cannot carry are refused by name, not trapped on.
+        for bad in [-1.0, Double.nan, .infinity] {
+            var config = config(try tempDir())
+            config.tickInterval = bad
+            XCTAssertThrowsError(try AsyncOffersClient(config: config, seed: seed)) { error in
+                guard case let OffersError.InvalidArgument(message) = error else { return XCTFail("\(error)") }
+                XCTAssertTrue(message.contains("tickInterval"), message)
             }
         }
     }

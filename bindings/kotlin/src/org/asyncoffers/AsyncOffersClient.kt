@@ -1,6 +1,7 @@
 package org.asyncoffers
 
 import kotlin.time.Duration
+import kotlin.time.toJavaDuration
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
 import org.asyncoffers.ffi.AsyncOffers
@@ -25,7 +26,7 @@ import org.asyncoffers.ffi.OffersConfig
 class AsyncOffersClient private constructor(private val inner: AsyncOffers) : AutoCloseable {
     /**
      * Builds the client on the calling thread, which it blocks: it may wait for another client
-     * of the data dir to let go (`dataDirLockWaitMs`, and up to 10 s for a stopped client of
+     * of the data dir to let go (`dataDirLockWait`, and up to 10 s for a stopped client of
      * this process), then loads every stored offer. Never on the main thread: use [open].
      */
     constructor(config: OffersConfig, seed: ByteArray) : this(AsyncOffers(config, seed))
@@ -46,7 +47,7 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
     val events: Flow<OfferEvent> = flow {
         while (true) {
             // In short waits, so that a cancelled collector is let go within one.
-            val event = inner.waitNextEvent(500uL) ?: continue
+            val event = inner.waitNextEvent(java.time.Duration.ofMillis(500)) ?: continue
             emit(event)
             inner.eventHandled()
         }
@@ -113,7 +114,8 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
     suspend fun waitForReadyOffers(count: Int, timeout: Duration): List<Offer> {
         require(count >= 0) { "count must not be negative, not $count" }
         require(!timeout.isNegative()) { "timeout must not be negative, not $timeout" }
-        return inner.waitForReadyOffers(count.toUInt(), timeout.inWholeMilliseconds.toULong())
+        // An infinite timeout becomes the longest java.time.Duration: no limit.
+        return inner.waitForReadyOffers(count.toUInt(), timeout.toJavaDuration())
     }
 
     override fun close() = inner.close()

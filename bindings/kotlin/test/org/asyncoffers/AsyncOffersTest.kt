@@ -75,7 +75,7 @@ class AsyncOffersTest {
     private fun config(dataDir: File, slots: Int = 3): OffersConfig =
         defaultConfig(Network.REGTEST, dataDir.path, nodeId, address, paths).apply {
             offerSlots = slots.toUShort()
-            tickIntervalMs = 200uL
+            tickInterval = java.time.Duration.ofMillis(200)
         }
 
     @Test
@@ -279,9 +279,9 @@ class AsyncOffersTest {
             }
         }
         val bad: List<Pair<OffersConfig.() -> Unit, String>> = listOf(
-            Pair({ tickIntervalMs = 1uL }, "tick_interval"),
+            Pair({ tickInterval = java.time.Duration.ofMillis(1) }, "tick_interval"),
             Pair({ offerSlots = 65_535u }, "offer_slots"),
-            Pair({ minOfferPathsLifetimeSecs = offerExpiringNoticeSecs }, "offer_expiring_notice"),
+            Pair({ minOfferPathsLifetime = offerExpiringNotice }, "offer_expiring_notice"),
         )
         for ((change, named) in bad) {
             try {
@@ -290,6 +290,13 @@ class AsyncOffersTest {
             } catch (e: OffersException.InvalidConfig) {
                 assertTrue(e.message!!, e.message!!.contains(named))
             }
+        }
+        // A negative duration cannot cross to Rust: refused before it does.
+        try {
+            AsyncOffersClient(config(tempDir()).apply { tickInterval = java.time.Duration.ofSeconds(-1) }, seed).close()
+            fail("accepted a negative tick interval")
+        } catch (e: IllegalArgumentException) {
+            assertTrue(e.message!!, e.message!!.contains("non-negative"))
         }
     }
 

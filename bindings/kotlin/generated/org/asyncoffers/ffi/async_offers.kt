@@ -832,9 +832,9 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_update_channels(`ptr`: Long,`hints`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(`ptr`: Long,`count`: Int,`timeoutMs`: Long,
+    external fun uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(`ptr`: Long,`count`: Int,`timeout`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_async_offers_fn_method_asyncoffers_wait_next_event(`ptr`: Long,`timeoutMs`: Long,
+    external fun uniffi_async_offers_fn_method_asyncoffers_wait_next_event(`ptr`: Long,`timeout`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_async_offers_fn_clone_offerlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -984,67 +984,67 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 937) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 13098) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 39529) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 14009) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 10506) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_import_offers() != 44223) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_import_offers() != 42901) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_next_event() != 62659) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_next_event() != 38434) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_node_id() != 26863) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 44972) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 7870) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for_async() != 39790) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for_async() != 22691) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offers() != 50290) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offers() != 35365) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_ready_offers() != 23756) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_ready_offers() != 4436) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_start() != 56685) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_start() != 24867) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_status() != 23429) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_status() != 22397) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 58973) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 35777) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 5442) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 30474) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_update_channels() != 45318) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_update_channels() != 52082) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 19213) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 35337) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 29830) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 33619) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_offerlistener_on_event() != 47291) {
+    if (lib.uniffi_async_offers_checksum_method_offerlistener_on_event() != 50799) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_logwriter_log() != 22281) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_new() != 53422) {
+    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_new() != 40161) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_open() != 3818) {
+    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_open() != 36617) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1448,6 +1448,47 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 }
 
 
+/**
+ * @suppress
+ */
+public object FfiConverterDuration: FfiConverterRustBuffer<java.time.Duration> {
+    override fun read(buf: ByteBuffer): java.time.Duration {
+        // Type mismatch (should be u64) but we check for overflow/underflow below
+        val seconds = buf.getLong()
+        // Type mismatch (should be u32) but we check for overflow/underflow below
+        val nanoseconds = buf.getInt().toLong()
+        if (seconds < 0) {
+            throw java.time.DateTimeException("Duration exceeds minimum or maximum value supported by uniffi")
+        }
+        if (nanoseconds < 0) {
+            throw java.time.DateTimeException("Duration nanoseconds exceed minimum or maximum supported by uniffi")
+        }
+        return java.time.Duration.ofSeconds(seconds, nanoseconds)
+    }
+
+    // 8 bytes for seconds, 4 bytes for nanoseconds
+    override fun allocationSize(value: java.time.Duration) = 12UL
+
+    override fun write(value: java.time.Duration, buf: ByteBuffer) {
+        if (value.seconds < 0) {
+            // Rust does not support negative Durations
+            throw IllegalArgumentException("Invalid duration, must be non-negative")
+        }
+
+        if (value.nano < 0) {
+            // Java docs provide guarantee that nano will always be positive, so this should be impossible
+            // See: https://docs.oracle.com/javase/8/docs/api/java/time/Duration.html
+            throw IllegalArgumentException("Invalid duration, nano value must be non-negative")
+        }
+
+        // Type mismatch (should be u64) but since Rust doesn't support negative durations we should be OK
+        buf.putLong(value.seconds)
+        // Type mismatch (should be u32) but since values will always be between 0 and 999,999,999 it should be OK
+        buf.putInt(value.nano)
+    }
+}
+
+
 // This template implements a class for working with a Rust struct via a handle
 // to the live Rust struct on the other side of the FFI.
 //
@@ -1641,16 +1682,16 @@ public interface AsyncOffersInterface {
     fun `updateChannels`(`hints`: List<ChannelHint>)
     
     /**
-     * Waits until at least `count` offers are ready, or `timeout_ms` passes.
+     * Waits until at least `count` offers are ready, or `timeout` passes.
      */
-    suspend fun `waitForReadyOffers`(`count`: kotlin.UInt, `timeoutMs`: kotlin.ULong): List<Offer>
+    suspend fun `waitForReadyOffers`(`count`: kotlin.UInt, `timeout`: java.time.Duration): List<Offer>
     
     /**
-     * Waits up to `timeout_ms` for an event not handled yet and returns it, as
+     * Waits up to `timeout` for an event not handled yet and returns it, as
      * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
      * loop notices its own cancellation.
      */
-    suspend fun `waitNextEvent`(`timeoutMs`: kotlin.ULong): OfferEvent?
+    suspend fun `waitNextEvent`(`timeout`: java.time.Duration): OfferEvent?
     
     companion object
 }
@@ -2073,18 +2114,18 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * Waits until at least `count` offers are ready, or `timeout_ms` passes.
+     * Waits until at least `count` offers are ready, or `timeout` passes.
      */
     @Throws(OffersException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `waitForReadyOffers`(`count`: kotlin.UInt, `timeoutMs`: kotlin.ULong) : List<Offer> {
+    override suspend fun `waitForReadyOffers`(`count`: kotlin.UInt, `timeout`: java.time.Duration) : List<Offer> {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(
                 uniffiHandle,
                 
         FfiConverterUInt.lower(`count`),
-        FfiConverterULong.lower(`timeoutMs`),
+        FfiConverterDuration.lower(`timeout`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2099,18 +2140,18 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * Waits up to `timeout_ms` for an event not handled yet and returns it, as
+     * Waits up to `timeout` for an event not handled yet and returns it, as
      * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
      * loop notices its own cancellation.
      */
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `waitNextEvent`(`timeoutMs`: kotlin.ULong) : OfferEvent? {
+    override suspend fun `waitNextEvent`(`timeout`: java.time.Duration) : OfferEvent? {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_async_offers_fn_method_asyncoffers_wait_next_event(
                 uniffiHandle,
                 
-        FfiConverterULong.lower(`timeoutMs`),
+        FfiConverterDuration.lower(`timeout`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2850,13 +2891,14 @@ public object FfiConverterTypeOfferListener: FfiConverter<OfferListener, Long> {
 
 
 /**
- * A channel of the wallet node with its LSP; see [`crate::ChannelHint`].
+ * A channel of the wallet node with its LSP, as payers should route over it. Static invoices
+ * carry one blinded payment path per hint, through the LSP to the wallet node.
  */
 data class ChannelHint (
     /**
-     * The LSP's node id, hex.
+     * The LSP's node id (the channel counterparty, introduction node of the payment path).
      */
-    var `lspNodeId`: kotlin.String
+    var `lspNodeId`: PublicKey
     , 
     /**
      * The channel's short channel id (or an alias the LSP recognizes).
@@ -2903,7 +2945,7 @@ data class ChannelHint (
 public object FfiConverterTypeChannelHint: FfiConverterRustBuffer<ChannelHint> {
     override fun read(buf: ByteBuffer): ChannelHint {
         return ChannelHint(
-            FfiConverterString.read(buf),
+            FfiConverterTypePublicKey.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterUInt.read(buf),
@@ -2914,7 +2956,7 @@ public object FfiConverterTypeChannelHint: FfiConverterRustBuffer<ChannelHint> {
     }
 
     override fun allocationSize(value: ChannelHint) = (
-            FfiConverterString.allocationSize(value.`lspNodeId`) +
+            FfiConverterTypePublicKey.allocationSize(value.`lspNodeId`) +
             FfiConverterULong.allocationSize(value.`shortChannelId`) +
             FfiConverterUInt.allocationSize(value.`feeBaseMsat`) +
             FfiConverterUInt.allocationSize(value.`feeProportionalMillionths`) +
@@ -2924,7 +2966,7 @@ public object FfiConverterTypeChannelHint: FfiConverterRustBuffer<ChannelHint> {
     )
 
     override fun write(value: ChannelHint, buf: ByteBuffer) {
-            FfiConverterString.write(value.`lspNodeId`, buf)
+            FfiConverterTypePublicKey.write(value.`lspNodeId`, buf)
             FfiConverterULong.write(value.`shortChannelId`, buf)
             FfiConverterUInt.write(value.`feeBaseMsat`, buf)
             FfiConverterUInt.write(value.`feeProportionalMillionths`, buf)
@@ -2937,21 +2979,22 @@ public object FfiConverterTypeChannelHint: FfiConverterRustBuffer<ChannelHint> {
 
 
 /**
- * What the client is doing; see [`crate::ClientStatus`].
+ * What the client is doing, for an app's diagnostics (see
+ * [`AsyncOffersClient::status`](crate::AsyncOffersClient::status)).
  */
 data class ClientStatus (
     /**
-     * Whether `start` was called and not stopped since.
+     * Whether [`start`](crate::AsyncOffersClient::start) was called and not stopped since.
      */
     var `running`: kotlin.Boolean
     , 
     /**
-     * How many offers are ready.
+     * How many offers are Ready.
      */
     var `readyOffers`: kotlin.UInt
     , 
     /**
-     * How many ready offers the config wants.
+     * The configured number of Ready offers.
      */
     var `wantedOffers`: kotlin.UInt
     , 
@@ -3000,11 +3043,12 @@ public object FfiConverterTypeClientStatus: FfiConverterRustBuffer<ClientStatus>
 
 
 /**
- * What importing an offer book did.
+ * What [`AsyncOffersClient::import_offers`](crate::AsyncOffersClient::import_offers) did.
  */
 data class ImportedOffers (
     /**
-     * Offers of the book now handed out here.
+     * Offers of the book that are now handed out here: new ones, and Ready ones here that the
+     * book says were handed out (no longer offered by `take_offer`).
      */
     var `imported`: kotlin.UInt
     , 
@@ -3014,7 +3058,7 @@ data class ImportedOffers (
     var `alreadyHere`: kotlin.UInt
     , 
     /**
-     * Offers not imported: an offer handed out here holds their slot.
+     * Offers of the book not imported: an offer handed out here holds their slot.
      */
     var `conflicting`: kotlin.UInt
     
@@ -3165,26 +3209,27 @@ public object FfiConverterTypeLogRecord: FfiConverterRustBuffer<LogRecord> {
 
 
 /**
- * One offer, as the app sees it.
+ * An offer as the app sees it (`Offer` in the Kotlin and Swift SDKs). Times are durations
+ * since the Unix epoch.
  */
 data class Offer (
     /**
-     * The node id (hex) of the server holding its invoice.
+     * The node id (hex) of the server holding the offer's invoice.
      */
     var `serverNodeId`: kotlin.String
     , 
     /**
-     * The server slot holding its invoice.
+     * The server slot the offer's invoice lives in.
      */
     var `slot`: kotlin.UShort
     , 
     /**
-     * Where it is in its life.
+     * Where the offer is in its life.
      */
     var `state`: OfferState
     , 
     /**
-     * The offer, bech32 (`lno1…`).
+     * The offer as a bech32 `lno1…` string, ready for a QR code.
      */
     var `offer`: kotlin.String
     , 
@@ -3194,25 +3239,26 @@ data class Offer (
     var `offerId`: kotlin.String
     , 
     /**
-     * The label given when it was handed out.
+     * The label given when the offer was handed out.
      */
     var `label`: kotlin.String?
     , 
     /**
-     * When it was built, seconds since the Unix epoch.
+     * When the offer was built.
      */
-    var `createdAtSecs`: kotlin.ULong
+    var `createdAt`: java.time.Duration
     , 
     /**
-     * When it expires, seconds since the Unix epoch; `None` never.
+     * When the offer stops being payable (`None`: never).
      */
-    var `expiresAtSecs`: kotlin.ULong?
+    var `expiresAt`: java.time.Duration?
     , 
     /**
-     * When the server last confirmed it stores an invoice of this offer, seconds since the
-     * Unix epoch by this device's clock; `None` never (or not recorded by earlier releases).
+     * When the server last confirmed it stores an invoice of this offer, by this device's
+     * clock (`None`: never, or not known to releases before 0.2): what payers get is that
+     * invoice.
      */
-    var `invoiceConfirmedAtSecs`: kotlin.ULong?
+    var `invoiceConfirmedAt`: java.time.Duration?
     
 ){
     
@@ -3235,9 +3281,9 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
             FfiConverterOptionalString.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterOptionalULong.read(buf),
-            FfiConverterOptionalULong.read(buf),
+            FfiConverterDuration.read(buf),
+            FfiConverterOptionalDuration.read(buf),
+            FfiConverterOptionalDuration.read(buf),
         )
     }
 
@@ -3248,9 +3294,9 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
             FfiConverterString.allocationSize(value.`offer`) +
             FfiConverterString.allocationSize(value.`offerId`) +
             FfiConverterOptionalString.allocationSize(value.`label`) +
-            FfiConverterULong.allocationSize(value.`createdAtSecs`) +
-            FfiConverterOptionalULong.allocationSize(value.`expiresAtSecs`) +
-            FfiConverterOptionalULong.allocationSize(value.`invoiceConfirmedAtSecs`)
+            FfiConverterDuration.allocationSize(value.`createdAt`) +
+            FfiConverterOptionalDuration.allocationSize(value.`expiresAt`) +
+            FfiConverterOptionalDuration.allocationSize(value.`invoiceConfirmedAt`)
     )
 
     override fun write(value: Offer, buf: ByteBuffer) {
@@ -3260,17 +3306,20 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
             FfiConverterString.write(value.`offer`, buf)
             FfiConverterString.write(value.`offerId`, buf)
             FfiConverterOptionalString.write(value.`label`, buf)
-            FfiConverterULong.write(value.`createdAtSecs`, buf)
-            FfiConverterOptionalULong.write(value.`expiresAtSecs`, buf)
-            FfiConverterOptionalULong.write(value.`invoiceConfirmedAtSecs`, buf)
+            FfiConverterDuration.write(value.`createdAt`, buf)
+            FfiConverterOptionalDuration.write(value.`expiresAt`, buf)
+            FfiConverterOptionalDuration.write(value.`invoiceConfirmedAt`, buf)
     }
 }
 
 
 
 /**
- * Everything the client needs; see [`crate::Config`] for what each value does. Create it with
- * [`default_config`] and change what you need.
+ * Everything the client needs; each field is the [`crate::Config`] field of the same name.
+ * Create it with [`default_config`] and change what you need. Not derived from the core's
+ * config, whose data dir, servers, network and slot range have no foreign form; the
+ * conversion below names every core field, so a field added there fails to build until it is
+ * here too.
  */
 data class OffersConfig (
     /**
@@ -3295,25 +3344,19 @@ data class OffersConfig (
     var `offerSlots`: kotlin.UShort
     , 
     /**
-     * A ready offer older than this many seconds is replaced.
+     * A ready offer older than this is replaced.
      */
-    var `readyOfferMaxAgeSecs`: kotlin.ULong
+    var `readyOfferMaxAge`: java.time.Duration
     , 
     /**
-     * A handed-out offer's invoice is rebuilt after this many seconds.
+     * A handed-out offer's invoice is rebuilt when older than this.
      */
-    var `invoiceRefreshIntervalSecs`: kotlin.ULong
+    var `invoiceRefreshInterval`: java.time.Duration
     , 
     /**
-     * Offer paths must stay valid at least this many seconds; more than
-     * `offer_expiring_notice_secs`.
+     * Offer paths must stay valid at least this long; longer than `offer_expiring_notice`.
      */
-    var `minOfferPathsLifetimeSecs`: kotlin.ULong
-    , 
-    /**
-     * Maintenance period, in milliseconds: seconds or more in an app, at least 10.
-     */
-    var `tickIntervalMs`: kotlin.ULong
+    var `minOfferPathsLifetime`: java.time.Duration
     , 
     /**
      * The wallet node's channels, for the invoices' payment paths.
@@ -3321,14 +3364,31 @@ data class OffersConfig (
     var `channelHints`: List<ChannelHint>
     , 
     /**
-     * The most messages sent to the server in a minute; the rest wait.
+     * Maintenance period: seconds or more in an app, at least 10 ms.
+     */
+    var `tickInterval`: java.time.Duration
+    , 
+    /**
+     * The chain tip height if the app knows it (else estimated from the clock); only caps
+     * payment CLTV expiries.
+     */
+    var `bestBlockHeight`: kotlin.UInt?
+    , 
+    /**
+     * Where payers' invoice requests for these offers go when the wallet is online: its own
+     * LDK node (the default), or this client (then `InvoiceRequestForwarded` events).
+     */
+    var `invoiceRequestTarget`: InvoiceRequestTarget
+    , 
+    /**
+     * The most messages sent to a server in a minute; the rest wait.
      */
     var `maxMessagesPerMinute`: kotlin.UInt
     , 
     /**
-     * How many seconds before a handed-out offer expires `OfferExpiring` is sent.
+     * How long before a handed-out offer expires `OfferExpiring` is sent.
      */
-    var `offerExpiringNoticeSecs`: kotlin.ULong
+    var `offerExpiringNotice`: java.time.Duration
     , 
     /**
      * The lowest server slot new offers are drawn from (0 unless the server limits them).
@@ -3341,17 +3401,17 @@ data class OffersConfig (
     var `invoiceSlotMax`: kotlin.UShort
     , 
     /**
-     * How many seconds a handed-out offer is kept after it expires by the device's clock
-     * (live again if the clock is put right meanwhile).
+     * How long a handed-out offer is kept after it expires by the device's clock (live again
+     * if the clock is put right meanwhile).
      */
-    var `expiredOfferRetentionSecs`: kotlin.ULong
+    var `expiredOfferRetention`: java.time.Duration
     , 
     /**
-     * How many milliseconds building, `start` and each hand-out of a stopped client wait for
-     * another client (this process or another: an app extension, a second process) to let go
-     * of the data dir before failing with `DataDirInUse`. 0 fails at once.
+     * How long building, `start` and each hand-out of a stopped client wait for another
+     * client (this process or another: an app extension, a second process) to let go of the
+     * data dir before failing with `DataDirInUse`. Zero fails at once.
      */
-    var `dataDirLockWaitMs`: kotlin.ULong
+    var `dataDirLockWait`: java.time.Duration
     
 ){
     
@@ -3372,17 +3432,19 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterString.read(buf),
             FfiConverterSequenceTypeInvoiceServer.read(buf),
             FfiConverterUShort.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
+            FfiConverterDuration.read(buf),
+            FfiConverterDuration.read(buf),
+            FfiConverterDuration.read(buf),
             FfiConverterSequenceTypeChannelHint.read(buf),
+            FfiConverterDuration.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterTypeInvoiceRequestTarget.read(buf),
             FfiConverterUInt.read(buf),
-            FfiConverterULong.read(buf),
+            FfiConverterDuration.read(buf),
             FfiConverterUShort.read(buf),
             FfiConverterUShort.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
+            FfiConverterDuration.read(buf),
+            FfiConverterDuration.read(buf),
         )
     }
 
@@ -3391,17 +3453,19 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterString.allocationSize(value.`dataDir`) +
             FfiConverterSequenceTypeInvoiceServer.allocationSize(value.`servers`) +
             FfiConverterUShort.allocationSize(value.`offerSlots`) +
-            FfiConverterULong.allocationSize(value.`readyOfferMaxAgeSecs`) +
-            FfiConverterULong.allocationSize(value.`invoiceRefreshIntervalSecs`) +
-            FfiConverterULong.allocationSize(value.`minOfferPathsLifetimeSecs`) +
-            FfiConverterULong.allocationSize(value.`tickIntervalMs`) +
+            FfiConverterDuration.allocationSize(value.`readyOfferMaxAge`) +
+            FfiConverterDuration.allocationSize(value.`invoiceRefreshInterval`) +
+            FfiConverterDuration.allocationSize(value.`minOfferPathsLifetime`) +
             FfiConverterSequenceTypeChannelHint.allocationSize(value.`channelHints`) +
+            FfiConverterDuration.allocationSize(value.`tickInterval`) +
+            FfiConverterOptionalUInt.allocationSize(value.`bestBlockHeight`) +
+            FfiConverterTypeInvoiceRequestTarget.allocationSize(value.`invoiceRequestTarget`) +
             FfiConverterUInt.allocationSize(value.`maxMessagesPerMinute`) +
-            FfiConverterULong.allocationSize(value.`offerExpiringNoticeSecs`) +
+            FfiConverterDuration.allocationSize(value.`offerExpiringNotice`) +
             FfiConverterUShort.allocationSize(value.`invoiceSlotMin`) +
             FfiConverterUShort.allocationSize(value.`invoiceSlotMax`) +
-            FfiConverterULong.allocationSize(value.`expiredOfferRetentionSecs`) +
-            FfiConverterULong.allocationSize(value.`dataDirLockWaitMs`)
+            FfiConverterDuration.allocationSize(value.`expiredOfferRetention`) +
+            FfiConverterDuration.allocationSize(value.`dataDirLockWait`)
     )
 
     override fun write(value: OffersConfig, buf: ByteBuffer) {
@@ -3409,17 +3473,19 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterString.write(value.`dataDir`, buf)
             FfiConverterSequenceTypeInvoiceServer.write(value.`servers`, buf)
             FfiConverterUShort.write(value.`offerSlots`, buf)
-            FfiConverterULong.write(value.`readyOfferMaxAgeSecs`, buf)
-            FfiConverterULong.write(value.`invoiceRefreshIntervalSecs`, buf)
-            FfiConverterULong.write(value.`minOfferPathsLifetimeSecs`, buf)
-            FfiConverterULong.write(value.`tickIntervalMs`, buf)
+            FfiConverterDuration.write(value.`readyOfferMaxAge`, buf)
+            FfiConverterDuration.write(value.`invoiceRefreshInterval`, buf)
+            FfiConverterDuration.write(value.`minOfferPathsLifetime`, buf)
             FfiConverterSequenceTypeChannelHint.write(value.`channelHints`, buf)
+            FfiConverterDuration.write(value.`tickInterval`, buf)
+            FfiConverterOptionalUInt.write(value.`bestBlockHeight`, buf)
+            FfiConverterTypeInvoiceRequestTarget.write(value.`invoiceRequestTarget`, buf)
             FfiConverterUInt.write(value.`maxMessagesPerMinute`, buf)
-            FfiConverterULong.write(value.`offerExpiringNoticeSecs`, buf)
+            FfiConverterDuration.write(value.`offerExpiringNotice`, buf)
             FfiConverterUShort.write(value.`invoiceSlotMin`, buf)
             FfiConverterUShort.write(value.`invoiceSlotMax`, buf)
-            FfiConverterULong.write(value.`expiredOfferRetentionSecs`, buf)
-            FfiConverterULong.write(value.`dataDirLockWaitMs`, buf)
+            FfiConverterDuration.write(value.`expiredOfferRetention`, buf)
+            FfiConverterDuration.write(value.`dataDirLockWait`, buf)
     }
 }
 
@@ -3440,8 +3506,8 @@ data class ServerStatus (
     var `connected`: kotlin.Boolean
     , 
     /**
-     * What last went wrong with it (its offer paths refused and why, a failed connection, a
-     * stale invoice), until an invoice of it is confirmed again.
+     * What last went wrong with it (its offer paths refused and why, a connection that
+     * failed, a refresh it did not confirm), until an invoice of it is confirmed again.
      */
     var `lastProblem`: kotlin.String?
     
@@ -3550,6 +3616,52 @@ public object FfiConverterTypeCallbackError : FfiConverterRustBuffer<CallbackExc
     }
 
 }
+
+
+
+/**
+ * Which node the `forward_invoice_request_path` of each offer leads to.
+ */
+
+enum class InvoiceRequestTarget {
+    
+    /**
+     * The wallet's own LDK node (same seed): when it is online it answers payers with a
+     * regular BOLT 12 invoice. The SDK never sees these requests.
+     */
+    WALLET_NODE,
+    /**
+     * This client's transport identity: the SDK verifies forwarded requests with the offer's
+     * nonce and reports them as [`crate::Event::InvoiceRequestForwarded`]. For apps without a
+     * node of their own online.
+     */
+    CLIENT;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeInvoiceRequestTarget: FfiConverterRustBuffer<InvoiceRequestTarget> {
+    override fun read(buf: ByteBuffer) = try {
+        InvoiceRequestTarget.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: InvoiceRequestTarget) = 4UL
+
+    override fun write(value: InvoiceRequestTarget, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
 
 
 
@@ -3666,16 +3778,16 @@ public object FfiConverterTypeNetwork: FfiConverterRustBuffer<Network> {
 
 
 /**
- * What happened; see [`crate::Event`].
+ * Something that happened (`OfferEvent` in the Kotlin and Swift SDKs).
  */
 sealed class OfferEvent {
     
     /**
-     * A new offer is ready to hand out.
+     * The server confirmed an offer's invoice: the offer can be handed out.
      */
     data class OfferReady(
         /**
-         * The offer.
+         * The new offer.
          */
         val `offer`: org.asyncoffers.ffi.Offer) : OfferEvent()
         
@@ -3686,7 +3798,7 @@ sealed class OfferEvent {
     }
     
     /**
-     * A stale ready offer was dropped for a fresh one.
+     * A Ready offer that was never handed out was dropped for a fresher one.
      */
     data class OfferReplaced(
         /**
@@ -3694,7 +3806,7 @@ sealed class OfferEvent {
          */
         val `oldOfferId`: kotlin.String, 
         /**
-         * Its replacement.
+         * The offer that took its place.
          */
         val `newOffer`: org.asyncoffers.ffi.Offer) : OfferEvent()
         
@@ -3705,7 +3817,9 @@ sealed class OfferEvent {
     }
     
     /**
-     * A handed-out offer expires soon: publish another (`offerFor` gives its label a fresh one).
+     * A handed-out offer expires within
+     * [`Config::offer_expiring_notice`](crate::Config::offer_expiring_notice): publish another
+     * (for its label, [`offer_for`](crate::AsyncOffersClient::offer_for) now gives a fresh one).
      */
     data class OfferExpiring(
         /**
@@ -3720,12 +3834,14 @@ sealed class OfferEvent {
     }
     
     /**
-     * An offer expired by the device's clock: a ready one is removed; a handed-out one is
-     * kept (not refreshed) for `expiredOfferRetentionSecs`, live again if the clock is put right.
+     * An offer expired by the device's clock. A Ready one is removed; a handed-out one is no
+     * longer refreshed or given out, but is kept with its slot for
+     * [`Config::expired_offer_retention`](crate::Config::expired_offer_retention), and is live
+     * again if the clock is put right meanwhile.
      */
     data class OfferExpired(
         /**
-         * Its id.
+         * The expired offer's id.
          */
         val `offerId`: kotlin.String) : OfferEvent()
         
@@ -3736,11 +3852,11 @@ sealed class OfferEvent {
     }
     
     /**
-     * The server stored a fresh invoice for an offer.
+     * The server confirmed a refreshed invoice for an offer.
      */
     data class InvoiceRefreshed(
         /**
-         * Its id.
+         * The offer whose invoice was refreshed.
          */
         val `offerId`: kotlin.String) : OfferEvent()
         
@@ -3751,8 +3867,11 @@ sealed class OfferEvent {
     }
     
     /**
-     * A handed-out offer has gone an hour past its refresh interval without a confirmed fresh
-     * invoice; sent once until one is confirmed. The client keeps trying.
+     * A handed-out offer has gone without a confirmed fresh invoice for an hour past its
+     * [`Config::invoice_refresh_interval`](crate::Config::invoice_refresh_interval): payers
+     * get an invoice that old, whose channels may be gone. Sent once until a fresh invoice is
+     * confirmed ([`Event::InvoiceRefreshed`]); the client keeps trying meanwhile, with
+     * backoff.
      */
     data class InvoiceRefreshFailed(
         /**
@@ -3760,8 +3879,8 @@ sealed class OfferEvent {
          */
         val `offer`: org.asyncoffers.ffi.Offer, 
         /**
-         * Why: the server does not answer, cannot be reached, or the invoice could not be
-         * built or written.
+         * Why no fresh invoice was confirmed: the server does not answer, cannot be reached,
+         * the invoice could not be built or written.
          */
         val `reason`: kotlin.String) : OfferEvent()
         
@@ -3772,11 +3891,11 @@ sealed class OfferEvent {
     }
     
     /**
-     * Connected to a server.
+     * The connection to a server is up.
      */
     data class ServerConnected(
         /**
-         * Its node id, hex.
+         * The server's node id, hex.
          */
         val `serverNodeId`: kotlin.String) : OfferEvent()
         
@@ -3787,11 +3906,12 @@ sealed class OfferEvent {
     }
     
     /**
-     * Lost a server; reconnecting, while the others take over its share of the offers.
+     * The connection to a server went down; it is retried with backoff, and other servers
+     * take over its share of the offers meanwhile.
      */
     data class ServerDisconnected(
         /**
-         * Its node id, hex.
+         * The server's node id, hex.
          */
         val `serverNodeId`: kotlin.String) : OfferEvent()
         
@@ -3802,15 +3922,15 @@ sealed class OfferEvent {
     }
     
     /**
-     * A payer's invoice request came through the server and was verified.
+     * The server forwarded a payer's invoice request, verified as one for our offer.
      */
     data class InvoiceRequestForwarded(
         /**
-         * The offer it is for.
+         * The offer the payer wants to pay.
          */
         val `offerId`: kotlin.String, 
         /**
-         * The amount asked for, if any.
+         * The amount the payer asked for, if any.
          */
         val `amountMsats`: kotlin.ULong?, 
         /**
@@ -4011,7 +4131,7 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
 enum class OfferState {
     
     /**
-     * Built and sent to the server, not yet confirmed.
+     * Built; its static invoice was sent to the server, not yet confirmed.
      */
     PENDING,
     /**
@@ -4019,7 +4139,7 @@ enum class OfferState {
      */
     READY,
     /**
-     * Handed out; kept and refreshed until it expires.
+     * Handed out to the app; kept, with its invoice refreshed, until it expires.
      */
     USED;
 
@@ -4054,28 +4174,29 @@ public object FfiConverterTypeOfferState: FfiConverterRustBuffer<OfferState> {
 
 
 /**
- * Everything that can go wrong; the message says what and where.
+ * Everything that can go wrong in a call to the SDK. The Kotlin and Swift SDKs get it as
+ * `OffersError` (`OffersException` in Kotlin), each kind with this type's message.
  */
 sealed class OffersException(message: String): kotlin.Exception(message) {
         
     /**
-     * A configuration value is unusable.
+     * A configuration value is unusable; the message names it.
      */
         class InvalidConfig(message: String) : OffersException(message)
         
     /**
-     * An argument of a call is out of range (a negative count or timeout, say); raised by the
-     * Swift SDK's checks, which the Rust core's types make unneeded there.
+     * An argument of a call is out of range (a negative count or timeout, say): raised by the
+     * Kotlin and Swift SDKs' own checks, which Rust's types make unneeded here.
      */
         class InvalidArgument(message: String) : OffersException(message)
         
     /**
-     * The server paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
+     * The server's paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
      */
         class InvalidServerPaths(message: String) : OffersException(message)
         
     /**
-     * No ready offer right now; more are being prepared.
+     * No Ready offer is available right now; more are being prepared.
      */
         class NoReadyOffer(message: String) : OffersException(message)
         
@@ -4085,22 +4206,24 @@ sealed class OffersException(message: String): kotlin.Exception(message) {
         class AlreadyStarted(message: String) : OffersException(message)
         
     /**
-     * Reading or writing the offers failed.
+     * Reading or writing the offer store failed.
      */
         class Storage(message: String) : OffersException(message)
         
     /**
-     * A stored record is corrupt; it was left untouched.
+     * A stored record could not be decoded. It is left untouched for inspection.
      */
         class CorruptStore(message: String) : OffersException(message)
         
     /**
-     * Another client (this process or another) holds the data dir.
+     * Another client, in this process or another, holds the data dir: it is running there,
+     * or did not let go within the wait the app chose
+     * ([`ClientBuilder::data_dir_lock_wait`](crate::ClientBuilder::data_dir_lock_wait)).
      */
         class DataDirInUse(message: String) : OffersException(message)
         
     /**
-     * The bytes to import are not an offer book.
+     * The bytes given to import are not an offer book this release can read.
      */
         class InvalidOfferBook(message: String) : OffersException(message)
         
@@ -4110,7 +4233,7 @@ sealed class OffersException(message: String): kotlin.Exception(message) {
         class Timeout(message: String) : OffersException(message)
         
     /**
-     * The SDK's runtime is unavailable.
+     * The async runtime could not be created or has shut down.
      */
         class Runtime(message: String) : OffersException(message)
         
@@ -4204,6 +4327,38 @@ public object FfiConverterTypeOffersError : FfiConverterRustBuffer<OffersExcepti
 /**
  * @suppress
  */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
     override fun read(buf: ByteBuffer): kotlin.ULong? {
         if (buf.get().toInt() == 0) {
@@ -4258,6 +4413,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
         } else {
             buf.put(1)
             FfiConverterString.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalDuration: FfiConverterRustBuffer<java.time.Duration?> {
+    override fun read(buf: ByteBuffer): java.time.Duration? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterDuration.read(buf)
+    }
+
+    override fun allocationSize(value: java.time.Duration?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterDuration.allocationSize(value)
+        }
+    }
+
+    override fun write(value: java.time.Duration?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterDuration.write(value, buf)
         }
     }
 }
@@ -4405,6 +4592,11 @@ public object FfiConverterSequenceTypeServerStatus: FfiConverterRustBuffer<List<
         }
     }
 }
+
+
+
+public typealias PublicKey = kotlin.String
+public typealias FfiConverterTypePublicKey = FfiConverterString
 
 
 
