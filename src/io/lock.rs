@@ -131,10 +131,14 @@ impl DataDirLock {
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => return Err(storage(e)),
             }
-            let holder = listed.get(&self.path).and_then(Weak::upgrade);
-            let soon = holder
-                .as_ref()
-                .is_some_and(|holder| holder.releasing_soon.load(Ordering::SeqCst));
+            let listed_holder = listed.get(&self.path);
+            let holder = listed_holder.and_then(Weak::upgrade);
+            let soon = match &holder {
+                Some(holder) => holder.releasing_soon.load(Ordering::SeqCst),
+                // Listed but gone: its last reference is being dropped, and its release (which
+                // waits for the list's lock) comes next.
+                None => listed_holder.is_some(),
+            };
             drop(listed);
             // Let go only now: if its owner let go meanwhile, this is the last reference, and
             // the release it makes takes the list's lock.
@@ -250,6 +254,28 @@ mod tests {
             finished
                 .recv_timeout(Duration::from_secs(60))
                 .expect("a client took its turns within a minute (no deadlock)");
+        }
+    }
+
+    /// A holding that ends soon is waited for even in the instant its last reference is
+    /// dropped (no longer to be upgraded, not yet released): a client opened as another of the
+    /// process stops must not be told the data dir is in use.
+    #[test]
+    fn a_holding_ending_this_instant_is_waited_for_not_taken_for_a_running_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let (done, finished) = std::sync::mpsc::channel();
+        for nonce in [1u8, 2] {
+            let (path, done) = (path.clone(), done.clone());
+            std::thread::spawn(move || {
+                let lock = DataDirLock::new(&path, Duration::ZERO, [nonce; 16]);
+                let refused = (0..100_000).filter(|_| lock.acquire(true).is_err()).count();
+                done.send(refused).unwrap();
+            });
+        }
+        for _ in 0..2 {
+            let refused = finished.recv_timeout(Duration::from_secs(60)).unwrap();
+            assert_eq!(refused, 0, "refused while the other's holding ended");
         }
     }
 }
