@@ -106,7 +106,7 @@ fn server_binary() -> Result<PathBuf, Failure> {
 
 fn config(server: &ServerProcess, dir: &Path, offers: usize) -> Config {
     let mut config = Config::new(Network::Regtest, dir, server.config.clone());
-    config.offer_slots = offers as u16;
+    config.ready_offer_target = offers as u16;
     // Speed is measured here, not the politeness budget (which would pace the cycles below).
     config.max_messages_per_minute = u32::MAX;
     config

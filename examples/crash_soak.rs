@@ -371,7 +371,7 @@ impl Soak {
             self.wallet_dir.path(),
             self.server.config.clone(),
         );
-        config.offer_slots = OFFERS;
+        config.ready_offer_target = OFFERS;
         AsyncOffersClient::new(config, SEED)
             .map(|client| client.offers())
             .map_err(|e| e.to_string())

@@ -122,7 +122,7 @@ fn run(offers: usize, json: bool) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let mut config = Config::new(Network::Regtest, client_dir.path(), server_config);
-    config.offer_slots = offers as u16;
+    config.ready_offer_target = offers as u16;
 
     let seed = [0x5a; 32];
     let started = Instant::now();

@@ -140,13 +140,13 @@ impl ChannelHint {
 
 /// The most Ready offers a config may ask for: more is not a cache but a store, and each one
 /// is a slot held and an invoice refreshed on the server.
-pub const MAX_OFFER_SLOTS: u16 = 1_000;
+pub const MAX_READY_OFFER_TARGET: u16 = 1_000;
 /// The shortest maintenance tick: below it, maintenance would keep a core busy for nothing
 /// (waits are in seconds; apps should tick every few seconds or more).
 pub const MIN_TICK_INTERVAL: Duration = Duration::from_millis(10);
 
 // The defaults of [`Config::new`], shared with the FFI's `default_config`.
-pub(crate) const DEFAULT_OFFER_SLOTS: u16 = 10;
+pub(crate) const DEFAULT_READY_OFFER_TARGET: u16 = 10;
 pub(crate) const DEFAULT_READY_OFFER_MAX_AGE: Duration = Duration::from_secs(2 * 3600);
 pub(crate) const DEFAULT_INVOICE_REFRESH_INTERVAL: Duration = Duration::from_secs(2 * 3600);
 pub(crate) const DEFAULT_MIN_OFFER_PATHS_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -183,9 +183,11 @@ pub struct Config {
     /// The first gets the larger share when the offers do not divide evenly, and the
     /// single-server records of earlier versions are read as its.
     pub servers: Vec<ServerConfig>,
-    /// How many Ready offers to keep at hand, from 1 to [`MAX_OFFER_SLOTS`].
-    pub offer_slots: u16,
-    /// A Ready (never shown) offer older than this is replaced by a fresh one.
+    /// How many Ready offers to keep at hand, from 1 to [`MAX_READY_OFFER_TARGET`].
+    pub ready_offer_target: u16,
+    /// A Ready (never shown) offer older than this is replaced by a fresh one; a Pending one
+    /// whose invoice the server has not confirmed within it is abandoned, and its slot
+    /// requested again.
     pub ready_offer_max_age: Duration,
     /// A handed-out offer's invoice is rebuilt and re-sent when older than this.
     pub invoice_refresh_interval: Duration,
@@ -233,7 +235,7 @@ impl Config {
             network,
             data_dir: data_dir.into(),
             servers: vec![server],
-            offer_slots: DEFAULT_OFFER_SLOTS,
+            ready_offer_target: DEFAULT_READY_OFFER_TARGET,
             ready_offer_max_age: DEFAULT_READY_OFFER_MAX_AGE,
             invoice_refresh_interval: DEFAULT_INVOICE_REFRESH_INTERVAL,
             min_offer_paths_lifetime: DEFAULT_MIN_OFFER_PATHS_LIFETIME,
@@ -249,10 +251,10 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.offer_slots == 0 || self.offer_slots > MAX_OFFER_SLOTS {
+        if self.ready_offer_target == 0 || self.ready_offer_target > MAX_READY_OFFER_TARGET {
             return Err(Error::InvalidConfig(format!(
-                "offer_slots must be from 1 to {MAX_OFFER_SLOTS}, not {}",
-                self.offer_slots
+                "ready_offer_target must be from 1 to {MAX_READY_OFFER_TARGET}, not {}",
+                self.ready_offer_target
             )));
         }
         let slots = self
@@ -260,12 +262,12 @@ impl Config {
             .end()
             .checked_sub(*self.invoice_slots.start())
             .map(|span| u32::from(span) + 1);
-        if slots.is_none_or(|slots| slots < u32::from(self.offer_slots)) {
+        if slots.is_none_or(|slots| slots < u32::from(self.ready_offer_target)) {
             return Err(Error::InvalidConfig(format!(
-                "invoice_slots {}..={} holds fewer slots than offer_slots ({})",
+                "invoice_slots {}..={} holds fewer slots than ready_offer_target ({})",
                 self.invoice_slots.start(),
                 self.invoice_slots.end(),
-                self.offer_slots
+                self.ready_offer_target
             )));
         }
         if self.tick_interval < MIN_TICK_INTERVAL {
@@ -360,10 +362,10 @@ mod tests {
         assert_eq!(config().validate(), Ok(()));
         type Change = fn(&mut Config);
         let cases: Vec<(Change, &str)> = vec![
-            (|c| c.offer_slots = 0, "offer_slots"),
+            (|c| c.ready_offer_target = 0, "ready_offer_target"),
             (
-                |c| c.offer_slots = 65_535,
-                "offer_slots must be from 1 to 1000",
+                |c| c.ready_offer_target = 65_535,
+                "ready_offer_target must be from 1 to 1000",
             ),
             (
                 |c| c.tick_interval = Duration::from_millis(1),

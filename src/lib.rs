@@ -50,6 +50,8 @@ pub use error::Error;
 pub use events::{ClientStatus, Event, EventListener, ImportedOffers, OfferInfo, ServerStatus};
 pub use handler::ProtocolHandler;
 pub use io::DynStore;
+#[cfg(any(feature = "cli", feature = "testing"))]
+pub use logging::log_to_stderr;
 pub use logging::LdkLogBridge;
 pub use net::transport::ServerRouter;
 pub use offers::cache::OfferState;

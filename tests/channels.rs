@@ -16,7 +16,7 @@ async fn new_hints_refresh_every_ready_and_handed_out_offer_at_once() {
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-hints", client_dir.path());
-    config.offer_slots = 3;
+    config.ready_offer_target = 3;
     config.channel_hints = vec![hint(0x21, 1 << 40, 1_000)];
     // No timer runs during the test: whatever is refreshed is refreshed by update_channels.
     config.tick_interval = Duration::from_secs(3600);
@@ -44,7 +44,7 @@ async fn refreshes_beyond_the_message_budget_wait_for_it() {
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-budget", client_dir.path());
-    config.offer_slots = 4;
+    config.ready_offer_target = 4;
     // Filling takes 8 messages, so 2 are left for the 4 refreshes.
     config.max_messages_per_minute = 10;
     let clock = Arc::new(ManualClock::starting_now());

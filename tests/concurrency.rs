@@ -19,7 +19,7 @@ async fn take_offer_from_sixteen_threads_never_hands_out_one_offer_twice() {
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"busy-wallet", client_dir.path());
-    config.offer_slots = 40;
+    config.ready_offer_target = 40;
     config.max_messages_per_minute = u32::MAX;
     let client = Arc::new(client(config.clone()));
     client.start().unwrap();
@@ -91,7 +91,7 @@ async fn a_panicking_listener_stops_neither_events_nor_filling() {
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"listening-wallet", client_dir.path());
-    config.offer_slots = 5;
+    config.ready_offer_target = 5;
     let client = client(config);
     client.add_listener(Arc::new(Panicking));
     let (listener, events) = events();

@@ -27,7 +27,7 @@ async fn each_label_keeps_one_offer_across_restarts_and_the_server_never_sees_la
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-contexts", client_dir.path());
-    config.offer_slots = 4;
+    config.ready_offer_target = 4;
     let client = client(config.clone());
     client.start().unwrap();
     client.wait_for_ready_offers(4, WAIT).await.unwrap();

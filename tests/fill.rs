@@ -56,7 +56,7 @@ async fn offers_a_wait_returns_are_on_disk_even_when_writes_are_slow() {
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-slow-disk", client_dir.path());
-    config.offer_slots = 3;
+    config.ready_offer_target = 3;
     let store = |dir: &std::path::Path| FilesystemStore::new(dir.to_path_buf());
     let client = AsyncOffersClient::builder(config.clone(), SEED)
         .runtime(tokio::runtime::Handle::current())
@@ -97,7 +97,7 @@ async fn a_hand_out_being_written_holds_up_nothing_else() {
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-slow-hand-out", client_dir.path());
-    config.offer_slots = 2;
+    config.ready_offer_target = 2;
     let (store, writes_begun) = SlowWrites::new(client_dir.path());
     let client = Arc::new(
         AsyncOffersClient::builder(config, SEED)
@@ -139,7 +139,7 @@ async fn a_new_client_on_a_data_dir_waits_for_the_writes_of_the_client_before_it
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-handover", client_dir.path());
-    config.offer_slots = 1;
+    config.ready_offer_target = 1;
     let (slow, writes_begun) = SlowWrites::new(client_dir.path());
     let client = AsyncOffersClient::builder(config.clone(), SEED)
         .runtime(tokio::runtime::Handle::current())
@@ -202,7 +202,7 @@ async fn take_offer_never_returns_the_same_offer_twice_across_restarts() {
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-2", client_dir.path());
-    config.offer_slots = 3;
+    config.ready_offer_target = 3;
 
     let fresh = client(config.clone());
     assert_eq!(
@@ -248,7 +248,7 @@ async fn compact_server_paths_named_by_channel_fill_and_serve_payers() {
     options.compact_scid = Some(0x0001_2300_0004_0001);
     let server = start_server_with(options).await;
     let mut config = config_for(&server, b"wallet-compact", client_dir.path());
-    config.offer_slots = 4;
+    config.ready_offer_target = 4;
     assert!(
         config.servers[0].paths.iter().all(|path| matches!(
             path.introduction_node(),
@@ -279,7 +279,7 @@ async fn fifty_offers_at_once_fill_without_a_message_lost_to_a_full_buffer() {
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-fifty", client_dir.path());
-    config.offer_slots = 50;
+    config.ready_offer_target = 50;
     // Time stands still: nothing is resent on a timer, so every request and invoice has to get
     // through the first time (LDK drops what does not fit in a peer's 256 KiB buffer).
     let client = async_offers::AsyncOffersClient::builder(config, SEED)

@@ -181,7 +181,7 @@ async fn the_client_never_exceeds_its_message_budget_whatever_the_server_does() 
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(now()));
     let mut config = Config::new(Network::Regtest, dir.path(), server.config.clone());
-    config.offer_slots = 8;
+    config.ready_offer_target = 8;
     config.max_messages_per_minute = BUDGET;
     config.tick_interval = Duration::from_millis(20);
     logs();

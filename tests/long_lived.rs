@@ -48,7 +48,7 @@ async fn an_offer_without_expiry_has_a_fresh_invoice_after_six_months() {
     options.offer_paths_lifetime = OfferPathsLifetime::Unlimited;
     let server = start_server_with(options).await;
     let mut config = config_for(&server, b"wallet-bio", client_dir.path());
-    config.offer_slots = 2;
+    config.ready_offer_target = 2;
     let clock = Arc::new(ManualClock::starting_now());
     let client = client_at(config, clock.clone());
     let (listener, events) = events();

@@ -220,7 +220,7 @@ impl Sdk {
             paths: server_paths(lsp),
         };
         let mut config = Config::new(Network::Testnet, dir.path(), server);
-        config.offer_slots = 2;
+        config.ready_offer_target = 2;
         config.channel_hints = channel_hints(wallet);
         config.best_block_height = Some(wallet.best_block_info().1);
         tweak(&mut config);

@@ -36,7 +36,7 @@ async fn the_server_killed_mid_fill_and_restarted_the_client_completes() {
     let server = Arc::new(start_server(server_dir.path()).await);
     let address = server.local_addr().to_string();
     let mut config = config_for(&server, b"wallet-restart", client_dir.path());
-    config.offer_slots = 20;
+    config.ready_offer_target = 20;
     // Time stands still, so nothing is resent on a timer: recovery has to come from the
     // reconnection itself, for every slot, however many invoices were cut off.
     let client = AsyncOffersClient::builder(config, SEED)
@@ -117,7 +117,7 @@ async fn duplicated_and_late_replies_change_nothing() {
     options.replay_replies_after = Some(Duration::from_millis(300));
     let server = start_server_with(options).await;
     let mut config = config_for(&server, b"wallet-replay", client_dir.path());
-    config.offer_slots = 5;
+    config.ready_offer_target = 5;
     let client = client(config.clone());
     client.start().unwrap();
     let ready = client.wait_for_ready_offers(5, WAIT).await.unwrap();
@@ -145,7 +145,7 @@ async fn a_forwarded_invoice_request_is_verified_and_reported() {
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-forward", client_dir.path());
-    config.offer_slots = 2;
+    config.ready_offer_target = 2;
     // Forwarded requests come to this client rather than to a wallet node.
     config.invoice_request_target = InvoiceRequestTarget::Client;
     let client = client(config);

@@ -53,7 +53,7 @@ async fn offers_take_slots_of_the_configured_range_only() {
     let server = start_server(server_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_for(&server, b"wallet", dir.path());
-    config.offer_slots = 4;
+    config.ready_offer_target = 4;
     config.invoice_slots = 1000..=1002;
     let refused = async_offers::AsyncOffersClient::new(config.clone(), SEED).err();
     assert!(

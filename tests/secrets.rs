@@ -65,7 +65,7 @@ async fn no_key_material_reaches_the_logs_at_any_level() {
     let client_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"private-wallet", client_dir.path());
-    config.offer_slots = 3;
+    config.ready_offer_target = 3;
 
     // Filling, handing out, new channels, and a restart from disk.
     let client = client(config.clone());
@@ -133,7 +133,7 @@ async fn labels_and_payer_notes_never_reach_the_logs() {
     options.offer_paths_lifetime = OfferPathsLifetime::Fixed(100 * DAY);
     let server = start_server_with(options).await;
     let mut config = config_for(&server, b"private-labels", client_dir.path());
-    config.offer_slots = 2;
+    config.ready_offer_target = 2;
     config.invoice_request_target = InvoiceRequestTarget::Client;
     let clock = Arc::new(ManualClock::starting_now());
     let client = builder(config).clock(clock.clone()).build().unwrap();
@@ -198,7 +198,7 @@ async fn the_data_dir_and_its_records_are_the_owners_alone() {
     // Created by the client.
     let fresh = parent.path().join("new").join("offers");
     let config = config_for(&server, b"w", &fresh);
-    let slots = usize::from(config.offer_slots);
+    let slots = usize::from(config.ready_offer_target);
     let client = client(config);
     assert_eq!(mode(&fresh), 0o700);
     client.start().unwrap();

@@ -52,7 +52,7 @@ async fn offers_outlive_a_server_going_down_and_stay_with_their_server() {
     let b_address = b.local_addr().to_string();
     let mut config = config_for(&a, b"two-servers", client_dir.path());
     config.servers.push(server_config(&b, b"two-servers"));
-    config.offer_slots = 4;
+    config.ready_offer_target = 4;
     let client = client(config);
     let (listener, events) = events();
     client.add_listener(listener);
@@ -127,7 +127,7 @@ async fn a_server_never_reachable_leaves_the_offers_to_the_others() {
     let mut config = config_for(&a, b"one-of-two", client_dir.path());
     config.servers.insert(0, server_config(&b, b"one-of-two"));
     drop(b);
-    config.offer_slots = 3;
+    config.ready_offer_target = 3;
     let client = client(config);
     client.start().unwrap();
     let ready = client.wait_for_ready_offers(3, WAIT).await.unwrap();

@@ -169,7 +169,7 @@ fn refreshing(
         dir,
         server.config.clone(),
     );
-    config.offer_slots = slots;
+    config.ready_offer_target = slots;
     config.tick_interval = Duration::from_millis(50);
     config.invoice_refresh_interval = REFRESH_INTERVAL;
     config.ready_offer_max_age = 30 * DAY;

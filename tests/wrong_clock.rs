@@ -81,7 +81,7 @@ async fn a_clock_a_day_behind_does_not_stall_sending() {
     let server = start_server(server_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_for(&server, b"wallet", dir.path());
-    config.offer_slots = 4;
+    config.ready_offer_target = 4;
     // Four requests leave, and their four invoices wait for the next minute.
     config.max_messages_per_minute = 4;
     let clock = Arc::new(ManualClock::new(now()));

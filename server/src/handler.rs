@@ -2,7 +2,7 @@
 //! verify and persist static invoices, serve them to payers and forward invoice requests.
 
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1};
 use lightning::blinded_path::message::{AsyncPaymentsContext, MessageContext, OffersContext};
@@ -90,9 +90,7 @@ impl PathMinter {
         else {
             return None;
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = crate::unix_now();
         if now > path_absolute_expiry.unwrap_or(Duration::MAX) {
             return None;
         }

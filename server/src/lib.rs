@@ -39,6 +39,13 @@ pub use invoices::InvoiceStore;
 pub use payer::{check_invoice_for_offer, FetchedInvoice, Payer, PAYER_NOTE};
 pub use router::ServerRouter;
 
+/// The wall clock, as time since the Unix epoch: the server's one reading of it.
+pub(crate) fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// LDK log records into the `log` facade.
 pub struct Log;
 
@@ -86,9 +93,7 @@ pub(crate) fn onion_peers<M: OnionMessageHandler>(
     messenger: Arc<M>,
     keys: &Arc<KeysManager>,
 ) -> Arc<OnionPeers<M>> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = unix_now();
     Arc::new(PeerManager::new(
         MessageHandler {
             chan_handler: Arc::new(ErroringMessageHandler::new()),
@@ -163,9 +168,7 @@ impl ServerIdentity {
             }
             Err(e) => return Err(e),
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = unix_now();
         let keys = Arc::new(KeysManager::new(
             &seed,
             now.as_secs(),

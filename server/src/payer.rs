@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lightning::bitcoin::secp256k1::{self, PublicKey, Secp256k1};
 use lightning::bitcoin::Network;
@@ -79,9 +79,7 @@ impl Payer {
         network: Network,
     ) -> Result<Self, String> {
         let seed = crate::random_seed().map_err(|e| format!("payer seed: {e}"))?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = crate::unix_now();
         let keys = Arc::new(KeysManager::new(
             &seed,
             now.as_secs(),

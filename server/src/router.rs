@@ -90,9 +90,7 @@ pub(crate) fn one_channel_graph(
             chain_hash: ChainHash::using_genesis_block(network),
             short_channel_id: scid,
             // Fresh, or the graph discards it as stale gossip.
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |now| now.as_secs() as u32),
+            timestamp: crate::unix_now().as_secs() as u32,
             message_flags: 1,
             channel_flags,
             cltv_expiry_delta: 72,

@@ -148,9 +148,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if std::env::var_os("RUST_LOG").is_some() {
-        log_to_stderr();
-    }
+    async_offers::log_to_stderr();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
@@ -166,7 +164,7 @@ fn run(args: Args) -> Result<(), String> {
     let first = servers.next().ok_or("no server")?;
     let mut config = Config::new(args.network, &args.data_dir, first);
     config.servers.extend(servers);
-    config.offer_slots = args.offers;
+    config.ready_offer_target = args.offers;
     let wanted = usize::from(args.offers);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -366,21 +364,4 @@ fn print_offer(offer: &OfferInfo) {
             .map(|label| format!(" ({label})"))
             .unwrap_or_default()
     );
-}
-
-/// `RUST_LOG` set: debug records and up to stderr.
-fn log_to_stderr() {
-    struct Stderr;
-    impl log::Log for Stderr {
-        fn enabled(&self, _: &log::Metadata) -> bool {
-            true
-        }
-        fn log(&self, record: &log::Record) {
-            eprintln!("{} {}: {}", record.level(), record.target(), record.args());
-        }
-        fn flush(&self) {}
-    }
-    if log::set_logger(&Stderr).is_ok() {
-        log::set_max_level(log::LevelFilter::Debug);
-    }
 }

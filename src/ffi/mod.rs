@@ -77,7 +77,7 @@ pub struct OffersConfig {
     /// Each offer stays with the server that holds its invoice.
     pub servers: Vec<InvoiceServer>,
     /// How many ready offers to keep, from 1 to 1,000.
-    pub offer_slots: u16,
+    pub ready_offer_target: u16,
     /// A ready offer older than this is replaced.
     pub ready_offer_max_age: Duration,
     /// A handed-out offer's invoice is rebuilt when older than this.
@@ -129,7 +129,7 @@ pub fn default_config(
             address: server_address,
             paths_hex: server_paths_hex,
         }],
-        offer_slots: config::DEFAULT_OFFER_SLOTS,
+        ready_offer_target: config::DEFAULT_READY_OFFER_TARGET,
         ready_offer_max_age: config::DEFAULT_READY_OFFER_MAX_AGE,
         invoice_refresh_interval: config::DEFAULT_INVOICE_REFRESH_INTERVAL,
         min_offer_paths_lifetime: config::DEFAULT_MIN_OFFER_PATHS_LIFETIME,
@@ -167,7 +167,7 @@ impl TryFrom<OffersConfig> for crate::Config {
             network: config.network.into(),
             data_dir: config.data_dir.into(),
             servers,
-            offer_slots: config.offer_slots,
+            ready_offer_target: config.ready_offer_target,
             ready_offer_max_age: config.ready_offer_max_age,
             invoice_refresh_interval: config.invoice_refresh_interval,
             min_offer_paths_lifetime: config.min_offer_paths_lifetime,

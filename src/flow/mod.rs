@@ -166,8 +166,11 @@ impl Engine {
         };
         let policy = CachePolicy {
             servers: servers.iter().map(|server| server.node_id).collect(),
-            target_ready: config.offer_slots,
+            target_ready: config.ready_offer_target,
             ready_max_age: config.ready_offer_max_age,
+            // As long as a Ready offer may wait to be handed out: an offer the server has not
+            // confirmed by then would be replaced if it were Ready.
+            pending_max_age: config.ready_offer_max_age,
             invoice_refresh_interval: config.invoice_refresh_interval,
             min_paths_lifetime: config.min_offer_paths_lifetime,
             first_retry_after: Duration::from_secs(15),
@@ -205,7 +208,7 @@ impl Engine {
             hand_outs: Mutex::new(()),
             first_server: config.servers[0].node_id,
             unsaved_install_key: Mutex::new(new_install_key),
-            target_ready: usize::from(config.offer_slots),
+            target_ready: usize::from(config.ready_offer_target),
             me: me.clone(),
         }))
     }

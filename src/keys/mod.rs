@@ -24,6 +24,8 @@ use lightning::ln::inbound_payment::ExpandedKey;
 use lightning::sign::{KeysManager, NodeSigner, ReceiveAuthKey, Recipient};
 use lightning::types::payment::PaymentSecret;
 
+use crate::clock::{Clock, SystemClock};
+
 pub(crate) use payment_secret::InboundPaymentKeys;
 
 /// LDK's `KeysManager` derives its inbound-payment key at m/5'.
@@ -42,10 +44,7 @@ pub struct WalletKeys {
 impl WalletKeys {
     /// Derives both identities from the seed the app's LDK node passes to `KeysManager::new`.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Self::with_rng_start(seed, now)
+        Self::with_rng_start(seed, SystemClock.now())
     }
 
     /// As [`Self::from_seed`], with LDK's RNG (nonces, path blinding) started from `rng_start`

@@ -34,6 +34,7 @@ use lightning::types::features::{ChannelFeatures, InitFeatures, NodeFeatures};
 use lightning_net_tokio::SocketDescriptor;
 use tokio::sync::{watch, Notify};
 
+use crate::clock::{Clock, SystemClock};
 use crate::flow::{Engine, Outgoing};
 use crate::handler::ProtocolHandler;
 use crate::logging::LdkLogBridge;
@@ -355,10 +356,8 @@ impl Transport {
             custom_message_handler: IgnoringMessageHandler {},
             send_only_message_handler: IgnoringMessageHandler {},
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs() as u32;
+        // The device's wall clock, as LDK's peer handler wants it (it only seeds counters).
+        let now = SystemClock.now().as_secs() as u32;
         let peers = Arc::new(PeerManager::new(
             handlers,
             now,

@@ -177,7 +177,11 @@ pub(crate) struct CachePolicy {
     /// shares when the target does not divide evenly).
     pub servers: Vec<PublicKey>,
     pub target_ready: u16,
+    /// A Ready offer older than this is replaced.
     pub ready_max_age: Duration,
+    /// A Pending offer whose invoice is not confirmed within this is abandoned, its slot
+    /// requested again.
+    pub pending_max_age: Duration,
     pub invoice_refresh_interval: Duration,
     pub min_paths_lifetime: Duration,
     pub first_retry_after: Duration,
@@ -903,7 +907,7 @@ impl OfferCache {
                     .is_some_and(|expiry| expiry.saturating_add(retention) <= now.wall),
                 OfferState::Ready | OfferState::Pending => o.is_expired(now.wall),
             });
-        let unconfirmed_deadline = self.policy.ready_max_age;
+        let unconfirmed_deadline = self.policy.pending_max_age;
         let (abandoned, live): (Vec<_>, Vec<_>) = live.into_iter().partition(|o| {
             o.state == OfferState::Pending
                 && o.pending_since.saturating_add(unconfirmed_deadline) <= now.monotonic
@@ -1052,6 +1056,7 @@ mod tests {
             servers: vec![server_key()],
             target_ready,
             ready_max_age: 2 * HOUR,
+            pending_max_age: 2 * HOUR,
             invoice_refresh_interval: 2 * HOUR,
             min_paths_lifetime: 90 * DAY,
             first_retry_after: Duration::from_secs(15),

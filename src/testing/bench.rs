@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::bitcoin::Network;
@@ -14,6 +14,7 @@ use lightning::onion_message::messenger::Responder;
 use lightning::sign::{KeysManager, NodeSigner, Recipient};
 use lightning_persister::fs_store::FilesystemStore;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::ChannelHint;
 use crate::io::records::{decode, encode};
 use crate::io::store::OfferStore;
@@ -109,9 +110,7 @@ impl CacheWork {
                 factory.secp(),
             )
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|e| e.to_string())?;
+        let now = SystemClock.now();
         let expiry = now + Duration::from_secs(365 * 24 * 3600);
         let mut cached = Vec::with_capacity(offers as usize);
         for slot in 0..offers {
@@ -149,6 +148,7 @@ impl CacheWork {
             servers: vec![server],
             target_ready: offers,
             ready_max_age: Duration::from_secs(2 * 3600),
+            pending_max_age: Duration::from_secs(2 * 3600),
             invoice_refresh_interval: Duration::from_secs(2 * 3600),
             min_paths_lifetime: Duration::ZERO,
             first_retry_after: Duration::from_secs(15),

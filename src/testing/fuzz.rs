@@ -160,7 +160,7 @@ impl Harness {
                 paths: vec![server_path],
             },
         );
-        config.offer_slots = 4;
+        config.ready_offer_target = 4;
         let wallet = PathEnd {
             node_id: keys.wallet_node_id(),
             receive_auth_key: keys.wallet_receive_auth_key(),

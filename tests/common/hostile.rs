@@ -588,7 +588,7 @@ pub fn victim(
 ) -> (AsyncOffersClient, Stored) {
     logs();
     let mut config = Config::new(Network::Regtest, dir, server.config.clone());
-    config.offer_slots = slots;
+    config.ready_offer_target = slots;
     config.tick_interval = Duration::from_millis(50);
     // Nothing is replaced or refreshed for age while the test moves the clock.
     config.ready_offer_max_age = Duration::from_secs(30 * 24 * 3600);

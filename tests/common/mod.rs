@@ -62,37 +62,7 @@ pub fn config_for(server: &RunningServer, recipient: &[u8], data_dir: &Path) -> 
     config
 }
 
-/// With `RUST_LOG` set (`trace` for LDK's detail), the test's log records go to stderr with a timestamp (`cargo test --
-/// --nocapture` to see them).
-pub fn log_to_stderr() {
-    struct Stderr(std::time::Instant);
-    impl log::Log for Stderr {
-        fn enabled(&self, _: &log::Metadata) -> bool {
-            true
-        }
-        fn log(&self, record: &log::Record) {
-            eprintln!(
-                "[{:>9.3} s] {:<5} {}: {}",
-                self.0.elapsed().as_secs_f64(),
-                record.level(),
-                record.target(),
-                record.args()
-            );
-        }
-        fn flush(&self) {}
-    }
-    static LOGGER: std::sync::OnceLock<Stderr> = std::sync::OnceLock::new();
-    let Some(level) = std::env::var_os("RUST_LOG") else {
-        return;
-    };
-    let logger = LOGGER.get_or_init(|| Stderr(std::time::Instant::now()));
-    if log::set_logger(logger).is_ok() {
-        log::set_max_level(match level.to_str() {
-            Some("trace") => log::LevelFilter::Trace,
-            _ => log::LevelFilter::Debug,
-        });
-    }
-}
+pub use async_offers::log_to_stderr;
 
 pub fn client(config: Config) -> AsyncOffersClient {
     builder(config).build().expect("client builds")
@@ -112,7 +82,7 @@ pub async fn filled_client(
     slots: u16,
 ) -> (Config, AsyncOffersClient) {
     let mut config = config_for(server, b"wallet", data_dir);
-    config.offer_slots = slots;
+    config.ready_offer_target = slots;
     let client = client(config.clone());
     client.start().unwrap();
     client

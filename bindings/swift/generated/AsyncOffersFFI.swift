@@ -2193,7 +2193,7 @@ public struct OffersConfig: Equatable, Hashable {
     /**
      * How many ready offers to keep, from 1 to 1,000.
      */
-    public var offerSlots: UInt16
+    public var readyOfferTarget: UInt16
     /**
      * A ready offer older than this is replaced.
      */
@@ -2267,7 +2267,7 @@ public struct OffersConfig: Equatable, Hashable {
          */servers: [InvoiceServer], 
         /**
          * How many ready offers to keep, from 1 to 1,000.
-         */offerSlots: UInt16, 
+         */readyOfferTarget: UInt16, 
         /**
          * A ready offer older than this is replaced.
          */readyOfferMaxAge: TimeInterval, 
@@ -2315,7 +2315,7 @@ public struct OffersConfig: Equatable, Hashable {
         self.network = network
         self.dataDir = dataDir
         self.servers = servers
-        self.offerSlots = offerSlots
+        self.readyOfferTarget = readyOfferTarget
         self.readyOfferMaxAge = readyOfferMaxAge
         self.invoiceRefreshInterval = invoiceRefreshInterval
         self.minOfferPathsLifetime = minOfferPathsLifetime
@@ -2350,7 +2350,7 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
                 network: FfiConverterTypeNetwork.read(from: &buf), 
                 dataDir: FfiConverterString.read(from: &buf), 
                 servers: FfiConverterSequenceTypeInvoiceServer.read(from: &buf), 
-                offerSlots: FfiConverterUInt16.read(from: &buf), 
+                readyOfferTarget: FfiConverterUInt16.read(from: &buf), 
                 readyOfferMaxAge: FfiConverterDuration.read(from: &buf), 
                 invoiceRefreshInterval: FfiConverterDuration.read(from: &buf), 
                 minOfferPathsLifetime: FfiConverterDuration.read(from: &buf), 
@@ -2371,7 +2371,7 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
         FfiConverterTypeNetwork.write(value.network, into: &buf)
         FfiConverterString.write(value.dataDir, into: &buf)
         FfiConverterSequenceTypeInvoiceServer.write(value.servers, into: &buf)
-        FfiConverterUInt16.write(value.offerSlots, into: &buf)
+        FfiConverterUInt16.write(value.readyOfferTarget, into: &buf)
         FfiConverterDuration.write(value.readyOfferMaxAge, into: &buf)
         FfiConverterDuration.write(value.invoiceRefreshInterval, into: &buf)
         FfiConverterDuration.write(value.minOfferPathsLifetime, into: &buf)

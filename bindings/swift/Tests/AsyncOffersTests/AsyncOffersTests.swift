@@ -59,7 +59,7 @@ final class AsyncOffersTests: XCTestCase {
         var config = defaultConfig(
             network: .regtest, dataDir: dir.path, serverNodeId: nodeId, serverAddress: address,
             serverPathsHex: paths)
-        config.offerSlots = slots
+        config.readyOfferTarget = slots
         config.tickInterval = 0.2
         return config
     }
@@ -267,7 +267,7 @@ final class AsyncOffersTests: XCTestCase {
         XCTAssertEqual(none.count, 0)
         let changes: [(String, (inout OffersConfig) -> Void)] = [
             ("tick_interval", { $0.tickInterval = 0.001 }),
-            ("offer_slots", { $0.offerSlots = 65_535 }),
+            ("ready_offer_target", { $0.readyOfferTarget = 65_535 }),
             ("offer_expiring_notice", { $0.minOfferPathsLifetime = $0.offerExpiringNotice }),
         ]
         for (named, change) in changes {

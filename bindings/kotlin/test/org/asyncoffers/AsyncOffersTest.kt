@@ -74,7 +74,7 @@ class AsyncOffersTest {
 
     private fun config(dataDir: File, slots: Int = 3): OffersConfig =
         defaultConfig(Network.REGTEST, dataDir.path, nodeId, address, paths).apply {
-            offerSlots = slots.toUShort()
+            readyOfferTarget = slots.toUShort()
             tickInterval = java.time.Duration.ofMillis(200)
         }
 
@@ -280,7 +280,7 @@ class AsyncOffersTest {
         }
         val bad: List<Pair<OffersConfig.() -> Unit, String>> = listOf(
             Pair({ tickInterval = java.time.Duration.ofMillis(1) }, "tick_interval"),
-            Pair({ offerSlots = 65_535u }, "offer_slots"),
+            Pair({ readyOfferTarget = 65_535u }, "ready_offer_target"),
             Pair({ minOfferPathsLifetime = offerExpiringNotice }, "offer_expiring_notice"),
         )
         for ((change, named) in bad) {

@@ -3341,7 +3341,7 @@ data class OffersConfig (
     /**
      * How many ready offers to keep, from 1 to 1,000.
      */
-    var `offerSlots`: kotlin.UShort
+    var `readyOfferTarget`: kotlin.UShort
     , 
     /**
      * A ready offer older than this is replaced.
@@ -3452,7 +3452,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterTypeNetwork.allocationSize(value.`network`) +
             FfiConverterString.allocationSize(value.`dataDir`) +
             FfiConverterSequenceTypeInvoiceServer.allocationSize(value.`servers`) +
-            FfiConverterUShort.allocationSize(value.`offerSlots`) +
+            FfiConverterUShort.allocationSize(value.`readyOfferTarget`) +
             FfiConverterDuration.allocationSize(value.`readyOfferMaxAge`) +
             FfiConverterDuration.allocationSize(value.`invoiceRefreshInterval`) +
             FfiConverterDuration.allocationSize(value.`minOfferPathsLifetime`) +
@@ -3472,7 +3472,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterTypeNetwork.write(value.`network`, buf)
             FfiConverterString.write(value.`dataDir`, buf)
             FfiConverterSequenceTypeInvoiceServer.write(value.`servers`, buf)
-            FfiConverterUShort.write(value.`offerSlots`, buf)
+            FfiConverterUShort.write(value.`readyOfferTarget`, buf)
             FfiConverterDuration.write(value.`readyOfferMaxAge`, buf)
             FfiConverterDuration.write(value.`invoiceRefreshInterval`, buf)
             FfiConverterDuration.write(value.`minOfferPathsLifetime`, buf)
