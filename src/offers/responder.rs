@@ -29,20 +29,26 @@ pub(crate) fn responder_for(path: &BlindedMessagePath) -> Responder {
 }
 
 /// The encoding of a [`Responder`] replying over `path`.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn responder_encoding(path: &BlindedMessagePath) -> Vec<u8> {
-    let path_bytes = path.encode();
-    let mut record = Vec::with_capacity(path_bytes.len() + 6);
-    BigSize(0).write(&mut record).expect("writes to a Vec");
-    BigSize(path_bytes.len() as u64)
-        .write(&mut record)
-        .expect("writes to a Vec");
-    record.extend_from_slice(&path_bytes);
-    let mut stream = Vec::with_capacity(record.len() + 3);
-    BigSize(record.len() as u64)
-        .write(&mut stream)
-        .expect("writes to a Vec");
-    stream.extend_from_slice(&record);
-    stream
+    ResponderOf(path).encode()
+}
+
+/// Writes a [`Responder`] replying over a path, without making one: the stream's length, then
+/// its one record (type 0, the path's length, the path).
+pub(crate) struct ResponderOf<'a>(pub &'a BlindedMessagePath);
+
+impl Writeable for ResponderOf<'_> {
+    fn write<W: Writer>(&self, writer: &mut W) -> Result<(), lightning::io::Error> {
+        let path_len = self.0.serialized_length() as u64;
+        let record_len = BigSize(0).serialized_length() as u64
+            + BigSize(path_len).serialized_length() as u64
+            + path_len;
+        BigSize(record_len).write(writer)?;
+        BigSize(0).write(writer)?;
+        BigSize(path_len).write(writer)?;
+        self.0.write(writer)
+    }
 }
 
 /// A reply path written and read as LDK writes the [`Responder`] holding it: how records keep
@@ -51,7 +57,7 @@ pub(crate) struct AsResponder(pub BlindedMessagePath);
 
 impl Writeable for AsResponder {
     fn write<W: Writer>(&self, writer: &mut W) -> Result<(), lightning::io::Error> {
-        writer.write_all(&responder_encoding(&self.0))
+        ResponderOf(&self.0).write(writer)
     }
 }
 
