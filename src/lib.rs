@@ -4,21 +4,23 @@
 //! and static invoices with the keys of its own LDK node, has the server persist the invoices,
 //! and keeps a cache of ready offers fresh. See [`AsyncOffersClient`].
 //!
-//! Module map (pure logic in the middle, I/O at the edges):
+//! Module map (pure logic in the middle, I/O at the edges; `docs/DESIGN.md` has the whole):
 //! - [`keys`]: seed → wallet node and transport identities, LDK-exact payment secrets;
-//! - `offer`: offers, static invoices and blinded paths from server paths and channel hints;
-//! - `cache`: each server's slots, offer states, how the servers share the target, and every
-//!   refresh/retry/expiry decision, time passed in;
-//! - `protocol`: the engine turning messages into cache transitions and per-server outboxes
-//!   ([`ProtocolHandler`], one per server, runs it over any messenger);
-//! - `transport`: one messenger and peer manager over TCP per server, reconnects and timers;
-//! - `store`: offer records and offer books behind LDK's `KVStoreSync`;
-//! - `responder`: LDK's `Responder` to and from the reply path it holds;
-//! - `lock`: one writer per data dir across processes, and reloading what another wrote;
+//! - `offers`: the pure middle: offers, static invoices and paths (`builder`), each server's
+//!   slots, offer states and every refresh/retry/expiry decision, time passed in (`cache`);
+//! - `flow`: the engine: what gets sent, when, and what gets written, split by what starts it
+//!   (`inbound`, `hand_out`, `maintenance`) and what may leave now (`outbox`);
+//! - `handler`: [`ProtocolHandler`], LDK's onion-message handlers over the engine, one per
+//!   server, for any messenger;
+//! - `net`: one messenger and peer manager over TCP per server, reconnects and timers;
+//! - `io`: record formats and their migrations, the store behind LDK's `KVStoreSync`, one
+//!   writer per data dir across processes;
 //! - `client`: the public object; `events`: what the app is told, live to listeners and in a
-//!   queue kept until the app handles it;
-//! - [`ffi`] (feature `ffi`): the UniFFI surface of the Kotlin and Swift SDKs.
+//!   queue kept until the app handles it; [`config`], [`clock`];
+//! - [`ffi`] (feature `ffi`): the UniFFI surface of the Kotlin and Swift SDKs;
+//! - `testing` (feature `testing`): entry points for the fuzz targets, benchmarks and tests.
 #![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 #[cfg(feature = "ffi")]
 uniffi::setup_scaffolding!();

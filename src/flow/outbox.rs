@@ -72,7 +72,7 @@ impl Link {
 
 /// Messages of one kind sent to a server and not answered yet. LDK's messenger buffers at most
 /// 256 KiB for a peer and silently drops what does not fit: on the server's side, and on ours
-/// when a messenger of the app's sends for us (see [`ProtocolHandler`]); invoices, and offer
+/// when a messenger of the app's sends for us (see [`crate::ProtocolHandler`]); invoices, and offer
 /// paths when a server hands out several padded ones, travel in 32 KiB onions. With at most
 /// [`Self::MAX`] of each kind unanswered, no buffer overflows however many offers are filled
 /// at once. An answer ends one; one unanswered for [`Self::TIMEOUT`] no longer counts (its

@@ -25,7 +25,7 @@ use lightning::offers::offer::Offer;
 use lightning::offers::static_invoice::StaticInvoice;
 use lightning::util::ser::Readable;
 
-use super::records::StoredOffer;
+use super::stored_offer::StoredOffer;
 use crate::offers::cache::OfferState;
 use crate::offers::responder::AsResponder;
 
@@ -175,7 +175,7 @@ pub(crate) mod writers {
     use lightning::util::ser::Writeable;
 
     use super::{AOF2, AOF3, AOF4, EXPIRED_ANNOUNCED, EXPIRY_ANNOUNCED};
-    use crate::io::records::seal;
+    use crate::io::seal::seal;
     use crate::offers::cache::{CachedOffer, OfferState};
     use crate::offers::responder::responder_encoding;
 

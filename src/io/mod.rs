@@ -14,7 +14,9 @@ pub(crate) mod legacy;
 pub(crate) mod lock;
 pub(crate) mod private_fs;
 pub(crate) mod records;
+pub(crate) mod seal;
 pub(crate) mod store;
+pub(crate) mod stored_offer;
 
 /// A `KVStoreSync` the client can share across threads.
 pub type DynStore = dyn KVStoreSync + Send + Sync;

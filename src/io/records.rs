@@ -1,33 +1,24 @@
 //! The formats of what is kept: offer records, event records, the install key and offer books.
 //!
-//! An offer record is `AOF5`, the offer's kept fields as an LDK TLV stream
+//! An offer record is `AOF5`, the offer's kept fields ([`StoredOffer`]) as an LDK TLV stream
 //! (`impl_writeable_tlv_based!`, as LDK writes its own records), and the first 8 bytes of the
 //! SHA-256 of all before it. Even types are fields every reader must understand; fields added
 //! later take odd types, which readers that do not know them skip, so a later release's record
 //! still loads here. Records of earlier formats (`AOF2` to `AOF4`, see [`super::legacy`]) are
 //! read as they are and written in this one at their offer's next change.
 
-use std::time::Duration;
-
-use lightning::bitcoin::hashes::sha256::Hash as Sha256;
-use lightning::bitcoin::hashes::Hash;
 use lightning::bitcoin::secp256k1::PublicKey;
-use lightning::blinded_path::message::BlindedMessagePath;
-use lightning::offers::nonce::Nonce;
-use lightning::offers::offer::Offer;
-use lightning::offers::static_invoice::StaticInvoice;
 use lightning::util::ser::{Readable, Writeable};
 
 use super::legacy;
+use super::seal::{seal, sealed, unsealed};
+use super::stored_offer::StoredOffer;
 use crate::events::Event;
-use crate::offers::builder::BuiltInvoice;
-use crate::offers::cache::{CachedOffer, OfferState};
-use crate::offers::responder::{AsResponder, ResponderOf};
+use crate::offers::cache::CachedOffer;
+use crate::offers::responder::ResponderOf;
 
 /// The current offer record.
 pub(crate) const MAGIC: &[u8; 4] = b"AOF5";
-/// How much of the SHA-256 of a record ends it.
-pub(crate) const CHECKSUM_LEN: usize = 8;
 /// The install key's record: `AOK1` and the 32 bytes.
 const INSTALL_MAGIC: &[u8; 4] = b"AOK1";
 /// An event record: `AOE1`, the event in LDK's encoding (below), and a checksum.
@@ -36,131 +27,6 @@ const EVENTS_MAGIC: &[u8; 4] = b"AOE1";
 /// is stored (length-prefixed, so an importer reads records of any format it can load), and a
 /// checksum of it all.
 const BOOK_MAGIC: &[u8; 4] = b"AOB1";
-
-/// What an offer record keeps: everything of a [`CachedOffer`] but what only this process
-/// knows of its invoice's way to the server.
-pub(crate) struct StoredOffer {
-    pub server: PublicKey,
-    pub slot: u16,
-    pub state: OfferState,
-    pub offer: Offer,
-    pub nonce: Nonce,
-    pub label: Option<String>,
-    pub created_at: Duration,
-    pub handed_out_at: Option<Duration>,
-    /// The server's reply path, as LDK keeps a `Responder`.
-    pub server_path: AsResponder,
-    pub invoice: StaticInvoice,
-    pub forward_invoice_request_path: BlindedMessagePath,
-    pub invoice_confirmed: bool,
-    pub invoice_confirmed_at: Option<Duration>,
-    pub expiry_announced: bool,
-    pub expired_announced: bool,
-}
-
-// In type order, as TLV streams must be. (LDK's macros drop readers that have no `Drop`.)
-#[allow(clippy::drop_non_drop)]
-mod stored_offer_encoding {
-    use super::StoredOffer;
-
-    lightning::impl_writeable_tlv_based!(StoredOffer, {
-        (0, server, required),
-        (1, invoice_confirmed_at, option),
-        (2, slot, required),
-        (3, expiry_announced, (default_value, false)),
-        (4, state, required),
-        (5, expired_announced, (default_value, false)),
-        (6, offer, required),
-        (8, nonce, required),
-        (10, label, option),
-        (12, created_at, required),
-        (14, handed_out_at, option),
-        (16, server_path, required),
-        (18, invoice, required),
-        (20, forward_invoice_request_path, required),
-        (22, invoice_confirmed, required),
-    });
-}
-
-impl StoredOffer {
-    /// A copy of `offer`'s kept fields, for the tests that hold [`encode`] to this type's writer.
-    #[cfg(test)]
-    fn of(offer: &CachedOffer) -> Self {
-        Self {
-            server: offer.server,
-            slot: offer.slot,
-            state: offer.state,
-            offer: offer.offer.clone(),
-            nonce: offer.nonce,
-            label: offer.label.clone(),
-            created_at: offer.created_at,
-            handed_out_at: offer.handed_out_at,
-            server_path: AsResponder(offer.server_path.clone()),
-            invoice: offer.invoice.invoice.clone(),
-            forward_invoice_request_path: offer.invoice.forward_invoice_request_path.clone(),
-            invoice_confirmed: offer.invoice_confirmed,
-            invoice_confirmed_at: offer.invoice_confirmed_at,
-            expiry_announced: offer.expiry_announced,
-            expired_announced: offer.expired_announced,
-        }
-    }
-
-    /// The offer as the cache holds it; nothing is known yet of its invoice's delivery.
-    fn into_cached(self) -> Result<CachedOffer, String> {
-        if self.invoice.offer_id() != self.offer.id() {
-            return Err("invoice belongs to another offer".into());
-        }
-        Ok(CachedOffer {
-            server: self.server,
-            slot: self.slot,
-            offer: self.offer,
-            nonce: self.nonce,
-            state: self.state,
-            label: self.label,
-            created_at: self.created_at,
-            handed_out_at: self.handed_out_at,
-            server_path: self.server_path.0,
-            invoice: BuiltInvoice {
-                invoice: self.invoice,
-                forward_invoice_request_path: self.forward_invoice_request_path,
-            },
-            invoice_confirmed: self.invoice_confirmed,
-            invoice_sent_at: None,
-            pending_since: Duration::ZERO,
-            expiry_announced: self.expiry_announced,
-            expired_announced: self.expired_announced,
-            invoice_confirmed_at: self.invoice_confirmed_at,
-            delivery: Default::default(),
-        })
-    }
-}
-
-/// `magic`, `body`, and the checksum of both.
-fn sealed(magic: &[u8; 4], body: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(magic.len() + body.len() + CHECKSUM_LEN);
-    record.extend_from_slice(magic);
-    record.extend_from_slice(body);
-    seal(&mut record);
-    record
-}
-
-/// Appends the checksum of `record`.
-pub(crate) fn seal(record: &mut Vec<u8>) {
-    let checksum = Sha256::hash(record).to_byte_array();
-    record.extend_from_slice(&checksum[..CHECKSUM_LEN]);
-}
-
-/// What lies between a record's magic and its checksum, once the checksum is right.
-pub(crate) fn unsealed<'a>(record: &'a [u8], what: &str) -> Result<&'a [u8], String> {
-    if record.len() < 4 + CHECKSUM_LEN {
-        return Err(format!("not {what} (too short)"));
-    }
-    let (body, checksum) = record.split_at(record.len() - CHECKSUM_LEN);
-    if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
-        return Err("checksum mismatch".into());
-    }
-    Ok(&body[4..])
-}
 
 /// The record of `offer`, in the current format. Written from the offer's own fields, with no
 /// copy of them (a [`StoredOffer`] would clone the offer, the invoice and the paths): the same
@@ -376,6 +242,7 @@ mod tests {
     use lightning::util::ser::Writeable;
 
     use super::*;
+    use crate::offers::cache::OfferState;
     use crate::test_utils::offer_fixture;
 
     #[test]

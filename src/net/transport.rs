@@ -70,7 +70,7 @@ const PEER_TIMER_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Routes every message through the server, the client's only peer: what the client's own
 /// messenger uses, public for running the client over another messenger (see
-/// [`ProtocolHandler`](crate::ProtocolHandler)).
+/// [`ProtocolHandler`]).
 pub struct ServerRouter {
     server: PublicKey,
     network: Network,
