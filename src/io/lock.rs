@@ -233,28 +233,33 @@ mod tests {
         releaser.join().unwrap();
     }
 
-    #[test]
-    fn two_clients_of_a_process_taking_turns_fast_never_deadlock() {
+    /// Two clients of one data dir, each on a thread of its own, taking the lock (as a
+    /// hand-out does: held briefly) 100,000 times each, waiting at most `wait` for the other:
+    /// how many takings each was refused, once both are done within a minute.
+    fn take_turns(wait: Duration) -> Vec<usize> {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
         let (done, finished) = std::sync::mpsc::channel();
         for nonce in [1u8, 2] {
-            let (path, done) = (path.clone(), done.clone());
+            let (path, done) = (dir.path().to_path_buf(), done.clone());
             std::thread::spawn(move || {
-                let lock = DataDirLock::new(&path, Duration::from_secs(5), [nonce; 16]);
-                for _ in 0..100_000 {
-                    let held = lock.acquire(true).unwrap();
-                    // The other one may be looking at this holding while it ends.
-                    drop(held);
-                }
-                done.send(()).unwrap();
+                let lock = DataDirLock::new(&path, wait, [nonce; 16]);
+                // The other one may be looking at each holding while it ends.
+                let refused = (0..100_000).filter(|_| lock.acquire(true).is_err()).count();
+                done.send(refused).unwrap();
             });
         }
-        for _ in 0..2 {
-            finished
-                .recv_timeout(Duration::from_secs(60))
-                .expect("a client took its turns within a minute (no deadlock)");
-        }
+        (0..2)
+            .map(|_| {
+                finished
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("a client took its turns within a minute (no deadlock)")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_clients_of_a_process_taking_turns_fast_never_deadlock() {
+        assert_eq!(take_turns(Duration::from_secs(5)), [0, 0]);
     }
 
     /// A holding that ends soon is waited for even in the instant its last reference is
@@ -262,20 +267,10 @@ mod tests {
     /// process stops must not be told the data dir is in use.
     #[test]
     fn a_holding_ending_this_instant_is_waited_for_not_taken_for_a_running_client() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
-        let (done, finished) = std::sync::mpsc::channel();
-        for nonce in [1u8, 2] {
-            let (path, done) = (path.clone(), done.clone());
-            std::thread::spawn(move || {
-                let lock = DataDirLock::new(&path, Duration::ZERO, [nonce; 16]);
-                let refused = (0..100_000).filter(|_| lock.acquire(true).is_err()).count();
-                done.send(refused).unwrap();
-            });
-        }
-        for _ in 0..2 {
-            let refused = finished.recv_timeout(Duration::from_secs(60)).unwrap();
-            assert_eq!(refused, 0, "refused while the other's holding ended");
-        }
+        assert_eq!(
+            take_turns(Duration::ZERO),
+            [0, 0],
+            "refused while the other's holding ended"
+        );
     }
 }
