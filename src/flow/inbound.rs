@@ -14,7 +14,10 @@ use super::outbox::{serve_message, Outgoing};
 use super::{Engine, State};
 use crate::clock::Time;
 use crate::events::{Event, OfferInfo};
-use crate::offers::cache::{CachedOffer, Confirmation, OfferState, Reachability};
+use crate::offers::builder::BuildError;
+use crate::offers::cache::{
+    CachedOffer, Confirmation, OfferPathsRejection, OfferState, Reachability,
+};
 use crate::offers::responder::reply_path_of;
 
 impl Engine {
@@ -125,19 +128,24 @@ impl Engine {
         message: OfferPaths,
         context: AsyncPaymentsContext,
         responder: Option<Responder>,
-    ) -> Result<Outgoing, String> {
+    ) -> Result<Outgoing, Refusal> {
         let AsyncPaymentsContext::OfferPaths {
             invoice_slot,
             path_absolute_expiry,
         } = context
         else {
-            return Err("arrived over a path that was not an OfferPaths reply path".into());
+            return Err(Refusal::NotOverOurReplyPath);
         };
         let server_path = responder
             .as_ref()
             .map(reply_path_of)
-            .ok_or("no reply path to send the invoice over")?
-            .map_err(|e| format!("undecodable reply path: {e:?}"))?;
+            .ok_or(Refusal::NoReplyPath)?
+            .map_err(Refusal::UndecodableReplyPath)?;
+        let refused = |why| Refusal::Slot {
+            slot: invoice_slot,
+            server,
+            why,
+        };
         let Time {
             wall: now,
             monotonic,
@@ -154,7 +162,7 @@ impl Engine {
                     paths_expiry,
                     now,
                 )
-                .map_err(|why| format!("slot {invoice_slot} of server {server}: {why}"))
+                .map_err(|why| refused(SlotRefusal::Rejected(why)))
         };
         let (hints, hints_version) = {
             let state = self.lock();
@@ -164,13 +172,14 @@ impl Engine {
         // Built outside the lock: offers for several slots are built at once.
         let (offer, nonce) = self
             .factory
-            .build_offer(message.paths.clone(), paths_expiry)?;
+            .build_offer(message.paths.clone(), paths_expiry)
+            .map_err(|why| refused(SlotRefusal::Unbuildable(why)))?;
         // Over the size servers store even with one channel, sending it would only be retried
         // for ever.
         let invoice = self
             .factory
             .build_invoice(&offer, nonce, server, &hints, now, self.best_block_height)
-            .map_err(|why| format!("slot {invoice_slot} of server {server}: {why}"))?;
+            .map_err(|why| refused(SlotRefusal::Unbuildable(why)))?;
         let mut state = self.lock();
         // Again: a duplicate of this message may have filled the slot meanwhile.
         check(&state)?;
@@ -312,6 +321,48 @@ impl Engine {
                 });
             }
             Err(()) => log::warn!("rejected a forwarded invoice request that failed verification"),
+        }
+    }
+}
+
+/// Why an `OfferPaths` was not turned into an offer.
+#[derive(Debug)]
+pub(super) enum Refusal {
+    /// It came over a path that was not one of our `OfferPaths` reply paths.
+    NotOverOurReplyPath,
+    /// It carried no reply path to send the invoice over.
+    NoReplyPath,
+    /// Its reply path could not be read.
+    UndecodableReplyPath(lightning::ln::msgs::DecodeError),
+    /// It answered for `slot`, but could not fill it.
+    Slot {
+        slot: u16,
+        server: PublicKey,
+        why: SlotRefusal,
+    },
+}
+
+/// Why a slot's `OfferPaths` could not fill it.
+#[derive(Debug)]
+pub(super) enum SlotRefusal {
+    /// The cache refused the paths (not asked for, expiring too soon, ...).
+    Rejected(OfferPathsRejection),
+    /// The offer or its invoice could not be built over them.
+    Unbuildable(BuildError),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotOverOurReplyPath => {
+                f.write_str("arrived over a path that was not an OfferPaths reply path")
+            }
+            Self::NoReplyPath => f.write_str("no reply path to send the invoice over"),
+            Self::UndecodableReplyPath(e) => write!(f, "undecodable reply path: {e:?}"),
+            Self::Slot { slot, server, why } => match why {
+                SlotRefusal::Rejected(why) => write!(f, "slot {slot} of server {server}: {why}"),
+                SlotRefusal::Unbuildable(why) => write!(f, "slot {slot} of server {server}: {why}"),
+            },
         }
     }
 }

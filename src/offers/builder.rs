@@ -17,6 +17,7 @@ use lightning::ln::channelmanager::MIN_FINAL_CLTV_EXPIRY_DELTA;
 use lightning::offers::flow::MAX_STATIC_INVOICE_SIZE_BYTES;
 use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::{Offer, OfferBuilder};
+use lightning::offers::parse::Bolt12SemanticError;
 use lightning::offers::static_invoice::{StaticInvoice, StaticInvoiceBuilder};
 use lightning::sign::ReceiveAuthKey;
 use lightning::types::features::BlindedHopFeatures;
@@ -46,6 +47,38 @@ const REFERENCE_TIME_SECS: u64 = 1_713_571_767;
 pub(crate) struct BuiltInvoice {
     pub invoice: StaticInvoice,
     pub forward_invoice_request_path: BlindedMessagePath,
+}
+
+/// Why an offer or its invoice could not be built.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum BuildError {
+    /// LDK refused the offer (no paths, say).
+    Offer(Bolt12SemanticError),
+    /// None of the channel hints gives a payment path LDK can build.
+    NoUsableHint { hints: usize },
+    /// LDK could not build the direct payment path to the wallet node.
+    DirectPath,
+    /// LDK refused to build or sign the static invoice.
+    Invoice(Bolt12SemanticError),
+    /// The invoice is over the size servers store, even over one channel.
+    TooLarge { size: usize },
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Offer(e) => write!(f, "offer: {e:?}"),
+            Self::NoUsableHint { hints } => {
+                write!(f, "none of the {hints} channel hints gives a payment path")
+            }
+            Self::DirectPath => write!(f, "direct payment path"),
+            Self::Invoice(e) => write!(f, "static invoice: {e:?}"),
+            Self::TooLarge { size } => write!(
+                f,
+                "the static invoice would be {size} bytes, over the {MAX_STATIC_INVOICE_SIZE_BYTES} servers store"
+            ),
+        }
+    }
 }
 
 /// Where the wallet-node side of the paths (held-HTLC and forward paths) terminate.
@@ -80,7 +113,7 @@ impl OfferFactory {
         &self,
         paths: Vec<BlindedMessagePath>,
         paths_absolute_expiry: Option<Duration>,
-    ) -> Result<(Offer, Nonce), String> {
+    ) -> Result<(Offer, Nonce), BuildError> {
         let expanded_key = self.keys.expanded_key();
         let nonce = Nonce::from_entropy_source(&**self.keys.wallet_keys_manager());
         let mut builder = OfferBuilder::deriving_signing_pubkey(
@@ -96,7 +129,7 @@ impl OfferFactory {
         if let Some(expiry) = paths_absolute_expiry {
             builder = builder.absolute_expiry(expiry);
         }
-        let offer = builder.build().map_err(|e| format!("offer: {e:?}"))?;
+        let offer = builder.build().map_err(BuildError::Offer)?;
         Ok((offer, nonce))
     }
 
@@ -115,7 +148,7 @@ impl OfferFactory {
         hints: &[ChannelHint],
         now: Duration,
         best_block_height: Option<u32>,
-    ) -> Result<BuiltInvoice, String> {
+    ) -> Result<BuiltInvoice, BuildError> {
         let relative_expiry_secs = offer
             .absolute_expiry()
             .map(|expiry| expiry.saturating_sub(now).as_secs())
@@ -189,10 +222,7 @@ impl OfferFactory {
             }
         }
         if routes.is_empty() && !hints.is_empty() {
-            return Err(format!(
-                "none of the {} channel hints gives a payment path",
-                hints.len()
-            ));
+            return Err(BuildError::NoUsableHint { hints: hints.len() });
         }
         let direct = match routes.is_empty() {
             true => Some(
@@ -203,7 +233,7 @@ impl OfferFactory {
                     entropy,
                     &self.secp,
                 )
-                .map_err(|()| "direct payment path".to_string())?,
+                .map_err(|()| BuildError::DirectPath)?,
             ),
             false => None,
         };
@@ -257,9 +287,7 @@ impl OfferFactory {
                 return Ok(built);
             }
             if channels <= 1 {
-                return Err(format!(
-                    "the static invoice would be {size} bytes, over the {MAX_STATIC_INVOICE_SIZE_BYTES} servers store"
-                ));
+                return Err(BuildError::TooLarge { size });
             }
             channels -= 1;
         }
@@ -279,7 +307,7 @@ impl OfferFactory {
         wallet_end: PathEnd,
         now: Duration,
         relative_expiry_secs: u32,
-    ) -> Result<BuiltInvoice, String> {
+    ) -> Result<BuiltInvoice, BuildError> {
         let expanded_key = self.keys.expanded_key();
         let held_htlc_paths = wallet_introduction_nodes(hints, server)
             .into_iter()
@@ -301,7 +329,7 @@ impl OfferFactory {
                 .relative_expiry(relative_expiry_secs)
                 .build_and_sign(&self.secp)
         })
-        .map_err(|e| format!("static invoice: {e:?}"))?;
+        .map_err(BuildError::Invoice)?;
 
         let forward_intro = match self.invoice_request_end.node_id == wallet_end.node_id {
             true => wallet_introduction_nodes(hints, server)[0],
@@ -537,7 +565,7 @@ mod tests {
         let error = factory
             .build_invoice(&offer, nonce, pubkey(9), &[unusable], now, None)
             .unwrap_err();
-        assert!(error.contains("none of the 1 channel hints"), "{error}");
+        assert_eq!(error, BuildError::NoUsableHint { hints: 1 });
     }
 
     #[test]
@@ -559,7 +587,10 @@ mod tests {
             match factory.build_invoice(&offer, nonce, pubkey(9), &hints, now, None) {
                 Ok(built) => trimmed = Some(built.invoice),
                 Err(why) => {
-                    assert!(why.contains("bytes, over the 5120"), "{why}");
+                    assert!(
+                        matches!(why, BuildError::TooLarge { size } if size > 5120),
+                        "{why}"
+                    );
                     break;
                 }
             }

@@ -52,10 +52,14 @@ impl OfferWork {
         hints: &[ChannelHint],
         now: Duration,
     ) -> Result<(Offer, StaticInvoice), String> {
-        let (offer, nonce) = self.factory.build_offer(paths, paths_expiry)?;
+        let (offer, nonce) = self
+            .factory
+            .build_offer(paths, paths_expiry)
+            .map_err(|e| e.to_string())?;
         let built = self
             .factory
-            .build_invoice(&offer, nonce, server, hints, now, None)?;
+            .build_invoice(&offer, nonce, server, hints, now, None)
+            .map_err(|e| e.to_string())?;
         Ok((offer, built.invoice))
     }
 }
@@ -114,8 +118,12 @@ impl CacheWork {
         let expiry = now + Duration::from_secs(365 * 24 * 3600);
         let mut cached = Vec::with_capacity(offers as usize);
         for slot in 0..offers {
-            let (offer, nonce) = factory.build_offer(vec![server_path()], Some(expiry))?;
-            let invoice = factory.build_invoice(&offer, nonce, server, &[], now, None)?;
+            let (offer, nonce) = factory
+                .build_offer(vec![server_path()], Some(expiry))
+                .map_err(|e| e.to_string())?;
+            let invoice = factory
+                .build_invoice(&offer, nonce, server, &[], now, None)
+                .map_err(|e| e.to_string())?;
             let mut offer = CachedOffer::new_pending(
                 server,
                 slot,
@@ -137,7 +145,9 @@ impl CacheWork {
         let later = now + Duration::from_secs(1);
         let refreshed = (
             first.id(),
-            factory.build_invoice(&first.offer, first.nonce, server, &[], later, None)?,
+            factory
+                .build_invoice(&first.offer, first.nonce, server, &[], later, None)
+                .map_err(|e| e.to_string())?,
         );
         let store = OfferStore::new(Arc::new(FilesystemStore::new(data_dir.to_path_buf())));
         for offer in &cached {
