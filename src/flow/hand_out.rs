@@ -63,7 +63,8 @@ impl Engine {
     /// Merges the handed-out offers of `book` (see [`OfferCache::import`]), written before this
     /// returns; their unconfirmed invoices are sent, and they are refreshed as ours from now on.
     pub fn import_offers(&self, book: &[u8]) -> Result<ImportedOffers, Error> {
-        let offers = decode_book(book, self.first_server).map_err(Error::InvalidOfferBook)?;
+        let offers = decode_book(book, self.first_server)
+            .map_err(|why| Error::InvalidOfferBook(why.to_string()))?;
         let _held = self.hold_data_dir()?;
         let mut state = self.lock();
         let import = state.cache.import(offers);

@@ -26,6 +26,7 @@ use lightning::offers::static_invoice::StaticInvoice;
 use lightning::util::ser::Readable;
 
 use super::stored_offer::StoredOffer;
+use super::RecordError;
 use crate::offers::cache::OfferState;
 use crate::offers::responder::AsResponder;
 
@@ -43,33 +44,36 @@ pub(crate) fn decode(
     magic: &[u8],
     body: &[u8],
     first_server: PublicKey,
-) -> Result<(StoredOffer, bool), String> {
+) -> Result<(StoredOffer, bool), RecordError> {
     let single_server = magic == AOF2;
     let has_extension = magic == AOF4;
     if !has_extension && magic != AOF3 && !single_server {
-        return Err("not an offer record (bad magic or format version)".into());
+        return Err(RecordError::UnknownFormat("an offer record"));
     }
     let mut r = Reader(body);
     let server = match single_server {
         true => first_server,
         false => PublicKey::from_slice(&r.array::<33>("server")?)
-            .map_err(|e| format!("bad server node id: {e}"))?,
+            .map_err(|e| RecordError::invalid("server node id", e))?,
     };
     let slot = u16::from_be_bytes(r.array("slot")?);
     let state = match r.array::<1>("state")?[0] {
         0 => OfferState::Pending,
         1 => OfferState::Ready,
         2 => OfferState::Used,
-        other => return Err(format!("unknown state {other}")),
+        other => return Err(RecordError::invalid("state", other)),
     };
-    let offer =
-        Offer::try_from(r.bytes("offer")?.to_vec()).map_err(|e| format!("bad offer: {e:?}"))?;
+    let offer = Offer::try_from(r.bytes("offer")?.to_vec())
+        .map_err(|e| RecordError::invalid("offer", e))?;
     let nonce = Nonce::try_from(&r.array::<{ Nonce::LENGTH }>("nonce")?[..])
-        .map_err(|()| "bad nonce".to_string())?;
+        .map_err(|()| RecordError::invalid("nonce", "not 16 bytes"))?;
     let label = match r.array::<1>("label flag")?[0] {
         0 => None,
-        1 => Some(String::from_utf8(r.bytes("label")?.to_vec()).map_err(|_| "label is not UTF-8")?),
-        other => return Err(format!("bad label flag {other}")),
+        1 => Some(
+            String::from_utf8(r.bytes("label")?.to_vec())
+                .map_err(|_| RecordError::invalid("label", "not UTF-8"))?,
+        ),
+        other => return Err(RecordError::invalid("label flag", other)),
     };
     let created_at = Duration::from_nanos(u64::from_be_bytes(r.array("created_at")?));
     let handed_out_at = match r.array::<1>("handed-out flag")?[0] {
@@ -77,25 +81,25 @@ pub(crate) fn decode(
         1 => Some(Duration::from_nanos(u64::from_be_bytes(
             r.array("handed_out_at")?,
         ))),
-        other => return Err(format!("bad handed-out flag {other}")),
+        other => return Err(RecordError::invalid("handed-out flag", other)),
     };
     let server_path: AsResponder = r.ldk("server reply path")?;
     let invoice = StaticInvoice::try_from(r.bytes("invoice")?.to_vec())
-        .map_err(|e| format!("bad invoice: {e:?}"))?;
+        .map_err(|e| RecordError::invalid("invoice", e))?;
     let forward_invoice_request_path: BlindedMessagePath = r.ldk("forward path")?;
     let invoice_confirmed = match r.array::<1>("confirmed")?[0] {
         0 => false,
         1 => true,
-        other => return Err(format!("bad confirmed flag {other}")),
+        other => return Err(RecordError::invalid("confirmed flag", other)),
     };
     let (invoice_confirmed_at, announced) = match has_extension {
-        true => read_extension(&mut r.0).map_err(|e| format!("bad TLV fields: {e:?}"))?,
+        true => read_extension(&mut r.0).map_err(|e| RecordError::invalid("TLV fields", e))?,
         // Earlier records did not say when; a confirmed invoice was confirmed about when it
         // was made.
         false => (invoice_confirmed.then(|| invoice.created_at()), 0),
     };
     if !r.0.is_empty() {
-        return Err("trailing bytes".into());
+        return Err(RecordError::TrailingBytes("the record"));
     }
     let offer = StoredOffer {
         server,
@@ -140,29 +144,29 @@ fn read_extension(
 pub(crate) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], String> {
+    fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], RecordError> {
         if self.0.len() < len {
-            return Err(format!("truncated at {what}"));
+            return Err(RecordError::Truncated(what));
         }
         let (head, rest) = self.0.split_at(len);
         self.0 = rest;
         Ok(head)
     }
 
-    pub fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
+    pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], RecordError> {
         Ok(self.take(N, what)?.try_into().expect("length checked"))
     }
 
-    pub fn bytes(&mut self, what: &str) -> Result<&'a [u8], String> {
+    pub fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], RecordError> {
         let len = u32::from_be_bytes(self.array(what)?) as usize;
         self.take(len, what)
     }
 
-    fn ldk<T: Readable>(&mut self, what: &str) -> Result<T, String> {
+    fn ldk<T: Readable>(&mut self, what: &'static str) -> Result<T, RecordError> {
         let mut bytes = self.bytes(what)?;
-        let value = T::read(&mut bytes).map_err(|e| format!("bad {what}: {e:?}"))?;
+        let value = T::read(&mut bytes).map_err(|e| RecordError::invalid(what, e))?;
         if !bytes.is_empty() {
-            return Err(format!("trailing bytes in {what}"));
+            return Err(RecordError::TrailingBytes(what));
         }
         Ok(value)
     }

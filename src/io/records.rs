@@ -13,6 +13,7 @@ use lightning::util::ser::{Readable, Writeable};
 use super::legacy;
 use super::seal::{seal, sealed, unsealed};
 use super::stored_offer::StoredOffer;
+use super::RecordError;
 use crate::events::Event;
 use crate::offers::cache::CachedOffer;
 use crate::offers::responder::ResponderOf;
@@ -68,14 +69,18 @@ fn write_offer_fields(
 
 /// Decodes a record of any format this release reads, and says whether it was in the
 /// single-server format (then on `first_server`, under another key).
-pub(crate) fn decode(bytes: &[u8], first_server: PublicKey) -> Result<(CachedOffer, bool), String> {
+pub(crate) fn decode(
+    bytes: &[u8],
+    first_server: PublicKey,
+) -> Result<(CachedOffer, bool), RecordError> {
     let magic = bytes.get(..4).unwrap_or_default();
     let body = unsealed(bytes, "an offer record")?;
     let (stored, single_server) = if magic == MAGIC {
         let mut reader = body;
-        let stored = StoredOffer::read(&mut reader).map_err(|e| format!("bad record: {e:?}"))?;
+        let stored =
+            StoredOffer::read(&mut reader).map_err(|e| RecordError::invalid("record", e))?;
         if !reader.is_empty() {
-            return Err("trailing bytes".into());
+            return Err(RecordError::TrailingBytes("the record"));
         }
         (stored, false)
     } else {
@@ -93,7 +98,7 @@ pub(crate) const PARALLEL_DECODE_FROM: usize = 32;
 pub(crate) fn decode_all(
     records: &[(String, Vec<u8>)],
     first_server: PublicKey,
-) -> Vec<Result<(CachedOffer, bool), String>> {
+) -> Vec<Result<(CachedOffer, bool), RecordError>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads == 1 || records.len() < PARALLEL_DECODE_FROM {
         return records
@@ -119,7 +124,7 @@ pub(crate) fn decode_all(
             .flat_map(|worker| {
                 worker
                     .join()
-                    .unwrap_or_else(|_| vec![Err("decoding panicked".to_string()); chunk])
+                    .unwrap_or_else(|_| vec![Err(RecordError::Panicked); chunk])
             })
             .collect()
     })
@@ -143,14 +148,14 @@ pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
 }
 
 /// The event of a record. One of a later release's kinds fails here, and is skipped alone.
-pub(crate) fn decode_event(bytes: &[u8]) -> Result<Event, String> {
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<Event, RecordError> {
     if !bytes.starts_with(EVENTS_MAGIC) {
-        return Err("not an event record".into());
+        return Err(RecordError::UnknownFormat("an event record"));
     }
     let mut reader = unsealed(bytes, "an event record")?;
-    let event = Event::read(&mut reader).map_err(|e| format!("{e:?}"))?;
+    let event = Event::read(&mut reader).map_err(|e| RecordError::invalid("event", e))?;
     if !reader.is_empty() {
-        return Err("trailing bytes".into());
+        return Err(RecordError::TrailingBytes("the event"));
     }
     Ok(event)
 }
@@ -216,21 +221,23 @@ pub(crate) fn encode_book<'a>(offers: impl Iterator<Item = &'a CachedOffer>) -> 
 pub(crate) fn decode_book(
     bytes: &[u8],
     first_server: PublicKey,
-) -> Result<Vec<CachedOffer>, String> {
+) -> Result<Vec<CachedOffer>, RecordError> {
     if !bytes.starts_with(BOOK_MAGIC) {
-        return Err("not an offer book (bad magic or format version)".into());
+        return Err(RecordError::UnknownFormat("an offer book"));
     }
     let mut r = legacy::Reader(unsealed(bytes, "an offer book")?);
     let count = u32::from_be_bytes(r.array("count")?);
     let mut offers = Vec::with_capacity(count.min(4096) as usize);
     for index in 0..count {
         let record = r.bytes("offer")?;
-        let (offer, _) =
-            decode(record, first_server).map_err(|why| format!("offer {index}: {why}"))?;
+        let (offer, _) = decode(record, first_server).map_err(|why| RecordError::InBook {
+            index,
+            why: Box::new(why),
+        })?;
         offers.push(offer);
     }
     if !r.0.is_empty() {
-        return Err("trailing bytes".into());
+        return Err(RecordError::TrailingBytes("the book"));
     }
     Ok(offers)
 }
@@ -242,6 +249,7 @@ mod tests {
     use lightning::util::ser::Writeable;
 
     use super::*;
+    use crate::io::seal::CHECKSUM_LEN;
     use crate::offers::cache::OfferState;
     use crate::test_utils::offer_fixture;
 
@@ -265,5 +273,34 @@ mod tests {
             assert!(!single_server);
             assert_eq!(encode(&back), record, "read back as it was");
         }
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_record_says_which_it_is() {
+        let fixture = offer_fixture();
+        let offer = fixture.cached(3, Duration::from_secs(1_800_000_000), None);
+        let server = offer.server;
+        let mut flipped = encode(&offer);
+        flipped[40] ^= 1;
+        assert_eq!(decode(&flipped, server).unwrap_err(), RecordError::Checksum);
+        assert_eq!(
+            decode(b"AOF", server).unwrap_err(),
+            RecordError::TooShort("an offer record")
+        );
+        let foreign = sealed(b"XYZ1", b"anything");
+        assert_eq!(
+            decode(&foreign, server).unwrap_err(),
+            RecordError::UnknownFormat("an offer record")
+        );
+        let mut cut = encode(&offer);
+        cut.truncate(cut.len() - CHECKSUM_LEN - 20);
+        seal(&mut cut);
+        assert!(matches!(
+            decode(&cut, server).unwrap_err(),
+            RecordError::Invalid {
+                field: "record",
+                ..
+            }
+        ));
     }
 }

@@ -4,6 +4,8 @@
 use lightning::bitcoin::hashes::sha256::Hash as Sha256;
 use lightning::bitcoin::hashes::Hash;
 
+use super::RecordError;
+
 /// How much of the SHA-256 of a record ends it.
 pub(crate) const CHECKSUM_LEN: usize = 8;
 
@@ -23,13 +25,13 @@ pub(crate) fn seal(record: &mut Vec<u8>) {
 }
 
 /// What lies between a record's magic and its checksum, once the checksum is right.
-pub(crate) fn unsealed<'a>(record: &'a [u8], what: &str) -> Result<&'a [u8], String> {
+pub(crate) fn unsealed<'a>(record: &'a [u8], what: &'static str) -> Result<&'a [u8], RecordError> {
     if record.len() < 4 + CHECKSUM_LEN {
-        return Err(format!("not {what} (too short)"));
+        return Err(RecordError::TooShort(what));
     }
     let (body, checksum) = record.split_at(record.len() - CHECKSUM_LEN);
     if Sha256::hash(body).to_byte_array()[..CHECKSUM_LEN] != *checksum {
-        return Err("checksum mismatch".into());
+        return Err(RecordError::Checksum);
     }
     Ok(&body[4..])
 }

@@ -165,7 +165,7 @@ impl OfferStore {
         let mut current = Vec::with_capacity(records.len());
         let mut single_server = Vec::new();
         for ((key, _), result) in records.iter().zip(decoded) {
-            let (offer, is_single_server) = result.map_err(|reason| corrupt(key, reason))?;
+            let (offer, is_single_server) = result.map_err(|why| corrupt(key, why.to_string()))?;
             let expected_key = match is_single_server {
                 true => Self::single_server_key(offer.slot),
                 false => Self::key((offer.server, offer.slot)),

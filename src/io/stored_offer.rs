@@ -8,6 +8,7 @@ use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::Offer;
 use lightning::offers::static_invoice::StaticInvoice;
 
+use super::RecordError;
 use crate::offers::builder::BuiltInvoice;
 use crate::offers::cache::{CachedOffer, OfferState};
 use crate::offers::responder::AsResponder;
@@ -81,9 +82,9 @@ impl StoredOffer {
     }
 
     /// The offer as the cache holds it; nothing is known yet of its invoice's delivery.
-    pub(crate) fn into_cached(self) -> Result<CachedOffer, String> {
+    pub(crate) fn into_cached(self) -> Result<CachedOffer, RecordError> {
         if self.invoice.offer_id() != self.offer.id() {
-            return Err("invoice belongs to another offer".into());
+            return Err(RecordError::InvoiceOfAnotherOffer);
         }
         Ok(CachedOffer {
             server: self.server,

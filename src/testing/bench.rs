@@ -213,7 +213,7 @@ impl CacheWork {
     /// Decode: every record read back (checksum, offer and invoice parsing); how many.
     pub fn decode_all(&self) -> Result<usize, String> {
         for record in &self.records {
-            decode(record, self.server)?;
+            decode(record, self.server).map_err(|e| e.to_string())?;
         }
         Ok(self.records.len())
     }
