@@ -55,5 +55,5 @@ pub use io::DynStore;
 #[cfg(any(feature = "cli", feature = "testing"))]
 pub use logging::log_to_stderr;
 pub use logging::LdkLogBridge;
-pub use net::transport::ServerRouter;
+pub use net::router::ServerRouter;
 pub use offers::cache::OfferState;

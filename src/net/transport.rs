@@ -6,19 +6,16 @@
 //! engine and their onions built on the blocking pool, several at once, instead of one after
 //! another inside the messenger on the connection's task.
 //!
-//! The client has no network graph. Every path it sends over starts at the server it is
-//! connected to, and compact paths (introduction node given as a directed short channel id,
-//! as real LDK servers with public channels build them) are resolved to that server.
+//! The client has no network graph: its messenger routes with [`ServerRouter`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use lightning::bitcoin::secp256k1::{self, PublicKey, Secp256k1, SecretKey};
+use lightning::bitcoin::secp256k1::{self, PublicKey, Secp256k1};
 use lightning::bitcoin::Network;
-use lightning::blinded_path::message::{BlindedMessagePath, MessageContext, MessageForwardNode};
-use lightning::blinded_path::{EmptyNodeIdLookUp, IntroductionNode};
+use lightning::blinded_path::EmptyNodeIdLookUp;
 use lightning::ln::msgs::{
     BaseMessageHandler, Init, MessageSendEvent, OnionMessage, OnionMessageHandler,
 };
@@ -26,14 +23,14 @@ use lightning::ln::peer_handler::{
     ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
 };
 use lightning::onion_message::messenger::{
-    create_onion_message, Destination, MessageRouter, OnionMessagePath, OnionMessenger,
+    create_onion_message, Destination, MessageRouter, OnionMessenger,
 };
-use lightning::routing::gossip::{NetworkGraph, NodeId};
-use lightning::sign::{EntropySource, KeysManager, NodeSigner, ReceiveAuthKey, Recipient};
-use lightning::types::features::{ChannelFeatures, InitFeatures, NodeFeatures};
+use lightning::sign::{EntropySource, KeysManager, NodeSigner, Recipient};
+use lightning::types::features::{InitFeatures, NodeFeatures};
 use lightning_net_tokio::SocketDescriptor;
 use tokio::sync::{watch, Notify};
 
+use super::router::ServerRouter;
 use crate::clock::{Clock, SystemClock};
 use crate::flow::{Engine, Outgoing};
 use crate::handler::ProtocolHandler;
@@ -67,122 +64,6 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// LDK's peer handler expects a timer tick about every ten seconds (pings, timeouts).
 const PEER_TIMER_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Routes every message through the server, the client's only peer: what the client's own
-/// messenger uses, public for running the client over another messenger (see
-/// [`ProtocolHandler`]).
-pub struct ServerRouter {
-    server: PublicKey,
-    network: Network,
-    entropy: Arc<KeysManager>,
-}
-
-impl ServerRouter {
-    /// A router for a client whose server is `server`, on `network`, drawing path randomness
-    /// from `entropy` (the transport keys).
-    pub fn new(server: PublicKey, network: Network, entropy: Arc<KeysManager>) -> Self {
-        Self {
-            server,
-            network,
-            entropy,
-        }
-    }
-
-    /// Rewrites a compact introduction node (directed short channel id) to the server, using a
-    /// one-channel graph in which the server sits on the side the direction names.
-    fn resolve_compact_introduction(&self, destination: &mut Destination) {
-        let Destination::BlindedPath(path) = destination else {
-            return;
-        };
-        let IntroductionNode::DirectedShortChannelId(direction, scid) = *path.introduction_node()
-        else {
-            return;
-        };
-        let other = other_endpoint(&self.server);
-        let (one, two) = match direction {
-            lightning::blinded_path::Direction::NodeOne => (self.server, other),
-            lightning::blinded_path::Direction::NodeTwo => (other, self.server),
-        };
-        let graph = NetworkGraph::new(self.network, Arc::new(LdkLogBridge));
-        let added = graph.add_channel_from_partial_announcement(
-            scid,
-            None,
-            0,
-            ChannelFeatures::empty(),
-            NodeId::from_pubkey(&one),
-            NodeId::from_pubkey(&two),
-        );
-        if added.is_ok() {
-            destination.resolve(&graph.read_only());
-        }
-    }
-}
-
-/// Any valid key other than `server`, to stand at the far end of the resolving channel.
-fn other_endpoint(server: &PublicKey) -> PublicKey {
-    let secp = Secp256k1::signing_only();
-    let candidate = |byte| {
-        PublicKey::from_secret_key(
-            &secp,
-            &SecretKey::from_slice(&[byte; 32]).expect("valid key"),
-        )
-    };
-    let first = candidate(1);
-    if first != *server {
-        first
-    } else {
-        candidate(2)
-    }
-}
-
-impl MessageRouter for ServerRouter {
-    fn find_path(
-        &self,
-        _sender: PublicKey,
-        _peers: Vec<PublicKey>,
-        mut destination: Destination,
-    ) -> Result<OnionMessagePath, ()> {
-        self.resolve_compact_introduction(&mut destination);
-        let first_hop = match &destination {
-            Destination::Node(node) => Some(*node),
-            Destination::BlindedPath(path) => match path.introduction_node() {
-                IntroductionNode::NodeId(node) => Some(*node),
-                IntroductionNode::DirectedShortChannelId(..) => None,
-            },
-        };
-        // Anything not starting at the server is reached through it.
-        let intermediate_nodes = match first_hop {
-            Some(node) if node == self.server => vec![],
-            _ => vec![self.server],
-        };
-        Ok(OnionMessagePath {
-            intermediate_nodes,
-            destination,
-            first_node_addresses: vec![],
-        })
-    }
-
-    /// Reply paths for our own requests. The server is our direct peer and already knows
-    /// this transport identity (it is not the wallet node's), so the path starts at us: one
-    /// hop less to build, encrypt and peel for every reply, and nothing revealed.
-    fn create_blinded_paths<T: secp256k1::Signing + secp256k1::Verification>(
-        &self,
-        recipient: PublicKey,
-        local_node_receive_key: ReceiveAuthKey,
-        context: MessageContext,
-        _peers: Vec<MessageForwardNode>,
-        secp_ctx: &Secp256k1<T>,
-    ) -> Result<Vec<BlindedMessagePath>, ()> {
-        Ok(vec![BlindedMessagePath::new(
-            &[],
-            recipient,
-            local_node_receive_key,
-            context,
-            &*self.entropy,
-            secp_ctx,
-        )])
-    }
-}
 
 /// The messenger as the peer manager sees it, reporting when the server's `init` arrives so
 /// requests go out the moment the connection can carry them, and handing the peer manager the
