@@ -52,6 +52,7 @@ pub use error::Error;
 pub use events::{ClientStatus, Event, EventListener, ImportedOffers, OfferInfo, ServerStatus};
 pub use handler::ProtocolHandler;
 pub use io::DynStore;
+pub use keys::WalletSeed;
 #[cfg(any(feature = "cli", feature = "testing"))]
 pub use logging::log_to_stderr;
 pub use logging::LdkLogBridge;

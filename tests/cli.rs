@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use async_offers::WalletSeed;
 use async_offers_server::{check_invoice_for_offer, Payer};
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::bitcoin::Network;
@@ -276,4 +277,73 @@ fn a_fill_that_times_out_names_the_servers_last_refusal() {
         stderr.contains("90 days min_offer_paths_lifetime"),
         "{stderr}"
     );
+}
+
+/// An ldk-node wallet gives its mnemonic or its 64 seed bytes: the command line fills for the
+/// node they make, and says which in `node_id`. One seed form at a time.
+#[test]
+fn an_ldk_node_wallets_mnemonic_or_seed_bytes_fill_for_its_node() {
+    let (server_dir, words_dir, bytes_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let server = ServerProcess::start(server_dir.path());
+    let words = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+    let seed_bytes = "c55257c360c07c72029aebc1b53c05ed0362ada38ead3e3e9efa3708e53495531f09a6987599d18264c1e1c92f2cf141630c7a3c4ab7c81b2f001698e7463b04";
+    let run = |seed_args: &[&str], dir: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_async-offers"))
+            .args(["--server-node-id", &server.recipient.node_id])
+            .args(["--server-address", &server.recipient.address])
+            .args(["--server-paths", &server.recipient.paths])
+            .args(seed_args)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--offers", "1", "--timeout-secs", "30", "--json"])
+            .output()
+            .unwrap();
+        let json: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        (
+            output.status.code(),
+            json,
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let expected = async_offers::keys::WalletKeys::from_seed(
+        &WalletSeed::from_ldk_node_mnemonic(words, Some("TREZOR"))
+            .unwrap()
+            .keys_manager_seed(),
+    )
+    .wallet_node_id()
+    .to_string();
+    let (code, json, _) = run(
+        &[
+            "--ldk-node-mnemonic",
+            words,
+            "--ldk-node-passphrase",
+            "TREZOR",
+        ],
+        words_dir.path(),
+    );
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["node_id"], expected.as_str());
+    let (code, json, _) = run(&["--ldk-node-seed-hex", seed_bytes], bytes_dir.path());
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(
+        json["node_id"],
+        expected.as_str(),
+        "the same node either way"
+    );
+
+    let (code, _, stderr) = run(
+        &[
+            "--ldk-node-seed-hex",
+            seed_bytes,
+            "--seed-hex",
+            &"42".repeat(32),
+        ],
+        bytes_dir.path(),
+    );
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("only one of"), "{stderr}");
 }

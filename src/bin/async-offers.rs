@@ -9,20 +9,24 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_offers::keys::LDK_NODE_SEED_LEN;
 use async_offers::{
-    AsyncOffersClient, Clock, Config, OfferInfo, OfferState, ServerConfig, SystemClock,
+    AsyncOffersClient, Clock, Config, OfferInfo, OfferState, ServerConfig, SystemClock, WalletSeed,
 };
 use lightning::bitcoin::hex::FromHex;
 use lightning::bitcoin::Network;
 
 const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address HOST:PORT \
---server-paths HEX [...] --seed-hex HEX --data-dir DIR [--network NET] [--offers N] [--take N [--label TEXT]] [--timeout-secs S] [--lock-wait-secs S] [--wall-clock-offset-secs S] [--json]
+--server-paths HEX [...] (--seed-hex HEX | --ldk-node-mnemonic WORDS [--ldk-node-passphrase TEXT] | --ldk-node-seed-hex HEX) --data-dir DIR [--network NET] [--offers N] [--take N [--label TEXT]] [--timeout-secs S] [--lock-wait-secs S] [--wall-clock-offset-secs S] [--json]
 
   --server-node-id   the static invoice server's node id (33 bytes, hex)
   --server-address   where its Lightning (noise) listener is, host:port
   --server-paths     the paths it gave this wallet, LDK's encoding of Vec<BlindedMessagePath>, hex
                      (repeat the three for each further server; the nth of each go together)
   --seed-hex         the 32-byte seed the wallet's LDK node gives KeysManager::new, hex
+  --ldk-node-mnemonic  for an ldk-node wallet: its BIP39 mnemonic (one argument, words
+                     separated by spaces), with --ldk-node-passphrase if it has one
+  --ldk-node-seed-hex  for an ldk-node wallet: its 64 seed bytes (its seed file), hex
   --data-dir         where the offers are kept; reused across runs
   --network          bitcoin, testnet, testnet4, signet or regtest (default regtest)
   --offers           how many ready offers to have (default 10)
@@ -33,14 +37,14 @@ const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address H
                      --data-dir (default 0: fail at once)
   --wall-clock-offset-secs  run as if the wall clock were off by S seconds (negative: behind),
                      as a phone's may be; waits still run on the monotonic clock
-  --json             print one JSON object instead of text
+  --json             print one JSON object instead of text, with the wallet node's id as node_id
 
 Exit status: 0 when N offers are ready, 1 when they are not in time or the client fails,
 2 for a usage error. RUST_LOG=1 logs to stderr.";
 
 struct Args {
     servers: Vec<ServerConfig>,
-    seed: [u8; 32],
+    seed: WalletSeed,
     data_dir: std::path::PathBuf,
     network: Network,
     offers: u16,
@@ -55,6 +59,7 @@ struct Args {
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut node_ids, mut addresses, mut paths) = (Vec::new(), Vec::new(), Vec::new());
     let (mut seed, mut data_dir) = (None, None);
+    let (mut mnemonic, mut passphrase, mut ldk_node_seed) = (None, None, None);
     let mut network = Network::Regtest;
     let mut offers = 10u16;
     let mut take = 0usize;
@@ -70,6 +75,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--server-address" => addresses.push(value()?),
             "--server-paths" => paths.push(value()?),
             "--seed-hex" => seed = Some(value()?),
+            "--ldk-node-mnemonic" => mnemonic = Some(value()?),
+            "--ldk-node-passphrase" => passphrase = Some(value()?),
+            "--ldk-node-seed-hex" => ldk_node_seed = Some(value()?),
             "--data-dir" => data_dir = Some(value()?),
             "--network" => network = value()?.parse().map_err(|e| format!("--network: {e}"))?,
             "--offers" => {
@@ -118,10 +126,35 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         .map(|((node_id, address), paths)| ServerConfig::from_hex(node_id, address, paths))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let seed = Vec::<u8>::from_hex(required(seed, "--seed-hex")?.trim())
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or("--seed-hex needs 32 bytes of hex")?;
+    if passphrase.is_some() && mnemonic.is_none() {
+        return Err("--ldk-node-passphrase goes with --ldk-node-mnemonic".into());
+    }
+    let hex_bytes = |hex: &str| Vec::<u8>::from_hex(hex.trim()).ok();
+    let seed = match (seed, mnemonic, ldk_node_seed) {
+        (Some(hex), None, None) => hex_bytes(&hex)
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(WalletSeed::from_keys_manager_seed)
+            .ok_or("--seed-hex needs 32 bytes of hex")?,
+        (None, Some(words), None) => {
+            WalletSeed::from_ldk_node_mnemonic(&words, passphrase.as_deref())
+                .map_err(|e| format!("--ldk-node-mnemonic: {e}"))?
+        }
+        (None, None, Some(hex)) => hex_bytes(&hex)
+            .and_then(|bytes| <[u8; LDK_NODE_SEED_LEN]>::try_from(bytes).ok())
+            .map(|bytes| WalletSeed::from_ldk_node_seed_bytes(&bytes))
+            .ok_or("--ldk-node-seed-hex needs 64 bytes of hex")?,
+        (None, None, None) => {
+            return Err(
+                "one of --seed-hex, --ldk-node-mnemonic, --ldk-node-seed-hex is required".into(),
+            )
+        }
+        _ => {
+            return Err(
+                "give only one of --seed-hex, --ldk-node-mnemonic, --ldk-node-seed-hex".into(),
+            )
+        }
+    };
+
     Ok(Args {
         servers,
         seed,
@@ -171,7 +204,7 @@ fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let client = AsyncOffersClient::builder(config, args.seed)
+    let client = AsyncOffersClient::builder(config, args.seed.keys_manager_seed())
         .runtime(runtime.handle().clone())
         .data_dir_lock_wait(args.lock_wait)
         .clock(Arc::new(OffsetClock(args.wall_clock_offset)))
@@ -239,6 +272,7 @@ fn run(args: Args) -> Result<(), String> {
         println!(
             "{}",
             serde_json::json!({
+                "node_id": client.node_id().to_string(),
                 "offers": offers,
                 "from_cache": cached_ready.min(wanted),
                 "taken": taken.iter().map(offer_json).collect::<Vec<_>>(),

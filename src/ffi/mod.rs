@@ -205,6 +205,62 @@ async fn off_the_callers_thread<T: Send + 'static>(
         .map_err(|e| Error::Runtime(format!("the SDK's worker failed: {e}")))?
 }
 
+/// The seed of the wallet's LDK node, from the form the wallet keeps it in (see
+/// [`crate::WalletSeed`]): what [`AsyncOffers::new`] takes is [`Self::keys_manager_seed`].
+#[derive(uniffi::Object)]
+pub struct WalletSeed(crate::WalletSeed);
+
+#[uniffi::export]
+impl WalletSeed {
+    /// The 32 bytes an LDK node (not ldk-node) gives `KeysManager::new`.
+    #[uniffi::constructor]
+    pub fn from_keys_manager_seed(seed: Vec<u8>) -> Result<Arc<Self>, Error> {
+        let seed: [u8; 32] = seed.try_into().map_err(|seed: Vec<u8>| {
+            Error::InvalidArgument(format!(
+                "a KeysManager seed is 32 bytes, not {}",
+                seed.len()
+            ))
+        })?;
+        Ok(Arc::new(Self(crate::WalletSeed::from_keys_manager_seed(
+            seed,
+        ))))
+    }
+
+    /// The seed of the ldk-node node made from a BIP39 mnemonic (English words separated by
+    /// spaces) and its optional passphrase.
+    #[uniffi::constructor]
+    pub fn from_ldk_node_mnemonic(
+        words: String,
+        passphrase: Option<String>,
+    ) -> Result<Arc<Self>, Error> {
+        crate::WalletSeed::from_ldk_node_mnemonic(&words, passphrase.as_deref())
+            .map(|seed| Arc::new(Self(seed)))
+    }
+
+    /// The seed of the ldk-node node made from its 64 seed bytes.
+    #[uniffi::constructor]
+    pub fn from_ldk_node_seed_bytes(seed: Vec<u8>) -> Result<Arc<Self>, Error> {
+        let seed: [u8; crate::keys::LDK_NODE_SEED_LEN] =
+            seed.try_into().map_err(|seed: Vec<u8>| {
+                Error::InvalidArgument(format!("ldk-node's seed is 64 bytes, not {}", seed.len()))
+            })?;
+        Ok(Arc::new(Self(crate::WalletSeed::from_ldk_node_seed_bytes(
+            &seed,
+        ))))
+    }
+
+    /// The seed of the ldk-node node whose seed file is at `path`.
+    #[uniffi::constructor]
+    pub fn from_ldk_node_seed_file(path: String) -> Result<Arc<Self>, Error> {
+        crate::WalletSeed::from_ldk_node_seed_file(path.as_ref()).map(|seed| Arc::new(Self(seed)))
+    }
+
+    /// The 32 bytes to give [`AsyncOffers::new`] (and the node's `KeysManager`).
+    pub fn keys_manager_seed(&self) -> Vec<u8> {
+        self.0.keys_manager_seed().to_vec()
+    }
+}
+
 /// What the app's [`OfferListener`] or [`LogWriter`] threw. Any exception becomes one of these
 /// rather than a panic; the SDK logs a listener's and ignores a log writer's, and carries on.
 #[derive(Debug, uniffi::Error)]

@@ -9,6 +9,9 @@
 //!   same LSP. It is stable across restarts, so replies to our earlier messages still reach us.
 
 mod payment_secret;
+mod wallet_seed;
+
+pub use wallet_seed::{WalletSeed, LDK_NODE_SEED_LEN};
 
 pub(crate) use payment_secret::EXPIRY_GRACE_SECS;
 

@@ -1576,6 +1576,187 @@ public func FfiConverterTypeOfferListener_lower(_ value: OfferListener) -> UInt6
 
 
 
+
+
+/**
+ * The seed of the wallet's LDK node, from the form the wallet keeps it in (see
+ * [`crate::WalletSeed`]): what [`AsyncOffers::new`] takes is [`Self::keys_manager_seed`].
+ */
+public protocol WalletSeedProtocol: AnyObject, Sendable {
+    
+    /**
+     * The 32 bytes to give [`AsyncOffers::new`] (and the node's `KeysManager`).
+     */
+    func keysManagerSeed()  -> Data
+    
+}
+/**
+ * The seed of the wallet's LDK node, from the form the wallet keeps it in (see
+ * [`crate::WalletSeed`]): what [`AsyncOffers::new`] takes is [`Self::keys_manager_seed`].
+ */
+open class WalletSeed: WalletSeedProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_async_offers_fn_clone_walletseed(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_async_offers_fn_free_walletseed(handle, $0) }
+    }
+
+    
+    /**
+     * The 32 bytes an LDK node (not ldk-node) gives `KeysManager::new`.
+     */
+public static func fromKeysManagerSeed(seed: Data)throws  -> WalletSeed  {
+    return try  FfiConverterTypeWalletSeed_lift(try rustCallWithError(FfiConverterTypeOffersError_lift) {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_constructor_walletseed_from_keys_manager_seed(
+        FfiConverterData.lower(seed),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The seed of the ldk-node node made from a BIP39 mnemonic (English words separated by
+     * spaces) and its optional passphrase.
+     */
+public static func fromLdkNodeMnemonic(words: String, passphrase: String?)throws  -> WalletSeed  {
+    return try  FfiConverterTypeWalletSeed_lift(try rustCallWithError(FfiConverterTypeOffersError_lift) {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_constructor_walletseed_from_ldk_node_mnemonic(
+        FfiConverterString.lower(words),
+        FfiConverterOptionString.lower(passphrase),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The seed of the ldk-node node made from its 64 seed bytes.
+     */
+public static func fromLdkNodeSeedBytes(seed: Data)throws  -> WalletSeed  {
+    return try  FfiConverterTypeWalletSeed_lift(try rustCallWithError(FfiConverterTypeOffersError_lift) {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_constructor_walletseed_from_ldk_node_seed_bytes(
+        FfiConverterData.lower(seed),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The seed of the ldk-node node whose seed file is at `path`.
+     */
+public static func fromLdkNodeSeedFile(path: String)throws  -> WalletSeed  {
+    return try  FfiConverterTypeWalletSeed_lift(try rustCallWithError(FfiConverterTypeOffersError_lift) {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_constructor_walletseed_from_ldk_node_seed_file(
+        FfiConverterString.lower(path),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+    /**
+     * The 32 bytes to give [`AsyncOffers::new`] (and the node's `KeysManager`).
+     */
+open func keysManagerSeed() -> Data  {
+    return try!  FfiConverterData.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_walletseed_keys_manager_seed(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeWalletSeed: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = WalletSeed
+
+    public static func lift(_ handle: UInt64) throws -> WalletSeed {
+        return WalletSeed(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: WalletSeed) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> WalletSeed {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: WalletSeed, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWalletSeed_lift(_ handle: UInt64) throws -> WalletSeed {
+    return try FfiConverterTypeWalletSeed.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWalletSeed_lower(_ value: WalletSeed) -> UInt64 {
+    return FfiConverterTypeWalletSeed.lower(value)
+}
+
+
+
+
 /**
  * A channel of the wallet node with its LSP, as payers should route over it. Static invoices
  * carry one blinded payment path per hint, through the LSP to the wallet node.
@@ -3780,6 +3961,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_offerlistener_on_event() != 50799) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_async_offers_checksum_method_walletseed_keys_manager_seed() != 27182) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_async_offers_checksum_method_logwriter_log() != 22281) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3787,6 +3971,18 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_constructor_asyncoffers_open() != 36617) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_constructor_walletseed_from_keys_manager_seed() != 20546) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_constructor_walletseed_from_ldk_node_mnemonic() != 14614) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_constructor_walletseed_from_ldk_node_seed_bytes() != 49880) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_constructor_walletseed_from_ldk_node_seed_file() != 8505) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -350,6 +350,29 @@ final class AsyncOffersTests: XCTestCase {
             XCTAssertTrue(message.contains("timed out"), message)
         }
     }
+
+    func testAnLdkNodeWalletsMnemonicAndSeedBytesGiveItsNode() throws {
+        let words = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"
+        // BIP39's vector: the 64 seed bytes of these words with the passphrase "TREZOR".
+        let hex = "c55257c360c07c72029aebc1b53c05ed0362ada38ead3e3e9efa3708e53495531f09a6987599d18264c1e1c92f2cf141630c7a3c4ab7c81b2f001698e7463b04"
+        var bytes = Data()
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            bytes.append(UInt8(hex[index..<next], radix: 16)!)
+            index = next
+        }
+        func nodeOf(_ seed: WalletSeed) throws -> String {
+            try AsyncOffersClient(config: config(try tempDir()), seed: seed.keysManagerSeed()).nodeId
+        }
+        let fromWords = try nodeOf(try WalletSeed.fromLdkNodeMnemonic(words: words, passphrase: "TREZOR"))
+        XCTAssertEqual(fromWords, try nodeOf(try WalletSeed.fromLdkNodeSeedBytes(seed: bytes)))
+        XCTAssertNotEqual(fromWords, try nodeOf(try WalletSeed.fromLdkNodeMnemonic(words: words, passphrase: nil)))
+        XCTAssertThrowsError(try WalletSeed.fromLdkNodeSeedBytes(seed: Data(count: 32))) { error in
+            guard case let OffersError.InvalidArgument(message) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(message.contains("64 bytes"), message)
+        }
+    }
 }
 
 private final class ThreadRecorder: OfferListener, @unchecked Sendable {

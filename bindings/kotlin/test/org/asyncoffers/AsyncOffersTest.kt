@@ -24,10 +24,12 @@ import org.asyncoffers.ffi.OfferListener
 import org.asyncoffers.ffi.OfferState
 import org.asyncoffers.ffi.OffersConfig
 import org.asyncoffers.ffi.OffersException
+import org.asyncoffers.ffi.WalletSeed
 import org.asyncoffers.ffi.defaultConfig
 import org.asyncoffers.ffi.setLogWriter
 import org.junit.After
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertNotEquals
 import org.junit.Assert.assertTrue
 import org.junit.Assert.fail
 import org.junit.Before
@@ -357,4 +359,24 @@ class AsyncOffersTest {
         }
         AsyncOffersClient(config(dir), seed).use { after -> assertEquals(3, after.readyOffers().size) }
     }
+
+    @Test
+    fun anLdkNodeWalletsMnemonicAndSeedBytesGiveItsNode() {
+        val words = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"
+        // BIP39's vector: the 64 seed bytes of these words with the passphrase "TREZOR".
+        val bytes = "c55257c360c07c72029aebc1b53c05ed0362ada38ead3e3e9efa3708e53495531f09a6987599d18264c1e1c92f2cf141630c7a3c4ab7c81b2f001698e7463b04"
+            .chunked(2).map { it.toInt(16).toByte() }.toByteArray()
+        fun nodeOf(seed: WalletSeed): String =
+            AsyncOffersClient(config(tempDir()), seed.keysManagerSeed()).use { it.nodeId }
+        val fromWords = nodeOf(WalletSeed.fromLdkNodeMnemonic(words, "TREZOR"))
+        assertEquals(fromWords, nodeOf(WalletSeed.fromLdkNodeSeedBytes(bytes)))
+        assertNotEquals(fromWords, nodeOf(WalletSeed.fromLdkNodeMnemonic(words, null)))
+        try {
+            WalletSeed.fromLdkNodeSeedBytes(ByteArray(32))
+            fail("took 32 bytes for ldk-node's 64")
+        } catch (e: OffersException.InvalidArgument) {
+            assertTrue(e.message!!, e.message!!.contains("64 bytes"))
+        }
+    }
+
 }
