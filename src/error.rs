@@ -13,8 +13,9 @@ use std::fmt;
 pub enum Error {
     /// A configuration value is unusable; the message names it.
     InvalidConfig(String),
-    /// An argument of a call is out of range (a negative count or timeout, say): raised by the
-    /// Kotlin and Swift SDKs' own checks, which Rust's types make unneeded here.
+    /// An argument of a call is out of range: a negative count or timeout (the Kotlin and
+    /// Swift SDKs' own checks; Rust's types make them unneeded here), or bytes of the wrong
+    /// length where the FFI takes a seed.
     InvalidArgument(String),
     /// The server's paths are not LDK's encoding of `Vec<BlindedMessagePath>`.
     InvalidServerPaths(String),

@@ -359,10 +359,16 @@ impl std::fmt::Display for Refusal {
             }
             Self::NoReplyPath => f.write_str("no reply path to send the invoice over"),
             Self::UndecodableReplyPath(e) => write!(f, "undecodable reply path: {e:?}"),
-            Self::Slot { slot, server, why } => match why {
-                SlotRefusal::Rejected(why) => write!(f, "slot {slot} of server {server}: {why}"),
-                SlotRefusal::Unbuildable(why) => write!(f, "slot {slot} of server {server}: {why}"),
-            },
+            Self::Slot { slot, server, why } => write!(f, "slot {slot} of server {server}: {why}"),
+        }
+    }
+}
+
+impl std::fmt::Display for SlotRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rejected(why) => why.fmt(f),
+            Self::Unbuildable(why) => why.fmt(f),
         }
     }
 }

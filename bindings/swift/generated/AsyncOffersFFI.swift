@@ -3367,8 +3367,9 @@ enum OffersError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case InvalidConfig(message: String)
     
     /**
-     * An argument of a call is out of range (a negative count or timeout, say): raised by the
-     * Kotlin and Swift SDKs' own checks, which Rust's types make unneeded here.
+     * An argument of a call is out of range: a negative count or timeout (the Kotlin and
+     * Swift SDKs' own checks; Rust's types make them unneeded here), or bytes of the wrong
+     * length where the FFI takes a seed.
      */
     case InvalidArgument(message: String)
     

@@ -4557,8 +4557,9 @@ sealed class OffersException(message: String): kotlin.Exception(message) {
         class InvalidConfig(message: String) : OffersException(message)
         
     /**
-     * An argument of a call is out of range (a negative count or timeout, say): raised by the
-     * Kotlin and Swift SDKs' own checks, which Rust's types make unneeded here.
+     * An argument of a call is out of range: a negative count or timeout (the Kotlin and
+     * Swift SDKs' own checks; Rust's types make them unneeded here), or bytes of the wrong
+     * length where the FFI takes a seed.
      */
         class InvalidArgument(message: String) : OffersException(message)
         
