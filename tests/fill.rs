@@ -3,50 +3,16 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_offers::{AsyncOffersClient, Error, OfferState};
 use common::*;
 use lightning::blinded_path::IntroductionNode;
-use lightning::io;
 use lightning::offers::offer::Offer;
 use lightning::util::persist::KVStoreSync;
 use lightning_persister::fs_store::FilesystemStore;
-
-/// A filesystem store whose writes take a while, as on slow flash, counting those begun.
-struct SlowWrites(FilesystemStore, Arc<AtomicUsize>);
-
-impl SlowWrites {
-    fn new(dir: &std::path::Path) -> (Self, Arc<AtomicUsize>) {
-        let begun = Arc::new(AtomicUsize::new(0));
-        (
-            Self(FilesystemStore::new(dir.to_path_buf()), begun.clone()),
-            begun,
-        )
-    }
-}
-
-impl KVStoreSync for SlowWrites {
-    fn read(&self, primary: &str, secondary: &str, key: &str) -> Result<Vec<u8>, io::Error> {
-        self.0.read(primary, secondary, key)
-    }
-    /// Offer records are written slowly and counted; anything else (the install key) as usual.
-    fn write(&self, primary: &str, secondary: &str, key: &str, buf: Vec<u8>) -> io::Result<()> {
-        if secondary == "offers" {
-            self.1.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        self.0.write(primary, secondary, key, buf)
-    }
-    fn remove(&self, primary: &str, secondary: &str, key: &str, lazy: bool) -> io::Result<()> {
-        self.0.remove(primary, secondary, key, lazy)
-    }
-    fn list(&self, primary: &str, secondary: &str) -> Result<Vec<String>, io::Error> {
-        self.0.list(primary, secondary)
-    }
-}
 
 /// Offers count as ready for a wait only once written: an app that stops as soon as its wait
 /// returns finds every one of them at its next start, however slow its storage.
@@ -60,7 +26,10 @@ async fn offers_a_wait_returns_are_on_disk_even_when_writes_are_slow() {
     let store = |dir: &std::path::Path| FilesystemStore::new(dir.to_path_buf());
     let client = AsyncOffersClient::builder(config.clone(), SEED)
         .runtime(tokio::runtime::Handle::current())
-        .store(Arc::new(SlowWrites::new(client_dir.path()).0))
+        .store(FaultyStore::slow(
+            client_dir.path(),
+            Duration::from_millis(200),
+        ))
         .build()
         .unwrap();
     client.start().unwrap();
@@ -98,23 +67,23 @@ async fn a_hand_out_being_written_holds_up_nothing_else() {
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-slow-hand-out", client_dir.path());
     config.ready_offer_target = 2;
-    let (store, writes_begun) = SlowWrites::new(client_dir.path());
+    let store = FaultyStore::slow(client_dir.path(), Duration::from_millis(200));
     let client = Arc::new(
         AsyncOffersClient::builder(config, SEED)
             .runtime(tokio::runtime::Handle::current())
-            .store(Arc::new(store))
+            .store(store.clone())
             .build()
             .unwrap(),
     );
     client.start().unwrap();
     client.wait_for_ready_offers(2, WAIT).await.unwrap();
-    let before = writes_begun.load(Ordering::SeqCst);
+    let before = store.writes_begun.load(Ordering::SeqCst);
     let taking = {
         let client = client.clone();
         std::thread::spawn(move || client.take_offer(Some("slow".into())))
     };
     let deadline = Instant::now() + WAIT;
-    while writes_begun.load(Ordering::SeqCst) == before {
+    while store.writes_begun.load(Ordering::SeqCst) == before {
         assert!(Instant::now() < deadline, "the hand-out never wrote");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -140,15 +109,15 @@ async fn a_new_client_on_a_data_dir_waits_for_the_writes_of_the_client_before_it
     let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"wallet-handover", client_dir.path());
     config.ready_offer_target = 1;
-    let (slow, writes_begun) = SlowWrites::new(client_dir.path());
+    let slow = FaultyStore::slow(client_dir.path(), Duration::from_millis(200));
     let client = AsyncOffersClient::builder(config.clone(), SEED)
         .runtime(tokio::runtime::Handle::current())
-        .store(Arc::new(slow))
+        .store(slow.clone())
         .build()
         .unwrap();
     client.start().unwrap();
     let deadline = Instant::now() + WAIT;
-    while writes_begun.load(Ordering::SeqCst) == 0 {
+    while slow.writes_begun.load(Ordering::SeqCst) == 0 {
         assert!(Instant::now() < deadline, "no record write began");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -302,45 +302,6 @@ async fn a_refresh_the_server_never_confirms_backs_off_is_reported_once_and_noth
     }
 }
 
-/// A filesystem store whose offer writes fail while `full` is set, as on a full disk.
-struct FullDisk(
-    lightning_persister::fs_store::FilesystemStore,
-    Arc<std::sync::atomic::AtomicBool>,
-);
-
-impl lightning::util::persist::KVStoreSync for FullDisk {
-    fn read(&self, primary: &str, secondary: &str, key: &str) -> lightning::io::Result<Vec<u8>> {
-        self.0.read(primary, secondary, key)
-    }
-    fn write(
-        &self,
-        primary: &str,
-        secondary: &str,
-        key: &str,
-        buf: Vec<u8>,
-    ) -> lightning::io::Result<()> {
-        if secondary == "offers" && self.1.load(Ordering::SeqCst) {
-            return Err(lightning::io::Error::new(
-                lightning::io::ErrorKind::Other,
-                "no space left on device",
-            ));
-        }
-        self.0.write(primary, secondary, key, buf)
-    }
-    fn remove(
-        &self,
-        primary: &str,
-        secondary: &str,
-        key: &str,
-        lazy: bool,
-    ) -> lightning::io::Result<()> {
-        self.0.remove(primary, secondary, key, lazy)
-    }
-    fn list(&self, primary: &str, secondary: &str) -> lightning::io::Result<Vec<String>> {
-        self.0.list(primary, secondary)
-    }
-}
-
 /// A refreshed invoice that cannot be written is not sent (the server would hold an invoice
 /// the disk does not know): the previous one stays, each maintenance tries again, the app
 /// hears why once the offer is overdue, and the refresh goes through once the disk has room.
@@ -349,13 +310,9 @@ async fn a_refreshed_invoice_that_cannot_be_written_is_not_sent_until_it_is() {
     let server = HostileServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::starting_now());
-    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = FullDisk(
-        lightning_persister::fs_store::FilesystemStore::new(dir.path().to_path_buf()),
-        full.clone(),
-    );
+    let store = FaultyStore::new(dir.path());
     let client = refreshing(&server, dir.path(), 1, &clock)
-        .store(Arc::new(store))
+        .store(store.clone())
         .build()
         .unwrap();
     let (listener, events) = events();
@@ -375,7 +332,7 @@ async fn a_refreshed_invoice_that_cannot_be_written_is_not_sent_until_it_is() {
     };
     assert_eq!(sends(), 1);
 
-    full.store(true, Ordering::SeqCst);
+    store.full.store(true, Ordering::SeqCst);
     let handler = client.protocol_handler(server.config.node_id).unwrap();
     for _ in 0..(4 * 6) {
         clock.advance(10 * MINUTE);
@@ -399,7 +356,7 @@ async fn a_refreshed_invoice_that_cannot_be_written_is_not_sent_until_it_is() {
     assert!(reason.contains("could not be written"), "{reason}");
     assert!(reason.contains("no space left"), "{reason}");
 
-    full.store(false, Ordering::SeqCst);
+    store.full.store(false, Ordering::SeqCst);
     clock.advance(10 * MINUTE);
     handler.tick();
     let deadline = Instant::now() + WAIT;

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,7 @@ use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use lightning::bitcoin::Network;
 use lightning::blinded_path::IntroductionNode;
 use lightning::offers::offer::Offer;
+use lightning::util::persist::KVStoreSync;
 
 pub const SEED: [u8; 32] = [0x11; 32];
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -194,4 +196,89 @@ pub fn refreshed(
         }
     }
     offers
+}
+
+/// A filesystem store whose offer-record writes can be slowed (as on slow flash) or refused
+/// (as on a full disk), counting those begun and ended; everything else passes through.
+pub struct FaultyStore {
+    inner: lightning_persister::fs_store::FilesystemStore,
+    /// How long each offer-record write takes, in milliseconds.
+    pub write_delay_ms: AtomicU64,
+    /// While set, offer-record writes fail with "no space left on device".
+    pub full: AtomicBool,
+    pub writes_begun: AtomicUsize,
+    pub writes_ended: AtomicUsize,
+}
+
+impl FaultyStore {
+    /// A store in `dir`, healthy and quick until told otherwise.
+    pub fn new(dir: &Path) -> Arc<Self> {
+        Arc::new(Self {
+            inner: lightning_persister::fs_store::FilesystemStore::new(dir.to_path_buf()),
+            write_delay_ms: AtomicU64::new(0),
+            full: AtomicBool::new(false),
+            writes_begun: AtomicUsize::new(0),
+            writes_ended: AtomicUsize::new(0),
+        })
+    }
+
+    /// The same, each offer-record write taking `delay`.
+    pub fn slow(dir: &Path, delay: Duration) -> Arc<Self> {
+        let store = Self::new(dir);
+        store.set_write_delay(delay);
+        store
+    }
+
+    pub fn set_write_delay(&self, delay: Duration) {
+        self.write_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Offer-record writes begun and not ended.
+    pub fn writes_under_way(&self) -> usize {
+        self.writes_begun.load(Ordering::SeqCst) - self.writes_ended.load(Ordering::SeqCst)
+    }
+}
+
+impl KVStoreSync for FaultyStore {
+    fn read(&self, primary: &str, secondary: &str, key: &str) -> lightning::io::Result<Vec<u8>> {
+        self.inner.read(primary, secondary, key)
+    }
+    fn write(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        buf: Vec<u8>,
+    ) -> lightning::io::Result<()> {
+        if secondary != "offers" {
+            return self.inner.write(primary, secondary, key, buf);
+        }
+        self.writes_begun.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(
+            self.write_delay_ms.load(Ordering::SeqCst),
+        ));
+        let written = if self.full.load(Ordering::SeqCst) {
+            Err(lightning::io::Error::new(
+                lightning::io::ErrorKind::Other,
+                "no space left on device",
+            ))
+        } else {
+            self.inner.write(primary, secondary, key, buf)
+        };
+        self.writes_ended.fetch_add(1, Ordering::SeqCst);
+        written
+    }
+    fn remove(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        lazy: bool,
+    ) -> lightning::io::Result<()> {
+        self.inner.remove(primary, secondary, key, lazy)
+    }
+    fn list(&self, primary: &str, secondary: &str) -> lightning::io::Result<Vec<String>> {
+        self.inner.list(primary, secondary)
+    }
 }
