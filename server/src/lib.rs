@@ -40,7 +40,7 @@ pub use payer::{check_invoice_for_offer, FetchedInvoice, Payer, PAYER_NOTE};
 pub use router::ServerRouter;
 
 /// The wall clock, as time since the Unix epoch: the server's one reading of it.
-pub(crate) fn unix_now() -> Duration {
+pub fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use lightning::bitcoin::hex::DisplayHex;
 use lightning::bitcoin::Network;
 
 const USAGE: &str = "usage:
@@ -11,10 +12,18 @@ const USAGE: &str = "usage:
       offers last --offer-paths-days (default: 365, as LDK's server role), or
       --offer-paths-secs (short-lived offers, for tests and benchmarks)
   async-offers-server mint --data-dir DIR --address HOST:PORT --recipient ID [--network NET] [--compact-scid SCID] [--expiry-days N]
-      print a recipient's JSON line without serving";
+      print a recipient's JSON line without serving
+  async-offers-server fetch --server NODE_ID@HOST:PORT --offer LNO... [--network NET]
+      fetch each offer's static invoice from that server as a payer would (which also has
+      the server forward the invoice request to the recipient, if it is online), check it
+      against its offer, and print one JSON line per offer {offer_id, invoice_created_at,
+      payment_paths, elapsed_ms}; exit 1 at the first that fails";
 
 struct Args {
     mint: bool,
+    fetch: bool,
+    server: Option<String>,
+    offers: Vec<String>,
     listen: String,
     address: Option<String>,
     data_dir: std::path::PathBuf,
@@ -28,6 +37,9 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         mint: false,
+        fetch: false,
+        server: None,
+        offers: vec![],
         listen: "127.0.0.1:9735".into(),
         address: None,
         data_dir: "async-offers-server-data".into(),
@@ -38,8 +50,12 @@ fn parse() -> Result<Args, String> {
         offer_paths_lifetime: Default::default(),
     };
     let mut it = std::env::args().skip(1).peekable();
-    if it.peek().map(String::as_str) == Some("mint") {
-        args.mint = true;
+    match it.peek().map(String::as_str) {
+        Some("mint") => args.mint = true,
+        Some("fetch") => args.fetch = true,
+        _ => {}
+    }
+    if args.mint || args.fetch {
         it.next();
     }
     while let Some(flag) = it.next() {
@@ -59,6 +75,8 @@ fn parse() -> Result<Args, String> {
                 )
             }
             "--recipient" => args.recipients.push(value()?),
+            "--server" => args.server = Some(value()?),
+            "--offer" => args.offers.push(value()?),
             "--expiry-days" => {
                 args.expiry_days = Some(
                     value()?
@@ -127,6 +145,9 @@ fn main() {
         }
         return;
     }
+    if args.fetch {
+        return fetch(&args);
+    }
     let listen = args
         .listen
         .parse()
@@ -159,6 +180,52 @@ fn main() {
         );
         let _ = tokio::signal::ctrl_c().await;
         server.stop();
+    });
+}
+
+/// The `fetch` mode: each offer's invoice as a payer gets it.
+fn fetch(args: &Args) {
+    let Some((node_id, address)) = args.server.as_deref().and_then(|s| s.split_once('@')) else {
+        fail(&format!("fetch needs --server NODE_ID@HOST:PORT\n{USAGE}"));
+    };
+    let node_id: lightning::bitcoin::secp256k1::PublicKey = node_id
+        .parse()
+        .unwrap_or_else(|e| fail(&format!("--server: {e}")));
+    let offers: Vec<lightning::offers::offer::Offer> = args
+        .offers
+        .iter()
+        .map(|offer| {
+            offer
+                .parse()
+                .unwrap_or_else(|e| fail(&format!("--offer {offer}: {e:?}")))
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&e.to_string()));
+    runtime.block_on(async {
+        let payer = async_offers_server::Payer::connect(node_id, address, args.network)
+            .await
+            .unwrap_or_else(|e| fail(&e));
+        for offer in &offers {
+            let fetched = payer
+                .fetch_static_invoice(offer, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| fail(&format!("offer {}: {e}", offer.id().0.as_hex())));
+            async_offers_server::check_invoice_for_offer(
+                offer,
+                &fetched.invoice,
+                async_offers_server::unix_now(),
+            )
+            .unwrap_or_else(|e| fail(&format!("offer {}: {e}", offer.id().0.as_hex())));
+            println!(
+                "{}",
+                serde_json::json!({
+                    "offer_id": offer.id().0.as_hex().to_string(),
+                    "invoice_created_at": fetched.invoice.created_at().as_secs(),
+                    "payment_paths": fetched.invoice.payment_paths().len(),
+                    "elapsed_ms": fetched.elapsed.as_secs_f64() * 1000.0,
+                })
+            );
+        }
     });
 }
 
