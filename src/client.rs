@@ -1,6 +1,7 @@
 //! The public client: configuration, lifecycle, offers and events.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::PublicKey;
@@ -10,8 +11,10 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
-use crate::events::{ClientStatus, Event, EventBus, EventListener, ImportedOffers, OfferInfo};
-use crate::flow::{Engine, EngineHost, Offload};
+use crate::events::{
+    ClientStatus, Event, EventBus, EventListener, ImportedOffers, OfferInfo, SyncReport,
+};
+use crate::flow::{Engine, EngineHost, Offload, SyncBaseline};
 use crate::handler::ProtocolHandler;
 use crate::io::lock::DataDirLock;
 use crate::io::private_fs::PrivateFilesystemStore;
@@ -32,7 +35,28 @@ pub struct AsyncOffersClient {
     engine: Arc<Engine>,
     events: Arc<EventBus>,
     runtime: RuntimeHandle,
-    running: Mutex<Option<watch::Sender<bool>>>,
+    running: Arc<Mutex<Option<Running>>>,
+    /// Numbers the runs.
+    runs: AtomicU64,
+}
+
+/// A started client's connections and timer.
+struct Running {
+    /// Turned true to end them.
+    stop: watch::Sender<bool>,
+    /// Whether the app started it ([`AsyncOffersClient::start`]), not only syncs.
+    by_app: bool,
+    /// Syncs under way that count on it.
+    syncs: u32,
+    /// Tells this run from a later one, for the syncs that end after it.
+    run: u64,
+}
+
+/// Ends a run: the connections close, and the data dir is let go of once the writes under way
+/// are done.
+fn end_run(running: Running, engine: &Engine) {
+    let _ = running.stop.send(true);
+    engine.stop_running();
 }
 
 enum RuntimeHandle {
@@ -186,7 +210,8 @@ impl ClientBuilder {
             engine,
             events,
             runtime,
-            running: Mutex::new(None),
+            running: Arc::new(Mutex::new(None)),
+            runs: AtomicU64::new(0),
         })
     }
 }
@@ -241,10 +266,18 @@ impl AsyncOffersClient {
     /// holds it (within [`ClientBuilder::data_dir_lock_wait`]), and first loads what another
     /// client wrote there since.
     pub fn start(&self) -> Result<(), Error> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.is_some() {
-            return Err(Error::AlreadyStarted);
+        let mut running = self.running();
+        match running.as_mut() {
+            Some(run) if run.by_app => return Err(Error::AlreadyStarted),
+            // Started by a sync under way: now the app's, and left running when it ends.
+            Some(run) => run.by_app = true,
+            None => *running = Some(self.launch(true)?),
         }
+        Ok(())
+    }
+
+    /// Takes the data dir and starts the connections and the timer.
+    fn launch(&self, by_app: bool) -> Result<Running, Error> {
         let handle = self.runtime.handle()?;
         let transports = self
             .config
@@ -272,22 +305,109 @@ impl AsyncOffersClient {
             self.config.tick_interval,
             stopped,
         ));
-        *running = Some(stop);
-        Ok(())
+        Ok(Running {
+            stop,
+            by_app,
+            syncs: 0,
+            run: self.runs.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    fn running(&self) -> MutexGuard<'_, Option<Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Disconnects, and lets go of the data dir once the writes under way are done (within
     /// milliseconds; never while the app is idle, which iOS requires of files in shared
-    /// containers). Offers stay available; `start` may be called again.
+    /// containers). Offers stay available; `start` may be called again. A sync under way
+    /// returns at once with what it got done.
     pub fn stop(&self) {
-        if let Some(stop) = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = stop.send(true);
-            self.engine.stop_running();
+        if let Some(running) = self.running().take() {
+            end_run(running, &self.engine);
+        }
+    }
+
+    /// Does in one short background window (an iOS `BGAppRefreshTask`'s 30 seconds, an
+    /// Android worker's few minutes) what a started client does over time, and returns by
+    /// `timeout` with a report: connects if the client is not started, fills the missing
+    /// Ready offers, sends the invoices due for a refresh, and waits until the servers
+    /// confirmed each and the records are written; then disconnects if it connected.
+    /// Nothing counts as done before it is on disk, so an app suspended right after it
+    /// returns loses nothing it reported. Dropping the future ends the sync as its timeout
+    /// would.
+    ///
+    /// Starting a client that is not started takes the data dir as [`Self::start`] does (and
+    /// fails as it does: [`Error::DataDirInUse`]). That part blocks for as long as taking the
+    /// lock does (see [`ClientBuilder::data_dir_lock_wait`]), on a runtime worker that tokio
+    /// is told will block when the runtime has several, and the sync's waiting never blocks.
+    pub async fn sync(&self, timeout: Duration) -> Result<SyncReport, Error> {
+        let began = tokio::time::Instant::now();
+        let sync = blocking_section(|| self.begin_sync())?;
+        Ok(self.finish_sync(sync, began, timeout).await)
+    }
+
+    /// The blocking start of a [`Self::sync`]: the client started (or counted on), and a
+    /// maintenance tick done now if it was running, so that due refreshes leave at once.
+    pub(crate) fn begin_sync(&self) -> Result<SyncRun, Error> {
+        let mut running = self.running();
+        let was_running = running.is_some();
+        if !was_running {
+            *running = Some(self.launch(false)?);
+        }
+        let run = running.as_mut().expect("started above");
+        run.syncs += 1;
+        let sync = SyncRun {
+            running: self.running.clone(),
+            engine: self.engine.clone(),
+            run: run.run,
+            baseline: self.engine.sync_baseline(),
+        };
+        drop(running);
+        if was_running {
+            self.engine.on_tick();
+        }
+        Ok(sync)
+    }
+
+    /// The waiting part of a [`Self::sync`] begun at `began`: until all is done and written,
+    /// the run ends or `timeout` passes.
+    pub(crate) async fn finish_sync(
+        &self,
+        sync: SyncRun,
+        began: tokio::time::Instant,
+        timeout: Duration,
+    ) -> SyncReport {
+        let deadline = began + timeout;
+        let mut changes = self.events.watch();
+        // Events wake the wait as confirmations are written; the poll notices what comes
+        // without one (a write that failed) and the deadline.
+        let poll = self.config.tick_interval.min(Duration::from_millis(250));
+        let progress = loop {
+            let progress = self.engine.sync_progress(&sync.baseline);
+            if progress.complete()
+                || !sync.still_running()
+                || tokio::time::Instant::now() >= deadline
+            {
+                break progress;
+            }
+            let wake = tokio::time::Instant::now() + poll;
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep_until(wake.min(deadline)).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.min(deadline)) => {}
+            }
+        };
+        drop(sync);
+        SyncReport {
+            complete: progress.complete(),
+            ready_offers: progress.ready_offers,
+            wanted_offers: progress.wanted_offers,
+            refreshed: progress.refreshed,
+            unfinished: progress.unfinished,
+            elapsed: began.elapsed(),
         }
     }
 
@@ -340,15 +460,18 @@ impl AsyncOffersClient {
         self.engine.update_channels(hints)
     }
 
+    /// The chain's tip height, as the wallet's node last saw it: invoices built from now on
+    /// cap their payments' CLTV expiry from it rather than from an estimate off the clock
+    /// (wrong when the clock is). Those already built keep theirs until their next refresh.
+    pub fn set_best_block_height(&self, height: u32) {
+        self.engine.set_best_block_height(height)
+    }
+
     /// What the client is doing: running or not, its Ready offers, each server's connection
     /// and what last went wrong with it (offer paths it refused and why, a failed connection).
     /// For an app's diagnostics; never blocks on the network or the disk.
     pub fn status(&self) -> ClientStatus {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
+        let running = self.running().is_some();
         self.engine.status(running)
     }
 
@@ -423,6 +546,49 @@ impl AsyncOffersClient {
         tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| Error::Timeout)?
+    }
+}
+
+/// A sync under way: ends the run it started when it ends, however it ends (returned, or its
+/// future dropped), unless the app started the client meanwhile or another sync counts on it.
+pub(crate) struct SyncRun {
+    running: Arc<Mutex<Option<Running>>>,
+    engine: Arc<Engine>,
+    run: u64,
+    baseline: SyncBaseline,
+}
+
+impl SyncRun {
+    fn still_running(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|running| running.run == self.run)
+    }
+}
+
+impl Drop for SyncRun {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(run) = running.as_mut().filter(|running| running.run == self.run) else {
+            return;
+        };
+        run.syncs -= 1;
+        if run.syncs == 0 && !run.by_app {
+            if let Some(run) = running.take() {
+                end_run(run, &self.engine);
+            }
+        }
+    }
+}
+
+/// Runs `work`, which may block for a moment, telling tokio first when it runs on a worker of
+/// a multi-threaded runtime (so that the worker's other tasks move on); elsewhere it just runs.
+fn blocking_section<T>(work: impl FnOnce() -> T) -> T {
+    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 

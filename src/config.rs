@@ -201,6 +201,8 @@ pub struct Config {
     pub tick_interval: Duration,
     /// The chain tip height if the app knows it; otherwise a safe upper bound is estimated from
     /// the clock. Only used to cap payment CLTV expiries, so over-estimates are harmless.
+    /// Updated later with
+    /// [`AsyncOffersClient::set_best_block_height`](crate::AsyncOffersClient::set_best_block_height).
     pub best_block_height: Option<u32>,
     /// Where forwarded invoice requests go.
     pub invoice_request_target: InvoiceRequestTarget,

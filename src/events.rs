@@ -98,6 +98,40 @@ pub struct ServerStatus {
     pub last_problem: Option<String>,
 }
 
+/// What [`AsyncOffersClient::sync`](crate::AsyncOffersClient::sync) got done before it
+/// returned: all of it, or what is left and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Record))]
+pub struct SyncReport {
+    /// Whether everything was done: as many offers Ready as the config wants, and every
+    /// handed-out offer with a fresh invoice its server confirmed, all of it written.
+    pub complete: bool,
+    /// How many offers are Ready, and written so.
+    pub ready_offers: u32,
+    /// The configured number of Ready offers.
+    pub wanted_offers: u32,
+    /// Handed-out offers whose new invoice their server confirmed, written, during the sync.
+    pub refreshed: u32,
+    /// What is left: each handed-out offer still without a fresh confirmed invoice, and each
+    /// server while Ready offers are missing, with why.
+    pub unfinished: Vec<Unfinished>,
+    /// How long the sync took.
+    pub elapsed: Duration,
+}
+
+/// Something a [`SyncReport`] did not get done, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Record))]
+pub struct Unfinished {
+    /// The server it waits for, hex.
+    pub server_node_id: String,
+    /// The handed-out offer whose invoice is not fresh and confirmed; `None` for a server
+    /// whose share of the Ready offers is missing.
+    pub offer_id: Option<String>,
+    /// Why, in words for a log or a diagnostics screen.
+    pub reason: String,
+}
+
 /// What [`AsyncOffersClient::import_offers`](crate::AsyncOffersClient::import_offers) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "ffi", derive(uniffi::Record))]

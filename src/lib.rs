@@ -49,7 +49,10 @@ pub use client::{AsyncOffersClient, ClientBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ChannelHint, Config, InvoiceRequestTarget, ServerConfig};
 pub use error::Error;
-pub use events::{ClientStatus, Event, EventListener, ImportedOffers, OfferInfo, ServerStatus};
+pub use events::{
+    ClientStatus, Event, EventListener, ImportedOffers, OfferInfo, ServerStatus, SyncReport,
+    Unfinished,
+};
 pub use handler::ProtocolHandler;
 pub use io::DynStore;
 pub use keys::WalletSeed;

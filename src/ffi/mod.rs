@@ -319,7 +319,7 @@ impl AsyncOffers {
     /// A client for `config` and the wallet's 32-byte seed (the one its LDK node gives
     /// `KeysManager::new`). Offers already stored in the data dir are available at once.
     ///
-    /// Blocks the calling thread: it may wait up to `dataDirLockWaitMs` for another client of
+    /// Blocks the calling thread: it may wait up to `dataDirLockWait` for another client of
     /// the data dir (an app extension, a second process) to let go, and up to 10 s for a
     /// stopped client of this process to finish its writes, then reads and decodes every
     /// stored offer (~0.1 ms each). Never call it on the main thread: use [`Self::open`].
@@ -427,6 +427,12 @@ impl AsyncOffers {
         self.client.update_channels(hints)
     }
 
+    /// The chain's tip height as the wallet's node last saw it, for the invoices built from
+    /// now on (see `bestBlockHeight` in the config). Never blocks.
+    pub fn set_best_block_height(&self, height: u32) {
+        self.client.set_best_block_height(height)
+    }
+
     /// Running or not, the ready offers, each server's connection and what last went wrong
     /// with it. Never blocks.
     pub fn status(&self) -> ClientStatus {
@@ -442,6 +448,21 @@ impl AsyncOffers {
     pub fn add_listener(&self, listener: Arc<dyn OfferListener>) {
         self.client
             .add_listener(Arc::new(ForeignListener(listener)));
+    }
+
+    /// Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)
+    /// what a started client does over time, and returns by `timeout` with a report:
+    /// connects if the client is not started, fills the missing ready offers, sends the
+    /// invoices due for a refresh, waits until the server confirmed each and it is written,
+    /// then disconnects if it connected. Nothing counts as done before it is on disk.
+    /// Cancelling it ends it as its timeout would. `DataDirInUse` if the client is not
+    /// started and another holds the data dir. Its start (taking the data dir) runs on an SDK
+    /// thread, and the rest only waits.
+    pub async fn sync(self: Arc<Self>, timeout: Duration) -> Result<crate::SyncReport, Error> {
+        let began = tokio::time::Instant::now();
+        let client = self.clone();
+        let sync = off_the_callers_thread(move || client.client.begin_sync()).await?;
+        Ok(self.client.finish_sync(sync, began, timeout).await)
     }
 
     /// Waits until at least `count` offers are ready, or `timeout` passes.

@@ -164,10 +164,14 @@ impl Engine {
                 )
                 .map_err(|why| refused(SlotRefusal::Rejected(why)))
         };
-        let (hints, hints_version) = {
+        let (hints, hints_version, best_block_height) = {
             let state = self.lock();
             check(&state)?;
-            (state.hints.clone(), state.hints_version)
+            (
+                state.hints.clone(),
+                state.hints_version,
+                state.best_block_height,
+            )
         };
         // Built outside the lock: offers for several slots are built at once.
         let (offer, nonce) = self
@@ -178,7 +182,7 @@ impl Engine {
         // for ever.
         let invoice = self
             .factory
-            .build_invoice(&offer, nonce, server, &hints, now, self.best_block_height)
+            .build_invoice(&offer, nonce, server, &hints, now, best_block_height)
             .map_err(|why| refused(SlotRefusal::Unbuildable(why)))?;
         let mut state = self.lock();
         // Again: a duplicate of this message may have filled the slot meanwhile.
@@ -231,7 +235,6 @@ impl Engine {
             log::debug!("confirmation for an unknown offer ignored");
             return;
         };
-        let mut writes = Vec::new();
         let now_ready = matches!(outcome, Confirmation::NowReady { .. });
         // This offer completes the fill: the first one's, for a fresh install's slot key.
         let filled = now_ready
@@ -242,6 +245,7 @@ impl Engine {
                 .filter(|o| o.state == OfferState::Ready)
                 .count()
                 >= self.target_ready;
+        let mut removals = Vec::new();
         let events = match outcome {
             Confirmation::Ignored => {
                 log::debug!(
@@ -257,7 +261,7 @@ impl Engine {
             Confirmation::NowReady { replaced } => {
                 // Encoded only here: duplicates and refreshes need no bech32 offer.
                 let offer = OfferInfo::from(cached);
-                writes.extend(replaced.iter().map(|old| self.store.prepare_removal(old)));
+                removals.extend(replaced.iter().map(|old| self.store.prepare_removal(old)));
                 let mut events = vec![Event::OfferReady {
                     offer: offer.clone(),
                 }];
@@ -268,22 +272,33 @@ impl Engine {
                 events
             }
         };
-        writes.extend(state.cache.get(offer_id).map(|o| self.store.prepare(o)));
-        if now_ready {
-            state.ready_unwritten.push(offer_id);
-        }
+        let write = self.store.prepare(cached);
+        state.confirmations_unwritten.push(offer_id);
         drop(state);
-        for write in writes {
-            if let Err(e) = self.store.commit(write) {
-                // The offer stays usable now. After a restart, an offer never written Ready is
-                // replaced by a new one, and one whose new invoice was not written is
-                // refreshed again.
+        for removal in removals {
+            if let Err(e) = self.store.commit(removal) {
+                // Gone from memory; loaded, and dropped again, at the next start.
                 log::error!("{e}");
             }
         }
-        if now_ready {
-            self.lock().ready_unwritten.retain(|id| *id != offer_id);
+        let written = self.store.commit(write);
+        let mut state = self.lock();
+        state.confirmations_unwritten.retain(|id| *id != offer_id);
+        if let Err(e) = written {
+            // What the disk does not know is taken back, and asked for again: the invoice is
+            // resent, and the server's next confirmation written. Until then no wait counts
+            // it, and the app hears nothing of it.
+            log::error!("{e}; the invoice is sent again");
+            let problem = format!("a confirmed invoice could not be written: {e}");
+            state
+                .cache
+                .confirmation_unwritten(offer_id, invoice_created_at, problem.clone());
+            if let Some(server) = confirmed_by {
+                state.problems.insert(server, problem);
+            }
+            return;
         }
+        drop(state);
         for event in events {
             self.events.emit(event);
         }

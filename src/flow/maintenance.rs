@@ -133,6 +133,13 @@ impl Engine {
         Ok(())
     }
 
+    /// The chain tip, for the invoices built from now on: their payment paths' CLTV cap is
+    /// counted from it instead of the clock's estimate (which a wrong clock makes wrong).
+    /// Invoices already built keep theirs until their next refresh.
+    pub fn set_best_block_height(&self, height: u32) {
+        self.lock().best_block_height = Some(height);
+    }
+
     /// Builds, persists and queues a new invoice for each offer, with the current hints.
     pub(super) fn refresh_invoices(&self, ids: Vec<OfferId>) {
         for id in ids {
@@ -142,7 +149,7 @@ impl Engine {
 
     pub(super) fn refresh_invoice(&self, id: OfferId) {
         let now = Time::of(&*self.clock);
-        let (offer, nonce, server, hints, replaced_created_at) = {
+        let (offer, nonce, server, hints, best_block_height, replaced_created_at) = {
             let state = self.lock();
             let Some(cached) = state.cache.get(id) else {
                 return;
@@ -152,6 +159,7 @@ impl Engine {
                 cached.nonce,
                 cached.server,
                 state.hints.clone(),
+                state.best_block_height,
                 cached.invoice.invoice.created_at(),
             )
         };
@@ -168,7 +176,7 @@ impl Engine {
             server,
             &hints,
             created_at,
-            self.best_block_height,
+            best_block_height,
         ) {
             Ok(invoice) => invoice,
             Err(e) => {

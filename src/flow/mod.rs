@@ -8,7 +8,8 @@
 //!   called by the [`ProtocolHandler`](crate::ProtocolHandler) each server's messenger holds;
 //! - `hand_out`: the app taking offers, exporting and importing them;
 //! - `maintenance`: time (ticks) and the wallet's channels changing;
-//! - `outbox`: what may leave for each server now (send budget, answers owed).
+//! - `outbox`: what may leave for each server now (send budget, answers owed);
+//! - `sync`: how far a background window's sync got (what is written counts).
 //!
 //! It never touches sockets: any onion messenger can drive it, so the same engine runs over
 //! TCP or in-process.
@@ -45,9 +46,11 @@ mod hand_out;
 mod inbound;
 mod maintenance;
 mod outbox;
+mod sync;
 
 use outbox::Link;
 pub(crate) use outbox::Outgoing;
+pub(crate) use sync::SyncBaseline;
 
 /// How long the server may take to answer an `OfferPathsRequest` over our reply path.
 const OFFER_PATHS_REPLY_PATH_LIFETIME: Duration = Duration::from_secs(2 * 3600);
@@ -68,14 +71,16 @@ struct State {
     hints: Vec<ChannelHint>,
     /// Bumped by every `update_channels`, so an offer built meanwhile knows its hints are old.
     hints_version: u64,
+    /// The chain tip the app last gave, for the invoices built from now on.
+    best_block_height: Option<u32>,
     /// What waits to leave for each configured server.
     links: HashMap<PublicKey, Link>,
     /// What last went wrong with each server, until an invoice of it is confirmed again.
     problems: HashMap<PublicKey, String>,
-    /// Offers Ready in the cache whose Ready record is still being written: not counted as
-    /// ready for the app's waits, so an app that stops once its offers are ready finds them
+    /// Offers whose confirmation (Ready, or a refreshed invoice) is still being written: not
+    /// counted as done for the app's waits, so an app that stops once they say so finds it
     /// all on disk at its next start.
-    ready_unwritten: Vec<OfferId>,
+    confirmations_unwritten: Vec<OfferId>,
 }
 
 /// A configured server as the engine knows it.
@@ -96,7 +101,6 @@ pub(crate) struct Engine {
     clock: Arc<dyn Clock>,
     events: Arc<EventBus>,
     servers: Vec<Server>,
-    best_block_height: Option<u32>,
     offload: Offload,
     /// The data dir's lock (`None`: a store no other client shares).
     lock: Option<DataDirLock>,
@@ -191,9 +195,10 @@ impl Engine {
                 cache: OfferCache::new(policy, offers, slot_sequence),
                 hints: config.channel_hints.clone(),
                 hints_version: 0,
+                best_block_height: config.best_block_height,
                 links,
                 problems: HashMap::new(),
-                ready_unwritten: Vec::new(),
+                confirmations_unwritten: Vec::new(),
             }),
             factory,
             keys,
@@ -201,7 +206,6 @@ impl Engine {
             clock,
             events,
             servers,
-            best_block_height: config.best_block_height,
             offload,
             lock,
             running_lock: Mutex::new(None),
@@ -291,7 +295,7 @@ impl Engine {
             offers.len()
         );
         state.cache.reload(offers);
-        state.ready_unwritten.clear();
+        state.confirmations_unwritten.clear();
         for link in state.links.values_mut() {
             link.forget();
         }
@@ -337,7 +341,8 @@ impl Engine {
             .offers()
             .iter()
             .filter(|offer| {
-                offer.state == OfferState::Ready && !state.ready_unwritten.contains(&offer.id())
+                offer.state == OfferState::Ready
+                    && !state.confirmations_unwritten.contains(&offer.id())
             })
             .count()
     }

@@ -97,6 +97,17 @@ pub(crate) struct CachedOffer {
     pub delivery: Delivery,
 }
 
+/// Why a handed-out offer's invoice is not fresh and confirmed ([`OfferCache::unrefreshed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Unrefreshed {
+    /// Past the refresh interval; a new one is not built yet.
+    Due,
+    /// Sent `sends` times (0: not yet), not confirmed yet.
+    Unconfirmed { sends: u32 },
+    /// Building, writing or keeping it failed, as this says.
+    Failed(String),
+}
+
 /// What this process knows of the current invoice's way to its server.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Delivery {
@@ -407,7 +418,7 @@ impl OfferCache {
         self.offers.iter_mut().find(|offer| offer.id() == id)
     }
 
-    #[cfg(test)]
+    /// The slots whose `OfferPathsRequest` is under way.
     pub fn requested_slots(&self) -> Vec<(PublicKey, u16)> {
         self.requests.keys().copied().collect()
     }
@@ -995,6 +1006,57 @@ impl OfferCache {
         if let Some(offer) = self.get_mut(id) {
             offer.delivery.problem = Some(problem);
             offer.delivery.rebuild_under_way = false;
+        }
+    }
+
+    /// Handed-out live offers of configured servers whose invoice is not fresh and confirmed
+    /// at `now`, and why: what a sync waits for.
+    pub fn unrefreshed(&self, now: Duration) -> Vec<(&CachedOffer, Unrefreshed)> {
+        self.handed_out()
+            .filter(|o| self.is_configured(&o.server) && !o.is_expired(now))
+            .filter_map(|o| {
+                let why = if let Some(problem) = &o.delivery.problem {
+                    Unrefreshed::Failed(problem.clone())
+                } else if !o.invoice_confirmed {
+                    Unrefreshed::Unconfirmed {
+                        sends: o.delivery.sends,
+                    }
+                } else if o
+                    .invoice
+                    .invoice
+                    .created_at()
+                    .saturating_add(self.policy.invoice_refresh_interval)
+                    <= now
+                {
+                    Unrefreshed::Due
+                } else {
+                    return None;
+                };
+                Some((o, why))
+            })
+            .collect()
+    }
+
+    /// Takes back the server's confirmation of `id`'s invoice created at `invoice_created_at`,
+    /// which could not be written: the invoice is sent again, and the next confirmation
+    /// written then. An offer that was Ready by it is Pending again, as the disk knows nothing
+    /// of it; one handed out since keeps its state.
+    pub fn confirmation_unwritten(
+        &mut self,
+        id: OfferId,
+        invoice_created_at: Duration,
+        problem: String,
+    ) {
+        let Some(offer) = self.get_mut(id) else {
+            return;
+        };
+        if !offer.invoice_confirmed || offer.invoice.invoice.created_at() != invoice_created_at {
+            return;
+        }
+        offer.invoice_confirmed = false;
+        offer.delivery.problem = Some(problem);
+        if offer.state == OfferState::Ready {
+            offer.state = OfferState::Pending;
         }
     }
 
@@ -1725,6 +1787,56 @@ mod tests {
             cache.get(used.id()).unwrap().state,
             OfferState::Used,
             "keeps its slot"
+        );
+    }
+
+    #[test]
+    fn what_a_sync_waits_for_and_a_confirmation_taken_back() {
+        let fixture = offer_fixture();
+        let mut cache = connected(policy(2), vec![]);
+        fill(&mut cache, &fixture, t0());
+        let used = cache.take(None, t0()).unwrap();
+        fill(&mut cache, &fixture, t0());
+        assert!(cache.unrefreshed(t0() + HOUR).is_empty(), "fresh");
+        let due = t0() + 2 * HOUR;
+        assert_eq!(cache.unrefreshed(due)[0].1, Unrefreshed::Due);
+        let rebuilt = fixture.invoice_for(&used, due);
+        cache.replace_invoice(used.id(), rebuilt.clone(), due);
+        assert_eq!(
+            cache.unrefreshed(due)[0].1,
+            Unrefreshed::Unconfirmed { sends: 1 }
+        );
+        cache.invoice_persisted(used.id(), rebuilt.invoice.created_at(), due);
+        assert!(cache.unrefreshed(due).is_empty(), "confirmed");
+
+        // Taken back: only for the invoice it confirmed, and a handed-out offer stays so.
+        cache.confirmation_unwritten(used.id(), used.invoice.invoice.created_at(), "old".into());
+        assert!(cache.unrefreshed(due).is_empty(), "another invoice's");
+        cache.confirmation_unwritten(used.id(), rebuilt.invoice.created_at(), "full".into());
+        assert_eq!(
+            cache.unrefreshed(due)[0].1,
+            Unrefreshed::Failed("full".into())
+        );
+        assert_eq!(cache.get(used.id()).unwrap().state, OfferState::Used);
+        let resent = due + Duration::from_secs(5);
+        assert_eq!(cache.plan_resends(at(resent), None), vec![used.id()]);
+
+        // A Ready offer is Pending again: the disk knows nothing of it.
+        let ready = cache
+            .offers()
+            .iter()
+            .find(|o| o.state == OfferState::Ready)
+            .unwrap()
+            .clone();
+        cache.confirmation_unwritten(
+            ready.id(),
+            ready.invoice.invoice.created_at(),
+            "full".into(),
+        );
+        assert_eq!(cache.get(ready.id()).unwrap().state, OfferState::Pending);
+        assert!(
+            cache.take(None, resent).is_none(),
+            "nothing Ready to hand out"
         );
     }
 

@@ -697,6 +697,12 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func readyOffers()  -> [Offer]
     
     /**
+     * The chain's tip height as the wallet's node last saw it, for the invoices built from
+     * now on (see `bestBlockHeight` in the config). Never blocks.
+     */
+    func setBestBlockHeight(height: UInt32) 
+    
+    /**
      * Connects to the server and fills the offers in the background. Returns at once. Holds
      * the data dir until `stop` (`DataDirInUse` if another client holds it).
      */
@@ -713,6 +719,18 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
      * iOS app is suspended.
      */
     func stop() 
+    
+    /**
+     * Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)
+     * what a started client does over time, and returns by `timeout` with a report:
+     * connects if the client is not started, fills the missing ready offers, sends the
+     * invoices due for a refresh, waits until the server confirmed each and it is written,
+     * then disconnects if it connected. Nothing counts as done before it is on disk.
+     * Cancelling it ends it as its timeout would. `DataDirInUse` if the client is not
+     * started and another holds the data dir. Its start (taking the data dir) runs on an SDK
+     * thread, and the rest only waits.
+     */
+    func sync(timeout: TimeInterval) async throws  -> SyncReport
     
     /**
      * Hands out a ready offer never handed out before, under `label`. Written to disk before
@@ -791,7 +809,7 @@ open class AsyncOffers: AsyncOffersProtocol, @unchecked Sendable {
      * A client for `config` and the wallet's 32-byte seed (the one its LDK node gives
      * `KeysManager::new`). Offers already stored in the data dir are available at once.
      *
-     * Blocks the calling thread: it may wait up to `dataDirLockWaitMs` for another client of
+     * Blocks the calling thread: it may wait up to `dataDirLockWait` for another client of
      * the data dir (an app extension, a second process) to let go, and up to 10 s for a
      * stopped client of this process to finish its writes, then reads and decodes every
      * stored offer (~0.1 ms each). Never call it on the main thread: use [`Self::open`].
@@ -974,6 +992,19 @@ open func readyOffers() -> [Offer]  {
 }
     
     /**
+     * The chain's tip height as the wallet's node last saw it, for the invoices built from
+     * now on (see `bestBlockHeight` in the config). Never blocks.
+     */
+open func setBestBlockHeight(height: UInt32)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_asyncoffers_set_best_block_height(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt32.lower(height),uniffiCallStatus
+    )
+}
+}
+    
+    /**
      * Connects to the server and fills the offers in the background. Returns at once. Holds
      * the data dir until `stop` (`DataDirInUse` if another client holds it).
      */
@@ -1008,6 +1039,32 @@ open func stop()  {try! rustCall() {
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)
+     * what a started client does over time, and returns by `timeout` with a report:
+     * connects if the client is not started, fills the missing ready offers, sends the
+     * invoices due for a refresh, waits until the server confirmed each and it is written,
+     * then disconnects if it connected. Nothing counts as done before it is on disk.
+     * Cancelling it ends it as its timeout would. `DataDirInUse` if the client is not
+     * started and another holds the data dir. Its start (taking the data dir) runs on an SDK
+     * thread, and the rest only waits.
+     */
+open func sync(timeout: TimeInterval)async throws  -> SyncReport  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_async_offers_fn_method_asyncoffers_sync(
+                        self.uniffiCloneHandle(),FfiConverterDuration.lower(timeout)
+                )
+            },
+            pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
+            completeFunc: ffi_async_offers_rust_future_complete_rust_buffer,
+            freeFunc: ffi_async_offers_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeSyncReport_lift,
+            errorHandler: FfiConverterTypeOffersError_lift
+        )
 }
     
     /**
@@ -2667,6 +2724,201 @@ public func FfiConverterTypeServerStatus_lower(_ value: ServerStatus) -> RustBuf
 
 
 /**
+ * What [`AsyncOffersClient::sync`](crate::AsyncOffersClient::sync) got done before it
+ * returned: all of it, or what is left and why.
+ */
+public struct SyncReport: Equatable, Hashable {
+    /**
+     * Whether everything was done: as many offers Ready as the config wants, and every
+     * handed-out offer with a fresh invoice its server confirmed, all of it written.
+     */
+    public var complete: Bool
+    /**
+     * How many offers are Ready, and written so.
+     */
+    public var readyOffers: UInt32
+    /**
+     * The configured number of Ready offers.
+     */
+    public var wantedOffers: UInt32
+    /**
+     * Handed-out offers whose new invoice their server confirmed, written, during the sync.
+     */
+    public var refreshed: UInt32
+    /**
+     * What is left: each handed-out offer still without a fresh confirmed invoice, and each
+     * server while Ready offers are missing, with why.
+     */
+    public var unfinished: [Unfinished]
+    /**
+     * How long the sync took.
+     */
+    public var elapsed: TimeInterval
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Whether everything was done: as many offers Ready as the config wants, and every
+         * handed-out offer with a fresh invoice its server confirmed, all of it written.
+         */complete: Bool, 
+        /**
+         * How many offers are Ready, and written so.
+         */readyOffers: UInt32, 
+        /**
+         * The configured number of Ready offers.
+         */wantedOffers: UInt32, 
+        /**
+         * Handed-out offers whose new invoice their server confirmed, written, during the sync.
+         */refreshed: UInt32, 
+        /**
+         * What is left: each handed-out offer still without a fresh confirmed invoice, and each
+         * server while Ready offers are missing, with why.
+         */unfinished: [Unfinished], 
+        /**
+         * How long the sync took.
+         */elapsed: TimeInterval) {
+        self.complete = complete
+        self.readyOffers = readyOffers
+        self.wantedOffers = wantedOffers
+        self.refreshed = refreshed
+        self.unfinished = unfinished
+        self.elapsed = elapsed
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension SyncReport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSyncReport: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SyncReport {
+        return
+            try SyncReport(
+                complete: FfiConverterBool.read(from: &buf), 
+                readyOffers: FfiConverterUInt32.read(from: &buf), 
+                wantedOffers: FfiConverterUInt32.read(from: &buf), 
+                refreshed: FfiConverterUInt32.read(from: &buf), 
+                unfinished: FfiConverterSequenceTypeUnfinished.read(from: &buf), 
+                elapsed: FfiConverterDuration.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SyncReport, into buf: inout [UInt8]) {
+        FfiConverterBool.write(value.complete, into: &buf)
+        FfiConverterUInt32.write(value.readyOffers, into: &buf)
+        FfiConverterUInt32.write(value.wantedOffers, into: &buf)
+        FfiConverterUInt32.write(value.refreshed, into: &buf)
+        FfiConverterSequenceTypeUnfinished.write(value.unfinished, into: &buf)
+        FfiConverterDuration.write(value.elapsed, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncReport_lift(_ buf: RustBuffer) throws -> SyncReport {
+    return try FfiConverterTypeSyncReport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncReport_lower(_ value: SyncReport) -> RustBuffer {
+    return FfiConverterTypeSyncReport.lower(value)
+}
+
+
+/**
+ * Something a [`SyncReport`] did not get done, and why.
+ */
+public struct Unfinished: Equatable, Hashable {
+    /**
+     * The server it waits for, hex.
+     */
+    public var serverNodeId: String
+    /**
+     * The handed-out offer whose invoice is not fresh and confirmed; `None` for a server
+     * whose share of the Ready offers is missing.
+     */
+    public var offerId: String?
+    /**
+     * Why, in words for a log or a diagnostics screen.
+     */
+    public var reason: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The server it waits for, hex.
+         */serverNodeId: String, 
+        /**
+         * The handed-out offer whose invoice is not fresh and confirmed; `None` for a server
+         * whose share of the Ready offers is missing.
+         */offerId: String?, 
+        /**
+         * Why, in words for a log or a diagnostics screen.
+         */reason: String) {
+        self.serverNodeId = serverNodeId
+        self.offerId = offerId
+        self.reason = reason
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Unfinished: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeUnfinished: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Unfinished {
+        return
+            try Unfinished(
+                serverNodeId: FfiConverterString.read(from: &buf), 
+                offerId: FfiConverterOptionString.read(from: &buf), 
+                reason: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Unfinished, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.serverNodeId, into: &buf)
+        FfiConverterOptionString.write(value.offerId, into: &buf)
+        FfiConverterString.write(value.reason, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeUnfinished_lift(_ buf: RustBuffer) throws -> Unfinished {
+    return try FfiConverterTypeUnfinished.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeUnfinished_lower(_ value: Unfinished) -> RustBuffer {
+    return FfiConverterTypeUnfinished.lower(value)
+}
+
+
+/**
  * What the app's [`OfferListener`] or [`LogWriter`] threw. Any exception becomes one of these
  * rather than a panic; the SDK logs a listener's and ignores a log writer's, and carries on.
  */
@@ -3767,6 +4019,31 @@ fileprivate struct FfiConverterSequenceTypeServerStatus: FfiConverterRustBuffer 
     }
 }
 
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeUnfinished: FfiConverterRustBuffer {
+    typealias SwiftType = [Unfinished]
+
+    public static func write(_ value: [Unfinished], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeUnfinished.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Unfinished] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Unfinished]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeUnfinished.read(from: &buf))
+        }
+        return seq
+    }
+}
+
 
 public typealias PublicKey = String
 
@@ -3935,6 +4212,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_ready_offers() != 4436) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_async_offers_checksum_method_asyncoffers_set_best_block_height() != 26055) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_async_offers_checksum_method_asyncoffers_start() != 24867) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3942,6 +4222,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_sync() != 11503) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 35777) {
@@ -3968,7 +4251,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_logwriter_log() != 22281) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_constructor_asyncoffers_new() != 40161) {
+    if (uniffi_async_offers_checksum_constructor_asyncoffers_new() != 38346) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_constructor_asyncoffers_open() != 36617) {

@@ -345,6 +345,11 @@ RustBuffer uniffi_async_offers_fn_method_asyncoffers_offers(uint64_t ptr, RustCa
 RustBuffer uniffi_async_offers_fn_method_asyncoffers_ready_offers(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_SET_BEST_BLOCK_HEIGHT
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_SET_BEST_BLOCK_HEIGHT
+void uniffi_async_offers_fn_method_asyncoffers_set_best_block_height(uint64_t ptr, uint32_t height, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_START
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_START
 void uniffi_async_offers_fn_method_asyncoffers_start(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -358,6 +363,11 @@ RustBuffer uniffi_async_offers_fn_method_asyncoffers_status(uint64_t ptr, RustCa
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_STOP
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_STOP
 void uniffi_async_offers_fn_method_asyncoffers_stop(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_SYNC
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_SYNC
+uint64_t uniffi_async_offers_fn_method_asyncoffers_sync(uint64_t ptr, RustBuffer timeout
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_TAKE_OFFER
@@ -802,6 +812,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_ready_offers(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_SET_BEST_BLOCK_HEIGHT
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_SET_BEST_BLOCK_HEIGHT
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_set_best_block_height(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_START
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_START
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_start(void
@@ -817,6 +833,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_status(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_STOP
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_STOP
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_stop(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_SYNC
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_SYNC
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_sync(void
     
 );
 #endif

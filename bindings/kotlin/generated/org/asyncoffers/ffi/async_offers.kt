@@ -748,11 +748,15 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_ready_offers(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_set_best_block_height(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_start(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_status(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_stop(
+    ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_sync(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_take_offer(
     ): Int
@@ -830,12 +834,16 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_ready_offers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_async_offers_fn_method_asyncoffers_set_best_block_height(`ptr`: Long,`height`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_start(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_status(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_stop(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_async_offers_fn_method_asyncoffers_sync(`ptr`: Long,`timeout`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_take_offer(`ptr`: Long,`label`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_take_offer_async(`ptr`: Long,`label`: RustBuffer.ByValue,
@@ -1035,6 +1043,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_ready_offers() != 4436) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_set_best_block_height() != 26055) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_start() != 24867) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1042,6 +1053,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_sync() != 11503) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 35777) {
@@ -1068,7 +1082,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_logwriter_log() != 22281) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_new() != 40161) {
+    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_new() != 38346) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_open() != 36617) {
@@ -1685,6 +1699,12 @@ public interface AsyncOffersInterface {
     fun `readyOffers`(): List<Offer>
     
     /**
+     * The chain's tip height as the wallet's node last saw it, for the invoices built from
+     * now on (see `bestBlockHeight` in the config). Never blocks.
+     */
+    fun `setBestBlockHeight`(`height`: kotlin.UInt)
+    
+    /**
      * Connects to the server and fills the offers in the background. Returns at once. Holds
      * the data dir until `stop` (`DataDirInUse` if another client holds it).
      */
@@ -1701,6 +1721,18 @@ public interface AsyncOffersInterface {
      * iOS app is suspended.
      */
     fun `stop`()
+    
+    /**
+     * Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)
+     * what a started client does over time, and returns by `timeout` with a report:
+     * connects if the client is not started, fills the missing ready offers, sends the
+     * invoices due for a refresh, waits until the server confirmed each and it is written,
+     * then disconnects if it connected. Nothing counts as done before it is on disk.
+     * Cancelling it ends it as its timeout would. `DataDirInUse` if the client is not
+     * started and another holds the data dir. Its start (taking the data dir) runs on an SDK
+     * thread, and the rest only waits.
+     */
+    suspend fun `sync`(`timeout`: java.time.Duration): SyncReport
     
     /**
      * Hands out a ready offer never handed out before, under `label`. Written to disk before
@@ -1766,7 +1798,7 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
      * A client for `config` and the wallet's 32-byte seed (the one its LDK node gives
      * `KeysManager::new`). Offers already stored in the data dir are available at once.
      *
-     * Blocks the calling thread: it may wait up to `dataDirLockWaitMs` for another client of
+     * Blocks the calling thread: it may wait up to `dataDirLockWait` for another client of
      * the data dir (an app extension, a second process) to let go, and up to 10 s for a
      * stopped client of this process to finish its writes, then reads and decodes every
      * stored offer (~0.1 ms each). Never call it on the main thread: use [`Self::open`].
@@ -2040,6 +2072,23 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
+     * The chain's tip height as the wallet's node last saw it, for the invoices built from
+     * now on (see `bestBlockHeight` in the config). Never blocks.
+     */override fun `setBestBlockHeight`(`height`: kotlin.UInt)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_async_offers_fn_method_asyncoffers_set_best_block_height(
+        it,
+        
+        FfiConverterUInt.lower(`height`),_status)
+}
+    }
+    
+    
+
+    
+    /**
      * Connects to the server and fills the offers in the background. Returns at once. Holds
      * the data dir until `stop` (`DataDirInUse` if another client holds it).
      */
@@ -2087,6 +2136,38 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
     }
     
     
+
+    
+    /**
+     * Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)
+     * what a started client does over time, and returns by `timeout` with a report:
+     * connects if the client is not started, fills the missing ready offers, sends the
+     * invoices due for a refresh, waits until the server confirmed each and it is written,
+     * then disconnects if it connected. Nothing counts as done before it is on disk.
+     * Cancelling it ends it as its timeout would. `DataDirInUse` if the client is not
+     * started and another holds the data dir. Its start (taking the data dir) runs on an SDK
+     * thread, and the rest only waits.
+     */
+    @Throws(OffersException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `sync`(`timeout`: java.time.Duration) : SyncReport {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_async_offers_fn_method_asyncoffers_sync(
+                uniffiHandle,
+                
+        FfiConverterDuration.lower(`timeout`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_async_offers_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_async_offers_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeSyncReport.lift(it) },
+        // Error FFI converter
+        OffersException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -3919,6 +4000,144 @@ public object FfiConverterTypeServerStatus: FfiConverterRustBuffer<ServerStatus>
 
 
 
+/**
+ * What [`AsyncOffersClient::sync`](crate::AsyncOffersClient::sync) got done before it
+ * returned: all of it, or what is left and why.
+ */
+data class SyncReport (
+    /**
+     * Whether everything was done: as many offers Ready as the config wants, and every
+     * handed-out offer with a fresh invoice its server confirmed, all of it written.
+     */
+    var `complete`: kotlin.Boolean
+    , 
+    /**
+     * How many offers are Ready, and written so.
+     */
+    var `readyOffers`: kotlin.UInt
+    , 
+    /**
+     * The configured number of Ready offers.
+     */
+    var `wantedOffers`: kotlin.UInt
+    , 
+    /**
+     * Handed-out offers whose new invoice their server confirmed, written, during the sync.
+     */
+    var `refreshed`: kotlin.UInt
+    , 
+    /**
+     * What is left: each handed-out offer still without a fresh confirmed invoice, and each
+     * server while Ready offers are missing, with why.
+     */
+    var `unfinished`: List<Unfinished>
+    , 
+    /**
+     * How long the sync took.
+     */
+    var `elapsed`: java.time.Duration
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSyncReport: FfiConverterRustBuffer<SyncReport> {
+    override fun read(buf: ByteBuffer): SyncReport {
+        return SyncReport(
+            FfiConverterBoolean.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterSequenceTypeUnfinished.read(buf),
+            FfiConverterDuration.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: SyncReport) = (
+            FfiConverterBoolean.allocationSize(value.`complete`) +
+            FfiConverterUInt.allocationSize(value.`readyOffers`) +
+            FfiConverterUInt.allocationSize(value.`wantedOffers`) +
+            FfiConverterUInt.allocationSize(value.`refreshed`) +
+            FfiConverterSequenceTypeUnfinished.allocationSize(value.`unfinished`) +
+            FfiConverterDuration.allocationSize(value.`elapsed`)
+    )
+
+    override fun write(value: SyncReport, buf: ByteBuffer) {
+            FfiConverterBoolean.write(value.`complete`, buf)
+            FfiConverterUInt.write(value.`readyOffers`, buf)
+            FfiConverterUInt.write(value.`wantedOffers`, buf)
+            FfiConverterUInt.write(value.`refreshed`, buf)
+            FfiConverterSequenceTypeUnfinished.write(value.`unfinished`, buf)
+            FfiConverterDuration.write(value.`elapsed`, buf)
+    }
+}
+
+
+
+/**
+ * Something a [`SyncReport`] did not get done, and why.
+ */
+data class Unfinished (
+    /**
+     * The server it waits for, hex.
+     */
+    var `serverNodeId`: kotlin.String
+    , 
+    /**
+     * The handed-out offer whose invoice is not fresh and confirmed; `None` for a server
+     * whose share of the Ready offers is missing.
+     */
+    var `offerId`: kotlin.String?
+    , 
+    /**
+     * Why, in words for a log or a diagnostics screen.
+     */
+    var `reason`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeUnfinished: FfiConverterRustBuffer<Unfinished> {
+    override fun read(buf: ByteBuffer): Unfinished {
+        return Unfinished(
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Unfinished) = (
+            FfiConverterString.allocationSize(value.`serverNodeId`) +
+            FfiConverterOptionalString.allocationSize(value.`offerId`) +
+            FfiConverterString.allocationSize(value.`reason`)
+    )
+
+    override fun write(value: Unfinished, buf: ByteBuffer) {
+            FfiConverterString.write(value.`serverNodeId`, buf)
+            FfiConverterOptionalString.write(value.`offerId`, buf)
+            FfiConverterString.write(value.`reason`, buf)
+    }
+}
+
+
+
 
 
 /**
@@ -4962,6 +5181,34 @@ public object FfiConverterSequenceTypeServerStatus: FfiConverterRustBuffer<List<
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeServerStatus.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeUnfinished: FfiConverterRustBuffer<List<Unfinished>> {
+    override fun read(buf: ByteBuffer): List<Unfinished> {
+        val len = buf.getInt()
+        return List<Unfinished>(len) {
+            FfiConverterTypeUnfinished.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Unfinished>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeUnfinished.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Unfinished>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeUnfinished.write(it, buf)
         }
     }
 }

@@ -1,0 +1,143 @@
+//! What a short background window must get done, and how far it got: the fill complete and
+//! every handed-out offer's invoice fresh, confirmed and written.
+
+use std::time::Duration;
+
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::offers::offer::OfferId;
+
+use super::{count, Engine};
+use crate::events::{OfferInfo, Unfinished};
+use crate::offers::cache::{OfferState, Reachability, Unrefreshed};
+
+/// The handed-out offers' invoices when a sync began, to count the ones it refreshed.
+pub(crate) struct SyncBaseline {
+    invoices: Vec<(OfferId, Duration)>,
+}
+
+/// How far a sync got.
+pub(crate) struct SyncProgress {
+    pub ready_offers: u32,
+    pub wanted_offers: u32,
+    pub refreshed: u32,
+    pub unfinished: Vec<Unfinished>,
+}
+
+impl SyncProgress {
+    /// Nothing left to wait for.
+    pub fn complete(&self) -> bool {
+        self.unfinished.is_empty()
+    }
+}
+
+impl Engine {
+    /// The handed-out offers' invoices now.
+    pub fn sync_baseline(&self) -> SyncBaseline {
+        let state = self.lock();
+        SyncBaseline {
+            invoices: state
+                .cache
+                .handed_out()
+                .map(|offer| (offer.id(), offer.invoice.invoice.created_at()))
+                .collect(),
+        }
+    }
+
+    /// What is done and what is left since `baseline`. Only what is written counts as done.
+    pub fn sync_progress(&self, baseline: &SyncBaseline) -> SyncProgress {
+        let now = self.clock.now();
+        let state = self.lock();
+        let unwritten = |id: OfferId| state.confirmations_unwritten.contains(&id);
+        let mut unfinished: Vec<Unfinished> = state
+            .cache
+            .unrefreshed(now)
+            .into_iter()
+            .map(|(offer, why)| Unfinished {
+                server_node_id: OfferInfo::node_id_hex(&offer.server),
+                offer_id: Some(OfferInfo::offer_id_hex(offer.id())),
+                reason: match why {
+                    Unrefreshed::Due => "its invoice is due for a refresh".to_string(),
+                    Unrefreshed::Unconfirmed { sends: 0 } => {
+                        "its refreshed invoice is not sent yet".to_string()
+                    }
+                    Unrefreshed::Unconfirmed { sends } => {
+                        format!("its refreshed invoice is not confirmed yet (sent {sends} times)")
+                    }
+                    Unrefreshed::Failed(problem) => problem,
+                },
+            })
+            .collect();
+        unfinished.extend(
+            state
+                .cache
+                .handed_out()
+                .filter(|offer| unwritten(offer.id()))
+                .map(|offer| Unfinished {
+                    server_node_id: OfferInfo::node_id_hex(&offer.server),
+                    offer_id: Some(OfferInfo::offer_id_hex(offer.id())),
+                    reason: "its confirmed invoice is being written".to_string(),
+                }),
+        );
+        let offers = state.cache.offers();
+        let ready = offers
+            .iter()
+            .filter(|o| o.state == OfferState::Ready && !unwritten(o.id()))
+            .count();
+        if ready < self.target_ready {
+            let requested = state.cache.requested_slots();
+            let why_short = |server: &PublicKey| {
+                let pending = offers
+                    .iter()
+                    .filter(|o| o.server == *server && o.state == OfferState::Pending)
+                    .count();
+                let asked = requested.iter().filter(|(of, _)| of == server).count();
+                if let Some(problem) = state.problems.get(server) {
+                    Some(problem.clone())
+                } else if state.cache.reachability(server) != Reachability::Connected {
+                    Some("not connected".to_string())
+                } else if pending > 0 || asked > 0 {
+                    Some(format!(
+                        "{asked} offer paths requests unanswered, {pending} invoices unconfirmed"
+                    ))
+                } else {
+                    None
+                }
+            };
+            let mut short: Vec<_> = self
+                .servers
+                .iter()
+                .filter_map(|server| why_short(&server.node_id).map(|why| (server.node_id, why)))
+                .collect();
+            if short.is_empty() {
+                // Between two maintenance ticks: nothing is under way yet.
+                short = self
+                    .servers
+                    .iter()
+                    .map(|server| (server.node_id, "nothing requested yet".to_string()))
+                    .collect();
+            }
+            unfinished.extend(short.into_iter().map(|(server, why)| Unfinished {
+                server_node_id: OfferInfo::node_id_hex(&server),
+                offer_id: None,
+                reason: format!("{ready} of {} offers Ready: {why}", self.target_ready),
+            }));
+        }
+        let refreshed = baseline
+            .invoices
+            .iter()
+            .filter(|(id, created_at)| {
+                state.cache.get(*id).is_some_and(|offer| {
+                    offer.invoice.invoice.created_at() != *created_at
+                        && offer.invoice_confirmed
+                        && !unwritten(*id)
+                })
+            })
+            .count();
+        SyncProgress {
+            ready_offers: count(ready),
+            wanted_offers: count(self.target_ready),
+            refreshed: count(refreshed),
+            unfinished,
+        }
+    }
+}
