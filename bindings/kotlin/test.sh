@@ -35,7 +35,9 @@ mkdir -p "$classes"
 classpath="/usr/share/java/jna.jar:/usr/share/java/junit4.jar:/usr/share/java/hamcrest-core.jar:$kotlin_lib/kotlinx-coroutines-core-jvm.jar:$kotlin_lib/kotlin-stdlib.jar"
 "$kotlinc" -nowarn -cp "$classpath" -d "$classes" \
     bindings/kotlin/generated bindings/kotlin/src bindings/kotlin/test 2>&1 | grep -v '^$' || true
-java -cp "$classes:$classpath" \
+# Data dirs named slow-disk get slow fsyncs (bindings/testing/slow_fsync.c).
+gcc -shared -fPIC -O2 -o target/kotlin/slow_fsync.so bindings/testing/slow_fsync.c -ldl
+LD_PRELOAD="$PWD/target/kotlin/slow_fsync.so" java -cp "$classes:$classpath" \
     -Djna.library.path=target/debug \
     -Dasync_offers.server=target/debug/async-offers-server \
     org.junit.runner.JUnitCore org.asyncoffers.AsyncOffersTest

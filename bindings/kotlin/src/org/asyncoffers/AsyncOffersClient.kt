@@ -12,6 +12,7 @@ import org.asyncoffers.ffi.Offer
 import org.asyncoffers.ffi.OfferEvent
 import org.asyncoffers.ffi.OfferListener
 import org.asyncoffers.ffi.OffersConfig
+import org.asyncoffers.ffi.SyncReport
 
 /**
  * Always-ready BOLT 12 offers for the wallet: the Kotlin face of the SDK.
@@ -109,6 +110,30 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
 
     /** Registers a listener called on an SDK thread for each event as it happens (a live feed). */
     fun addListener(listener: OfferListener) = inner.addListener(listener)
+
+    /**
+     * Does in one short background window (a `CoroutineWorker`'s `doWork`) what a started
+     * client does over time, and returns by [timeout] with a report: connects if the client is
+     * not started, fills the missing ready offers, sends the invoices due for a refresh, waits
+     * until the server confirmed each and it is on disk, then disconnects if it connected.
+     * Nothing counts as done before it is on disk. Cancelling the coroutine ends it as its
+     * timeout would. Throws `OffersException.DataDirInUse` if the client is not started and
+     * another holds the data dir.
+     */
+    suspend fun sync(timeout: Duration): SyncReport {
+        require(!timeout.isNegative()) { "timeout must not be negative, not $timeout" }
+        return inner.sync(timeout.toJavaDuration())
+    }
+
+    /**
+     * The chain's tip height as the wallet's node last saw it (`node.status().currentBestBlock.height`
+     * in ldk-node): invoices built from now on cap their payments' CLTV expiry from it rather
+     * than from an estimate off the clock, which a wrong clock makes wrong.
+     */
+    fun setBestBlockHeight(height: Int) {
+        require(height >= 0) { "height must not be negative, not $height" }
+        inner.setBestBlockHeight(height.toUInt())
+    }
 
     /** Suspends until at least [count] offers are ready, or throws after [timeout]. */
     suspend fun waitForReadyOffers(count: Int, timeout: Duration): List<Offer> {

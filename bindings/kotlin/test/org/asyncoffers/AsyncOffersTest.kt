@@ -13,6 +13,7 @@ import kotlinx.coroutines.async
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.asyncoffers.ffi.ChannelHint
+import org.asyncoffers.ffi.InvoiceRequestTarget
 import org.asyncoffers.ffi.InvoiceServer
 import org.asyncoffers.ffi.LogLevel
 import org.asyncoffers.ffi.LogRecord
@@ -72,7 +73,22 @@ class AsyncOffersTest {
         dirs.forEach { it.deleteRecursively() }
     }
 
-    private fun tempDir(): File = Files.createTempDirectory("async-offers-kotlin").toFile().also { dirs += it }
+    private fun tempDir(prefix: String = "async-offers-kotlin"): File =
+        Files.createTempDirectory(prefix).toFile().also { dirs += it }
+
+    /** Fetches each offer's static invoice from the server as a payer, with the server binary. */
+    private fun fetchAsPayer(offers: List<Offer>): List<String> {
+        val binary = System.getProperty("async_offers.server")!!
+        val command = listOf(binary, "fetch", "--server", "$nodeId@$address") + offers.flatMap { listOf("--offer", it.offer) }
+        val process = ProcessBuilder(command).redirectError(ProcessBuilder.Redirect.INHERIT).start()
+        val lines = process.inputStream.bufferedReader().readLines()
+        assertEquals("the payer got and checked every invoice", 0, process.waitFor())
+        return lines
+    }
+
+    /** The offer records in the data dir now, by name. */
+    private fun recordsOnDisk(dataDir: File): Int =
+        File(dataDir, "async_offers/offers").list()?.count { !it.contains(".tmp") } ?: 0
 
     private fun config(dataDir: File, slots: Int = 3): OffersConfig =
         defaultConfig(Network.REGTEST, dataDir.path, nodeId, address, paths).apply {
@@ -376,6 +392,78 @@ class AsyncOffersTest {
             fail("took 32 bytes for ldk-node's 64")
         } catch (e: OffersException.InvalidArgument) {
             assertTrue(e.message!!, e.message!!.contains("64 bytes"))
+        }
+    }
+
+    @Test
+    fun syncFillsAClientNeverStartedOnDiskAndLeavesItStopped() = runBlocking {
+        // Each fsync there takes 300 ms longer (test.sh preloads bindings/testing/slow_fsync.c).
+        val dir = tempDir("slow-disk")
+        AsyncOffersClient(config(dir), seed).use { client ->
+            client.setBestBlockHeight(200)
+            val report = client.sync(25.seconds)
+            // The moment it returns: everything it reports is in the data dir.
+            assertEquals(3, recordsOnDisk(dir))
+            assertTrue(report.toString(), report.complete && report.unfinished.isEmpty())
+            assertEquals(3u, report.readyOffers)
+            assertTrue(report.elapsed < java.time.Duration.ofSeconds(25))
+            assertTrue("stopped again", !client.status().running)
+            assertEquals(3, fetchAsPayer(client.readyOffers()).size)
+        }
+        try {
+            AsyncOffersClient(config(tempDir()), seed).use { it.setBestBlockHeight(-1) }
+            fail("took a negative height")
+        } catch (e: IllegalArgumentException) {
+            assertTrue(e.message!!, e.message!!.contains("negative"))
+        }
+    }
+
+    @Test
+    fun syncRefreshesAHandedOutOffersDueInvoice() = runBlocking {
+        val dir = tempDir()
+        val shortRefresh = config(dir, slots = 1).apply { invoiceRefreshInterval = java.time.Duration.ofSeconds(2) }
+        AsyncOffersClient(shortRefresh, seed).use { client ->
+            assertTrue(client.sync(25.seconds).complete)
+            val bio = client.offerFor("bio")
+            assertTrue(client.sync(25.seconds).complete)
+            delay(2_100)
+            val report = client.sync(25.seconds)
+            assertTrue(report.toString(), report.complete)
+            assertEquals(1u, report.refreshed)
+            val now = client.offers().first { it.offerId == bio.offerId }
+            assertTrue(now.invoiceConfirmedAt!! > bio.invoiceConfirmedAt!!)
+        }
+    }
+
+    @Test
+    fun syncWithTheServerDownReturnsByItsTimeoutAndSaysWhy() = runBlocking {
+        val dir = tempDir()
+        server.destroy()
+        server.waitFor()
+        AsyncOffersClient(config(dir), seed).use { client ->
+            val began = System.nanoTime()
+            val report = client.sync(2.seconds)
+            val tookMs = (System.nanoTime() - began) / 1_000_000
+            assertTrue("took $tookMs ms", tookMs in 2_000..2_900)
+            assertTrue(!report.complete && report.readyOffers == 0u)
+            assertTrue(report.unfinished.toString(), report.unfinished.single().reason.startsWith("0 of 3 offers Ready"))
+        }
+    }
+
+    @Test
+    fun aPayersInvoiceRequestForwardedByTheServerReachesTheApp() = runBlocking {
+        val forwarded = config(tempDir()).apply { invoiceRequestTarget = InvoiceRequestTarget.CLIENT }
+        AsyncOffersClient(forwarded, seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds)
+            val shop = client.offerFor("shop")
+            val request = async(start = CoroutineStart.UNDISPATCHED) {
+                client.events.filterIsInstance<OfferEvent.InvoiceRequestForwarded>().take(1).toList().single()
+            }
+            fetchAsPayer(listOf(shop))
+            val seen = withTimeout(30.seconds) { request.await() }
+            assertEquals(shop.offerId, seen.offerId)
+            assertEquals(1_000uL, seen.amountMsats)
         }
     }
 
