@@ -9,6 +9,9 @@ cargo build --quiet --locked --features ffi --lib
 cargo build --quiet --locked -p async-offers-server
 server="$repo/target/debug/async-offers-server"
 libs="$repo/target/debug"
+# Data dirs named slow-disk get slow fsyncs (bindings/testing/slow_fsync.c); Linux only.
+mkdir -p target/swift
+gcc -shared -fPIC -O2 -o target/swift/slow_fsync.so bindings/testing/slow_fsync.c -ldl
 # Then the app package in ios/: its XCFramework needs Xcode, but its manifest must still load.
 run_tests='cd "$0/bindings/swift" && swift test --scratch-path "$0/target/swift" -Xlinker -L"$1" &&
     cd "$0/ios" && swift package dump-package --scratch-path "$0/target/swift-ios" > /dev/null'
@@ -50,4 +53,5 @@ if ! mountpoint -q "$root$repo"; then
     mounted=("$root$repo" "${mounted[@]}")
 fi
 $sudo chroot "$root" env HOME=/root ASYNC_OFFERS_SERVER="$server" LD_LIBRARY_PATH="$libs" \
+    LD_PRELOAD="$repo/target/swift/slow_fsync.so" \
     sh -c "$run_tests" "$repo" "$libs"

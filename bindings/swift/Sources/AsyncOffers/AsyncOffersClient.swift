@@ -111,6 +111,25 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// Registers a listener called on an SDK thread for each event as it happens (a live feed).
     public func addListener(_ listener: OfferListener) { inner.addListener(listener: listener) }
 
+    /// Does in one short background window (a `BGAppRefreshTask`'s 30 seconds) what a started
+    /// client does over time, and returns by `timeout` seconds with a report: connects if the
+    /// client is not started, fills the missing ready offers, sends the invoices due for a
+    /// refresh, waits until the server confirmed each and it is on disk, then disconnects if it
+    /// connected. Nothing counts as done before it is on disk. Cancelling the task ends it as
+    /// its timeout would. Throws `OffersError.DataDirInUse` if the client is not started and
+    /// another holds the data dir.
+    public func sync(timeout: TimeInterval) async throws -> SyncReport {
+        guard timeout >= 0, !timeout.isNaN else {
+            throw OffersError.InvalidArgument(message: "timeout must not be negative, not \(timeout)")
+        }
+        return try await inner.sync(timeout: min(timeout, Self.longestInterval))
+    }
+
+    /// The chain's tip height as the wallet's node last saw it (`node.status().currentBestBlock.height`
+    /// in ldk-node): invoices built from now on cap their payments' CLTV expiry from it rather
+    /// than from an estimate off the clock, which a wrong clock makes wrong.
+    public func setBestBlockHeight(_ height: UInt32) { inner.setBestBlockHeight(height: height) }
+
     /// Waits until at least `count` offers are ready, or throws after `timeout` seconds.
     public func waitForReadyOffers(count: Int, timeout: TimeInterval) async throws -> [Offer] {
         guard count >= 0, count <= Int(UInt32.max) else {

@@ -48,11 +48,32 @@ final class AsyncOffersTests: XCTestCase {
         for dir in dirs { try? FileManager.default.removeItem(at: dir) }
     }
 
-    private func tempDir() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("async-offers-swift-\(UUID())")
+    private func tempDir(_ prefix: String = "async-offers-swift") throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         dirs.append(dir)
         return dir
+    }
+
+    /// Fetches each offer's static invoice from the server as a payer, with the server binary;
+    /// returns the lines it printed, one per offer.
+    private func fetchAsPayer(_ offers: [Offer]) throws -> [Substring] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ProcessInfo.processInfo.environment["ASYNC_OFFERS_SERVER"]!)
+        process.arguments = ["fetch", "--server", "\(nodeId)@\(address)"] + offers.flatMap { ["--offer", $0.offer] }
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let printed = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, "the payer got and checked every invoice")
+        return String(decoding: printed, as: UTF8.self).split(separator: "\n")
+    }
+
+    /// How many offer records the data dir holds now.
+    private func recordsOnDisk(_ dir: URL) -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("async_offers/offers").path)) ?? []
+        return names.filter { !$0.contains(".tmp") }.count
     }
 
     private func config(_ dir: URL, slots: UInt16 = 3) -> OffersConfig {
@@ -373,6 +394,76 @@ final class AsyncOffersTests: XCTestCase {
             XCTAssertTrue(message.contains("64 bytes"), message)
         }
     }
+    func testSyncFillsAClientNeverStartedOnDiskAndLeavesItStopped() async throws {
+        // Each fsync there takes 300 ms longer (test.sh preloads bindings/testing/slow_fsync.c).
+        let dir = try tempDir("slow-disk")
+        let client = try AsyncOffersClient(config: config(dir), seed: seed)
+        client.setBestBlockHeight(200)
+        let report = try await client.sync(timeout: 25)
+        // The moment it returns: everything it reports is in the data dir.
+        XCTAssertEqual(recordsOnDisk(dir), 3)
+        XCTAssertTrue(report.complete && report.unfinished.isEmpty, "\(report)")
+        XCTAssertEqual(report.readyOffers, 3)
+        XCTAssertLessThan(report.elapsed, 25)
+        XCTAssertFalse(client.status().running, "stopped again")
+        XCTAssertEqual(try fetchAsPayer(client.readyOffers()).count, 3)
+        do {
+            _ = try await client.sync(timeout: -1)
+            XCTFail("took a negative timeout")
+        } catch let OffersError.InvalidArgument(message) {
+            XCTAssertTrue(message.contains("negative"), message)
+        }
+    }
+
+    func testSyncRefreshesAHandedOutOffersDueInvoice() async throws {
+        var shortRefresh = config(try tempDir(), slots: 1)
+        shortRefresh.invoiceRefreshInterval = 2
+        let client = try AsyncOffersClient(config: shortRefresh, seed: seed)
+        let filled = try await client.sync(timeout: 25)
+        XCTAssertTrue(filled.complete)
+        let bio = try client.offerFor(label: "bio")
+        let refilled = try await client.sync(timeout: 25)
+        XCTAssertTrue(refilled.complete)
+        try await Task.sleep(nanoseconds: 2_100_000_000)
+        let report = try await client.sync(timeout: 25)
+        XCTAssertTrue(report.complete, "\(report)")
+        XCTAssertEqual(report.refreshed, 1)
+        let now = client.offers().first { $0.offerId == bio.offerId }!
+        XCTAssertGreaterThan(now.invoiceConfirmedAt!, bio.invoiceConfirmedAt!)
+    }
+
+    func testSyncWithTheServerDownReturnsByItsTimeoutAndSaysWhy() async throws {
+        server.terminate()
+        server.waitUntilExit()
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        let began = Date()
+        let report = try await client.sync(timeout: 2)
+        let took = Date().timeIntervalSince(began)
+        XCTAssertTrue(took >= 2 && took < 2.9, "took \(took) s")
+        XCTAssertFalse(report.complete)
+        XCTAssertEqual(report.readyOffers, 0)
+        XCTAssertEqual(report.unfinished.count, 1, "\(report.unfinished)")
+        XCTAssertTrue(report.unfinished[0].reason.hasPrefix("0 of 3 offers Ready"), report.unfinished[0].reason)
+    }
+
+    func testAPayersInvoiceRequestForwardedByTheServerReachesTheApp() async throws {
+        var forwarded = config(try tempDir())
+        forwarded.invoiceRequestTarget = .client
+        let client = try AsyncOffersClient(config: forwarded, seed: seed)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        let shop = try client.offerFor(label: "shop")
+        _ = try fetchAsPayer([shop])
+        let (offerId, amount): (String, UInt64?) = try await collect(client.events()) { events in
+            for case let .invoiceRequestForwarded(offerId, amountMsats, _) in events {
+                return (offerId, amountMsats)
+            }
+            return nil
+        }
+        XCTAssertEqual(offerId, shop.offerId)
+        XCTAssertEqual(amount, 1_000)
+    }
+
 }
 
 private final class ThreadRecorder: OfferListener, @unchecked Sendable {
