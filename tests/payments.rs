@@ -329,6 +329,27 @@ fn channel_hints(wallet: &Node) -> Vec<ChannelHint> {
         .collect()
 }
 
+/// The hints an ldk-node wallet makes of `node.list_channels()`: the README's mapping, field
+/// by field, of ldk-node 0.7's `ChannelDetails` (which flattens LDK's counterparty fields).
+fn hint_from_ldk_node_channel(channel: &ldk_node::ChannelDetails) -> Option<ChannelHint> {
+    if !channel.is_channel_ready {
+        return None;
+    }
+    Some(ChannelHint {
+        lsp_node_id: channel.counterparty_node_id,
+        // What payers must name to reach us over it: its alias, else its real id.
+        short_channel_id: channel.inbound_scid_alias.or(channel.short_channel_id)?,
+        fee_base_msat: channel.counterparty_forwarding_info_fee_base_msat?,
+        fee_proportional_millionths: channel
+            .counterparty_forwarding_info_fee_proportional_millionths?,
+        cltv_expiry_delta: channel.counterparty_forwarding_info_cltv_expiry_delta?,
+        htlc_minimum_msat: channel.inbound_htlc_minimum_msat.max(1),
+        htlc_maximum_msat: channel
+            .inbound_htlc_maximum_msat
+            .unwrap_or(channel.inbound_capacity_msat),
+    })
+}
+
 /// The LSP's side of the static invoice server role: LDK raises the events; the invoices go
 /// to the reference server's file-backed store and are answered from it.
 struct InvoiceStore {
@@ -699,6 +720,34 @@ fn an_offline_wallet_is_paid_through_a_held_htlc_and_claims_when_back() {
     sdk.run_until(lsp, &store, |sdk| sdk.ready().len() == 2);
 
     let paid = pay_static_invoice(&nodes, &store, &offer, 5_000, Wallet::Offline);
+    assert_eq!(paid.invoice.offer_id().to_string(), offer.offer_id);
+}
+
+/// An ldk-node wallet's listed channels, mapped as the README shows, give the hints LDK's own
+/// channel details give, and an offline wallet is paid over them.
+#[test]
+fn an_ldk_node_wallets_listed_channels_give_hints_a_payment_takes() {
+    network!(nodes, []);
+    let (lsp, wallet) = (&nodes[LSP], &nodes[WALLET]);
+    let listed: Vec<ldk_node::ChannelDetails> = wallet
+        .node
+        .list_channels()
+        .into_iter()
+        .map(ldk_node::ChannelDetails::from)
+        .collect();
+    let hints: Vec<ChannelHint> = listed
+        .iter()
+        .filter_map(hint_from_ldk_node_channel)
+        .collect();
+    assert_eq!(hints.len(), 1, "the wallet's channel with its LSP");
+    assert_eq!(hints, channel_hints(wallet));
+    let store = InvoiceStore::new();
+    let sdk = Sdk::new(WALLET_SEED, lsp, wallet, |config| {
+        config.channel_hints = hints.clone();
+    });
+    sdk.run_until(lsp, &store, |sdk| sdk.ready().len() == 2);
+    let offer = sdk.client.take_offer(Some("from ldk-node".into())).unwrap();
+    let paid = pay_static_invoice(&nodes, &store, &offer, 3_000, Wallet::Offline);
     assert_eq!(paid.invoice.offer_id().to_string(), offer.offer_id);
 }
 
