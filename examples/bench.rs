@@ -2,8 +2,9 @@
 //! filling 1, 10 and 50 offers, a cold start from disk, a payer fetching invoices, the CPU the
 //! SDK spends per offer beside LDK's own client doing the same work, and the client's memory.
 //!
-//! `cargo run --release --example bench -- [--json] [--runs N] [--fill-only OFFERS]`
-//! (N ≥ 1, default 15). `--fill-only` times only fills of that many offers, for profiling.
+//! `cargo run --release --example bench -- [--json] [--runs N] [--fill-only OFFERS | --sync-only]`
+//! (N ≥ 1, default 15). `--fill-only` times only fills of that many offers, for profiling;
+//! `--sync-only` only the background window's `sync` of a fill and of refreshes.
 
 #[path = "../benches/support/heap.rs"]
 mod heap;
@@ -51,6 +52,7 @@ fn main() {
     let mut json_out = false;
     let mut runs = 15usize;
     let mut fill_only = None;
+    let mut sync_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -70,12 +72,15 @@ fn main() {
                         .unwrap_or_else(|| usage()),
                 )
             }
+            "--sync-only" => sync_only = true,
             _ => usage(),
         }
     }
-    let report = match fill_only {
-        Some(offers) => fills(runs, &[offers]),
-        None => run(runs),
+    let report = match (fill_only, sync_only) {
+        (Some(_), true) => usage(),
+        (Some(offers), false) => fills(runs, &[offers]),
+        (None, true) => syncs(runs),
+        (None, false) => run(runs),
     };
     match report {
         Ok(report) if json_out => println!("{report}"),
@@ -88,7 +93,7 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bench [--json] [--runs N] [--fill-only OFFERS]");
+    eprintln!("usage: bench [--json] [--runs N] [--fill-only OFFERS | --sync-only]");
     std::process::exit(2);
 }
 
@@ -268,6 +273,46 @@ fn churn_memory(runtime: &tokio::runtime::Runtime, binary: &Path) -> Result<Valu
     Ok(json!({ "offer_lifetime_secs": CHURN_OFFER_SECS, "checkpoints": checkpoints }))
 }
 
+/// How often the invoices of the sync benchmark's handed-out offers come due.
+const SYNC_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A background window's `sync`, `runs` times each: of a client never started filling 10
+/// offers from nothing, and of one whose 10 handed-out offers are due for a refresh (the
+/// 10 Ready ones are not). Each must complete; its own `elapsed` is the sample.
+fn sync_times(
+    runtime: &tokio::runtime::Runtime,
+    binary: &Path,
+    runs: usize,
+) -> Result<(Value, Value), Failure> {
+    let mut fill = Vec::with_capacity(runs);
+    let mut refresh = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let server = ServerProcess::spawn(binary, "bench", &[])?;
+        let dir = tempfile::tempdir()?;
+        let mut config = config(&server, dir.path(), 10);
+        config.invoice_refresh_interval = SYNC_REFRESH_INTERVAL;
+        let client = AsyncOffersClient::builder(config, SEED)
+            .runtime(runtime.handle().clone())
+            .build()?;
+        let complete = |report: async_offers::SyncReport| match report.complete {
+            true => Ok(report.elapsed),
+            false => Err(format!("sync incomplete: {:?}", report.unfinished)),
+        };
+        fill.push(millis(complete(runtime.block_on(client.sync(WAIT))?)?));
+        for _ in 0..10 {
+            client.take_offer(None)?;
+        }
+        complete(runtime.block_on(client.sync(WAIT))?)?;
+        std::thread::sleep(SYNC_REFRESH_INTERVAL + Duration::from_millis(100));
+        let report = runtime.block_on(client.sync(WAIT))?;
+        if report.refreshed != 10 {
+            return Err(format!("sync refreshed {} offers, not 10", report.refreshed).into());
+        }
+        refresh.push(millis(complete(report)?));
+    }
+    Ok((summary(fill), summary(refresh)))
+}
+
 fn bench_runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -316,6 +361,11 @@ fn fills(runs: usize, counts: &[usize]) -> Result<Value, Failure> {
         "time_to_all_ready_ms": all_ready,
         "fill_cpu_ms": cpu,
     }))
+}
+
+fn syncs(runs: usize) -> Result<Value, Failure> {
+    let (fill, refresh) = sync_times(&bench_runtime()?, &server_binary()?, runs)?;
+    Ok(json!({ "sync_fill_10_ms": fill, "sync_refresh_10_ms": refresh }))
 }
 
 fn run(runs: usize) -> Result<Value, Failure> {
@@ -383,6 +433,7 @@ fn run(runs: usize) -> Result<Value, Failure> {
     client.stop();
     drop(client);
 
+    let (sync_fill, sync_refresh) = sync_times(&runtime, &binary, runs)?;
     let churn = churn_memory(&runtime, &binary)?;
     let (cpu, ldk_cpu) = cpu_per_offer_us()?;
     let mb = |rss: Option<f64>| rss.map(|mb| (mb * 10.0).round() / 10.0);
@@ -403,6 +454,8 @@ fn run(runs: usize) -> Result<Value, Failure> {
         "cycles": CYCLES,
         "offers_kept_after_cycles": kept_offers,
         "payer_fetch_ms": summary(fetches),
+        "sync_fill_10_ms": sync_fill,
+        "sync_refresh_10_ms": sync_refresh,
         "churn": churn,
     }))
 }
