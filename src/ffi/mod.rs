@@ -444,6 +444,12 @@ impl AsyncOffers {
         self.client.node_id().to_string()
     }
 
+    /// The id of the SDK's own connection to the servers, hex: not the wallet node's, so a
+    /// server that limits who may connect must allow this one.
+    pub fn transport_node_id(&self) -> String {
+        self.client.transport_node_id().to_string()
+    }
+
     /// Registers a listener for every future event, as it happens.
     pub fn add_listener(&self, listener: Arc<dyn OfferListener>) {
         self.client

@@ -746,6 +746,12 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func takeOfferAsync(label: String?) async throws  -> Offer
     
     /**
+     * The id of the SDK's own connection to the servers, hex: not the wallet node's, so a
+     * server that limits who may connect must allow this one.
+     */
+    func transportNodeId()  -> String
+    
+    /**
      * New channel hints: every offer gets a fresh invoice.
      */
     func updateChannels(hints: [ChannelHint]) throws 
@@ -1100,6 +1106,19 @@ open func takeOfferAsync(label: String?)async throws  -> Offer  {
             liftFunc: FfiConverterTypeOffer_lift,
             errorHandler: FfiConverterTypeOffersError_lift
         )
+}
+    
+    /**
+     * The id of the SDK's own connection to the servers, hex: not the wallet node's, so a
+     * server that limits who may connect must allow this one.
+     */
+open func transportNodeId() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_asyncoffers_transport_node_id(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -4231,6 +4250,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 30474) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_transport_node_id() != 44470) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_update_channels() != 52082) {

@@ -108,6 +108,9 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// The wallet node's id, hex.
     public var nodeId: String { inner.nodeId() }
 
+    /// The id of the SDK's own connection to the servers, hex: not the wallet node's.
+    public var transportNodeId: String { inner.transportNodeId() }
+
     /// Registers a listener called on an SDK thread for each event as it happens (a live feed).
     public func addListener(_ listener: OfferListener) { inner.addListener(listener: listener) }
 

@@ -384,7 +384,10 @@ final class AsyncOffersTests: XCTestCase {
             index = next
         }
         func nodeOf(_ seed: WalletSeed) throws -> String {
-            try AsyncOffersClient(config: config(try tempDir()), seed: seed.keysManagerSeed()).nodeId
+            let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed.keysManagerSeed())
+            // The SDK's own connection has an id of its own, never the node's.
+            XCTAssertTrue(client.transportNodeId.count == 66 && client.transportNodeId != client.nodeId)
+            return client.nodeId
         }
         let fromWords = try nodeOf(try WalletSeed.fromLdkNodeMnemonic(words: words, passphrase: "TREZOR"))
         XCTAssertEqual(fromWords, try nodeOf(try WalletSeed.fromLdkNodeSeedBytes(seed: bytes)))

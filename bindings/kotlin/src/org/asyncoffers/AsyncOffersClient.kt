@@ -108,6 +108,9 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
     /** The wallet node's id, hex. */
     val nodeId: String get() = inner.nodeId()
 
+    /** The id of the SDK's own connection to the servers, hex: not the wallet node's. */
+    val transportNodeId: String get() = inner.transportNodeId()
+
     /** Registers a listener called on an SDK thread for each event as it happens (a live feed). */
     fun addListener(listener: OfferListener) = inner.addListener(listener)
 

@@ -383,7 +383,11 @@ class AsyncOffersTest {
         val bytes = "c55257c360c07c72029aebc1b53c05ed0362ada38ead3e3e9efa3708e53495531f09a6987599d18264c1e1c92f2cf141630c7a3c4ab7c81b2f001698e7463b04"
             .chunked(2).map { it.toInt(16).toByte() }.toByteArray()
         fun nodeOf(seed: WalletSeed): String =
-            AsyncOffersClient(config(tempDir()), seed.keysManagerSeed()).use { it.nodeId }
+            AsyncOffersClient(config(tempDir()), seed.keysManagerSeed()).use {
+                // The SDK's own connection has an id of its own, never the node's.
+                assertTrue(it.transportNodeId.length == 66 && it.transportNodeId != it.nodeId)
+                it.nodeId
+            }
         val fromWords = nodeOf(WalletSeed.fromLdkNodeMnemonic(words, "TREZOR"))
         assertEquals(fromWords, nodeOf(WalletSeed.fromLdkNodeSeedBytes(bytes)))
         assertNotEquals(fromWords, nodeOf(WalletSeed.fromLdkNodeMnemonic(words, null)))

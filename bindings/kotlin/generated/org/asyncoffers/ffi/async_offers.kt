@@ -762,6 +762,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_take_offer_async(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_transport_node_id(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_update_channels(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers(
@@ -848,6 +850,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_take_offer_async(`ptr`: Long,`label`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_async_offers_fn_method_asyncoffers_transport_node_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_update_channels(`ptr`: Long,`hints`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(`ptr`: Long,`count`: Int,`timeout`: RustBuffer.ByValue,
@@ -1062,6 +1066,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 30474) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_transport_node_id() != 44470) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_update_channels() != 52082) {
@@ -1748,6 +1755,12 @@ public interface AsyncOffersInterface {
     suspend fun `takeOfferAsync`(`label`: kotlin.String?): Offer
     
     /**
+     * The id of the SDK's own connection to the servers, hex: not the wallet node's, so a
+     * server that limits who may connect must allow this one.
+     */
+    fun `transportNodeId`(): kotlin.String
+    
+    /**
      * New channel hints: every offer gets a fresh invoice.
      */
     fun `updateChannels`(`hints`: List<ChannelHint>)
@@ -2214,6 +2227,23 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
         OffersException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * The id of the SDK's own connection to the servers, hex: not the wallet node's, so a
+     * server that limits who may connect must allow this one.
+     */override fun `transportNodeId`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_async_offers_fn_method_asyncoffers_transport_node_id(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
 
     
     /**
