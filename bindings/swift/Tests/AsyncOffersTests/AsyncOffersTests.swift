@@ -391,6 +391,12 @@ final class AsyncOffersTests: XCTestCase {
         }
         let fromWords = try nodeOf(try WalletSeed.fromLdkNodeMnemonic(words: words, passphrase: "TREZOR"))
         XCTAssertEqual(fromWords, try nodeOf(try WalletSeed.fromLdkNodeSeedBytes(seed: bytes)))
+        // ldk-node's seed file holds those 64 bytes; the 32 they make go back in as they are.
+        let seedFile = try tempDir().appendingPathComponent("keys_seed")
+        try bytes.write(to: seedFile)
+        let fromFile = try WalletSeed.fromLdkNodeSeedFile(path: seedFile.path)
+        XCTAssertEqual(fromWords, try nodeOf(fromFile))
+        XCTAssertEqual(fromWords, try nodeOf(try WalletSeed.fromKeysManagerSeed(seed: fromFile.keysManagerSeed())))
         XCTAssertNotEqual(fromWords, try nodeOf(try WalletSeed.fromLdkNodeMnemonic(words: words, passphrase: nil)))
         XCTAssertThrowsError(try WalletSeed.fromLdkNodeSeedBytes(seed: Data(count: 32))) { error in
             guard case let OffersError.InvalidArgument(message) = error else { return XCTFail("\(error)") }

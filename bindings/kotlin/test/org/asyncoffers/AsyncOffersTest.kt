@@ -390,6 +390,11 @@ class AsyncOffersTest {
             }
         val fromWords = nodeOf(WalletSeed.fromLdkNodeMnemonic(words, "TREZOR"))
         assertEquals(fromWords, nodeOf(WalletSeed.fromLdkNodeSeedBytes(bytes)))
+        // ldk-node's seed file holds those 64 bytes; the 32 they make go back in as they are.
+        val seedFile = File(tempDir(), "keys_seed").apply { writeBytes(bytes) }
+        val fromFile = WalletSeed.fromLdkNodeSeedFile(seedFile.path)
+        assertEquals(fromWords, nodeOf(fromFile))
+        assertEquals(fromWords, nodeOf(WalletSeed.fromKeysManagerSeed(fromFile.keysManagerSeed())))
         assertNotEquals(fromWords, nodeOf(WalletSeed.fromLdkNodeMnemonic(words, null)))
         try {
             WalletSeed.fromLdkNodeSeedBytes(ByteArray(32))
