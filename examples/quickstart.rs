@@ -30,7 +30,8 @@ impl EventListener for PrintReady {
 }
 
 fn main() {
-    log_timeline_to_stderr();
+    // With `RUST_LOG` set, the protocol's timeline on stderr, client and server interleaved.
+    async_offers::log_to_stderr();
     let mut offers = 10usize;
     let mut json = false;
     let mut args = std::env::args().skip(1);
@@ -56,36 +57,6 @@ fn main() {
             1
         }
     });
-}
-
-/// With `RUST_LOG` set (`trace` for LDK's own detail), debug records go to stderr stamped with the milliseconds since start:
-/// the protocol's timeline, client and server interleaved.
-fn log_timeline_to_stderr() {
-    struct Timeline(Instant);
-    impl log::Log for Timeline {
-        fn enabled(&self, _: &log::Metadata) -> bool {
-            true
-        }
-        fn log(&self, record: &log::Record) {
-            eprintln!(
-                "[{:>7.2} ms] {:<5} {}: {}",
-                self.0.elapsed().as_secs_f64() * 1e3,
-                record.level(),
-                record.target(),
-                record.args()
-            );
-        }
-        fn flush(&self) {}
-    }
-    let Some(level) = std::env::var_os("RUST_LOG") else {
-        return;
-    };
-    if log::set_logger(Box::leak(Box::new(Timeline(Instant::now())))).is_ok() {
-        log::set_max_level(match level.to_str() {
-            Some("trace") => log::LevelFilter::Trace,
-            _ => log::LevelFilter::Debug,
-        });
-    }
 }
 
 fn usage() -> ! {

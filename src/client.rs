@@ -382,13 +382,10 @@ impl AsyncOffersClient {
         // Events wake the wait as confirmations are written; the poll notices what comes
         // without one (a write that failed) and the deadline.
         let poll = self.config.tick_interval.min(Duration::from_millis(250));
-        let progress = loop {
-            let progress = self.engine.sync_progress(&sync.baseline);
-            if progress.complete()
-                || !sync.still_running()
-                || tokio::time::Instant::now() >= deadline
-            {
-                break progress;
+        let report = loop {
+            let report = self.engine.sync_report(&sync.baseline, began.elapsed());
+            if report.complete || !sync.still_running() || tokio::time::Instant::now() >= deadline {
+                break report;
             }
             let wake = tokio::time::Instant::now() + poll;
             tokio::select! {
@@ -401,14 +398,7 @@ impl AsyncOffersClient {
             }
         };
         drop(sync);
-        SyncReport {
-            complete: progress.complete(),
-            ready_offers: progress.ready_offers,
-            wanted_offers: progress.wanted_offers,
-            refreshed: progress.refreshed,
-            unfinished: progress.unfinished,
-            elapsed: began.elapsed(),
-        }
+        report
     }
 
     /// Every offer with its state.

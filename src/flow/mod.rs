@@ -83,6 +83,20 @@ struct State {
     confirmations_unwritten: Vec<OfferId>,
 }
 
+impl State {
+    /// Ready offers whose Ready record is written: what the app's waits count.
+    fn written_ready_count(&self) -> usize {
+        self.cache
+            .offers()
+            .iter()
+            .filter(|offer| {
+                offer.state == OfferState::Ready
+                    && !self.confirmations_unwritten.contains(&offer.id())
+            })
+            .count()
+    }
+}
+
 /// A configured server as the engine knows it.
 struct Server {
     node_id: PublicKey,
@@ -335,16 +349,7 @@ impl Engine {
 
     /// How many offers are Ready and written so, without encoding any of them.
     pub fn ready_count(&self) -> usize {
-        let state = self.lock();
-        state
-            .cache
-            .offers()
-            .iter()
-            .filter(|offer| {
-                offer.state == OfferState::Ready
-                    && !state.confirmations_unwritten.contains(&offer.id())
-            })
-            .count()
+        self.lock().written_ready_count()
     }
 
     fn offers_where(&self, keep: impl Fn(&CachedOffer) -> bool) -> Vec<OfferInfo> {

@@ -7,27 +7,12 @@ use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::offers::offer::OfferId;
 
 use super::{count, Engine};
-use crate::events::{OfferInfo, Unfinished};
+use crate::events::{OfferInfo, SyncReport, Unfinished};
 use crate::offers::cache::{OfferState, Reachability, Unrefreshed};
 
 /// The handed-out offers' invoices when a sync began, to count the ones it refreshed.
 pub(crate) struct SyncBaseline {
     invoices: Vec<(OfferId, Duration)>,
-}
-
-/// How far a sync got.
-pub(crate) struct SyncProgress {
-    pub ready_offers: u32,
-    pub wanted_offers: u32,
-    pub refreshed: u32,
-    pub unfinished: Vec<Unfinished>,
-}
-
-impl SyncProgress {
-    /// Nothing left to wait for.
-    pub fn complete(&self) -> bool {
-        self.unfinished.is_empty()
-    }
 }
 
 impl Engine {
@@ -43,8 +28,9 @@ impl Engine {
         }
     }
 
-    /// What is done and what is left since `baseline`. Only what is written counts as done.
-    pub fn sync_progress(&self, baseline: &SyncBaseline) -> SyncProgress {
+    /// What is done and what is left since `baseline`, for a sync `elapsed` old. Only what is
+    /// written counts as done.
+    pub fn sync_report(&self, baseline: &SyncBaseline, elapsed: Duration) -> SyncReport {
         let now = self.clock.now();
         let state = self.lock();
         let unwritten = |id: OfferId| state.confirmations_unwritten.contains(&id);
@@ -78,12 +64,9 @@ impl Engine {
                     reason: "its confirmed invoice is being written".to_string(),
                 }),
         );
-        let offers = state.cache.offers();
-        let ready = offers
-            .iter()
-            .filter(|o| o.state == OfferState::Ready && !unwritten(o.id()))
-            .count();
+        let ready = state.written_ready_count();
         if ready < self.target_ready {
+            let offers = state.cache.offers();
             let requested = state.cache.requested_slots();
             let why_short = |server: &PublicKey| {
                 let pending = offers
@@ -133,11 +116,13 @@ impl Engine {
                 })
             })
             .count();
-        SyncProgress {
+        SyncReport {
+            complete: unfinished.is_empty(),
             ready_offers: count(ready),
             wanted_offers: count(self.target_ready),
             refreshed: count(refreshed),
             unfinished,
+            elapsed,
         }
     }
 }

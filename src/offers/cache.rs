@@ -174,6 +174,15 @@ impl CachedOffer {
         self.expires_at().is_some_and(|expiry| expiry <= now)
     }
 
+    /// Whether its invoice is `refresh_interval` old or older at `now`.
+    fn invoice_due(&self, refresh_interval: Duration, now: Duration) -> bool {
+        self.invoice
+            .invoice
+            .created_at()
+            .saturating_add(refresh_interval)
+            <= now
+    }
+
     /// Whether it expires within `notice` of `now`.
     fn is_expiring(&self, notice: Duration, now: Duration) -> bool {
         self.expires_at()
@@ -960,12 +969,7 @@ impl OfferCache {
                 && offer.state == OfferState::Used
                 && !offer.is_expired(now.wall)
                 && self.reachability.contains_key(&offer.server)
-                && offer
-                    .invoice
-                    .invoice
-                    .created_at()
-                    .saturating_add(self.policy.invoice_refresh_interval)
-                    <= now.wall
+                && offer.invoice_due(self.policy.invoice_refresh_interval, now.wall)
             {
                 offer.delivery.rebuild_under_way = true;
                 maintenance.rebuild.push(offer.id());
@@ -1021,13 +1025,7 @@ impl OfferCache {
                     Unrefreshed::Unconfirmed {
                         sends: o.delivery.sends,
                     }
-                } else if o
-                    .invoice
-                    .invoice
-                    .created_at()
-                    .saturating_add(self.policy.invoice_refresh_interval)
-                    <= now
-                {
+                } else if o.invoice_due(self.policy.invoice_refresh_interval, now) {
                     Unrefreshed::Due
                 } else {
                     return None;
