@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -157,6 +158,100 @@ async fn importing_offers_known_here_as_ready_never_hands_them_out_twice() {
         other.offer_for("a").unwrap().offer_id,
         published[0].offer_id
     );
+}
+
+/// An import whose writes fail (a full disk) is taken back: a retry while the disk is full
+/// fails again instead of finding the offers "already here", a retry once it has room writes
+/// them, and after a restart the book's offer is never handed out again. Before the take-back,
+/// the retry returned `Ok` having written nothing, and the restarted install handed the
+/// published offer out a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_import_retried_then_a_restart_never_hands_out_the_books_offer_again() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, first) = filled_client(&server, dir.path(), 3).await;
+    first.stop();
+    drop(first);
+    let first = client(config.clone());
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    let published = first.take_offer(Some("a".into())).unwrap();
+    let book = first.export_offers().unwrap();
+    drop(first);
+
+    let mut copy_config = config;
+    copy_config.data_dir = copy.path().to_path_buf();
+    let store = FaultyStore::new(copy.path());
+    store.full.store(true, Ordering::SeqCst);
+    let other = builder(copy_config.clone())
+        .store(store.clone())
+        .build()
+        .unwrap();
+    for attempt in ["first", "retry"] {
+        let failed = other.import_offers(&book);
+        assert!(
+            matches!(&failed, Err(async_offers::Error::Storage(why)) if why.contains("no space left")),
+            "{attempt} import on a full disk: {failed:?}"
+        );
+        let here = other.offers();
+        let state = here.iter().find(|o| o.offer_id == published.offer_id);
+        assert_eq!(
+            state.map(|o| o.state),
+            Some(async_offers::OfferState::Ready),
+            "{attempt}: in memory as on disk"
+        );
+    }
+    store.full.store(false, Ordering::SeqCst);
+    let imported = other.import_offers(&book).unwrap();
+    assert_eq!((imported.imported, imported.already_here), (1, 0));
+    drop(other);
+
+    let restarted = client(copy_config);
+    let mut handed_out = Vec::new();
+    while let Ok(offer) = restarted.take_offer(None) {
+        handed_out.push(offer.offer_id);
+    }
+    assert_eq!(handed_out.len(), 2, "the other two Ready offers");
+    assert!(
+        !handed_out.contains(&published.offer_id),
+        "the book's offer was handed out again"
+    );
+    assert_eq!(
+        restarted.offer_for("a").unwrap().offer_id,
+        published.offer_id
+    );
+}
+
+/// A book exported by another wallet (another seed) is refused, naming why, and changes
+/// nothing: its offers' signing keys are not ones this seed derives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_book_of_another_wallet_is_refused_and_changes_nothing() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let theirs_dir = tempfile::tempdir().unwrap();
+    let mut theirs_config = config_for(&server, b"wallet", theirs_dir.path());
+    theirs_config.ready_offer_target = 1;
+    let theirs = async_offers::AsyncOffersClient::builder(theirs_config, [0x22; 32])
+        .runtime(tokio::runtime::Handle::current())
+        .build()
+        .unwrap();
+    theirs.start().unwrap();
+    theirs.wait_for_ready_offers(1, WAIT).await.unwrap();
+    theirs.take_offer(Some("theirs".into())).unwrap();
+    let their_book = theirs.export_offers().unwrap();
+    theirs.stop();
+
+    let ours_dir = tempfile::tempdir().unwrap();
+    let (_, ours) = filled_client(&server, ours_dir.path(), 2).await;
+    let before = ours.offers();
+    let refused = ours.import_offers(&their_book);
+    assert!(
+        matches!(&refused, Err(async_offers::Error::InvalidOfferBook(why)) if why.contains("not made by this wallet")),
+        "{refused:?}"
+    );
+    assert_eq!(ours.offers(), before);
+    ours.stop();
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -62,17 +62,37 @@ impl Engine {
 
     /// Merges the handed-out offers of `book` (see [`OfferCache::import`]), written before this
     /// returns; their unconfirmed invoices are sent, and they are refreshed as ours from now on.
+    ///
+    /// A book not this wallet's changes nothing. The merge is made in memory with the
+    /// hand-outs held (so no hand-out whose write fails can put an imported offer back to
+    /// Ready meanwhile), then written offer by offer; if a write fails, that offer and those
+    /// after it are taken back in memory, and a retry imports them. Those written before stay
+    /// imported: the disk holds them as handed out, and memory must never offer them again.
     pub fn import_offers(&self, book: &[u8]) -> Result<ImportedOffers, Error> {
         let offers = decode_book(book, self.first_server)
             .map_err(|why| Error::InvalidOfferBook(why.to_string()))?;
+        if let Some((index, offer)) = offers
+            .iter()
+            .enumerate()
+            .find(|(_, offer)| !self.factory.built_here(&offer.offer, offer.nonce))
+        {
+            return Err(Error::InvalidOfferBook(format!(
+                "offer {} of {} ({}) was not made by this wallet: its signing key is not one this seed derives on this network",
+                index + 1,
+                offers.len(),
+                OfferInfo::offer_id_hex(offer.id())
+            )));
+        }
         let _held = self.hold_data_dir()?;
+        let _no_hand_out = self.hand_outs.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = self.lock();
         let import = state.cache.import(offers);
+        // An imported offer's record replaces, under the same key, that of the offer that made
+        // way for it.
         let writes: Vec<_> = import
-            .made_way
+            .written
             .iter()
-            .map(|offer| self.store.prepare_removal(offer))
-            .chain(import.written.iter().map(|offer| self.store.prepare(offer)))
+            .map(|imported| self.store.prepare(&imported.offer))
             .collect();
         drop(state);
         for offer in &import.conflicts {
@@ -82,8 +102,19 @@ impl Engine {
                 offer.server
             );
         }
-        for write in writes {
-            self.store.commit(write)?;
+        let total = import.written.len();
+        let mut imported = import.written.into_iter();
+        for (done, write) in writes.into_iter().enumerate() {
+            if let Err(e) = self.store.commit(write) {
+                let mut state = self.lock();
+                for not_written in imported {
+                    state.cache.undo_import(not_written);
+                }
+                return Err(Error::Storage(format!(
+                    "importing the offer book: {e}; {done} of its {total} new offers were imported, import it again for the rest"
+                )));
+            }
+            imported.next();
         }
         let mut state = self.lock();
         self.queue_resends(&mut state, Time::of(&*self.clock), None);
@@ -91,7 +122,7 @@ impl Engine {
         drop(state);
         self.wake_transports();
         Ok(ImportedOffers {
-            imported: count(import.written.len()),
+            imported: count(total),
             already_here: count(import.already_here),
             conflicting: count(import.conflicts.len()),
         })

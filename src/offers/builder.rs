@@ -114,8 +114,26 @@ impl OfferFactory {
         paths: Vec<BlindedMessagePath>,
         paths_absolute_expiry: Option<Duration>,
     ) -> Result<(Offer, Nonce), BuildError> {
-        let expanded_key = self.keys.expanded_key();
         let nonce = Nonce::from_entropy_source(&**self.keys.wallet_keys_manager());
+        let offer = self.offer_with_nonce(paths, paths_absolute_expiry, nonce)?;
+        Ok((offer, nonce))
+    }
+
+    /// Whether `offer` is one this wallet built with `nonce` on this network: its signing key
+    /// is derived from the seed's keys and the nonce, so building it again over its own paths
+    /// and expiry gives the very same offer. An offer of another seed or network does not.
+    pub fn built_here(&self, offer: &Offer, nonce: Nonce) -> bool {
+        self.offer_with_nonce(offer.paths().to_vec(), offer.absolute_expiry(), nonce)
+            .is_ok_and(|rebuilt| rebuilt == *offer)
+    }
+
+    fn offer_with_nonce(
+        &self,
+        paths: Vec<BlindedMessagePath>,
+        paths_absolute_expiry: Option<Duration>,
+        nonce: Nonce,
+    ) -> Result<Offer, BuildError> {
+        let expanded_key = self.keys.expanded_key();
         let mut builder = OfferBuilder::deriving_signing_pubkey(
             self.keys.wallet_node_id(),
             &expanded_key,
@@ -129,8 +147,7 @@ impl OfferFactory {
         if let Some(expiry) = paths_absolute_expiry {
             builder = builder.absolute_expiry(expiry);
         }
-        let offer = builder.build().map_err(BuildError::Offer)?;
-        Ok((offer, nonce))
+        builder.build().map_err(BuildError::Offer)
     }
 
     /// A static invoice for `offer`, created at `now`, expiring with the offer, with payment
@@ -443,6 +460,26 @@ mod tests {
             htlc_minimum_msat: 1,
             htlc_maximum_msat: 1_000_000_000,
         }
+    }
+
+    #[test]
+    fn an_offer_is_known_as_built_here_only_by_its_own_seed_network_and_nonce() {
+        let (factory, _) = factory();
+        let expiry = Some(Duration::from_secs(1_900_000_000));
+        let (offer, nonce) = factory.build_offer(server_paths(&factory), expiry).unwrap();
+        assert!(factory.built_here(&offer, nonce));
+        let (_, other_nonce) = factory.build_offer(server_paths(&factory), expiry).unwrap();
+        assert!(!factory.built_here(&offer, other_nonce));
+        let other_keys = Arc::new(WalletKeys::from_seed(&[2; 32]));
+        let end = PathEnd {
+            node_id: other_keys.wallet_node_id(),
+            receive_auth_key: other_keys.wallet_receive_auth_key(),
+        };
+        let other_wallet = OfferFactory::new(other_keys, Network::Regtest, end);
+        assert!(!other_wallet.built_here(&offer, nonce));
+        let (keys, end) = (factory.keys.clone(), factory.invoice_request_end);
+        let mainnet = OfferFactory::new(keys, Network::Bitcoin, end);
+        assert!(!mainnet.built_here(&offer, nonce));
     }
 
     #[test]

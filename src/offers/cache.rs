@@ -354,14 +354,44 @@ pub(crate) enum Confirmation {
 /// What [`OfferCache::import`] did.
 #[derive(Debug, Default)]
 pub(crate) struct Import {
-    /// Offers new here or newly Used, to write.
-    pub written: Vec<CachedOffer>,
-    /// Ready or Pending offers of ours whose slot an imported offer holds: removed.
-    pub made_way: Vec<CachedOffer>,
+    /// Offers new here or newly Used, to write, each with what it was here before.
+    pub written: Vec<Imported>,
     /// Imported offers already handed out here.
     pub already_here: usize,
     /// Imported offers whose slot an offer handed out here holds: not imported.
     pub conflicts: Vec<CachedOffer>,
+}
+
+/// One offer an import made Used here, and how to take that back
+/// ([`OfferCache::undo_import`]) if its record cannot be written.
+#[derive(Debug)]
+pub(crate) struct Imported {
+    pub offer: CachedOffer,
+    before: BeforeImport,
+}
+
+/// What an imported offer was here before the import.
+#[derive(Debug)]
+enum BeforeImport {
+    /// Known here, Ready or Pending, with this label and hand-out time.
+    Known {
+        state: OfferState,
+        label: Option<String>,
+        handed_out_at: Option<Duration>,
+    },
+    /// New here; it took its slot from this Ready or Pending offer of ours, if any.
+    New { made_way: Option<Box<CachedOffer>> },
+}
+
+impl Imported {
+    /// The Ready or Pending offer of ours that made way for it, if any.
+    #[cfg(test)]
+    pub fn made_way(&self) -> Option<&CachedOffer> {
+        match &self.before {
+            BeforeImport::New { made_way } => made_way.as_deref(),
+            BeforeImport::Known { .. } => None,
+        }
+    }
 }
 
 /// What a maintenance tick found to do.
@@ -810,27 +840,64 @@ impl OfferCache {
                     import.already_here += 1;
                     continue;
                 }
+                let before = BeforeImport::Known {
+                    state: known.state,
+                    label: known.label.take(),
+                    handed_out_at: known.handed_out_at,
+                };
                 known.state = OfferState::Used;
                 known.label = offer.label;
                 known.handed_out_at = offer.handed_out_at;
-                import.written.push(known.clone());
+                import.written.push(Imported {
+                    offer: known.clone(),
+                    before,
+                });
                 continue;
             }
+            let mut made_way = None;
             if let Some(index) = self.offers.iter().position(|o| (o.server, o.slot) == slot) {
                 if self.offers[index].state == OfferState::Used {
                     import.conflicts.push(offer);
                     continue;
                 }
-                import.made_way.push(self.offers.remove(index));
+                made_way = Some(Box::new(self.offers.remove(index)));
             }
             self.requests.remove(&slot);
             offer.invoice_sent_at = None;
             offer.expiry_announced = false;
             offer.expired_announced = false;
-            import.written.push(offer.clone());
+            import.written.push(Imported {
+                offer: offer.clone(),
+                before: BeforeImport::New { made_way },
+            });
             self.offers.push(offer);
         }
         import
+    }
+
+    /// Takes back the import of `imported`, whose record could not be written: the offer is
+    /// again what it was here before (or gone, and the offer that made way for it back), so
+    /// that memory never holds an import the disk does not. Its invoice stays whatever it is
+    /// now (a refresh may have replaced it meanwhile).
+    pub fn undo_import(&mut self, imported: Imported) {
+        let id = imported.offer.id();
+        match imported.before {
+            BeforeImport::Known {
+                state,
+                label,
+                handed_out_at,
+            } => {
+                if let Some(offer) = self.get_mut(id) {
+                    offer.state = state;
+                    offer.label = label;
+                    offer.handed_out_at = handed_out_at;
+                }
+            }
+            BeforeImport::New { made_way } => {
+                self.offers.retain(|offer| offer.id() != id);
+                self.offers.extend(made_way.map(|offer| *offer));
+            }
+        }
     }
 
     /// Handed-out offers, for a book another install can import.
@@ -1301,7 +1368,12 @@ mod tests {
             "slot 2 stays the handed-out offer's"
         );
         assert_eq!(
-            import.made_way.iter().map(|o| o.slot).collect::<Vec<_>>(),
+            import
+                .written
+                .iter()
+                .filter_map(|imported| imported.made_way())
+                .map(|o| o.slot)
+                .collect::<Vec<_>>(),
             vec![3]
         );
         assert!(cache.get(ready_here.id()).unwrap().state == OfferState::Used);
@@ -1318,6 +1390,46 @@ mod tests {
         slots.sort();
         assert_eq!(slots, vec![0, 1, 2, 3], "one offer per slot");
         assert_eq!(cache.import(cache.offers().to_vec()).already_here, 4);
+    }
+
+    #[test]
+    fn an_import_taken_back_leaves_every_offer_as_it_was() {
+        let fixture = offer_fixture();
+        let ready_here = {
+            let mut offer = fixture.cached(1, t0(), None);
+            offer.state = OfferState::Ready;
+            offer
+        };
+        let pending_here = fixture.cached(2, t0(), None);
+        let mut cache = connected(policy(4), vec![ready_here.clone(), pending_here]);
+        let before = |cache: &OfferCache| {
+            let mut offers: Vec<_> = cache
+                .offers()
+                .iter()
+                .map(|o| (o.id(), o.slot, o.state, o.label.clone(), o.handed_out_at))
+                .collect();
+            offers.sort_by_key(|(_, slot, ..)| *slot);
+            offers
+        };
+        let was = before(&cache);
+        let mut known_as_ready = ready_here.clone();
+        known_as_ready.state = OfferState::Used;
+        known_as_ready.label = Some("elsewhere".into());
+        known_as_ready.handed_out_at = Some(t0());
+        let mut new_in_pending_slot = fixture.cached(2, t0(), None);
+        new_in_pending_slot.state = OfferState::Used;
+        let import = cache.import(vec![known_as_ready, new_in_pending_slot]);
+        assert_eq!(import.written.len(), 2);
+        assert_ne!(before(&cache), was);
+        for imported in import.written {
+            cache.undo_import(imported);
+        }
+        assert_eq!(before(&cache), was);
+        assert_eq!(
+            cache.take(None, t0()).map(|o| o.id()),
+            Some(ready_here.id()),
+            "Ready again, as on disk"
+        );
     }
 
     #[test]
