@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
 use crate::events::{
-    ClientStatus, Event, EventBus, EventListener, ImportedOffers, OfferInfo, SyncReport,
+    ClientStatus, EventBus, EventListener, ImportedOffers, OfferInfo, QueuedEvent, SyncReport,
 };
 use crate::flow::{Engine, EngineHost, Offload, SyncBaseline};
 use crate::handler::ProtocolHandler;
@@ -492,26 +492,29 @@ impl AsyncOffersClient {
         self.events.add_listener(listener)
     }
 
-    /// The oldest event the app has not handled yet, if any; it stays first until
-    /// [`Self::event_handled`]. Events that ask the app to act
+    /// The oldest event the app has not handled yet, if any, with its id; it stays first until
+    /// [`Self::event_handled`] is given that id. Events that ask the app to act
     /// ([`Event::asks_the_app_to_act`](crate::Event::asks_the_app_to_act)) are written to the
     /// data dir before they are queued, and wait across restarts; the others live in this
-    /// process only. At most 1,024 wait: past that the oldest of the others go first. Never
-    /// blocks.
-    pub fn next_event(&self) -> Option<Event> {
+    /// process only. An event returned here stays queued, in its place, until the app handles
+    /// it: nothing else removes it. Of the others, at most 1,024 that ask nothing wait (past
+    /// that the oldest goes), and at most 256 forwarded invoice requests (likewise); notices
+    /// about an offer are one per offer and kind, never dropped. Never blocks.
+    pub fn next_event(&self) -> Option<QueuedEvent> {
         self.engine.next_event()
     }
 
     /// Waits for an event the app has not handled yet and returns it, as [`Self::next_event`].
-    pub async fn wait_next_event(&self) -> Event {
+    pub async fn wait_next_event(&self) -> QueuedEvent {
         self.events.wait_next_event().await
     }
 
-    /// The app handled the oldest event: the next one comes up. Written before it returns;
-    /// takes the data dir's lock if the client is not running (see
+    /// The app handled the event `id` (from [`Self::next_event`]): it leaves the queue, and its
+    /// record the data dir, before this returns. An id no longer queued (handled already) is
+    /// ignored. Takes the data dir's lock if the client is not running (see
     /// [`ClientBuilder::data_dir_lock_wait`]).
-    pub fn event_handled(&self) -> Result<(), Error> {
-        self.engine.event_handled()
+    pub fn event_handled(&self, id: u64) -> Result<(), Error> {
+        self.engine.event_handled(id)
     }
 
     /// Waits until at least `count` offers are Ready, and written so: an app that stops then

@@ -10,6 +10,7 @@ use std::fmt;
     derive(uniffi::Error),
     uniffi(name = "OffersError", flat_error)
 )]
+#[non_exhaustive]
 pub enum Error {
     /// A configuration value is unusable; the message names it.
     InvalidConfig(String),

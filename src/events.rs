@@ -148,6 +148,7 @@ pub struct ImportedOffers {
 /// Something that happened (`OfferEvent` in the Kotlin and Swift SDKs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "ffi", derive(uniffi::Enum), uniffi(name = "OfferEvent"))]
+#[non_exhaustive]
 pub enum Event {
     /// The server confirmed an offer's invoice: the offer can be handed out.
     OfferReady {
@@ -270,6 +271,22 @@ impl Event {
     }
 }
 
+/// An event waiting in the queue for the app, with the id that
+/// [`AsyncOffersClient::event_handled`](crate::AsyncOffersClient::event_handled) takes once the
+/// app has acted on it (`QueuedOfferEvent` in the Kotlin and Swift SDKs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "ffi",
+    derive(uniffi::Record),
+    uniffi(name = "QueuedOfferEvent")
+)]
+pub struct QueuedEvent {
+    /// Names this event in this client, for as long as it waits: never given to another.
+    pub id: u64,
+    /// What happened.
+    pub event: Event,
+}
+
 /// Receives the client's events as they happen. Called from the SDK's event thread, never
 /// from the app's. A live feed: a listener added later, or an app not running, misses what
 /// happened before; [`AsyncOffersClient::next_event`](crate::AsyncOffersClient::next_event)
@@ -290,9 +307,14 @@ pub(crate) trait EventRecords: Send + Sync {
     fn remove_event(&self, sequence: u64) -> Result<(), Error>;
 }
 
-/// The most events the queue holds. Past it, the oldest that does not ask the app to act goes
-/// first (the state it told of can be read at any time), then the oldest of all.
-const MAX_QUEUED_EVENTS: usize = 1024;
+/// The most events that ask nothing of the app the queue holds (the state they told of can
+/// be read at any time); past it, the oldest not yet returned to the app goes.
+const MAX_INFORMATIONAL_EVENTS: usize = 1024;
+/// The most forwarded invoice requests the queue holds; past it, the oldest not yet returned
+/// to the app goes, so that a payer flooding requests crowds out nothing else. Notices about
+/// an offer (expiring, expired, its refresh failed) are one per offer and kind, and never
+/// dropped.
+const MAX_FORWARDED_REQUESTS: usize = 256;
 
 /// Fans events out to listeners (on a thread of its own) and async waiters, and keeps them in
 /// a queue until the app handles them, those that ask it to act written to the data dir.
@@ -305,12 +327,76 @@ pub(crate) struct EventBus {
     store: Option<Arc<dyn EventRecords>>,
 }
 
-/// The events not handled yet, each with the number of its stored record if it has one.
+/// The events not handled yet, in the order they came.
 #[derive(Default)]
 struct Queue {
-    events: VecDeque<(Option<u64>, Event)>,
+    events: VecDeque<Queued>,
     /// The number the next stored event gets.
     next_sequence: u64,
+    /// The id the next queued event gets.
+    next_id: u64,
+}
+
+/// One event of the queue.
+struct Queued {
+    id: u64,
+    /// The number of its stored record, if it has one.
+    sequence: Option<u64>,
+    event: Event,
+    /// Whether the app was given it (by `next_event` or `wait_next_event`): then only the app
+    /// removes it, by its id.
+    shown: bool,
+}
+
+impl Queue {
+    fn push(&mut self, sequence: Option<u64>, event: Event) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.events.push_back(Queued {
+            id,
+            sequence,
+            event,
+            shown: false,
+        });
+    }
+
+    /// The oldest event `kind` accepts that the app was not given, taken out of the queue.
+    fn remove_oldest_unshown(&mut self, kind: impl Fn(&Event) -> bool) -> Option<Queued> {
+        let index = self
+            .events
+            .iter()
+            .position(|queued| !queued.shown && kind(&queued.event))?;
+        self.events.remove(index)
+    }
+
+    /// Drops what is over the limits of each kind, oldest first, never an event the app was
+    /// given; returns what it dropped.
+    fn over_limits(&mut self) -> Vec<Queued> {
+        let mut dropped = Vec::new();
+        let forwarded = |event: &Event| matches!(event, Event::InvoiceRequestForwarded { .. });
+        let informational = |event: &Event| !event.asks_the_app_to_act();
+        for (kind, limit) in [
+            (
+                &forwarded as &dyn Fn(&Event) -> bool,
+                MAX_FORWARDED_REQUESTS,
+            ),
+            (&informational, MAX_INFORMATIONAL_EVENTS),
+        ] {
+            while self
+                .events
+                .iter()
+                .filter(|queued| kind(&queued.event))
+                .count()
+                > limit
+            {
+                match self.remove_oldest_unshown(kind) {
+                    Some(queued) => dropped.push(queued),
+                    None => break,
+                }
+            }
+        }
+        dropped
+    }
 }
 
 impl EventBus {
@@ -347,27 +433,31 @@ impl EventBus {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the stored events as the queue's, ahead of those of this process that are not
-    /// stored: at build, and when another client used the data dir (which handled or added
-    /// some). Call it holding the data dir's lock.
+    /// Takes in the stored events: at build, and when another client used the data dir
+    /// (which may have handled some and added others). The queue keeps its order and its ids:
+    /// a stored event whose record is gone (handled there) leaves it, one new to it comes after
+    /// those it has. Call it holding the data dir's lock.
     pub fn load_stored(&self) {
         let Some(store) = &self.store else {
             return;
         };
         let stored = store.events();
         let mut queue = self.queue();
-        let unstored: Vec<_> = queue
+        let on_disk = |sequence: u64| stored.iter().any(|(stored, _)| *stored == sequence);
+        queue
             .events
-            .drain(..)
-            .filter(|(sequence, _)| sequence.is_none())
-            .collect();
-        queue.next_sequence = stored.last().map_or(0, |(sequence, _)| sequence + 1);
-        queue.events.extend(
-            stored
-                .into_iter()
-                .map(|(sequence, event)| (Some(sequence), event)),
-        );
-        queue.events.extend(unstored);
+            .retain(|queued| queued.sequence.is_none_or(on_disk));
+        let next_after_stored = stored.last().map_or(0, |(sequence, _)| sequence + 1);
+        queue.next_sequence = queue.next_sequence.max(next_after_stored);
+        for (sequence, event) in stored {
+            if !queue
+                .events
+                .iter()
+                .any(|queued| queued.sequence == Some(sequence))
+            {
+                queue.push(Some(sequence), event);
+            }
+        }
         drop(queue);
         self.changes.send_modify(|version| *version += 1);
     }
@@ -382,17 +472,28 @@ impl EventBus {
     /// Reports `event`: to the listeners, and into the queue, written first if it asks the
     /// app to act. Call it holding the data dir's lock.
     pub fn emit(&self, event: Event) {
+        self.report(event, true)
+    }
+
+    /// As [`Self::emit`], for a caller that could not take the data dir's lock: the event is
+    /// queued in this process only, never written (its sequence could be another client's).
+    pub fn emit_unwritten(&self, event: Event) {
+        self.report(event, false)
+    }
+
+    fn report(&self, event: Event, may_write: bool) {
         log::debug!("event: {}", event.summary());
         let mut queue = self.queue();
         let repeated = event.about_offer().is_some_and(|about| {
             queue
                 .events
                 .iter()
-                .any(|(_, queued)| queued.about_offer() == Some(about))
+                .any(|queued| queued.event.about_offer() == Some(about))
         });
         if !repeated {
             let mut sequence = None;
-            if let (true, Some(store)) = (event.asks_the_app_to_act(), &self.store) {
+            if let (true, true, Some(store)) = (may_write, event.asks_the_app_to_act(), &self.store)
+            {
                 let next = queue.next_sequence;
                 match store.save_event(next, &event) {
                     Ok(()) => {
@@ -402,20 +503,13 @@ impl EventBus {
                     Err(e) => log::error!("{e}; the event waits in memory only"),
                 }
             }
-            queue.events.push_back((sequence, event.clone()));
-            if queue.events.len() > MAX_QUEUED_EVENTS {
-                let oldest = queue
-                    .events
-                    .iter()
-                    .position(|(_, queued)| !queued.asks_the_app_to_act())
-                    .unwrap_or(0);
-                if let Some((sequence, dropped)) = queue.events.remove(oldest) {
-                    log::warn!(
-                        "{MAX_QUEUED_EVENTS} events wait for the app; dropping the oldest: {}",
-                        dropped.summary()
-                    );
-                    self.forget(sequence);
-                }
+            queue.push(sequence, event.clone());
+            for dropped in queue.over_limits() {
+                log::warn!(
+                    "too many events of its kind wait for the app; dropping the oldest: {}",
+                    dropped.event.summary()
+                );
+                self.forget(dropped.sequence);
             }
         }
         drop(queue);
@@ -436,13 +530,19 @@ impl EventBus {
         }
     }
 
-    /// The oldest event the app has not handled.
-    pub fn next_event(&self) -> Option<Event> {
-        self.queue().events.front().map(|(_, event)| event.clone())
+    /// The oldest event the app has not handled, marked as given to the app.
+    pub fn next_event(&self) -> Option<QueuedEvent> {
+        let mut queue = self.queue();
+        let front = queue.events.front_mut()?;
+        front.shown = true;
+        Some(QueuedEvent {
+            id: front.id,
+            event: front.event.clone(),
+        })
     }
 
     /// Waits for an event the app has not handled and returns it (not removing it).
-    pub async fn wait_next_event(&self) -> Event {
+    pub async fn wait_next_event(&self) -> QueuedEvent {
         let mut changes = self.watch();
         loop {
             if let Some(event) = self.next_event() {
@@ -455,24 +555,143 @@ impl EventBus {
         }
     }
 
-    /// Removes the oldest event: the app handled it. Its record is deleted before this
-    /// returns; call it holding the data dir's lock.
-    pub fn event_handled(&self) -> Result<Option<Event>, Error> {
+    /// Removes the event `id`: the app handled it. Its record is deleted before this returns;
+    /// if that fails, it stays. An id no longer queued (handled already, here or by another
+    /// client of the data dir) removes nothing. Call it holding the data dir's lock.
+    pub fn event_handled(&self, id: u64) -> Result<Option<Event>, Error> {
         let mut queue = self.queue();
-        let Some((sequence, handled)) = queue.events.pop_front() else {
+        let Some(index) = queue.events.iter().position(|queued| queued.id == id) else {
             return Ok(None);
         };
-        if let (Some(sequence), Some(store)) = (sequence, &self.store) {
-            if let Err(e) = store.remove_event(sequence) {
-                queue.events.push_front((Some(sequence), handled));
-                return Err(e);
-            }
+        if let (Some(sequence), Some(store)) = (queue.events[index].sequence, &self.store) {
+            store.remove_event(sequence)?;
         }
-        Ok(Some(handled))
+        Ok(queue.events.remove(index).map(|queued| queued.event))
     }
 
     /// A receiver that wakes on every event.
     pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Event records in memory, shared as a data dir is by its clients.
+    #[derive(Default)]
+    struct Records(Mutex<BTreeMap<u64, Event>>);
+
+    impl EventRecords for Records {
+        fn events(&self) -> Vec<(u64, Event)> {
+            let records = self.0.lock().unwrap();
+            records.iter().map(|(k, v)| (*k, v.clone())).collect()
+        }
+        fn save_event(&self, sequence: u64, event: &Event) -> Result<(), Error> {
+            self.0.lock().unwrap().insert(sequence, event.clone());
+            Ok(())
+        }
+        fn remove_event(&self, sequence: u64) -> Result<(), Error> {
+            self.0.lock().unwrap().remove(&sequence);
+            Ok(())
+        }
+    }
+
+    fn bus() -> (EventBus, Arc<Records>) {
+        let records = Arc::new(Records::default());
+        (EventBus::new(Some(records.clone())), records)
+    }
+
+    fn connected() -> Event {
+        Event::ServerConnected {
+            server_node_id: "02aa".into(),
+        }
+    }
+
+    fn expiring(offer_id: &str) -> Event {
+        Event::OfferExpiring {
+            offer: OfferInfo {
+                server_node_id: "02aa".into(),
+                slot: 1,
+                state: OfferState::Used,
+                offer: "lno1".into(),
+                offer_id: offer_id.into(),
+                label: Some("bio".into()),
+                created_at: Duration::ZERO,
+                expires_at: None,
+                invoice_confirmed_at: None,
+            },
+        }
+    }
+
+    fn forwarded(n: u64) -> Event {
+        Event::InvoiceRequestForwarded {
+            offer_id: "aa".into(),
+            amount_msats: Some(n),
+            payer_note: None,
+        }
+    }
+
+    #[test]
+    fn handling_the_event_shown_after_a_reload_removes_that_event_and_no_other() {
+        let (bus, records) = bus();
+        bus.emit(connected());
+        let shown = bus.next_event().unwrap();
+        assert_eq!(shown.event, connected());
+        // Another client of the data dir kept a notice meanwhile; this one reloads.
+        records.save_event(0, &expiring("ee")).unwrap();
+        bus.load_stored();
+        assert_eq!(bus.next_event().unwrap(), shown, "nothing comes before it");
+        bus.event_handled(shown.id).unwrap();
+        assert_eq!(bus.next_event().unwrap().event, expiring("ee"));
+        assert_eq!(records.events(), vec![(0, expiring("ee"))], "still on disk");
+        bus.event_handled(shown.id).unwrap();
+        assert_eq!(
+            records.events().len(),
+            1,
+            "an id handled twice removes nothing"
+        );
+    }
+
+    #[test]
+    fn an_event_shown_to_the_app_is_never_dropped_for_room_and_notices_never_for_requests() {
+        let (bus, records) = bus();
+        bus.emit(expiring("ee"));
+        bus.emit(connected());
+        let notice = bus.next_event().unwrap();
+        bus.event_handled(notice.id).unwrap();
+        let shown = bus.next_event().unwrap();
+        assert_eq!(shown.event, connected());
+        bus.emit(expiring("ff"));
+        for n in 0..2 * MAX_INFORMATIONAL_EVENTS as u64 {
+            bus.emit(Event::InvoiceRefreshed {
+                offer_id: format!("{n}"),
+            });
+            bus.emit(forwarded(n));
+        }
+        let queue = bus.queue();
+        let count =
+            |kind: &dyn Fn(&Event) -> bool| queue.events.iter().filter(|q| kind(&q.event)).count();
+        assert_eq!(
+            count(&|e| matches!(e, Event::InvoiceRequestForwarded { .. })),
+            MAX_FORWARDED_REQUESTS
+        );
+        assert_eq!(
+            count(&|e| !e.asks_the_app_to_act()),
+            MAX_INFORMATIONAL_EVENTS
+        );
+        assert_eq!(count(&|e| *e == expiring("ff")), 1, "the notice stays");
+        assert_eq!(queue.events.front().map(|q| q.id), Some(shown.id));
+        drop(queue);
+        assert_eq!(
+            records.events().len(),
+            1 + MAX_FORWARDED_REQUESTS,
+            "the notice and the requests kept"
+        );
+        bus.event_handled(shown.id).unwrap();
+        assert_ne!(bus.next_event().unwrap().event, connected());
     }
 }

@@ -2,7 +2,8 @@
 //! data dir the command line of a release wrote (three offers, two handed out with labels),
 //! and its `expected.json` what that run printed of them (and which release it was):
 //! `data-dir-0.1.0` holds `AOF3` records, `data-dir-aof4` the `AOF4` ones of the release before
-//! the current format. Every later release must read them as they are.
+//! the current format, `data-dir-aof5` `AOF5` ones written before the refresh-failure flag
+//! (type 7) was added. Every later release must read them as they are.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -74,6 +75,11 @@ fn records_of_release_0_1_0_load_unchanged() {
 #[test]
 fn records_of_the_release_before_the_current_format_load_unchanged() {
     loads_unchanged("data-dir-aof4");
+}
+
+#[test]
+fn records_of_the_release_before_the_refresh_failure_flag_load_unchanged() {
+    loads_unchanged("data-dir-aof5");
 }
 
 /// Loads `fixture`'s records as the run that wrote them printed them, writing nothing; hands

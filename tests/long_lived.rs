@@ -162,20 +162,23 @@ async fn the_notice_of_an_expiring_offer_waits_for_the_app_across_restarts() {
     let is_notice = |event: &Event| matches!(event, Event::OfferExpiring { offer } if offer.offer_id == shop.offer_id);
     let notices = |client: &AsyncOffersClient| {
         let mut seen = Vec::new();
-        while let Some(event) = client.next_event() {
-            seen.push(event);
-            client.event_handled().unwrap();
+        while let Some(queued) = client.next_event() {
+            client.event_handled(queued.id).unwrap();
+            seen.push(queued.event);
         }
         seen
     };
     loop {
         let waiting = client.next_event();
-        if waiting.as_ref().is_some_and(is_notice) {
+        if waiting
+            .as_ref()
+            .is_some_and(|queued| is_notice(&queued.event))
+        {
             break;
         }
-        if waiting.is_some() {
+        if let Some(queued) = waiting {
             // Connections and Ready offers: this app does not care.
-            client.event_handled().unwrap();
+            client.event_handled(queued.id).unwrap();
         }
         assert!(std::time::Instant::now() < deadline, "no notice");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -186,7 +189,9 @@ async fn the_notice_of_an_expiring_offer_waits_for_the_app_across_restarts() {
     // Restarted, the notice is still there, first, and made once.
     let (client, _) = victim(&server, dir.path(), 1, clock.clone());
     client.start().unwrap();
-    assert!(client.next_event().as_ref().is_some_and(is_notice));
+    assert!(client
+        .next_event()
+        .is_some_and(|queued| is_notice(&queued.event)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = notices(&client);
     assert_eq!(seen.iter().filter(|e| is_notice(e)).count(), 1, "{seen:?}");

@@ -374,6 +374,73 @@ async fn a_refreshed_invoice_that_cannot_be_written_is_not_sent_until_it_is() {
     assert!(sends() >= 2);
 }
 
+/// `InvoiceRefreshFailed` is made once per failure, across restarts: the app handled it, the
+/// process restarted, the server still does not confirm, and nothing more is said until a
+/// fresh invoice is confirmed. (Its flag was this process's alone: the restarted process made
+/// it again after its own four unanswered sends.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_failure_is_announced_once_across_restarts() {
+    let server = HostileServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let failures = |heard: &std::sync::mpsc::Receiver<async_offers::Event>| {
+        heard
+            .try_iter()
+            .filter(|event| matches!(event, async_offers::Event::InvoiceRefreshFailed { .. }))
+            .count()
+    };
+    let run_for = |client: &async_offers::AsyncOffersClient, hours: u32| {
+        let handler = client.protocol_handler(server.config.node_id).unwrap();
+        let clock = clock.clone();
+        async move {
+            for _ in 0..(hours * 6) {
+                clock.advance(10 * MINUTE);
+                handler.tick();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let client = refreshing(&server, dir.path(), 1, &clock).build().unwrap();
+    let (listener, heard) = events();
+    client.add_listener(listener);
+    client.start().unwrap();
+    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    let stuck = client.take_offer(Some("bio".into())).unwrap();
+    let stuck_bytes = <[u8; 32]>::from_hex(&stuck.offer_id).unwrap();
+    server
+        .handler
+        .never_confirm_offers
+        .lock()
+        .unwrap()
+        .insert(stuck_bytes);
+    run_for(&client, 4).await;
+    assert_eq!(failures(&heard), 1, "announced");
+    while let Some(queued) = client.next_event() {
+        client.event_handled(queued.id).unwrap();
+    }
+    client.stop();
+    drop(client);
+
+    let client = refreshing(&server, dir.path(), 1, &clock).build().unwrap();
+    let (listener, heard) = events();
+    client.add_listener(listener);
+    client.start().unwrap();
+    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    run_for(&client, 4).await;
+    assert_eq!(failures(&heard), 0, "not again after a restart");
+    assert!(
+        std::iter::from_fn(|| client.next_event()).all(|queued| {
+            client.event_handled(queued.id).unwrap();
+            !matches!(
+                queued.event,
+                async_offers::Event::InvoiceRefreshFailed { .. }
+            )
+        }),
+        "nor in the queue"
+    );
+    client.stop();
+}
+
 /// `stop()` says each server is disconnected, and a start after it connects and carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_reports_each_server_disconnected_and_a_restart_carries_on() {

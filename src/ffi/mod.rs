@@ -389,25 +389,27 @@ impl AsyncOffers {
         off_the_callers_thread(move || self.offer_for(label)).await
     }
 
-    /// The oldest event not handled yet, if any: it stays first until [`Self::event_handled`].
-    /// Those that ask the app to act (an offer expiring or expired, a refresh failing, a
-    /// payer's request) are kept in the data dir until handled, across restarts.
-    pub fn next_event(&self) -> Option<crate::Event> {
+    /// The oldest event not handled yet, if any, with its id: it stays first until
+    /// [`Self::event_handled`] is given that id. Those that ask the app to act (an offer
+    /// expiring or expired, a refresh failing, a payer's request) are kept in the data dir
+    /// until handled, across restarts.
+    pub fn next_event(&self) -> Option<crate::QueuedEvent> {
         self.client.next_event()
     }
 
     /// Waits up to `timeout` for an event not handled yet and returns it, as
     /// [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
     /// loop notices its own cancellation.
-    pub async fn wait_next_event(&self, timeout: Duration) -> Option<crate::Event> {
+    pub async fn wait_next_event(&self, timeout: Duration) -> Option<crate::QueuedEvent> {
         tokio::time::timeout(timeout, self.client.wait_next_event())
             .await
             .ok()
     }
 
-    /// The oldest event was handled: the next one comes up. Written before it returns.
-    pub fn event_handled(&self) -> Result<(), Error> {
-        self.client.event_handled()
+    /// The event `id` was handled: it leaves the queue, and its record the data dir, before
+    /// this returns. An id no longer queued is ignored.
+    pub fn event_handled(&self, id: u64) -> Result<(), Error> {
+        self.client.event_handled(id)
     }
 
     /// The handed-out offers as an offer book, bytes for the app's backup.

@@ -324,16 +324,21 @@ impl Engine {
             Ok(verified) => {
                 let offer_id = OfferInfo::offer_id_hex(verified.offer_id);
                 log::info!("verified forwarded invoice request for offer {offer_id}");
-                // Written with the data dir held: a messenger of the app's may run this while
-                // the client is not started.
-                let _held = self
-                    .hold_data_dir()
-                    .inspect_err(|e| log::warn!("the request waits in memory only: {e}"));
-                self.events.emit(Event::InvoiceRequestForwarded {
+                let event = Event::InvoiceRequestForwarded {
                     offer_id,
                     amount_msats,
                     payer_note,
-                });
+                };
+                // Written only with the data dir held: a messenger of the app's may run this
+                // while the client is not started, and another client may hold the dir, whose
+                // events this one's numbering does not know.
+                match self.hold_data_dir() {
+                    Ok(_held) => self.events.emit(event),
+                    Err(e) => {
+                        log::warn!("the request waits in this process's memory only: {e}");
+                        self.events.emit_unwritten(event);
+                    }
+                }
             }
             Err(()) => log::warn!("rejected a forwarded invoice request that failed verification"),
         }

@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config::{ChannelHint, Config};
-use crate::events::{ClientStatus, Event, EventBus, OfferInfo, ServerStatus};
+use crate::events::{ClientStatus, EventBus, OfferInfo, QueuedEvent, ServerStatus};
 use crate::io::lock::{DataDirLock, HeldLock};
 use crate::io::store::OfferStore;
 use crate::keys::WalletKeys;
@@ -394,14 +394,14 @@ impl Engine {
     }
 
     /// The oldest event the app has not handled.
-    pub fn next_event(&self) -> Option<Event> {
+    pub fn next_event(&self) -> Option<QueuedEvent> {
         self.events.next_event()
     }
 
-    /// Removes the oldest event, handled by the app; written before it returns.
-    pub fn event_handled(&self) -> Result<(), Error> {
+    /// Removes the event `id`, handled by the app; written before it returns.
+    pub fn event_handled(&self, id: u64) -> Result<(), Error> {
         let _held = self.hold_data_dir()?;
-        self.events.event_handled().map(|_| ())
+        self.events.event_handled(id).map(|_| ())
     }
 
     /// Writes a fresh install's slot key, if it is not yet: once its first fill is done, or when

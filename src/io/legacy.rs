@@ -117,6 +117,7 @@ pub(crate) fn decode(
         invoice_confirmed_at,
         expiry_announced: announced & EXPIRY_ANNOUNCED != 0,
         expired_announced: announced & EXPIRED_ANNOUNCED != 0,
+        refresh_failure_announced: None,
     };
     Ok((offer, single_server))
 }

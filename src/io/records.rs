@@ -55,6 +55,7 @@ fn write_offer_fields(
         (4, offer.state, required),
         (5, offer.expired_announced, required),
         (6, offer.offer, required),
+        (7, offer.refresh_failure_announced.then_some(()), option),
         (8, offer.nonce, required),
         (10, offer.label, option),
         (12, offer.created_at, required),
@@ -266,6 +267,7 @@ mod tests {
         full.invoice_confirmed_at = Some(made + Duration::new(4, 7));
         full.expiry_announced = true;
         full.expired_announced = true;
+        full.refresh_failure_announced = true;
         for offer in [plain, full] {
             let record = encode(&offer);
             assert_eq!(record, sealed(MAGIC, &StoredOffer::of(&offer).encode()));

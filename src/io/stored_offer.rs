@@ -32,6 +32,9 @@ pub(crate) struct StoredOffer {
     pub invoice_confirmed_at: Option<Duration>,
     pub expiry_announced: bool,
     pub expired_announced: bool,
+    /// Present (and empty) only when true, so that records written before it was added, where
+    /// it is absent, are still written byte for byte as they are read.
+    pub refresh_failure_announced: Option<()>,
 }
 
 // In type order, as TLV streams must be. (LDK's macros drop readers that have no `Drop`.)
@@ -47,6 +50,7 @@ mod stored_offer_encoding {
         (4, state, required),
         (5, expired_announced, (default_value, false)),
         (6, offer, required),
+        (7, refresh_failure_announced, option),
         (8, nonce, required),
         (10, label, option),
         (12, created_at, required),
@@ -78,6 +82,7 @@ impl StoredOffer {
             invoice_confirmed_at: offer.invoice_confirmed_at,
             expiry_announced: offer.expiry_announced,
             expired_announced: offer.expired_announced,
+            refresh_failure_announced: offer.refresh_failure_announced.then_some(()),
         }
     }
 
@@ -105,6 +110,7 @@ impl StoredOffer {
             pending_since: Duration::ZERO,
             expiry_announced: self.expiry_announced,
             expired_announced: self.expired_announced,
+            refresh_failure_announced: self.refresh_failure_announced.is_some(),
             invoice_confirmed_at: self.invoice_confirmed_at,
             delivery: Default::default(),
         })

@@ -40,6 +40,7 @@ use crate::offers::builder::BuiltInvoice;
 /// Where an offer is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "ffi", derive(uniffi::Enum))]
+#[non_exhaustive]
 pub enum OfferState {
     /// Built; its static invoice was sent to the server, not yet confirmed.
     Pending,
@@ -90,6 +91,9 @@ pub(crate) struct CachedOffer {
     pub expiry_announced: bool,
     /// Whether the offer's expiry was announced (stored likewise).
     pub expired_announced: bool,
+    /// Whether the app was told its invoice is stale ([`Maintenance::refresh_failed`]), since
+    /// the server last confirmed one (stored likewise: once per failure, across restarts).
+    pub refresh_failure_announced: bool,
     /// When the server last confirmed an invoice of this offer, by the wall clock: what the
     /// payers it serves get is at most that old plus the refresh interval.
     pub invoice_confirmed_at: Option<Duration>,
@@ -116,8 +120,6 @@ pub(crate) struct Delivery {
     pub sends: u32,
     /// Why the last attempt to rebuild or write a refreshed invoice failed, if it did.
     pub problem: Option<String>,
-    /// Whether the app was told its invoice is stale ([`Maintenance::refresh_failed`]).
-    pub failure_announced: bool,
     /// Whether maintenance asked for the invoice to be rebuilt and the rebuild has not ended
     /// (in a new invoice or a problem): ticks that come meanwhile, however many, do not ask
     /// again.
@@ -154,6 +156,7 @@ impl CachedOffer {
             pending_since: monotonic,
             expiry_announced: false,
             expired_announced: false,
+            refresh_failure_announced: false,
             invoice_confirmed_at: None,
             delivery: Delivery {
                 sends: 1,
@@ -724,6 +727,7 @@ impl OfferCache {
         offer.invoice_confirmed = true;
         offer.invoice_confirmed_at = Some(now);
         offer.delivery = Delivery::default();
+        offer.refresh_failure_announced = false;
         if offer.state != OfferState::Pending {
             return Confirmation::Refreshed;
         }
@@ -866,6 +870,7 @@ impl OfferCache {
             offer.invoice_sent_at = None;
             offer.expiry_announced = false;
             offer.expired_announced = false;
+            offer.refresh_failure_announced = false;
             import.written.push(Imported {
                 offer: offer.clone(),
                 before: BeforeImport::New { made_way },
@@ -1055,7 +1060,7 @@ impl OfferCache {
                     .unwrap_or(offer.created_at);
                 let stale = offer.state == OfferState::Used
                     && !offer.is_expired(now.wall)
-                    && !offer.delivery.failure_announced
+                    && !offer.refresh_failure_announced
                     && confirmed_at.saturating_add(stale_after) <= now.wall;
                 stale
                     .then(|| self.refresh_failure(offer, now))
@@ -1065,8 +1070,9 @@ impl OfferCache {
             .collect();
         for (index, reason) in failed {
             let offer = &mut self.offers[index];
-            offer.delivery.failure_announced = true;
+            offer.refresh_failure_announced = true;
             maintenance.refresh_failed.push((offer.clone(), reason));
+            maintenance.announced.push(offer.clone());
         }
         maintenance
     }
@@ -2099,7 +2105,7 @@ mod tests {
         ));
         let offer = cache.get(id).unwrap();
         assert_eq!(offer.invoice_confirmed_at, Some(now));
-        assert!(!offer.delivery.failure_announced);
+        assert!(!offer.refresh_failure_announced);
     }
 
     #[test]

@@ -646,9 +646,10 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func addListener(listener: OfferListener) 
     
     /**
-     * The oldest event was handled: the next one comes up. Written before it returns.
+     * The event `id` was handled: it leaves the queue, and its record the data dir, before
+     * this returns. An id no longer queued is ignored.
      */
-    func eventHandled() throws 
+    func eventHandled(id: UInt64) throws 
     
     /**
      * The handed-out offers as an offer book, bytes for the app's backup.
@@ -663,11 +664,12 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func importOffers(book: Data) throws  -> ImportedOffers
     
     /**
-     * The oldest event not handled yet, if any: it stays first until [`Self::event_handled`].
-     * Those that ask the app to act (an offer expiring or expired, a refresh failing, a
-     * payer's request) are kept in the data dir until handled, across restarts.
+     * The oldest event not handled yet, if any, with its id: it stays first until
+     * [`Self::event_handled`] is given that id. Those that ask the app to act (an offer
+     * expiring or expired, a refresh failing, a payer's request) are kept in the data dir
+     * until handled, across restarts.
      */
-    func nextEvent()  -> OfferEvent?
+    func nextEvent()  -> QueuedOfferEvent?
     
     /**
      * The wallet node's id, hex.
@@ -766,7 +768,7 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
      * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
      * loop notices its own cancellation.
      */
-    func waitNextEvent(timeout: TimeInterval) async  -> OfferEvent?
+    func waitNextEvent(timeout: TimeInterval) async  -> QueuedOfferEvent?
     
 }
 /**
@@ -876,12 +878,14 @@ open func addListener(listener: OfferListener)  {try! rustCall() {
 }
     
     /**
-     * The oldest event was handled: the next one comes up. Written before it returns.
+     * The event `id` was handled: it leaves the queue, and its record the data dir, before
+     * this returns. An id no longer queued is ignored.
      */
-open func eventHandled()throws   {try rustCallWithError(FfiConverterTypeOffersError_lift) {
+open func eventHandled(id: UInt64)throws   {try rustCallWithError(FfiConverterTypeOffersError_lift) {
         uniffiCallStatus in
     uniffi_async_offers_fn_method_asyncoffers_event_handled(
-            self.uniffiCloneHandle(),uniffiCallStatus
+            self.uniffiCloneHandle(),
+        FfiConverterUInt64.lower(id),uniffiCallStatus
     )
 }
 }
@@ -914,12 +918,13 @@ open func importOffers(book: Data)throws  -> ImportedOffers  {
 }
     
     /**
-     * The oldest event not handled yet, if any: it stays first until [`Self::event_handled`].
-     * Those that ask the app to act (an offer expiring or expired, a refresh failing, a
-     * payer's request) are kept in the data dir until handled, across restarts.
+     * The oldest event not handled yet, if any, with its id: it stays first until
+     * [`Self::event_handled`] is given that id. Those that ask the app to act (an offer
+     * expiring or expired, a refresh failing, a payer's request) are kept in the data dir
+     * until handled, across restarts.
      */
-open func nextEvent() -> OfferEvent?  {
-    return try!  FfiConverterOptionTypeOfferEvent.lift(try! rustCall() {
+open func nextEvent() -> QueuedOfferEvent?  {
+    return try!  FfiConverterOptionTypeQueuedOfferEvent.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_async_offers_fn_method_asyncoffers_next_event(
             self.uniffiCloneHandle(),uniffiCallStatus
@@ -1157,7 +1162,7 @@ open func waitForReadyOffers(count: UInt32, timeout: TimeInterval)async throws  
      * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
      * loop notices its own cancellation.
      */
-open func waitNextEvent(timeout: TimeInterval)async  -> OfferEvent?  {
+open func waitNextEvent(timeout: TimeInterval)async  -> QueuedOfferEvent?  {
     return
         try!  await uniffiRustCallAsync(
             rustFutureFunc: {
@@ -1168,7 +1173,7 @@ open func waitNextEvent(timeout: TimeInterval)async  -> OfferEvent?  {
             pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
             completeFunc: ffi_async_offers_rust_future_complete_rust_buffer,
             freeFunc: ffi_async_offers_rust_future_free_rust_buffer,
-            liftFunc: FfiConverterOptionTypeOfferEvent.lift,
+            liftFunc: FfiConverterOptionTypeQueuedOfferEvent.lift,
             errorHandler: nil
             
         )
@@ -2662,6 +2667,77 @@ public func FfiConverterTypeOffersConfig_lower(_ value: OffersConfig) -> RustBuf
 
 
 /**
+ * An event waiting in the queue for the app, with the id that
+ * [`AsyncOffersClient::event_handled`](crate::AsyncOffersClient::event_handled) takes once the
+ * app has acted on it (`QueuedOfferEvent` in the Kotlin and Swift SDKs).
+ */
+public struct QueuedOfferEvent: Equatable, Hashable {
+    /**
+     * Names this event in this client, for as long as it waits: never given to another.
+     */
+    public var id: UInt64
+    /**
+     * What happened.
+     */
+    public var event: OfferEvent
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Names this event in this client, for as long as it waits: never given to another.
+         */id: UInt64, 
+        /**
+         * What happened.
+         */event: OfferEvent) {
+        self.id = id
+        self.event = event
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension QueuedOfferEvent: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQueuedOfferEvent: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QueuedOfferEvent {
+        return
+            try QueuedOfferEvent(
+                id: FfiConverterUInt64.read(from: &buf), 
+                event: FfiConverterTypeOfferEvent.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: QueuedOfferEvent, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.id, into: &buf)
+        FfiConverterTypeOfferEvent.write(value.event, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQueuedOfferEvent_lift(_ buf: RustBuffer) throws -> QueuedOfferEvent {
+    return try FfiConverterTypeQueuedOfferEvent.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQueuedOfferEvent_lower(_ value: QueuedOfferEvent) -> RustBuffer {
+    return FfiConverterTypeQueuedOfferEvent.lower(value)
+}
+
+
+/**
  * One server as the client sees it.
  */
 public struct ServerStatus: Equatable, Hashable {
@@ -3917,8 +3993,8 @@ fileprivate struct FfiConverterOptionDuration: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-fileprivate struct FfiConverterOptionTypeOfferEvent: FfiConverterRustBuffer {
-    typealias SwiftType = OfferEvent?
+fileprivate struct FfiConverterOptionTypeQueuedOfferEvent: FfiConverterRustBuffer {
+    typealias SwiftType = QueuedOfferEvent?
 
     public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
         guard let value = value else {
@@ -3926,13 +4002,13 @@ fileprivate struct FfiConverterOptionTypeOfferEvent: FfiConverterRustBuffer {
             return
         }
         writeInt(&buf, Int8(1))
-        FfiConverterTypeOfferEvent.write(value, into: &buf)
+        FfiConverterTypeQueuedOfferEvent.write(value, into: &buf)
     }
 
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
-        case 1: return try FfiConverterTypeOfferEvent.read(from: &buf)
+        case 1: return try FfiConverterTypeQueuedOfferEvent.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -4204,7 +4280,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 937) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 39529) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 64613) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 10506) {
@@ -4213,7 +4289,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_import_offers() != 42901) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_next_event() != 38434) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_next_event() != 64844) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_node_id() != 26863) {
@@ -4261,7 +4337,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 35337) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 33619) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 15125) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_offerlistener_on_event() != 50799) {

@@ -302,7 +302,7 @@ void uniffi_async_offers_fn_method_asyncoffers_add_listener(uint64_t ptr, uint64
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED
-void uniffi_async_offers_fn_method_asyncoffers_event_handled(uint64_t ptr, RustCallStatus *_Nonnull out_status
+void uniffi_async_offers_fn_method_asyncoffers_event_handled(uint64_t ptr, uint64_t id, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EXPORT_OFFERS

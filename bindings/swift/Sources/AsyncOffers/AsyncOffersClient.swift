@@ -93,8 +93,19 @@ public final class AsyncOffersClient: @unchecked Sendable {
 
     /// Imports an offer book of another install of this wallet (a restored backup, another
     /// device): its offers are refreshed here and their slots never reused; none is handed
-    /// out twice.
+    /// out twice. A book of another wallet throws `InvalidOfferBook` and changes nothing; a
+    /// failed write throws `Storage`, leaving the offers not yet written as they were: import
+    /// again.
     public func importOffers(_ book: Data) throws -> ImportedOffers { try inner.importOffers(book: book) }
+
+    /// The oldest event not handled yet, with its id, if any: it stays first until
+    /// `eventHandled(id:)` is given that id (nothing else removes it). For apps that read the
+    /// queue themselves instead of iterating `events()`.
+    public func nextEvent() -> QueuedOfferEvent? { inner.nextEvent() }
+
+    /// The event `id` was handled: it leaves the queue, and its record the data dir, before
+    /// this returns. An id no longer queued is ignored.
+    public func eventHandled(id: UInt64) throws { try inner.eventHandled(id: id) }
 
     /// New channel hints: every offer gets a fresh invoice. A hint no payment could use is
     /// refused.
@@ -153,26 +164,27 @@ public final class AsyncOffersClient: @unchecked Sendable {
         public func makeAsyncIterator() -> Iterator { Iterator(inner: inner) }
 
         /// Hands out the oldest event not handled yet; asked for the next, it marks the one
-        /// before handled.
+        /// it handed out before handled, by its id.
         public struct Iterator: AsyncIteratorProtocol {
             fileprivate let inner: AsyncOffers
-            private var delivered = false
+            /// The id of the event handed out last, not yet marked handled.
+            private var delivered: UInt64?
 
             fileprivate init(inner: AsyncOffers) {
                 self.inner = inner
             }
 
             public mutating func next() async -> OfferEvent? {
-                if delivered {
+                if let id = delivered {
                     // Not written (a full disk): it comes again, rather than being lost.
-                    try? inner.eventHandled()
-                    delivered = false
+                    try? inner.eventHandled(id: id)
+                    delivered = nil
                 }
                 // In short waits, so that a cancelled task is let go within one.
                 while !Task.isCancelled {
-                    if let event = await inner.waitNextEvent(timeout: 0.5) {
-                        delivered = true
-                        return event
+                    if let queued = await inner.waitNextEvent(timeout: 0.5) {
+                        delivered = queued.id
+                        return queued.event
                     }
                 }
                 return nil

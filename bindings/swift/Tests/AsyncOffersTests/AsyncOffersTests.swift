@@ -346,6 +346,44 @@ final class AsyncOffersTests: XCTestCase {
         XCTAssertEqual(try restored.importOffers(book).imported, 0)
     }
 
+    func testABookOfAnotherWalletIsRefusedAndChangesNothing() async throws {
+        let theirs = try AsyncOffersClient(config: config(try tempDir(), slots: 1), seed: Data(repeating: 0x42, count: 32))
+        try theirs.start()
+        _ = try await theirs.waitForReadyOffers(count: 1, timeout: 30)
+        _ = try theirs.offerFor(label: "theirs")
+        let theirBook = try theirs.exportOffers()
+        theirs.stop()
+
+        let ours = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        try ours.start()
+        _ = try await ours.waitForReadyOffers(count: 3, timeout: 30)
+        let before = ours.offers()
+        do {
+            _ = try ours.importOffers(theirBook)
+            XCTFail("imported another wallet's book")
+        } catch let OffersError.InvalidOfferBook(message) {
+            XCTAssertTrue(message.contains("not made by this wallet"), message)
+        }
+        XCTAssertEqual(ours.offers(), before)
+        ours.stop()
+    }
+
+    func testEventsCarryIdsAndHandlingOneRemovesThatOneOnly() async throws {
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        let first = try XCTUnwrap(client.nextEvent(), "no event after a fill")
+        XCTAssertEqual(client.nextEvent(), first, "the front stays until handled")
+        try client.eventHandled(id: first.id + 1_000_000)
+        XCTAssertEqual(client.nextEvent(), first, "an unknown id removes nothing")
+        try client.eventHandled(id: first.id)
+        let second = try XCTUnwrap(client.nextEvent(), "no second event")
+        XCTAssertNotEqual(first.id, second.id)
+        try client.eventHandled(id: first.id)
+        XCTAssertEqual(client.nextEvent(), second, "handled twice, removed once")
+        client.stop()
+    }
+
     func testASecondClientOnADataDirInUseIsRefused() async throws {
         let dir = try tempDir()
         let running = try AsyncOffersClient(config: config(dir), seed: seed)

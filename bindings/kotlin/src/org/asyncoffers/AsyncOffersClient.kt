@@ -12,6 +12,7 @@ import org.asyncoffers.ffi.Offer
 import org.asyncoffers.ffi.OfferEvent
 import org.asyncoffers.ffi.OfferListener
 import org.asyncoffers.ffi.OffersConfig
+import org.asyncoffers.ffi.QueuedOfferEvent
 import org.asyncoffers.ffi.SyncReport
 
 /**
@@ -48,11 +49,24 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
     val events: Flow<OfferEvent> = flow {
         while (true) {
             // In short waits, so that a cancelled collector is let go within one.
-            val event = inner.waitNextEvent(java.time.Duration.ofMillis(500)) ?: continue
-            emit(event)
-            inner.eventHandled()
+            val queued = inner.waitNextEvent(java.time.Duration.ofMillis(500)) ?: continue
+            emit(queued.event)
+            inner.eventHandled(queued.id)
         }
     }
+
+    /**
+     * The oldest event not handled yet, with its id, if any: it stays first until
+     * [eventHandled] is given that id (nothing else removes it). For apps that read the queue
+     * themselves instead of collecting [events].
+     */
+    fun nextEvent(): QueuedOfferEvent? = inner.nextEvent()
+
+    /**
+     * The event [id] was handled: it leaves the queue, and its record the data dir, before this
+     * returns. An id no longer queued is ignored.
+     */
+    fun eventHandled(id: ULong) = inner.eventHandled(id)
 
     /** Connects to every server and fills the offers in the background. */
     fun start() = inner.start()
@@ -92,7 +106,8 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
     /**
      * Imports an offer book of another install of this wallet (a restored backup, another
      * device): its offers are refreshed here and their slots never reused; none is handed out
-     * twice.
+     * twice. A book of another wallet throws `InvalidOfferBook` and changes nothing; a failed
+     * write throws `Storage`, leaving the offers not yet written as they were: import again.
      */
     fun importOffers(book: ByteArray): ImportedOffers = inner.importOffers(book)
 

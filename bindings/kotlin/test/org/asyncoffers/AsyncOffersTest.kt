@@ -361,6 +361,45 @@ class AsyncOffersTest {
     }
 
     @Test
+    fun aBookOfAnotherWalletIsRefusedAndChangesNothing() = runBlocking {
+        val theirBook = AsyncOffersClient(config(tempDir(), slots = 1), ByteArray(32) { 0x42 }).use { theirs ->
+            theirs.start()
+            theirs.waitForReadyOffers(1, 30.seconds)
+            theirs.offerFor("theirs")
+            theirs.exportOffers()
+        }
+        AsyncOffersClient(config(tempDir()), seed).use { ours ->
+            ours.start()
+            ours.waitForReadyOffers(3, 30.seconds)
+            val before = ours.offers()
+            try {
+                ours.importOffers(theirBook)
+                fail("imported another wallet's book")
+            } catch (e: OffersException.InvalidOfferBook) {
+                assertTrue(e.message!!, e.message!!.contains("not made by this wallet"))
+            }
+            assertEquals(before, ours.offers())
+        }
+    }
+
+    @Test
+    fun eventsCarryIdsAndHandlingOneRemovesThatOneOnly() = runBlocking {
+        AsyncOffersClient(config(tempDir()), seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds)
+            val first = client.nextEvent() ?: error("no event after a fill")
+            assertEquals("the front stays until handled", first, client.nextEvent())
+            client.eventHandled(first.id + 1_000_000uL)
+            assertEquals("an unknown id removes nothing", first, client.nextEvent())
+            client.eventHandled(first.id)
+            val second = client.nextEvent() ?: error("no second event")
+            assertNotEquals(first.id, second.id)
+            client.eventHandled(first.id)
+            assertEquals("handled twice, removed once", second, client.nextEvent())
+        }
+    }
+
+    @Test
     fun aSecondClientOnADataDirInUseIsRefused() = runBlocking {
         val dir = tempDir()
         AsyncOffersClient(config(dir), seed).use { running ->

@@ -818,7 +818,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_add_listener(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_async_offers_fn_method_asyncoffers_event_handled(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_async_offers_fn_method_asyncoffers_event_handled(`ptr`: Long,`id`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_export_offers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1020,7 +1020,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 937) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 39529) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 64613) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 10506) {
@@ -1029,7 +1029,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_import_offers() != 42901) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_next_event() != 38434) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_next_event() != 64844) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_node_id() != 26863) {
@@ -1077,7 +1077,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 35337) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 33619) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 15125) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_offerlistener_on_event() != 50799) {
@@ -1655,9 +1655,10 @@ public interface AsyncOffersInterface {
     fun `addListener`(`listener`: OfferListener)
     
     /**
-     * The oldest event was handled: the next one comes up. Written before it returns.
+     * The event `id` was handled: it leaves the queue, and its record the data dir, before
+     * this returns. An id no longer queued is ignored.
      */
-    fun `eventHandled`()
+    fun `eventHandled`(`id`: kotlin.ULong)
     
     /**
      * The handed-out offers as an offer book, bytes for the app's backup.
@@ -1672,11 +1673,12 @@ public interface AsyncOffersInterface {
     fun `importOffers`(`book`: kotlin.ByteArray): ImportedOffers
     
     /**
-     * The oldest event not handled yet, if any: it stays first until [`Self::event_handled`].
-     * Those that ask the app to act (an offer expiring or expired, a refresh failing, a
-     * payer's request) are kept in the data dir until handled, across restarts.
+     * The oldest event not handled yet, if any, with its id: it stays first until
+     * [`Self::event_handled`] is given that id. Those that ask the app to act (an offer
+     * expiring or expired, a refresh failing, a payer's request) are kept in the data dir
+     * until handled, across restarts.
      */
-    fun `nextEvent`(): OfferEvent?
+    fun `nextEvent`(): QueuedOfferEvent?
     
     /**
      * The wallet node's id, hex.
@@ -1775,7 +1777,7 @@ public interface AsyncOffersInterface {
      * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
      * loop notices its own cancellation.
      */
-    suspend fun `waitNextEvent`(`timeout`: java.time.Duration): OfferEvent?
+    suspend fun `waitNextEvent`(`timeout`: java.time.Duration): QueuedOfferEvent?
     
     companion object
 }
@@ -1921,15 +1923,17 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * The oldest event was handled: the next one comes up. Written before it returns.
+     * The event `id` was handled: it leaves the queue, and its record the data dir, before
+     * this returns. An id no longer queued is ignored.
      */
-    @Throws(OffersException::class)override fun `eventHandled`()
+    @Throws(OffersException::class)override fun `eventHandled`(`id`: kotlin.ULong)
         = 
     callWithHandle {
     uniffiRustCallWithError(OffersException) { _status ->
     UniffiLib.uniffi_async_offers_fn_method_asyncoffers_event_handled(
         it,
-        _status)
+        
+        FfiConverterULong.lower(`id`),_status)
 }
     }
     
@@ -1974,11 +1978,12 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * The oldest event not handled yet, if any: it stays first until [`Self::event_handled`].
-     * Those that ask the app to act (an offer expiring or expired, a refresh failing, a
-     * payer's request) are kept in the data dir until handled, across restarts.
-     */override fun `nextEvent`(): OfferEvent? {
-            return FfiConverterOptionalTypeOfferEvent.lift(
+     * The oldest event not handled yet, if any, with its id: it stays first until
+     * [`Self::event_handled`] is given that id. Those that ask the app to act (an offer
+     * expiring or expired, a refresh failing, a payer's request) are kept in the data dir
+     * until handled, across restarts.
+     */override fun `nextEvent`(): QueuedOfferEvent? {
+            return FfiConverterOptionalTypeQueuedOfferEvent.lift(
     callWithHandle {
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_async_offers_fn_method_asyncoffers_next_event(
@@ -2295,7 +2300,7 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
      * loop notices its own cancellation.
      */
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `waitNextEvent`(`timeout`: java.time.Duration) : OfferEvent? {
+    override suspend fun `waitNextEvent`(`timeout`: java.time.Duration) : QueuedOfferEvent? {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_async_offers_fn_method_asyncoffers_wait_next_event(
@@ -2308,7 +2313,7 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
         { future, continuation -> UniffiLib.ffi_async_offers_rust_future_complete_rust_buffer(future, continuation) },
         { future -> UniffiLib.ffi_async_offers_rust_future_free_rust_buffer(future) },
         // lift function
-        { FfiConverterOptionalTypeOfferEvent.lift(it) },
+        { FfiConverterOptionalTypeQueuedOfferEvent.lift(it) },
         // Error FFI converter
         UniffiNullRustCallStatusErrorHandler,
     )
@@ -3975,6 +3980,55 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
 
 
 /**
+ * An event waiting in the queue for the app, with the id that
+ * [`AsyncOffersClient::event_handled`](crate::AsyncOffersClient::event_handled) takes once the
+ * app has acted on it (`QueuedOfferEvent` in the Kotlin and Swift SDKs).
+ */
+data class QueuedOfferEvent (
+    /**
+     * Names this event in this client, for as long as it waits: never given to another.
+     */
+    var `id`: kotlin.ULong
+    , 
+    /**
+     * What happened.
+     */
+    var `event`: OfferEvent
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeQueuedOfferEvent: FfiConverterRustBuffer<QueuedOfferEvent> {
+    override fun read(buf: ByteBuffer): QueuedOfferEvent {
+        return QueuedOfferEvent(
+            FfiConverterULong.read(buf),
+            FfiConverterTypeOfferEvent.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: QueuedOfferEvent) = (
+            FfiConverterULong.allocationSize(value.`id`) +
+            FfiConverterTypeOfferEvent.allocationSize(value.`event`)
+    )
+
+    override fun write(value: QueuedOfferEvent, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`id`, buf)
+            FfiConverterTypeOfferEvent.write(value.`event`, buf)
+    }
+}
+
+
+
+/**
  * One server as the client sees it.
  */
 data class ServerStatus (
@@ -5077,28 +5131,28 @@ public object FfiConverterOptionalDuration: FfiConverterRustBuffer<java.time.Dur
 /**
  * @suppress
  */
-public object FfiConverterOptionalTypeOfferEvent: FfiConverterRustBuffer<OfferEvent?> {
-    override fun read(buf: ByteBuffer): OfferEvent? {
+public object FfiConverterOptionalTypeQueuedOfferEvent: FfiConverterRustBuffer<QueuedOfferEvent?> {
+    override fun read(buf: ByteBuffer): QueuedOfferEvent? {
         if (buf.get().toInt() == 0) {
             return null
         }
-        return FfiConverterTypeOfferEvent.read(buf)
+        return FfiConverterTypeQueuedOfferEvent.read(buf)
     }
 
-    override fun allocationSize(value: OfferEvent?): ULong {
+    override fun allocationSize(value: QueuedOfferEvent?): ULong {
         if (value == null) {
             return 1UL
         } else {
-            return 1UL + FfiConverterTypeOfferEvent.allocationSize(value)
+            return 1UL + FfiConverterTypeQueuedOfferEvent.allocationSize(value)
         }
     }
 
-    override fun write(value: OfferEvent?, buf: ByteBuffer) {
+    override fun write(value: QueuedOfferEvent?, buf: ByteBuffer) {
         if (value == null) {
             buf.put(0)
         } else {
             buf.put(1)
-            FfiConverterTypeOfferEvent.write(value, buf)
+            FfiConverterTypeQueuedOfferEvent.write(value, buf)
         }
     }
 }
