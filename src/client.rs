@@ -438,7 +438,11 @@ impl AsyncOffersClient {
     /// Imports an offer book from [`Self::export_offers`] of an install of this wallet (a
     /// restored backup, another device): its offers are refreshed here from now on and their
     /// slots never reused. Offers this client already has are merged, never handed out twice.
-    /// Written before it returns.
+    /// Written before it returns. A book that is not one, or not this wallet's (an offer whose
+    /// signing key this seed does not derive on this network), is refused with
+    /// [`Error::InvalidOfferBook`] and changes nothing. A write that fails returns
+    /// [`Error::Storage`] and leaves the offers not yet written as they were: import the book
+    /// again (those written count as `already_here`).
     pub fn import_offers(&self, book: &[u8]) -> Result<ImportedOffers, Error> {
         self.engine.import_offers(book)
     }
@@ -499,7 +503,8 @@ impl AsyncOffersClient {
     /// process only. An event returned here stays queued, in its place, until the app handles
     /// it: nothing else removes it. Of the others, at most 1,024 that ask nothing wait (past
     /// that the oldest goes), and at most 256 forwarded invoice requests (likewise); notices
-    /// about an offer are one per offer and kind, never dropped. Never blocks.
+    /// about an offer are one per offer and kind, never dropped. Never waits on the network;
+    /// it may wait for an event record being written or removed at that moment.
     pub fn next_event(&self) -> Option<QueuedEvent> {
         self.engine.next_event()
     }

@@ -37,7 +37,8 @@ pub enum Error {
     /// or did not let go within the wait the app chose
     /// ([`ClientBuilder::data_dir_lock_wait`](crate::ClientBuilder::data_dir_lock_wait)).
     DataDirInUse(String),
-    /// The bytes given to import are not an offer book this release can read.
+    /// The bytes given to import are not an offer book this release can read, or the book is
+    /// another wallet's; the message says which.
     InvalidOfferBook(String),
     /// A wait ran out of time.
     Timeout,
@@ -61,7 +62,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::DataDirInUse(why) => write!(f, "data dir in use: {why}"),
-            Error::InvalidOfferBook(why) => write!(f, "not an offer book: {why}"),
+            Error::InvalidOfferBook(why) => write!(f, "invalid offer book: {why}"),
             Error::Timeout => write!(f, "timed out"),
             Error::Runtime(why) => write!(f, "runtime error: {why}"),
         }

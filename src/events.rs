@@ -248,7 +248,9 @@ impl Event {
 
     /// Whether the event asks the app to act (republish an offer, drop one from its screens,
     /// warn that payments may fail, answer a payer): such events are written to the data dir
-    /// and stay in the queue across restarts until the app says it handled them.
+    /// and stay in the queue across restarts until the app says it handled them (a forwarded
+    /// invoice request only while at most 256 wait, and written only by a client holding the
+    /// data dir).
     pub fn asks_the_app_to_act(&self) -> bool {
         matches!(
             self,
@@ -299,8 +301,9 @@ pub trait EventListener: Send + Sync {
 /// Where the events that ask the app to act are kept: one record each, by sequence number
 /// (the offer store's, in the data dir). A trait so that the events need not know the store.
 pub(crate) trait EventRecords: Send + Sync {
-    /// The stored events, oldest first, with their sequence numbers.
-    fn events(&self) -> Vec<(u64, Event)>;
+    /// The stored events, oldest first, with their sequence numbers (`None`: they could not
+    /// be listed).
+    fn events(&self) -> Option<Vec<(u64, Event)>>;
     /// Writes `event` as the one numbered `sequence`.
     fn save_event(&self, sequence: u64, event: &Event) -> Result<(), Error>;
     /// Deletes the event numbered `sequence`.
@@ -435,18 +438,19 @@ impl EventBus {
 
     /// Takes in the stored events: at build, and when another client used the data dir
     /// (which may have handled some and added others). The queue keeps its order and its ids:
-    /// a stored event whose record is gone (handled there) leaves it, one new to it comes after
-    /// those it has. Call it holding the data dir's lock.
+    /// a stored event whose record is gone (handled there) leaves it unless the app was given
+    /// it (then only the app removes it), one new to it comes after those it has. Stored
+    /// events that cannot be listed leave the queue as it is. Call it holding the data dir's
+    /// lock.
     pub fn load_stored(&self) {
-        let Some(store) = &self.store else {
+        let Some(stored) = self.store.as_ref().and_then(|store| store.events()) else {
             return;
         };
-        let stored = store.events();
         let mut queue = self.queue();
         let on_disk = |sequence: u64| stored.iter().any(|(stored, _)| *stored == sequence);
         queue
             .events
-            .retain(|queued| queued.sequence.is_none_or(on_disk));
+            .retain(|queued| queued.shown || queued.sequence.is_none_or(on_disk));
         let next_after_stored = stored.last().map_or(0, |(sequence, _)| sequence + 1);
         queue.next_sequence = queue.next_sequence.max(next_after_stored);
         for (sequence, event) in stored {
@@ -586,9 +590,9 @@ mod tests {
     struct Records(Mutex<BTreeMap<u64, Event>>);
 
     impl EventRecords for Records {
-        fn events(&self) -> Vec<(u64, Event)> {
+        fn events(&self) -> Option<Vec<(u64, Event)>> {
             let records = self.0.lock().unwrap();
-            records.iter().map(|(k, v)| (*k, v.clone())).collect()
+            Some(records.iter().map(|(k, v)| (*k, v.clone())).collect())
         }
         fn save_event(&self, sequence: u64, event: &Event) -> Result<(), Error> {
             self.0.lock().unwrap().insert(sequence, event.clone());
@@ -647,13 +651,24 @@ mod tests {
         assert_eq!(bus.next_event().unwrap(), shown, "nothing comes before it");
         bus.event_handled(shown.id).unwrap();
         assert_eq!(bus.next_event().unwrap().event, expiring("ee"));
-        assert_eq!(records.events(), vec![(0, expiring("ee"))], "still on disk");
+        assert_eq!(
+            records.events(),
+            Some(vec![(0, expiring("ee"))]),
+            "still on disk"
+        );
         bus.event_handled(shown.id).unwrap();
         assert_eq!(
-            records.events().len(),
-            1,
+            records.events().map(|e| e.len()),
+            Some(1),
             "an id handled twice removes nothing"
         );
+        // Given to the app, then handled by another client: it stays until this app says so.
+        let notice = bus.next_event().unwrap();
+        records.remove_event(0).unwrap();
+        bus.load_stored();
+        assert_eq!(bus.next_event().unwrap(), notice);
+        bus.event_handled(notice.id).unwrap();
+        assert_eq!(bus.next_event(), None);
     }
 
     #[test]
@@ -687,8 +702,8 @@ mod tests {
         assert_eq!(queue.events.front().map(|q| q.id), Some(shown.id));
         drop(queue);
         assert_eq!(
-            records.events().len(),
-            1 + MAX_FORWARDED_REQUESTS,
+            records.events().map(|e| e.len()),
+            Some(1 + MAX_FORWARDED_REQUESTS),
             "the notice and the requests kept"
         );
         bus.event_handled(shown.id).unwrap();

@@ -7,7 +7,7 @@ use super::{count, Engine};
 use crate::clock::Time;
 use crate::events::{ImportedOffers, OfferInfo};
 use crate::io::records::{decode_book, encode_book};
-use crate::offers::cache::{CachedOffer, OfferCache};
+use crate::offers::cache::{CachedOffer, Imported, OfferCache};
 use crate::Error;
 
 impl Engine {
@@ -106,25 +106,54 @@ impl Engine {
         let mut imported = import.written.into_iter();
         for (done, write) in writes.into_iter().enumerate() {
             if let Err(e) = self.store.commit(write) {
-                let mut state = self.lock();
-                for not_written in imported {
-                    state.cache.undo_import(not_written);
-                }
+                self.take_back_import(imported);
+                let why = match e {
+                    Error::Storage(why) => why,
+                    other => other.to_string(),
+                };
                 return Err(Error::Storage(format!(
-                    "importing the offer book: {e}; {done} of its {total} new offers were imported, import it again for the rest"
+                    "importing the offer book: {why}; {done} of its {total} new offers were imported, import it again for the rest"
                 )));
             }
             imported.next();
         }
-        let mut state = self.lock();
-        self.queue_resends(&mut state, Time::of(&*self.clock), None);
-        self.queue_offer_paths_requests(&mut state);
-        drop(state);
-        self.wake_transports();
+        self.after_import();
         Ok(ImportedOffers {
             imported: count(total),
             already_here: count(import.already_here),
             conflicting: count(import.conflicts.len()),
         })
+    }
+
+    /// Undoes the import of offers whose records were not written, and writes what their slots
+    /// hold again: a refresh or an announcement may have written one of them as imported
+    /// meanwhile (best effort: the disk that refused the import may refuse this too).
+    fn take_back_import(&self, not_written: impl Iterator<Item = Imported>) {
+        let mut state = self.lock();
+        let writes: Vec<_> = not_written
+            .map(|imported| {
+                let slot_key = imported.offer.clone();
+                match state.cache.undo_import(imported) {
+                    Some(now_there) => self.store.prepare(&now_there),
+                    None => self.store.prepare_removal(&slot_key),
+                }
+            })
+            .collect();
+        drop(state);
+        for write in writes {
+            if let Err(e) = self.store.commit(write) {
+                log::warn!("after a failed import: {e}");
+            }
+        }
+        self.after_import();
+    }
+
+    /// What an import changed goes out: invoices to send, slots to request.
+    fn after_import(&self) {
+        let mut state = self.lock();
+        self.queue_resends(&mut state, Time::of(&*self.clock), None);
+        self.queue_offer_paths_requests(&mut state);
+        drop(state);
+        self.wake_transports();
     }
 }

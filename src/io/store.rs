@@ -209,12 +209,12 @@ impl EventRecords for OfferStore {
     /// The events stored to wait for the app, oldest first, with their sequence numbers. A
     /// record that cannot be read is reported and skipped: the offers it was about are still
     /// there, and what is due is noticed again by maintenance.
-    fn events(&self) -> Vec<(u64, Event)> {
+    fn events(&self) -> Option<Vec<(u64, Event)>> {
         let keys = match self.kv.list(PRIMARY_NAMESPACE, EVENTS_NAMESPACE) {
             Ok(keys) => keys,
             Err(e) => {
-                log::error!("the stored events cannot be listed ({e}); starting without them");
-                return Vec::new();
+                log::error!("the stored events cannot be listed ({e}); the queue stays as it is");
+                return None;
             }
         };
         let mut events: Vec<(u64, Event)> = keys
@@ -233,7 +233,7 @@ impl EventRecords for OfferStore {
             })
             .collect();
         events.sort_by_key(|(sequence, _)| *sequence);
-        events
+        Some(events)
     }
 
     /// Writes `event` as the one numbered `sequence`.
@@ -726,7 +726,7 @@ mod tests {
                 .save_event(index as u64 * 7, event)
                 .unwrap();
         }
-        let loaded = store(dir.path()).events();
+        let loaded = store(dir.path()).events().unwrap();
         assert_eq!(
             loaded.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
             events
@@ -741,7 +741,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let loaded = store(dir.path()).events();
+        let loaded = store(dir.path()).events().unwrap();
         assert_eq!(
             loaded.len(),
             events.len() - 2,

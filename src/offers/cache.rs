@@ -883,8 +883,13 @@ impl OfferCache {
     /// Takes back the import of `imported`, whose record could not be written: the offer is
     /// again what it was here before (or gone, and the offer that made way for it back), so
     /// that memory never holds an import the disk does not. Its invoice stays whatever it is
-    /// now (a refresh may have replaced it meanwhile).
-    pub fn undo_import(&mut self, imported: Imported) {
+    /// now (a refresh may have replaced it meanwhile). The offer that made way comes back
+    /// Pending with its invoice unconfirmed: the server may have been sent the imported
+    /// offer's invoice for that slot meanwhile, so it is sent again, and the offer is Ready
+    /// once it is confirmed. Returns what the slot holds now (`None`: nothing on disk, as a
+    /// Pending offer is not written), for the caller to write over whatever a refresh or an
+    /// announcement may have written of the import meanwhile.
+    pub fn undo_import(&mut self, imported: Imported) -> Option<CachedOffer> {
         let id = imported.offer.id();
         match imported.before {
             BeforeImport::Known {
@@ -892,15 +897,21 @@ impl OfferCache {
                 label,
                 handed_out_at,
             } => {
-                if let Some(offer) = self.get_mut(id) {
-                    offer.state = state;
-                    offer.label = label;
-                    offer.handed_out_at = handed_out_at;
-                }
+                let offer = self.get_mut(id)?;
+                offer.state = state;
+                offer.label = label;
+                offer.handed_out_at = handed_out_at;
+                Some(offer.clone()).filter(|offer| offer.state != OfferState::Pending)
             }
             BeforeImport::New { made_way } => {
                 self.offers.retain(|offer| offer.id() != id);
-                self.offers.extend(made_way.map(|offer| *offer));
+                if let Some(mut offer) = made_way.map(|offer| *offer) {
+                    offer.state = OfferState::Pending;
+                    offer.invoice_confirmed = false;
+                    offer.invoice_sent_at = None;
+                    self.offers.push(offer);
+                }
+                None
             }
         }
     }
@@ -1427,9 +1438,16 @@ mod tests {
         let import = cache.import(vec![known_as_ready, new_in_pending_slot]);
         assert_eq!(import.written.len(), 2);
         assert_ne!(before(&cache), was);
-        for imported in import.written {
-            cache.undo_import(imported);
-        }
+        let slots_now: Vec<Option<OfferState>> = import
+            .written
+            .into_iter()
+            .map(|imported| cache.undo_import(imported).map(|o| o.state))
+            .collect();
+        assert_eq!(
+            slots_now,
+            vec![Some(OfferState::Ready), None],
+            "to write: the Ready offer; a Pending one is not on disk"
+        );
         assert_eq!(before(&cache), was);
         assert_eq!(
             cache.take(None, t0()).map(|o| o.id()),

@@ -3753,7 +3753,8 @@ enum OffersError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case DataDirInUse(message: String)
     
     /**
-     * The bytes given to import are not an offer book this release can read.
+     * The bytes given to import are not an offer book this release can read, or the book is
+     * another wallet's; the message says which.
      */
     case InvalidOfferBook(message: String)
     

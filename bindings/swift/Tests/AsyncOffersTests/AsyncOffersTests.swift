@@ -357,14 +357,16 @@ final class AsyncOffersTests: XCTestCase {
         let ours = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
         try ours.start()
         _ = try await ours.waitForReadyOffers(count: 3, timeout: 30)
-        let before = ours.offers()
+        // Ids, states and labels: a refresh may change a confirmation time meanwhile.
+        let kept = { ours.offers().map { "\($0.offerId) \($0.state) \($0.label ?? "")" }.sorted() }
+        let before = kept()
         do {
             _ = try ours.importOffers(theirBook)
             XCTFail("imported another wallet's book")
         } catch let OffersError.InvalidOfferBook(message) {
             XCTAssertTrue(message.contains("not made by this wallet"), message)
         }
-        XCTAssertEqual(ours.offers(), before)
+        XCTAssertEqual(kept(), before)
         ours.stop()
     }
 

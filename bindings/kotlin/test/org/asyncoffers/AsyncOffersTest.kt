@@ -371,14 +371,16 @@ class AsyncOffersTest {
         AsyncOffersClient(config(tempDir()), seed).use { ours ->
             ours.start()
             ours.waitForReadyOffers(3, 30.seconds)
-            val before = ours.offers()
+            // Ids, states and labels: a refresh may change a confirmation time meanwhile.
+            val kept = { ours.offers().map { Triple(it.offerId, it.state, it.label) }.sortedBy { it.first } }
+            val before = kept()
             try {
                 ours.importOffers(theirBook)
                 fail("imported another wallet's book")
             } catch (e: OffersException.InvalidOfferBook) {
                 assertTrue(e.message!!, e.message!!.contains("not made by this wallet"))
             }
-            assertEquals(before, ours.offers())
+            assertEquals(before, kept())
         }
     }
 

@@ -4899,7 +4899,8 @@ sealed class OffersException(message: String): kotlin.Exception(message) {
         class DataDirInUse(message: String) : OffersException(message)
         
     /**
-     * The bytes given to import are not an offer book this release can read.
+     * The bytes given to import are not an offer book this release can read, or the book is
+     * another wallet's; the message says which.
      */
         class InvalidOfferBook(message: String) : OffersException(message)
         
