@@ -1,5 +1,6 @@
 //! The client never goes quietly stale: a channel change reaches every offer, Pending ones
-//! too; a refresh the server never confirms backs off and is reported; bad hints are refused.
+//! too, one invoice of an offer on its way at a time; a refresh the server never confirms backs
+//! off and is reported; bad hints are refused.
 
 mod common;
 #[path = "common/hostile.rs"]
@@ -55,16 +56,20 @@ async fn a_channel_change_while_an_offer_waits_for_its_confirmation_reaches_that
     client
         .update_channels(vec![hint(0x32, 2 << 40, 2_000)])
         .unwrap();
+    // The new invoice waits while the old one is on its way (the clock stands still: it is
+    // not given up on), so that the server never stores the two out of order.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.seen().invoices.len(), 1, "one at a time");
+
+    // The old invoice's confirmation, late: it is not the invoice the offer now carries, and
+    // the new one goes now.
+    server.confirm_invoice(0);
     invoices_seen(&server, 2).await;
     assert_eq!(
         base_fees_of_invoice(&server, 1),
         vec![2_000],
         "the new channel"
     );
-
-    // The old invoice's confirmation, late: it is not the invoice the offer now carries.
-    server.confirm_invoice(0);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(client.offers()[0].state, OfferState::Pending);
     server.confirm_invoice(1);
     stored.ready(1).await;
@@ -372,6 +377,73 @@ async fn a_refreshed_invoice_that_cannot_be_written_is_not_sent_until_it_is() {
     }
     // Sent once the disk took it (again on a reconnection, should a loaded machine drop one).
     assert!(sends() >= 2);
+}
+
+/// Onboarding: the channel with the LSP becomes ready, then its fees come milliseconds later,
+/// and the app calls `update_channels` for each, while its server stores invoices in the
+/// background and answers in whatever order its writes end. At most one invoice of the offer
+/// is on its way at a time, so the server ends holding the newest, with the latest hints, and
+/// the client stops sending. (Before: both went at once, the server stored the older last,
+/// and the client, having recorded the newer as confirmed, never sent it again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_channel_updates_and_a_server_answering_out_of_order_leave_it_holding_the_newest() {
+    let server = HostileServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let client = refreshing(&server, dir.path(), 1, &clock).build().unwrap();
+    client.start().unwrap();
+    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    let offer = client.take_offer(Some("bio".into())).unwrap();
+    let id = <[u8; 32]>::from_hex(&offer.offer_id).unwrap();
+    let sent_of_offer = || {
+        server
+            .seen()
+            .invoices
+            .iter()
+            .filter(|(message, _)| message.invoice.offer_id().0 == id)
+            .count()
+    };
+    let before = sent_of_offer();
+    server.handler.hold_invoices.store(true, Ordering::SeqCst);
+    client.update_channels(vec![hint(3, 42, 1_000)]).unwrap();
+    client.update_channels(vec![hint(3, 42, 2_000)]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut most_held = 0;
+    // Answers as the server stores them, newest first, until nothing more comes.
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        most_held = most_held.max(server.handler.held_of(&id));
+        if server.handler.held_of(&id) == 0 && sent_of_offer() > before {
+            let quiet = sent_of_offer();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if sent_of_offer() == quiet && server.handler.held_of(&id) == 0 {
+                break;
+            }
+            continue;
+        }
+        server.handler.release_held_newest_first();
+        assert!(Instant::now() < deadline, "the invoices never settled");
+    }
+    assert_eq!(
+        most_held, 1,
+        "one invoice of the offer on its way at a time"
+    );
+    let stored = server.handler.stored.lock().unwrap()[&id].clone();
+    let fees: Vec<u32> = stored
+        .payment_paths()
+        .iter()
+        .map(|path| path.payinfo.fee_base_msat)
+        .collect();
+    assert_eq!(fees, vec![2_000], "the server holds the latest hints");
+    let newest = server
+        .seen()
+        .invoices
+        .iter()
+        .filter(|(message, _)| message.invoice.offer_id().0 == id)
+        .map(|(message, _)| message.invoice.created_at())
+        .max();
+    assert_eq!(Some(stored.created_at()), newest, "and the newest invoice");
+    client.stop();
 }
 
 /// `InvoiceRefreshFailed` is made once per failure, across restarts: the app handled it, the

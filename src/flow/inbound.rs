@@ -255,6 +255,17 @@ impl Engine {
                 );
                 return;
             }
+            Confirmation::Superseded => {
+                log::debug!(
+                    "an older invoice of the offer in slot {} of server {} was confirmed after the current one was sent; sending the current one again",
+                    cached.slot,
+                    cached.server
+                );
+                self.queue_invoice(&mut state, offer_id);
+                drop(state);
+                self.wake_transports();
+                return;
+            }
             Confirmation::Refreshed => vec![Event::InvoiceRefreshed {
                 offer_id: OfferInfo::offer_id_hex(offer_id),
             }],

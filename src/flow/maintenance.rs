@@ -1,8 +1,6 @@
 //! What time brings: expiry, resends, refreshes and retries at each tick, and fresh invoices
 //! when the wallet's channels change.
 
-use std::time::Duration;
-
 use lightning::offers::offer::OfferId;
 
 use super::Engine;
@@ -149,8 +147,15 @@ impl Engine {
 
     pub(super) fn refresh_invoice(&self, id: OfferId) {
         let now = Time::of(&*self.clock);
-        let (offer, nonce, server, hints, best_block_height, replaced_created_at) = {
-            let state = self.lock();
+        // The hints and the creation time are taken together: a refresh begun later, with
+        // newer hints, makes a later invoice, whichever build finishes first. (Invoices carry
+        // whole seconds; a confirmation names its invoice by that time, so one of an older
+        // invoice never passes for a newer one's.)
+        let (offer, nonce, server, hints, best_block_height, created_at) = {
+            let mut state = self.lock();
+            let Some(created_at) = state.cache.reserve_invoice_time(id, now.wall) else {
+                return;
+            };
             let Some(cached) = state.cache.get(id) else {
                 return;
             };
@@ -160,15 +165,9 @@ impl Engine {
                 cached.server,
                 state.hints.clone(),
                 state.best_block_height,
-                cached.invoice.invoice.created_at(),
+                created_at,
             )
         };
-        // Later than the invoice it replaces, even within the same second (invoices carry
-        // whole seconds): a confirmation names its invoice by that time, and one of the old
-        // invoice must never pass for the new one's.
-        let created_at = now
-            .wall
-            .max(Duration::from_secs(replaced_created_at.as_secs() + 1));
         // Built outside the lock: a refresh of many offers must not stall the messenger.
         let invoice = match self.factory.build_invoice(
             &offer,
@@ -187,6 +186,9 @@ impl Engine {
                 return;
             }
         };
+        // One refresh at a time from here to its install: a newer invoice written and
+        // installed is never followed on disk by an older one.
+        let _in_order = self.refreshes.lock().unwrap_or_else(|e| e.into_inner());
         // The new invoice is written before the cache takes it: until then nothing (a resend,
         // a reconnection) can send the server an invoice the disk does not know.
         let (write, slot) = {
@@ -194,6 +196,16 @@ impl Engine {
             let Some(cached) = state.cache.get(id) else {
                 return;
             };
+            if !state
+                .cache
+                .is_newer_invoice(id, invoice.invoice.created_at())
+            {
+                log::debug!(
+                    "a newer invoice of the offer in slot {} came first; this one is dropped",
+                    cached.slot
+                );
+                return;
+            }
             let write = (cached.state != OfferState::Pending).then(|| {
                 let mut refreshed = cached.clone();
                 refreshed.invoice = invoice.clone();
@@ -213,8 +225,9 @@ impl Engine {
             return;
         }
         let mut state = self.lock();
-        state.cache.replace_invoice(id, invoice, now.monotonic);
-        self.queue_invoice(&mut state, id);
+        if state.cache.replace_invoice(id, invoice, now.monotonic) {
+            self.queue_invoice(&mut state, id);
+        }
         drop(state);
         self.wake_transports();
     }

@@ -125,6 +125,8 @@ pub(crate) struct Engine {
     first_server: PublicKey,
     /// Held for each hand-out, from picking the offer to its record being written.
     hand_outs: Mutex<()>,
+    /// Held by each invoice refresh from its write to its install, so they land in order.
+    refreshes: Mutex<()>,
     /// A fresh install's slot key, until it is written (see [`Self::save_install_key`]).
     unsaved_install_key: Mutex<Option<[u8; 32]>>,
     /// How many Ready offers the config wants.
@@ -224,6 +226,7 @@ impl Engine {
             lock,
             running_lock: Mutex::new(None),
             hand_outs: Mutex::new(()),
+            refreshes: Mutex::new(()),
             first_server: config.servers[0].node_id,
             unsaved_install_key: Mutex::new(new_install_key),
             target_ready: usize::from(config.ready_offer_target),

@@ -108,6 +108,12 @@ impl<K: PartialEq> InFlight<K> {
         self.sent.push_back((key, now));
     }
 
+    /// Whether `key` is sent and not answered yet (nor timed out, as of the last
+    /// [`Self::has_room`]).
+    fn contains(&self, key: &K) -> bool {
+        self.sent.iter().any(|(sent, _)| sent == key)
+    }
+
     fn answered(&mut self, key: &K) {
         self.sent.retain(|(sent, _)| sent != key);
     }
@@ -297,8 +303,15 @@ impl Engine {
         let mut invoices_released = 0;
         for entry in queued {
             let may_leave = match &entry.message {
-                AsyncPaymentsMessage::ServeStaticInvoice(_) => {
-                    invoices_released < max_invoices && link.invoices_in_flight.has_room(now)
+                // At most one invoice per offer on its way: a newer one waits until the older
+                // is answered (or its answer given up on), so that a server storing them as
+                // they come, and answering as it stores, ends with the newer.
+                AsyncPaymentsMessage::ServeStaticInvoice(message) => {
+                    invoices_released < max_invoices
+                        && link.invoices_in_flight.has_room(now)
+                        && !link
+                            .invoices_in_flight
+                            .contains(&message.invoice.offer_id())
                 }
                 AsyncPaymentsMessage::OfferPathsRequest(_) => link.requests_in_flight.has_room(now),
                 _ => true,

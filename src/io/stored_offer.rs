@@ -113,6 +113,7 @@ impl StoredOffer {
             refresh_failure_announced: self.refresh_failure_announced.is_some(),
             invoice_confirmed_at: self.invoice_confirmed_at,
             delivery: Default::default(),
+            invoice_time_reserved: None,
         })
     }
 }

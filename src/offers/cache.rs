@@ -99,6 +99,10 @@ pub(crate) struct CachedOffer {
     pub invoice_confirmed_at: Option<Duration>,
     /// How the current invoice's way to the server goes (not persisted).
     pub delivery: Delivery,
+    /// The creation time last given to an invoice being built for this offer (not persisted):
+    /// each later one gets a later second, so that whichever build finishes first, the one
+    /// begun last (with the newest hints) is the newest invoice.
+    pub invoice_time_reserved: Option<Duration>,
 }
 
 /// Why a handed-out offer's invoice is not fresh and confirmed ([`OfferCache::unrefreshed`]).
@@ -162,6 +166,7 @@ impl CachedOffer {
                 sends: 1,
                 ..Delivery::default()
             },
+            invoice_time_reserved: None,
         }
     }
 
@@ -350,6 +355,9 @@ pub(crate) enum Confirmation {
     NowReady { replaced: Vec<CachedOffer> },
     /// A refreshed invoice of a Ready or Used offer was confirmed.
     Refreshed,
+    /// An older invoice of the offer was confirmed after its current one was sent: the server
+    /// may have stored the older one last. The current one is unconfirmed again, to send again.
+    Superseded,
     /// Unknown offer, stale invoice, or a duplicate: nothing changed.
     Ignored,
 }
@@ -721,7 +729,13 @@ impl OfferCache {
         let Some(offer) = self.get_mut(id) else {
             return Confirmation::Ignored;
         };
-        if offer.invoice_confirmed || offer.invoice.invoice.created_at() != invoice_created_at {
+        let current = offer.invoice.invoice.created_at();
+        if invoice_created_at < current && offer.invoice_sent_at.is_some() {
+            offer.invoice_confirmed = false;
+            offer.invoice_sent_at = None;
+            return Confirmation::Superseded;
+        }
+        if offer.invoice_confirmed || current != invoice_created_at {
             return Confirmation::Ignored;
         }
         offer.invoice_confirmed = true;
@@ -1152,9 +1166,32 @@ impl OfferCache {
             .collect()
     }
 
+    /// The creation time for a new invoice of `id` built at `now`: a whole second after both
+    /// its current invoice and any invoice begun before for it (`None`: no such offer).
+    pub fn reserve_invoice_time(&mut self, id: OfferId, now: Duration) -> Option<Duration> {
+        let offer = self.get_mut(id)?;
+        let after = offer
+            .invoice_time_reserved
+            .unwrap_or_default()
+            .max(offer.invoice.invoice.created_at());
+        let created_at = now.max(Duration::from_secs(after.as_secs() + 1));
+        offer.invoice_time_reserved = Some(created_at);
+        Some(created_at)
+    }
+
+    /// Whether an invoice of `id` created at `created_at` would be newer than its current one.
+    pub fn is_newer_invoice(&self, id: OfferId, created_at: Duration) -> bool {
+        self.get(id)
+            .is_some_and(|offer| offer.invoice.invoice.created_at() < created_at)
+    }
+
     /// Installs a newly built invoice for `id`, sent at `now` (monotonic), unconfirmed until
-    /// the server says so.
-    pub fn replace_invoice(&mut self, id: OfferId, invoice: BuiltInvoice, now: Duration) {
+    /// the server says so; never one older than the current one (a slower build of older
+    /// hints). Returns whether it was installed.
+    pub fn replace_invoice(&mut self, id: OfferId, invoice: BuiltInvoice, now: Duration) -> bool {
+        if !self.is_newer_invoice(id, invoice.invoice.created_at()) {
+            return false;
+        }
         if let Some(offer) = self.get_mut(id) {
             offer.invoice = invoice;
             offer.invoice_confirmed = false;
@@ -1163,6 +1200,7 @@ impl OfferCache {
             offer.delivery.problem = None;
             offer.delivery.rebuild_under_way = false;
         }
+        true
     }
 }
 
@@ -1921,6 +1959,47 @@ mod tests {
             cache.get(used.id()).unwrap().state,
             OfferState::Used,
             "keeps its slot"
+        );
+    }
+
+    #[test]
+    fn invoices_of_an_offer_only_get_newer_and_a_late_older_confirmation_resends_the_newest() {
+        let fixture = offer_fixture();
+        let mut cache = connected(policy(1), vec![]);
+        fill(&mut cache, &fixture, t0());
+        let used = cache.take(None, t0()).unwrap();
+        let id = used.id();
+        let now = t0() + HOUR;
+        // Two refreshes begun within one second get distinct, increasing seconds.
+        let first = cache.reserve_invoice_time(id, now).unwrap();
+        let second = cache.reserve_invoice_time(id, now).unwrap();
+        assert_eq!((first, second), (now, now + Duration::from_secs(1)));
+        let older = fixture.invoice_for(&used, first);
+        let newer = fixture.invoice_for(&used, second);
+        // The later one finishes first: the earlier one, slower, never replaces it.
+        assert!(cache.replace_invoice(id, newer.clone(), now));
+        assert!(!cache.replace_invoice(id, older.clone(), now));
+        assert_eq!(cache.get(id).unwrap().invoice.invoice.created_at(), second);
+        // After the current invoice was sent, a confirmation of an older one means the server
+        // may hold that one last: the current one is unconfirmed again and sent again.
+        assert!(matches!(
+            cache.invoice_persisted(id, newer.invoice.created_at(), now),
+            Confirmation::Refreshed
+        ));
+        assert!(matches!(
+            cache.invoice_persisted(id, older.invoice.created_at(), now),
+            Confirmation::Superseded
+        ));
+        assert!(!cache.get(id).unwrap().invoice_confirmed);
+        assert_eq!(cache.plan_resends(at(now), None), vec![id]);
+        assert!(matches!(
+            cache.invoice_persisted(id, newer.invoice.created_at(), now),
+            Confirmation::Refreshed
+        ));
+        // Confirmed, the reservation stays ahead: the next refresh is later still.
+        assert_eq!(
+            cache.reserve_invoice_time(id, now),
+            Some(now + Duration::from_secs(2))
         );
     }
 

@@ -147,6 +147,14 @@ pub struct HostileHandler {
     pub paths_expiry: Mutex<Option<u64>>,
     /// Offers whose invoices are never confirmed.
     pub never_confirm_offers: Mutex<std::collections::HashSet<[u8; 32]>>,
+    /// Hold invoices instead of storing them at once, as a server whose store writes in the
+    /// background does: each is stored, and confirmed, when the test releases it.
+    pub hold_invoices: AtomicBool,
+    held: Mutex<Vec<(ServeStaticInvoice, Responder)>>,
+    /// The invoice each offer's slot holds, by offer id: the last one stored.
+    pub stored: Mutex<
+        std::collections::HashMap<[u8; 32], lightning::offers::static_invoice::StaticInvoice>,
+    >,
     seen: Mutex<Seen>,
     outbox: Mutex<VecDeque<(AsyncPaymentsMessage, MessageSendInstructions)>>,
 }
@@ -196,6 +204,36 @@ impl HostileHandler {
             invoice_slot: slot,
             path_absolute_expiry: Duration::MAX,
         })
+    }
+
+    /// Stores `message`'s invoice in its offer's slot and confirms it.
+    fn store(&self, message: ServeStaticInvoice, responder: Responder) {
+        self.stored
+            .lock()
+            .unwrap()
+            .insert(message.invoice.offer_id().0, message.invoice);
+        self.send(
+            AsyncPaymentsMessage::StaticInvoicePersisted(StaticInvoicePersisted {}),
+            MessageSendInstructions::ForReply {
+                instructions: responder.respond(),
+            },
+        );
+    }
+
+    /// How many invoices of the offer `offer_id` are held, not yet stored.
+    pub fn held_of(&self, offer_id: &[u8; 32]) -> usize {
+        let held = self.held.lock().unwrap();
+        held.iter()
+            .filter(|(message, _)| message.invoice.offer_id().0 == *offer_id)
+            .count()
+    }
+
+    /// Stores and confirms the held invoices, the last received first (out of order).
+    pub fn release_held_newest_first(&self) {
+        let held = std::mem::take(&mut *self.held.lock().unwrap());
+        for (message, responder) in held.into_iter().rev() {
+            self.store(message, responder);
+        }
     }
 
     pub fn send(&self, message: AsyncPaymentsMessage, instructions: MessageSendInstructions) {
@@ -249,17 +287,16 @@ impl AsyncPaymentsMessageHandler for HostileHandler {
             .lock()
             .unwrap()
             .contains(&message.invoice.offer_id().0);
-        seen.invoices.push((message, responder.clone()));
+        seen.invoices.push((message.clone(), responder.clone()));
         if self.honest.load(Ordering::SeqCst)
             && !self.never_confirm.load(Ordering::SeqCst)
             && !ignored
         {
-            self.send(
-                AsyncPaymentsMessage::StaticInvoicePersisted(StaticInvoicePersisted {}),
-                MessageSendInstructions::ForReply {
-                    instructions: responder.respond(),
-                },
-            );
+            if self.hold_invoices.load(Ordering::SeqCst) {
+                self.held.lock().unwrap().push((message, responder));
+            } else {
+                self.store(message, responder);
+            }
         }
     }
 
@@ -392,6 +429,9 @@ impl HostileServer {
             honest: AtomicBool::new(true),
             never_confirm: AtomicBool::new(false),
             never_confirm_offers: Mutex::default(),
+            hold_invoices: AtomicBool::new(false),
+            held: Mutex::default(),
+            stored: Mutex::default(),
             paths_expiry: Mutex::default(),
             seen: Mutex::default(),
             outbox: Mutex::default(),
