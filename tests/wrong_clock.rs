@@ -99,3 +99,54 @@ async fn a_clock_a_day_behind_does_not_stall_sending() {
     assert_payable(&server, &ready).await;
     client.stop();
 }
+
+/// A handed-out offer's refreshes keep the monotonic clock's schedule: with the wall clock a
+/// day behind, the refresh comes two hours on all the same; with it a day ahead, the refresh
+/// made then carries a creation time a day ahead, and once the clock is put right the next
+/// refresh still comes two hours later, not a day late. (They ran on the wall clock: the first
+/// waited a day, the last as long.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_keep_their_schedule_with_the_wall_clock_a_day_behind_or_ahead_and_back() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&server, b"wallet", dir.path());
+    config.ready_offer_target = 1;
+    config.invoice_refresh_interval = 2 * HOUR;
+    let start = now();
+    let clock = Arc::new(ManualClock::new(start));
+    let client = client_with_clock(config, clock.clone());
+    let (listener, events) = events();
+    client.add_listener(listener);
+    client.start().unwrap();
+    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    let offer = client.take_offer(Some("bio".into())).unwrap();
+    let refreshed = || loop {
+        match events.recv_timeout(WAIT) {
+            Ok(Event::InvoiceRefreshed { offer_id }) if offer_id == offer.offer_id => return,
+            Ok(_) => continue,
+            Err(e) => panic!("no refresh: {e}"),
+        }
+    };
+    let mut elapsed = Duration::ZERO;
+    for (step, wall_skew) in [
+        ("a day behind", -1i32),
+        ("a day ahead", 1),
+        ("put right", 0),
+    ] {
+        elapsed += 2 * HOUR + Duration::from_secs(60);
+        clock.advance(2 * HOUR + Duration::from_secs(60));
+        let right = start + elapsed;
+        clock.set_wall(match wall_skew {
+            -1 => right - DAY,
+            1 => right + DAY,
+            _ => right,
+        });
+        eprintln!("{step}");
+        refreshed();
+    }
+    assert_payable(&server, &[offer]).await;
+    client.stop();
+}
+
+const HOUR: Duration = Duration::from_secs(3600);

@@ -221,7 +221,7 @@ impl Engine {
             log::warn!("StaticInvoicePersisted over an unexpected path; ignored");
             return;
         };
-        let now = self.clock.now();
+        let now = Time::of(&*self.clock);
         let mut state = self.lock();
         let outcome = state
             .cache

@@ -7,6 +7,7 @@ use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::offers::offer::OfferId;
 
 use super::{count, Engine};
+use crate::clock::Time;
 use crate::events::{OfferInfo, SyncReport, Unfinished};
 use crate::offers::cache::{OfferState, Reachability, Unrefreshed};
 
@@ -31,7 +32,7 @@ impl Engine {
     /// What is done and what is left since `baseline`, for a sync `elapsed` old. Only what is
     /// written counts as done.
     pub fn sync_report(&self, baseline: &SyncBaseline, elapsed: Duration) -> SyncReport {
-        let now = self.clock.now();
+        let now = Time::of(&*self.clock);
         let state = self.lock();
         let unwritten = |id: OfferId| state.confirmations_unwritten.contains(&id);
         let mut unfinished: Vec<Unfinished> = state

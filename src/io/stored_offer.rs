@@ -114,6 +114,8 @@ impl StoredOffer {
             invoice_confirmed_at: self.invoice_confirmed_at,
             delivery: Default::default(),
             invoice_time_reserved: None,
+            refresh_due_at: None,
+            stale_at: None,
         })
     }
 }

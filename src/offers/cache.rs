@@ -99,6 +99,13 @@ pub(crate) struct CachedOffer {
     pub invoice_confirmed_at: Option<Duration>,
     /// How the current invoice's way to the server goes (not persisted).
     pub delivery: Delivery,
+    /// When, by the monotonic clock, the current invoice is due for a refresh (not persisted:
+    /// `None` until this process works it out, once, from the invoice's creation time and the
+    /// wall clock; see [`CachedOffer::refresh_due`]).
+    pub refresh_due_at: Option<Duration>,
+    /// When, by the monotonic clock, the last confirmation is old enough for the app to hear
+    /// that the refresh failed (likewise, from when it was confirmed).
+    pub stale_at: Option<Duration>,
     /// The creation time last given to an invoice being built for this offer (not persisted):
     /// each later one gets a later second, so that whichever build finishes first, the one
     /// begun last (with the newest hints) is the newest invoice.
@@ -167,6 +174,8 @@ impl CachedOffer {
                 ..Delivery::default()
             },
             invoice_time_reserved: None,
+            refresh_due_at: None,
+            stale_at: None,
         }
     }
 
@@ -182,13 +191,36 @@ impl CachedOffer {
         self.expires_at().is_some_and(|expiry| expiry <= now)
     }
 
-    /// Whether its invoice is `refresh_interval` old or older at `now`.
-    fn invoice_due(&self, refresh_interval: Duration, now: Duration) -> bool {
-        self.invoice
-            .invoice
-            .created_at()
-            .saturating_add(refresh_interval)
-            <= now
+    /// When (monotonic) its invoice is due for a refresh: as set when this process built or
+    /// installed it, else `refresh_interval` after its creation by the wall clock at `now`.
+    /// A creation time in the future (the clock was ahead when it was made, or is behind now)
+    /// counts as due: how old the invoice is cannot be known, and one refresh too many costs
+    /// less than a stale invoice.
+    fn refresh_due(&self, refresh_interval: Duration, now: Time) -> Duration {
+        self.refresh_due_at.unwrap_or_else(|| {
+            match now.wall.checked_sub(self.invoice.invoice.created_at()) {
+                Some(age) => now.monotonic + refresh_interval.saturating_sub(age),
+                None => now.monotonic,
+            }
+        })
+    }
+
+    /// Whether its invoice is due for a refresh at `now`.
+    fn invoice_due(&self, refresh_interval: Duration, now: Time) -> bool {
+        self.refresh_due(refresh_interval, now) <= now.monotonic
+    }
+
+    /// When (monotonic) its last confirmation is `stale_after` old: as set when this process
+    /// got it, else from its wall-clock time at `now` (one in the future counts as just now:
+    /// the app is not told of a failure on a wrong clock's word).
+    fn stale_deadline(&self, stale_after: Duration, now: Time) -> Duration {
+        self.stale_at.unwrap_or_else(|| {
+            let confirmed = self
+                .invoice_confirmed_at
+                .or(self.handed_out_at)
+                .unwrap_or(self.created_at);
+            now.monotonic + stale_after.saturating_sub(now.wall.saturating_sub(confirmed))
+        })
     }
 
     /// Whether it expires within `notice` of `now`.
@@ -702,6 +734,8 @@ impl OfferCache {
                         && old.invoice.invoice.created_at() == offer.invoice.invoice.created_at()
                 }) {
                     offer.invoice_sent_at = old.invoice_sent_at;
+                    offer.refresh_due_at = old.refresh_due_at;
+                    offer.stale_at = old.stale_at;
                     // Not a rebuild under way: its job was dropped if the dir was not ours.
                     offer.delivery = Delivery {
                         rebuild_under_way: false,
@@ -714,8 +748,13 @@ impl OfferCache {
     }
 
     /// Records a freshly built offer whose invoice is about to be sent; ends its slot's request.
-    pub fn insert_pending(&mut self, offer: CachedOffer) {
+    pub fn insert_pending(&mut self, mut offer: CachedOffer) {
         self.requests.remove(&(offer.server, offer.slot));
+        offer.refresh_due_at = Some(
+            offer
+                .pending_since
+                .saturating_add(self.policy.invoice_refresh_interval),
+        );
         self.offers.push(offer);
     }
 
@@ -724,8 +763,9 @@ impl OfferCache {
         &mut self,
         id: OfferId,
         invoice_created_at: Duration,
-        now: Duration,
+        now: Time,
     ) -> Confirmation {
+        let stale_after = self.stale_after();
         let Some(offer) = self.get_mut(id) else {
             return Confirmation::Ignored;
         };
@@ -739,7 +779,8 @@ impl OfferCache {
             return Confirmation::Ignored;
         }
         offer.invoice_confirmed = true;
-        offer.invoice_confirmed_at = Some(now);
+        offer.invoice_confirmed_at = Some(now.wall);
+        offer.stale_at = Some(now.monotonic.saturating_add(stale_after));
         offer.delivery = Delivery::default();
         offer.refresh_failure_announced = false;
         if offer.state != OfferState::Pending {
@@ -747,7 +788,7 @@ impl OfferCache {
         }
         offer.state = OfferState::Ready;
         Confirmation::NowReady {
-            replaced: self.drop_excess_ready(Some(id), now),
+            replaced: self.drop_excess_ready(Some(id), now.wall),
         }
     }
 
@@ -1030,6 +1071,13 @@ impl OfferCache {
                 && o.pending_since.saturating_add(unconfirmed_deadline) <= now.monotonic
         });
         self.offers = live;
+        // Offers loaded from their records get their deadlines on the monotonic clock now,
+        // once: from here on a wall clock that jumps either way moves neither.
+        let (interval, stale_after) = (self.policy.invoice_refresh_interval, self.stale_after());
+        for offer in self.offers.iter_mut() {
+            offer.refresh_due_at = Some(offer.refresh_due(interval, now));
+            offer.stale_at = Some(offer.stale_deadline(stale_after, now));
+        }
         let mut maintenance = Maintenance {
             removed,
             abandoned,
@@ -1066,27 +1114,19 @@ impl OfferCache {
                 && offer.state == OfferState::Used
                 && !offer.is_expired(now.wall)
                 && self.reachability.contains_key(&offer.server)
-                && offer.invoice_due(self.policy.invoice_refresh_interval, now.wall)
+                && offer.invoice_due(interval, now)
             {
                 offer.delivery.rebuild_under_way = true;
                 maintenance.rebuild.push(offer.id());
             }
         }
-        let stale_after = self
-            .policy
-            .invoice_refresh_interval
-            .saturating_add(self.policy.refresh_failure_margin);
         let failed: Vec<(usize, String)> = (0..self.offers.len())
             .filter_map(|index| {
                 let offer = &self.offers[index];
-                let confirmed_at = offer
-                    .invoice_confirmed_at
-                    .or(offer.handed_out_at)
-                    .unwrap_or(offer.created_at);
                 let stale = offer.state == OfferState::Used
                     && !offer.is_expired(now.wall)
                     && !offer.refresh_failure_announced
-                    && confirmed_at.saturating_add(stale_after) <= now.wall;
+                    && offer.stale_deadline(stale_after, now) <= now.monotonic;
                 stale
                     .then(|| self.refresh_failure(offer, now))
                     .flatten()
@@ -1102,6 +1142,14 @@ impl OfferCache {
         maintenance
     }
 
+    /// How old a handed-out offer's last confirmation may get before the app hears its refresh
+    /// failed: the refresh interval and the margin.
+    fn stale_after(&self) -> Duration {
+        self.policy
+            .invoice_refresh_interval
+            .saturating_add(self.policy.refresh_failure_margin)
+    }
+
     /// Notes why refreshing `id`'s invoice failed, for the app's
     /// [`Maintenance::refresh_failed`].
     pub fn refresh_problem(&mut self, id: OfferId, problem: String) {
@@ -1113,9 +1161,9 @@ impl OfferCache {
 
     /// Handed-out live offers of configured servers whose invoice is not fresh and confirmed
     /// at `now`, and why: what a sync waits for.
-    pub fn unrefreshed(&self, now: Duration) -> Vec<(&CachedOffer, Unrefreshed)> {
+    pub fn unrefreshed(&self, now: Time) -> Vec<(&CachedOffer, Unrefreshed)> {
         self.handed_out()
-            .filter(|o| self.is_configured(&o.server) && !o.is_expired(now))
+            .filter(|o| self.is_configured(&o.server) && !o.is_expired(now.wall))
             .filter_map(|o| {
                 let why = if let Some(problem) = &o.delivery.problem {
                     Unrefreshed::Failed(problem.clone())
@@ -1166,6 +1214,16 @@ impl OfferCache {
             .collect()
     }
 
+    /// Sets `id`'s invoice back to an older one, confirmed: for benchmarks that repeat one
+    /// refresh.
+    #[cfg(feature = "testing")]
+    pub fn put_back_invoice(&mut self, id: OfferId, invoice: BuiltInvoice) {
+        if let Some(offer) = self.get_mut(id) {
+            offer.invoice = invoice;
+            offer.invoice_confirmed = true;
+        }
+    }
+
     /// The creation time for a new invoice of `id` built at `now`: a whole second after both
     /// its current invoice and any invoice begun before for it (`None`: no such offer).
     pub fn reserve_invoice_time(&mut self, id: OfferId, now: Duration) -> Option<Duration> {
@@ -1192,10 +1250,12 @@ impl OfferCache {
         if !self.is_newer_invoice(id, invoice.invoice.created_at()) {
             return false;
         }
+        let interval = self.policy.invoice_refresh_interval;
         if let Some(offer) = self.get_mut(id) {
             offer.invoice = invoice;
             offer.invoice_confirmed = false;
             offer.invoice_sent_at = Some(now);
+            offer.refresh_due_at = Some(now.saturating_add(interval));
             offer.delivery.sends = 1;
             offer.delivery.problem = None;
             offer.delivery.rebuild_under_way = false;
@@ -1296,7 +1356,7 @@ mod tests {
             .unwrap();
         cache.insert_pending(offer.clone());
         assert!(matches!(
-            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), now),
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), at(now)),
             Confirmation::NowReady { .. }
         ));
         cache.get(offer.id()).unwrap().clone()
@@ -1355,7 +1415,7 @@ mod tests {
                 let offer = fixture.cached(planned.slot, now, None);
                 touched.insert(planned.slot);
                 cache.insert_pending(offer.clone());
-                cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), now);
+                cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), at(now));
             }
         }
         assert_eq!(cache.get(used.id()).unwrap().slot, used.slot, "kept");
@@ -1609,7 +1669,7 @@ mod tests {
         // One offer of b's is Ready, then b goes away before the rest are answered.
         let on_b = fixture.cached_on(b, 0, t0(), None);
         cache.insert_pending(on_b.clone());
-        cache.invoice_persisted(on_b.id(), on_b.invoice.invoice.created_at(), t0());
+        cache.invoice_persisted(on_b.id(), on_b.invoice.invoice.created_at(), at(t0()));
         cache.set_reachability(b, Reachability::Unreachable);
         let planned = cache.plan_requests(at(t0()));
         assert_eq!(
@@ -1623,7 +1683,7 @@ mod tests {
         for slot in 0..3 {
             let offer = fixture.cached_on(a, slot, t0() - HOUR, None);
             cache.insert_pending(offer.clone());
-            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), at(t0()));
             on_a.push(offer.id());
         }
         let taken = cache.take(None, t0()).unwrap();
@@ -1636,7 +1696,7 @@ mod tests {
         for slot in [3, 4] {
             let offer = fixture.cached_on(a, slot, t0(), None);
             cache.insert_pending(offer.clone());
-            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), at(t0()));
         }
         assert!(cache.get(on_b.id()).is_none());
         assert_eq!(
@@ -1748,25 +1808,25 @@ mod tests {
         cache.insert_pending(offer.clone());
         let stranger = fixture.cached(5, t0(), None);
         assert!(matches!(
-            cache.invoice_persisted(stranger.id(), created, t0()),
+            cache.invoice_persisted(stranger.id(), created, at(t0())),
             Confirmation::Ignored
         ));
         assert!(
             matches!(
-                cache.invoice_persisted(offer.id(), created + Duration::from_secs(1), t0()),
+                cache.invoice_persisted(offer.id(), created + Duration::from_secs(1), at(t0())),
                 Confirmation::Ignored
             ),
             "confirmation of another invoice"
         );
         assert_eq!(cache.get(offer.id()).unwrap().state, OfferState::Pending);
         assert!(matches!(
-            cache.invoice_persisted(offer.id(), created, t0()),
+            cache.invoice_persisted(offer.id(), created, at(t0())),
             Confirmation::NowReady { .. }
         ));
         assert_eq!(cache.get(offer.id()).unwrap().state, OfferState::Ready);
         assert!(
             matches!(
-                cache.invoice_persisted(offer.id(), created, t0()),
+                cache.invoice_persisted(offer.id(), created, at(t0())),
                 Confirmation::Ignored
             ),
             "duplicate"
@@ -1844,7 +1904,7 @@ mod tests {
         let short = fixture.cached(1, t0() + Duration::from_secs(1), Some(t0() + 30 * DAY));
         for offer in [&long, &short] {
             cache.insert_pending(offer.clone());
-            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), at(t0()));
         }
         assert_eq!(cache.offer_for("shop", t0()).unwrap().0.id(), short.id());
         assert_eq!(
@@ -1864,7 +1924,7 @@ mod tests {
         let spare = fixture.cached(1, t0(), Some(t0() + 200 * DAY));
         for offer in [&shop, &spare] {
             cache.insert_pending(offer.clone());
-            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), at(t0()));
         }
         assert_eq!(cache.offer_for("shop", t0()).unwrap().0.id(), shop.id());
         assert!(cache.maintain(at(t0() + 85 * DAY)).expiring.is_empty());
@@ -1912,7 +1972,7 @@ mod tests {
         cache.untake(old.id());
         let new = fixture.cached(1, later, None);
         cache.insert_pending(new.clone());
-        match cache.invoice_persisted(new.id(), new.invoice.invoice.created_at(), later) {
+        match cache.invoice_persisted(new.id(), new.invoice.invoice.created_at(), at(later)) {
             Confirmation::NowReady { replaced } => assert_eq!(
                 replaced.iter().map(|o| o.id()).collect::<Vec<_>>(),
                 vec![old.id()]
@@ -1949,7 +2009,7 @@ mod tests {
             assert_eq!(cache.plan_resends(at(now), None), vec![used.id()]);
         }
         assert!(matches!(
-            cache.invoice_persisted(used.id(), rebuilt.invoice.created_at(), due),
+            cache.invoice_persisted(used.id(), rebuilt.invoice.created_at(), at(due)),
             Confirmation::Refreshed
         ));
         assert!(cache
@@ -1983,17 +2043,17 @@ mod tests {
         // After the current invoice was sent, a confirmation of an older one means the server
         // may hold that one last: the current one is unconfirmed again and sent again.
         assert!(matches!(
-            cache.invoice_persisted(id, newer.invoice.created_at(), now),
+            cache.invoice_persisted(id, newer.invoice.created_at(), at(now)),
             Confirmation::Refreshed
         ));
         assert!(matches!(
-            cache.invoice_persisted(id, older.invoice.created_at(), now),
+            cache.invoice_persisted(id, older.invoice.created_at(), at(now)),
             Confirmation::Superseded
         ));
         assert!(!cache.get(id).unwrap().invoice_confirmed);
         assert_eq!(cache.plan_resends(at(now), None), vec![id]);
         assert!(matches!(
-            cache.invoice_persisted(id, newer.invoice.created_at(), now),
+            cache.invoice_persisted(id, newer.invoice.created_at(), at(now)),
             Confirmation::Refreshed
         ));
         // Confirmed, the reservation stays ahead: the next refresh is later still.
@@ -2003,6 +2063,82 @@ mod tests {
         );
     }
 
+    /// The wall clock a day behind, or a day ahead and then put right: refreshes, resends and
+    /// the failure notice come when the monotonic clock says, as with the clock right.
+    #[test]
+    fn refreshes_resends_and_the_failure_notice_keep_their_schedule_when_the_wall_clock_jumps() {
+        let fixture = offer_fixture();
+        for skew in ["a day behind", "a day ahead, then put right"] {
+            let mut cache = connected(policy(1), vec![]);
+            fill(&mut cache, &fixture, t0());
+            let used = cache.take(None, t0()).unwrap();
+            let id = used.id();
+            let wrong = |monotonic: Duration| Time {
+                wall: match skew {
+                    "a day behind" => monotonic - DAY,
+                    _ => monotonic + DAY,
+                },
+                monotonic,
+            };
+            assert!(cache.maintain(wrong(t0() + HOUR)).rebuild.is_empty());
+            let due = t0() + 2 * HOUR;
+            assert_eq!(cache.maintain(wrong(due)).rebuild, vec![id], "{skew}");
+            // Stamped as the engine does: the wall clock's time, after the current invoice.
+            let created = cache.reserve_invoice_time(id, wrong(due).wall).unwrap();
+            assert!(cache.replace_invoice(id, fixture.invoice_for(&used, created), due));
+            // From here on, the clock is put right in the second case; the first stays behind.
+            let clock = |monotonic: Duration| match skew {
+                "a day behind" => wrong(monotonic),
+                _ => at(monotonic),
+            };
+            let mut sends = Vec::new();
+            for second in 1..=40 {
+                let now = due + Duration::from_secs(second);
+                if cache.plan_resends(clock(now), None) == vec![id] {
+                    sends.push(second);
+                }
+            }
+            assert_eq!(
+                sends,
+                vec![5, 15, 35],
+                "{skew}: resends back off by the monotonic clock"
+            );
+            // Never confirmed: the app hears of it once the last confirmation (at t0) is the
+            // refresh interval and the margin old by the monotonic clock.
+            let heard = |cache: &mut OfferCache, now| cache.maintain(clock(now)).refresh_failed;
+            assert!(heard(&mut cache, t0() + 3 * HOUR - Duration::from_secs(1)).is_empty());
+            assert_eq!(
+                heard(&mut cache, t0() + 3 * HOUR).len(),
+                1,
+                "{skew}: the failure notice on time"
+            );
+            // Confirmed now: the next refresh is due two hours after this invoice was made,
+            // by the monotonic clock, whatever creation time it carries.
+            cache.invoice_persisted(id, created, clock(t0() + 3 * HOUR));
+            let next = due + 2 * HOUR;
+            assert!(cache
+                .maintain(clock(next - Duration::from_secs(1)))
+                .rebuild
+                .is_empty());
+            assert_eq!(cache.maintain(clock(next)).rebuild, vec![id], "{skew}");
+        }
+    }
+
+    /// After a restart the deadlines are worked out from the records' wall-clock times once:
+    /// an invoice made in the future by this clock is due at once.
+    #[test]
+    fn a_loaded_invoice_made_in_the_future_is_due_at_once() {
+        let fixture = offer_fixture();
+        let mut offer = fixture.cached(1, t0() + DAY, None);
+        offer.state = OfferState::Used;
+        offer.invoice_confirmed = true;
+        offer.invoice_confirmed_at = Some(t0() + DAY);
+        offer.refresh_due_at = None;
+        let id = offer.id();
+        let mut cache = connected(policy(1), vec![offer]);
+        assert_eq!(cache.maintain(at(t0())).rebuild, vec![id]);
+    }
+
     #[test]
     fn what_a_sync_waits_for_and_a_confirmation_taken_back() {
         let fixture = offer_fixture();
@@ -2010,24 +2146,24 @@ mod tests {
         fill(&mut cache, &fixture, t0());
         let used = cache.take(None, t0()).unwrap();
         fill(&mut cache, &fixture, t0());
-        assert!(cache.unrefreshed(t0() + HOUR).is_empty(), "fresh");
+        assert!(cache.unrefreshed(at(t0() + HOUR)).is_empty(), "fresh");
         let due = t0() + 2 * HOUR;
-        assert_eq!(cache.unrefreshed(due)[0].1, Unrefreshed::Due);
+        assert_eq!(cache.unrefreshed(at(due))[0].1, Unrefreshed::Due);
         let rebuilt = fixture.invoice_for(&used, due);
         cache.replace_invoice(used.id(), rebuilt.clone(), due);
         assert_eq!(
-            cache.unrefreshed(due)[0].1,
+            cache.unrefreshed(at(due))[0].1,
             Unrefreshed::Unconfirmed { sends: 1 }
         );
-        cache.invoice_persisted(used.id(), rebuilt.invoice.created_at(), due);
-        assert!(cache.unrefreshed(due).is_empty(), "confirmed");
+        cache.invoice_persisted(used.id(), rebuilt.invoice.created_at(), at(due));
+        assert!(cache.unrefreshed(at(due)).is_empty(), "confirmed");
 
         // Taken back: only for the invoice it confirmed, and a handed-out offer stays so.
         cache.confirmation_unwritten(used.id(), used.invoice.invoice.created_at(), "old".into());
-        assert!(cache.unrefreshed(due).is_empty(), "another invoice's");
+        assert!(cache.unrefreshed(at(due)).is_empty(), "another invoice's");
         cache.confirmation_unwritten(used.id(), rebuilt.invoice.created_at(), "full".into());
         assert_eq!(
-            cache.unrefreshed(due)[0].1,
+            cache.unrefreshed(at(due))[0].1,
             Unrefreshed::Failed("full".into())
         );
         assert_eq!(cache.get(used.id()).unwrap().state, OfferState::Used);
@@ -2061,12 +2197,12 @@ mod tests {
         cache.plan_requests(at(t0()));
         let offer = fixture.cached(0, t0(), Some(t0() + 100 * DAY));
         cache.insert_pending(offer.clone());
-        cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), t0());
+        cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), at(t0()));
         cache.take(Some("bio".into()), t0()).unwrap();
         cache.plan_requests(at(t0()));
         let refill = fixture.cached(1, t0(), Some(t0() + 400 * DAY));
         cache.insert_pending(refill.clone());
-        cache.invoice_persisted(refill.id(), refill.invoice.invoice.created_at(), t0());
+        cache.invoice_persisted(refill.id(), refill.invoice.invoice.created_at(), at(t0()));
 
         // The wall clock jumps 110 days ahead; the monotonic clock moves a minute.
         let wrong = Time {
@@ -2197,7 +2333,7 @@ mod tests {
         // Confirmed: fresh, and a later failure would be told again.
         let created = cache.get(id).unwrap().invoice.invoice.created_at();
         assert!(matches!(
-            cache.invoice_persisted(id, created, now),
+            cache.invoice_persisted(id, created, at(now)),
             Confirmation::Refreshed
         ));
         let offer = cache.get(id).unwrap();

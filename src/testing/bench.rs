@@ -14,7 +14,7 @@ use lightning::onion_message::messenger::Responder;
 use lightning::sign::{KeysManager, NodeSigner, Recipient};
 use lightning_persister::fs_store::FilesystemStore;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, Time};
 use crate::config::ChannelHint;
 use crate::io::records::{decode, encode};
 use crate::io::store::OfferStore;
@@ -82,6 +82,8 @@ pub struct CacheWork {
     records: Vec<Vec<u8>>,
     /// A newer invoice for one of the offers, for the refresh transition.
     refreshed: (OfferId, BuiltInvoice),
+    /// That offer's first invoice, put back after each refresh: invoices only get newer.
+    original: BuiltInvoice,
     store: OfferStore,
     now: Duration,
 }
@@ -149,6 +151,7 @@ impl CacheWork {
                 .build_invoice(&first.offer, first.nonce, server, &[], later, None)
                 .map_err(|e| e.to_string())?,
         );
+        let original = first.invoice.clone();
         let store = OfferStore::new(Arc::new(FilesystemStore::new(data_dir.to_path_buf())));
         for offer in &cached {
             store.save(offer).map_err(|e| e.to_string())?;
@@ -175,6 +178,7 @@ impl CacheWork {
             server,
             records,
             refreshed,
+            original,
             store,
             now: later,
         })
@@ -194,15 +198,22 @@ impl CacheWork {
         true
     }
 
-    /// Transition: an offer's invoice replaced by a newer one, then confirmed by the server.
+    /// Transition: an offer's invoice replaced by a newer one, then confirmed by the server
+    /// (and its first invoice put back, for the next run).
     pub fn refresh_and_confirm(&mut self) -> bool {
         let (id, invoice) = &self.refreshed;
         let created_at = invoice.invoice.created_at();
-        self.cache.replace_invoice(*id, invoice.clone(), self.now);
-        matches!(
-            self.cache.invoice_persisted(*id, created_at, self.now),
-            Confirmation::Refreshed
-        )
+        let now = Time {
+            wall: self.now,
+            monotonic: self.now,
+        };
+        let confirmed = self.cache.replace_invoice(*id, invoice.clone(), self.now)
+            && matches!(
+                self.cache.invoice_persisted(*id, created_at, now),
+                Confirmation::Refreshed
+            );
+        self.cache.put_back_invoice(*id, self.original.clone());
+        confirmed
     }
 
     /// Serialize: every offer encoded as a store record; the total bytes.
