@@ -211,9 +211,10 @@ pub struct Config {
     /// [`AsyncOffersClient::update_channels`](crate::AsyncOffersClient::update_channels) one
     /// per offer. What does not fit waits, and leaves as the budget refills.
     pub max_messages_per_minute: u32,
-    /// How long before a handed-out offer expires [`crate::Event::OfferExpiring`] tells the app
-    /// to swap it, and [`AsyncOffersClient::offer_for`](crate::AsyncOffersClient::offer_for)
-    /// starts giving its label a fresh offer. Offers without expiry never expire.
+    /// How long before a handed-out offer expires
+    /// [`AsyncOffersClient::offer_for`](crate::AsyncOffersClient::offer_for) starts giving its
+    /// label a fresh offer, and [`crate::Event::OfferExpiring`] tells the app to swap it (once a
+    /// fresh offer is Ready). Offers without expiry never expire.
     pub offer_expiring_notice: Duration,
     /// The server slots (`invoice_slot` numbers) new offers are drawn from, at random. All of
     /// them (the default) unless a server accepts fewer: LDK's server role and ldk-node's

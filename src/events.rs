@@ -163,8 +163,11 @@ pub enum Event {
         new_offer: OfferInfo,
     },
     /// A handed-out offer expires within
-    /// [`Config::offer_expiring_notice`](crate::Config::offer_expiring_notice): publish another
-    /// (for its label, [`offer_for`](crate::AsyncOffersClient::offer_for) now gives a fresh one).
+    /// [`Config::offer_expiring_notice`](crate::Config::offer_expiring_notice), and a fresh
+    /// offer is Ready to take its place: publish another (for its label,
+    /// [`offer_for`](crate::AsyncOffersClient::offer_for) now gives the fresh one). Not sent
+    /// while no fresh offer is Ready; sent again if `offer_for` gave the label this offer back
+    /// (the fresh one went elsewhere first), once another is.
     OfferExpiring {
         /// The offer, with its label and expiry.
         offer: OfferInfo,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_offers::keys::WalletKeys;
 use async_offers::{Event, InvoiceRequestTarget, ManualClock};
-use async_offers_server::{OfferPathsLifetime, PAYER_NOTE};
+use async_offers_server::PAYER_NOTE;
 use common::*;
 use lightning::bitcoin::hex::DisplayHex;
 
@@ -42,7 +42,7 @@ fn captured() -> &'static Capture {
     capture
 }
 
-const DAY: Duration = Duration::from_secs(24 * 3600);
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// The ways a 32-byte secret could be printed.
 fn renderings(secret: &[u8]) -> Vec<String> {
@@ -129,9 +129,7 @@ async fn labels_and_payer_notes_never_reach_the_logs() {
     let capture = captured();
     let server_dir = tempfile::tempdir().unwrap();
     let client_dir = tempfile::tempdir().unwrap();
-    let mut options = server_options(server_dir.path(), "127.0.0.1:0");
-    options.offer_paths_lifetime = OfferPathsLifetime::Fixed(100 * DAY);
-    let server = start_server_with(options).await;
+    let server = start_server(server_dir.path()).await;
     let mut config = config_for(&server, b"private-labels", client_dir.path());
     config.ready_offer_target = 2;
     config.invoice_request_target = InvoiceRequestTarget::Client;
@@ -144,22 +142,31 @@ async fn labels_and_payer_notes_never_reach_the_logs() {
     let label = "Alice Liddell, my sister";
     let offer = client.offer_for(label).unwrap();
     assert_payable(&server, std::slice::from_ref(&offer)).await;
-    clock.advance(87 * DAY);
-    let (mut noted, mut labelled) = (false, false);
     let deadline = std::time::Instant::now() + WAIT;
-    while !(noted && labelled) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the events never came"
-        );
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no forwarded request");
         match events.recv_timeout(WAIT) {
             Ok(Event::InvoiceRequestForwarded { payer_note, .. }) => {
                 assert_eq!(payer_note.as_deref(), Some(PAYER_NOTE));
-                noted = true;
+                break;
             }
-            Ok(Event::OfferExpiring { offer }) => {
+            _ => continue,
+        }
+    }
+    // The server goes away for good: three hours on, the app hears that the labelled offer's
+    // refresh failed, label and all.
+    server.stop();
+    while client.status().servers[0].connected {
+        assert!(std::time::Instant::now() < deadline, "never disconnected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    clock.advance(3 * HOUR + Duration::from_secs(60));
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no refresh failure");
+        match events.recv_timeout(WAIT) {
+            Ok(Event::InvoiceRefreshFailed { offer, .. }) => {
                 assert_eq!(offer.label.as_deref(), Some(label));
-                labelled = true;
+                break;
             }
             _ => continue,
         }

@@ -96,7 +96,8 @@ pub struct OffersConfig {
     pub invoice_request_target: crate::InvoiceRequestTarget,
     /// The most messages sent to a server in a minute; the rest wait.
     pub max_messages_per_minute: u32,
-    /// How long before a handed-out offer expires `OfferExpiring` is sent.
+    /// How long before a handed-out offer expires `OfferExpiring` is sent (once a fresh offer is
+    /// Ready to take its place).
     pub offer_expiring_notice: Duration,
     /// The lowest server slot new offers are drawn from (0 unless the server limits them).
     pub invoice_slot_min: u16,

@@ -7,13 +7,13 @@ use super::{count, Engine};
 use crate::clock::Time;
 use crate::events::{ImportedOffers, OfferInfo};
 use crate::io::records::{decode_book, encode_book};
-use crate::offers::cache::{CachedOffer, Imported, OfferCache};
+use crate::offers::cache::{CachedOffer, Imported, OfferCache, Pick};
 use crate::Error;
 
 impl Engine {
     /// Hands out a Ready offer never handed out before, persisted as Used first.
     pub fn take_offer(&self, label: Option<String>) -> Result<OfferInfo, Error> {
-        self.hand_out(|cache, now| cache.take(label, now).map(|offer| (offer, true)))
+        self.hand_out(|cache, now| cache.take(label, now).map(|offer| (offer, Pick::HandedOut)))
     }
 
     /// The offer for `label`: the same one every time while it lives.
@@ -24,25 +24,32 @@ impl Engine {
     /// Runs `pick`; an offer it newly hands out is persisted as Used before it is returned, and
     /// its slot's replacement requested. The write is made outside the engine's lock: message
     /// handling and maintenance never wait for it; hand-outs (and exports) wait for each
-    /// other, so no two see an offer whose hand-out is not yet durable.
+    /// other, so no two see an offer whose hand-out is not yet durable. An expiring offer whose
+    /// notice is owed again is written too, but a failed write only costs that notice after a
+    /// restart, and is logged.
     pub(super) fn hand_out(
         &self,
-        pick: impl FnOnce(&mut OfferCache, Duration) -> Option<(CachedOffer, bool)>,
+        pick: impl FnOnce(&mut OfferCache, Duration) -> Option<(CachedOffer, Pick)>,
     ) -> Result<OfferInfo, Error> {
         let _held = self.hold_data_dir()?;
         let _one_at_a_time = self.hand_outs.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
         let (offer, write) = {
             let mut state = self.lock();
-            let (offer, newly_handed_out) =
-                pick(&mut state.cache, now).ok_or(Error::NoReadyOffer)?;
-            let write = newly_handed_out.then(|| self.store.prepare(&offer));
+            let (offer, picked) = pick(&mut state.cache, now).ok_or(Error::NoReadyOffer)?;
+            let write = (picked != Pick::Unchanged).then(|| (self.store.prepare(&offer), picked));
             (offer, write)
         };
-        if let Some(write) = write {
-            if let Err(e) = self.store.commit(write) {
-                self.lock().cache.untake(offer.id());
-                return Err(e);
+        if let Some((write, picked)) = write {
+            match (self.store.commit(write), picked) {
+                (Ok(()), _) => {}
+                (Err(e), Pick::NoticeOwed) => {
+                    log::warn!("{e}; the offer's expiry notice is owed in memory only")
+                }
+                (Err(e), _) => {
+                    self.lock().cache.untake(offer.id());
+                    return Err(e);
+                }
             }
             let mut state = self.lock();
             self.queue_offer_paths_requests(&mut state);

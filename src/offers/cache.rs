@@ -394,6 +394,18 @@ pub(crate) enum Confirmation {
     Ignored,
 }
 
+/// What [`OfferCache::offer_for`] did to the offer it gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// Nothing: the label's offer, as before.
+    Unchanged,
+    /// A Ready offer, handed out now: to write before it is returned.
+    HandedOut,
+    /// The label's offer about to expire, for want of a fresh one: its expiry is to be
+    /// announced again once one can take its place (to write; not worth failing the call for).
+    NoticeOwed,
+}
+
 /// What [`OfferCache::import`] did.
 #[derive(Debug, Default)]
 pub(crate) struct Import {
@@ -853,11 +865,13 @@ impl OfferCache {
     }
 
     /// The live offer first handed out under `label` that is not about to expire; else the
-    /// newest Ready offer, handed out under `label` now (then `true`), one not about to expire
-    /// itself if the label has offers already; else, of the label's offers about to expire,
-    /// the one that lasts longest, which still works until then. So the answer is the same at
-    /// every call until a fresher offer can take over: never a new hand-out per call.
-    pub fn offer_for(&mut self, label: &str, now: Duration) -> Option<(CachedOffer, bool)> {
+    /// newest Ready offer, handed out under `label` now, one not about to expire itself if the
+    /// label has offers already; else, of the label's offers about to expire, the one that
+    /// lasts longest, which still works until then, with its expiry to be announced again
+    /// once a fresh offer can take its place (the app asked for a replacement and got none).
+    /// So the answer is the same at every call until a fresher offer can take over: never a
+    /// new hand-out per call.
+    pub fn offer_for(&mut self, label: &str, now: Duration) -> Option<(CachedOffer, Pick)> {
         let (expiring, lasting): (Vec<&CachedOffer>, Vec<&CachedOffer>) = self
             .offers
             .iter()
@@ -868,20 +882,26 @@ impl OfferCache {
             .into_iter()
             .min_by_key(|o| (o.handed_out_at, o.slot))
         {
-            return Some((offer.clone(), false));
+            return Some((offer.clone(), Pick::Unchanged));
         }
         let last_resort = expiring
             .into_iter()
             .max_by_key(|o| (o.expires_at(), o.handed_out_at))
-            .cloned();
+            .map(|o| o.id());
         let label_has_offers = last_resort.is_some();
         let notice = self.policy.expiring_notice;
-        self.take_where(Some(label.to_string()), now, |ready| {
+        if let Some(fresh) = self.take_where(Some(label.to_string()), now, |ready| {
             // A replacement about to expire itself would be replaced at the next call.
             !label_has_offers || !ready.is_expiring(notice, now)
-        })
-        .map(|offer| (offer, true))
-        .or(last_resort.map(|offer| (offer, false)))
+        }) {
+            return Some((fresh, Pick::HandedOut));
+        }
+        let offer = self.get_mut(last_resort?)?;
+        let pick = match std::mem::take(&mut offer.expiry_announced) {
+            true => Pick::NoticeOwed,
+            false => Pick::Unchanged,
+        };
+        Some((offer.clone(), pick))
     }
 
     /// Handed-out offers of another install of this wallet's (a backup, another device), merged
@@ -1084,6 +1104,13 @@ impl OfferCache {
             ..Default::default()
         };
         let notice = self.policy.expiring_notice;
+        // An offer about to expire is announced once a fresh one can take its place: told
+        // before, the app would republish the same offer (`offer_for` has nothing fresher).
+        let replacement_ready = self.offers.iter().any(|o| {
+            o.state == OfferState::Ready
+                && !o.is_expired(now.wall)
+                && !o.is_expiring(notice, now.wall)
+        });
         for offer in self.offers.iter_mut() {
             if offer.state != OfferState::Used {
                 continue;
@@ -1102,7 +1129,7 @@ impl OfferCache {
                 offer.expiry_announced = false;
                 maintenance.announced.push(offer.clone());
             }
-            if offer.is_expiring(notice, now.wall) && !offer.expiry_announced {
+            if offer.is_expiring(notice, now.wall) && !offer.expiry_announced && replacement_ready {
                 offer.expiry_announced = true;
                 maintenance.expiring.push(offer.clone());
                 maintenance.announced.push(offer.clone());
@@ -1868,10 +1895,11 @@ mod tests {
         }
         let now = t0() + HOUR;
         let (alice, new) = cache.offer_for("alice", now).unwrap();
-        assert!(new);
+        assert_eq!(new, Pick::HandedOut);
         assert_eq!(cache.offer_for("alice", now).unwrap().0.id(), alice.id());
-        assert!(
-            !cache.offer_for("alice", now).unwrap().1,
+        assert_eq!(
+            cache.offer_for("alice", now).unwrap().1,
+            Pick::Unchanged,
             "nothing new handed out"
         );
         let (bob, _) = cache.offer_for("bob", now).unwrap();
@@ -1912,7 +1940,7 @@ mod tests {
             short.id()
         );
         let (renewed, new) = cache.offer_for("shop", t0() + 30 * DAY).unwrap();
-        assert_eq!((renewed.id(), new), (long.id(), true));
+        assert_eq!((renewed.id(), new), (long.id(), Pick::HandedOut));
     }
 
     #[test]
@@ -1940,12 +1968,57 @@ mod tests {
         );
         // Its label moves on to an offer that lasts, which keeps it from then on.
         let (moved, new) = cache.offer_for("shop", t0() + 86 * DAY).unwrap();
-        assert_eq!((moved.id(), new), (spare.id(), true));
+        assert_eq!((moved.id(), new), (spare.id(), Pick::HandedOut));
         assert_eq!(
             cache.offer_for("shop", t0() + 87 * DAY).unwrap().0.id(),
             spare.id()
         );
         assert!(cache.offer_for("cafe", t0() + 87 * DAY).is_none());
+    }
+
+    /// No Ready offer (offline, the server down): the expiring offer is not announced, as the
+    /// app's `offer_for` could only give it back; it is once a fresh one is Ready. If the app
+    /// asks and still gets the old one (the fresh one went elsewhere first), the notice is
+    /// owed again.
+    #[test]
+    fn an_expiring_offer_is_announced_once_a_fresh_one_can_take_its_place() {
+        let fixture = offer_fixture();
+        let mut shop = fixture.cached(0, t0(), Some(t0() + 100 * DAY));
+        shop.state = OfferState::Used;
+        shop.label = Some("shop".into());
+        shop.invoice_confirmed = true;
+        let mut cache = connected(policy(1), vec![shop.clone()]);
+        let soon = t0() + 87 * DAY;
+        assert!(
+            cache.maintain(at(soon)).expiring.is_empty(),
+            "nothing to move to"
+        );
+        let (given, pick) = cache.offer_for("shop", soon).unwrap();
+        assert_eq!((given.id(), pick), (shop.id(), Pick::Unchanged));
+        let ready_now = |cache: &mut OfferCache, slot, now: Duration| {
+            let offer = fixture.cached(slot, now, Some(now + 365 * DAY));
+            cache.insert_pending(offer.clone());
+            cache.invoice_persisted(offer.id(), offer.invoice.invoice.created_at(), at(now));
+            offer
+        };
+        ready_now(&mut cache, 1, soon);
+        let announced = cache.maintain(at(soon)).expiring;
+        assert_eq!(
+            announced.iter().map(|o| o.id()).collect::<Vec<_>>(),
+            vec![shop.id()]
+        );
+        // The fresh offer goes to another label before the app asks for "shop".
+        cache.offer_for("cafe", soon).unwrap();
+        let (given, pick) = cache.offer_for("shop", soon).unwrap();
+        assert_eq!((given.id(), pick), (shop.id(), Pick::NoticeOwed));
+        assert!(
+            cache.maintain(at(soon)).expiring.is_empty(),
+            "nothing to move to"
+        );
+        let fresh = ready_now(&mut cache, 2, soon);
+        assert_eq!(cache.maintain(at(soon)).expiring.len(), 1, "told again");
+        let (given, pick) = cache.offer_for("shop", soon).unwrap();
+        assert_eq!((given.id(), pick), (fresh.id(), Pick::HandedOut));
     }
 
     #[test]
@@ -2363,14 +2436,14 @@ mod tests {
             let (given, new) = cache.offer_for("shop", t0()).unwrap();
             assert_eq!(
                 (given.id(), new),
-                (shop.id(), false),
+                (shop.id(), Pick::Unchanged),
                 "no new hand-out per call"
             );
         }
         assert_eq!(cache.handed_out().count(), 1);
         // A label of its own still gets one of them: better than none.
         let (first, new) = cache.offer_for("cafe", t0()).unwrap();
-        assert!(new);
+        assert_eq!(new, Pick::HandedOut);
         assert_eq!(cache.offer_for("cafe", t0()).unwrap().0.id(), first.id());
     }
 }

@@ -2491,7 +2491,8 @@ public struct OffersConfig: Equatable, Hashable {
      */
     public var maxMessagesPerMinute: UInt32
     /**
-     * How long before a handed-out offer expires `OfferExpiring` is sent.
+     * How long before a handed-out offer expires `OfferExpiring` is sent (once a fresh offer is
+     * Ready to take its place).
      */
     public var offerExpiringNotice: TimeInterval
     /**
@@ -2557,7 +2558,8 @@ public struct OffersConfig: Equatable, Hashable {
          * The most messages sent to a server in a minute; the rest wait.
          */maxMessagesPerMinute: UInt32, 
         /**
-         * How long before a handed-out offer expires `OfferExpiring` is sent.
+         * How long before a handed-out offer expires `OfferExpiring` is sent (once a fresh offer is
+         * Ready to take its place).
          */offerExpiringNotice: TimeInterval, 
         /**
          * The lowest server slot new offers are drawn from (0 unless the server limits them).
@@ -3415,8 +3417,11 @@ public enum OfferEvent: Equatable, Hashable {
     )
     /**
      * A handed-out offer expires within
-     * [`Config::offer_expiring_notice`](crate::Config::offer_expiring_notice): publish another
-     * (for its label, [`offer_for`](crate::AsyncOffersClient::offer_for) now gives a fresh one).
+     * [`Config::offer_expiring_notice`](crate::Config::offer_expiring_notice), and a fresh
+     * offer is Ready to take its place: publish another (for its label,
+     * [`offer_for`](crate::AsyncOffersClient::offer_for) now gives the fresh one). Not sent
+     * while no fresh offer is Ready; sent again if `offer_for` gave the label this offer back
+     * (the fresh one went elsewhere first), once another is.
      */
     case offerExpiring(
         /**

@@ -3874,7 +3874,8 @@ data class OffersConfig (
     var `maxMessagesPerMinute`: kotlin.UInt
     , 
     /**
-     * How long before a handed-out offer expires `OfferExpiring` is sent.
+     * How long before a handed-out offer expires `OfferExpiring` is sent (once a fresh offer is
+     * Ready to take its place).
      */
     var `offerExpiringNotice`: java.time.Duration
     , 
@@ -4493,8 +4494,11 @@ sealed class OfferEvent {
     
     /**
      * A handed-out offer expires within
-     * [`Config::offer_expiring_notice`](crate::Config::offer_expiring_notice): publish another
-     * (for its label, [`offer_for`](crate::AsyncOffersClient::offer_for) now gives a fresh one).
+     * [`Config::offer_expiring_notice`](crate::Config::offer_expiring_notice), and a fresh
+     * offer is Ready to take its place: publish another (for its label,
+     * [`offer_for`](crate::AsyncOffersClient::offer_for) now gives the fresh one). Not sent
+     * while no fresh offer is Ready; sent again if `offer_for` gave the label this offer back
+     * (the fresh one went elsewhere first), once another is.
      */
     data class OfferExpiring(
         /**
