@@ -134,14 +134,18 @@ async fn refreshes_keep_their_schedule_with_the_wall_clock_a_day_behind_or_ahead
         ("a day ahead", 1),
         ("put right", 0),
     ] {
-        elapsed += 2 * HOUR + Duration::from_secs(60);
-        clock.advance(2 * HOUR + Duration::from_secs(60));
+        let step_length = 2 * HOUR + Duration::from_secs(60);
+        elapsed += step_length;
         let right = start + elapsed;
-        clock.set_wall(match wall_skew {
-            -1 => right - DAY,
-            1 => right + DAY,
-            _ => right,
-        });
+        // The wall clock is set wrong first, so that no tick sees it right in between.
+        clock.set_wall(
+            match wall_skew {
+                -1 => right - DAY,
+                1 => right + DAY,
+                _ => right,
+            } - step_length,
+        );
+        clock.advance(step_length);
         eprintln!("{step}");
         refreshed();
     }

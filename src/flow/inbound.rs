@@ -114,8 +114,12 @@ impl Engine {
     /// `server` stored one of our invoices: room for the next one, and the offer (or its
     /// refresh) confirmed off the messenger's thread.
     pub fn on_invoice_persisted(&self, server: PublicKey, context: AsyncPaymentsContext) {
-        if let AsyncPaymentsContext::StaticInvoicePersisted { offer_id, .. } = &context {
-            self.invoice_answered(server, *offer_id);
+        if let AsyncPaymentsContext::StaticInvoicePersisted {
+            offer_id,
+            invoice_created_at,
+        } = &context
+        {
+            self.invoice_answered(server, *offer_id, *invoice_created_at);
         }
         self.run_offloaded(move |engine| engine.confirm_invoice(context));
     }
@@ -257,7 +261,7 @@ impl Engine {
             }
             Confirmation::Superseded => {
                 log::debug!(
-                    "an older invoice of the offer in slot {} of server {} was confirmed after the current one was sent; sending the current one again",
+                    "an older invoice of the offer in slot {} of server {} was confirmed after the current one was installed; sending the current one (again)",
                     cached.slot,
                     cached.server
                 );

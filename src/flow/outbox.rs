@@ -46,9 +46,10 @@ pub(super) struct Link {
     /// `OfferPathsRequest`s by slot: each answer waits in the server's buffer, in a 32 KiB
     /// onion when it carries several padded paths.
     requests_in_flight: InFlight<u16>,
-    /// `ServeStaticInvoice`s by offer: each is a 32 KiB onion in our messenger's buffer when
-    /// the app's messenger sends for us.
-    invoices_in_flight: InFlight<OfferId>,
+    /// `ServeStaticInvoice`s by offer and invoice creation time: each is a 32 KiB onion in
+    /// our messenger's buffer when the app's messenger sends for us. An answer ends only its
+    /// own invoice's entry: a late one of an older invoice does not let a third one go.
+    invoices_in_flight: InFlight<(OfferId, Duration)>,
 }
 
 impl Link {
@@ -108,10 +109,17 @@ impl<K: PartialEq> InFlight<K> {
         self.sent.push_back((key, now));
     }
 
-    /// Whether `key` is sent and not answered yet (nor timed out, as of the last
-    /// [`Self::has_room`]).
-    fn contains(&self, key: &K) -> bool {
-        self.sent.iter().any(|(sent, _)| sent == key)
+    /// Whether a key `matches` accepts is sent and not answered yet (nor timed out, as of the
+    /// last [`Self::has_room`]).
+    fn any(&self, matches: impl Fn(&K) -> bool) -> bool {
+        self.sent.iter().any(|(sent, _)| matches(sent))
+    }
+
+    /// How long until the oldest entry times out (`None`: none is in flight).
+    fn next_timeout(&self, now: Duration) -> Option<Duration> {
+        self.sent
+            .front()
+            .map(|(_, at)| (*at + Self::TIMEOUT).saturating_sub(now))
     }
 
     fn answered(&mut self, key: &K) {
@@ -194,8 +202,9 @@ impl SendBudget {
 }
 
 impl Engine {
-    /// How long until messages for `server` held back by the send budget can leave (`None`:
-    /// none are).
+    /// How long until messages for `server` that are held back can leave (`None`: none are):
+    /// by the send budget, or by answers owed, which an answer ends early (and wakes the
+    /// flush) or a timeout ends then.
     pub fn deferred_release_in(&self, server: &PublicKey) -> Option<Duration> {
         let now = self.clock.monotonic();
         let mut state = self.lock();
@@ -203,7 +212,18 @@ impl Engine {
         if link.outbox.is_empty() {
             return None;
         }
-        Some(link.budget.wait(now)).filter(|wait| !wait.is_zero())
+        let budget = link.budget.wait(now);
+        if !budget.is_zero() {
+            return Some(budget);
+        }
+        [
+            link.invoices_in_flight.next_timeout(now),
+            link.requests_in_flight.next_timeout(now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .filter(|wait| !wait.is_zero())
     }
 
     /// Queues `outgoing` for `server`.
@@ -307,11 +327,10 @@ impl Engine {
                 // is answered (or its answer given up on), so that a server storing them as
                 // they come, and answering as it stores, ends with the newer.
                 AsyncPaymentsMessage::ServeStaticInvoice(message) => {
+                    let offer = message.invoice.offer_id();
                     invoices_released < max_invoices
                         && link.invoices_in_flight.has_room(now)
-                        && !link
-                            .invoices_in_flight
-                            .contains(&message.invoice.offer_id())
+                        && !link.invoices_in_flight.any(|(of, _)| *of == offer)
                 }
                 AsyncPaymentsMessage::OfferPathsRequest(_) => link.requests_in_flight.has_room(now),
                 _ => true,
@@ -323,8 +342,10 @@ impl Engine {
             match &entry.message {
                 AsyncPaymentsMessage::ServeStaticInvoice(message) => {
                     invoices_released += 1;
-                    link.invoices_in_flight
-                        .sent(message.invoice.offer_id(), now);
+                    link.invoices_in_flight.sent(
+                        (message.invoice.offer_id(), message.invoice.created_at()),
+                        now,
+                    );
                 }
                 AsyncPaymentsMessage::OfferPathsRequest(request) => {
                     link.requests_in_flight.sent(request.invoice_slot, now);
@@ -347,9 +368,12 @@ impl Engine {
         self.answered(server, |link| link.requests_in_flight.answered(&slot));
     }
 
-    /// `server` confirmed the invoice of `offer`: room for the next invoice.
-    pub(super) fn invoice_answered(&self, server: PublicKey, offer: OfferId) {
-        self.answered(server, |link| link.invoices_in_flight.answered(&offer));
+    /// `server` confirmed the invoice of `offer` created at `created_at`: room for the next
+    /// invoice, that offer's next one included.
+    pub(super) fn invoice_answered(&self, server: PublicKey, offer: OfferId, created_at: Duration) {
+        self.answered(server, |link| {
+            link.invoices_in_flight.answered(&(offer, created_at))
+        });
     }
 
     fn answered(&self, server: PublicKey, end: impl FnOnce(&mut Link)) {

@@ -135,6 +135,17 @@ pub(crate) struct Delivery {
     /// (in a new invoice or a problem): ticks that come meanwhile, however many, do not ask
     /// again.
     pub rebuild_under_way: bool,
+    /// What the offer said of its last confirmation before the current invoice's, while that
+    /// one is being written: put back if the write fails ([`OfferCache::confirmation_unwritten`]).
+    pub confirmed_before: Option<ConfirmedBefore>,
+}
+
+/// An offer's account of its last confirmation, as it was before a newer one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConfirmedBefore {
+    at: Option<Duration>,
+    stale_at: Option<Duration>,
+    failure_announced: bool,
 }
 
 impl CachedOffer {
@@ -387,8 +398,9 @@ pub(crate) enum Confirmation {
     NowReady { replaced: Vec<CachedOffer> },
     /// A refreshed invoice of a Ready or Used offer was confirmed.
     Refreshed,
-    /// An older invoice of the offer was confirmed after its current one was sent: the server
-    /// may have stored the older one last. The current one is unconfirmed again, to send again.
+    /// An older invoice of the offer was confirmed after its current one was installed (sent,
+    /// or waiting for that answer): the server may have stored the older one last. The current
+    /// one is unconfirmed, to send (again) now.
     Superseded,
     /// Unknown offer, stale invoice, or a duplicate: nothing changed.
     Ignored,
@@ -559,8 +571,12 @@ impl OfferCache {
         self.reachability(server) == Reachability::Connected
     }
 
+    /// Whether a Ready offer is to be replaced: older than the policy allows, or about to
+    /// expire (a replacement made now lasts at least `min_paths_lifetime`, longer than the
+    /// notice, so it is fresh: what an expiring handed-out offer needs to be announced).
     fn is_stale_ready(&self, offer: &CachedOffer, now: Duration) -> bool {
         offer.created_at.saturating_add(self.policy.ready_max_age) <= now
+            || offer.is_expiring(self.policy.expiring_notice, now)
     }
 
     /// Fresh Ready, Pending and requested offers of `server`: what it contributes to the target.
@@ -747,7 +763,9 @@ impl OfferCache {
                 }) {
                     offer.invoice_sent_at = old.invoice_sent_at;
                     offer.refresh_due_at = old.refresh_due_at;
-                    offer.stale_at = old.stale_at;
+                    if old.invoice_confirmed_at == offer.invoice_confirmed_at {
+                        offer.stale_at = old.stale_at;
+                    }
                     // Not a rebuild under way: its job was dropped if the dir was not ours.
                     offer.delivery = Delivery {
                         rebuild_under_way: false,
@@ -783,17 +801,27 @@ impl OfferCache {
         };
         let current = offer.invoice.invoice.created_at();
         if invoice_created_at < current && offer.invoice_sent_at.is_some() {
+            // The caller sends the current one again now.
             offer.invoice_confirmed = false;
-            offer.invoice_sent_at = None;
+            offer.invoice_sent_at = Some(now.monotonic);
+            offer.delivery.sends = offer.delivery.sends.saturating_add(1);
             return Confirmation::Superseded;
         }
         if offer.invoice_confirmed || current != invoice_created_at {
             return Confirmation::Ignored;
         }
+        let before = ConfirmedBefore {
+            at: offer.invoice_confirmed_at,
+            stale_at: offer.stale_at,
+            failure_announced: offer.refresh_failure_announced,
+        };
         offer.invoice_confirmed = true;
         offer.invoice_confirmed_at = Some(now.wall);
         offer.stale_at = Some(now.monotonic.saturating_add(stale_after));
-        offer.delivery = Delivery::default();
+        offer.delivery = Delivery {
+            confirmed_before: Some(before),
+            ..Delivery::default()
+        };
         offer.refresh_failure_announced = false;
         if offer.state != OfferState::Pending {
             return Confirmation::Refreshed;
@@ -1226,6 +1254,11 @@ impl OfferCache {
         }
         offer.invoice_confirmed = false;
         offer.delivery.problem = Some(problem);
+        if let Some(before) = offer.delivery.confirmed_before.take() {
+            offer.invoice_confirmed_at = before.at;
+            offer.stale_at = before.stale_at;
+            offer.refresh_failure_announced = before.failure_announced;
+        }
         if offer.state == OfferState::Ready {
             offer.state = OfferState::Pending;
         }
@@ -2124,7 +2157,10 @@ mod tests {
             Confirmation::Superseded
         ));
         assert!(!cache.get(id).unwrap().invoice_confirmed);
-        assert_eq!(cache.plan_resends(at(now), None), vec![id]);
+        assert!(
+            cache.plan_resends(at(now), None).is_empty(),
+            "the caller sends it now: not twice"
+        );
         assert!(matches!(
             cache.invoice_persisted(id, newer.invoice.created_at(), at(now)),
             Confirmation::Refreshed
