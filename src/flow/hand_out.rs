@@ -47,7 +47,15 @@ impl Engine {
                     log::warn!("{e}; the offer's expiry notice is owed in memory only")
                 }
                 (Err(e), _) => {
-                    self.lock().cache.untake(offer.id());
+                    // Ready again, and written so (best effort): a refresh may have written
+                    // the offer as handed out meanwhile, which the disk must not keep.
+                    let mut state = self.lock();
+                    state.cache.untake(offer.id());
+                    let rewrite = state.cache.get(offer.id()).map(|o| self.store.prepare(o));
+                    drop(state);
+                    if let Some(Err(again)) = rewrite.map(|write| self.store.commit(write)) {
+                        log::warn!("after a failed hand-out: {again}");
+                    }
                     return Err(e);
                 }
             }
