@@ -329,7 +329,8 @@ impl AsyncOffersClient {
 
     /// Does in one short background window (an iOS `BGAppRefreshTask`'s 30 seconds, an
     /// Android worker's few minutes) what a started client does over time, and returns by
-    /// `timeout` with a report: connects if the client is not started, fills the missing
+    /// `timeout` (`Duration::MAX`, or any too long to add to the clock: no limit) with a
+    /// report: connects if the client is not started, fills the missing
     /// Ready offers, sends the invoices due for a refresh, and waits until the servers
     /// confirmed each and the records are written; then disconnects if it connected.
     /// Nothing counts as done before it is on disk, so an app suspended right after it
@@ -377,24 +378,27 @@ impl AsyncOffersClient {
         began: tokio::time::Instant,
         timeout: Duration,
     ) -> SyncReport {
-        let deadline = began + timeout;
+        // `None`: no limit (a timeout too long to add to the clock, `Duration::MAX` say).
+        let deadline = began.checked_add(timeout);
         let mut changes = self.events.watch();
         // Events wake the wait as confirmations are written; the poll notices what comes
         // without one (a write that failed) and the deadline.
         let poll = self.config.tick_interval.min(Duration::from_millis(250));
         let report = loop {
             let report = self.engine.sync_report(&sync.baseline, began.elapsed());
-            if report.complete || !sync.still_running() || tokio::time::Instant::now() >= deadline {
+            let past_deadline = deadline.is_some_and(|at| tokio::time::Instant::now() >= at);
+            if report.complete || !sync.still_running() || past_deadline {
                 break report;
             }
             let wake = tokio::time::Instant::now() + poll;
+            let wake = deadline.map_or(wake, |at| wake.min(at));
             tokio::select! {
                 changed = changes.changed() => {
                     if changed.is_err() {
-                        tokio::time::sleep_until(wake.min(deadline)).await;
+                        tokio::time::sleep_until(wake).await;
                     }
                 }
-                _ = tokio::time::sleep_until(wake.min(deadline)) => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
         };
         drop(sync);

@@ -213,3 +213,24 @@ async fn a_dropped_sync_stops_what_it_started_and_a_start_during_one_keeps_runni
     let ids: HashSet<_> = client.ready_offers().into_iter().map(|o| o.slot).collect();
     assert_eq!(ids.len(), 2);
 }
+
+/// No time limit means no limit: a sync given `Duration::MAX` (Kotlin's `Duration.INFINITE`,
+/// Swift's `.infinity`, which their layers pass on as the longest duration) runs until its work
+/// is done. It panicked adding the timeout to the start time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_without_a_time_limit_runs_until_its_work_is_done() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let client_dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&server, b"wallet-sync-unlimited", client_dir.path());
+    config.ready_offer_target = 2;
+    let client = builder(config).build().unwrap();
+    let sync = tokio::spawn(async move { client.sync(Duration::MAX).await });
+    let report = tokio::time::timeout(WAIT, sync)
+        .await
+        .expect("the work is done well within the test's wait")
+        .expect("no panic")
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.ready_offers, 2);
+}

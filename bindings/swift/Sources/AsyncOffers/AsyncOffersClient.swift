@@ -126,7 +126,8 @@ public final class AsyncOffersClient: @unchecked Sendable {
     public func addListener(_ listener: OfferListener) { inner.addListener(listener: listener) }
 
     /// Does in one short background window (a `BGAppRefreshTask`'s 30 seconds) what a started
-    /// client does over time, and returns by `timeout` seconds with a report: connects if the
+    /// client does over time, and returns by `timeout` seconds (`.infinity`: no limit) with a
+    /// report: connects if the
     /// client is not started, fills the missing ready offers, sends the invoices due for a
     /// refresh, waits until the server confirmed each and it is on disk, then disconnects if it
     /// connected. Nothing counts as done before it is on disk. Cancelling the task ends it as

@@ -443,6 +443,13 @@ final class AsyncOffersTests: XCTestCase {
             XCTAssertTrue(message.contains("64 bytes"), message)
         }
     }
+    func testSyncWithoutATimeLimitRunsUntilItsWorkIsDone() async throws {
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        let report = try await client.sync(timeout: .infinity)
+        XCTAssertTrue(report.complete, "\(report)")
+        XCTAssertEqual(report.readyOffers, 3)
+    }
+
     func testSyncFillsAClientNeverStartedOnDiskAndLeavesItStopped() async throws {
         // Each fsync there takes 300 ms longer (test.sh preloads bindings/testing/slow_fsync.c).
         let dir = try tempDir("slow-disk")

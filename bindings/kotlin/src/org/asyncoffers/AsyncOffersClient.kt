@@ -131,7 +131,8 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
 
     /**
      * Does in one short background window (a `CoroutineWorker`'s `doWork`) what a started
-     * client does over time, and returns by [timeout] with a report: connects if the client is
+     * client does over time, and returns by [timeout] (`Duration.INFINITE`: no limit) with a
+     * report: connects if the client is
      * not started, fills the missing ready offers, sends the invoices due for a refresh, waits
      * until the server confirmed each and it is on disk, then disconnects if it connected.
      * Nothing counts as done before it is on disk. Cancelling the coroutine ends it as its

@@ -446,6 +446,15 @@ class AsyncOffersTest {
     }
 
     @Test
+    fun syncWithoutATimeLimitRunsUntilItsWorkIsDone() = runBlocking {
+        AsyncOffersClient(config(tempDir()), seed).use { client ->
+            val report = withTimeout(30.seconds) { client.sync(kotlin.time.Duration.INFINITE) }
+            assertTrue(report.toString(), report.complete)
+            assertEquals(3u, report.readyOffers)
+        }
+    }
+
+    @Test
     fun syncFillsAClientNeverStartedOnDiskAndLeavesItStopped() = runBlocking {
         // Each fsync there takes 300 ms longer (test.sh preloads bindings/testing/slow_fsync.c).
         val dir = tempDir("slow-disk")
