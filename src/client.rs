@@ -1,6 +1,6 @@
 //! The public client: configuration, lifecycle, offers and events.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ pub struct AsyncOffersClient {
     engine: Arc<Engine>,
     events: Arc<EventBus>,
     runtime: RuntimeHandle,
-    running: Arc<Mutex<Option<Running>>>,
+    running: Arc<RunState>,
     /// Numbers the runs.
     runs: AtomicU64,
 }
@@ -50,6 +50,53 @@ struct Running {
     syncs: u32,
     /// Tells this run from a later one, for the syncs that end after it.
     run: u64,
+}
+
+/// The client's run, if any, and whether it has one as last settled: what `status` reads, so
+/// that it never waits for a start taking the data dir's lock.
+#[derive(Default)]
+struct RunState {
+    current: Mutex<Option<Running>>,
+    published: AtomicBool,
+}
+
+impl RunState {
+    /// The run, to read or change; whether there is one is published when the guard goes.
+    fn lock(&self) -> RunGuard<'_> {
+        RunGuard {
+            current: self.current.lock().unwrap_or_else(|e| e.into_inner()),
+            published: &self.published,
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        self.published.load(Ordering::SeqCst)
+    }
+}
+
+struct RunGuard<'a> {
+    current: MutexGuard<'a, Option<Running>>,
+    published: &'a AtomicBool,
+}
+
+impl std::ops::Deref for RunGuard<'_> {
+    type Target = Option<Running>;
+    fn deref(&self) -> &Self::Target {
+        &self.current
+    }
+}
+
+impl std::ops::DerefMut for RunGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.current
+    }
+}
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        self.published
+            .store(self.current.is_some(), Ordering::SeqCst);
+    }
 }
 
 /// Ends a run: the connections close, and the data dir is let go of once the writes under way
@@ -210,7 +257,7 @@ impl ClientBuilder {
             engine,
             events,
             runtime,
-            running: Arc::new(Mutex::new(None)),
+            running: Arc::default(),
             runs: AtomicU64::new(0),
         })
     }
@@ -313,8 +360,8 @@ impl AsyncOffersClient {
         })
     }
 
-    fn running(&self) -> MutexGuard<'_, Option<Running>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    fn running(&self) -> RunGuard<'_> {
+        self.running.lock()
     }
 
     /// Disconnects, and lets go of the data dir once the writes under way are done (within
@@ -467,10 +514,10 @@ impl AsyncOffersClient {
 
     /// What the client is doing: running or not, its Ready offers, each server's connection
     /// and what last went wrong with it (offer paths it refused and why, a failed connection).
-    /// For an app's diagnostics; never blocks on the network or the disk.
+    /// For an app's diagnostics; never blocks on the network or the disk, nor waits for a
+    /// start taking the data dir's lock (it reports the client as it was before).
     pub fn status(&self) -> ClientStatus {
-        let running = self.running().is_some();
-        self.engine.status(running)
+        self.engine.status(self.running.is_running())
     }
 
     /// The wallet node's id (the node that receives the payments).
@@ -507,8 +554,8 @@ impl AsyncOffersClient {
     /// process only. An event returned here stays queued, in its place, until the app handles
     /// it: nothing else removes it. Of the others, at most 1,024 that ask nothing wait (past
     /// that the oldest goes), and at most 256 forwarded invoice requests (likewise); notices
-    /// about an offer are one per offer and kind, never dropped. Never waits on the network;
-    /// it may wait for an event record being written or removed at that moment.
+    /// about an offer are one per offer and kind, never dropped. Never blocks: event records
+    /// are written and removed without the queue's lock held.
     pub fn next_event(&self) -> Option<QueuedEvent> {
         self.engine.next_event()
     }
@@ -554,7 +601,7 @@ impl AsyncOffersClient {
 /// A sync under way: ends the run it started when it ends, however it ends (returned, or its
 /// future dropped), unless the app started the client meanwhile or another sync counts on it.
 pub(crate) struct SyncRun {
-    running: Arc<Mutex<Option<Running>>>,
+    running: Arc<RunState>,
     engine: Arc<Engine>,
     run: u64,
     baseline: SyncBaseline,
@@ -564,7 +611,6 @@ impl SyncRun {
     fn still_running(&self) -> bool {
         self.running
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|running| running.run == self.run)
     }
@@ -572,7 +618,7 @@ impl SyncRun {
 
 impl Drop for SyncRun {
     fn drop(&mut self) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self.running.lock();
         let Some(run) = running.as_mut().filter(|running| running.run == self.run) else {
             return;
         };

@@ -329,6 +329,10 @@ pub(crate) struct EventBus {
     sender: Mutex<mpsc::Sender<Event>>,
     changes: tokio::sync::watch::Sender<u64>,
     queue: Mutex<Queue>,
+    /// Held for each event record written or removed, and while the stored ones are read in:
+    /// the queue's own lock is never held across that I/O, so `next_event` never waits on the
+    /// disk.
+    record_io: Mutex<()>,
     /// Where the events that ask the app to act are kept (`None`: nowhere, in fuzzing).
     store: Option<Arc<dyn EventRecords>>,
 }
@@ -431,6 +435,7 @@ impl EventBus {
             sender: Mutex::new(sender),
             changes: tokio::sync::watch::channel(0).0,
             queue: Mutex::new(Queue::default()),
+            record_io: Mutex::new(()),
             store,
         }
     }
@@ -446,6 +451,7 @@ impl EventBus {
     /// events that cannot be listed leave the queue as it is. Call it holding the data dir's
     /// lock.
     pub fn load_stored(&self) {
+        let _io = self.record_io();
         let Some(stored) = self.store.as_ref().and_then(|store| store.events()) else {
             return;
         };
@@ -490,6 +496,13 @@ impl EventBus {
 
     fn report(&self, event: Event, may_write: bool) {
         log::debug!("event: {}", event.summary());
+        let store = self
+            .store
+            .as_ref()
+            .filter(|_| may_write && event.asks_the_app_to_act());
+        // Held from the check for a repeat to the push, so that two of one notice made at once
+        // are not both written; the queue's lock is let go during the write.
+        let mut io = store.map(|_| self.record_io());
         let mut queue = self.queue();
         let repeated = event.about_offer().is_some_and(|about| {
             queue
@@ -499,27 +512,35 @@ impl EventBus {
         });
         if !repeated {
             let mut sequence = None;
-            if let (true, true, Some(store)) = (may_write, event.asks_the_app_to_act(), &self.store)
-            {
+            if let Some(store) = store {
                 let next = queue.next_sequence;
+                queue.next_sequence += 1;
+                drop(queue);
                 match store.save_event(next, &event) {
-                    Ok(()) => {
-                        queue.next_sequence += 1;
-                        sequence = Some(next);
-                    }
+                    Ok(()) => sequence = Some(next),
                     Err(e) => log::error!("{e}; the event waits in memory only"),
                 }
+                queue = self.queue();
             }
             queue.push(sequence, event.clone());
-            for dropped in queue.over_limits() {
+            let dropped = queue.over_limits();
+            drop(queue);
+            for dropped in dropped {
                 log::warn!(
                     "too many events of its kind wait for the app; dropping the oldest: {}",
                     dropped.event.summary()
                 );
-                self.forget(dropped.sequence);
+                if let (Some(sequence), Some(store)) = (dropped.sequence, &self.store) {
+                    let _io = io.get_or_insert_with(|| self.record_io());
+                    if let Err(e) = store.remove_event(sequence) {
+                        log::error!("{e}; it may come again after a restart");
+                    }
+                }
             }
+        } else {
+            drop(queue);
         }
-        drop(queue);
+        drop(io);
         let _ = self
             .sender
             .lock()
@@ -528,13 +549,8 @@ impl EventBus {
         self.changes.send_modify(|version| *version += 1);
     }
 
-    /// Deletes the record of a stored event that left the queue.
-    fn forget(&self, sequence: Option<u64>) {
-        if let (Some(sequence), Some(store)) = (sequence, &self.store) {
-            if let Err(e) = store.remove_event(sequence) {
-                log::error!("{e}; it may come again after a restart");
-            }
-        }
+    fn record_io(&self) -> MutexGuard<'_, ()> {
+        self.record_io.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The oldest event the app has not handled, marked as given to the app.
@@ -566,14 +582,26 @@ impl EventBus {
     /// if that fails, it stays. An id no longer queued (handled already, here or by another
     /// client of the data dir) removes nothing. Call it holding the data dir's lock.
     pub fn event_handled(&self, id: u64) -> Result<Option<Event>, Error> {
-        let mut queue = self.queue();
-        let Some(index) = queue.events.iter().position(|queued| queued.id == id) else {
+        let _io = self.record_io();
+        let Some(sequence) = self
+            .queue()
+            .events
+            .iter()
+            .find(|queued| queued.id == id)
+            .map(|queued| queued.sequence)
+        else {
             return Ok(None);
         };
-        if let (Some(sequence), Some(store)) = (queue.events[index].sequence, &self.store) {
+        // Removed from the disk first, without the queue's lock: the app may read the queue
+        // meanwhile, and finds the event still there until it is gone for good.
+        if let (Some(sequence), Some(store)) = (sequence, &self.store) {
             store.remove_event(sequence)?;
         }
-        Ok(queue.events.remove(index).map(|queued| queued.event))
+        let mut queue = self.queue();
+        let index = queue.events.iter().position(|queued| queued.id == id);
+        Ok(index
+            .and_then(|index| queue.events.remove(index))
+            .map(|queued| queued.event))
     }
 
     /// A receiver that wakes on every event.
@@ -605,6 +633,99 @@ mod tests {
             self.0.lock().unwrap().remove(&sequence);
             Ok(())
         }
+    }
+
+    /// Records whose writes and removals wait, once begun, until the test lets them end: a
+    /// disk as slow as a test needs.
+    #[derive(Default)]
+    struct Gated {
+        inner: Records,
+        /// (I/O begun, may end).
+        gate: Mutex<(bool, bool)>,
+        moved: std::sync::Condvar,
+    }
+
+    impl Gated {
+        fn pass(&self) {
+            let mut gate = self.gate.lock().unwrap();
+            gate.0 = true;
+            self.moved.notify_all();
+            while !gate.1 {
+                gate = self.moved.wait(gate).unwrap();
+            }
+        }
+        fn wait_until_begun(&self) {
+            let mut gate = self.gate.lock().unwrap();
+            while !gate.0 {
+                gate = self.moved.wait(gate).unwrap();
+            }
+        }
+        fn open(&self) {
+            self.gate.lock().unwrap().1 = true;
+            self.moved.notify_all();
+        }
+    }
+
+    impl EventRecords for Gated {
+        fn events(&self) -> Option<Vec<(u64, Event)>> {
+            self.inner.events()
+        }
+        fn save_event(&self, sequence: u64, event: &Event) -> Result<(), Error> {
+            self.pass();
+            self.inner.save_event(sequence, event)
+        }
+        fn remove_event(&self, sequence: u64) -> Result<(), Error> {
+            self.pass();
+            self.inner.remove_event(sequence)
+        }
+    }
+
+    /// What `next_event` returns within five seconds from another thread (`None` if it did not
+    /// return: it waited on something that does not end).
+    fn next_event_from_another_thread(bus: &Arc<EventBus>) -> Option<Option<QueuedEvent>> {
+        let (sender, receiver) = mpsc::channel();
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            let _ = sender.send(bus.next_event());
+        });
+        receiver.recv_timeout(Duration::from_secs(5)).ok()
+    }
+
+    #[test]
+    fn the_queue_answers_while_an_event_record_is_written_or_removed() {
+        let records = Arc::new(Gated::default());
+        let bus = Arc::new(EventBus::new(Some(records.clone())));
+        bus.emit(connected());
+        let writing = {
+            let bus = bus.clone();
+            std::thread::spawn(move || bus.emit(expiring("ee")))
+        };
+        records.wait_until_begun();
+        let front = next_event_from_another_thread(&bus).expect("waited for the write");
+        assert_eq!(front.map(|q| q.event), Some(connected()));
+        records.open();
+        writing.join().unwrap();
+
+        let records = Arc::new(Gated::default());
+        let bus = Arc::new(EventBus::new(Some(records.clone())));
+        records.open();
+        bus.emit(expiring("ee"));
+        let notice = bus.next_event().unwrap();
+        *records.gate.lock().unwrap() = (false, false);
+        let removing = {
+            let bus = bus.clone();
+            std::thread::spawn(move || bus.event_handled(notice.id))
+        };
+        records.wait_until_begun();
+        let front = next_event_from_another_thread(&bus).expect("waited for the removal");
+        assert_eq!(
+            front.map(|q| q.event),
+            Some(expiring("ee")),
+            "still there until its record is gone"
+        );
+        records.open();
+        removing.join().unwrap().unwrap();
+        assert_eq!(bus.next_event(), None);
     }
 
     fn bus() -> (EventBus, Arc<Records>) {

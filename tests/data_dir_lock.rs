@@ -256,3 +256,40 @@ async fn a_failed_build_inside_async_code_is_an_error_not_a_panic() {
     let refused = AsyncOffersClient::builder(config, SEED).build();
     assert!(matches!(refused, Err(Error::DataDirInUse(_))));
 }
+
+/// `status()` answers while a `start` of the same client waits for the data dir's lock,
+/// reporting the client as it was: an app's diagnostics screen never hangs on it. (It waited
+/// on the start, up to the whole lock wait.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_answers_while_a_start_waits_for_the_data_dirs_lock() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, b"wallet", dir.path());
+    let holder = build(&config, Duration::ZERO).unwrap();
+    let waiting = std::sync::Arc::new(build(&config, Duration::from_secs(5)).unwrap());
+    holder.start().unwrap();
+    let start = {
+        let waiting = waiting.clone();
+        std::thread::spawn(move || waiting.start())
+    };
+    // The start is under way, waiting for the holder to let go.
+    std::thread::sleep(Duration::from_millis(300));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    {
+        let waiting = waiting.clone();
+        std::thread::spawn(move || {
+            let _ = sender.send(waiting.status());
+        });
+    }
+    let status = receiver
+        .recv_timeout(Duration::from_secs(4))
+        .expect("status() waited for the start");
+    assert!(
+        !start.is_finished(),
+        "answered while the start still waited"
+    );
+    assert!(!status.running);
+    holder.stop();
+    let _ = start.join().unwrap();
+}
