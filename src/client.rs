@@ -36,6 +36,9 @@ pub struct AsyncOffersClient {
     events: Arc<EventBus>,
     runtime: RuntimeHandle,
     running: Arc<RunState>,
+    /// Counts the calls of [`Self::stop`]: a start waiting for the data dir gives up when it
+    /// moves.
+    stops: AtomicU64,
     /// Numbers the runs.
     runs: AtomicU64,
 }
@@ -258,6 +261,7 @@ impl ClientBuilder {
             events,
             runtime,
             running: Arc::default(),
+            stops: AtomicU64::new(0),
             runs: AtomicU64::new(0),
         })
     }
@@ -313,18 +317,20 @@ impl AsyncOffersClient {
     /// holds it (within [`ClientBuilder::data_dir_lock_wait`]), and first loads what another
     /// client wrote there since.
     pub fn start(&self) -> Result<(), Error> {
+        let stops = self.stops.load(Ordering::SeqCst);
         let mut running = self.running();
         match running.as_mut() {
             Some(run) if run.by_app => return Err(Error::AlreadyStarted),
             // Started by a sync under way: now the app's, and left running when it ends.
             Some(run) => run.by_app = true,
-            None => *running = Some(self.launch(true)?),
+            None => *running = Some(self.launch(true, stops)?),
         }
         Ok(())
     }
 
-    /// Takes the data dir and starts the connections and the timer.
-    fn launch(&self, by_app: bool) -> Result<Running, Error> {
+    /// Takes the data dir and starts the connections and the timer; gives up waiting for the
+    /// data dir if [`Self::stop`] is called after the caller read `stops`.
+    fn launch(&self, by_app: bool, stops: u64) -> Result<Running, Error> {
         let handle = self.runtime.handle()?;
         let transports = self
             .config
@@ -342,7 +348,8 @@ impl AsyncOffersClient {
                 .ok_or_else(|| Error::Runtime("a configured server unknown to the engine".into()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.engine.start_running()?;
+        self.engine
+            .start_running(&|| self.stops.load(Ordering::SeqCst) != stops)?;
         let (stop, stopped) = watch::channel(false);
         for transport in transports {
             handle.spawn(transport.run(stopped.clone()));
@@ -367,8 +374,11 @@ impl AsyncOffersClient {
     /// Disconnects, and lets go of the data dir once the writes under way are done (within
     /// milliseconds; never while the app is idle, which iOS requires of files in shared
     /// containers). Offers stay available; `start` may be called again. A sync under way
-    /// returns at once with what it got done.
+    /// returns at once with what it got done; a start or sync still waiting for another
+    /// client to let go of the data dir gives up with [`Error::DataDirInUse`].
     pub fn stop(&self) {
+        // First, so that a start waiting for the data dir gives up and lets the run go.
+        self.stops.fetch_add(1, Ordering::SeqCst);
         if let Some(running) = self.running().take() {
             end_run(running, &self.engine);
         }
@@ -397,10 +407,11 @@ impl AsyncOffersClient {
     /// The blocking start of a [`Self::sync`]: the client started (or counted on), and a
     /// maintenance tick done now if it was running, so that due refreshes leave at once.
     pub(crate) fn begin_sync(&self) -> Result<SyncRun, Error> {
+        let stops = self.stops.load(Ordering::SeqCst);
         let mut running = self.running();
         let was_running = running.is_some();
         if !was_running {
-            *running = Some(self.launch(false)?);
+            *running = Some(self.launch(false, stops)?);
         }
         let run = running.as_mut().expect("started above");
         run.syncs += 1;

@@ -293,3 +293,42 @@ async fn status_answers_while_a_start_waits_for_the_data_dirs_lock() {
     holder.stop();
     let _ = start.join().unwrap();
 }
+
+/// `stop()` while a `start` of the same client waits for the data dir's lock returns at once,
+/// and the start gives up with `DataDirInUse` instead of waiting out its lock wait (the app
+/// is going to the background: its start must not hold it there). `stop()` waited for the
+/// start, up to the whole lock wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_a_start_that_waits_for_the_data_dirs_lock() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, b"wallet", dir.path());
+    let holder = build(&config, Duration::ZERO).unwrap();
+    let waiting = std::sync::Arc::new(build(&config, Duration::from_secs(10)).unwrap());
+    holder.start().unwrap();
+    let start = {
+        let waiting = waiting.clone();
+        std::thread::spawn(move || waiting.start())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    {
+        let waiting = waiting.clone();
+        std::thread::spawn(move || {
+            waiting.stop();
+            let _ = sender.send(());
+        });
+    }
+    receiver
+        .recv_timeout(Duration::from_secs(5))
+        .expect("stop() waited for the start");
+    let started = start.join().unwrap();
+    assert!(
+        matches!(&started, Err(Error::DataDirInUse(why)) if why.contains("stopped")),
+        "{started:?}"
+    );
+    assert!(holder.status().running, "the holder was never let go of");
+    assert!(!waiting.status().running);
+    holder.stop();
+}

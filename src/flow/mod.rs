@@ -268,12 +268,13 @@ impl Engine {
         Ok(Some(acquired.held))
     }
 
-    /// Holds the data dir's lock until [`Self::stop_running`], as a running client does.
-    pub fn start_running(&self) -> Result<(), Error> {
+    /// Holds the data dir's lock until [`Self::stop_running`], as a running client does;
+    /// gives up waiting for it once `abandoned` says so.
+    pub fn start_running(&self, abandoned: &dyn Fn() -> bool) -> Result<(), Error> {
         let Some(lock) = &self.lock else {
             return Ok(());
         };
-        let acquired = lock.acquire(false)?;
+        let acquired = lock.acquire_unless(false, abandoned)?;
         if acquired.others_held_it {
             self.reload()?;
         }

@@ -109,6 +109,16 @@ impl DataDirLock {
     /// Takes the lock: at once if it is free; after a stopped client of this process has
     /// finished writing; or within the configured wait for any other holder.
     pub fn acquire(&self, releasing_soon: bool) -> Result<Acquired, Error> {
+        self.acquire_unless(releasing_soon, &|| false)
+    }
+
+    /// As [`Self::acquire`], giving up the wait (with [`Error::DataDirInUse`]) as soon as
+    /// `abandoned` says so: the app stopped the client whose start waits.
+    pub fn acquire_unless(
+        &self,
+        releasing_soon: bool,
+        abandoned: &dyn Fn() -> bool,
+    ) -> Result<Acquired, Error> {
         let storage = |e: std::io::Error| {
             Error::Storage(format!("opening the lock {}: {e}", self.path.display()))
         };
@@ -130,6 +140,12 @@ impl DataDirLock {
                 }
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => return Err(storage(e)),
+            }
+            if abandoned() {
+                return Err(Error::DataDirInUse(format!(
+                    "stopped while waiting for another client to let go of {}",
+                    self.path.parent().unwrap_or(&self.path).display()
+                )));
             }
             let listed_holder = listed.get(&self.path);
             let holder = listed_holder.and_then(Weak::upgrade);
