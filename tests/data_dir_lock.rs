@@ -257,17 +257,23 @@ async fn a_failed_build_inside_async_code_is_an_error_not_a_panic() {
     assert!(matches!(refused, Err(Error::DataDirInUse(_))));
 }
 
-/// `status()` answers while a `start` of the same client waits for the data dir's lock,
-/// reporting the client as it was: an app's diagnostics screen never hangs on it. (It waited
-/// on the start, up to the whole lock wait.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_answers_while_a_start_waits_for_the_data_dirs_lock() {
+/// A running client of a data dir, and another client of it whose `start`, on a thread of its
+/// own, waits (up to `lock_wait`) for the first to let go.
+async fn a_start_waiting_behind_a_running_client(
+    lock_wait: Duration,
+) -> (
+    AsyncOffersClient,
+    std::sync::Arc<AsyncOffersClient>,
+    std::thread::JoinHandle<Result<(), Error>>,
+    tempfile::TempDir,
+    async_offers_server::RunningServer,
+) {
     let server_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&server, b"wallet", dir.path());
     let holder = build(&config, Duration::ZERO).unwrap();
-    let waiting = std::sync::Arc::new(build(&config, Duration::from_secs(5)).unwrap());
+    let waiting = std::sync::Arc::new(build(&config, lock_wait).unwrap());
     holder.start().unwrap();
     let start = {
         let waiting = waiting.clone();
@@ -275,16 +281,33 @@ async fn status_answers_while_a_start_waits_for_the_data_dirs_lock() {
     };
     // The start is under way, waiting for the holder to let go.
     std::thread::sleep(Duration::from_millis(300));
+    (holder, waiting, start, dir, server)
+}
+
+/// What `call` returns on a thread of its own within `within` (`None`: it did not return).
+fn returns_within<T: Send + 'static>(
+    within: Duration,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     let (sender, receiver) = std::sync::mpsc::channel();
-    {
+    std::thread::spawn(move || {
+        let _ = sender.send(call());
+    });
+    receiver.recv_timeout(within).ok()
+}
+
+/// `status()` answers while a `start` of the same client waits for the data dir's lock,
+/// reporting the client as it was: an app's diagnostics screen never hangs on it. (It waited
+/// on the start, up to the whole lock wait.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_answers_while_a_start_waits_for_the_data_dirs_lock() {
+    let (holder, waiting, start, _dir, _server) =
+        a_start_waiting_behind_a_running_client(Duration::from_secs(5)).await;
+    let status = {
         let waiting = waiting.clone();
-        std::thread::spawn(move || {
-            let _ = sender.send(waiting.status());
-        });
-    }
-    let status = receiver
-        .recv_timeout(Duration::from_secs(4))
-        .expect("status() waited for the start");
+        returns_within(Duration::from_secs(4), move || waiting.status())
+            .expect("status() waited for the start")
+    };
     assert!(
         !start.is_finished(),
         "answered while the start still waited"
@@ -300,29 +323,13 @@ async fn status_answers_while_a_start_waits_for_the_data_dirs_lock() {
 /// start, up to the whole lock wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_a_start_that_waits_for_the_data_dirs_lock() {
-    let server_dir = tempfile::tempdir().unwrap();
-    let server = start_server(server_dir.path()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_for(&server, b"wallet", dir.path());
-    let holder = build(&config, Duration::ZERO).unwrap();
-    let waiting = std::sync::Arc::new(build(&config, Duration::from_secs(10)).unwrap());
-    holder.start().unwrap();
-    let start = {
-        let waiting = waiting.clone();
-        std::thread::spawn(move || waiting.start())
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    let (sender, receiver) = std::sync::mpsc::channel();
+    let (holder, waiting, start, _dir, _server) =
+        a_start_waiting_behind_a_running_client(Duration::from_secs(10)).await;
     {
         let waiting = waiting.clone();
-        std::thread::spawn(move || {
-            waiting.stop();
-            let _ = sender.send(());
-        });
+        returns_within(Duration::from_secs(5), move || waiting.stop())
+            .expect("stop() waited for the start");
     }
-    receiver
-        .recv_timeout(Duration::from_secs(5))
-        .expect("stop() waited for the start");
     let started = start.join().unwrap();
     assert!(
         matches!(&started, Err(Error::DataDirInUse(why)) if why.contains("stopped")),

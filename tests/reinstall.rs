@@ -126,14 +126,8 @@ async fn importing_offers_known_here_as_ready_never_hands_them_out_twice() {
     let server_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, first) = filled_client(&server, dir.path(), 3).await;
-    first.stop();
-    drop(first);
-    // Opened again first: a build waits for the stopped client's last writes (its install
-    // key), which a copy made meanwhile could catch half-done.
-    let first = client(config.clone());
     let copy = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), copy.path());
+    let (config, first) = filled_then_copied(&server, dir.path(), copy.path()).await;
 
     let published = [
         first.take_offer(Some("a".into())).unwrap(),
@@ -170,12 +164,8 @@ async fn a_failed_import_retried_then_a_restart_never_hands_out_the_books_offer_
     let server_dir = tempfile::tempdir().unwrap();
     let server = start_server(server_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, first) = filled_client(&server, dir.path(), 3).await;
-    first.stop();
-    drop(first);
-    let first = client(config.clone());
     let copy = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), copy.path());
+    let (config, first) = filled_then_copied(&server, dir.path(), copy.path()).await;
     let published = first.take_offer(Some("a".into())).unwrap();
     let book = first.export_offers().unwrap();
     drop(first);
@@ -262,6 +252,23 @@ async fn a_book_of_another_wallet_is_refused_and_changes_nothing() {
     );
     assert_eq!(kept(&ours), before);
     ours.stop();
+}
+
+/// A client of three Ready offers in `dir`, stopped, with a copy of its data dir in `copy`
+/// made before anything is handed out; and its config.
+async fn filled_then_copied(
+    server: &async_offers_server::RunningServer,
+    dir: &std::path::Path,
+    copy: &std::path::Path,
+) -> (async_offers::Config, async_offers::AsyncOffersClient) {
+    let (config, first) = filled_client(server, dir, 3).await;
+    first.stop();
+    drop(first);
+    // Opened again first: a build waits for the stopped client's last writes (its install
+    // key), which a copy made meanwhile could catch half-done.
+    let first = client(config.clone());
+    copy_dir(dir, copy);
+    (config, first)
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

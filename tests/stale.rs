@@ -132,11 +132,9 @@ async fn settled(
     loop {
         let newest_sent = |offer_id: &[u8; 32]| {
             server
-                .seen()
-                .invoices
+                .invoices_of(offer_id)
                 .iter()
-                .filter(|(message, _)| message.invoice.offer_id().0 == *offer_id)
-                .map(|(message, _)| message.invoice.created_at())
+                .map(|invoice| invoice.created_at())
                 .max()
         };
         let unsettled = client.offers().into_iter().any(|offer| {
@@ -211,14 +209,7 @@ async fn a_refresh_the_server_never_confirms_backs_off_is_reported_once_and_noth
         .lock()
         .unwrap()
         .insert(stuck_bytes);
-    let sends_of_stuck = || {
-        server
-            .seen()
-            .invoices
-            .iter()
-            .filter(|(message, _)| message.invoice.offer_id().0 == stuck_bytes)
-            .count()
-    };
+    let sends_of_stuck = || server.invoices_of(&stuck_bytes).len();
     let handler = client.protocol_handler(server.config.node_id).unwrap();
     let mut per_day = Vec::new();
     let mut failures = Vec::new();
@@ -327,14 +318,7 @@ async fn a_refreshed_invoice_that_cannot_be_written_is_not_sent_until_it_is() {
     let offer = client.take_offer(Some("bio".into())).unwrap();
     client.wait_for_ready_offers(1, WAIT).await.unwrap();
     let id = <[u8; 32]>::from_hex(&offer.offer_id).unwrap();
-    let sends = || {
-        server
-            .seen()
-            .invoices
-            .iter()
-            .filter(|(message, _)| message.invoice.offer_id().0 == id)
-            .count()
-    };
+    let sends = || server.invoices_of(&id).len();
     assert_eq!(sends(), 1);
 
     store.full.store(true, Ordering::SeqCst);
@@ -395,14 +379,7 @@ async fn two_channel_updates_and_a_server_answering_out_of_order_leave_it_holdin
     client.wait_for_ready_offers(1, WAIT).await.unwrap();
     let offer = client.take_offer(Some("bio".into())).unwrap();
     let id = <[u8; 32]>::from_hex(&offer.offer_id).unwrap();
-    let sent_of_offer = || {
-        server
-            .seen()
-            .invoices
-            .iter()
-            .filter(|(message, _)| message.invoice.offer_id().0 == id)
-            .count()
-    };
+    let sent_of_offer = || server.invoices_of(&id).len();
     let before = sent_of_offer();
     server.handler.hold_invoices.store(true, Ordering::SeqCst);
     client.update_channels(vec![hint(3, 42, 1_000)]).unwrap();
@@ -449,11 +426,9 @@ async fn two_channel_updates_and_a_server_answering_out_of_order_leave_it_holdin
         "the server holds the latest hints"
     );
     let newest = server
-        .seen()
-        .invoices
+        .invoices_of(&id)
         .iter()
-        .filter(|(message, _)| message.invoice.offer_id().0 == id)
-        .map(|(message, _)| message.invoice.created_at())
+        .map(|invoice| invoice.created_at())
         .max();
     assert_eq!(Some(stored.created_at()), newest, "and the newest invoice");
     client.stop();
@@ -485,11 +460,16 @@ async fn a_refresh_failure_is_announced_once_across_restarts() {
             }
         }
     };
-    let client = refreshing(&server, dir.path(), 1, &clock).build().unwrap();
-    let (listener, heard) = events();
-    client.add_listener(listener);
-    client.start().unwrap();
-    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    // A client started on the data dir, and what it is heard to say.
+    let started = || async {
+        let client = refreshing(&server, dir.path(), 1, &clock).build().unwrap();
+        let (listener, heard) = events();
+        client.add_listener(listener);
+        client.start().unwrap();
+        client.wait_for_ready_offers(1, WAIT).await.unwrap();
+        (client, heard)
+    };
+    let (client, heard) = started().await;
     let stuck = client.take_offer(Some("bio".into())).unwrap();
     let stuck_bytes = <[u8; 32]>::from_hex(&stuck.offer_id).unwrap();
     server
@@ -506,11 +486,7 @@ async fn a_refresh_failure_is_announced_once_across_restarts() {
     client.stop();
     drop(client);
 
-    let client = refreshing(&server, dir.path(), 1, &clock).build().unwrap();
-    let (listener, heard) = events();
-    client.add_listener(listener);
-    client.start().unwrap();
-    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    let (client, heard) = started().await;
     run_for(&client, 4).await;
     assert_eq!(failures(&heard), 0, "not again after a restart");
     assert!(

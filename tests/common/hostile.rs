@@ -520,6 +520,19 @@ impl HostileServer {
         self.handler.seen.lock().unwrap()
     }
 
+    /// The invoices of the offer `offer_id` the server was sent, in the order they came.
+    pub fn invoices_of(
+        &self,
+        offer_id: &[u8; 32],
+    ) -> Vec<lightning::offers::static_invoice::StaticInvoice> {
+        self.seen()
+            .invoices
+            .iter()
+            .filter(|(message, _)| message.invoice.offer_id().0 == *offer_id)
+            .map(|(message, _)| message.invoice.clone())
+            .collect()
+    }
+
     pub fn send(&self, message: AsyncPaymentsMessage, instructions: MessageSendInstructions) {
         self.handler.send(message, instructions);
         self.peers.process_events();
