@@ -503,7 +503,8 @@ impl AsyncOffersClient {
     /// Written before it returns. A book that is not one, or not this wallet's (an offer whose
     /// signing key this seed does not derive on this network), is refused with
     /// [`Error::InvalidOfferBook`] and changes nothing. A write that fails returns
-    /// [`Error::Storage`] and leaves the offers not yet written as they were: import the book
+    /// [`Error::Storage`] and leaves the offers not yet written unimported (a Ready offer that
+    /// made way for one waits for its server to confirm its invoice again): import the book
     /// again (those written count as `already_here`).
     pub fn import_offers(&self, book: &[u8]) -> Result<ImportedOffers, Error> {
         self.engine.import_offers(book)
@@ -563,9 +564,9 @@ impl AsyncOffersClient {
     /// ([`Event::asks_the_app_to_act`](crate::Event::asks_the_app_to_act)) are written to the
     /// data dir before they are queued, and wait across restarts; the others live in this
     /// process only. An event returned here stays queued, in its place, until the app handles
-    /// it: nothing else removes it. Of the others, at most 1,024 that ask nothing wait (past
-    /// that the oldest goes), and at most 256 forwarded invoice requests (likewise); notices
-    /// about an offer are one per offer and kind, never dropped. Never blocks: event records
+    /// it: nothing else removes it. Of the events not given yet, at most 1,024 that ask
+    /// nothing wait (past that the oldest goes), and at most 256 forwarded invoice requests
+    /// (likewise); notices about an offer are one per offer and kind, never dropped. Never blocks: event records
     /// are written and removed without the queue's lock held.
     pub fn next_event(&self) -> Option<QueuedEvent> {
         self.engine.next_event()

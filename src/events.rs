@@ -447,19 +447,30 @@ impl EventBus {
     /// Takes in the stored events: at build, and when another client used the data dir
     /// (which may have handled some and added others). The queue keeps its order and its ids:
     /// a stored event whose record is gone (handled there) leaves it unless the app was given
-    /// it (then only the app removes it), one new to it comes after those it has. Stored
-    /// events that cannot be listed leave the queue as it is. Call it holding the data dir's
-    /// lock.
+    /// it (then only the app removes it), one new to it comes after those it has. A record is
+    /// a queued event's only if it holds that same event: another client, numbering from what
+    /// it found, may have written another event under a number this queue knew. Stored events
+    /// that cannot be listed leave the queue as it is. Call it holding the data dir's lock.
     pub fn load_stored(&self) {
         let _io = self.record_io();
         let Some(stored) = self.store.as_ref().and_then(|store| store.events()) else {
             return;
         };
         let mut queue = self.queue();
-        let on_disk = |sequence: u64| stored.iter().any(|(stored, _)| *stored == sequence);
-        queue
-            .events
-            .retain(|queued| queued.shown || queued.sequence.is_none_or(on_disk));
+        let on_disk = |queued: &Queued| {
+            stored.iter().any(|(sequence, event)| {
+                queued.sequence == Some(*sequence) && *event == queued.event
+            })
+        };
+        queue.events.retain_mut(|queued| {
+            if queued.sequence.is_none() || on_disk(queued) {
+                return true;
+            }
+            // Its record is gone: the app, given it, still removes it by its id, but nothing
+            // on disk is its any more.
+            queued.sequence = None;
+            queued.shown
+        });
         let next_after_stored = stored.last().map_or(0, |(sequence, _)| sequence + 1);
         queue.next_sequence = queue.next_sequence.max(next_after_stored);
         for (sequence, event) in stored {
@@ -504,11 +515,13 @@ impl EventBus {
         // are not both written; the queue's lock is let go during the write.
         let mut io = store.map(|_| self.record_io());
         let mut queue = self.queue();
+        // Repeats only one still waiting to be given to the app: one given may be being
+        // handled this moment, and handling it must not swallow this one.
         let repeated = event.about_offer().is_some_and(|about| {
             queue
                 .events
                 .iter()
-                .any(|queued| queued.event.about_offer() == Some(about))
+                .any(|queued| !queued.shown && queued.event.about_offer() == Some(about))
         });
         if !repeated {
             let mut sequence = None;
@@ -786,13 +799,46 @@ mod tests {
             Some(1),
             "an id handled twice removes nothing"
         );
-        // Given to the app, then handled by another client: it stays until this app says so.
+        // Given to the app, then handled by another client, which then keeps a notice of its
+        // own under the same number: the app's stays until this app says so, and handling it
+        // leaves the other's, which the app has not seen, on disk and in the queue.
         let notice = bus.next_event().unwrap();
         records.remove_event(0).unwrap();
+        records.save_event(0, &expiring("ff")).unwrap();
         bus.load_stored();
         assert_eq!(bus.next_event().unwrap(), notice);
         bus.event_handled(notice.id).unwrap();
+        assert_eq!(
+            bus.next_event().map(|q| q.event),
+            Some(expiring("ff")),
+            "the other client's notice comes next"
+        );
+        assert_eq!(records.events(), Some(vec![(0, expiring("ff"))]));
+    }
+
+    #[test]
+    fn an_event_made_without_the_data_dirs_lock_waits_in_memory_only() {
+        let (bus, records) = bus();
+        bus.emit_unwritten(forwarded(1));
+        assert_eq!(records.events(), Some(vec![]), "not written");
+        let queued = bus.next_event().unwrap();
+        assert_eq!(queued.event, forwarded(1));
+        bus.event_handled(queued.id).unwrap();
         assert_eq!(bus.next_event(), None);
+    }
+
+    #[test]
+    fn a_notice_made_again_while_the_app_handles_the_first_is_not_swallowed() {
+        let (bus, _) = bus();
+        bus.emit(expiring("ee"));
+        let first = bus.next_event().unwrap();
+        bus.emit(expiring("ee"));
+        bus.emit(expiring("ee"));
+        bus.event_handled(first.id).unwrap();
+        let again = bus.next_event().expect("made again, it waits");
+        assert_eq!(again.event, expiring("ee"));
+        bus.event_handled(again.id).unwrap();
+        assert_eq!(bus.next_event(), None, "once while waiting");
     }
 
     #[test]
@@ -831,6 +877,10 @@ mod tests {
             "the notice and the requests kept"
         );
         bus.event_handled(shown.id).unwrap();
-        assert_ne!(bus.next_event().unwrap().event, connected());
+        assert_eq!(
+            bus.next_event().unwrap().event,
+            expiring("ff"),
+            "in the order they came"
+        );
     }
 }

@@ -335,7 +335,6 @@ async fn stop_ends_a_start_that_waits_for_the_data_dirs_lock() {
         matches!(&started, Err(Error::DataDirInUse(why)) if why.contains("stopped")),
         "{started:?}"
     );
-    assert!(holder.status().running, "the holder was never let go of");
     assert!(!waiting.status().running);
     holder.stop();
 }

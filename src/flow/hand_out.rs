@@ -148,7 +148,7 @@ impl Engine {
         let writes: Vec<_> = not_written
             .map(|imported| {
                 let slot_key = imported.offer.clone();
-                match state.cache.undo_import(imported) {
+                match state.cache.undo_import(imported, self.clock.monotonic()) {
                     Some(now_there) => self.store.prepare(&now_there),
                     None => self.store.prepare_removal(&slot_key),
                 }

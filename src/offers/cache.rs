@@ -801,10 +801,11 @@ impl OfferCache {
         };
         let current = offer.invoice.invoice.created_at();
         if invoice_created_at < current && offer.invoice_sent_at.is_some() {
-            // The caller sends the current one again now.
+            // The caller sends the current one now, so it is not sent twice. Its count of
+            // sends stays: it may only have waited in the outbox for this very answer, and
+            // counting a send that never left would bring the failure notice forward.
             offer.invoice_confirmed = false;
             offer.invoice_sent_at = Some(now.monotonic);
-            offer.delivery.sends = offer.delivery.sends.saturating_add(1);
             return Confirmation::Superseded;
         }
         if offer.invoice_confirmed || current != invoice_created_at {
@@ -989,10 +990,11 @@ impl OfferCache {
     /// now (a refresh may have replaced it meanwhile). The offer that made way comes back
     /// Pending with its invoice unconfirmed: the server may have been sent the imported
     /// offer's invoice for that slot meanwhile, so it is sent again, and the offer is Ready
-    /// once it is confirmed. Returns what the slot holds now (`None`: nothing on disk, as a
+    /// once it is confirmed, waiting for that from `now` (monotonic), as a Pending offer does from
+    /// when it was built. Returns what the slot holds now (`None`: nothing on disk, as a
     /// Pending offer is not written), for the caller to write over whatever a refresh or an
     /// announcement may have written of the import meanwhile.
-    pub fn undo_import(&mut self, imported: Imported) -> Option<CachedOffer> {
+    pub fn undo_import(&mut self, imported: Imported, now: Duration) -> Option<CachedOffer> {
         let id = imported.offer.id();
         match imported.before {
             BeforeImport::Known {
@@ -1012,6 +1014,7 @@ impl OfferCache {
                     offer.state = OfferState::Pending;
                     offer.invoice_confirmed = false;
                     offer.invoice_sent_at = None;
+                    offer.pending_since = now;
                     self.offers.push(offer);
                 }
                 None
@@ -1123,8 +1126,12 @@ impl OfferCache {
         // once: from here on a wall clock that jumps either way moves neither.
         let (interval, stale_after) = (self.policy.invoice_refresh_interval, self.stale_after());
         for offer in self.offers.iter_mut() {
-            offer.refresh_due_at = Some(offer.refresh_due(interval, now));
-            offer.stale_at = Some(offer.stale_deadline(stale_after, now));
+            if offer.refresh_due_at.is_none() {
+                offer.refresh_due_at = Some(offer.refresh_due(interval, now));
+            }
+            if offer.stale_at.is_none() {
+                offer.stale_at = Some(offer.stale_deadline(stale_after, now));
+            }
         }
         let mut maintenance = Maintenance {
             removed,
@@ -1576,7 +1583,17 @@ mod tests {
             offer
         };
         let pending_here = fixture.cached(2, t0(), None);
-        let mut cache = connected(policy(4), vec![ready_here.clone(), pending_here]);
+        // Loaded from its record: this process never saw it Pending.
+        let loaded_ready = {
+            let mut offer = fixture.cached(3, t0(), None);
+            offer.state = OfferState::Ready;
+            offer.pending_since = Duration::ZERO;
+            offer
+        };
+        let mut cache = connected(
+            policy(4),
+            vec![ready_here.clone(), pending_here, loaded_ready.clone()],
+        );
         let before = |cache: &OfferCache| {
             let mut offers: Vec<_> = cache
                 .offers()
@@ -1593,20 +1610,44 @@ mod tests {
         known_as_ready.handed_out_at = Some(t0());
         let mut new_in_pending_slot = fixture.cached(2, t0(), None);
         new_in_pending_slot.state = OfferState::Used;
-        let import = cache.import(vec![known_as_ready, new_in_pending_slot]);
-        assert_eq!(import.written.len(), 2);
+        let mut new_in_ready_slot = fixture.cached(3, t0(), None);
+        new_in_ready_slot.state = OfferState::Used;
+        let import = cache.import(vec![known_as_ready, new_in_pending_slot, new_in_ready_slot]);
+        assert_eq!(import.written.len(), 3);
         assert_ne!(before(&cache), was);
         let slots_now: Vec<Option<OfferState>> = import
             .written
             .into_iter()
-            .map(|imported| cache.undo_import(imported).map(|o| o.state))
+            .map(|imported| cache.undo_import(imported, t0()).map(|o| o.state))
             .collect();
         assert_eq!(
             slots_now,
-            vec![Some(OfferState::Ready), None],
+            vec![Some(OfferState::Ready), None, None],
             "to write: the Ready offer; a Pending one is not on disk"
         );
-        assert_eq!(before(&cache), was);
+        let state_of_loaded = |cache: &OfferCache| cache.get(loaded_ready.id()).map(|o| o.state);
+        assert_eq!(
+            state_of_loaded(&cache),
+            Some(OfferState::Pending),
+            "its invoice to be confirmed again: the slot may hold the imported one's"
+        );
+        cache.maintain(at(t0() + Duration::from_secs(1)));
+        assert_eq!(
+            state_of_loaded(&cache),
+            Some(OfferState::Pending),
+            "waiting for that from now, not abandoned at once"
+        );
+        let was_but_pending: Vec<_> = was
+            .iter()
+            .cloned()
+            .map(
+                |(id, slot, state, label, at)| match id == loaded_ready.id() {
+                    true => (id, slot, OfferState::Pending, label, at),
+                    false => (id, slot, state, label, at),
+                },
+            )
+            .collect();
+        assert_eq!(before(&cache), was_but_pending);
         assert_eq!(
             cache.take(None, t0()).map(|o| o.id()),
             Some(ready_here.id()),
@@ -2275,6 +2316,11 @@ mod tests {
             cache.unrefreshed(at(due))[0].1,
             Unrefreshed::Failed("full".into())
         );
+        // What it says of its last confirmation is the one before, as on disk: the failure
+        // notice is not put off by a confirmation the disk never got.
+        let taken_back = cache.get(used.id()).unwrap();
+        assert_eq!(taken_back.invoice_confirmed_at, used.invoice_confirmed_at);
+        assert_eq!(taken_back.stale_at, Some(t0() + 3 * HOUR));
         assert_eq!(cache.get(used.id()).unwrap().state, OfferState::Used);
         let resent = due + Duration::from_secs(5);
         assert_eq!(cache.plan_resends(at(resent), None), vec![used.id()]);

@@ -94,7 +94,7 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// Imports an offer book of another install of this wallet (a restored backup, another
     /// device): its offers are refreshed here and their slots never reused; none is handed
     /// out twice. A book of another wallet throws `InvalidOfferBook` and changes nothing; a
-    /// failed write throws `Storage`, leaving the offers not yet written as they were: import
+    /// failed write throws `Storage`, leaving the offers not yet written unimported: import
     /// again.
     public func importOffers(_ book: Data) throws -> ImportedOffers { try inner.importOffers(book: book) }
 

@@ -107,7 +107,7 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
      * Imports an offer book of another install of this wallet (a restored backup, another
      * device): its offers are refreshed here and their slots never reused; none is handed out
      * twice. A book of another wallet throws `InvalidOfferBook` and changes nothing; a failed
-     * write throws `Storage`, leaving the offers not yet written as they were: import again.
+     * write throws `Storage`, leaving the offers not yet written unimported: import again.
      */
     fun importOffers(book: ByteArray): ImportedOffers = inner.importOffers(book)
 
