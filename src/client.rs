@@ -9,6 +9,7 @@ use lightning::sign::EntropySource;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::watch;
 
+use crate::cancel::Cancel;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
 use crate::events::{
@@ -16,7 +17,7 @@ use crate::events::{
 };
 use crate::flow::{Engine, EngineHost, Offload, SyncBaseline};
 use crate::handler::ProtocolHandler;
-use crate::io::lock::DataDirLock;
+use crate::io::lock::{DataDirLock, Releasing};
 use crate::io::private_fs::PrivateFilesystemStore;
 use crate::io::store::OfferStore;
 use crate::io::DynStore;
@@ -103,10 +104,10 @@ impl Drop for RunGuard<'_> {
 }
 
 /// Ends a run: the connections close, and the data dir is let go of once the writes under way
-/// are done.
-fn end_run(running: Running, engine: &Engine) {
+/// are done, which the returned [`Releasing`] tells.
+fn end_run(running: Running, engine: &Engine) -> Option<Releasing> {
     let _ = running.stop.send(true);
-    engine.stop_running();
+    engine.stop_running()
 }
 
 enum RuntimeHandle {
@@ -391,8 +392,10 @@ impl AsyncOffersClient {
     /// Ready offers, sends the invoices due for a refresh, and waits until the servers
     /// confirmed each and the records are written; then disconnects if it connected.
     /// Nothing counts as done before it is on disk, so an app suspended right after it
-    /// returns loses nothing it reported. Dropping the future ends the sync as its timeout
-    /// would.
+    /// returns loses nothing it reported; and if it started the client, it returns once the
+    /// data dir is let go of (iOS kills an app suspended holding a lock in a shared
+    /// container). Dropping the future ends the sync as its timeout would, at once, the data
+    /// dir let go of once the writes under way are done, as [`Self::stop`] does.
     ///
     /// Starting a client that is not started takes the data dir as [`Self::start`] does (and
     /// fails as it does: [`Error::DataDirInUse`]). That part blocks for as long as taking the
@@ -401,7 +404,8 @@ impl AsyncOffersClient {
     pub async fn sync(&self, timeout: Duration) -> Result<SyncReport, Error> {
         let began = tokio::time::Instant::now();
         let sync = blocking_section(|| self.begin_sync())?;
-        Ok(self.finish_sync(sync, began, timeout).await)
+        self.finish_sync(sync, began, timeout, &Cancel::default())
+            .await
     }
 
     /// The blocking start of a [`Self::sync`]: the client started (or counted on), and a
@@ -420,6 +424,7 @@ impl AsyncOffersClient {
             engine: self.engine.clone(),
             run: run.run,
             baseline: self.engine.sync_baseline(),
+            ended: false,
         };
         drop(running);
         if was_running {
@@ -429,13 +434,15 @@ impl AsyncOffersClient {
     }
 
     /// The waiting part of a [`Self::sync`] begun at `began`: until all is done and written,
-    /// the run ends or `timeout` passes.
+    /// the run ends, `timeout` passes or `cancel` is cancelled ([`Error::Cancelled`]); then,
+    /// if the run ends with it, until the data dir is let go of.
     pub(crate) async fn finish_sync(
         &self,
         sync: SyncRun,
         began: tokio::time::Instant,
         timeout: Duration,
-    ) -> SyncReport {
+        cancel: &Cancel,
+    ) -> Result<SyncReport, Error> {
         // `None`: no limit (a timeout too long to add to the clock, `Duration::MAX` say).
         let deadline = began.checked_add(timeout);
         let mut changes = self.events.watch();
@@ -446,11 +453,12 @@ impl AsyncOffersClient {
             let report = self.engine.sync_report(&sync.baseline, began.elapsed());
             let past_deadline = deadline.is_some_and(|at| tokio::time::Instant::now() >= at);
             if report.complete || !sync.still_running() || past_deadline {
-                break report;
+                break Ok(report);
             }
             let wake = tokio::time::Instant::now() + poll;
             let wake = deadline.map_or(wake, |at| wake.min(at));
             tokio::select! {
+                _ = cancel.cancelled() => break Err(Error::Cancelled),
                 changed = changes.changed() => {
                     if changed.is_err() {
                         tokio::time::sleep_until(wake).await;
@@ -459,7 +467,9 @@ impl AsyncOffersClient {
                 _ = tokio::time::sleep_until(wake) => {}
             }
         };
-        drop(sync);
+        if let Some(releasing) = sync.end() {
+            releasing.released().await;
+        }
         report
     }
 
@@ -617,6 +627,8 @@ pub(crate) struct SyncRun {
     engine: Arc<Engine>,
     run: u64,
     baseline: SyncBaseline,
+    /// Counted off its run already.
+    ended: bool,
 }
 
 impl SyncRun {
@@ -628,18 +640,31 @@ impl SyncRun {
     }
 }
 
+impl SyncRun {
+    /// Ends the sync: its run too, if no one else counts on it, and then says when the data
+    /// dir is let go of.
+    fn end(mut self) -> Option<Releasing> {
+        self.end_run()
+    }
+
+    fn end_run(&mut self) -> Option<Releasing> {
+        // Counted off once: `end` leaves nothing for the drop that follows.
+        if std::mem::replace(&mut self.ended, true) {
+            return None;
+        }
+        let mut running = self.running.lock();
+        let run = running.as_mut().filter(|running| running.run == self.run)?;
+        run.syncs -= 1;
+        if run.syncs > 0 || run.by_app {
+            return None;
+        }
+        end_run(running.take()?, &self.engine)
+    }
+}
+
 impl Drop for SyncRun {
     fn drop(&mut self) {
-        let mut running = self.running.lock();
-        let Some(run) = running.as_mut().filter(|running| running.run == self.run) else {
-            return;
-        };
-        run.syncs -= 1;
-        if run.syncs == 0 && !run.by_app {
-            if let Some(run) = running.take() {
-                end_run(run, &self.engine);
-            }
-        }
+        self.end_run();
     }
 }
 

@@ -42,6 +42,9 @@ pub enum Error {
     InvalidOfferBook(String),
     /// A wait ran out of time.
     Timeout,
+    /// The app cancelled the call (a Swift task; the Swift SDK throws `CancellationError`
+    /// for it). What it had already written stays.
+    Cancelled,
     /// The async runtime could not be created or has shut down.
     Runtime(String),
 }
@@ -64,6 +67,7 @@ impl fmt::Display for Error {
             Error::DataDirInUse(why) => write!(f, "data dir in use: {why}"),
             Error::InvalidOfferBook(why) => write!(f, "invalid offer book: {why}"),
             Error::Timeout => write!(f, "timed out"),
+            Error::Cancelled => write!(f, "cancelled"),
             Error::Runtime(why) => write!(f, "runtime error: {why}"),
         }
     }

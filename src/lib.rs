@@ -16,7 +16,8 @@
 //! - `io`: record formats and their migrations, the store behind LDK's `KVStoreSync`, one
 //!   writer per data dir across processes;
 //! - `client`: the public object; `events`: what the app is told, live to listeners and in a
-//!   queue kept until the app handles it; [`config`], [`clock`];
+//!   queue kept until the app handles it; [`config`], [`clock`]; `cancel`: calls the app gave
+//!   up on;
 //! - [`ffi`] (feature `ffi`): the UniFFI surface of the Kotlin and Swift SDKs;
 //! - `testing` (feature `testing`): entry points for the fuzz targets, benchmarks and tests.
 #![deny(missing_docs)]
@@ -25,6 +26,7 @@
 #[cfg(feature = "ffi")]
 uniffi::setup_scaffolding!();
 
+mod cancel;
 mod client;
 pub mod clock;
 pub mod config;

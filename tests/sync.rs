@@ -47,6 +47,10 @@ async fn a_sync_fills_a_client_not_started_and_returns_once_all_is_written() {
         0,
         "a record was still being written"
     );
+    // What iOS requires of an app about to be suspended: no lock held on the data dir.
+    let lock = std::fs::File::open(client_dir.path().join("async-offers.lock")).unwrap();
+    assert!(lock.try_lock().is_ok(), "the sync let go of the data dir");
+    drop(lock);
     assert!(report.complete, "{report:?}");
     assert_eq!((report.ready_offers, report.wanted_offers), (3, 3));
     assert!(report.unfinished.is_empty(), "{report:?}");
@@ -95,6 +99,10 @@ async fn a_sync_refreshes_due_invoices_and_returns_once_their_confirmations_are_
         0,
         "a record was still being written"
     );
+    // What iOS requires of an app about to be suspended: no lock held on the data dir.
+    let lock = std::fs::File::open(client_dir.path().join("async-offers.lock")).unwrap();
+    assert!(lock.try_lock().is_ok(), "the sync let go of the data dir");
+    drop(lock);
     assert!(report.complete, "{report:?}");
     assert_eq!(report.refreshed, 2, "{report:?}");
     assert!(!client.status().running);

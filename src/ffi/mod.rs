@@ -20,6 +20,7 @@ use std::time::Duration;
 use lightning::bitcoin::hex::{DisplayHex, FromHex};
 use lightning::bitcoin::secp256k1::PublicKey;
 
+use crate::cancel::Cancel;
 use crate::{config, ClientStatus, Error, ImportedOffers, OfferInfo as Offer};
 
 pub use logging::{set_log_writer, LogLevel, LogRecord, LogWriter};
@@ -197,13 +198,57 @@ uniffi::custom_type!(PublicKey, String, {
 });
 
 /// Runs `work` on the runtime's blocking pool: it may wait for locks and disks, which no
-/// foreign caller's thread (a main thread, a coroutine dispatcher) should.
+/// foreign caller's thread (a main thread, a coroutine dispatcher) should. A wait for the data
+/// dir's lock in it gives up once `cancel` is cancelled, or this future dropped.
 async fn off_the_callers_thread<T: Send + 'static>(
+    cancel: &Cancel,
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Runtime(format!("the SDK's worker failed: {e}")))?
+    let cancel_if_dropped = cancel.on_drop();
+    let in_force = cancel.clone();
+    let done = tokio::task::spawn_blocking(move || in_force.run_blocking(work)).await;
+    cancel_if_dropped.disarm();
+    done.map_err(|e| Error::Runtime(format!("the SDK's worker failed: {e}")))?
+}
+
+/// Runs `call` until it returns or `cancel` is cancelled ([`Error::Cancelled`]); dropping
+/// `call` ends its waits.
+async fn until_cancelled<T>(
+    cancel: &Cancel,
+    call: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Error::Cancelled),
+        result = call => result,
+    }
+}
+
+/// Cancels one call of [`AsyncOffers`] from the app: the Swift SDK makes one for each call
+/// it may cancel and cancels it from the task's cancellation handler, because UniFFI's Swift
+/// glue cannot drop a Rust future. The call then ends within milliseconds with
+/// `OffersError.Cancelled` (the Swift SDK throws `CancellationError`), having let go of the
+/// data dir as `stop` would. Kotlin needs none: a cancelled coroutine drops the call.
+#[derive(uniffi::Object, Default)]
+pub struct CallCancellation(Cancel);
+
+#[uniffi::export]
+impl CallCancellation {
+    /// A cancellation not cancelled yet.
+    #[uniffi::constructor]
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Cancels the call it was given to; idempotent, and effective even before the call.
+    pub fn cancel(&self) {
+        self.0.cancel()
+    }
+}
+
+/// The call's cancel: the app's, or one only a dropped future sets.
+fn cancel_of(cancellation: Option<Arc<CallCancellation>>) -> Cancel {
+    cancellation.map_or_else(Cancel::default, |cancellation| cancellation.0.clone())
 }
 
 /// The seed of the wallet's LDK node, from the form the wallet keeps it in (see
@@ -337,10 +382,21 @@ impl AsyncOffers {
     }
 
     /// As [`Self::new`], without blocking the caller: the waits and the loading run on an SDK
-    /// thread (`suspend` in Kotlin, `async` in Swift).
-    #[uniffi::constructor]
-    pub async fn open(config: OffersConfig, seed: Vec<u8>) -> Result<Arc<Self>, Error> {
-        off_the_callers_thread(move || Self::new(config, seed)).await
+    /// thread (`suspend` in Kotlin, `async` in Swift). Cancelled (see [`CallCancellation`]),
+    /// it gives up waiting for the data dir, or lets go of it if it was taken.
+    #[uniffi::constructor(default(cancellation = None))]
+    pub async fn open(
+        config: OffersConfig,
+        seed: Vec<u8>,
+        cancellation: Option<Arc<CallCancellation>>,
+    ) -> Result<Arc<Self>, Error> {
+        let cancel = cancel_of(cancellation);
+        let client = off_the_callers_thread(&cancel, move || Self::new(config, seed)).await?;
+        // Dropped if cancelled meanwhile: nothing was handed out, and the data dir is let go.
+        match cancel.is_cancelled() {
+            true => Err(Error::Cancelled),
+            false => Ok(client),
+        }
     }
 
     /// Connects to the server and fills the offers in the background. Returns at once. Holds
@@ -373,9 +429,15 @@ impl AsyncOffers {
         self.client.take_offer(label)
     }
 
-    /// As [`Self::take_offer`], on an SDK thread.
-    pub async fn take_offer_async(self: Arc<Self>, label: Option<String>) -> Result<Offer, Error> {
-        off_the_callers_thread(move || self.take_offer(label)).await
+    /// As [`Self::take_offer`], on an SDK thread. Cancelled (see [`CallCancellation`]), it
+    /// gives up waiting for the data dir; an offer already being written is returned.
+    #[uniffi::method(default(cancellation = None))]
+    pub async fn take_offer_async(
+        self: Arc<Self>,
+        label: Option<String>,
+        cancellation: Option<Arc<CallCancellation>>,
+    ) -> Result<Offer, Error> {
+        off_the_callers_thread(&cancel_of(cancellation), move || self.take_offer(label)).await
     }
 
     /// The offer for `label`: the same one every time for the same label, a different one for
@@ -385,9 +447,14 @@ impl AsyncOffers {
         self.client.offer_for(&label)
     }
 
-    /// As [`Self::offer_for`], on an SDK thread.
-    pub async fn offer_for_async(self: Arc<Self>, label: String) -> Result<Offer, Error> {
-        off_the_callers_thread(move || self.offer_for(label)).await
+    /// As [`Self::offer_for`], on an SDK thread; cancelled, as [`Self::take_offer_async`].
+    #[uniffi::method(default(cancellation = None))]
+    pub async fn offer_for_async(
+        self: Arc<Self>,
+        label: String,
+        cancellation: Option<Arc<CallCancellation>>,
+    ) -> Result<Offer, Error> {
+        off_the_callers_thread(&cancel_of(cancellation), move || self.offer_for(label)).await
     }
 
     /// The oldest event not handled yet, if any, with its id: it stays first until
@@ -411,6 +478,18 @@ impl AsyncOffers {
     /// this returns. An id no longer queued is ignored.
     pub fn event_handled(&self, id: u64) -> Result<(), Error> {
         self.client.event_handled(id)
+    }
+
+    /// As [`Self::event_handled`], on an SDK thread: what the Kotlin and Swift event streams
+    /// call, so that the collector's thread (a main thread) never waits for the write or the
+    /// data dir. Cancelled (see [`CallCancellation`]), it gives up waiting for the data dir.
+    #[uniffi::method(default(cancellation = None))]
+    pub async fn event_handled_async(
+        self: Arc<Self>,
+        id: u64,
+        cancellation: Option<Arc<CallCancellation>>,
+    ) -> Result<(), Error> {
+        off_the_callers_thread(&cancel_of(cancellation), move || self.event_handled(id)).await
     }
 
     /// The handed-out offers as an offer book, bytes for the app's backup.
@@ -464,24 +543,33 @@ impl AsyncOffers {
     /// connects if the client is not started, fills the missing ready offers, sends the
     /// invoices due for a refresh, waits until the server confirmed each and it is written,
     /// then disconnects if it connected. Nothing counts as done before it is on disk.
-    /// Cancelling it ends it as its timeout would. `DataDirInUse` if the client is not
-    /// started and another holds the data dir. Its start (taking the data dir) runs on an SDK
-    /// thread, and the rest only waits.
-    pub async fn sync(self: Arc<Self>, timeout: Duration) -> Result<crate::SyncReport, Error> {
+    /// `DataDirInUse` if the client is not started and another holds the data dir. Its start
+    /// (taking the data dir) runs on an SDK thread, and the rest only waits. Cancelled (see
+    /// [`CallCancellation`]; in Kotlin, the coroutine), it ends at once, and lets go of the
+    /// data dir as `stop` would if it took it.
+    #[uniffi::method(default(cancellation = None))]
+    pub async fn sync(
+        self: Arc<Self>,
+        timeout: Duration,
+        cancellation: Option<Arc<CallCancellation>>,
+    ) -> Result<crate::SyncReport, Error> {
+        let cancel = cancel_of(cancellation);
         let began = tokio::time::Instant::now();
         let client = self.clone();
-        let sync = off_the_callers_thread(move || client.client.begin_sync()).await?;
-        Ok(self.client.finish_sync(sync, began, timeout).await)
+        let sync = off_the_callers_thread(&cancel, move || client.client.begin_sync()).await?;
+        self.client.finish_sync(sync, began, timeout, &cancel).await
     }
 
-    /// Waits until at least `count` offers are ready, or `timeout` passes.
+    /// Waits until at least `count` offers are ready, or `timeout` passes, or it is cancelled
+    /// (see [`CallCancellation`]).
+    #[uniffi::method(default(cancellation = None))]
     pub async fn wait_for_ready_offers(
         &self,
         count: u32,
         timeout: Duration,
+        cancellation: Option<Arc<CallCancellation>>,
     ) -> Result<Vec<Offer>, Error> {
-        self.client
-            .wait_for_ready_offers(count as usize, timeout)
-            .await
+        let wait = self.client.wait_for_ready_offers(count as usize, timeout);
+        until_cancelled(&cancel_of(cancellation), wait).await
     }
 }

@@ -20,7 +20,8 @@
 //! new offer takes its place, and an invoice the server may have stored for it belongs to an
 //! offer nobody was shown. Not writing it saves two fsyncs per offer on the way to Ready.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::config::{ChannelHint, Config};
 use crate::events::{ClientStatus, EventBus, OfferInfo, QueuedEvent, ServerStatus};
-use crate::io::lock::{DataDirLock, HeldLock};
+use crate::io::lock::{DataDirLock, HeldLock, Releasing};
 use crate::io::store::OfferStore;
 use crate::keys::WalletKeys;
 use crate::offers::builder::OfferFactory;
@@ -81,6 +82,12 @@ struct State {
     /// counted as done for the app's waits, so an app that stops once they say so finds it
     /// all on disk at its next start.
     confirmations_unwritten: Vec<OfferId>,
+    /// Offers whose invoice is to be rebuilt, with the current hints, in this order: all live
+    /// ones after `update_channels`, handed-out ones as they come due. One worker at a time
+    /// takes them one by one (see `Engine::refresh_owed`); what a stopped run's worker did not
+    /// reach waits for the next run (in memory: a process ended first leaves those offers on
+    /// their invoice until its next refresh, or until replaced).
+    refreshes_owed: VecDeque<OfferId>,
 }
 
 impl State {
@@ -96,6 +103,9 @@ impl State {
             .count()
     }
 }
+
+/// The run a job began in (`None`: none ran), to tell whether it was stopped since.
+struct RunTicket(Option<u64>);
 
 /// A configured server as the engine knows it.
 struct Server {
@@ -121,6 +131,10 @@ pub(crate) struct Engine {
     /// The data dir's lock while the client runs. Not in [`State`]: jobs are offloaded with
     /// that held.
     running_lock: Mutex<Option<Arc<HeldLock>>>,
+    /// Counts the runs stopped: a long job begun in a run gives up once it moves.
+    runs_stopped: AtomicU64,
+    /// Whether a worker takes the refreshes owed (`State::refreshes_owed`).
+    refresh_worker: Arc<AtomicBool>,
     /// The first configured server: single-server records are read as its.
     first_server: PublicKey,
     /// Held for each hand-out, from picking the offer to its record being written.
@@ -215,6 +229,7 @@ impl Engine {
                 links,
                 problems: HashMap::new(),
                 confirmations_unwritten: Vec::new(),
+                refreshes_owed: VecDeque::new(),
             }),
             factory,
             keys,
@@ -225,6 +240,8 @@ impl Engine {
             offload,
             lock,
             running_lock: Mutex::new(None),
+            runs_stopped: AtomicU64::new(0),
+            refresh_worker: Arc::default(),
             hand_outs: Mutex::new(()),
             refreshes: Mutex::new(()),
             first_server: config.servers[0].node_id,
@@ -282,8 +299,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Lets the data dir's lock go, once the jobs under way are done.
-    pub fn stop_running(&self) {
+    /// Lets the data dir's lock go, once the jobs under way are done: the returned
+    /// [`Releasing`] says when. Long jobs of the run (refresh batches) end at their next step.
+    pub fn stop_running(&self) -> Option<Releasing> {
         let key_unsaved = self
             .unsaved_install_key
             .lock()
@@ -292,9 +310,14 @@ impl Engine {
         if key_unsaved {
             self.run_offloaded(|engine| engine.save_install_key());
         }
-        if let Some(held) = self.running_lock().take() {
-            held.release_soon();
-        }
+        let held = {
+            // Counted with the lock taken, under its mutex: see `run_ticket`.
+            let mut running = self.running_lock();
+            self.runs_stopped.fetch_add(1, Ordering::SeqCst);
+            running.take()?
+        };
+        held.release_soon();
+        Some(Releasing::of(&held))
     }
 
     /// Loads the records again, as another client left them. What this one had in memory only
@@ -326,6 +349,23 @@ impl Engine {
 
     fn running_lock(&self) -> MutexGuard<'_, Option<Arc<HeldLock>>> {
         self.running_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The run a job begins in, if any: see [`Self::run_continues`].
+    fn run_ticket(&self) -> RunTicket {
+        let running = self.running_lock();
+        RunTicket(
+            running
+                .is_some()
+                .then(|| self.runs_stopped.load(Ordering::SeqCst)),
+        )
+    }
+
+    /// Whether the run `ticket` was taken in still runs; a job begun while none ran goes on.
+    fn run_continues(&self, ticket: &RunTicket) -> bool {
+        ticket
+            .0
+            .is_none_or(|stopped| self.runs_stopped.load(Ordering::SeqCst) == stopped)
     }
 
     /// Signalled when messages for `server` are queued (`None`: not a configured server).

@@ -67,6 +67,28 @@ impl HeldLock {
     }
 }
 
+/// A lock its owner let go of, still held by the jobs under way (see [`Self::released`]).
+pub(crate) struct Releasing(Weak<HeldLock>);
+
+impl Releasing {
+    /// Once `held` has no holder left.
+    pub fn of(held: &Arc<HeldLock>) -> Self {
+        Self(Arc::downgrade(held))
+    }
+
+    /// Returns once the jobs under way have let go of the lock (milliseconds: a record's
+    /// write), or after [`DRAIN_TIMEOUT`] of a disk that stopped answering, which it logs.
+    pub async fn released(self) {
+        let started = Instant::now();
+        while self.0.strong_count() > 0 {
+            if started.elapsed() >= DRAIN_TIMEOUT {
+                return log::warn!("the data dir's lock is still held by a write under way");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
 impl Drop for HeldLock {
     fn drop(&mut self) {
         // Released and unlisted in one step, as it was taken and listed.
@@ -113,7 +135,9 @@ impl DataDirLock {
     }
 
     /// As [`Self::acquire`], giving up the wait (with [`Error::DataDirInUse`]) as soon as
-    /// `abandoned` says so: the app stopped the client whose start waits.
+    /// `abandoned` says so: the app stopped the client whose start waits. Every wait also
+    /// gives up, with [`Error::Cancelled`], once the app cancelled the call it serves
+    /// ([`crate::cancel::cancelled_here`]).
     pub fn acquire_unless(
         &self,
         releasing_soon: bool,
@@ -140,6 +164,9 @@ impl DataDirLock {
                 }
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => return Err(storage(e)),
+            }
+            if crate::cancel::cancelled_here() {
+                return Err(Error::Cancelled);
             }
             if abandoned() {
                 return Err(Error::DataDirInUse(format!(

@@ -652,6 +652,13 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func eventHandled(id: UInt64) throws 
     
     /**
+     * As [`Self::event_handled`], on an SDK thread: what the Kotlin and Swift event streams
+     * call, so that the collector's thread (a main thread) never waits for the write or the
+     * data dir. Cancelled (see [`CallCancellation`]), it gives up waiting for the data dir.
+     */
+    func eventHandledAsync(id: UInt64, cancellation: CallCancellation?) async throws 
+    
+    /**
      * The handed-out offers as an offer book, bytes for the app's backup.
      */
     func exportOffers() throws  -> Data
@@ -684,9 +691,9 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func offerFor(label: String) throws  -> Offer
     
     /**
-     * As [`Self::offer_for`], on an SDK thread.
+     * As [`Self::offer_for`], on an SDK thread; cancelled, as [`Self::take_offer_async`].
      */
-    func offerForAsync(label: String) async throws  -> Offer
+    func offerForAsync(label: String, cancellation: CallCancellation?) async throws  -> Offer
     
     /**
      * Every offer, with its state.
@@ -728,11 +735,12 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
      * connects if the client is not started, fills the missing ready offers, sends the
      * invoices due for a refresh, waits until the server confirmed each and it is written,
      * then disconnects if it connected. Nothing counts as done before it is on disk.
-     * Cancelling it ends it as its timeout would. `DataDirInUse` if the client is not
-     * started and another holds the data dir. Its start (taking the data dir) runs on an SDK
-     * thread, and the rest only waits.
+     * `DataDirInUse` if the client is not started and another holds the data dir. Its start
+     * (taking the data dir) runs on an SDK thread, and the rest only waits. Cancelled (see
+     * [`CallCancellation`]; in Kotlin, the coroutine), it ends at once, and lets go of the
+     * data dir as `stop` would if it took it.
      */
-    func sync(timeout: TimeInterval) async throws  -> SyncReport
+    func sync(timeout: TimeInterval, cancellation: CallCancellation?) async throws  -> SyncReport
     
     /**
      * Hands out a ready offer never handed out before, under `label`. Written to disk before
@@ -743,9 +751,10 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func takeOffer(label: String?) throws  -> Offer
     
     /**
-     * As [`Self::take_offer`], on an SDK thread.
+     * As [`Self::take_offer`], on an SDK thread. Cancelled (see [`CallCancellation`]), it
+     * gives up waiting for the data dir; an offer already being written is returned.
      */
-    func takeOfferAsync(label: String?) async throws  -> Offer
+    func takeOfferAsync(label: String?, cancellation: CallCancellation?) async throws  -> Offer
     
     /**
      * The id of the SDK's own connection to the servers, hex: not the wallet node's, so a
@@ -759,9 +768,10 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func updateChannels(hints: [ChannelHint]) throws 
     
     /**
-     * Waits until at least `count` offers are ready, or `timeout` passes.
+     * Waits until at least `count` offers are ready, or `timeout` passes, or it is cancelled
+     * (see [`CallCancellation`]).
      */
-    func waitForReadyOffers(count: UInt32, timeout: TimeInterval) async throws  -> [Offer]
+    func waitForReadyOffers(count: UInt32, timeout: TimeInterval, cancellation: CallCancellation?) async throws  -> [Offer]
     
     /**
      * Waits up to `timeout` for an event not handled yet and returns it, as
@@ -846,13 +856,14 @@ public convenience init(config: OffersConfig, seed: Data)throws  {
     
     /**
      * As [`Self::new`], without blocking the caller: the waits and the loading run on an SDK
-     * thread (`suspend` in Kotlin, `async` in Swift).
+     * thread (`suspend` in Kotlin, `async` in Swift). Cancelled (see [`CallCancellation`]),
+     * it gives up waiting for the data dir, or lets go of it if it was taken.
      */
-public static func `open`(config: OffersConfig, seed: Data)async throws  -> AsyncOffers  {
+public static func `open`(config: OffersConfig, seed: Data, cancellation: CallCancellation? = nil)async throws  -> AsyncOffers  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_async_offers_fn_constructor_asyncoffers_open(FfiConverterTypeOffersConfig_lower(config),FfiConverterData.lower(seed)
+                uniffi_async_offers_fn_constructor_asyncoffers_open(FfiConverterTypeOffersConfig_lower(config),FfiConverterData.lower(seed),FfiConverterOptionTypeCallCancellation.lower(cancellation)
                 )
             },
             pollFunc: ffi_async_offers_rust_future_poll_u64,
@@ -888,6 +899,27 @@ open func eventHandled(id: UInt64)throws   {try rustCallWithError(FfiConverterTy
         FfiConverterUInt64.lower(id),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * As [`Self::event_handled`], on an SDK thread: what the Kotlin and Swift event streams
+     * call, so that the collector's thread (a main thread) never waits for the write or the
+     * data dir. Cancelled (see [`CallCancellation`]), it gives up waiting for the data dir.
+     */
+open func eventHandledAsync(id: UInt64, cancellation: CallCancellation? = nil)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_async_offers_fn_method_asyncoffers_event_handled_async(
+                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(id),FfiConverterOptionTypeCallCancellation.lower(cancellation)
+                )
+            },
+            pollFunc: ffi_async_offers_rust_future_poll_void,
+            completeFunc: ffi_async_offers_rust_future_complete_void,
+            freeFunc: ffi_async_offers_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeOffersError_lift
+        )
 }
     
     /**
@@ -960,14 +992,14 @@ open func offerFor(label: String)throws  -> Offer  {
 }
     
     /**
-     * As [`Self::offer_for`], on an SDK thread.
+     * As [`Self::offer_for`], on an SDK thread; cancelled, as [`Self::take_offer_async`].
      */
-open func offerForAsync(label: String)async throws  -> Offer  {
+open func offerForAsync(label: String, cancellation: CallCancellation? = nil)async throws  -> Offer  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_async_offers_fn_method_asyncoffers_offer_for_async(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(label)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(label),FfiConverterOptionTypeCallCancellation.lower(cancellation)
                 )
             },
             pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
@@ -1058,16 +1090,17 @@ open func stop()  {try! rustCall() {
      * connects if the client is not started, fills the missing ready offers, sends the
      * invoices due for a refresh, waits until the server confirmed each and it is written,
      * then disconnects if it connected. Nothing counts as done before it is on disk.
-     * Cancelling it ends it as its timeout would. `DataDirInUse` if the client is not
-     * started and another holds the data dir. Its start (taking the data dir) runs on an SDK
-     * thread, and the rest only waits.
+     * `DataDirInUse` if the client is not started and another holds the data dir. Its start
+     * (taking the data dir) runs on an SDK thread, and the rest only waits. Cancelled (see
+     * [`CallCancellation`]; in Kotlin, the coroutine), it ends at once, and lets go of the
+     * data dir as `stop` would if it took it.
      */
-open func sync(timeout: TimeInterval)async throws  -> SyncReport  {
+open func sync(timeout: TimeInterval, cancellation: CallCancellation? = nil)async throws  -> SyncReport  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_async_offers_fn_method_asyncoffers_sync(
-                        self.uniffiCloneHandle(),FfiConverterDuration.lower(timeout)
+                        self.uniffiCloneHandle(),FfiConverterDuration.lower(timeout),FfiConverterOptionTypeCallCancellation.lower(cancellation)
                 )
             },
             pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
@@ -1095,14 +1128,15 @@ open func takeOffer(label: String?)throws  -> Offer  {
 }
     
     /**
-     * As [`Self::take_offer`], on an SDK thread.
+     * As [`Self::take_offer`], on an SDK thread. Cancelled (see [`CallCancellation`]), it
+     * gives up waiting for the data dir; an offer already being written is returned.
      */
-open func takeOfferAsync(label: String?)async throws  -> Offer  {
+open func takeOfferAsync(label: String?, cancellation: CallCancellation? = nil)async throws  -> Offer  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_async_offers_fn_method_asyncoffers_take_offer_async(
-                        self.uniffiCloneHandle(),FfiConverterOptionString.lower(label)
+                        self.uniffiCloneHandle(),FfiConverterOptionString.lower(label),FfiConverterOptionTypeCallCancellation.lower(cancellation)
                 )
             },
             pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
@@ -1139,14 +1173,15 @@ open func updateChannels(hints: [ChannelHint])throws   {try rustCallWithError(Ff
 }
     
     /**
-     * Waits until at least `count` offers are ready, or `timeout` passes.
+     * Waits until at least `count` offers are ready, or `timeout` passes, or it is cancelled
+     * (see [`CallCancellation`]).
      */
-open func waitForReadyOffers(count: UInt32, timeout: TimeInterval)async throws  -> [Offer]  {
+open func waitForReadyOffers(count: UInt32, timeout: TimeInterval, cancellation: CallCancellation? = nil)async throws  -> [Offer]  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(
-                        self.uniffiCloneHandle(),FfiConverterUInt32.lower(count),FfiConverterDuration.lower(timeout)
+                        self.uniffiCloneHandle(),FfiConverterUInt32.lower(count),FfiConverterDuration.lower(timeout),FfiConverterOptionTypeCallCancellation.lower(cancellation)
                 )
             },
             pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
@@ -1222,6 +1257,153 @@ public func FfiConverterTypeAsyncOffers_lift(_ handle: UInt64) throws -> AsyncOf
 #endif
 public func FfiConverterTypeAsyncOffers_lower(_ value: AsyncOffers) -> UInt64 {
     return FfiConverterTypeAsyncOffers.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Cancels one call of [`AsyncOffers`] from the app: the Swift SDK makes one for each call
+ * it may cancel and cancels it from the task's cancellation handler, because UniFFI's Swift
+ * glue cannot drop a Rust future. The call then ends within milliseconds with
+ * `OffersError.Cancelled` (the Swift SDK throws `CancellationError`), having let go of the
+ * data dir as `stop` would. Kotlin needs none: a cancelled coroutine drops the call.
+ */
+public protocol CallCancellationProtocol: AnyObject, Sendable {
+    
+    /**
+     * Cancels the call it was given to; idempotent, and effective even before the call.
+     */
+    func cancel() 
+    
+}
+/**
+ * Cancels one call of [`AsyncOffers`] from the app: the Swift SDK makes one for each call
+ * it may cancel and cancels it from the task's cancellation handler, because UniFFI's Swift
+ * glue cannot drop a Rust future. The call then ends within milliseconds with
+ * `OffersError.Cancelled` (the Swift SDK throws `CancellationError`), having let go of the
+ * data dir as `stop` would. Kotlin needs none: a cancelled coroutine drops the call.
+ */
+open class CallCancellation: CallCancellationProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_async_offers_fn_clone_callcancellation(self.handle, $0) }
+    }
+    /**
+     * A cancellation not cancelled yet.
+     */
+public convenience init() {
+    let handle =
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_constructor_callcancellation_new(uniffiCallStatus
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_async_offers_fn_free_callcancellation(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Cancels the call it was given to; idempotent, and effective even before the call.
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_callcancellation_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCallCancellation: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = CallCancellation
+
+    public static func lift(_ handle: UInt64) throws -> CallCancellation {
+        return CallCancellation(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: CallCancellation) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CallCancellation {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: CallCancellation, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCallCancellation_lift(_ handle: UInt64) throws -> CallCancellation {
+    return try FfiConverterTypeCallCancellation.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCallCancellation_lower(_ value: CallCancellation) -> UInt64 {
+    return FfiConverterTypeCallCancellation.lower(value)
 }
 
 
@@ -3769,6 +3951,12 @@ enum OffersError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Timeout(message: String)
     
     /**
+     * The app cancelled the call (a Swift task; the Swift SDK throws `CancellationError`
+     * for it). What it had already written stays.
+     */
+    case Cancelled(message: String)
+    
+    /**
      * The async runtime could not be created or has shut down.
      */
     case Runtime(message: String)
@@ -3842,7 +4030,11 @@ public struct FfiConverterTypeOffersError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 11: return .Runtime(
+        case 11: return .Cancelled(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 12: return .Runtime(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -3877,8 +4069,10 @@ public struct FfiConverterTypeOffersError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(9))
         case .Timeout(_ /* message is ignored*/):
             writeInt(&buf, Int32(10))
-        case .Runtime(_ /* message is ignored*/):
+        case .Cancelled(_ /* message is ignored*/):
             writeInt(&buf, Int32(11))
+        case .Runtime(_ /* message is ignored*/):
+            writeInt(&buf, Int32(12))
 
         
         }
@@ -3991,6 +4185,30 @@ fileprivate struct FfiConverterOptionDuration: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterDuration.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeCallCancellation: FfiConverterRustBuffer {
+    typealias SwiftType = CallCancellation?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeCallCancellation.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeCallCancellation.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -4289,6 +4507,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 64613) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_async_offers_checksum_method_asyncoffers_event_handled_async() != 37322) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 10506) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4304,7 +4525,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 7870) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_offer_for_async() != 22691) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_offer_for_async() != 43700) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_offers() != 35365) {
@@ -4325,13 +4546,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_sync() != 11503) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_sync() != 46224) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 35777) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 30474) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 27170) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_transport_node_id() != 44470) {
@@ -4340,10 +4561,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_update_channels() != 52082) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 35337) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 48393) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 15125) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_callcancellation_cancel() != 43445) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_offerlistener_on_event() != 50799) {
@@ -4358,7 +4582,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_constructor_asyncoffers_new() != 38346) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_constructor_asyncoffers_open() != 36617) {
+    if (uniffi_async_offers_checksum_constructor_asyncoffers_open() != 33358) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_constructor_callcancellation_new() != 1515) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_constructor_walletseed_from_keys_manager_seed() != 20546) {

@@ -292,7 +292,7 @@ uint64_t uniffi_async_offers_fn_constructor_asyncoffers_new(RustBuffer config, R
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_CONSTRUCTOR_ASYNCOFFERS_OPEN
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_CONSTRUCTOR_ASYNCOFFERS_OPEN
-uint64_t uniffi_async_offers_fn_constructor_asyncoffers_open(RustBuffer config, RustBuffer seed
+uint64_t uniffi_async_offers_fn_constructor_asyncoffers_open(RustBuffer config, RustBuffer seed, RustBuffer cancellation
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_ADD_LISTENER
@@ -303,6 +303,11 @@ void uniffi_async_offers_fn_method_asyncoffers_add_listener(uint64_t ptr, uint64
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED
 void uniffi_async_offers_fn_method_asyncoffers_event_handled(uint64_t ptr, uint64_t id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED_ASYNC
+uint64_t uniffi_async_offers_fn_method_asyncoffers_event_handled_async(uint64_t ptr, uint64_t id, RustBuffer cancellation
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EXPORT_OFFERS
@@ -332,7 +337,7 @@ RustBuffer uniffi_async_offers_fn_method_asyncoffers_offer_for(uint64_t ptr, Rus
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFER_FOR_ASYNC
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFER_FOR_ASYNC
-uint64_t uniffi_async_offers_fn_method_asyncoffers_offer_for_async(uint64_t ptr, RustBuffer label
+uint64_t uniffi_async_offers_fn_method_asyncoffers_offer_for_async(uint64_t ptr, RustBuffer label, RustBuffer cancellation
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_OFFERS
@@ -367,7 +372,7 @@ void uniffi_async_offers_fn_method_asyncoffers_stop(uint64_t ptr, RustCallStatus
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_SYNC
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_SYNC
-uint64_t uniffi_async_offers_fn_method_asyncoffers_sync(uint64_t ptr, RustBuffer timeout
+uint64_t uniffi_async_offers_fn_method_asyncoffers_sync(uint64_t ptr, RustBuffer timeout, RustBuffer cancellation
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_TAKE_OFFER
@@ -377,7 +382,7 @@ RustBuffer uniffi_async_offers_fn_method_asyncoffers_take_offer(uint64_t ptr, Ru
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_TAKE_OFFER_ASYNC
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_TAKE_OFFER_ASYNC
-uint64_t uniffi_async_offers_fn_method_asyncoffers_take_offer_async(uint64_t ptr, RustBuffer label
+uint64_t uniffi_async_offers_fn_method_asyncoffers_take_offer_async(uint64_t ptr, RustBuffer label, RustBuffer cancellation
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_TRANSPORT_NODE_ID
@@ -392,12 +397,33 @@ void uniffi_async_offers_fn_method_asyncoffers_update_channels(uint64_t ptr, Rus
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_WAIT_FOR_READY_OFFERS
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_WAIT_FOR_READY_OFFERS
-uint64_t uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(uint64_t ptr, uint32_t count, RustBuffer timeout
+uint64_t uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(uint64_t ptr, uint32_t count, RustBuffer timeout, RustBuffer cancellation
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_WAIT_NEXT_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_WAIT_NEXT_EVENT
 uint64_t uniffi_async_offers_fn_method_asyncoffers_wait_next_event(uint64_t ptr, RustBuffer timeout
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_CLONE_CALLCANCELLATION
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_CLONE_CALLCANCELLATION
+uint64_t uniffi_async_offers_fn_clone_callcancellation(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_FREE_CALLCANCELLATION
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_FREE_CALLCANCELLATION
+void uniffi_async_offers_fn_free_callcancellation(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_CONSTRUCTOR_CALLCANCELLATION_NEW
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_CONSTRUCTOR_CALLCANCELLATION_NEW
+uint64_t uniffi_async_offers_fn_constructor_callcancellation_new(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_CALLCANCELLATION_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_CALLCANCELLATION_CANCEL
+void uniffi_async_offers_fn_method_callcancellation_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_CLONE_OFFERLISTENER
@@ -769,6 +795,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_event_handled(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_EVENT_HANDLED_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_EVENT_HANDLED_ASYNC
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_event_handled_async(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_EXPORT_OFFERS
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_EXPORT_OFFERS
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_export_offers(void
@@ -883,6 +915,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_wait_next_event(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_CALLCANCELLATION_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_CALLCANCELLATION_CANCEL
+uint16_t uniffi_async_offers_checksum_method_callcancellation_cancel(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_OFFERLISTENER_ON_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_OFFERLISTENER_ON_EVENT
 uint16_t uniffi_async_offers_checksum_method_offerlistener_on_event(void
@@ -910,6 +948,12 @@ uint16_t uniffi_async_offers_checksum_constructor_asyncoffers_new(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_CONSTRUCTOR_ASYNCOFFERS_OPEN
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_CONSTRUCTOR_ASYNCOFFERS_OPEN
 uint16_t uniffi_async_offers_checksum_constructor_asyncoffers_open(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_CONSTRUCTOR_CALLCANCELLATION_NEW
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_CONSTRUCTOR_CALLCANCELLATION_NEW
+uint16_t uniffi_async_offers_checksum_constructor_callcancellation_new(void
     
 );
 #endif

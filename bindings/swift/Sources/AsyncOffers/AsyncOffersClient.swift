@@ -25,9 +25,27 @@ public final class AsyncOffersClient: @unchecked Sendable {
     }
 
     /// Builds the client as `init(config:seed:)` does, waiting off the caller's thread.
+    /// Cancelling the task ends the wait for the data dir at once with `CancellationError`.
     public static func open(config: OffersConfig, seed: Data) async throws -> AsyncOffersClient {
         try checkDurations(of: config)
-        return AsyncOffersClient(inner: try await AsyncOffers.open(config: config, seed: seed))
+        let inner = try await cancellable { try await AsyncOffers.open(config: config, seed: seed, cancellation: $0) }
+        return AsyncOffersClient(inner: inner)
+    }
+
+    /// Runs `call` with a `CallCancellation` that the task's cancellation cancels, and throws
+    /// `CancellationError` when that ended it: UniFFI's Swift glue cannot end a Rust call by
+    /// itself, so without this a cancelled task would wait for the call to run its course.
+    fileprivate static func cancellable<T>(_ call: (CallCancellation) async throws -> T) async throws -> T {
+        let cancellation = CallCancellation()
+        do {
+            return try await withTaskCancellationHandler {
+                try await call(cancellation)
+            } onCancel: {
+                cancellation.cancel()
+            }
+        } catch OffersError.Cancelled {
+            throw CancellationError()
+        }
     }
 
     /// The longest `TimeInterval` the SDK takes: beyond it (or negative, or NaN) the generated
@@ -53,7 +71,11 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// act (an offer expiring or expired, a refresh failing, a payer's request) were kept on
     /// disk while the app was not iterating, across restarts: nothing is missed by iterating
     /// late. An event counts as handled when the loop asks for the next one; a loop left
-    /// before gets it again next time. Iterate with one loop at a time.
+    /// before gets it again next time. Iterate with one loop at a time, from any task: marking
+    /// an event handled (a write, and the data dir's lock if the client is not started) waits
+    /// on an SDK thread. If that fails (an app extension holds the data dir; a full disk), it
+    /// is tried again, after 0.25 s and then twice as long each time up to 30 s, before the
+    /// next event comes: the event is not delivered again and the sequence does not end.
     public func events() -> Events { Events(inner: inner) }
 
     /// Connects to every server and fills the offers in the background.
@@ -73,9 +95,10 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// `takeOfferAsync(label:)` on the main thread.
     public func takeOffer(label: String? = nil) throws -> Offer { try inner.takeOffer(label: label) }
 
-    /// `takeOffer(label:)`, waiting off the caller's thread.
+    /// `takeOffer(label:)`, waiting off the caller's thread. Cancelling the task ends a wait
+    /// for the data dir with `CancellationError`; an offer already being written is returned.
     public func takeOfferAsync(label: String? = nil) async throws -> Offer {
-        try await inner.takeOfferAsync(label: label)
+        try await Self.cancellable { try await inner.takeOfferAsync(label: label, cancellation: $0) }
     }
 
     /// The offer for `label` (a contact, a profile, a point of sale): the same one every time
@@ -83,9 +106,9 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// A first call for a label writes as `takeOffer(label:)` does.
     public func offerFor(label: String) throws -> Offer { try inner.offerFor(label: label) }
 
-    /// `offerFor(label:)`, waiting off the caller's thread.
+    /// `offerFor(label:)`, waiting off the caller's thread; cancelled as `takeOfferAsync`.
     public func offerForAsync(label: String) async throws -> Offer {
-        try await inner.offerForAsync(label: label)
+        try await Self.cancellable { try await inner.offerForAsync(label: label, cancellation: $0) }
     }
 
     /// The handed-out offers as an offer book: bytes for the app's backup.
@@ -106,6 +129,12 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// The event `id` was handled: it leaves the queue, and its record the data dir, before
     /// this returns. An id no longer queued is ignored.
     public func eventHandled(id: UInt64) throws { try inner.eventHandled(id: id) }
+
+    /// `eventHandled(id:)`, waiting off the caller's thread; cancelling the task ends a wait
+    /// for the data dir with `CancellationError`.
+    public func eventHandledAsync(id: UInt64) async throws {
+        try await Self.cancellable { try await inner.eventHandledAsync(id: id, cancellation: $0) }
+    }
 
     /// New channel hints: every offer gets a fresh invoice. A hint no payment could use is
     /// refused.
@@ -130,14 +159,17 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// report: connects if the
     /// client is not started, fills the missing ready offers, sends the invoices due for a
     /// refresh, waits until the server confirmed each and it is on disk, then disconnects if it
-    /// connected. Nothing counts as done before it is on disk. Cancelling the task ends it as
-    /// its timeout would. Throws `OffersError.DataDirInUse` if the client is not started and
-    /// another holds the data dir.
+    /// connected. Nothing counts as done before it is on disk. Cancelling the task (a
+    /// `BGTask`'s expiration handler) ends it within milliseconds with `CancellationError`,
+    /// having let go of the data dir as `stop()` would if it took it; what it wrote stays.
+    /// Throws `OffersError.DataDirInUse` if the client is not started and another holds the
+    /// data dir.
     public func sync(timeout: TimeInterval) async throws -> SyncReport {
         guard timeout >= 0, !timeout.isNaN else {
             throw OffersError.InvalidArgument(message: "timeout must not be negative, not \(timeout)")
         }
-        return try await inner.sync(timeout: min(timeout, Self.longestInterval))
+        let timeout = min(timeout, Self.longestInterval)
+        return try await Self.cancellable { try await inner.sync(timeout: timeout, cancellation: $0) }
     }
 
     /// The chain's tip height as the wallet's node last saw it (`node.status().currentBestBlock.height`
@@ -145,7 +177,8 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// than from an estimate off the clock, which a wrong clock makes wrong.
     public func setBestBlockHeight(_ height: UInt32) { inner.setBestBlockHeight(height: height) }
 
-    /// Waits until at least `count` offers are ready, or throws after `timeout` seconds.
+    /// Waits until at least `count` offers are ready, or throws after `timeout` seconds
+    /// (`OffersError.Timeout`), or when the task is cancelled (`CancellationError`).
     public func waitForReadyOffers(count: Int, timeout: TimeInterval) async throws -> [Offer] {
         guard count >= 0, count <= Int(UInt32.max) else {
             throw OffersError.InvalidArgument(message: "count must be from 0 to \(UInt32.max), not \(count)")
@@ -154,7 +187,10 @@ public final class AsyncOffersClient: @unchecked Sendable {
             throw OffersError.InvalidArgument(message: "timeout must not be negative, not \(timeout)")
         }
         // An infinite timeout (or any beyond 30 billion years): no limit.
-        return try await inner.waitForReadyOffers(count: UInt32(count), timeout: min(timeout, Self.longestInterval))
+        let timeout = min(timeout, Self.longestInterval)
+        return try await Self.cancellable {
+            try await inner.waitForReadyOffers(count: UInt32(count), timeout: timeout, cancellation: $0)
+        }
     }
 
     /// The client's events as an `AsyncSequence`; see `events()`.
@@ -177,8 +213,18 @@ public final class AsyncOffersClient: @unchecked Sendable {
 
             public mutating func next() async -> OfferEvent? {
                 if let id = delivered {
-                    // Not written (a full disk): it comes again, rather than being lost.
-                    try? inner.eventHandled(id: id)
+                    var retryAfter: Double = 0.25
+                    while true {
+                        do {
+                            try await AsyncOffersClient.cancellable { try await inner.eventHandledAsync(id: id, cancellation: $0) }
+                            break
+                        } catch {
+                            // Cancelled, it stays delivered: the next loop gets it again.
+                            if Task.isCancelled { return nil }
+                            try? await Task.sleep(nanoseconds: UInt64(retryAfter * 1e9))
+                            retryAfter = Swift.min(retryAfter * 2, 30)
+                        }
+                    }
                     delivered = nil
                 }
                 // In short waits, so that a cancelled task is let go within one.

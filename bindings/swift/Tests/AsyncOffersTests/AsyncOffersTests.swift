@@ -1,5 +1,8 @@
 import Foundation
 import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import AsyncOffers
 
 /// Every test drives the SDK from Swift against the reference server run as its own process.
@@ -43,6 +46,8 @@ final class AsyncOffersTests: XCTestCase {
     }
 
     override func tearDown() {
+        // A test may have stopped it (SIGSTOP): a stopped process would not see the SIGTERM.
+        if server.isRunning { kill(server.processIdentifier, SIGCONT) }
         if server.isRunning { server.terminate() }
         server.waitUntilExit()
         for dir in dirs { try? FileManager.default.removeItem(at: dir) }
@@ -386,6 +391,33 @@ final class AsyncOffersTests: XCTestCase {
         client.stop()
     }
 
+    func testTheEventSequenceWaitsOutADataDirHeldElsewhereWithoutRepeatingOrEnding() async throws {
+        let dir = try tempDir()
+        let client = try AsyncOffersClient(config: config(dir), seed: seed)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        client.stop()
+        // Another client (an app extension) holds the data dir: the first event's handling
+        // cannot be written until it lets go.
+        let holder = try AsyncOffersClient(config: config(dir), seed: seed)
+        try holder.start()
+        var events = client.events().makeAsyncIterator()
+        let first = await events.next()
+        let following = Task { [events] in
+            var events = events
+            return (await events.next(), Date())
+        }
+        try await Task.sleep(nanoseconds: 1_500_000_000)
+        let letGoAt = Date()
+        holder.stop()
+        let (second, deliveredAt) = await following.value
+        XCTAssertNotNil(first)
+        XCTAssertNotNil(second, "the sequence went on")
+        XCTAssertNotEqual(first, second, "not delivered again")
+        XCTAssertGreaterThan(deliveredAt, letGoAt, "the next came once the first's handling was written")
+        XCTAssertNotEqual(client.nextEvent()?.event, first, "the first was handled")
+    }
+
     func testASecondClientOnADataDirInUseIsRefused() async throws {
         let dir = try tempDir()
         let running = try AsyncOffersClient(config: config(dir), seed: seed)
@@ -486,6 +518,90 @@ final class AsyncOffersTests: XCTestCase {
         XCTAssertEqual(report.refreshed, 1)
         let now = client.offers().first { $0.offerId == bio.offerId }!
         XCTAssertGreaterThan(now.invoiceConfirmedAt!, bio.invoiceConfirmedAt!)
+    }
+
+    /// Runs `call` in a task, cancels the task after `after` seconds, and returns what the task
+    /// threw and how long after the cancel it ended.
+    private func cancelled<T>(after: Double, _ call: @escaping @Sendable () async throws -> T) async -> (Error?, TimeInterval) {
+        let work = Task { try await call() }
+        try? await Task.sleep(nanoseconds: UInt64(after * 1e9))
+        let cancelledAt = Date()
+        work.cancel()
+        let result = await work.result
+        let took = Date().timeIntervalSince(cancelledAt)
+        if case let .failure(error) = result { return (error, took) }
+        return (nil, took)
+    }
+
+    /// Whether the data dir's lock file is free, as another process would find it.
+    private func dataDirLockIsFree(_ dir: URL) -> Bool {
+        let fd = open(dir.appendingPathComponent("async-offers.lock").path, O_RDONLY)
+        defer { close(fd) }
+        return fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0
+    }
+
+    func testTheBackgroundTaskRecipeEndsASyncWithAServerThatNeverAnswersWhenTimeRunsOut() async throws {
+        // The server's process is stopped: the kernel accepts the connection, nobody answers.
+        kill(server.processIdentifier, SIGSTOP)
+        defer { kill(server.processIdentifier, SIGCONT) }
+        let dir = try tempDir()
+        let client = try AsyncOffersClient(config: config(dir), seed: seed)
+        let task = BackgroundTaskStandIn()
+        // The README's recipe, as the BGTaskScheduler's launch handler.
+        let work = Task {
+            let report = try? await client.sync(timeout: 30)
+            if !Task.isCancelled { task.setTaskCompleted(success: report?.complete ?? false) }
+        }
+        task.expirationHandler = {
+            work.cancel()
+            Task {
+                _ = await work.value
+                task.setTaskCompleted(success: false)
+            }
+        }
+        try await Task.sleep(nanoseconds: 500_000_000)
+        let expiredAt = Date()
+        task.expirationHandler?()
+        let completions = await task.completions()
+        let took = Date().timeIntervalSince(expiredAt)
+        XCTAssertEqual(completions, [false], "completed once, at the expiration")
+        XCTAssertLessThan(took, 0.5, "the sync ended when its task was cancelled")
+        XCTAssertTrue(dataDirLockIsFree(dir), "completed with the data dir let go of")
+        XCTAssertFalse(client.status().running)
+        // As after stop(): another client takes the data dir without waiting for one.
+        var noWait = config(dir)
+        noWait.dataDirLockWait = 0
+        try AsyncOffersClient(config: noWait, seed: seed).start()
+    }
+
+    func testCancellingCallsWaitingForTheDataDirEndsThem() async throws {
+        let dir = try tempDir()
+        var waiting = config(dir)
+        waiting.dataDirLockWait = 30
+        let patient = waiting
+        // Made while the data dir is free, then left stopped: its hand-outs take the lock.
+        let idle = try AsyncOffersClient(config: patient, seed: seed)
+        let holder = try AsyncOffersClient(config: config(dir), seed: seed)
+        try holder.start()
+        let calls: [(String, @Sendable () async throws -> Void)] = [
+            ("open", { _ = try await AsyncOffersClient.open(config: patient, seed: self.seed) }),
+            ("takeOfferAsync", { _ = try await idle.takeOfferAsync(label: "cancelled") }),
+            ("offerForAsync", { _ = try await idle.offerForAsync(label: "cancelled") }),
+            ("sync", { _ = try await idle.sync(timeout: 30) }),
+            ("waitForReadyOffers", { _ = try await idle.waitForReadyOffers(count: 100, timeout: .infinity) }),
+        ]
+        for (name, call) in calls {
+            let (error, took) = await cancelled(after: 0.3, call)
+            XCTAssertTrue(error is CancellationError, "\(name): \(String(describing: error))")
+            XCTAssertLessThan(took, 0.5, "\(name) ended when its task was cancelled")
+        }
+        // The calls cancelled gave up their waits: the holder stops, and a client that will
+        // not wait gets the data dir, none of them having taken it meanwhile.
+        holder.stop()
+        var noWait = config(dir)
+        noWait.dataDirLockWait = 0
+        try AsyncOffersClient(config: noWait, seed: seed).start()
+        XCTAssertTrue(idle.offers().allSatisfy { $0.label == nil }, "nothing handed out")
     }
 
     func testSyncWithTheServerDownReturnsByItsTimeoutAndSaysWhy() async throws {
@@ -605,5 +721,26 @@ private final class RecordCollector: LogWriter, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return records.contains { $0.level == level && $0.message.contains(text) }
+    }
+}
+
+/// What the README's recipe uses of a `BGTask`: its expiration handler and its completion.
+private final class BackgroundTaskStandIn: @unchecked Sendable {
+    var expirationHandler: (() -> Void)?
+    private let lock = NSLock()
+    private var completed: [Bool] = []
+
+    func setTaskCompleted(success: Bool) {
+        lock.withLock { completed.append(success) }
+    }
+
+    /// The completions so far, once there is one (or after 5 s).
+    func completions() async -> [Bool] {
+        for _ in 0..<500 where lock.withLock({ completed.isEmpty }) {
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
+        // A second completion would come right after the first.
+        try? await Task.sleep(nanoseconds: 100_000_000)
+        return lock.withLock { completed }
     }
 }

@@ -2,6 +2,7 @@ package org.asyncoffers
 
 import kotlin.time.Duration
 import kotlin.time.toJavaDuration
+import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
 import org.asyncoffers.ffi.AsyncOffers
@@ -12,6 +13,7 @@ import org.asyncoffers.ffi.Offer
 import org.asyncoffers.ffi.OfferEvent
 import org.asyncoffers.ffi.OfferListener
 import org.asyncoffers.ffi.OffersConfig
+import org.asyncoffers.ffi.OffersException
 import org.asyncoffers.ffi.QueuedOfferEvent
 import org.asyncoffers.ffi.SyncReport
 
@@ -44,14 +46,32 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
      * act (an offer expiring or expired, a refresh failing, a payer's request) were kept on disk
      * while the app was not collecting, across restarts: nothing is missed by collecting late.
      * An event counts as handled once the collector's block for it returns; cancelled before,
-     * it comes again. Collect with one collector at a time.
+     * it comes again. Collect with one collector at a time; on any dispatcher, the main one
+     * too: marking an event handled (a write, and the data dir's lock if the client is not
+     * started) happens on an SDK thread. If that fails (another client, an app extension say,
+     * holds the data dir; a full disk), it is tried again, after 0.25 s and then twice as long
+     * each time up to 30 s, before the next event comes: the Flow neither ends for it nor
+     * delivers the event again.
      */
     val events: Flow<OfferEvent> = flow {
         while (true) {
             // In short waits, so that a cancelled collector is let go within one.
             val queued = inner.waitNextEvent(java.time.Duration.ofMillis(500)) ?: continue
             emit(queued.event)
-            inner.eventHandled(queued.id)
+            markHandled(queued.id)
+        }
+    }
+
+    /** Marks [id] handled, trying again with backoff until it is written (see [events]). */
+    private suspend fun markHandled(id: ULong) {
+        var retryAfterMs = 250L
+        while (true) {
+            try {
+                return inner.eventHandledAsync(id)
+            } catch (e: OffersException) {
+                delay(retryAfterMs)
+                retryAfterMs = (retryAfterMs * 2).coerceAtMost(30_000L)
+            }
         }
     }
 
@@ -67,6 +87,9 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
      * returns. An id no longer queued is ignored.
      */
     fun eventHandled(id: ULong) = inner.eventHandled(id)
+
+    /** [eventHandled], waiting off the caller's thread. */
+    suspend fun eventHandledAsync(id: ULong) = inner.eventHandledAsync(id)
 
     /** Connects to every server and fills the offers in the background. */
     fun start() = inner.start()

@@ -9,6 +9,10 @@ import kotlinx.coroutines.flow.filterIsInstance
 import kotlinx.coroutines.flow.take
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.CoroutineStart
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.cancelAndJoin
+import kotlinx.coroutines.coroutineScope
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.async
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
@@ -385,6 +389,35 @@ class AsyncOffersTest {
     }
 
     @Test
+    fun theEventFlowWaitsOutADataDirHeldElsewhereWithoutRepeatingOrEnding() = runBlocking {
+        val dir = tempDir()
+        AsyncOffersClient(config(dir), seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds)
+            client.stop()
+            // Another client (an app extension) holds the data dir: the first event's handling
+            // cannot be written until it lets go.
+            AsyncOffersClient(config(dir), seed).use { holder ->
+                holder.start()
+                val seen = Collections.synchronizedList(mutableListOf<Pair<OfferEvent, Long>>())
+                // Collected on this test's one thread, as an app collects on its main thread.
+                val collector = launch {
+                    client.events.take(2).collect { seen += it to System.nanoTime() }
+                }
+                delay(1_500)
+                assertEquals("the second waits for the first's handling", 1, seen.size)
+                val letGoAt = System.nanoTime()
+                holder.stop()
+                withTimeout(30.seconds) { collector.join() }
+                assertEquals(2, seen.size)
+                assertNotEquals("not delivered again", seen[0].first, seen[1].first)
+                assertTrue("the next came once the first's handling was written", seen[1].second > letGoAt)
+                assertNotEquals("the first was handled", seen[0].first, client.nextEvent()?.event)
+            }
+        }
+    }
+
+    @Test
     fun eventsCarryIdsAndHandlingOneRemovesThatOneOnly() = runBlocking {
         AsyncOffersClient(config(tempDir()), seed).use { client ->
             client.start()
@@ -491,6 +524,67 @@ class AsyncOffersTest {
             assertEquals(1u, report.refreshed)
             val now = client.offers().first { it.offerId == bio.offerId }
             assertTrue(now.invoiceConfirmedAt!! > bio.invoiceConfirmedAt!!)
+        }
+    }
+
+    /** Sends the server's process `signal` (STOP: the kernel still accepts, nobody answers). */
+    private fun signalServer(signal: String) {
+        ProcessBuilder("kill", "-$signal", server.pid().toString()).start().waitFor()
+    }
+
+    /** Starts [call], cancels it after [afterMs], and returns how long after the cancel it ended. */
+    private suspend fun secondsToEndWhenCancelled(afterMs: Long, call: suspend () -> Unit): Double = coroutineScope {
+        val work = launch(Dispatchers.Default) { call() }
+        delay(afterMs)
+        val cancelledAt = System.nanoTime()
+        work.cancelAndJoin()
+        (System.nanoTime() - cancelledAt) / 1e9
+    }
+
+    @Test
+    fun cancellingASyncWithAServerThatNeverAnswersEndsItAndLetsGoOfTheDataDir() = runBlocking {
+        val dir = tempDir()
+        signalServer("STOP")
+        try {
+            AsyncOffersClient(config(dir), seed).use { client ->
+                val took = secondsToEndWhenCancelled(500) { client.sync(30.seconds) }
+                assertTrue("the sync ended ${took}s after its coroutine was cancelled", took < 0.5)
+                assertTrue(!client.status().running)
+                // As after stop(): another client takes the data dir without waiting for one.
+                val noWait = config(dir).apply { dataDirLockWait = java.time.Duration.ZERO }
+                AsyncOffersClient(noWait, seed).use { next -> next.start() }
+            }
+        } finally {
+            signalServer("CONT")
+        }
+    }
+
+    @Test
+    fun cancellingCallsWaitingForTheDataDirEndsThem() = runBlocking {
+        val dir = tempDir()
+        val patient = config(dir).apply { dataDirLockWait = java.time.Duration.ofSeconds(30) }
+        // Made while the data dir is free, then left stopped: its hand-outs take the lock.
+        AsyncOffersClient(patient, seed).use { idle ->
+            AsyncOffersClient(config(dir), seed).use { holder ->
+                holder.start()
+                val calls = listOf<Pair<String, suspend () -> Unit>>(
+                    "open" to { AsyncOffersClient.open(patient, seed).close() },
+                    "takeOfferAsync" to { idle.takeOfferAsync("cancelled") },
+                    "offerForAsync" to { idle.offerForAsync("cancelled") },
+                    "sync" to { idle.sync(30.seconds) },
+                    "waitForReadyOffers" to { idle.waitForReadyOffers(100, kotlin.time.Duration.INFINITE) },
+                )
+                for ((name, call) in calls) {
+                    val took = secondsToEndWhenCancelled(300, call)
+                    assertTrue("$name ended ${took}s after its coroutine was cancelled", took < 0.5)
+                }
+                // The calls cancelled gave up their waits: the holder stops, and a client that
+                // will not wait gets the data dir, none of them having taken it meanwhile.
+                holder.stop()
+                val noWait = config(dir).apply { dataDirLockWait = java.time.Duration.ZERO }
+                AsyncOffersClient(noWait, seed).use { next -> next.start() }
+                assertTrue("nothing handed out", idle.offers().all { it.label == null })
+            }
         }
     }
 

@@ -732,6 +732,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_event_handled(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_event_handled_async(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_export_offers(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_import_offers(
@@ -770,6 +772,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_wait_next_event(
     ): Int
+    external fun uniffi_async_offers_checksum_method_callcancellation_cancel(
+    ): Int
     external fun uniffi_async_offers_checksum_method_offerlistener_on_event(
     ): Int
     external fun uniffi_async_offers_checksum_method_walletseed_keys_manager_seed(
@@ -779,6 +783,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_async_offers_checksum_constructor_asyncoffers_new(
     ): Int
     external fun uniffi_async_offers_checksum_constructor_asyncoffers_open(
+    ): Int
+    external fun uniffi_async_offers_checksum_constructor_callcancellation_new(
     ): Int
     external fun uniffi_async_offers_checksum_constructor_walletseed_from_keys_manager_seed(
     ): Int
@@ -814,12 +820,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_async_offers_fn_constructor_asyncoffers_new(`config`: RustBuffer.ByValue,`seed`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_async_offers_fn_constructor_asyncoffers_open(`config`: RustBuffer.ByValue,`seed`: RustBuffer.ByValue,
+    external fun uniffi_async_offers_fn_constructor_asyncoffers_open(`config`: RustBuffer.ByValue,`seed`: RustBuffer.ByValue,`cancellation`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_add_listener(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_event_handled(`ptr`: Long,`id`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_async_offers_fn_method_asyncoffers_event_handled_async(`ptr`: Long,`id`: Long,`cancellation`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_export_offers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_import_offers(`ptr`: Long,`book`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -830,7 +838,7 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_offer_for(`ptr`: Long,`label`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_async_offers_fn_method_asyncoffers_offer_for_async(`ptr`: Long,`label`: RustBuffer.ByValue,
+    external fun uniffi_async_offers_fn_method_asyncoffers_offer_for_async(`ptr`: Long,`label`: RustBuffer.ByValue,`cancellation`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_offers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -844,20 +852,28 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_stop(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_async_offers_fn_method_asyncoffers_sync(`ptr`: Long,`timeout`: RustBuffer.ByValue,
+    external fun uniffi_async_offers_fn_method_asyncoffers_sync(`ptr`: Long,`timeout`: RustBuffer.ByValue,`cancellation`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_take_offer(`ptr`: Long,`label`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_async_offers_fn_method_asyncoffers_take_offer_async(`ptr`: Long,`label`: RustBuffer.ByValue,
+    external fun uniffi_async_offers_fn_method_asyncoffers_take_offer_async(`ptr`: Long,`label`: RustBuffer.ByValue,`cancellation`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_transport_node_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_update_channels(`ptr`: Long,`hints`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(`ptr`: Long,`count`: Int,`timeout`: RustBuffer.ByValue,
+    external fun uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(`ptr`: Long,`count`: Int,`timeout`: RustBuffer.ByValue,`cancellation`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_wait_next_event(`ptr`: Long,`timeout`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_async_offers_fn_clone_callcancellation(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_async_offers_fn_free_callcancellation(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_async_offers_fn_constructor_callcancellation_new(uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_async_offers_fn_method_callcancellation_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_async_offers_fn_clone_offerlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_async_offers_fn_free_offerlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1023,6 +1039,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 64613) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_event_handled_async() != 37322) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_export_offers() != 10506) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1038,7 +1057,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for() != 7870) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for_async() != 22691) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_offer_for_async() != 43700) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_offers() != 35365) {
@@ -1059,13 +1078,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_sync() != 11503) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_sync() != 46224) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 35777) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 30474) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer_async() != 27170) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_transport_node_id() != 44470) {
@@ -1074,10 +1093,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_update_channels() != 52082) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 35337) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 48393) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 15125) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_callcancellation_cancel() != 43445) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_offerlistener_on_event() != 50799) {
@@ -1092,7 +1114,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_new() != 38346) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_open() != 36617) {
+    if (lib.uniffi_async_offers_checksum_constructor_asyncoffers_open() != 33358) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_constructor_callcancellation_new() != 1515) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_constructor_walletseed_from_keys_manager_seed() != 20546) {
@@ -1661,6 +1686,13 @@ public interface AsyncOffersInterface {
     fun `eventHandled`(`id`: kotlin.ULong)
     
     /**
+     * As [`Self::event_handled`], on an SDK thread: what the Kotlin and Swift event streams
+     * call, so that the collector's thread (a main thread) never waits for the write or the
+     * data dir. Cancelled (see [`CallCancellation`]), it gives up waiting for the data dir.
+     */
+    suspend fun `eventHandledAsync`(`id`: kotlin.ULong, `cancellation`: CallCancellation? = null)
+    
+    /**
      * The handed-out offers as an offer book, bytes for the app's backup.
      */
     fun `exportOffers`(): kotlin.ByteArray
@@ -1693,9 +1725,9 @@ public interface AsyncOffersInterface {
     fun `offerFor`(`label`: kotlin.String): Offer
     
     /**
-     * As [`Self::offer_for`], on an SDK thread.
+     * As [`Self::offer_for`], on an SDK thread; cancelled, as [`Self::take_offer_async`].
      */
-    suspend fun `offerForAsync`(`label`: kotlin.String): Offer
+    suspend fun `offerForAsync`(`label`: kotlin.String, `cancellation`: CallCancellation? = null): Offer
     
     /**
      * Every offer, with its state.
@@ -1737,11 +1769,12 @@ public interface AsyncOffersInterface {
      * connects if the client is not started, fills the missing ready offers, sends the
      * invoices due for a refresh, waits until the server confirmed each and it is written,
      * then disconnects if it connected. Nothing counts as done before it is on disk.
-     * Cancelling it ends it as its timeout would. `DataDirInUse` if the client is not
-     * started and another holds the data dir. Its start (taking the data dir) runs on an SDK
-     * thread, and the rest only waits.
+     * `DataDirInUse` if the client is not started and another holds the data dir. Its start
+     * (taking the data dir) runs on an SDK thread, and the rest only waits. Cancelled (see
+     * [`CallCancellation`]; in Kotlin, the coroutine), it ends at once, and lets go of the
+     * data dir as `stop` would if it took it.
      */
-    suspend fun `sync`(`timeout`: java.time.Duration): SyncReport
+    suspend fun `sync`(`timeout`: java.time.Duration, `cancellation`: CallCancellation? = null): SyncReport
     
     /**
      * Hands out a ready offer never handed out before, under `label`. Written to disk before
@@ -1752,9 +1785,10 @@ public interface AsyncOffersInterface {
     fun `takeOffer`(`label`: kotlin.String?): Offer
     
     /**
-     * As [`Self::take_offer`], on an SDK thread.
+     * As [`Self::take_offer`], on an SDK thread. Cancelled (see [`CallCancellation`]), it
+     * gives up waiting for the data dir; an offer already being written is returned.
      */
-    suspend fun `takeOfferAsync`(`label`: kotlin.String?): Offer
+    suspend fun `takeOfferAsync`(`label`: kotlin.String?, `cancellation`: CallCancellation? = null): Offer
     
     /**
      * The id of the SDK's own connection to the servers, hex: not the wallet node's, so a
@@ -1768,9 +1802,10 @@ public interface AsyncOffersInterface {
     fun `updateChannels`(`hints`: List<ChannelHint>)
     
     /**
-     * Waits until at least `count` offers are ready, or `timeout` passes.
+     * Waits until at least `count` offers are ready, or `timeout` passes, or it is cancelled
+     * (see [`CallCancellation`]).
      */
-    suspend fun `waitForReadyOffers`(`count`: kotlin.UInt, `timeout`: java.time.Duration): List<Offer>
+    suspend fun `waitForReadyOffers`(`count`: kotlin.UInt, `timeout`: java.time.Duration, `cancellation`: CallCancellation? = null): List<Offer>
     
     /**
      * Waits up to `timeout` for an event not handled yet and returns it, as
@@ -1941,6 +1976,35 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
+     * As [`Self::event_handled`], on an SDK thread: what the Kotlin and Swift event streams
+     * call, so that the collector's thread (a main thread) never waits for the write or the
+     * data dir. Cancelled (see [`CallCancellation`]), it gives up waiting for the data dir.
+     */
+    @Throws(OffersException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `eventHandledAsync`(`id`: kotlin.ULong, `cancellation`: CallCancellation?) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_async_offers_fn_method_asyncoffers_event_handled_async(
+                uniffiHandle,
+                
+        FfiConverterULong.lower(`id`),
+        FfiConverterOptionalTypeCallCancellation.lower(`cancellation`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_async_offers_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_async_offers_rust_future_free_void(future) },
+        // lift function
+        { Unit },
+        
+        // Error FFI converter
+        OffersException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * The handed-out offers as an offer book, bytes for the app's backup.
      */
     @Throws(OffersException::class)override fun `exportOffers`(): kotlin.ByteArray {
@@ -2033,17 +2097,18 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * As [`Self::offer_for`], on an SDK thread.
+     * As [`Self::offer_for`], on an SDK thread; cancelled, as [`Self::take_offer_async`].
      */
     @Throws(OffersException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `offerForAsync`(`label`: kotlin.String) : Offer {
+    override suspend fun `offerForAsync`(`label`: kotlin.String, `cancellation`: CallCancellation?) : Offer {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_async_offers_fn_method_asyncoffers_offer_for_async(
                 uniffiHandle,
                 
         FfiConverterString.lower(`label`),
+        FfiConverterOptionalTypeCallCancellation.lower(`cancellation`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2162,19 +2227,21 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
      * connects if the client is not started, fills the missing ready offers, sends the
      * invoices due for a refresh, waits until the server confirmed each and it is written,
      * then disconnects if it connected. Nothing counts as done before it is on disk.
-     * Cancelling it ends it as its timeout would. `DataDirInUse` if the client is not
-     * started and another holds the data dir. Its start (taking the data dir) runs on an SDK
-     * thread, and the rest only waits.
+     * `DataDirInUse` if the client is not started and another holds the data dir. Its start
+     * (taking the data dir) runs on an SDK thread, and the rest only waits. Cancelled (see
+     * [`CallCancellation`]; in Kotlin, the coroutine), it ends at once, and lets go of the
+     * data dir as `stop` would if it took it.
      */
     @Throws(OffersException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `sync`(`timeout`: java.time.Duration) : SyncReport {
+    override suspend fun `sync`(`timeout`: java.time.Duration, `cancellation`: CallCancellation?) : SyncReport {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_async_offers_fn_method_asyncoffers_sync(
                 uniffiHandle,
                 
         FfiConverterDuration.lower(`timeout`),
+        FfiConverterOptionalTypeCallCancellation.lower(`cancellation`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2210,17 +2277,19 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * As [`Self::take_offer`], on an SDK thread.
+     * As [`Self::take_offer`], on an SDK thread. Cancelled (see [`CallCancellation`]), it
+     * gives up waiting for the data dir; an offer already being written is returned.
      */
     @Throws(OffersException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `takeOfferAsync`(`label`: kotlin.String?) : Offer {
+    override suspend fun `takeOfferAsync`(`label`: kotlin.String?, `cancellation`: CallCancellation?) : Offer {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_async_offers_fn_method_asyncoffers_take_offer_async(
                 uniffiHandle,
                 
         FfiConverterOptionalString.lower(`label`),
+        FfiConverterOptionalTypeCallCancellation.lower(`cancellation`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2269,11 +2338,12 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * Waits until at least `count` offers are ready, or `timeout` passes.
+     * Waits until at least `count` offers are ready, or `timeout` passes, or it is cancelled
+     * (see [`CallCancellation`]).
      */
     @Throws(OffersException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `waitForReadyOffers`(`count`: kotlin.UInt, `timeout`: java.time.Duration) : List<Offer> {
+    override suspend fun `waitForReadyOffers`(`count`: kotlin.UInt, `timeout`: java.time.Duration, `cancellation`: CallCancellation?) : List<Offer> {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(
@@ -2281,6 +2351,7 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
                 
         FfiConverterUInt.lower(`count`),
         FfiConverterDuration.lower(`timeout`),
+        FfiConverterOptionalTypeCallCancellation.lower(`cancellation`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2329,15 +2400,17 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
         
     /**
      * As [`Self::new`], without blocking the caller: the waits and the loading run on an SDK
-     * thread (`suspend` in Kotlin, `async` in Swift).
+     * thread (`suspend` in Kotlin, `async` in Swift). Cancelled (see [`CallCancellation`]),
+     * it gives up waiting for the data dir, or lets go of it if it was taken.
      */
     @Throws(OffersException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `open`(`config`: OffersConfig, `seed`: kotlin.ByteArray) : AsyncOffers {
+     suspend fun `open`(`config`: OffersConfig, `seed`: kotlin.ByteArray, `cancellation`: CallCancellation? = null) : AsyncOffers {
         return uniffiRustCallAsync(
         UniffiLib.uniffi_async_offers_fn_constructor_asyncoffers_open(
         FfiConverterTypeOffersConfig.lower(`config`),
-        FfiConverterByteArray.lower(`seed`),),
+        FfiConverterByteArray.lower(`seed`),
+        FfiConverterOptionalTypeCallCancellation.lower(`cancellation`),),
         { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_u64(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_async_offers_rust_future_complete_u64(future, continuation) },
         { future -> UniffiLib.ffi_async_offers_rust_future_free_u64(future) },
@@ -2373,6 +2446,291 @@ public object FfiConverterTypeAsyncOffers: FfiConverter<AsyncOffers, Long> {
     override fun allocationSize(value: AsyncOffers) = 8UL
 
     override fun write(value: AsyncOffers, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Cancels one call of [`AsyncOffers`] from the app: the Swift SDK makes one for each call
+ * it may cancel and cancels it from the task's cancellation handler, because UniFFI's Swift
+ * glue cannot drop a Rust future. The call then ends within milliseconds with
+ * `OffersError.Cancelled` (the Swift SDK throws `CancellationError`), having let go of the
+ * data dir as `stop` would. Kotlin needs none: a cancelled coroutine drops the call.
+ */
+public interface CallCancellationInterface {
+    
+    /**
+     * Cancels the call it was given to; idempotent, and effective even before the call.
+     */
+    fun `cancel`()
+    
+    companion object
+}
+
+/**
+ * Cancels one call of [`AsyncOffers`] from the app: the Swift SDK makes one for each call
+ * it may cancel and cancels it from the task's cancellation handler, because UniFFI's Swift
+ * glue cannot drop a Rust future. The call then ends within milliseconds with
+ * `OffersError.Cancelled` (the Swift SDK throws `CancellationError`), having let go of the
+ * data dir as `stop` would. Kotlin needs none: a cancelled coroutine drops the call.
+ */
+open class CallCancellation: Disposable, AutoCloseable, CallCancellationInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+    /**
+     * A cancellation not cancelled yet.
+     */
+    constructor() :
+        this(UniffiWithHandle, 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_async_offers_fn_constructor_callcancellation_new(
+    
+        _status)
+}
+    )
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_async_offers_fn_free_callcancellation(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_async_offers_fn_clone_callcancellation(handle, status)
+        }
+    }
+
+    
+    /**
+     * Cancels the call it was given to; idempotent, and effective even before the call.
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_async_offers_fn_method_callcancellation_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCallCancellation: FfiConverter<CallCancellation, Long> {
+    override fun lower(value: CallCancellation): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): CallCancellation {
+        return CallCancellation(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): CallCancellation {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: CallCancellation) = 8UL
+
+    override fun write(value: CallCancellation, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -4914,6 +5272,12 @@ sealed class OffersException(message: String): kotlin.Exception(message) {
         class Timeout(message: String) : OffersException(message)
         
     /**
+     * The app cancelled the call (a Swift task; the Swift SDK throws `CancellationError`
+     * for it). What it had already written stays.
+     */
+        class Cancelled(message: String) : OffersException(message)
+        
+    /**
      * The async runtime could not be created or has shut down.
      */
         class Runtime(message: String) : OffersException(message)
@@ -4941,7 +5305,8 @@ public object FfiConverterTypeOffersError : FfiConverterRustBuffer<OffersExcepti
             8 -> OffersException.DataDirInUse(FfiConverterString.read(buf))
             9 -> OffersException.InvalidOfferBook(FfiConverterString.read(buf))
             10 -> OffersException.Timeout(FfiConverterString.read(buf))
-            11 -> OffersException.Runtime(FfiConverterString.read(buf))
+            11 -> OffersException.Cancelled(FfiConverterString.read(buf))
+            12 -> OffersException.Runtime(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -4993,8 +5358,12 @@ public object FfiConverterTypeOffersError : FfiConverterRustBuffer<OffersExcepti
                 buf.putInt(10)
                 Unit
             }
-            is OffersException.Runtime -> {
+            is OffersException.Cancelled -> {
                 buf.putInt(11)
+                Unit
+            }
+            is OffersException.Runtime -> {
+                buf.putInt(12)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -5126,6 +5495,38 @@ public object FfiConverterOptionalDuration: FfiConverterRustBuffer<java.time.Dur
         } else {
             buf.put(1)
             FfiConverterDuration.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeCallCancellation: FfiConverterRustBuffer<CallCancellation?> {
+    override fun read(buf: ByteBuffer): CallCancellation? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeCallCancellation.read(buf)
+    }
+
+    override fun allocationSize(value: CallCancellation?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeCallCancellation.allocationSize(value)
+        }
+    }
+
+    override fun write(value: CallCancellation?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeCallCancellation.write(value, buf)
         }
     }
 }
