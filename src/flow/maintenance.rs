@@ -3,7 +3,10 @@
 
 use lightning::offers::offer::OfferId;
 
-use super::Engine;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::{Engine, RunTicket, State};
 use crate::clock::Time;
 use crate::config::ChannelHint;
 use crate::events::{Event, OfferInfo};
@@ -89,9 +92,8 @@ impl Engine {
                 reason: reason.clone(),
             });
         }
-        if !maintenance.rebuild.is_empty() {
-            self.run_offloaded(move |engine| engine.refresh_invoices(maintenance.rebuild));
-        }
+        // After those a stopped run did not reach.
+        self.owe_refreshes(&mut state, maintenance.rebuild);
         self.queue_resends(&mut state, now, None);
         self.queue_offer_paths_requests(&mut state);
         drop(state);
@@ -126,8 +128,9 @@ impl Engine {
         state.hints = hints;
         state.hints_version += 1;
         let ids = state.cache.live_offers(self.clock.now());
-        drop(state);
-        self.run_offloaded(move |engine| engine.refresh_invoices(ids));
+        // Each gets one refresh, with these hints, however many it was owed.
+        state.refreshes_owed.clear();
+        self.owe_refreshes(&mut state, ids);
         Ok(())
     }
 
@@ -138,9 +141,42 @@ impl Engine {
         self.lock().best_block_height = Some(height);
     }
 
-    /// Builds, persists and queues a new invoice for each offer, with the current hints.
-    pub(super) fn refresh_invoices(&self, ids: Vec<OfferId>) {
+    /// Adds `ids` to the refreshes owed, and sets a worker on them unless one is (or they
+    /// wait for a run: one was stopped with refreshes owed, and none runs).
+    fn owe_refreshes(&self, state: &mut State, ids: Vec<OfferId>) {
         for id in ids {
+            if !state.refreshes_owed.contains(&id) {
+                state.refreshes_owed.push_back(id);
+            }
+        }
+        if state.refreshes_owed.is_empty() || self.refresh_worker.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Let go however the job ends, run or dropped unrun (the data dir not ours).
+        let working = WorkerFlag(self.refresh_worker.clone());
+        let run = self.run_ticket();
+        self.run_offloaded(move |engine| engine.refresh_owed(working, &run));
+    }
+
+    /// Builds, writes and queues a new invoice for each offer owed one, one at a time, until
+    /// none is left. Begun in a run the app stops, it ends at the next offer, so that the data
+    /// dir is let go of within one write; the offers not reached stay owed to the next run.
+    fn refresh_owed(&self, working: WorkerFlag, run: &RunTicket) {
+        loop {
+            let id = {
+                let mut state = self.lock();
+                if !self.run_continues(run) {
+                    return log::info!(
+                        "stopped with {} invoices still to rebuild; the next run rebuilds them",
+                        state.refreshes_owed.len()
+                    );
+                }
+                match state.refreshes_owed.pop_front() {
+                    Some(id) => id,
+                    // Let go with the state locked: an offer owed from now on finds no worker.
+                    None => return working.clear(),
+                }
+            };
             self.refresh_invoice(id);
         }
     }
@@ -230,5 +266,21 @@ impl Engine {
         }
         drop(state);
         self.wake_transports();
+    }
+}
+
+/// Set while a worker takes the refreshes owed; cleared when the worker's job ends or is
+/// dropped unrun.
+struct WorkerFlag(Arc<AtomicBool>);
+
+impl WorkerFlag {
+    fn clear(self) {
+        // The drop does it.
+    }
+}
+
+impl Drop for WorkerFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }

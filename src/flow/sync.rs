@@ -35,9 +35,9 @@ impl Engine {
         let now = Time::of(&*self.clock);
         let state = self.lock();
         let unwritten = |id: OfferId| state.confirmations_unwritten.contains(&id);
-        let mut unfinished: Vec<Unfinished> = state
-            .cache
-            .unrefreshed(now)
+        let unrefreshed = state.cache.unrefreshed(now);
+        let listed: Vec<OfferId> = unrefreshed.iter().map(|(offer, _)| offer.id()).collect();
+        let mut unfinished: Vec<Unfinished> = unrefreshed
             .into_iter()
             .map(|(offer, why)| Unfinished {
                 server_node_id: OfferInfo::node_id_hex(&offer.server),
@@ -54,6 +54,19 @@ impl Engine {
                 },
             })
             .collect();
+        unfinished.extend(
+            state
+                .refreshes_owed
+                .iter()
+                .filter(|id| !listed.contains(id))
+                .filter_map(|id| state.cache.get(*id))
+                .map(|offer| Unfinished {
+                    server_node_id: OfferInfo::node_id_hex(&offer.server),
+                    offer_id: Some(OfferInfo::offer_id_hex(offer.id())),
+                    reason: "its invoice is still to be rebuilt with the current channel hints"
+                        .to_string(),
+                }),
+        );
         unfinished.extend(
             state
                 .cache
