@@ -521,7 +521,9 @@ impl AsyncOffersClient {
     }
 
     /// Replaces the channel hints; every offer (Pending, Ready and handed out) gets a fresh
-    /// invoice now, on the server that holds it. A hint no payment could use is refused with
+    /// invoice now, on the server that holds it, rebuilt one at a time off the caller's
+    /// thread (a [`Self::stop`] meanwhile ends that at the next offer; the next start or sync
+    /// rebuilds the rest). A hint no payment could use is refused with
     /// [`Error::InvalidConfig`] naming it, and the hints stay as they were.
     pub fn update_channels(&self, hints: Vec<ChannelHint>) -> Result<(), Error> {
         self.engine.update_channels(hints)
