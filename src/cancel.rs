@@ -25,6 +25,8 @@ thread_local! {
     static RUNNING: RefCell<Option<Cancel>> = const { RefCell::new(None) };
 }
 
+// The Kotlin and Swift SDKs cancel calls; Rust callers drop futures.
+#[cfg_attr(not(feature = "ffi"), allow(dead_code))]
 impl Cancel {
     /// Cancels the call; idempotent.
     pub fn cancel(&self) {
@@ -69,8 +71,10 @@ pub(crate) fn cancelled_here() -> bool {
 }
 
 /// See [`Cancel::on_drop`].
+#[cfg_attr(not(feature = "ffi"), allow(dead_code))]
 pub(crate) struct CancelOnDrop(Option<Cancel>);
 
+#[cfg_attr(not(feature = "ffi"), allow(dead_code))]
 impl CancelOnDrop {
     /// The work it guarded is done: dropped now, it cancels nothing.
     pub fn disarm(mut self) {

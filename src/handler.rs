@@ -53,9 +53,10 @@ impl ProtocolHandler {
         }
     }
 
-    /// The messenger is connected to the server: its missing slots are requested.
+    /// The messenger is connected to the server: its missing slots are requested, and its
+    /// unconfirmed invoices sent again, at once.
     pub fn server_connected(&self) {
-        self.engine.on_connected(self.server)
+        self.engine.on_connected(self.server, true)
     }
 
     /// The messenger lost the server.

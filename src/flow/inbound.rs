@@ -21,14 +21,20 @@ use crate::offers::cache::{
 use crate::offers::responder::reply_path_of;
 
 impl Engine {
-    /// `server` is connected: it gets its unconfirmed invoices again and its share of the
-    /// missing offers at once.
-    pub fn on_connected(&self, server: PublicKey) {
+    /// `server` is connected: it gets its share of the missing offers, and its unconfirmed
+    /// invoices again. At once if `afresh` (the first connection of a run, or one after a
+    /// connection that worked); otherwise, the last connection having been dropped without a
+    /// word from the server, each at its own backoff.
+    pub fn on_connected(&self, server: PublicKey, afresh: bool) {
         let mut state = self.lock();
         state
             .cache
             .set_reachability(server, Reachability::Connected);
-        self.queue_resends(&mut state, Time::of(&*self.clock), Some(server));
+        if afresh {
+            state.cache.forget_lost_requests(&server);
+        }
+        let afresh = afresh.then_some(server);
+        self.queue_resends(&mut state, Time::of(&*self.clock), afresh);
         self.queue_offer_paths_requests(&mut state);
         drop(state);
         self.events.emit(Event::ServerConnected {

@@ -265,13 +265,8 @@ impl Engine {
         }
     }
 
-    pub(super) fn queue_resends(
-        &self,
-        state: &mut State,
-        now: Time,
-        reconnected: Option<PublicKey>,
-    ) {
-        for id in state.cache.plan_resends(now, reconnected) {
+    pub(super) fn queue_resends(&self, state: &mut State, now: Time, afresh: Option<PublicKey>) {
+        for id in state.cache.plan_resends(now, afresh) {
             self.queue_invoice(state, id);
         }
     }

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -62,16 +63,27 @@ type Peers = PeerManager<
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection up this long counts as working even if it carried no reply: the redial delay
+/// starts over after it. As long as the longest delay, so that a server dropping connections
+/// at any pace is dialled at most about once per `MAX_RECONNECT_DELAY` once the delay grew.
+const STABLE_CONNECTION: Duration = MAX_RECONNECT_DELAY;
+/// How long an abandoned connection's socket, shut down, may take to be let go of by the
+/// peer manager before the next dial goes ahead regardless.
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(2);
 /// LDK's peer handler expects a timer tick about every ten seconds (pings, timeouts).
 const PEER_TIMER_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The messenger as the peer manager sees it, reporting when the server's `init` arrives so
-/// requests go out the moment the connection can carry them, and handing the peer manager the
-/// onions the transport built before anything the messenger has.
+/// The messenger as the peer manager sees it, telling whether the peer manager has the server
+/// connected (its `init` arrived, and no disconnection since) and whether it sent anything, and
+/// handing the peer manager the onions the transport built before anything the messenger has.
 pub(crate) struct ConnectionWatcher {
     messenger: Arc<Messenger>,
     server: PublicKey,
-    connected: Notify,
+    /// Whether the peer manager has the server connected: set by its `peer_connected`,
+    /// cleared by its `peer_disconnected`, never a left-over signal.
+    connected: watch::Sender<bool>,
+    /// Onion messages received from the server.
+    received: AtomicU64,
     /// Our messages to the server, built and waiting for room in the connection's buffer.
     built: Mutex<VecDeque<OnionMessage>>,
 }
@@ -90,6 +102,7 @@ impl BaseMessageHandler for ConnectionWatcher {
         if their_node_id == self.server {
             // Unanswered messages are sent again on the next connection, rebuilt.
             self.built().clear();
+            self.connected.send_replace(false);
         }
         self.messenger.peer_disconnected(their_node_id)
     }
@@ -107,7 +120,7 @@ impl BaseMessageHandler for ConnectionWatcher {
     ) -> Result<(), ()> {
         let result = self.messenger.peer_connected(their_node_id, msg, inbound);
         if result.is_ok() && their_node_id == self.server {
-            self.connected.notify_one();
+            self.connected.send_replace(true);
         }
         result
     }
@@ -115,6 +128,9 @@ impl BaseMessageHandler for ConnectionWatcher {
 
 impl OnionMessageHandler for ConnectionWatcher {
     fn handle_onion_message(&self, peer_node_id: PublicKey, msg: &OnionMessage) {
+        if peer_node_id == self.server {
+            self.received.fetch_add(1, Ordering::Relaxed);
+        }
         self.messenger.handle_onion_message(peer_node_id, msg)
     }
     fn next_onion_message_for_peer(&self, peer_node_id: PublicKey) -> Option<OnionMessage> {
@@ -227,7 +243,8 @@ impl Transport {
         let watcher = Arc::new(ConnectionWatcher {
             messenger,
             server,
-            connected: Notify::new(),
+            connected: watch::Sender::new(false),
+            received: AtomicU64::new(0),
             built: Mutex::new(VecDeque::new()),
         });
         let handlers = MessageHandler {
@@ -259,15 +276,25 @@ impl Transport {
     }
 
     /// Runs until `shutdown` turns true: the connection loop, message flushing, peer timer.
+    /// One connection at a time: the next dial waits until the last connection is gone. The
+    /// redial delay doubles from 100 ms to 30 s, and starts over only after a connection that
+    /// carried a message from the server or stayed up [`STABLE_CONNECTION`]: a server that
+    /// accepts and drops the client (a refused transport id, a restart loop) is not dialled
+    /// ten times a second, nor sent every request and invoice again on each connection.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let flush = tokio::spawn(self.clone().flush_outbox());
         let ticks = tokio::spawn(self.clone().peer_timer());
         let mut delay = FIRST_RECONNECT_DELAY;
+        // Whether the last connection worked; the run's first is taken as after one that did.
+        let mut last_worked = true;
         loop {
             tokio::select! {
-                connected = self.connect_once() => {
-                    if connected {
-                        delay = FIRST_RECONNECT_DELAY;
+                worked = self.connect_once(last_worked) => {
+                    if let Some(worked) = worked {
+                        last_worked = worked;
+                        if worked {
+                            delay = FIRST_RECONNECT_DELAY;
+                        }
                     }
                 },
                 _ = shutdown.changed() => break,
@@ -284,33 +311,56 @@ impl Transport {
         }
         flush.abort();
         ticks.abort();
+        // Every connection, a handshake under way too.
         self.peers.disconnect_all_peers();
         // Last: no `on_connected` of this transport can follow.
         self.engine.on_stopped(self.server);
     }
 
-    /// One connection's life. Returns whether the handshake completed.
-    async fn connect_once(&self) -> bool {
+    /// One connection's life, until it is gone. Returns whether it worked (it carried a
+    /// message from the server, or stayed up [`STABLE_CONNECTION`]); `None` if there was no
+    /// connection (no handshake). `afresh`: the last connection worked, so what was lost with
+    /// it is sent again at once.
+    async fn connect_once(&self, afresh: bool) -> Option<bool> {
+        // Never a second connection beside one the peer manager still has (one given up on
+        // that would not close within `ABANDON_TIMEOUT`): LDK would refuse the new one.
+        if self.peers.peer_by_node_id(&self.server).is_some() {
+            log::warn!("ending a connection to {} left open", self.address);
+            self.peers.disconnect_by_node_id(self.server);
+        }
         let stream = match self.open_stream().await {
             Ok(stream) => stream,
             Err(why) => {
                 log::warn!("cannot reach the server at {}: {why}", self.address);
                 self.engine
                     .on_connection_failed(self.server, &format!("{}: {why}", self.address));
-                return false;
+                return None;
             }
         };
+        // To end the connection if its handshake is given up: the peer manager cannot be
+        // asked to drop a peer before the handshake names it.
+        let socket = stream.try_clone();
+        let mut connected = self.watcher.connected.subscribe();
         let connection =
             lightning_net_tokio::setup_outbound(self.peers.clone(), self.server, stream);
         let mut connection = std::pin::pin!(connection);
-        let handshake = tokio::time::timeout(CONNECT_TIMEOUT, self.watcher.connected.notified());
+        let up = async { connected.wait_for(|up| *up).await.map(drop) };
+        let handshake = tokio::time::timeout(CONNECT_TIMEOUT, up);
         tokio::select! {
             result = handshake => {
                 if result.is_err() {
                     log::warn!("handshake with the server at {} timed out", self.address);
+                    // Ended, not left to finish later beside the next dial's.
+                    match socket {
+                        Ok(socket) => drop(socket.shutdown(std::net::Shutdown::Both)),
+                        Err(e) => log::warn!("cannot end the abandoned connection: {e}"),
+                    }
+                    if tokio::time::timeout(ABANDON_TIMEOUT, &mut connection).await.is_err() {
+                        log::warn!("the abandoned connection to {} lingers", self.address);
+                    }
                     self.engine
                         .on_connection_failed(self.server, "the handshake timed out");
-                    return false;
+                    return None;
                 }
             },
             _ = &mut connection => {
@@ -319,15 +369,20 @@ impl Transport {
                     self.server,
                     "the server closed the connection during the handshake",
                 );
-                return false;
+                return None;
             },
         }
+        let up_since = tokio::time::Instant::now();
+        let received_before = self.watcher.received.load(Ordering::Relaxed);
         log::info!("connected to the server {}", self.server);
-        self.engine.on_connected(self.server);
+        self.engine.on_connected(self.server, afresh);
         connection.await;
         log::info!("disconnected from the server {}", self.server);
         self.engine.on_disconnected(self.server);
-        true
+        Some(
+            self.watcher.received.load(Ordering::Relaxed) != received_before
+                || up_since.elapsed() >= STABLE_CONNECTION,
+        )
     }
 
     async fn open_stream(&self) -> Result<std::net::TcpStream, String> {

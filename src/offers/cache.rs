@@ -492,6 +492,12 @@ pub(crate) struct OfferCache {
     reachability: HashMap<PublicKey, Reachability>,
     /// Since when (monotonic) each unreachable server has been so, while the client ran.
     unreachable_since: HashMap<PublicKey, Duration>,
+    /// Per server, the backoff of requests it left unanswered when its connection was lost
+    /// (the most attempts, the latest retry): unless the lost connection worked, its next
+    /// requests wait for that retry and count on from those attempts, so a server that drops
+    /// every connection is not asked anew on each. Cleared by its next answer, by a
+    /// reconnection after a connection that worked, or by a stop.
+    lost_requests: HashMap<PublicKey, SlotRequest>,
     slot_sequence: SlotSequence,
 }
 
@@ -508,6 +514,7 @@ impl OfferCache {
             requests: BTreeMap::new(),
             reachability,
             unreachable_since: HashMap::new(),
+            lost_requests: HashMap::new(),
             slot_sequence,
         }
     }
@@ -539,7 +546,9 @@ impl OfferCache {
 
     /// Records whether `server` can be talked to. Leaving `Connected` forgets its outstanding
     /// requests: their replies could not reach us, and their share goes to other servers
-    /// until it is back. Unknown servers are ignored.
+    /// until it is back; lost with the connection (`Unreachable`), their backoff is kept for
+    /// the server's next requests, while a stop (`Connecting`) starts afresh. Unknown servers
+    /// are ignored.
     pub fn set_reachability(&mut self, server: PublicKey, reachability: Reachability) {
         let Some(current) = self.reachability.get_mut(&server) else {
             return;
@@ -548,9 +557,28 @@ impl OfferCache {
         if reachability != Reachability::Unreachable {
             self.unreachable_since.remove(&server);
         }
-        if reachability != Reachability::Connected {
-            self.requests.retain(|(of, _), _| *of != server);
+        if reachability == Reachability::Connected {
+            return;
         }
+        let mut lost = self.lost_requests.remove(&server);
+        self.requests.retain(|(of, _), request| {
+            if *of != server {
+                return true;
+            }
+            let kept = lost.get_or_insert_with(|| request.clone());
+            kept.attempts = kept.attempts.max(request.attempts);
+            kept.retry_at = kept.retry_at.max(request.retry_at);
+            false
+        });
+        if let (Reachability::Unreachable, Some(lost)) = (reachability, lost) {
+            self.lost_requests.insert(server, lost);
+        }
+    }
+
+    /// `server` is connected again after a connection that worked (it answered, or stayed up
+    /// a while): the requests lost with it are asked again at once, as first attempts.
+    pub fn forget_lost_requests(&mut self, server: &PublicKey) {
+        self.lost_requests.remove(server);
     }
 
     /// Notes that `server`, unreachable, was found so at `now` (monotonic); the first note of a
@@ -636,10 +664,19 @@ impl OfferCache {
         // Candidates before the last one taken stay held while planning, so each server's
         // walk resumes there.
         let mut held: HashMap<PublicKey, (HashSet<u16>, u32)> = HashMap::new();
+        // A server whose last requests were lost with a connection waits out their backoff.
+        let lost = std::mem::take(&mut self.lost_requests);
+        let attempt_of = |server: &PublicKey| lost.get(server).map_or(1, |lost| lost.attempts + 1);
+        let may_ask = |server: &PublicKey| {
+            lost.get(server)
+                .is_none_or(|lost| lost.retry_at <= now.monotonic)
+        };
         while missing > 0 {
             let Some((server, _, underway)) = load
                 .iter_mut()
-                .filter(|(server, share, underway)| underway < share && self.is_connected(server))
+                .filter(|(server, share, underway)| {
+                    underway < share && self.is_connected(server) && may_ask(server)
+                })
                 .max_by_key(|(_, share, underway)| *share - *underway)
             else {
                 break;
@@ -653,19 +690,25 @@ impl OfferCache {
             held.insert(slot);
             *underway += 1;
             missing -= 1;
+            let attempts = attempt_of(server);
             self.requests.insert(
                 (*server, slot),
                 SlotRequest {
-                    attempts: 1,
-                    retry_at: now.monotonic + retry_delay(&policy, 1),
+                    attempts,
+                    retry_at: now.monotonic + retry_delay(&policy, attempts),
                 },
             );
             planned.push(PlannedRequest {
                 server: *server,
                 slot,
-                attempt: 1,
+                attempt: attempts,
             });
         }
+        // Kept for the servers that were not asked: their requests now carry the rest.
+        self.lost_requests = lost
+            .into_iter()
+            .filter(|(server, _)| !planned.iter().any(|request| request.server == *server))
+            .collect();
         planned
     }
 
@@ -780,6 +823,7 @@ impl OfferCache {
     /// Records a freshly built offer whose invoice is about to be sent; ends its slot's request.
     pub fn insert_pending(&mut self, mut offer: CachedOffer) {
         self.requests.remove(&(offer.server, offer.slot));
+        self.lost_requests.remove(&offer.server);
         offer.refresh_due_at = Some(
             offer
                 .pending_since
@@ -1037,9 +1081,12 @@ impl OfferCache {
     }
 
     /// Unconfirmed invoices of live offers to send again to their connected servers, marked
-    /// sent now: all of a server's just after it (re)connected, otherwise those unanswered for
-    /// the policy's resend interval, doubled for each send already unanswered (capped).
-    pub fn plan_resends(&mut self, now: Time, reconnected: Option<PublicKey>) -> Vec<OfferId> {
+    /// sent now: all of `afresh`'s (a server connected again after a connection that worked,
+    /// or for the first time in a run), otherwise those never sent and those unanswered for
+    /// the policy's resend interval, doubled for each send already unanswered (capped). A
+    /// server that drops every connection unanswered thus gets each invoice at that pace, not
+    /// on each connection.
+    pub fn plan_resends(&mut self, now: Time, afresh: Option<PublicKey>) -> Vec<OfferId> {
         let policy = &self.policy;
         let reachability = &self.reachability;
         let connected =
@@ -1048,7 +1095,7 @@ impl OfferCache {
             .iter_mut()
             .filter(|o| !o.invoice_confirmed && connected(&o.server) && !o.is_expired(now.wall))
             .filter(|o| {
-                reconnected == Some(o.server)
+                afresh == Some(o.server)
                     || o.invoice_sent_at.is_none_or(|sent| {
                         sent.saturating_add(resend_delay(policy, o.delivery.sends)) <= now.monotonic
                     })
@@ -1671,7 +1718,7 @@ mod tests {
     }
 
     #[test]
-    fn unanswered_requests_are_retried_with_backoff_and_afresh_on_reconnection() {
+    fn unanswered_requests_are_retried_with_backoff_kept_across_reconnections() {
         let mut cache = connected(policy(2), vec![]);
         cache.plan_requests(at(t0()));
         let retry = cache.plan_requests(at(t0() + Duration::from_secs(15)));
@@ -1708,20 +1755,42 @@ mod tests {
             later += Duration::from_secs(900);
             assert_eq!(cache.plan_requests(at(later)).len(), 2);
         }
-        // Disconnected: the requests are forgotten, nothing is planned; connected again: every
-        // missing slot is requested at once, as first attempts.
+        // Disconnected: the requests are forgotten, nothing is planned. Connected again at
+        // once, nothing either: the lost requests' backoff (15 min by now) holds across the
+        // reconnection, so a server that drops every connection is not asked anew on each.
+        let next_attempt = 24; // after 23 attempts
         cache.set_reachability(server_key(), Reachability::Unreachable);
         assert!(cache.requested_slots().is_empty());
         assert!(cache.plan_requests(at(later + HOUR)).is_empty());
         cache.set_reachability(server_key(), Reachability::Connected);
+        assert!(cache
+            .plan_requests(at(later + Duration::from_secs(1)))
+            .is_empty());
+        // Past it, every missing slot is requested, counting on from the lost attempts.
         let reconnect = cache.plan_requests(at(later + HOUR));
         assert_eq!(
             reconnect
                 .iter()
                 .map(|p| (p.slot, p.attempt))
                 .collect::<Vec<_>>(),
-            vec![(0, 1), (1, 1)]
+            vec![(0, next_attempt), (1, next_attempt)]
         );
+        // After a stop, a start asks at once, as first attempts; so does a reconnection
+        // after a connection that worked.
+        let later = later + HOUR;
+        for afresh in [
+            |cache: &mut OfferCache| cache.set_reachability(server_key(), Reachability::Connecting),
+            |cache: &mut OfferCache| cache.forget_lost_requests(&server_key()),
+        ] {
+            cache.set_reachability(server_key(), Reachability::Unreachable);
+            afresh(&mut cache);
+            cache.set_reachability(server_key(), Reachability::Connected);
+            let asked = cache.plan_requests(at(later));
+            assert_eq!(
+                asked.iter().map(|p| p.attempt).collect::<Vec<_>>(),
+                vec![1, 1]
+            );
+        }
     }
 
     fn two_servers(target_ready: u16) -> (OfferCache, PublicKey, PublicKey) {
