@@ -13,7 +13,8 @@ use crate::cancel::Cancel;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
 use crate::events::{
-    ClientStatus, EventBus, EventListener, ImportedOffers, OfferInfo, QueuedEvent, SyncReport,
+    ClientStatus, EventBus, EventListener, ImportedOffers, ListenerId, OfferInfo, QueuedEvent,
+    SyncReport,
 };
 use crate::flow::{Engine, EngineHost, Offload, SyncBaseline};
 use crate::handler::ProtocolHandler;
@@ -567,8 +568,16 @@ impl AsyncOffersClient {
 
     /// Registers a listener for every future event, as it happens (a live feed: what happened
     /// before, or while the app was not running, it never hears; see [`Self::next_event`]).
-    pub fn add_listener(&self, listener: Arc<dyn EventListener>) {
+    /// Listeners are called in the order they were added, on one SDK thread.
+    pub fn add_listener(&self, listener: Arc<dyn EventListener>) -> ListenerId {
         self.events.add_listener(listener)
+    }
+
+    /// Removes the listener `id` and lets go of it; whether it was registered. No event that
+    /// comes after this returns reaches it; one being delivered to it at that moment (on the
+    /// SDK's thread) may still finish.
+    pub fn remove_listener(&self, id: ListenerId) -> bool {
+        self.events.remove_listener(id)
     }
 
     /// The oldest event the app has not handled yet, if any, with its id; it stays first until

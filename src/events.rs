@@ -322,10 +322,22 @@ const MAX_INFORMATIONAL_EVENTS: usize = 1024;
 /// dropped.
 const MAX_FORWARDED_REQUESTS: usize = 256;
 
+/// A listener's handle, from [`AsyncOffersClient::add_listener`](crate::AsyncOffersClient::add_listener),
+/// to remove it with [`AsyncOffersClient::remove_listener`](crate::AsyncOffersClient::remove_listener).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub u64);
+
+/// The listeners, in the order they were added.
+#[derive(Default)]
+struct Listeners {
+    added: Vec<(ListenerId, Arc<dyn EventListener>)>,
+    next_id: u64,
+}
+
 /// Fans events out to listeners (on a thread of its own) and async waiters, and keeps them in
 /// a queue until the app handles them, those that ask it to act written to the data dir.
 pub(crate) struct EventBus {
-    listeners: Arc<Mutex<Vec<Arc<dyn EventListener>>>>,
+    listeners: Arc<Mutex<Listeners>>,
     sender: Mutex<mpsc::Sender<Event>>,
     changes: tokio::sync::watch::Sender<u64>,
     queue: Mutex<Queue>,
@@ -412,13 +424,18 @@ impl Queue {
 impl EventBus {
     pub fn new(store: Option<Arc<dyn EventRecords>>) -> Self {
         let (sender, receiver) = mpsc::channel::<Event>();
-        let listeners: Arc<Mutex<Vec<Arc<dyn EventListener>>>> = Arc::default();
+        let listeners: Arc<Mutex<Listeners>> = Arc::default();
         let for_thread = listeners.clone();
         let spawned = std::thread::Builder::new()
             .name("async-offers-events".into())
             .spawn(move || {
                 for event in receiver {
-                    let listeners = for_thread.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    // A snapshot: a listener may add or remove listeners from its call.
+                    let listeners: Vec<_> = (for_thread.lock().unwrap_or_else(|e| e.into_inner()))
+                        .added
+                        .iter()
+                        .map(|(_, listener)| listener.clone())
+                        .collect();
                     for listener in listeners {
                         let event = event.clone();
                         if catch_unwind(AssertUnwindSafe(|| listener.on_event(event))).is_err() {
@@ -486,11 +503,20 @@ impl EventBus {
         self.changes.send_modify(|version| *version += 1);
     }
 
-    pub fn add_listener(&self, listener: Arc<dyn EventListener>) {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(listener);
+    pub fn add_listener(&self, listener: Arc<dyn EventListener>) -> ListenerId {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let id = ListenerId(listeners.next_id);
+        listeners.next_id += 1;
+        listeners.added.push((id, listener));
+        id
+    }
+
+    /// Removes the listener `id`; whether it was there.
+    pub fn remove_listener(&self, id: ListenerId) -> bool {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let before = listeners.added.len();
+        listeners.added.retain(|(added, _)| *added != id);
+        listeners.added.len() != before
     }
 
     /// Reports `event`: to the listeners, and into the queue, written first if it asks the
@@ -702,6 +728,42 @@ mod tests {
             let _ = sender.send(bus.next_event());
         });
         receiver.recv_timeout(Duration::from_secs(5)).ok()
+    }
+
+    /// Passes on each event it hears.
+    struct Forwarding(std::sync::mpsc::Sender<Event>);
+
+    impl EventListener for Forwarding {
+        fn on_event(&self, event: Event) {
+            let _ = self.0.send(event);
+        }
+    }
+
+    #[test]
+    fn a_removed_listener_hears_nothing_more_and_is_let_go_of() {
+        let bus = EventBus::new(None);
+        let (kept_sender, kept) = std::sync::mpsc::channel();
+        let (removed_sender, removed) = std::sync::mpsc::channel();
+        let removed_listener = Arc::new(Forwarding(removed_sender));
+        let let_go = Arc::downgrade(&removed_listener);
+        bus.add_listener(Arc::new(Forwarding(kept_sender)));
+        let id = bus.add_listener(removed_listener);
+        let event = |n: u8| Event::InvoiceRefreshed {
+            offer_id: format!("{n}"),
+        };
+        bus.emit(event(1));
+        let wait = std::time::Duration::from_secs(5);
+        assert_eq!(removed.recv_timeout(wait).unwrap(), event(1));
+        assert_eq!(kept.recv_timeout(wait).unwrap(), event(1));
+        assert!(bus.remove_listener(id));
+        assert!(!bus.remove_listener(id), "removed once");
+        bus.emit(event(2));
+        assert_eq!(kept.recv_timeout(wait).unwrap(), event(2));
+        assert!(
+            removed.try_recv().is_err(),
+            "the removed one heard nothing more"
+        );
+        assert!(let_go.upgrade().is_none(), "and the SDK holds it no longer");
     }
 
     #[test]

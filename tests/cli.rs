@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_offers::WalletSeed;
 use async_offers_server::{check_invoice_for_offer, Payer};
+use lightning::bitcoin::hex::FromHex;
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::bitcoin::Network;
 use lightning::offers::offer::Offer;
@@ -279,8 +280,9 @@ fn a_fill_that_times_out_names_the_servers_last_refusal() {
     );
 }
 
-/// An ldk-node wallet gives its mnemonic or its 64 seed bytes: the command line fills for the
-/// node they make, and says which in `node_id`. One seed form at a time.
+/// An ldk-node wallet gives its mnemonic or its 64 seed bytes, as arguments, on standard input
+/// (`-`, kept out of `ps` and the shell's history) or as its seed file: the command line fills
+/// for the node they make, and says which in `node_id`. One seed form at a time.
 #[test]
 fn an_ldk_node_wallets_mnemonic_or_seed_bytes_fill_for_its_node() {
     let (server_dir, words_dir, bytes_dir) = (
@@ -291,8 +293,8 @@ fn an_ldk_node_wallets_mnemonic_or_seed_bytes_fill_for_its_node() {
     let server = ServerProcess::start(server_dir.path());
     let words = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
     let seed_bytes = "c55257c360c07c72029aebc1b53c05ed0362ada38ead3e3e9efa3708e53495531f09a6987599d18264c1e1c92f2cf141630c7a3c4ab7c81b2f001698e7463b04";
-    let run = |seed_args: &[&str], dir: &Path| {
-        let output = Command::new(env!("CARGO_BIN_EXE_async-offers"))
+    let run_with_input = |seed_args: &[&str], dir: &Path, input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_async-offers"))
             .args(["--server-node-id", &server.recipient.node_id])
             .args(["--server-address", &server.recipient.address])
             .args(["--server-paths", &server.recipient.paths])
@@ -300,8 +302,19 @@ fn an_ldk_node_wallets_mnemonic_or_seed_bytes_fill_for_its_node() {
             .arg("--data-dir")
             .arg(dir)
             .args(["--offers", "1", "--timeout-secs", "30", "--json"])
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
         let json: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
         (
             output.status.code(),
@@ -309,6 +322,7 @@ fn an_ldk_node_wallets_mnemonic_or_seed_bytes_fill_for_its_node() {
             String::from_utf8_lossy(&output.stderr).to_string(),
         )
     };
+    let run = |seed_args: &[&str], dir: &Path| run_with_input(seed_args, dir, "");
     let expected = async_offers::keys::WalletKeys::from_seed(
         &WalletSeed::from_ldk_node_mnemonic(words, Some("TREZOR"))
             .unwrap()
@@ -334,6 +348,25 @@ fn an_ldk_node_wallets_mnemonic_or_seed_bytes_fill_for_its_node() {
         expected.as_str(),
         "the same node either way"
     );
+    // The same secrets kept off the command line.
+    let (code, json, _) = run_with_input(
+        &["--ldk-node-mnemonic", "-", "--ldk-node-passphrase", "-"],
+        words_dir.path(),
+        &format!("{words}\nTREZOR\n"),
+    );
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["node_id"], expected.as_str(), "from standard input");
+    let seed_file = bytes_dir.path().join("keys_seed");
+    std::fs::write(&seed_file, Vec::<u8>::from_hex(seed_bytes).unwrap()).unwrap();
+    let (code, json, _) = run(
+        &["--ldk-node-seed-file", seed_file.to_str().unwrap()],
+        bytes_dir.path(),
+    );
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["node_id"], expected.as_str(), "from the seed file");
+    let (code, _, stderr) = run(&["--seed-hex", "-"], bytes_dir.path());
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("standard input ended"), "{stderr}");
 
     let (code, _, stderr) = run(
         &[

@@ -17,7 +17,7 @@ use lightning::bitcoin::hex::FromHex;
 use lightning::bitcoin::Network;
 
 const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address HOST:PORT \
---server-paths HEX [...] (--seed-hex HEX | --ldk-node-mnemonic WORDS [--ldk-node-passphrase TEXT] | --ldk-node-seed-hex HEX) --data-dir DIR [--network NET] [--offers N] [--take N [--label TEXT]] [--timeout-secs S] [--lock-wait-secs S] [--wall-clock-offset-secs S] [--json]
+--server-paths HEX [...] (--seed-hex HEX | --ldk-node-mnemonic WORDS [--ldk-node-passphrase TEXT] | --ldk-node-seed-hex HEX | --ldk-node-seed-file PATH) --data-dir DIR [--network NET] [--offers N] [--take N [--label TEXT]] [--timeout-secs S] [--lock-wait-secs S] [--wall-clock-offset-secs S] [--json]
 
   --server-node-id   the static invoice server's node id (33 bytes, hex)
   --server-address   where its Lightning (noise) listener is, host:port
@@ -27,6 +27,11 @@ const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address H
   --ldk-node-mnemonic  for an ldk-node wallet: its BIP39 mnemonic (one argument, words
                      separated by spaces), with --ldk-node-passphrase if it has one
   --ldk-node-seed-hex  for an ldk-node wallet: its 64 seed bytes (its seed file), hex
+  --ldk-node-seed-file  for an ldk-node wallet: its seed file (the 64 bytes), as ldk-node
+                     writes it
+                     Secrets on the command line show in `ps` and the shell's history: give
+                     - instead of a secret to read it from the next line of standard input
+                     (one line per - , in the order of the flags), or the seed file.
   --data-dir         where the offers are kept; reused across runs
   --network          bitcoin, testnet, testnet4, signet or regtest (default regtest)
   --offers           how many ready offers to have (default 10)
@@ -41,6 +46,9 @@ const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address H
 
 Exit status: 0 when N offers are ready, 1 when they are not in time or the client fails,
 2 for a usage error. RUST_LOG=1 logs to stderr.";
+
+const SEED_FLAGS: &str =
+    "--seed-hex, --ldk-node-mnemonic, --ldk-node-seed-hex, --ldk-node-seed-file";
 
 struct Args {
     servers: Vec<ServerConfig>,
@@ -60,6 +68,17 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut node_ids, mut addresses, mut paths) = (Vec::new(), Vec::new(), Vec::new());
     let (mut seed, mut data_dir) = (None, None);
     let (mut mnemonic, mut passphrase, mut ldk_node_seed) = (None, None, None);
+    let mut ldk_node_seed_file = None;
+    let mut stdin = std::io::stdin().lines();
+    // `-`: the secret is the next line of standard input.
+    let mut secret = |flag: &str, value: String| match value.as_str() {
+        "-" => match stdin.next() {
+            Some(Ok(line)) => Ok(line),
+            Some(Err(e)) => Err(format!("{flag}: reading standard input: {e}")),
+            None => Err(format!("{flag} -: standard input ended before it")),
+        },
+        _ => Ok(value),
+    };
     let mut network = Network::Regtest;
     let mut offers = 10u16;
     let mut take = 0usize;
@@ -74,10 +93,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--server-node-id" => node_ids.push(value()?),
             "--server-address" => addresses.push(value()?),
             "--server-paths" => paths.push(value()?),
-            "--seed-hex" => seed = Some(value()?),
-            "--ldk-node-mnemonic" => mnemonic = Some(value()?),
-            "--ldk-node-passphrase" => passphrase = Some(value()?),
-            "--ldk-node-seed-hex" => ldk_node_seed = Some(value()?),
+            "--seed-hex" => seed = Some(secret(&flag, value()?)?),
+            "--ldk-node-mnemonic" => mnemonic = Some(secret(&flag, value()?)?),
+            "--ldk-node-passphrase" => passphrase = Some(secret(&flag, value()?)?),
+            "--ldk-node-seed-hex" => ldk_node_seed = Some(secret(&flag, value()?)?),
+            "--ldk-node-seed-file" => ldk_node_seed_file = Some(value()?),
             "--data-dir" => data_dir = Some(value()?),
             "--network" => network = value()?.parse().map_err(|e| format!("--network: {e}"))?,
             "--offers" => {
@@ -130,29 +150,25 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         return Err("--ldk-node-passphrase goes with --ldk-node-mnemonic".into());
     }
     let hex_bytes = |hex: &str| Vec::<u8>::from_hex(hex.trim()).ok();
-    let seed = match (seed, mnemonic, ldk_node_seed) {
-        (Some(hex), None, None) => hex_bytes(&hex)
+    let seed = match (seed, mnemonic, ldk_node_seed, ldk_node_seed_file) {
+        (Some(hex), None, None, None) => hex_bytes(&hex)
             .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
             .map(WalletSeed::from_keys_manager_seed)
             .ok_or("--seed-hex needs 32 bytes of hex")?,
-        (None, Some(words), None) => {
+        (None, Some(words), None, None) => {
             WalletSeed::from_ldk_node_mnemonic(&words, passphrase.as_deref())
                 .map_err(|e| format!("--ldk-node-mnemonic: {e}"))?
         }
-        (None, None, Some(hex)) => hex_bytes(&hex)
+        (None, None, Some(hex), None) => hex_bytes(&hex)
             .and_then(|bytes| <[u8; LDK_NODE_SEED_LEN]>::try_from(bytes).ok())
             .map(|bytes| WalletSeed::from_ldk_node_seed_bytes(&bytes))
             .ok_or("--ldk-node-seed-hex needs 64 bytes of hex")?,
-        (None, None, None) => {
-            return Err(
-                "one of --seed-hex, --ldk-node-mnemonic, --ldk-node-seed-hex is required".into(),
-            )
+        (None, None, None, Some(path)) => WalletSeed::from_ldk_node_seed_file(path.as_ref())
+            .map_err(|e| format!("--ldk-node-seed-file: {e}"))?,
+        (None, None, None, None) => {
+            return Err(format!("one of {SEED_FLAGS} is required"));
         }
-        _ => {
-            return Err(
-                "give only one of --seed-hex, --ldk-node-mnemonic, --ldk-node-seed-hex".into(),
-            )
-        }
+        _ => return Err(format!("give only one of {SEED_FLAGS}")),
     };
 
     Ok(Args {

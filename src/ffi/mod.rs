@@ -532,10 +532,19 @@ impl AsyncOffers {
         self.client.transport_node_id().to_string()
     }
 
-    /// Registers a listener for every future event, as it happens.
-    pub fn add_listener(&self, listener: Arc<dyn OfferListener>) {
+    /// Registers a listener for every future event, as it happens; returns its id for
+    /// [`Self::remove_listener`]. The SDK holds the listener (and what it captures: the client
+    /// too, if it does) until then.
+    pub fn add_listener(&self, listener: Arc<dyn OfferListener>) -> u64 {
         self.client
-            .add_listener(Arc::new(ForeignListener(listener)));
+            .add_listener(Arc::new(ForeignListener(listener)))
+            .0
+    }
+
+    /// Removes the listener `id` (from [`Self::add_listener`]) and lets go of it; whether it
+    /// was registered. No event that comes after this returns reaches it.
+    pub fn remove_listener(&self, id: u64) -> bool {
+        self.client.remove_listener(crate::ListenerId(id))
     }
 
     /// Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)

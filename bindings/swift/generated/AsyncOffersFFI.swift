@@ -641,9 +641,11 @@ fileprivate struct FfiConverterDuration: FfiConverterRustBuffer {
 public protocol AsyncOffersProtocol: AnyObject, Sendable {
     
     /**
-     * Registers a listener for every future event, as it happens.
+     * Registers a listener for every future event, as it happens; returns its id for
+     * [`Self::remove_listener`]. The SDK holds the listener (and what it captures: the client
+     * too, if it does) until then.
      */
-    func addListener(listener: OfferListener) 
+    func addListener(listener: OfferListener)  -> UInt64
     
     /**
      * The event `id` was handled: it leaves the queue, and its record the data dir, before
@@ -704,6 +706,12 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
      * The offers ready to hand out.
      */
     func readyOffers()  -> [Offer]
+    
+    /**
+     * Removes the listener `id` (from [`Self::add_listener`]) and lets go of it; whether it
+     * was registered. No event that comes after this returns reaches it.
+     */
+    func removeListener(id: UInt64)  -> Bool
     
     /**
      * The chain's tip height as the wallet's node last saw it, for the invoices built from
@@ -877,15 +885,18 @@ public static func `open`(config: OffersConfig, seed: Data, cancellation: CallCa
 
     
     /**
-     * Registers a listener for every future event, as it happens.
+     * Registers a listener for every future event, as it happens; returns its id for
+     * [`Self::remove_listener`]. The SDK holds the listener (and what it captures: the client
+     * too, if it does) until then.
      */
-open func addListener(listener: OfferListener)  {try! rustCall() {
+open func addListener(listener: OfferListener) -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_async_offers_fn_method_asyncoffers_add_listener(
             self.uniffiCloneHandle(),
         FfiConverterTypeOfferListener_lower(listener),uniffiCallStatus
     )
-}
+})
 }
     
     /**
@@ -1030,6 +1041,20 @@ open func readyOffers() -> [Offer]  {
         uniffiCallStatus in
     uniffi_async_offers_fn_method_asyncoffers_ready_offers(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Removes the listener `id` (from [`Self::add_listener`]) and lets go of it; whether it
+     * was registered. No event that comes after this returns reaches it.
+     */
+open func removeListener(id: UInt64) -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_async_offers_fn_method_asyncoffers_remove_listener(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt64.lower(id),uniffiCallStatus
     )
 })
 }
@@ -4501,7 +4526,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_func_set_log_writer() != 27850) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 937) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 35546) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 64613) {
@@ -4532,6 +4557,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_ready_offers() != 4436) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_remove_listener() != 48790) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_set_best_block_height() != 26055) {

@@ -297,7 +297,7 @@ uint64_t uniffi_async_offers_fn_constructor_asyncoffers_open(RustBuffer config, 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_ADD_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_ADD_LISTENER
-void uniffi_async_offers_fn_method_asyncoffers_add_listener(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_async_offers_fn_method_asyncoffers_add_listener(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED
@@ -348,6 +348,11 @@ RustBuffer uniffi_async_offers_fn_method_asyncoffers_offers(uint64_t ptr, RustCa
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_READY_OFFERS
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_READY_OFFERS
 RustBuffer uniffi_async_offers_fn_method_asyncoffers_ready_offers(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_REMOVE_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_REMOVE_LISTENER
+int8_t uniffi_async_offers_fn_method_asyncoffers_remove_listener(uint64_t ptr, uint64_t id, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_SET_BEST_BLOCK_HEIGHT
@@ -846,6 +851,12 @@ uint16_t uniffi_async_offers_checksum_method_asyncoffers_offers(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_READY_OFFERS
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_READY_OFFERS
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_ready_offers(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_REMOVE_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_REMOVE_LISTENER
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_remove_listener(void
     
 );
 #endif

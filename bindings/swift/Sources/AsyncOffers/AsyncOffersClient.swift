@@ -151,8 +151,15 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// The id of the SDK's own connection to the servers, hex: not the wallet node's.
     public var transportNodeId: String { inner.transportNodeId() }
 
-    /// Registers a listener called on an SDK thread for each event as it happens (a live feed).
-    public func addListener(_ listener: OfferListener) { inner.addListener(listener: listener) }
+    /// Registers a listener called on an SDK thread for each event as it happens (a live feed);
+    /// returns its id for `removeListener(_:)`. The SDK holds the listener, and what it
+    /// captures, until then.
+    @discardableResult
+    public func addListener(_ listener: OfferListener) -> UInt64 { inner.addListener(listener: listener) }
+
+    /// Removes the listener `id` and lets go of it; whether it was registered.
+    @discardableResult
+    public func removeListener(_ id: UInt64) -> Bool { inner.removeListener(id: id) }
 
     /// Does in one short background window (a `BGAppRefreshTask`'s 30 seconds) what a started
     /// client does over time, and returns by `timeout` seconds (`.infinity`: no limit) with a

@@ -418,6 +418,28 @@ final class AsyncOffersTests: XCTestCase {
         XCTAssertNotEqual(client.nextEvent()?.event, first, "the first was handled")
     }
 
+    func testARemovedListenerHearsNothingMoreAndIsLetGoOf() async throws {
+        let client = try AsyncOffersClient(config: config(try tempDir()), seed: seed)
+        let kept = ThreadRecorder()
+        var removed: ThreadRecorder? = ThreadRecorder()
+        weak var letGo = removed
+        client.addListener(kept)
+        let id = client.addListener(removed!)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        for _ in 0..<100 where removed!.calls < 3 { try await Task.sleep(nanoseconds: 10_000_000) }
+        XCTAssertEqual(removed!.calls, 3)
+        XCTAssertTrue(client.removeListener(id))
+        XCTAssertFalse(client.removeListener(id), "removed once")
+        removed = nil
+        XCTAssertNil(letGo, "the SDK holds it no longer")
+        _ = try client.takeOffer(label: "after the removal")
+        _ = try await client.waitForReadyOffers(count: 3, timeout: 30)
+        for _ in 0..<100 where kept.calls < 4 { try await Task.sleep(nanoseconds: 10_000_000) }
+        XCTAssertEqual(kept.calls, 4, "the one kept heard the replacement")
+        client.stop()
+    }
+
     func testASecondClientOnADataDirInUseIsRefused() async throws {
         let dir = try tempDir()
         let running = try AsyncOffersClient(config: config(dir), seed: seed)

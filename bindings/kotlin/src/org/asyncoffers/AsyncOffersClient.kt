@@ -149,8 +149,15 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
     /** The id of the SDK's own connection to the servers, hex: not the wallet node's. */
     val transportNodeId: String get() = inner.transportNodeId()
 
-    /** Registers a listener called on an SDK thread for each event as it happens (a live feed). */
-    fun addListener(listener: OfferListener) = inner.addListener(listener)
+    /**
+     * Registers a listener called on an SDK thread for each event as it happens (a live feed);
+     * returns its id for [removeListener]. The SDK holds the listener, and what it captures,
+     * until then.
+     */
+    fun addListener(listener: OfferListener): ULong = inner.addListener(listener)
+
+    /** Removes the listener [id] and lets go of it; whether it was registered. */
+    fun removeListener(id: ULong): Boolean = inner.removeListener(id)
 
     /**
      * Does in one short background window (a `CoroutineWorker`'s `doWork`) what a started

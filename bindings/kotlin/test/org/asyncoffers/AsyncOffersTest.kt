@@ -418,6 +418,30 @@ class AsyncOffersTest {
     }
 
     @Test
+    fun aRemovedListenerHearsNothingMore() = runBlocking {
+        AsyncOffersClient(config(tempDir()), seed).use { client ->
+            class Counter : OfferListener {
+                val ready = java.util.concurrent.atomic.AtomicInteger()
+                override fun onEvent(event: OfferEvent) {
+                    if (event is OfferEvent.OfferReady) ready.incrementAndGet()
+                }
+            }
+            val (kept, removed) = Counter() to Counter()
+            client.addListener(kept)
+            val id = client.addListener(removed)
+            client.start()
+            client.waitForReadyOffers(3, 30.seconds)
+            withTimeout(10.seconds) { while (removed.ready.get() < 3) delay(10) }
+            assertTrue(client.removeListener(id))
+            assertTrue("removed once", !client.removeListener(id))
+            client.takeOffer("after the removal")
+            client.waitForReadyOffers(3, 30.seconds)
+            withTimeout(10.seconds) { while (kept.ready.get() < 4) delay(10) }
+            assertEquals("the removed one heard nothing more", 3, removed.ready.get())
+        }
+    }
+
+    @Test
     fun eventsCarryIdsAndHandlingOneRemovesThatOneOnly() = runBlocking {
         AsyncOffersClient(config(tempDir()), seed).use { client ->
             client.start()

@@ -750,6 +750,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_ready_offers(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_remove_listener(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_set_best_block_height(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_start(
@@ -823,7 +825,7 @@ internal object UniffiLib {
     external fun uniffi_async_offers_fn_constructor_asyncoffers_open(`config`: RustBuffer.ByValue,`seed`: RustBuffer.ByValue,`cancellation`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_add_listener(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
+    ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_event_handled(`ptr`: Long,`id`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_event_handled_async(`ptr`: Long,`id`: Long,`cancellation`: RustBuffer.ByValue,
@@ -844,6 +846,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_async_offers_fn_method_asyncoffers_ready_offers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_async_offers_fn_method_asyncoffers_remove_listener(`ptr`: Long,`id`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_async_offers_fn_method_asyncoffers_set_best_block_height(`ptr`: Long,`height`: Int,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_start(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1033,7 +1037,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_func_set_log_writer() != 27850) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 937) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 35546) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 64613) {
@@ -1064,6 +1068,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_ready_offers() != 4436) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_remove_listener() != 48790) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_set_best_block_height() != 26055) {
@@ -1675,9 +1682,11 @@ public object FfiConverterDuration: FfiConverterRustBuffer<java.time.Duration> {
 public interface AsyncOffersInterface {
     
     /**
-     * Registers a listener for every future event, as it happens.
+     * Registers a listener for every future event, as it happens; returns its id for
+     * [`Self::remove_listener`]. The SDK holds the listener (and what it captures: the client
+     * too, if it does) until then.
      */
-    fun `addListener`(`listener`: OfferListener)
+    fun `addListener`(`listener`: OfferListener): kotlin.ULong
     
     /**
      * The event `id` was handled: it leaves the queue, and its record the data dir, before
@@ -1738,6 +1747,12 @@ public interface AsyncOffersInterface {
      * The offers ready to hand out.
      */
     fun `readyOffers`(): List<Offer>
+    
+    /**
+     * Removes the listener `id` (from [`Self::add_listener`]) and lets go of it; whether it
+     * was registered. No event that comes after this returns reaches it.
+     */
+    fun `removeListener`(`id`: kotlin.ULong): kotlin.Boolean
     
     /**
      * The chain's tip height as the wallet's node last saw it, for the invoices built from
@@ -1942,9 +1957,11 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
 
     
     /**
-     * Registers a listener for every future event, as it happens.
-     */override fun `addListener`(`listener`: OfferListener)
-        = 
+     * Registers a listener for every future event, as it happens; returns its id for
+     * [`Self::remove_listener`]. The SDK holds the listener (and what it captures: the client
+     * too, if it does) until then.
+     */override fun `addListener`(`listener`: OfferListener): kotlin.ULong {
+            return FfiConverterULong.lift(
     callWithHandle {
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_async_offers_fn_method_asyncoffers_add_listener(
@@ -1953,7 +1970,8 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
         FfiConverterTypeOfferListener.lower(`listener`),_status)
 }
     }
-    
+    )
+    }
     
 
     
@@ -2147,6 +2165,24 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
     UniffiLib.uniffi_async_offers_fn_method_asyncoffers_ready_offers(
         it,
         _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Removes the listener `id` (from [`Self::add_listener`]) and lets go of it; whether it
+     * was registered. No event that comes after this returns reaches it.
+     */override fun `removeListener`(`id`: kotlin.ULong): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_async_offers_fn_method_asyncoffers_remove_listener(
+        it,
+        
+        FfiConverterULong.lower(`id`),_status)
 }
     }
     )
