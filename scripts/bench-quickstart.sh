@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-5}"
 offers="${2:-10}"
-cargo build --release --quiet --example quickstart
+cargo build --release --quiet -p quickstart
 for _ in $(seq "$runs"); do
-    ./target/release/examples/quickstart --offers "$offers" --json
+    ./target/release/quickstart --offers "$offers" --json
 done | python3 -c '
 import json, statistics, sys
 rows = [json.loads(line) for line in sys.stdin]

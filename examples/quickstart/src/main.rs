@@ -1,7 +1,7 @@
 //! Quickstart: an embedded reference server on 127.0.0.1, a client filling offers from it, and
 //! a payer fetching one offer's static invoice from the server.
 //!
-//! `cargo run --release --example quickstart [-- --offers N --json]`
+//! `cargo run --release -p quickstart [-- --offers N --json]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
