@@ -41,6 +41,10 @@ pub struct AsyncOffersClient {
     /// Counts the calls of [`Self::stop`]: a start waiting for the data dir gives up when it
     /// moves.
     stops: AtomicU64,
+    /// Held by each start (the app's, or a sync's) while it takes the data dir's lock, which
+    /// may take long: `running`'s own mutex is never held across that wait, so `stop` and a
+    /// sync's end never wait for it.
+    launches: Mutex<()>,
     /// Numbers the runs.
     runs: AtomicU64,
 }
@@ -102,6 +106,11 @@ impl Drop for RunGuard<'_> {
         self.published
             .store(self.current.is_some(), Ordering::SeqCst);
     }
+}
+
+/// What a start (or a sync's) that [`AsyncOffersClient::stop`] ended returns.
+fn stopped_while_starting() -> Error {
+    Error::DataDirInUse("the client was stopped while it started".into())
 }
 
 /// Ends a run: the connections close, and the data dir is let go of once the writes under way
@@ -264,6 +273,7 @@ impl ClientBuilder {
             runtime,
             running: Arc::default(),
             stops: AtomicU64::new(0),
+            launches: Mutex::new(()),
             runs: AtomicU64::new(0),
         })
     }
@@ -320,14 +330,52 @@ impl AsyncOffersClient {
     /// client wrote there since.
     pub fn start(&self) -> Result<(), Error> {
         let stops = self.stops.load(Ordering::SeqCst);
-        let mut running = self.running();
-        match running.as_mut() {
+        let _launching = self.launching(stops)?;
+        match self.running().as_mut() {
             Some(run) if run.by_app => return Err(Error::AlreadyStarted),
             // Started by a sync under way: now the app's, and left running when it ends.
-            Some(run) => run.by_app = true,
-            None => *running = Some(self.launch(true, stops)?),
+            Some(run) => {
+                run.by_app = true;
+                return Ok(());
+            }
+            None => {}
         }
-        Ok(())
+        let run = self.launch(true, stops)?;
+        self.install(run, stops).map(drop)
+    }
+
+    /// The right to start a run, once no other start of this client is under way; given up
+    /// (as a start's wait for the data dir is) when [`Self::stop`] is called after the caller
+    /// read `stops`, or the app cancels the call.
+    fn launching(&self, stops: u64) -> Result<MutexGuard<'_, ()>, Error> {
+        loop {
+            match self.launches.try_lock() {
+                Ok(launching) => return Ok(launching),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            if crate::cancel::cancelled_here() {
+                return Err(Error::Cancelled);
+            }
+            if self.stops.load(Ordering::SeqCst) != stops {
+                return Err(stopped_while_starting());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Makes `run` the client's, unless [`Self::stop`] was called since the caller read
+    /// `stops`: then it ends at once.
+    fn install(&self, run: Running, stops: u64) -> Result<RunGuard<'_>, Error> {
+        let mut running = self.running();
+        // Checked with the mutex held: a stop counted later finds the run installed.
+        if self.stops.load(Ordering::SeqCst) != stops {
+            drop(running);
+            end_run(run, &self.engine);
+            return Err(stopped_while_starting());
+        }
+        *running = Some(run);
+        Ok(running)
     }
 
     /// Takes the data dir and starts the connections and the timer; gives up waiting for the
@@ -376,8 +424,9 @@ impl AsyncOffersClient {
     /// Disconnects, and lets go of the data dir once the writes under way are done (within
     /// milliseconds; never while the app is idle, which iOS requires of files in shared
     /// containers). Offers stay available; `start` may be called again. A sync under way
-    /// returns at once with what it got done; a start or sync still waiting for another
-    /// client to let go of the data dir gives up with [`Error::DataDirInUse`].
+    /// returns at once with what it got done; a start or sync's start under way (waiting for
+    /// another client to let go of the data dir, or loading what it wrote) gives up with
+    /// [`Error::DataDirInUse`].
     pub fn stop(&self) {
         // First, so that a start waiting for the data dir gives up and lets the run go.
         self.stops.fetch_add(1, Ordering::SeqCst);
@@ -413,10 +462,13 @@ impl AsyncOffersClient {
     /// maintenance tick done now if it was running, so that due refreshes leave at once.
     pub(crate) fn begin_sync(&self) -> Result<SyncRun, Error> {
         let stops = self.stops.load(Ordering::SeqCst);
+        let _launching = self.launching(stops)?;
         let mut running = self.running();
         let was_running = running.is_some();
         if !was_running {
-            *running = Some(self.launch(false, stops)?);
+            drop(running);
+            let run = self.launch(false, stops)?;
+            running = self.install(run, stops)?;
         }
         let run = running.as_mut().expect("started above");
         run.syncs += 1;
@@ -573,9 +625,8 @@ impl AsyncOffersClient {
         self.events.add_listener(listener)
     }
 
-    /// Removes the listener `id` and lets go of it; whether it was registered. No event that
-    /// comes after this returns reaches it; one being delivered to it at that moment (on the
-    /// SDK's thread) may still finish.
+    /// Removes the listener `id` and lets go of it; whether it was registered. It is not
+    /// called once this returns; a call already under way on the SDK's thread may finish.
     pub fn remove_listener(&self, id: ListenerId) -> bool {
         self.events.remove_listener(id)
     }
@@ -600,8 +651,9 @@ impl AsyncOffersClient {
 
     /// The app handled the event `id` (from [`Self::next_event`]): it leaves the queue, and its
     /// record the data dir, before this returns. An id no longer queued (handled already) is
-    /// ignored. Takes the data dir's lock if the client is not running (see
-    /// [`ClientBuilder::data_dir_lock_wait`]).
+    /// ignored. For an event kept in the data dir, takes the data dir's lock if the client is
+    /// not running (see [`ClientBuilder::data_dir_lock_wait`]); one kept in memory only needs
+    /// neither the lock nor a write.
     pub fn event_handled(&self, id: u64) -> Result<(), Error> {
         self.engine.event_handled(id)
     }

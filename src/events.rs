@@ -430,13 +430,14 @@ impl EventBus {
             .name("async-offers-events".into())
             .spawn(move || {
                 for event in receiver {
+                    let listed = || for_thread.lock().unwrap_or_else(|e| e.into_inner());
                     // A snapshot: a listener may add or remove listeners from its call.
-                    let listeners: Vec<_> = (for_thread.lock().unwrap_or_else(|e| e.into_inner()))
-                        .added
-                        .iter()
-                        .map(|(_, listener)| listener.clone())
-                        .collect();
-                    for listener in listeners {
+                    let listeners = listed().added.clone();
+                    for (id, listener) in listeners {
+                        // Removed meanwhile (by an earlier listener, or the app): not called.
+                        if !listed().added.iter().any(|(listed, _)| *listed == id) {
+                            continue;
+                        }
                         let event = event.clone();
                         if catch_unwind(AssertUnwindSafe(|| listener.on_event(event))).is_err() {
                             log::error!("an event listener panicked; the SDK carries on");
@@ -620,6 +621,14 @@ impl EventBus {
     /// Removes the event `id`: the app handled it. Its record is deleted before this returns;
     /// if that fails, it stays. An id no longer queued (handled already, here or by another
     /// client of the data dir) removes nothing. Call it holding the data dir's lock.
+    /// Whether the queued event `id` has a record in the data dir, which handling it removes.
+    pub fn is_stored(&self, id: u64) -> bool {
+        self.queue()
+            .events
+            .iter()
+            .any(|queued| queued.id == id && queued.sequence.is_some())
+    }
+
     pub fn event_handled(&self, id: u64) -> Result<Option<Event>, Error> {
         let _io = self.record_io();
         let Some(sequence) = self

@@ -54,7 +54,8 @@ impl ProtocolHandler {
     }
 
     /// The messenger is connected to the server: its missing slots are requested, and its
-    /// unconfirmed invoices sent again, at once.
+    /// unconfirmed invoices sent again, at once (a messenger of the app's keeps its own
+    /// reconnection policy; the client's transport backs off from a server that drops it).
     pub fn server_connected(&self) {
         self.engine.on_connected(self.server, true)
     }

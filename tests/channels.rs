@@ -141,6 +141,24 @@ async fn stop_during_a_refresh_batch_lets_go_of_the_data_dir_and_the_next_run_fi
     client.start().unwrap();
     seen.extend(refreshed(&events, ids.len() - seen.len(), WAIT));
     assert_eq!(seen, ids, "every offer refreshed, Ready and handed out");
-    let offers: Vec<String> = offers.into_iter().map(|o| o.offer).collect();
+    let offers: Vec<String> = offers.iter().map(|o| o.offer.clone()).collect();
     assert_invoices_pay_over(&server, &offers, &new_hint).await;
+
+    // Stopped, the client rebuilds nothing (it would hold the data dir for the batch): the
+    // next start does.
+    client.stop();
+    let (before, later_hint) = (count(&store.writes_begun), hint(0x26, 6 << 40, 3_000));
+    client.update_channels(vec![later_hint.clone()]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        count(&store.writes_begun),
+        before,
+        "nothing written while stopped"
+    );
+    let lock = std::fs::File::open(client_dir.path().join("async-offers.lock")).unwrap();
+    assert!(lock.try_lock().is_ok(), "the data dir is free");
+    drop(lock);
+    client.start().unwrap();
+    assert_eq!(refreshed(&events, ids.len(), WAIT), ids);
+    assert_invoices_pay_over(&server, &offers, &later_hint).await;
 }

@@ -338,3 +338,59 @@ async fn stop_ends_a_start_that_waits_for_the_data_dirs_lock() {
     assert!(!waiting.status().running);
     holder.stop();
 }
+
+/// A sync that `stop()` ended returns at once, though a `start()` of the same client then
+/// waits for the data dir another client took meanwhile: that start never holds what the sync
+/// looks at. (The sync waited out the start's whole lock wait.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_ended_by_stop_returns_while_a_start_waits_for_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    // A server nobody answers for: the sync has work left until its timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let mut config = config_for(&server, b"wallet", dir.path());
+    config.servers[0].address = listener.local_addr().unwrap().to_string();
+    let client = std::sync::Arc::new(build(&config, Duration::from_secs(10)).unwrap());
+    let sync = {
+        let client = client.clone();
+        tokio::spawn(async move { client.sync(Duration::from_secs(60)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.stop();
+    let other = build(&config, Duration::from_secs(10)).unwrap();
+    other.start().unwrap();
+    let start = {
+        let client = client.clone();
+        std::thread::spawn(move || client.start())
+    };
+    let report = tokio::time::timeout(Duration::from_secs(5), sync)
+        .await
+        .expect("the sync returned while the start waited")
+        .unwrap()
+        .unwrap();
+    assert!(!report.complete);
+    assert!(!start.is_finished(), "the start still waits");
+    other.stop();
+    start.join().unwrap().unwrap();
+    client.stop();
+}
+
+/// An event kept in memory only is handled while another client holds the data dir: there is
+/// no record to remove, so an app extension holding the dir holds up only the events whose
+/// records must go. (It failed with `DataDirInUse`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_kept_in_memory_is_handled_while_another_client_holds_the_data_dir() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start_server(server_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, client) = filled_client(&server, dir.path(), 2).await;
+    client.stop();
+    let holder = build(&config, Duration::ZERO).unwrap();
+    holder.start().unwrap();
+    let first = client.next_event().expect("events of the fill");
+    assert!(!first.event.asks_the_app_to_act(), "{first:?}");
+    client.event_handled(first.id).unwrap();
+    assert_ne!(client.next_event().map(|queued| queued.id), Some(first.id));
+    holder.stop();
+}

@@ -97,3 +97,27 @@ async fn a_server_dropping_every_connection_is_dialled_with_backoff_and_not_floo
     assert!(invoices <= 6, "{invoices} invoices resent in 10 s");
     assert!(bytes <= 256 * 1024, "{bytes} bytes sent in 10 s");
 }
+
+/// The same server, answering no request at all, while the client misses three offers: the
+/// first connection asks for them; the connections after it, each dropped without a word, ask
+/// nothing more until those requests' own retry (15 s), rather than asking anew on each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_dropping_every_connection_is_not_asked_again_on_each() {
+    let server = HostileServer::start().await;
+    server.handler.honest.store(false, Ordering::SeqCst);
+    let proxy = Proxy::start(&server.config.address).await;
+    proxy.drop_each_after(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let mut server_config = server.config.clone();
+    server_config.address = proxy.address.clone();
+    let mut config = Config::new(Network::Regtest, dir.path(), server_config);
+    config.ready_offer_target = 3;
+    config.tick_interval = Duration::from_millis(50);
+    let client = client(config);
+    client.start().unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (dials, requests) = (proxy.dials(), server.seen().requests.len());
+    eprintln!("in 10 s: {dials} dials, {requests} offer paths requests");
+    assert!(dials <= 10, "{dials} dials in 10 s");
+    assert!(requests <= 3, "{requests} requests in 10 s");
+}

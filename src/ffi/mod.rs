@@ -204,6 +204,9 @@ async fn off_the_callers_thread<T: Send + 'static>(
     cancel: &Cancel,
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
     let cancel_if_dropped = cancel.on_drop();
     let in_force = cancel.clone();
     let done = tokio::task::spawn_blocking(move || in_force.run_blocking(work)).await;
@@ -466,12 +469,23 @@ impl AsyncOffers {
     }
 
     /// Waits up to `timeout` for an event not handled yet and returns it, as
-    /// [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
-    /// loop notices its own cancellation.
-    pub async fn wait_next_event(&self, timeout: Duration) -> Option<crate::QueuedEvent> {
-        tokio::time::timeout(timeout, self.client.wait_next_event())
+    /// [`Self::next_event`]; `None` if none came, or once cancelled (see
+    /// [`CallCancellation`]).
+    #[uniffi::method(default(cancellation = None))]
+    pub async fn wait_next_event(
+        &self,
+        timeout: Duration,
+        cancellation: Option<Arc<CallCancellation>>,
+    ) -> Option<crate::QueuedEvent> {
+        let wait = async {
+            Ok(tokio::time::timeout(timeout, self.client.wait_next_event())
+                .await
+                .ok())
+        };
+        until_cancelled(&cancel_of(cancellation), wait)
             .await
             .ok()
+            .flatten()
     }
 
     /// The event `id` was handled: it leaves the queue, and its record the data dir, before

@@ -6,10 +6,11 @@ use lightning::offers::offer::OfferId;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{Engine, RunTicket, State};
+use super::{Engine, State};
 use crate::clock::Time;
 use crate::config::ChannelHint;
 use crate::events::{Event, OfferInfo};
+use crate::io::lock::HeldLock;
 use crate::offers::cache::OfferState;
 use crate::Error;
 
@@ -141,41 +142,55 @@ impl Engine {
         self.lock().best_block_height = Some(height);
     }
 
-    /// Adds `ids` to the refreshes owed, and sets a worker on them unless one is (or they
-    /// wait for a run: one was stopped with refreshes owed, and none runs).
+    /// Adds `ids` to the refreshes owed, and sets a worker on them unless one is. Only while
+    /// the client runs: a stopped client holds the data dir for no batch (iOS kills an app
+    /// suspended holding it), so its refreshes wait for the next start or sync.
     fn owe_refreshes(&self, state: &mut State, ids: Vec<OfferId>) {
         for id in ids {
             if !state.refreshes_owed.contains(&id) {
                 state.refreshes_owed.push_back(id);
             }
         }
-        if state.refreshes_owed.is_empty() || self.refresh_worker.swap(true, Ordering::SeqCst) {
+        if state.refreshes_owed.is_empty() {
             return;
         }
-        // Let go however the job ends, run or dropped unrun (the data dir not ours).
+        let Some(run) = self.current_run() else {
+            return;
+        };
+        let Some(engine) = self.me.upgrade() else {
+            return;
+        };
+        if self.refresh_worker.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let working = WorkerFlag(self.refresh_worker.clone());
-        let run = self.run_ticket();
-        self.run_offloaded(move |engine| engine.refresh_owed(working, &run));
+        // Not `run_offloaded`: the worker holds the run's own lock, or none, never one of its
+        // own. The job is never run inline (`Offload`), so the state's lock held here is fine.
+        (self.offload)(Box::new(move || engine.refresh_owed(working, run)));
     }
 
     /// Builds, writes and queues a new invoice for each offer owed one, one at a time, until
-    /// none is left. Begun in a run the app stops, it ends at the next offer, so that the data
-    /// dir is let go of within one write; the offers not reached stay owed to the next run.
-    fn refresh_owed(&self, working: WorkerFlag, run: &RunTicket) {
+    /// none is left. When the app stops the run (`run`, whose lock it holds until then), it
+    /// ends at the next offer, so that the data dir is let go of within one write; the offers
+    /// not reached stay owed to the next run.
+    fn refresh_owed(&self, working: WorkerFlag, run: Option<Arc<HeldLock>>) {
         loop {
             let id = {
                 let mut state = self.lock();
-                if !self.run_continues(run) {
+                state.refresh_under_way = None;
+                if !self.run_continues(&run) {
                     return log::info!(
                         "stopped with {} invoices still to rebuild; the next run rebuilds them",
                         state.refreshes_owed.len()
                     );
                 }
-                match state.refreshes_owed.pop_front() {
-                    Some(id) => id,
+                let Some(id) = state.refreshes_owed.pop_front() else {
                     // Let go with the state locked: an offer owed from now on finds no worker.
-                    None => return working.clear(),
-                }
+                    drop(working);
+                    return;
+                };
+                state.refresh_under_way = Some(id);
+                id
             };
             self.refresh_invoice(id);
         }
@@ -272,12 +287,6 @@ impl Engine {
 /// Set while a worker takes the refreshes owed; cleared when the worker's job ends or is
 /// dropped unrun.
 struct WorkerFlag(Arc<AtomicBool>);
-
-impl WorkerFlag {
-    fn clear(self) {
-        // The drop does it.
-    }
-}
 
 impl Drop for WorkerFlag {
     fn drop(&mut self) {

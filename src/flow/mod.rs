@@ -21,7 +21,7 @@
 //! offer nobody was shown. Not writing it saves two fsyncs per offer on the way to Ready.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -83,11 +83,14 @@ struct State {
     /// all on disk at its next start.
     confirmations_unwritten: Vec<OfferId>,
     /// Offers whose invoice is to be rebuilt, with the current hints, in this order: all live
-    /// ones after `update_channels`, handed-out ones as they come due. One worker at a time
-    /// takes them one by one (see `Engine::refresh_owed`); what a stopped run's worker did not
-    /// reach waits for the next run (in memory: a process ended first leaves those offers on
-    /// their invoice until its next refresh, or until replaced).
+    /// ones after `update_channels`, handed-out ones as they come due. While the client runs,
+    /// one worker at a time takes them one by one (see `Engine::refresh_owed`); what waits when
+    /// it stops, or comes while it is stopped, waits for the next run (in memory: a process
+    /// ended first leaves those offers on their invoice until its next refresh, or until
+    /// replaced).
     refreshes_owed: VecDeque<OfferId>,
+    /// The offer the worker is rebuilding now: still owed, as far as a sync can tell.
+    refresh_under_way: Option<OfferId>,
 }
 
 impl State {
@@ -103,9 +106,6 @@ impl State {
             .count()
     }
 }
-
-/// The run a job began in (`None`: none ran), to tell whether it was stopped since.
-struct RunTicket(Option<u64>);
 
 /// A configured server as the engine knows it.
 struct Server {
@@ -131,8 +131,6 @@ pub(crate) struct Engine {
     /// The data dir's lock while the client runs. Not in [`State`]: jobs are offloaded with
     /// that held.
     running_lock: Mutex<Option<Arc<HeldLock>>>,
-    /// Counts the runs stopped: a long job begun in a run gives up once it moves.
-    runs_stopped: AtomicU64,
     /// Whether a worker takes the refreshes owed (`State::refreshes_owed`).
     refresh_worker: Arc<AtomicBool>,
     /// The first configured server: single-server records are read as its.
@@ -230,6 +228,7 @@ impl Engine {
                 problems: HashMap::new(),
                 confirmations_unwritten: Vec::new(),
                 refreshes_owed: VecDeque::new(),
+                refresh_under_way: None,
             }),
             factory,
             keys,
@@ -240,7 +239,6 @@ impl Engine {
             offload,
             lock,
             running_lock: Mutex::new(None),
-            runs_stopped: AtomicU64::new(0),
             refresh_worker: Arc::default(),
             hand_outs: Mutex::new(()),
             refreshes: Mutex::new(()),
@@ -310,12 +308,7 @@ impl Engine {
         if key_unsaved {
             self.run_offloaded(|engine| engine.save_install_key());
         }
-        let held = {
-            // Counted with the lock taken, under its mutex: see `run_ticket`.
-            let mut running = self.running_lock();
-            self.runs_stopped.fetch_add(1, Ordering::SeqCst);
-            running.take()?
-        };
+        let held = self.running_lock().take()?;
         held.release_soon();
         Some(Releasing::of(&held))
     }
@@ -351,21 +344,23 @@ impl Engine {
         self.running_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The run a job begins in, if any: see [`Self::run_continues`].
-    fn run_ticket(&self) -> RunTicket {
-        let running = self.running_lock();
-        RunTicket(
-            running
-                .is_some()
-                .then(|| self.runs_stopped.load(Ordering::SeqCst)),
-        )
+    /// The run going on, for a job that must end with it (see [`Self::run_continues`]):
+    /// the data dir's lock it holds (`Some(None)`: an engine without a lock, whose runs never
+    /// end); `None` when none runs.
+    fn current_run(&self) -> Option<Option<Arc<HeldLock>>> {
+        match &self.lock {
+            None => Some(None),
+            Some(_) => self.running_lock().clone().map(Some),
+        }
     }
 
-    /// Whether the run `ticket` was taken in still runs; a job begun while none ran goes on.
-    fn run_continues(&self, ticket: &RunTicket) -> bool {
-        ticket
-            .0
-            .is_none_or(|stopped| self.runs_stopped.load(Ordering::SeqCst) == stopped)
+    /// Whether the run `run` (from [`Self::current_run`]) still goes on.
+    fn run_continues(&self, run: &Option<Arc<HeldLock>>) -> bool {
+        run.as_ref().is_none_or(|held| {
+            self.running_lock()
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, held))
+        })
     }
 
     /// Signalled when messages for `server` are queued (`None`: not a configured server).
@@ -444,7 +439,13 @@ impl Engine {
 
     /// Removes the event `id`, handled by the app; written before it returns.
     pub fn event_handled(&self, id: u64) -> Result<(), Error> {
-        let _held = self.hold_data_dir()?;
+        // An event kept in memory only is handled without the data dir: an app extension
+        // holding it holds up only the events whose records must go. (A reload, which takes
+        // the lock, never gives a record to an event without one.)
+        let _held = match self.events.is_stored(id) {
+            true => self.hold_data_dir()?,
+            false => None,
+        };
         self.events.event_handled(id).map(|_| ())
     }
 

@@ -58,6 +58,7 @@ impl Engine {
             state
                 .refreshes_owed
                 .iter()
+                .chain(&state.refresh_under_way)
                 .filter(|id| !listed.contains(id))
                 .filter_map(|id| state.cache.get(*id))
                 .map(|offer| Unfinished {

@@ -100,7 +100,8 @@ impl BaseMessageHandler for ConnectionWatcher {
     }
     fn peer_disconnected(&self, their_node_id: PublicKey) {
         if their_node_id == self.server {
-            // Unanswered messages are sent again on the next connection, rebuilt.
+            // Unanswered messages are sent again, rebuilt: on the next connection, or at their
+            // backoff if this one was dropped without a word (see `Engine::on_connected`).
             self.built().clear();
             self.connected.send_replace(false);
         }

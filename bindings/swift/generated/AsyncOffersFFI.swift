@@ -783,10 +783,10 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     
     /**
      * Waits up to `timeout` for an event not handled yet and returns it, as
-     * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
-     * loop notices its own cancellation.
+     * [`Self::next_event`]; `None` if none came, or once cancelled (see
+     * [`CallCancellation`]).
      */
-    func waitNextEvent(timeout: TimeInterval) async  -> QueuedOfferEvent?
+    func waitNextEvent(timeout: TimeInterval, cancellation: CallCancellation?) async  -> QueuedOfferEvent?
     
 }
 /**
@@ -1219,15 +1219,15 @@ open func waitForReadyOffers(count: UInt32, timeout: TimeInterval, cancellation:
     
     /**
      * Waits up to `timeout` for an event not handled yet and returns it, as
-     * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
-     * loop notices its own cancellation.
+     * [`Self::next_event`]; `None` if none came, or once cancelled (see
+     * [`CallCancellation`]).
      */
-open func waitNextEvent(timeout: TimeInterval)async  -> QueuedOfferEvent?  {
+open func waitNextEvent(timeout: TimeInterval, cancellation: CallCancellation? = nil)async  -> QueuedOfferEvent?  {
     return
         try!  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_async_offers_fn_method_asyncoffers_wait_next_event(
-                        self.uniffiCloneHandle(),FfiConverterDuration.lower(timeout)
+                        self.uniffiCloneHandle(),FfiConverterDuration.lower(timeout),FfiConverterOptionTypeCallCancellation.lower(cancellation)
                 )
             },
             pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
@@ -4592,7 +4592,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 48393) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 15125) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 63415) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_callcancellation_cancel() != 43445) {

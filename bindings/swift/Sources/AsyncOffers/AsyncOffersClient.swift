@@ -234,9 +234,14 @@ public final class AsyncOffersClient: @unchecked Sendable {
                     }
                     delivered = nil
                 }
-                // In short waits, so that a cancelled task is let go within one.
+                let cancellation = CallCancellation()
                 while !Task.isCancelled {
-                    if let queued = await inner.waitNextEvent(timeout: 0.5) {
+                    let queued = await withTaskCancellationHandler {
+                        await inner.waitNextEvent(timeout: 60, cancellation: cancellation)
+                    } onCancel: {
+                        cancellation.cancel()
+                    }
+                    if let queued, !Task.isCancelled {
                         delivered = queued.id
                         return queued.event
                     }

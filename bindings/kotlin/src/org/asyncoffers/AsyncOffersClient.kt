@@ -55,8 +55,8 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
      */
     val events: Flow<OfferEvent> = flow {
         while (true) {
-            // In short waits, so that a cancelled collector is let go within one.
-            val queued = inner.waitNextEvent(java.time.Duration.ofMillis(500)) ?: continue
+            // A cancelled collector drops the wait at once.
+            val queued = inner.waitNextEvent(java.time.Duration.ofSeconds(60)) ?: continue
             emit(queued.event)
             markHandled(queued.id)
         }
@@ -165,9 +165,10 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
      * report: connects if the client is
      * not started, fills the missing ready offers, sends the invoices due for a refresh, waits
      * until the server confirmed each and it is on disk, then disconnects if it connected.
-     * Nothing counts as done before it is on disk. Cancelling the coroutine ends it as its
-     * timeout would. Throws `OffersException.DataDirInUse` if the client is not started and
-     * another holds the data dir.
+     * Nothing counts as done before it is on disk. Cancelling the coroutine ends it within
+     * milliseconds (the coroutine's `CancellationException`), letting go of the data dir as
+     * [stop] does if it took it. Throws `OffersException.DataDirInUse` if the client is not
+     * started and another holds the data dir.
      */
     suspend fun sync(timeout: Duration): SyncReport {
         require(!timeout.isNegative()) { "timeout must not be negative, not $timeout" }

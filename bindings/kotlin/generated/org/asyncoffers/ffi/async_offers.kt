@@ -868,7 +868,7 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_async_offers_fn_method_asyncoffers_wait_for_ready_offers(`ptr`: Long,`count`: Int,`timeout`: RustBuffer.ByValue,`cancellation`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_async_offers_fn_method_asyncoffers_wait_next_event(`ptr`: Long,`timeout`: RustBuffer.ByValue,
+    external fun uniffi_async_offers_fn_method_asyncoffers_wait_next_event(`ptr`: Long,`timeout`: RustBuffer.ByValue,`cancellation`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_async_offers_fn_clone_callcancellation(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1103,7 +1103,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_for_ready_offers() != 48393) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 15125) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_wait_next_event() != 63415) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_callcancellation_cancel() != 43445) {
@@ -1824,10 +1824,10 @@ public interface AsyncOffersInterface {
     
     /**
      * Waits up to `timeout` for an event not handled yet and returns it, as
-     * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
-     * loop notices its own cancellation.
+     * [`Self::next_event`]; `None` if none came, or once cancelled (see
+     * [`CallCancellation`]).
      */
-    suspend fun `waitNextEvent`(`timeout`: java.time.Duration): QueuedOfferEvent?
+    suspend fun `waitNextEvent`(`timeout`: java.time.Duration, `cancellation`: CallCancellation? = null): QueuedOfferEvent?
     
     companion object
 }
@@ -2403,17 +2403,18 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
     
     /**
      * Waits up to `timeout` for an event not handled yet and returns it, as
-     * [`Self::next_event`]; `None` if none came. Bounded, so that a foreign task waiting in a
-     * loop notices its own cancellation.
+     * [`Self::next_event`]; `None` if none came, or once cancelled (see
+     * [`CallCancellation`]).
      */
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `waitNextEvent`(`timeout`: java.time.Duration) : QueuedOfferEvent? {
+    override suspend fun `waitNextEvent`(`timeout`: java.time.Duration, `cancellation`: CallCancellation?) : QueuedOfferEvent? {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_async_offers_fn_method_asyncoffers_wait_next_event(
                 uniffiHandle,
                 
         FfiConverterDuration.lower(`timeout`),
+        FfiConverterOptionalTypeCallCancellation.lower(`cancellation`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
