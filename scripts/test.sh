@@ -16,7 +16,7 @@ step() {
     shift
     if ! "$@" 2>&1 | tee "$logs/$name"; then broken+=("$name"); fi
 }
-step rust cargo test --workspace --locked
+step rust cargo test --workspace --locked --no-fail-fast
 # The command line killed at random moments and restarted: nothing lost, nothing handed out twice.
 step soak scripts/crash-soak.sh --iterations 20
 # The Kotlin SDK on the JVM, against the reference server run as its own process.

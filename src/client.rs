@@ -430,6 +430,7 @@ impl AsyncOffersClient {
     pub fn stop(&self) {
         // First, so that a start waiting for the data dir gives up and lets the run go.
         self.stops.fetch_add(1, Ordering::SeqCst);
+        self.engine.mark_stopped();
         if let Some(running) = self.running().take() {
             end_run(running, &self.engine);
         }

@@ -6,11 +6,10 @@ use lightning::offers::offer::OfferId;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{Engine, State};
+use super::{Engine, RefreshRun, State};
 use crate::clock::Time;
 use crate::config::ChannelHint;
 use crate::events::{Event, OfferInfo};
-use crate::io::lock::HeldLock;
 use crate::offers::cache::OfferState;
 use crate::Error;
 
@@ -142,9 +141,9 @@ impl Engine {
         self.lock().best_block_height = Some(height);
     }
 
-    /// Adds `ids` to the refreshes owed, and sets a worker on them unless one is. Only while
-    /// the client runs: a stopped client holds the data dir for no batch (iOS kills an app
-    /// suspended holding it), so its refreshes wait for the next start or sync.
+    /// Adds `ids` to the refreshes owed, and sets a worker on them unless one is; not once the
+    /// app stopped the client (it would take the data dir for the batch, and iOS kills an app
+    /// suspended holding it): those wait for the next start or sync.
     fn owe_refreshes(&self, state: &mut State, ids: Vec<OfferId>) {
         for id in ids {
             if !state.refreshes_owed.contains(&id) {
@@ -154,7 +153,7 @@ impl Engine {
         if state.refreshes_owed.is_empty() {
             return;
         }
-        let Some(run) = self.current_run() else {
+        let Some(run) = self.refresh_run() else {
             return;
         };
         let Some(engine) = self.me.upgrade() else {
@@ -164,21 +163,34 @@ impl Engine {
             return;
         }
         let working = WorkerFlag(self.refresh_worker.clone());
-        // Not `run_offloaded`: the worker holds the run's own lock, or none, never one of its
-        // own. The job is never run inline (`Offload`), so the state's lock held here is fine.
+        // Not `run_offloaded`: the worker holds the run's own lock, or takes one per offer.
+        // The job never runs inline (`Offload`), so the state's lock held here is fine.
         (self.offload)(Box::new(move || engine.refresh_owed(working, run)));
     }
 
     /// Builds, writes and queues a new invoice for each offer owed one, one at a time, until
-    /// none is left. When the app stops the run (`run`, whose lock it holds until then), it
-    /// ends at the next offer, so that the data dir is let go of within one write; the offers
-    /// not reached stay owed to the next run.
-    fn refresh_owed(&self, working: WorkerFlag, run: Option<Arc<HeldLock>>) {
+    /// none is left. When the app stops the client it ends at the next offer, so that the
+    /// data dir is let go of within one write; the offers not reached stay owed to the next
+    /// run.
+    fn refresh_owed(&self, working: WorkerFlag, run: RefreshRun) {
         loop {
+            // Without a run, the data dir for this offer only.
+            let _held = match &run {
+                RefreshRun::Unstarted if self.refresh_run_continues(&run) => {
+                    match self.hold_data_dir() {
+                        Ok(held) => held,
+                        Err(e) => {
+                            self.lock().refresh_under_way = None;
+                            return log::info!("invoices to rebuild wait: {e}");
+                        }
+                    }
+                }
+                _ => None,
+            };
             let id = {
                 let mut state = self.lock();
                 state.refresh_under_way = None;
-                if !self.run_continues(&run) {
+                if !self.refresh_run_continues(&run) {
                     return log::info!(
                         "stopped with {} invoices still to rebuild; the next run rebuilds them",
                         state.refreshes_owed.len()

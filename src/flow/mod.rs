@@ -21,7 +21,7 @@
 //! offer nobody was shown. Not writing it saves two fsyncs per offer on the way to Ready.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -107,6 +107,16 @@ impl State {
     }
 }
 
+/// What a refresh worker works in (see `Engine::refresh_owed`).
+enum RefreshRun {
+    /// The client's run, whose data dir lock the worker holds until it ends with the run
+    /// (`None`: an engine without a lock).
+    Run(Option<Arc<HeldLock>>),
+    /// No run: a client driven by the app's own messenger, or not started yet. The worker
+    /// takes the data dir for each offer, and ends when the app stops the client.
+    Unstarted,
+}
+
 /// A configured server as the engine knows it.
 struct Server {
     node_id: PublicKey,
@@ -133,6 +143,9 @@ pub(crate) struct Engine {
     running_lock: Mutex<Option<Arc<HeldLock>>>,
     /// Whether a worker takes the refreshes owed (`State::refreshes_owed`).
     refresh_worker: Arc<AtomicBool>,
+    /// Whether the app stopped the client (or a sync's run ended) since it last ran: then
+    /// nothing takes the data dir for refreshes until the next run.
+    stopped: AtomicBool,
     /// The first configured server: single-server records are read as its.
     first_server: PublicKey,
     /// Held for each hand-out, from picking the offer to its record being written.
@@ -240,6 +253,7 @@ impl Engine {
             lock,
             running_lock: Mutex::new(None),
             refresh_worker: Arc::default(),
+            stopped: AtomicBool::new(false),
             hand_outs: Mutex::new(()),
             refreshes: Mutex::new(()),
             first_server: config.servers[0].node_id,
@@ -294,12 +308,19 @@ impl Engine {
             self.reload()?;
         }
         *self.running_lock() = Some(acquired.held);
+        self.stopped.store(false, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The app stopped the client: nothing takes the data dir for refreshes until it runs.
+    pub fn mark_stopped(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
     }
 
     /// Lets the data dir's lock go, once the jobs under way are done: the returned
     /// [`Releasing`] says when. Long jobs of the run (refresh batches) end at their next step.
     pub fn stop_running(&self) -> Option<Releasing> {
+        self.mark_stopped();
         let key_unsaved = self
             .unsaved_install_key
             .lock()
@@ -344,23 +365,27 @@ impl Engine {
         self.running_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The run going on, for a job that must end with it (see [`Self::run_continues`]):
-    /// the data dir's lock it holds (`Some(None)`: an engine without a lock, whose runs never
-    /// end); `None` when none runs.
-    fn current_run(&self) -> Option<Option<Arc<HeldLock>>> {
-        match &self.lock {
-            None => Some(None),
-            Some(_) => self.running_lock().clone().map(Some),
+    /// What a refresh worker begun now works in; `None`: it must not begin (the app stopped
+    /// the client, and only the next run may take the data dir for refreshes).
+    fn refresh_run(&self) -> Option<RefreshRun> {
+        match (&self.lock, self.running_lock().clone()) {
+            (None, _) => Some(RefreshRun::Run(None)),
+            (Some(_), Some(held)) => Some(RefreshRun::Run(Some(held))),
+            (Some(_), None) if self.stopped.load(Ordering::SeqCst) => None,
+            (Some(_), None) => Some(RefreshRun::Unstarted),
         }
     }
 
-    /// Whether the run `run` (from [`Self::current_run`]) still goes on.
-    fn run_continues(&self, run: &Option<Arc<HeldLock>>) -> bool {
-        run.as_ref().is_none_or(|held| {
-            self.running_lock()
+    /// Whether a worker begun in `run` may go on to its next offer.
+    fn refresh_run_continues(&self, run: &RefreshRun) -> bool {
+        match run {
+            RefreshRun::Run(None) => true,
+            RefreshRun::Run(Some(held)) => self
+                .running_lock()
                 .as_ref()
-                .is_some_and(|current| Arc::ptr_eq(current, held))
-        })
+                .is_some_and(|current| Arc::ptr_eq(current, held)),
+            RefreshRun::Unstarted => !self.stopped.load(Ordering::SeqCst),
+        }
     }
 
     /// Signalled when messages for `server` are queued (`None`: not a configured server).
