@@ -64,7 +64,8 @@ const REFRESH_FAILURE_MARGIN: Duration = Duration::from_secs(3600);
 
 /// Runs a job away from the messenger's thread. Building an offer or writing one durably takes
 /// milliseconds; done inline they would hold back every later message on the connection, and
-/// replies would leave in one burst at the end instead of one by one.
+/// replies would leave in one burst at the end instead of one by one. It must never run a job
+/// inline: the engine hands it jobs with its state's lock held.
 pub(crate) type Offload = Arc<dyn Fn(Box<dyn FnOnce() + Send>) + Send + Sync>;
 
 struct State {
