@@ -645,6 +645,13 @@ impl AsyncOffersClient {
         self.engine.next_event()
     }
 
+    /// Every event not handled yet, oldest first, for a look (a diagnostics screen, the
+    /// command line's `events`): none counts as given to the app, so the queue's limits may
+    /// still drop one of those that ask nothing. Handle them through [`Self::next_event`].
+    pub fn waiting_events(&self) -> Vec<QueuedEvent> {
+        self.engine.waiting_events()
+    }
+
     /// Waits for an event the app has not handled yet and returns it, as [`Self::next_event`].
     pub async fn wait_next_event(&self) -> QueuedEvent {
         self.events.wait_next_event().await

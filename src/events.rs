@@ -604,6 +604,19 @@ impl EventBus {
         })
     }
 
+    /// Every event not handled yet, oldest first, without giving any to the app (a queue shown
+    /// this way may still drop an event it was not given, as its limits say).
+    pub fn waiting_events(&self) -> Vec<QueuedEvent> {
+        self.queue()
+            .events
+            .iter()
+            .map(|queued| QueuedEvent {
+                id: queued.id,
+                event: queued.event.clone(),
+            })
+            .collect()
+    }
+
     /// Waits for an event the app has not handled and returns it (not removing it).
     pub async fn wait_next_event(&self) -> QueuedEvent {
         let mut changes = self.watch();

@@ -380,3 +380,142 @@ fn an_ldk_node_wallets_mnemonic_or_seed_bytes_fill_for_its_node() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("only one of"), "{stderr}");
 }
+
+/// The command line's `command` on `server` and `data_dir`, with `args`; its exit code, what
+/// it printed (lines) and its stderr.
+fn run_command(
+    command: &str,
+    server: &Recipient,
+    data_dir: &Path,
+    args: &[&str],
+) -> (Option<i32>, Vec<Value>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_async-offers"))
+        .arg(command)
+        .args(args)
+        .args(["--server-node-id", &server.node_id])
+        .args(["--server-address", &server.address])
+        .args(["--server-paths", &server.paths])
+        .args(["--seed-hex", &"42".repeat(32)])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--network", "regtest", "--json", "--offers", "2"])
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    (
+        output.status.code(),
+        lines,
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// Each command of the command line: `sync` fills and prints its report, `take` hands out,
+/// `list` shows it handed out, `export` then `import` into a new data dir keeps it handed out
+/// there, `events` shows the expiry notice kept across runs and `--ack` handles it, `status`
+/// names a server that is down, and `COMMAND --help` says what each does.
+#[test]
+fn every_command_does_what_its_help_says() {
+    let (server_dir, dir, restored) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let server = ServerProcess::start(server_dir.path());
+    let recipient = server.recipient.clone();
+    let r = &recipient;
+
+    let (code, report, stderr) = run_command("sync", r, dir.path(), &["--timeout-secs", "30"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report[0]["complete"], true);
+    assert_eq!(report[0]["ready_offers"], 2);
+
+    let (code, taken, stderr) = run_command("take", r, dir.path(), &["--label", "shop"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let taken = &taken[0]["taken"];
+    assert_eq!(taken["label"], "shop");
+    let (_, listed, _) = run_command("list", r, dir.path(), &[]);
+    let listed = listed[0]["offers"].as_array().unwrap().clone();
+    let shop = listed.iter().find(|o| o["offer_id"] == taken["offer_id"]);
+    assert_eq!(shop.unwrap()["state"], "Used", "{listed:?}");
+
+    let book = dir.path().join("offers.book");
+    let (code, exported, stderr) = run_command("export", r, dir.path(), &[book.to_str().unwrap()]);
+    assert_eq!(
+        (code, exported[0]["exported"].as_u64()),
+        (Some(0), Some(1)),
+        "{stderr}"
+    );
+    let (code, imported, stderr) =
+        run_command("import", r, restored.path(), &[book.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(imported[0]["imported"], 1);
+    let (_, listed, _) = run_command("list", r, restored.path(), &[]);
+    let restored_offers = listed[0]["offers"].as_array().unwrap().clone();
+    assert!(
+        restored_offers
+            .iter()
+            .any(|o| o["offer_id"] == taken["offer_id"] && o["state"] == "Used"),
+        "handed out in the new data dir too: {restored_offers:?}"
+    );
+
+    // Run an hour past the handed-out offer's expiry: the app is told, and the notice is kept
+    // across runs until handled.
+    let expires_at = shop.unwrap()["expires_at"].as_u64().expect("offers expire");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let offset = (expires_at + 3600 - now).to_string();
+    let later = [
+        "--timeout-secs",
+        "5",
+        "--wall-clock-offset-secs",
+        offset.as_str(),
+    ];
+    let _ = run_command("sync", r, dir.path(), &later);
+    let (code, waiting, stderr) = run_command("events", r, dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        waiting
+            .iter()
+            .any(|queued| queued["event"]["kind"] == "OfferExpired"
+                && queued["event"]["offer_id"] == taken["offer_id"]),
+        "{waiting:?}"
+    );
+    let (_, again, _) = run_command("events", r, dir.path(), &[]);
+    assert_eq!(again, waiting, "listing handles nothing");
+    let (code, acked, _) = run_command("events", r, dir.path(), &["--ack"]);
+    assert_eq!((code, acked), (Some(0), waiting));
+    let (_, after, _) = run_command("events", r, dir.path(), &[]);
+    assert!(after.is_empty(), "handled with --ack: {after:?}");
+
+    let (code, status, _) = run_command("status", r, dir.path(), &["--timeout-secs", "10"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(status[0]["servers"][0]["connected"], true);
+    drop(server);
+    let (code, status, _) = run_command("status", r, dir.path(), &["--timeout-secs", "10"]);
+    assert_eq!(code, Some(1), "a server down is not connected");
+    let down = &status[0]["servers"][0];
+    assert_eq!(down["server_node_id"], r.node_id.as_str());
+    assert!(
+        down["last_problem"]
+            .as_str()
+            .is_some_and(|problem| problem.contains("cannot connect")),
+        "{down}"
+    );
+
+    for command in [
+        "fill", "take", "list", "status", "sync", "export", "import", "events",
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_async-offers"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{command} --help");
+        assert!(help.starts_with(command), "{command}: {help}");
+    }
+}

@@ -1,5 +1,7 @@
-//! `async-offers`: fills a wallet's cache of ready offers from any LDK-compatible static invoice
-//! server, prints them, and exits 0 once the requested number is ready.
+//! `async-offers`: the SDK from a shell, against any LDK-compatible static invoice server. Its
+//! default command, `fill`, fills a wallet's cache of ready offers, prints them, and exits 0
+//! once the requested number is ready; the others hand out, list, report, sync, back up and
+//! restore offers, and read the events.
 //!
 //! Offers already cached in `--data-dir` are shown before any connection is made; if enough of
 //! them are ready, the server is not contacted at all.
@@ -11,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use async_offers::keys::LDK_NODE_SEED_LEN;
 use async_offers::{
-    AsyncOffersClient, Clock, Config, OfferInfo, OfferState, ServerConfig, SystemClock, WalletSeed,
+    AsyncOffersClient, Clock, Config, Event, OfferInfo, OfferState, ServerConfig, SystemClock,
+    WalletSeed,
 };
 use lightning::bitcoin::hex::FromHex;
 use lightning::bitcoin::Network;
 
-const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address HOST:PORT \
+const USAGE: &str = "usage: async-offers [COMMAND] --server-node-id HEX --server-address HOST:PORT \
 --server-paths HEX [...] (--seed-hex HEX | --ldk-node-mnemonic WORDS [--ldk-node-passphrase TEXT] | --ldk-node-seed-hex HEX | --ldk-node-seed-file PATH) --data-dir DIR [--network NET] [--offers N] [--take N [--label TEXT]] [--timeout-secs S] [--lock-wait-secs S] [--wall-clock-offset-secs S] [--json]
 
   --server-node-id   the static invoice server's node id (33 bytes, hex)
@@ -44,13 +47,83 @@ const USAGE: &str = "usage: async-offers --server-node-id HEX --server-address H
                      as a phone's may be; waits still run on the monotonic clock
   --json             print one JSON object instead of text, with the wallet node's id as node_id
 
-Exit status: 0 when N offers are ready, 1 when they are not in time or the client fails,
-2 for a usage error. RUST_LOG=1 logs to stderr.";
+Commands (the flags above go with each; `async-offers COMMAND --help` says what it does):
+  fill               (the default) have --offers ready, then hand out --take of them
+  take               hand out one offer (under --label TEXT), waiting for one if none is ready
+  list               the offers in --data-dir, with their states; no network
+  status             connect, then each server's connection and what last went wrong with it
+  sync               what a background window does, by --timeout-secs; prints its report
+  export FILE        write the handed-out offers to FILE, an offer book for a backup
+  import FILE        import the offer book in FILE (a restored backup, another device)
+  events [--ack]     the events waiting for the app; --ack marks each handled
+
+Exit status: 0 when the command did its job (fill: N offers ready; sync: complete), 1 when
+not in time or the client fails, 2 for a usage error. RUST_LOG=1 logs to stderr.";
+
+/// What each command does, for `COMMAND --help`.
+const COMMANDS: [(&str, &str); 8] = [
+    (
+        "fill",
+        "fill: connects if fewer than --offers are ready, prints each offer as it becomes ready, \
+then hands out --take of them (labelled --label-1, ...). Exits 0 once --offers are ready.",
+    ),
+    (
+        "take",
+        "take: hands out one ready offer under --label, connecting and waiting (up to \
+--timeout-secs) for one if none is ready, and prints it. Never the same offer twice.",
+    ),
+    (
+        "list",
+        "list: prints every offer in --data-dir with its state, slot and label, without \
+connecting.",
+    ),
+    (
+        "status",
+        "status: connects, waits up to --timeout-secs (default 10) until each server is \
+connected or has failed, and prints each server's connection and last problem. Exits 1 if one \
+is not connected.",
+    ),
+    (
+        "sync",
+        "sync: does what a started client does over time in one window of --timeout-secs: \
+connects, fills the missing ready offers, refreshes due invoices, waits until each is confirmed \
+and written, disconnects. Prints the report; exits 0 if it is complete.",
+    ),
+    (
+        "export",
+        "export FILE: writes the handed-out offers to FILE as an offer book (for a backup); \
+no network.",
+    ),
+    (
+        "import",
+        "import FILE: imports the offer book in FILE; its offers are refreshed from here on \
+and never handed out again. Prints how many were imported; no network.",
+    ),
+    (
+        "events",
+        "events [--ack]: prints the events waiting for the app, oldest first (those that \
+ask it to act are kept across runs); with --ack, marks each handled once printed.",
+    ),
+];
+
+/// What the command line was asked to do.
+#[derive(Clone, Debug, PartialEq)]
+enum Command {
+    Fill,
+    Take,
+    List,
+    Status,
+    Sync,
+    Export(std::path::PathBuf),
+    Import(std::path::PathBuf),
+    Events { ack: bool },
+}
 
 const SEED_FLAGS: &str =
     "--seed-hex, --ldk-node-mnemonic, --ldk-node-seed-hex, --ldk-node-seed-file";
 
 struct Args {
+    command: Command,
     servers: Vec<ServerConfig>,
     seed: WalletSeed,
     data_dir: std::path::PathBuf,
@@ -58,13 +131,44 @@ struct Args {
     offers: u16,
     take: usize,
     label: Option<String>,
-    timeout: Duration,
+    timeout: Option<Duration>,
     lock_wait: Duration,
     wall_clock_offset: i64,
     json: bool,
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut args = args.peekable();
+    let name = args.next_if(|arg| !arg.starts_with('-'));
+    let args: Vec<String> = args.collect();
+    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
+        let name = name.as_deref().unwrap_or("fill");
+        let help = COMMANDS.iter().find(|(command, _)| *command == name);
+        return Err(help.map_or(String::new(), |(_, help)| format!("help:{help}")));
+    }
+    let mut args = args.into_iter().peekable();
+    let mut file = || {
+        args.next_if(|arg| !arg.starts_with("--"))
+            .map(std::path::PathBuf::from)
+    };
+    let mut command = match name.as_deref() {
+        None | Some("fill") => Command::Fill,
+        Some("take") => Command::Take,
+        Some("list") => Command::List,
+        Some("status") => Command::Status,
+        Some("sync") => Command::Sync,
+        Some("export") => Command::Export(file().ok_or("export needs a FILE")?),
+        Some("import") => Command::Import(file().ok_or("import needs a FILE")?),
+        Some("events") => Command::Events { ack: false },
+        Some(other) => return Err(format!("unknown command {other}")),
+    };
+    let mut args = args.filter(|arg| match (&mut command, arg.as_str()) {
+        (Command::Events { ack }, "--ack") => {
+            *ack = true;
+            false
+        }
+        _ => true,
+    });
     let (mut node_ids, mut addresses, mut paths) = (Vec::new(), Vec::new(), Vec::new());
     let (mut seed, mut data_dir) = (None, None);
     let (mut mnemonic, mut passphrase, mut ldk_node_seed) = (None, None, None);
@@ -83,7 +187,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut offers = 10u16;
     let mut take = 0usize;
     let mut label = None;
-    let mut timeout = Duration::from_secs(60);
+    let mut timeout = None;
     let mut lock_wait = Duration::ZERO;
     let mut wall_clock_offset = 0i64;
     let mut json = false;
@@ -110,11 +214,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--take" => take = value()?.parse().map_err(|e| format!("--take: {e}"))?,
             "--label" => label = Some(value()?),
             "--timeout-secs" => {
-                timeout = Duration::from_secs(
+                timeout = Some(Duration::from_secs(
                     value()?
                         .parse()
                         .map_err(|e| format!("--timeout-secs: {e}"))?,
-                )
+                ))
             }
             "--lock-wait-secs" => {
                 lock_wait = Duration::from_secs(
@@ -129,7 +233,6 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .map_err(|e| format!("--wall-clock-offset-secs: {e}"))?
             }
             "--json" => json = true,
-            "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -172,6 +275,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     };
 
     Ok(Args {
+        command,
         servers,
         seed,
         data_dir: required(data_dir, "--data-dir")?.into(),
@@ -190,6 +294,10 @@ fn main() -> ExitCode {
     let args = match parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(why) => {
+            if let Some(help) = why.strip_prefix("help:") {
+                println!("{help}\n\n{USAGE}");
+                return ExitCode::SUCCESS;
+            }
             if !why.is_empty() {
                 eprintln!("async-offers: {why}\n");
             }
@@ -208,13 +316,65 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let started = Instant::now();
+    let (runtime, client) = build(&args)?;
+    match &args.command {
+        Command::Fill => fill(&runtime, &client, &args),
+        Command::Take => take(&runtime, &client, &args),
+        Command::List => {
+            print_offers(&client.offers(), &args);
+            Ok(())
+        }
+        Command::Status => status(&client, &args),
+        Command::Sync => sync(&runtime, &client, &args),
+        Command::Export(file) => {
+            let book = client.export_offers().map_err(|e| e.to_string())?;
+            std::fs::write(file, &book).map_err(|e| format!("{}: {e}", file.display()))?;
+            let handed_out = client
+                .offers()
+                .iter()
+                .filter(|o| o.state == OfferState::Used)
+                .count();
+            let exported = serde_json::json!({ "exported": handed_out, "bytes": book.len() });
+            println!("{exported}");
+            Ok(())
+        }
+        Command::Import(file) => {
+            let book = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let imported = client.import_offers(&book).map_err(|e| e.to_string())?;
+            let imported = serde_json::json!({
+                "imported": imported.imported,
+                "already_here": imported.already_here,
+                "conflicting": imported.conflicting,
+            });
+            println!("{imported}");
+            Ok(())
+        }
+        Command::Events { ack } => {
+            let events = client.waiting_events();
+            for queued in &events {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": queued.id, "event": event_json(&queued.event) })
+                );
+                if *ack {
+                    // Handled in the queue's order: each is the front by now.
+                    let front = client.next_event().map(|front| front.id);
+                    debug_assert_eq!(front, Some(queued.id));
+                    client.event_handled(queued.id).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The client of `args`, on a runtime of its own.
+fn build(args: &Args) -> Result<(tokio::runtime::Runtime, AsyncOffersClient), String> {
     let mut servers = args.servers.clone().into_iter();
     let first = servers.next().ok_or("no server")?;
     let mut config = Config::new(args.network, &args.data_dir, first);
     config.servers.extend(servers);
     config.ready_offer_target = args.offers;
-    let wanted = usize::from(args.offers);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -226,7 +386,21 @@ fn run(args: Args) -> Result<(), String> {
         .clock(Arc::new(OffsetClock(args.wall_clock_offset)))
         .build()
         .map_err(|e| e.to_string())?;
+    Ok((runtime, client))
+}
 
+/// How long the command may take: `--timeout-secs`, else `default`.
+fn timeout(args: &Args, default: u64) -> Duration {
+    args.timeout.unwrap_or(Duration::from_secs(default))
+}
+
+fn fill(
+    runtime: &tokio::runtime::Runtime,
+    client: &AsyncOffersClient,
+    args: &Args,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let wanted = usize::from(args.offers);
     let cached = client.offers();
     let cached_ready = cached
         .iter()
@@ -249,7 +423,7 @@ fn run(args: Args) -> Result<(), String> {
             println!("filling {} more offers…", wanted - ready.len());
         }
         client.start().map_err(|e| e.to_string())?;
-        let deadline = started + args.timeout;
+        let deadline = started + timeout(args, 60);
         let mut shown: HashSet<String> = ready.iter().map(|o| o.offer_id.clone()).collect();
         // Wait for one more at a time, printing each new offer from this one thread.
         for count in ready.len() + 1..=wanted {
@@ -260,8 +434,8 @@ fn run(args: Args) -> Result<(), String> {
                     format!(
                         "only {} of {wanted} offers ready within {:?}: {e}{}",
                         client.ready_offers().len(),
-                        args.timeout,
-                        last_problems(&client)
+                        timeout(args, 60),
+                        last_problems(client)
                     )
                 })?;
             if count == 1 {
@@ -280,7 +454,8 @@ fn run(args: Args) -> Result<(), String> {
     } else {
         started.elapsed()
     };
-    let taken = take_offers(&client, &runtime, &args, started)?;
+    let label_of = |n| args.label.as_ref().map(|label| format!("{label}-{n}"));
+    let taken = take_offers(client, runtime, args, args.take, &label_of, started)?;
     client.stop();
 
     if args.json {
@@ -314,30 +489,32 @@ fn take_offers(
     client: &AsyncOffersClient,
     runtime: &tokio::runtime::Runtime,
     args: &Args,
+    count: usize,
+    label_of: &dyn Fn(usize) -> Option<String>,
     started: Instant,
 ) -> Result<Vec<OfferInfo>, String> {
-    let mut taken = Vec::with_capacity(args.take);
-    if args.take > 0 {
+    let mut taken = Vec::with_capacity(count);
+    if count > 0 {
         // Refills (and refreshes of what is handed out) need the connection.
         match client.start() {
             Ok(()) | Err(async_offers::Error::AlreadyStarted) => {}
             Err(e) => return Err(e.to_string()),
         }
     }
-    for n in 1..=args.take {
-        let label = args.label.as_ref().map(|label| format!("{label}-{n}"));
+    for n in 1..=count {
+        let label = label_of(n);
         let offer = loop {
             match client.take_offer(label.clone()) {
                 Ok(offer) => break offer,
                 Err(async_offers::Error::NoReadyOffer) => {
                     let remaining =
-                        (started + args.timeout).saturating_duration_since(Instant::now());
+                        (started + timeout(args, 60)).saturating_duration_since(Instant::now());
                     runtime
                         .block_on(client.wait_for_ready_offers(1, remaining))
                         .map_err(|e| {
                             format!(
                                 "no offer to hand out within {:?}: {e}{}",
-                                args.timeout,
+                                timeout(args, 60),
                                 last_problems(client)
                             )
                         })?;
@@ -356,6 +533,148 @@ fn take_offers(
         taken.push(offer);
     }
     Ok(taken)
+}
+
+/// `take`: one offer handed out under `--label` itself.
+fn take(
+    runtime: &tokio::runtime::Runtime,
+    client: &AsyncOffersClient,
+    args: &Args,
+) -> Result<(), String> {
+    let label = |_| args.label.clone();
+    take_offers(client, runtime, args, 1, &label, Instant::now()).map(drop)
+}
+
+/// `status`: connected, until each server is connected or has failed (or the timeout).
+fn status(client: &AsyncOffersClient, args: &Args) -> Result<(), String> {
+    client.start().map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout(args, 10);
+    let settled = |status: &async_offers::ClientStatus| {
+        status
+            .servers
+            .iter()
+            .all(|server| server.connected || server.last_problem.is_some())
+    };
+    let mut status = client.status();
+    while !settled(&status) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        status = client.status();
+    }
+    client.stop();
+    let servers: Vec<_> = status
+        .servers
+        .iter()
+        .map(|server| {
+            serde_json::json!({
+                "server_node_id": server.server_node_id,
+                "connected": server.connected,
+                "last_problem": server.last_problem,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "node_id": client.node_id().to_string(),
+            "ready_offers": status.ready_offers,
+            "servers": servers,
+        })
+    );
+    match status.servers.iter().all(|server| server.connected) {
+        true => Ok(()),
+        false => Err("not every server is connected".into()),
+    }
+}
+
+/// `sync`: one background window's work, and its report.
+fn sync(
+    runtime: &tokio::runtime::Runtime,
+    client: &AsyncOffersClient,
+    args: &Args,
+) -> Result<(), String> {
+    let report = runtime
+        .block_on(client.sync(timeout(args, 25)))
+        .map_err(|e| e.to_string())?;
+    let unfinished: Vec<_> = report
+        .unfinished
+        .iter()
+        .map(|left| {
+            serde_json::json!({
+                "server_node_id": left.server_node_id,
+                "offer_id": left.offer_id,
+                "reason": left.reason,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "complete": report.complete,
+            "ready_offers": report.ready_offers,
+            "wanted_offers": report.wanted_offers,
+            "refreshed": report.refreshed,
+            "unfinished": unfinished,
+            "elapsed_ms": report.elapsed.as_secs_f64() * 1e3,
+        })
+    );
+    match report.complete {
+        true => Ok(()),
+        false => Err("the sync did not finish in time".into()),
+    }
+}
+
+/// The offers, as text or (`--json`) one object.
+fn print_offers(offers: &[OfferInfo], args: &Args) {
+    if args.json {
+        let offers: Vec<_> = offers.iter().map(offer_json).collect();
+        println!("{}", serde_json::json!({ "offers": offers }));
+    } else {
+        for offer in offers {
+            print_offer(offer);
+        }
+    }
+}
+
+/// An event as JSON: its kind and what it carries (the app's own labels and payers' notes
+/// included: this is the app's view).
+fn event_json(event: &Event) -> serde_json::Value {
+    match event {
+        Event::OfferReady { offer } => {
+            serde_json::json!({ "kind": "OfferReady", "offer": offer_json(offer) })
+        }
+        Event::OfferReplaced {
+            old_offer_id,
+            new_offer,
+        } => serde_json::json!({
+            "kind": "OfferReplaced", "old_offer_id": old_offer_id, "new_offer": offer_json(new_offer),
+        }),
+        Event::OfferExpiring { offer } => {
+            serde_json::json!({ "kind": "OfferExpiring", "offer": offer_json(offer) })
+        }
+        Event::OfferExpired { offer_id } => {
+            serde_json::json!({ "kind": "OfferExpired", "offer_id": offer_id })
+        }
+        Event::InvoiceRefreshed { offer_id } => {
+            serde_json::json!({ "kind": "InvoiceRefreshed", "offer_id": offer_id })
+        }
+        Event::InvoiceRefreshFailed { offer, reason } => serde_json::json!({
+            "kind": "InvoiceRefreshFailed", "offer": offer_json(offer), "reason": reason,
+        }),
+        Event::ServerConnected { server_node_id } => {
+            serde_json::json!({ "kind": "ServerConnected", "server_node_id": server_node_id })
+        }
+        Event::ServerDisconnected { server_node_id } => {
+            serde_json::json!({ "kind": "ServerDisconnected", "server_node_id": server_node_id })
+        }
+        Event::InvoiceRequestForwarded {
+            offer_id,
+            amount_msats,
+            payer_note,
+        } => serde_json::json!({
+            "kind": "InvoiceRequestForwarded", "offer_id": offer_id, "amount_msats": amount_msats, "payer_note": payer_note,
+        }),
+        other => serde_json::json!({ "kind": format!("{other:?}") }),
+    }
 }
 
 /// What last went wrong with each server, to say why a wait ran out (empty: nothing known).

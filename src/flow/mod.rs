@@ -463,6 +463,11 @@ impl Engine {
         self.events.next_event()
     }
 
+    /// Every event not handled yet, oldest first, none given to the app.
+    pub fn waiting_events(&self) -> Vec<QueuedEvent> {
+        self.events.waiting_events()
+    }
+
     /// Removes the event `id`, handled by the app; written before it returns.
     pub fn event_handled(&self, id: u64) -> Result<(), Error> {
         // An event kept in memory only is handled without the data dir: an app extension
