@@ -626,8 +626,9 @@ impl AsyncOffersClient {
         self.events.add_listener(listener)
     }
 
-    /// Removes the listener `id` and lets go of it; whether it was registered. It is not
-    /// called once this returns; a call already under way on the SDK's thread may finish.
+    /// Removes the listener `id` and lets go of it; whether it was registered. The SDK's event
+    /// thread calls it for no event that comes after this returns; one it was delivering at
+    /// that moment may still reach it.
     pub fn remove_listener(&self, id: ListenerId) -> bool {
         self.events.remove_listener(id)
     }
@@ -754,8 +755,10 @@ async fn maintain(engine: Arc<Engine>, every: Duration, mut shutdown: watch::Rec
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => engine.on_tick(),
+            // A stop wins over a tick due at the same moment: no tick after the run ended.
+            biased;
             _ = shutdown.changed() => return,
+            _ = ticks.tick() => engine.on_tick(),
         }
         if *shutdown.borrow() {
             return;

@@ -631,9 +631,6 @@ impl EventBus {
         }
     }
 
-    /// Removes the event `id`: the app handled it. Its record is deleted before this returns;
-    /// if that fails, it stays. An id no longer queued (handled already, here or by another
-    /// client of the data dir) removes nothing. Call it holding the data dir's lock.
     /// Whether the queued event `id` has a record in the data dir, which handling it removes.
     pub fn is_stored(&self, id: u64) -> bool {
         self.queue()
@@ -642,6 +639,10 @@ impl EventBus {
             .any(|queued| queued.id == id && queued.sequence.is_some())
     }
 
+    /// Removes the event `id`: the app handled it. Its record is deleted before this returns;
+    /// if that fails, it stays. An id no longer queued (handled already, here or by another
+    /// client of the data dir) removes nothing. Call it holding the data dir's lock if the
+    /// event is stored ([`Self::is_stored`]).
     pub fn event_handled(&self, id: u64) -> Result<Option<Event>, Error> {
         let _io = self.record_io();
         let Some(sequence) = self

@@ -57,6 +57,7 @@ impl ProtocolHandler {
     /// unconfirmed invoices sent again, at once (a messenger of the app's keeps its own
     /// reconnection policy; the client's transport backs off from a server that drops it).
     pub fn server_connected(&self) {
+        self.engine.resume();
         self.engine.on_connected(self.server, true)
     }
 
@@ -68,6 +69,7 @@ impl ProtocolHandler {
     /// Maintenance of every server's offers: expiry, resends, refreshes, retries. Call it every
     /// [`Config::tick_interval`](crate::Config::tick_interval), once for the client.
     pub fn tick(&self) {
+        self.engine.resume();
         self.engine.on_tick()
     }
 }

@@ -795,7 +795,11 @@ fn new_channel_hints_are_in_the_next_invoice_and_the_payment_takes_them() {
         .find(|channel| channel.channel_id != old_channel)
         .unwrap();
     let hint = ChannelHint::from_channel_details(&new_channel).expect("a usable hint");
+    // Stopped (as an app going to the background is told to), then driven by its messenger
+    // again: its first tick takes up the refresh the stop held back.
+    sdk.client.stop();
     sdk.client.update_channels(vec![hint]).unwrap();
+    sdk.handler.tick();
     sdk.run_until(lsp, &store, |_| store.invoice(offer.slot).unwrap() != first);
     let rotated = store.invoice(offer.slot).unwrap();
     let most = |invoice: &StaticInvoice| invoice.payment_paths()[0].payinfo.htlc_maximum_msat;

@@ -144,7 +144,7 @@ impl Engine {
     /// Adds `ids` to the refreshes owed, and sets a worker on them unless one is; not once the
     /// app stopped the client (it would take the data dir for the batch, and iOS kills an app
     /// suspended holding it): those wait for the next start or sync.
-    fn owe_refreshes(&self, state: &mut State, ids: Vec<OfferId>) {
+    pub(super) fn owe_refreshes(&self, state: &mut State, ids: Vec<OfferId>) {
         for id in ids {
             if !state.refreshes_owed.contains(&id) {
                 state.refreshes_owed.push_back(id);
@@ -171,30 +171,30 @@ impl Engine {
     /// Builds, writes and queues a new invoice for each offer owed one, one at a time, until
     /// none is left. When the app stops the client it ends at the next offer, so that the
     /// data dir is let go of within one write; the offers not reached stay owed to the next
-    /// run.
+    /// run. Without a run, it takes the data dir for each offer, giving up the wait when the
+    /// app stops the client or starts a run (whose own worker then takes over).
     fn refresh_owed(&self, working: WorkerFlag, run: RefreshRun) {
+        let gave_up = || self.stopped.load(Ordering::SeqCst) || self.running_lock().is_some();
         loop {
-            // Without a run, the data dir for this offer only.
             let _held = match &run {
-                RefreshRun::Unstarted if self.refresh_run_continues(&run) => {
-                    match self.hold_data_dir() {
-                        Ok(held) => held,
-                        Err(e) => {
-                            self.lock().refresh_under_way = None;
-                            return log::info!("invoices to rebuild wait: {e}");
-                        }
+                RefreshRun::Unstarted => match self.hold_data_dir_unless(&gave_up) {
+                    Ok(held) => held,
+                    Err(e) => {
+                        log::info!("invoices to rebuild wait: {e}");
+                        return self.worker_done(working);
                     }
-                }
-                _ => None,
+                },
+                RefreshRun::Run(_) => None,
             };
             let id = {
                 let mut state = self.lock();
-                state.refresh_under_way = None;
                 if !self.refresh_run_continues(&run) {
-                    return log::info!(
+                    log::info!(
                         "stopped with {} invoices still to rebuild; the next run rebuilds them",
                         state.refreshes_owed.len()
                     );
+                    drop(state);
+                    return self.worker_done(working);
                 }
                 let Some(id) = state.refreshes_owed.pop_front() else {
                     // Let go with the state locked: an offer owed from now on finds no worker.
@@ -205,6 +205,19 @@ impl Engine {
                 id
             };
             self.refresh_invoice(id);
+            self.lock().refresh_under_way = None;
+        }
+    }
+
+    /// A worker ends with refreshes still owed: its flag goes with the state locked, and a
+    /// run begun meanwhile gets a worker of its own at once rather than at its next tick.
+    /// (Without a run, the next call of the app's or tick tries again: not at once, which
+    /// would spin while another client holds the data dir.)
+    fn worker_done(&self, working: WorkerFlag) {
+        let mut state = self.lock();
+        drop(working);
+        if matches!(self.refresh_run(), Some(RefreshRun::Run(_))) {
+            self.owe_refreshes(&mut state, Vec::new());
         }
     }
 

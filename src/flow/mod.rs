@@ -285,13 +285,25 @@ impl Engine {
     /// The data dir's lock for one operation: the running client's, or taken now. Taken after
     /// another client held it, what it wrote is loaded first.
     fn hold_data_dir(&self) -> Result<Option<Arc<HeldLock>>, Error> {
+        self.hold_data_dir_unless(&|| false)
+    }
+
+    /// As [`Self::hold_data_dir`], giving up the wait for another client once `abandoned`
+    /// says so ([`Error::DataDirInUse`]), and before loading what it wrote.
+    fn hold_data_dir_unless(
+        &self,
+        abandoned: &dyn Fn() -> bool,
+    ) -> Result<Option<Arc<HeldLock>>, Error> {
         let Some(lock) = &self.lock else {
             return Ok(None);
         };
         if let Some(held) = self.running_lock().clone() {
             return Ok(Some(held));
         }
-        let acquired = lock.acquire(true)?;
+        let acquired = lock.acquire_unless(true, abandoned)?;
+        if abandoned() {
+            return Err(Error::DataDirInUse("given up".into()));
+        }
         if acquired.others_held_it {
             self.reload()?;
         }
@@ -309,13 +321,21 @@ impl Engine {
             self.reload()?;
         }
         *self.running_lock() = Some(acquired.held);
-        self.stopped.store(false, Ordering::SeqCst);
+        self.resume();
         Ok(())
     }
 
     /// The app stopped the client: nothing takes the data dir for refreshes until it runs.
     pub fn mark_stopped(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// The app drives the client again (a run began, or its own messenger called): the
+    /// refreshes owed get a worker.
+    pub fn resume(&self) {
+        self.stopped.store(false, Ordering::SeqCst);
+        let mut state = self.lock();
+        self.owe_refreshes(&mut state, Vec::new());
     }
 
     /// Lets the data dir's lock go, once the jobs under way are done: the returned
