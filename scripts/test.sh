@@ -28,7 +28,8 @@ step swift bindings/swift/test.sh
 rust=$(grep -ho 'test result: [A-Za-z]*\. [0-9]* passed; [0-9]* failed' "$logs/rust" |
     awk '{ p += $4; f += $6 } END { print p + 0, f + 0 }')
 kotlin=$(grep -ho -e 'OK ([0-9]* tests\?)' -e 'Tests run: [0-9]*, *Failures: [0-9]*' "$logs/kotlin" |
-    tail -n 1 | tr -dc '0-9 ,' | awk -F'[ ,]+' '{ if (NF > 2) print $2 - $3, $3; else print $2 + 0, 0 }')
+    tail -n 1 | sed -E 's/OK \(([0-9]+) tests?\)/\1 0/; s/Tests run: ([0-9]+), *Failures: ([0-9]+)/\1 \2/' |
+    awk '{ print $1 - $2, $2 }')
 swift=$(grep -ho 'Executed [0-9]* tests\?, with [0-9]* failures\?' "$logs/swift" | tail -n 1 |
     awk '{ print $2 - $5, $5 }')
 read -r rust_passed rust_failed <<< "${rust:-0 0}"

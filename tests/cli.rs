@@ -496,7 +496,7 @@ fn every_command_does_what_its_help_says() {
     assert_eq!(code, Some(0));
     assert_eq!(status[0]["servers"][0]["connected"], true);
     drop(server);
-    let (code, status, _) = run_command("status", r, dir.path(), &["--timeout-secs", "10"]);
+    let (code, status, _) = run_command("status", r, dir.path(), &["--timeout-secs", "3"]);
     assert_eq!(code, Some(1), "a server down is not connected");
     let down = &status[0]["servers"][0];
     assert_eq!(down["server_node_id"], r.node_id.as_str());

@@ -57,8 +57,9 @@ Commands (the flags above go with each; `async-offers COMMAND --help` says what 
   import FILE        import the offer book in FILE (a restored backup, another device)
   events [--ack]     the events waiting for the app; --ack marks each handled
 
-Exit status: 0 when the command did its job (fill: N offers ready; sync: complete), 1 when
-not in time or the client fails, 2 for a usage error. RUST_LOG=1 logs to stderr.";
+status, sync, export, import and events always print JSON. Exit status: 0 when the command
+did its job (fill: N offers ready; sync: complete; status: every server connected), 1 when
+not, not in time or the client fails, 2 for a usage error. RUST_LOG=1 logs to stderr.";
 
 /// What each command does, for `COMMAND --help`.
 const COMMANDS: [(&str, &str); 8] = [
@@ -69,8 +70,8 @@ then hands out --take of them (labelled --label-1, ...). Exits 0 once --offers a
     ),
     (
         "take",
-        "take: hands out one ready offer under --label, connecting and waiting (up to \
---timeout-secs) for one if none is ready, and prints it. Never the same offer twice.",
+        "take: hands out one ready offer under --label and prints it; connects and waits (up \
+to --timeout-secs) for one only if none is ready. Never the same offer twice.",
     ),
     (
         "list",
@@ -79,9 +80,9 @@ connecting.",
     ),
     (
         "status",
-        "status: connects, waits up to --timeout-secs (default 10) until each server is \
-connected or has failed, and prints each server's connection and last problem. Exits 1 if one \
-is not connected.",
+        "status: starts the client (which, as any start, also fills missing offers), waits up \
+to --timeout-secs (default 10) until every server is connected, and prints each server's \
+connection and last problem. Exits 1 if one is not connected.",
     ),
     (
         "sync",
@@ -148,7 +149,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     let mut args = args.into_iter().peekable();
     let mut file = || {
-        args.next_if(|arg| !arg.starts_with("--"))
+        args.next_if(|arg| !arg.starts_with('-'))
             .map(std::path::PathBuf::from)
     };
     let mut command = match name.as_deref() {
@@ -328,7 +329,11 @@ fn run(args: Args) -> Result<(), String> {
         Command::Sync => sync(&runtime, &client, &args),
         Command::Export(file) => {
             let book = client.export_offers().map_err(|e| e.to_string())?;
-            std::fs::write(file, &book).map_err(|e| format!("{}: {e}", file.display()))?;
+            // Written whole, then renamed over the last backup: a failure leaves that intact.
+            let partial = file.with_extension("partial");
+            std::fs::write(&partial, &book)
+                .and_then(|()| std::fs::rename(&partial, file))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
             let handed_out = client
                 .offers()
                 .iter()
@@ -349,19 +354,17 @@ fn run(args: Args) -> Result<(), String> {
             println!("{imported}");
             Ok(())
         }
-        Command::Events { ack } => {
-            let events = client.waiting_events();
-            for queued in &events {
-                println!(
-                    "{}",
-                    serde_json::json!({ "id": queued.id, "event": event_json(&queued.event) })
-                );
-                if *ack {
-                    // Handled in the queue's order: each is the front by now.
-                    let front = client.next_event().map(|front| front.id);
-                    debug_assert_eq!(front, Some(queued.id));
-                    client.event_handled(queued.id).map_err(|e| e.to_string())?;
-                }
+        Command::Events { ack: false } => {
+            for queued in client.waiting_events() {
+                print_event(&queued);
+            }
+            Ok(())
+        }
+        Command::Events { ack: true } => {
+            // As an app reads the queue: each event printed, then marked handled.
+            while let Some(queued) = client.next_event() {
+                print_event(&queued);
+                client.event_handled(queued.id).map_err(|e| e.to_string())?;
             }
             Ok(())
         }
@@ -535,26 +538,41 @@ fn take_offers(
     Ok(taken)
 }
 
-/// `take`: one offer handed out under `--label` itself.
+/// `take`: one offer handed out under `--label` itself, connecting only if none is ready.
 fn take(
     runtime: &tokio::runtime::Runtime,
     client: &AsyncOffersClient,
     args: &Args,
 ) -> Result<(), String> {
-    let label = |_| args.label.clone();
-    take_offers(client, runtime, args, 1, &label, Instant::now()).map(drop)
+    let offer = match client.take_offer(args.label.clone()) {
+        Ok(offer) => offer,
+        Err(async_offers::Error::NoReadyOffer) => {
+            let label = |_| args.label.clone();
+            return take_offers(client, runtime, args, 1, &label, Instant::now()).map(drop);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if args.json {
+        println!("{}", serde_json::json!({ "taken": offer_json(&offer) }));
+    } else {
+        print!("handed out");
+        print_offer(&offer);
+    }
+    Ok(())
+}
+
+fn print_event(queued: &async_offers::QueuedEvent) {
+    let event = serde_json::json!({ "id": queued.id, "event": event_json(&queued.event) });
+    println!("{event}");
 }
 
 /// `status`: connected, until each server is connected or has failed (or the timeout).
 fn status(client: &AsyncOffersClient, args: &Args) -> Result<(), String> {
     client.start().map_err(|e| e.to_string())?;
     let deadline = Instant::now() + timeout(args, 10);
-    let settled = |status: &async_offers::ClientStatus| {
-        status
-            .servers
-            .iter()
-            .all(|server| server.connected || server.last_problem.is_some())
-    };
+    // A server's problem may be from a dial retried since: wait for every one to connect.
+    let settled =
+        |status: &async_offers::ClientStatus| status.servers.iter().all(|server| server.connected);
     let mut status = client.status();
     while !settled(&status) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

@@ -2,8 +2,8 @@
 //!
 //! Pure logic: no I/O, no clock, no threads. Time is a parameter, so every rule is unit-tested
 //! with a movable clock. The protocol layer turns the decisions into messages and persists the
-//! offers this module changes. One concern per file, each with its tests; an offer's life, in
-//! steps:
+//! offers this module changes. One concern per file, the rules of each tested beside them;
+//! an offer's life, in steps:
 //! 1. A slot is requested (`slots`): each server that is not known to be unreachable has its
 //!    share of the target; the missing offers' slots are drawn and `OfferPathsRequest`s
 //!    planned, retried with backoff (kept across connections the server dropped unanswered).
