@@ -57,6 +57,22 @@ async fn a_handshake_completing_after_the_client_gave_up_on_it_strands_nothing()
     assert_payable(&server, &[offer]).await;
 }
 
+/// A started client of `server` wanting three offers, dialling it through `proxy`.
+fn started_through(
+    proxy: &Proxy,
+    server: &HostileServer,
+    dir: &std::path::Path,
+) -> async_offers::AsyncOffersClient {
+    let mut server_config = server.config.clone();
+    server_config.address = proxy.address.clone();
+    let mut config = Config::new(Network::Regtest, dir, server_config);
+    config.ready_offer_target = 3;
+    config.tick_interval = Duration::from_millis(50);
+    let client = client(config);
+    client.start().unwrap();
+    client
+}
+
 /// A server that accepts every connection and drops it 300 ms later, never answering (one
 /// that refuses the client's transport id, or restarts in a loop), while three invoices wait
 /// for its confirmation: the client dials it less and less often, and resends each invoice at
@@ -68,13 +84,7 @@ async fn a_server_dropping_every_connection_is_dialled_with_backoff_and_not_floo
     server.handler.never_confirm.store(true, Ordering::SeqCst);
     let proxy = Proxy::start(&server.config.address).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut server_config = server.config.clone();
-    server_config.address = proxy.address.clone();
-    let mut config = Config::new(Network::Regtest, dir.path(), server_config);
-    config.ready_offer_target = 3;
-    config.tick_interval = Duration::from_millis(50);
-    let client = client(config);
-    client.start().unwrap();
+    let _client = started_through(&proxy, &server, dir.path());
     let deadline = std::time::Instant::now() + WAIT;
     while server.seen().invoices.len() < 3 {
         assert!(std::time::Instant::now() < deadline, "no invoices sent");
@@ -108,13 +118,7 @@ async fn a_server_dropping_every_connection_is_not_asked_again_on_each() {
     let proxy = Proxy::start(&server.config.address).await;
     proxy.drop_each_after(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
-    let mut server_config = server.config.clone();
-    server_config.address = proxy.address.clone();
-    let mut config = Config::new(Network::Regtest, dir.path(), server_config);
-    config.ready_offer_target = 3;
-    config.tick_interval = Duration::from_millis(50);
-    let client = client(config);
-    client.start().unwrap();
+    let _client = started_through(&proxy, &server, dir.path());
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (dials, requests) = (proxy.dials(), server.seen().requests.len());
     eprintln!("in 10 s: {dials} dials, {requests} offer paths requests");

@@ -525,12 +525,7 @@ fn take_offers(
                 Err(e) => return Err(e.to_string()),
             }
         };
-        if args.json {
-            println!("{}", serde_json::json!({ "taken": offer_json(&offer) }));
-        } else {
-            print!("handed out");
-            print_offer(&offer);
-        }
+        print_taken(&offer, args);
         // A soak test may kill us at any moment: what was handed out is already on screen.
         let _ = std::io::Write::flush(&mut std::io::stdout());
         taken.push(offer);
@@ -552,13 +547,18 @@ fn take(
         }
         Err(e) => return Err(e.to_string()),
     };
+    print_taken(&offer, args);
+    Ok(())
+}
+
+/// An offer just handed out, as a JSON line of its own with `--json`.
+fn print_taken(offer: &OfferInfo, args: &Args) {
     if args.json {
-        println!("{}", serde_json::json!({ "taken": offer_json(&offer) }));
+        println!("{}", serde_json::json!({ "taken": offer_json(offer) }));
     } else {
         print!("handed out");
-        print_offer(&offer);
+        print_offer(offer);
     }
-    Ok(())
 }
 
 fn print_event(queued: &async_offers::QueuedEvent) {
