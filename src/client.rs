@@ -13,8 +13,8 @@ use crate::cancel::Cancel;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
 use crate::events::{
-    ClientStatus, EventBus, EventListener, ImportedOffers, ListenerId, OfferInfo, QueuedEvent,
-    SyncReport,
+    CheckReport, ClientStatus, EventBus, EventListener, ImportedOffers, ListenerId, OfferInfo,
+    QueuedEvent, SyncReport,
 };
 use crate::flow::{Engine, EngineHost, Offload, SyncBaseline};
 use crate::handler::ProtocolHandler;
@@ -497,16 +497,69 @@ impl AsyncOffersClient {
         timeout: Duration,
         cancel: &Cancel,
     ) -> Result<SyncReport, Error> {
+        self.run_until_done(sync, began, timeout, cancel, |sync, elapsed| {
+            let report = self.engine.sync_report(&sync.baseline, elapsed);
+            (report.complete, report)
+        })
+        .await
+    }
+
+    /// Checks every handed-out offer now as a payer sees it, and returns by `timeout` with a
+    /// report: the app's "check my offers", a support tool. Each offer's static invoice is
+    /// fetched from its server over the offer's own paths and compared with the invoice the
+    /// server confirmed last. Found served as confirmed, the offer is verified
+    /// ([`OfferInfo::verified_at`]); found missing or older (the server lost or rolled back
+    /// its store), its invoice is served again and checked again once confirmed; found
+    /// holding another offer's invoice, it is broken ([`Event::OfferBroken`](crate::Event::OfferBroken)).
+    /// Connects if the client is not started, and disconnects after, as [`Self::sync`] does.
+    /// [`Config::offer_check_interval`] has the running client do the same for each offer on
+    /// its own, spread over the interval.
+    pub async fn check_offers(&self, timeout: Duration) -> Result<CheckReport, Error> {
+        let began = tokio::time::Instant::now();
+        let sync = blocking_section(|| self.begin_sync())?;
+        self.finish_check(sync, began, timeout, &Cancel::default())
+            .await
+    }
+
+    /// The waiting part of a [`Self::check_offers`], as [`Self::finish_sync`].
+    pub(crate) async fn finish_check(
+        &self,
+        sync: SyncRun,
+        began: tokio::time::Instant,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> Result<CheckReport, Error> {
+        let asked = self.engine.ask_checks();
+        self.run_until_done(sync, began, timeout, cancel, |_, elapsed| {
+            let report = self.engine.check_report(&asked, elapsed);
+            (report.complete, report)
+        })
+        .await
+    }
+
+    /// Waits until `report` says done (it gives whether, and the report), the run of `sync`
+    /// ends, `timeout` passes from `began`, or `cancel` is cancelled ([`Error::Cancelled`]);
+    /// then, if the run ends with it, until the data dir is let go of.
+    async fn run_until_done<R>(
+        &self,
+        sync: SyncRun,
+        began: tokio::time::Instant,
+        timeout: Duration,
+        cancel: &Cancel,
+        report: impl Fn(&SyncRun, Duration) -> (bool, R),
+    ) -> Result<R, Error> {
         // `None`: no limit (a timeout too long to add to the clock, `Duration::MAX` say).
         let deadline = began.checked_add(timeout);
         let mut changes = self.events.watch();
         // Events wake the wait as confirmations are written; the poll notices what comes
-        // without one (a write that failed) and the deadline.
+        // without one (a write that failed, a check the server did not answer) and the
+        // deadline.
         let poll = self.config.tick_interval.min(Duration::from_millis(250));
-        let report = loop {
-            let report = self.engine.sync_report(&sync.baseline, began.elapsed());
+        let outcome = loop {
+            self.engine.time_out_checks();
+            let (done, report) = report(&sync, began.elapsed());
             let past_deadline = deadline.is_some_and(|at| tokio::time::Instant::now() >= at);
-            if report.complete || !sync.still_running() || past_deadline {
+            if done || !sync.still_running() || past_deadline {
                 break Ok(report);
             }
             let wake = tokio::time::Instant::now() + poll;
@@ -524,7 +577,7 @@ impl AsyncOffersClient {
         if let Some(releasing) = sync.end() {
             releasing.released().await;
         }
-        report
+        outcome
     }
 
     /// Every offer with its state.

@@ -149,6 +149,7 @@ pub const MIN_TICK_INTERVAL: Duration = Duration::from_millis(10);
 pub(crate) const DEFAULT_READY_OFFER_TARGET: u16 = 10;
 pub(crate) const DEFAULT_READY_OFFER_MAX_AGE: Duration = Duration::from_secs(2 * 3600);
 pub(crate) const DEFAULT_INVOICE_REFRESH_INTERVAL: Duration = Duration::from_secs(2 * 3600);
+pub(crate) const DEFAULT_OFFER_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub(crate) const DEFAULT_MIN_OFFER_PATHS_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 pub(crate) const DEFAULT_TICK_INTERVAL: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_MAX_MESSAGES_PER_MINUTE: u32 = 120;
@@ -191,6 +192,11 @@ pub struct Config {
     pub ready_offer_max_age: Duration,
     /// A handed-out offer's invoice is rebuilt and re-sent when older than this.
     pub invoice_refresh_interval: Duration,
+    /// How often each handed-out offer is checked as a payer sees it: its static invoice
+    /// fetched from its server over the offer's own paths and compared with the invoice the
+    /// server confirmed last (see [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers)).
+    /// Zero: only when the app asks.
+    pub offer_check_interval: Duration,
     /// Offer paths must stay valid at least this long (paths without expiry are accepted);
     /// longer than [`Self::offer_expiring_notice`].
     pub min_offer_paths_lifetime: Duration,
@@ -241,6 +247,7 @@ impl Config {
             ready_offer_target: DEFAULT_READY_OFFER_TARGET,
             ready_offer_max_age: DEFAULT_READY_OFFER_MAX_AGE,
             invoice_refresh_interval: DEFAULT_INVOICE_REFRESH_INTERVAL,
+            offer_check_interval: DEFAULT_OFFER_CHECK_INTERVAL,
             min_offer_paths_lifetime: DEFAULT_MIN_OFFER_PATHS_LIFETIME,
             channel_hints: Vec::new(),
             tick_interval: DEFAULT_TICK_INTERVAL,

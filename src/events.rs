@@ -42,6 +42,12 @@ pub struct OfferInfo {
     /// clock (`None`: never, or not known to releases before 0.2): what payers get is that
     /// invoice.
     pub invoice_confirmed_at: Option<Duration>,
+    /// When a check last got this offer's invoice from its server as a payer does, and it was
+    /// the one the server confirmed last, by this device's clock (`None`: never yet; see
+    /// [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers)).
+    pub verified_at: Option<Duration>,
+    /// Why this offer can no longer be paid, if a check found so ([`Event::OfferBroken`]).
+    pub broken: Option<String>,
 }
 
 impl OfferInfo {
@@ -66,6 +72,8 @@ impl From<&CachedOffer> for OfferInfo {
             created_at: offer.created_at,
             expires_at: offer.expires_at(),
             invoice_confirmed_at: offer.invoice_confirmed_at,
+            verified_at: offer.verified_at,
+            broken: offer.broken.clone(),
         }
     }
 }
@@ -83,6 +91,24 @@ pub struct ClientStatus {
     pub wanted_offers: u32,
     /// Each configured server, in the config's order.
     pub servers: Vec<ServerStatus>,
+    /// What the checks found of each handed-out live offer of a configured server (see
+    /// [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers)).
+    pub offer_checks: Vec<OfferCheckStatus>,
+}
+
+/// What the checks found of one handed-out offer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Record))]
+pub struct OfferCheckStatus {
+    /// The server holding its invoice, hex.
+    pub server_node_id: String,
+    /// The offer id, hex.
+    pub offer_id: String,
+    /// When a check last found payers get the invoice the server confirmed last.
+    pub verified_at: Option<Duration>,
+    /// What the last check found (or that none ran yet, or one is under way), in words a
+    /// support person can act on.
+    pub finding: String,
 }
 
 /// One server as the client sees it.
@@ -96,6 +122,9 @@ pub struct ServerStatus {
     /// What last went wrong with it (its offer paths refused and why, a connection that
     /// failed, a refresh it did not confirm), until an invoice of it is confirmed again.
     pub last_problem: Option<String>,
+    /// What the checks found of its handed-out offers, in one sentence (`None`: it holds
+    /// none); each offer's is in [`ClientStatus::offer_checks`].
+    pub checks: Option<String>,
 }
 
 /// What [`AsyncOffersClient::sync`](crate::AsyncOffersClient::sync) got done before it
@@ -112,6 +141,9 @@ pub struct SyncReport {
     pub wanted_offers: u32,
     /// Handed-out offers whose new invoice their server confirmed, written, during the sync.
     pub refreshed: u32,
+    /// Handed-out offers due a check that a check found served to payers as confirmed
+    /// during the sync (see [`Config::offer_check_interval`](crate::Config::offer_check_interval)).
+    pub verified: u32,
     /// What is left: each handed-out offer still without a fresh confirmed invoice, and each
     /// server while Ready offers are missing, with why.
     pub unfinished: Vec<Unfinished>,
@@ -119,14 +151,38 @@ pub struct SyncReport {
     pub elapsed: Duration,
 }
 
-/// Something a [`SyncReport`] did not get done, and why.
+/// What [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers) found
+/// before it returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "ffi", derive(uniffi::Record))]
+pub struct CheckReport {
+    /// Whether every check ended: each handed-out offer found served to payers as its server
+    /// confirmed (at once, or once served again), or found broken.
+    pub complete: bool,
+    /// The handed-out live offers of configured servers that were checked.
+    pub checked: u32,
+    /// Of those, found served to payers as confirmed.
+    pub verified: u32,
+    /// Of the verified ones, those whose invoice had to be served again first (the server
+    /// gave payers none, or an older one).
+    pub served_again: u32,
+    /// Of those checked, found broken ([`Event::OfferBroken`]).
+    pub broken: u32,
+    /// What did not end, and why: a server not connected, an answer not come yet, an invoice
+    /// the server still does not serve after it was served again.
+    pub unfinished: Vec<Unfinished>,
+    /// How long the checks took.
+    pub elapsed: Duration,
+}
+
+/// Something a [`SyncReport`] or a [`CheckReport`] did not get done, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "ffi", derive(uniffi::Record))]
 pub struct Unfinished {
     /// The server it waits for, hex.
     pub server_node_id: String,
-    /// The handed-out offer whose invoice is not fresh and confirmed; `None` for a server
-    /// whose share of the Ready offers is missing.
+    /// The handed-out offer whose invoice is not fresh and confirmed, or whose check did not
+    /// end; `None` for a server whose share of the Ready offers is missing.
     pub offer_id: Option<String>,
     /// Why, in words for a log or a diagnostics screen.
     pub reason: String,
@@ -208,6 +264,18 @@ pub enum Event {
         /// The server's node id, hex.
         server_node_id: String,
     },
+    /// A check found a handed-out offer that this client can no longer keep payable: its slot
+    /// on the server holds another offer's invoice (another install of this wallet, or the
+    /// server, overwrote it), so payers of this offer get an invoice they refuse. Publish
+    /// another: for its label, [`offer_for`](crate::AsyncOffersClient::offer_for) gives a
+    /// fresh offer from now on. Its invoice is never sent again (that would break the other
+    /// offer). Kept, across restarts, until handled.
+    OfferBroken {
+        /// The offer, with its label.
+        offer: OfferInfo,
+        /// What the check found, in words for a log or a support person.
+        reason: String,
+    },
     /// The server forwarded a payer's invoice request, verified as one for our offer.
     InvoiceRequestForwarded {
         /// The offer the payer wants to pay.
@@ -246,6 +314,7 @@ impl Event {
             Event::InvoiceRequestForwarded { offer_id, .. } => {
                 format!("InvoiceRequestForwarded {offer_id}")
             }
+            Event::OfferBroken { offer, .. } => format!("OfferBroken {}", offer.offer_id),
         }
     }
 
@@ -261,6 +330,7 @@ impl Event {
                 | Event::OfferExpired { .. }
                 | Event::InvoiceRefreshFailed { .. }
                 | Event::InvoiceRequestForwarded { .. }
+                | Event::OfferBroken { .. }
         )
     }
 
@@ -271,6 +341,7 @@ impl Event {
             Event::OfferExpiring { offer } => Some(("expiring", &offer.offer_id)),
             Event::OfferExpired { offer_id } => Some(("expired", offer_id)),
             Event::InvoiceRefreshFailed { offer, .. } => Some(("refresh failed", &offer.offer_id)),
+            Event::OfferBroken { offer, .. } => Some(("broken", &offer.offer_id)),
             _ => None,
         }
     }
@@ -849,6 +920,8 @@ mod tests {
                 created_at: Duration::ZERO,
                 expires_at: None,
                 invoice_confirmed_at: None,
+                verified_at: None,
+                broken: None,
             },
         }
     }

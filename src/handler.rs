@@ -14,7 +14,7 @@ use lightning::onion_message::messenger::{
 };
 use lightning::onion_message::offers::{OffersMessage, OffersMessageHandler};
 
-use crate::flow::{Engine, Outgoing};
+use crate::flow::{Engine, Message, MessageKind};
 
 /// The client's protocol handler for one of its servers: the `AsyncPaymentsMessageHandler` and
 /// `OffersMessageHandler` of the onion messenger connected to that server. The client's own
@@ -130,9 +130,15 @@ impl AsyncPaymentsMessageHandler for ProtocolHandler {
             return Vec::new();
         }
         self.engine
-            .release_for_messenger(&self.server)
+            .release_for_messenger(&self.server, MessageKind::AsyncPayments)
             .into_iter()
-            .map(Outgoing::into_instructions)
+            .filter_map(|outgoing| {
+                let instructions = outgoing.instructions();
+                match outgoing.message {
+                    Message::AsyncPayments(message) => Some((message, instructions)),
+                    Message::Offers(_) => None,
+                }
+            })
             .collect()
     }
 }
@@ -144,7 +150,25 @@ impl OffersMessageHandler for ProtocolHandler {
         context: Option<OffersContext>,
         _responder: Option<Responder>,
     ) -> Option<(OffersMessage, ResponseInstruction)> {
-        self.engine.on_offers_message(message, context);
+        self.engine.on_offers_message(self.server, message, context);
         None
+    }
+
+    /// The invoice requests of the client's checks of its offers.
+    fn release_pending_messages(&self) -> Vec<(OffersMessage, MessageSendInstructions)> {
+        if !self.messenger_sends {
+            return Vec::new();
+        }
+        self.engine
+            .release_for_messenger(&self.server, MessageKind::Offers)
+            .into_iter()
+            .filter_map(|outgoing| {
+                let instructions = outgoing.instructions();
+                match outgoing.message {
+                    Message::Offers(message) => Some((message, instructions)),
+                    Message::AsyncPayments(_) => None,
+                }
+            })
+            .collect()
     }
 }

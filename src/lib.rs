@@ -52,8 +52,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ChannelHint, Config, InvoiceRequestTarget, ServerConfig};
 pub use error::Error;
 pub use events::{
-    ClientStatus, Event, EventListener, ImportedOffers, ListenerId, OfferInfo, QueuedEvent,
-    ServerStatus, SyncReport, Unfinished,
+    CheckReport, ClientStatus, Event, EventListener, ImportedOffers, ListenerId, OfferCheckStatus,
+    OfferInfo, QueuedEvent, ServerStatus, SyncReport, Unfinished,
 };
 pub use handler::ProtocolHandler;
 pub use io::DynStore;

@@ -83,6 +83,9 @@ pub struct OffersConfig {
     pub ready_offer_max_age: Duration,
     /// A handed-out offer's invoice is rebuilt when older than this.
     pub invoice_refresh_interval: Duration,
+    /// How often each handed-out offer is checked as a payer sees it (`checkOffers` does it
+    /// now); zero: only when the app asks.
+    pub offer_check_interval: Duration,
     /// Offer paths must stay valid at least this long; longer than `offer_expiring_notice`.
     pub min_offer_paths_lifetime: Duration,
     /// The wallet node's channels, for the invoices' payment paths.
@@ -134,6 +137,7 @@ pub fn default_config(
         ready_offer_target: config::DEFAULT_READY_OFFER_TARGET,
         ready_offer_max_age: config::DEFAULT_READY_OFFER_MAX_AGE,
         invoice_refresh_interval: config::DEFAULT_INVOICE_REFRESH_INTERVAL,
+        offer_check_interval: config::DEFAULT_OFFER_CHECK_INTERVAL,
         min_offer_paths_lifetime: config::DEFAULT_MIN_OFFER_PATHS_LIFETIME,
         tick_interval: config::DEFAULT_TICK_INTERVAL,
         channel_hints: Vec::new(),
@@ -172,6 +176,7 @@ impl TryFrom<OffersConfig> for crate::Config {
             ready_offer_target: config.ready_offer_target,
             ready_offer_max_age: config.ready_offer_max_age,
             invoice_refresh_interval: config.invoice_refresh_interval,
+            offer_check_interval: config.offer_check_interval,
             min_offer_paths_lifetime: config.min_offer_paths_lifetime,
             channel_hints: config.channel_hints,
             tick_interval: config.tick_interval,
@@ -581,6 +586,26 @@ impl AsyncOffers {
         let client = self.clone();
         let sync = off_the_callers_thread(&cancel, move || client.client.begin_sync()).await?;
         self.client.finish_sync(sync, began, timeout, &cancel).await
+    }
+
+    /// Checks every handed-out offer now as a payer sees it, and returns by `timeout` with a
+    /// report (see [`crate::AsyncOffersClient::check_offers`]): verified offers get
+    /// `verifiedAt`, invoices the server lost are served again, overwritten offers are
+    /// `OfferBroken`. Connects if the client is not started, as [`Self::sync`] does; its start
+    /// runs on an SDK thread. Cancelled (see [`CallCancellation`]), it ends at once.
+    #[uniffi::method(default(cancellation = None))]
+    pub async fn check_offers(
+        self: Arc<Self>,
+        timeout: Duration,
+        cancellation: Option<Arc<CallCancellation>>,
+    ) -> Result<crate::CheckReport, Error> {
+        let cancel = cancel_of(cancellation);
+        let began = tokio::time::Instant::now();
+        let client = self.clone();
+        let sync = off_the_callers_thread(&cancel, move || client.client.begin_sync()).await?;
+        self.client
+            .finish_check(sync, began, timeout, &cancel)
+            .await
     }
 
     /// Waits until at least `count` offers are ready, or `timeout` passes, or it is cancelled

@@ -34,8 +34,10 @@ impl Engine {
             state.cache.forget_lost_requests(&server);
         }
         let afresh = afresh.then_some(server);
-        self.queue_resends(&mut state, Time::of(&*self.clock), afresh);
+        let now = Time::of(&*self.clock);
+        self.queue_resends(&mut state, now, afresh);
         self.queue_offer_paths_requests(&mut state);
+        self.queue_checks(&mut state, now);
         drop(state);
         self.events.emit(Event::ServerConnected {
             server_node_id: OfferInfo::node_id_hex(&server),
@@ -279,6 +281,8 @@ impl Engine {
             Confirmation::Refreshed => vec![Event::InvoiceRefreshed {
                 offer_id: OfferInfo::offer_id_hex(offer_id),
             }],
+            // The same invoice, served again after a check: nothing new for the app.
+            Confirmation::ServedAgain => Vec::new(),
             Confirmation::NowReady { replaced } => {
                 // Encoded only here: duplicates and refreshes need no bech32 offer.
                 let offer = OfferInfo::from(cached);
@@ -319,7 +323,10 @@ impl Engine {
             }
             return;
         }
+        // A check waiting for this confirmation goes now.
+        self.queue_checks(&mut state, now);
         drop(state);
+        self.wake_transports();
         for event in events {
             self.events.emit(event);
         }
@@ -329,15 +336,46 @@ impl Engine {
         }
     }
 
-    /// An offers message from a server: an invoice request it forwards is verified and
-    /// reported; anything else is ignored.
-    pub fn on_offers_message(&self, message: OffersMessage, context: Option<OffersContext>) {
-        let (OffersMessage::InvoiceRequest(request), Some(OffersContext::InvoiceRequest { nonce })) =
-            (message, context)
-        else {
-            log::debug!("ignoring an offers message that is not a forwarded invoice request");
-            return;
+    /// An offers message from `server`: the answer to one of our checks (the static invoice
+    /// it gives payers, or an error saying it has none), or an invoice request it forwards,
+    /// verified and reported unless it is one of our checks'; anything else is ignored.
+    pub fn on_offers_message(
+        &self,
+        server: PublicKey,
+        message: OffersMessage,
+        context: Option<OffersContext>,
+    ) {
+        let request = match (message, context) {
+            (
+                OffersMessage::InvoiceRequest(request),
+                Some(OffersContext::InvoiceRequest { nonce }),
+            ) => (request, nonce),
+            (
+                OffersMessage::StaticInvoice(invoice),
+                Some(OffersContext::OutboundPayment { payment_id, .. }),
+            ) => return self.on_check_answer(server, payment_id.0, Some(invoice)),
+            (
+                OffersMessage::InvoiceError(error),
+                Some(OffersContext::OutboundPayment { payment_id, .. }),
+            ) => {
+                log::debug!("server {server} answered a check with an error: {error}");
+                return self.on_check_answer(server, payment_id.0, None);
+            }
+            (OffersMessage::Invoice(_), Some(OffersContext::OutboundPayment { .. })) => {
+                // The wallet node, online, answered the request of a check that the server
+                // forwarded to it; nobody pays that invoice.
+                return log::debug!("the wallet node answered a check's invoice request; ignored");
+            }
+            _ => {
+                return log::debug!(
+                    "ignoring an offers message that is neither a forwarded invoice request nor a check's answer"
+                )
+            }
         };
+        let (request, nonce) = request;
+        if self.is_own_check_request(&request.payer_signing_pubkey()) {
+            return log::debug!("server {server} forwarded the invoice request of our own check");
+        }
         let expanded_key = self.keys.expanded_key();
         let amount_msats = request.amount_msats();
         let payer_note = request.payer_note().map(|note| note.to_string());

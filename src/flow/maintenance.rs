@@ -97,6 +97,12 @@ impl Engine {
         self.queue_resends(&mut state, now, None);
         self.queue_offer_paths_requests(&mut state);
         drop(state);
+        // Checks after the resends and refreshes (an offer whose invoice is on its way is
+        // not checked), and after the checks that timed out were judged.
+        self.time_out_checks();
+        let mut state = self.lock();
+        self.queue_checks(&mut state, now);
+        drop(state);
         self.wake_transports();
         // Written outside the lock; an offer whose removal fails is gone from memory only,
         // and is loaded, and removed, again at the next start.

@@ -31,7 +31,7 @@ use lightning::offers::offer::OfferId;
 use lightning::sign::EntropySource;
 use tokio::sync::Notify;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Time};
 use crate::config::{ChannelHint, Config};
 use crate::events::{ClientStatus, EventBus, OfferInfo, QueuedEvent, ServerStatus};
 use crate::io::lock::{DataDirLock, HeldLock, Releasing};
@@ -43,6 +43,7 @@ use crate::offers::cache::{
 };
 use crate::Error;
 
+mod check;
 mod hand_out;
 mod inbound;
 mod maintenance;
@@ -50,7 +51,7 @@ mod outbox;
 mod sync;
 
 use outbox::Link;
-pub(crate) use outbox::Outgoing;
+pub(crate) use outbox::{Message, MessageKind, Outgoing};
 pub(crate) use sync::SyncBaseline;
 
 /// How long the server may take to answer an `OfferPathsRequest` over our reply path.
@@ -58,6 +59,9 @@ const OFFER_PATHS_REPLY_PATH_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 /// The longest wait between two sends of an invoice the server does not confirm: at most 24
 /// sends a day of a 32 KiB onion per stuck offer, once the first hour's doublings are done.
 const MAX_INVOICE_RESEND_AFTER: Duration = Duration::from_secs(3600);
+/// How long a check waits for the server's answer: an invoice in a 32 KiB onion, behind up to
+/// five others, over a slow mobile link.
+const CHECK_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after its refresh was due a handed-out offer may go without a confirmed invoice
 /// before the app hears of it ([`Event::InvoiceRefreshFailed`]).
 const REFRESH_FAILURE_MARGIN: Duration = Duration::from_secs(3600);
@@ -92,6 +96,9 @@ struct State {
     refreshes_owed: VecDeque<OfferId>,
     /// The offer the worker is rebuilding now: still owed, as far as a sync can tell.
     refresh_under_way: Option<OfferId>,
+    /// The payer keys of this client's recent check requests, and when each was made
+    /// (monotonic): a server forwarding one back is not forwarding a payment.
+    own_check_requests: VecDeque<(PublicKey, Duration)>,
 }
 
 impl State {
@@ -227,6 +234,8 @@ impl Engine {
             expiring_notice: config.offer_expiring_notice,
             expired_retention: config.expired_offer_retention,
             slot_range: config.invoice_slots.clone(),
+            offer_check_interval: config.offer_check_interval,
+            check_answer_timeout: CHECK_ANSWER_TIMEOUT,
         };
         let links = servers
             .iter()
@@ -243,6 +252,7 @@ impl Engine {
                 confirmations_unwritten: Vec::new(),
                 refreshes_owed: VecDeque::new(),
                 refresh_under_way: None,
+                own_check_requests: VecDeque::new(),
             }),
             factory,
             keys,
@@ -455,7 +465,8 @@ impl Engine {
     /// Each configured server's connection and last problem, and the Ready offers.
     pub fn status(&self, running: bool) -> ClientStatus {
         let state = self.lock();
-        ClientStatus {
+        let offer_checks = check::offer_checks(&state.cache, Time::of(&*self.clock));
+        let mut status = ClientStatus {
             running,
             ready_offers: count(
                 state
@@ -473,9 +484,15 @@ impl Engine {
                     server_node_id: OfferInfo::node_id_hex(&server.node_id),
                     connected: state.cache.reachability(&server.node_id) == Reachability::Connected,
                     last_problem: state.problems.get(&server.node_id).cloned(),
+                    checks: None,
                 })
                 .collect(),
+            offer_checks,
+        };
+        for server in &mut status.servers {
+            server.checks = check::server_checks(&status.offer_checks, server);
         }
+        status
     }
 
     /// The oldest event the app has not handled.

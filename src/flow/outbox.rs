@@ -6,33 +6,71 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::PublicKey;
-use lightning::blinded_path::message::{AsyncPaymentsContext, BlindedMessagePath, MessageContext};
+use lightning::blinded_path::message::{
+    AsyncPaymentsContext, BlindedMessagePath, MessageContext, OffersContext,
+};
 use lightning::offers::offer::OfferId;
 use lightning::onion_message::async_payments::{
     AsyncPaymentsMessage, OfferPathsRequest, ServeStaticInvoice,
 };
 use lightning::onion_message::messenger::{Destination, MessageSendInstructions};
+use lightning::onion_message::offers::OffersMessage;
 
 use super::{Engine, State, OFFER_PATHS_REPLY_PATH_LIFETIME};
 use crate::clock::Time;
 use crate::offers::cache::{CachedOffer, Reachability};
 
-/// A message we start, for one server: sent over `destination` (one of the server's paths),
-/// with a reply path of ours carrying `reply_context`.
+/// A message we start, for one server: sent over `destination` (one of the server's paths, or
+/// for a check one of the offer's, which lead to it), with a reply path of ours carrying
+/// `reply_context`.
 pub(crate) struct Outgoing {
-    pub message: AsyncPaymentsMessage,
+    pub message: Message,
     pub destination: BlindedMessagePath,
     pub reply_context: MessageContext,
 }
 
+/// The messages the client starts: the protocol's, and the invoice requests of its checks.
+/// Both are large, and moved only a few times on their way out.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Message {
+    AsyncPayments(AsyncPaymentsMessage),
+    Offers(OffersMessage),
+}
+
+/// Which of its handlers a messenger of the app's takes a message from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MessageKind {
+    AsyncPayments,
+    Offers,
+}
+
+impl Message {
+    fn kind(&self) -> MessageKind {
+        match self {
+            Self::AsyncPayments(_) => MessageKind::AsyncPayments,
+            Self::Offers(_) => MessageKind::Offers,
+        }
+    }
+}
+
 impl Outgoing {
-    /// As LDK's messenger takes it from a handler.
-    pub(crate) fn into_instructions(self) -> (AsyncPaymentsMessage, MessageSendInstructions) {
-        let instructions = MessageSendInstructions::WithReplyPath {
-            destination: Destination::BlindedPath(self.destination),
-            context: self.reply_context,
-        };
-        (self.message, instructions)
+    /// How LDK's messenger is to send it.
+    pub(crate) fn instructions(&self) -> MessageSendInstructions {
+        MessageSendInstructions::WithReplyPath {
+            destination: Destination::BlindedPath(self.destination.clone()),
+            context: self.reply_context.clone(),
+        }
+    }
+
+    /// The id of the check it asks for, if it is a check's invoice request.
+    pub(crate) fn check_id(&self) -> Option<[u8; 32]> {
+        match (&self.message, &self.reply_context) {
+            (
+                Message::Offers(OffersMessage::InvoiceRequest(_)),
+                MessageContext::Offers(OffersContext::OutboundPayment { payment_id, .. }),
+            ) => Some(payment_id.0),
+            _ => None,
+        }
     }
 }
 
@@ -60,6 +98,11 @@ impl Link {
             requests_in_flight: InFlight::default(),
             invoices_in_flight: InFlight::default(),
         }
+    }
+
+    /// Queues `outgoing`, to leave as the budget allows.
+    pub(super) fn queue(&mut self, outgoing: Outgoing) {
+        self.outbox.push(outgoing);
     }
 
     /// Drops what waits and what is in flight: the server is gone, or another client filled
@@ -143,7 +186,7 @@ pub(super) fn serve_message(offer: &CachedOffer) -> Outgoing {
             invoice_created_at: offer.invoice.invoice.created_at(),
         });
     Outgoing {
-        message: AsyncPaymentsMessage::ServeStaticInvoice(message),
+        message: Message::AsyncPayments(AsyncPaymentsMessage::ServeStaticInvoice(message)),
         destination: offer.server_path.clone(),
         reply_context,
     }
@@ -256,9 +299,11 @@ impl Engine {
                 request.attempt
             );
             link.outbox.push(Outgoing {
-                message: AsyncPaymentsMessage::OfferPathsRequest(OfferPathsRequest {
-                    invoice_slot: request.slot,
-                }),
+                message: Message::AsyncPayments(AsyncPaymentsMessage::OfferPathsRequest(
+                    OfferPathsRequest {
+                        invoice_slot: request.slot,
+                    },
+                )),
                 destination: path.clone(),
                 reply_context: context,
             });
@@ -286,28 +331,33 @@ impl Engine {
         };
         // A resend replaces a copy still waiting here (after a reconnection, say).
         link.outbox.retain(|queued| {
-            !matches!(&queued.message, AsyncPaymentsMessage::ServeStaticInvoice(m) if m.invoice.offer_id() == id)
+            !matches!(&queued.message, Message::AsyncPayments(AsyncPaymentsMessage::ServeStaticInvoice(m)) if m.invoice.offer_id() == id)
         });
         link.outbox.push(outgoing);
     }
 
-    /// What is queued for `server` that may leave now, for a messenger of the app's, which
-    /// calls this for every message it sends: invoices leave one per call. LDK's messenger
-    /// buffers at most 256 KiB per peer and drops what does not fit, and an invoice travels in
-    /// a 32 KiB onion, so the rest follow at the socket's pace.
-    pub(crate) fn release_for_messenger(&self, server: &PublicKey) -> Outbox {
-        self.release(server, 1)
+    /// What of `kind` is queued for `server` that may leave now, for a messenger of the app's,
+    /// which calls this (for each of its handlers) for every message it sends: invoices leave
+    /// one per call. LDK's messenger buffers at most 256 KiB per peer and drops what does not
+    /// fit, and an invoice travels in a 32 KiB onion, so the rest follow at the socket's pace.
+    pub(crate) fn release_for_messenger(&self, server: &PublicKey, kind: MessageKind) -> Outbox {
+        self.release(server, 1, Some(kind))
     }
 
     /// What is queued for `server` that may leave now, for the client's own transport: its
     /// peer manager takes onions only as fast as the socket drains, so no pacing is needed.
     pub(crate) fn release_for_transport(&self, server: &PublicKey) -> Outbox {
-        self.release(server, usize::MAX)
+        self.release(server, usize::MAX, None)
     }
 
-    /// What is queued for `server`, as far as its send budget, the answers it owes and
-    /// `max_invoices` allow.
-    fn release(&self, server: &PublicKey, max_invoices: usize) -> Outbox {
+    /// What is queued for `server` (of `kind`, if given), as far as its send budget, the
+    /// answers it owes and `max_invoices` allow.
+    fn release(
+        &self,
+        server: &PublicKey,
+        max_invoices: usize,
+        kind: Option<MessageKind>,
+    ) -> Outbox {
         let now = self.clock.monotonic();
         let mut state = self.lock();
         let Some(link) = state.links.get_mut(server) else {
@@ -316,8 +366,23 @@ impl Engine {
         let queued = std::mem::take(&mut link.outbox);
         let mut released = Vec::with_capacity(queued.len());
         let mut invoices_released = 0;
+        let mut checks_left = Vec::new();
         for entry in queued {
-            let may_leave = match &entry.message {
+            if kind.is_some_and(|kind| kind != entry.message.kind()) {
+                link.outbox.push(entry);
+                continue;
+            }
+            let Message::AsyncPayments(message) = &entry.message else {
+                // A check's request: the cache keeps its window.
+                if !link.budget.try_spend(now) {
+                    link.outbox.push(entry);
+                    continue;
+                }
+                checks_left.extend(entry.check_id());
+                released.push(entry);
+                continue;
+            };
+            let may_leave = match message {
                 // At most one invoice per offer on its way: a newer one waits until the older
                 // is answered (or its answer given up on), so that a server storing them as
                 // they come, and answering as it stores, ends with the newer.
@@ -334,7 +399,7 @@ impl Engine {
                 link.outbox.push(entry);
                 continue;
             }
-            match &entry.message {
+            match message {
                 AsyncPaymentsMessage::ServeStaticInvoice(message) => {
                     invoices_released += 1;
                     link.invoices_in_flight.sent(
@@ -354,6 +419,10 @@ impl Engine {
                 "send budget of server {server} spent; {} messages wait for it to refill",
                 link.outbox.len()
             );
+        }
+        // A check's answer is waited for from when its request left.
+        for id in checks_left {
+            state.cache.check_left(&id, now);
         }
         released
     }

@@ -14,6 +14,8 @@ use crate::offers::cache::{OfferState, Reachability, Unrefreshed};
 /// The handed-out offers' invoices when a sync began, to count the ones it refreshed.
 pub(crate) struct SyncBaseline {
     invoices: Vec<(OfferId, Duration)>,
+    /// And when each was last verified, to count the checks it got done.
+    verified: Vec<(OfferId, Option<Duration>)>,
 }
 
 impl Engine {
@@ -25,6 +27,11 @@ impl Engine {
                 .cache
                 .handed_out()
                 .map(|offer| (offer.id(), offer.invoice.invoice.created_at()))
+                .collect(),
+            verified: state
+                .cache
+                .handed_out()
+                .map(|offer| (offer.id(), offer.verified_at))
                 .collect(),
         }
     }
@@ -79,6 +86,19 @@ impl Engine {
                     reason: "its confirmed invoice is being written".to_string(),
                 }),
         );
+        // Checks due, after the refreshes (an offer whose invoice is on its way is not checked).
+        let listed: Vec<String> = unfinished
+            .iter()
+            .filter_map(|u| u.offer_id.clone())
+            .collect();
+        unfinished.extend(
+            state
+                .cache
+                .checks_unfinished(now, false)
+                .into_iter()
+                .filter(|(offer, _)| !listed.contains(&OfferInfo::offer_id_hex(offer.id())))
+                .map(|(offer, why)| super::check::unfinished(offer, why)),
+        );
         let ready = state.written_ready_count();
         if ready < self.target_ready {
             let offers = state.cache.offers();
@@ -131,11 +151,21 @@ impl Engine {
                 })
             })
             .count();
+        let verified = baseline
+            .verified
+            .iter()
+            .filter(|(id, before)| {
+                state.cache.get(*id).is_some_and(|offer| {
+                    offer.verified_at.is_some() && offer.verified_at != *before
+                })
+            })
+            .count();
         SyncReport {
             complete: unfinished.is_empty(),
             ready_offers: count(ready),
             wanted_offers: count(self.target_ready),
             refreshed: count(refreshed),
+            verified: count(verified),
             unfinished,
             elapsed,
         }

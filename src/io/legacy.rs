@@ -118,6 +118,8 @@ pub(crate) fn decode(
         expiry_announced: announced & EXPIRY_ANNOUNCED != 0,
         expired_announced: announced & EXPIRED_ANNOUNCED != 0,
         refresh_failure_announced: None,
+        verified_at: None,
+        broken: None,
     };
     Ok((offer, single_server))
 }

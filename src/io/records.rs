@@ -57,7 +57,9 @@ fn write_offer_fields(
         (6, offer.offer, required),
         (7, offer.refresh_failure_announced.then_some(()), option),
         (8, offer.nonce, required),
+        (9, offer.verified_at, option),
         (10, offer.label, option),
+        (11, offer.broken, option),
         (12, offer.created_at, required),
         (14, offer.handed_out_at, option),
         (16, server_path, required),
@@ -185,6 +187,8 @@ mod event_encoding {
         (12, created_at, required),
         (14, expires_at, option),
         (16, invoice_confirmed_at, option),
+        (17, verified_at, option),
+        (19, broken, option),
     });
 
     lightning::impl_writeable_tlv_based_enum!(Event,
@@ -201,6 +205,7 @@ mod event_encoding {
             (2, amount_msats, option),
             (4, payer_note, option),
         },
+        (18, OfferBroken) => { (0, offer, required), (2, reason, required) },
     );
 }
 

@@ -35,6 +35,10 @@ pub(crate) struct StoredOffer {
     /// Present (and empty) only when true, so that records written before it was added, where
     /// it is absent, are still written byte for byte as they are read.
     pub refresh_failure_announced: Option<()>,
+    /// When a check last found the offer's invoice served (added after `AOF5`'s first release).
+    pub verified_at: Option<Duration>,
+    /// Why a check found the offer broken (likewise).
+    pub broken: Option<String>,
 }
 
 // In type order, as TLV streams must be. (LDK's macros drop readers that have no `Drop`.)
@@ -52,7 +56,9 @@ mod stored_offer_encoding {
         (6, offer, required),
         (7, refresh_failure_announced, option),
         (8, nonce, required),
+        (9, verified_at, option),
         (10, label, option),
+        (11, broken, option),
         (12, created_at, required),
         (14, handed_out_at, option),
         (16, server_path, required),
@@ -83,6 +89,8 @@ impl StoredOffer {
             expiry_announced: offer.expiry_announced,
             expired_announced: offer.expired_announced,
             refresh_failure_announced: offer.refresh_failure_announced.then_some(()),
+            verified_at: offer.verified_at,
+            broken: offer.broken.clone(),
         }
     }
 
@@ -116,6 +124,9 @@ impl StoredOffer {
             invoice_time_reserved: None,
             refresh_due_at: None,
             stale_at: None,
+            verified_at: self.verified_at,
+            broken: self.broken,
+            check: Default::default(),
         })
     }
 }

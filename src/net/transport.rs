@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::{self, PublicKey, Secp256k1};
 use lightning::bitcoin::Network;
+use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::blinded_path::EmptyNodeIdLookUp;
 use lightning::ln::msgs::{
     BaseMessageHandler, Init, MessageSendEvent, OnionMessage, OnionMessageHandler,
@@ -24,8 +25,9 @@ use lightning::ln::peer_handler::{
     ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
 };
 use lightning::onion_message::messenger::{
-    create_onion_message, Destination, MessageRouter, OnionMessenger,
+    create_onion_message, Destination, MessageRouter, OnionMessagePath, OnionMessenger,
 };
+use lightning::onion_message::packet::OnionMessageContents;
 use lightning::sign::{EntropySource, KeysManager, NodeSigner, Recipient};
 use lightning::types::features::{InitFeatures, NodeFeatures};
 use lightning_net_tokio::SocketDescriptor;
@@ -33,7 +35,7 @@ use tokio::sync::{watch, Notify};
 
 use super::router::ServerRouter;
 use crate::clock::{Clock, SystemClock};
-use crate::flow::{Engine, Outgoing};
+use crate::flow::{Engine, Message, Outgoing};
 use crate::handler::ProtocolHandler;
 use crate::logging::LdkLogBridge;
 
@@ -180,20 +182,34 @@ impl OnionBuilder {
                 Destination::BlindedPath(outgoing.destination),
             )
             .map_err(|()| "no path to the server")?;
-        let (first_hop, onion, _) = create_onion_message(
+        let (first_hop, onion) = match outgoing.message {
+            Message::AsyncPayments(message) => self.onion(path, message, reply_path)?,
+            Message::Offers(message) => self.onion(path, message, reply_path)?,
+        };
+        if first_hop != self.server {
+            return Err(format!("the path starts at {first_hop}, not at the server"));
+        }
+        Ok(onion)
+    }
+
+    /// The layered onion of `message` over `path`, and its first hop.
+    fn onion<T: OnionMessageContents>(
+        &self,
+        path: OnionMessagePath,
+        message: T,
+        reply_path: BlindedMessagePath,
+    ) -> Result<(PublicKey, OnionMessage), String> {
+        create_onion_message(
             &self.keys,
             &self.keys,
             &&EmptyNodeIdLookUp {},
             &self.secp,
             path,
-            outgoing.message,
+            message,
             Some(reply_path),
         )
-        .map_err(|e| format!("{e:?}"))?;
-        if first_hop != self.server {
-            return Err(format!("the path starts at {first_hop}, not at the server"));
-        }
-        Ok(onion)
+        .map(|(first_hop, onion, _)| (first_hop, onion))
+        .map_err(|e| format!("{e:?}"))
     }
 }
 

@@ -391,6 +391,11 @@ impl OfferFactory {
         )
     }
 
+    /// The network offers are built for.
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
     pub fn secp(&self) -> &Secp256k1<secp256k1::All> {
         &self.secp
     }

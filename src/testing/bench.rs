@@ -172,6 +172,8 @@ impl CacheWork {
             expiring_notice: Duration::from_secs(24 * 3600),
             expired_retention: Duration::from_secs(90 * 24 * 3600),
             slot_range: 0..=u16::MAX,
+            offer_check_interval: Duration::from_secs(24 * 3600),
+            check_answer_timeout: Duration::from_secs(10),
         };
         Ok(Self {
             cache: OfferCache::new(policy, cached, SlotSequence::InOrder),

@@ -82,6 +82,9 @@ pub(crate) enum Confirmation {
     NowReady { replaced: Vec<CachedOffer> },
     /// A refreshed invoice of a Ready or Used offer was confirmed.
     Refreshed,
+    /// The invoice a check served again was confirmed (the same invoice as before): its check
+    /// is repeated now.
+    ServedAgain,
     /// An older invoice of the offer was confirmed after its current one was installed (sent,
     /// or waiting for that answer): the server may have stored the older one last. The current
     /// one is unconfirmed, to send (again) now.
@@ -217,6 +220,7 @@ impl OfferCache {
             stale_at: offer.stale_at,
             failure_announced: offer.refresh_failure_announced,
         };
+        let served_again = offer.delivery.serving_again;
         offer.invoice_confirmed = true;
         offer.invoice_confirmed_at = Some(now.wall);
         offer.stale_at = Some(now.monotonic.saturating_add(stale_after));
@@ -225,8 +229,14 @@ impl OfferCache {
             ..Delivery::default()
         };
         offer.refresh_failure_announced = false;
+        if std::mem::take(&mut offer.check.recheck_on_confirmation) {
+            offer.check.asked = true;
+        }
         if offer.state != OfferState::Pending {
-            return Confirmation::Refreshed;
+            return match served_again {
+                true => Confirmation::ServedAgain,
+                false => Confirmation::Refreshed,
+            };
         }
         offer.state = OfferState::Ready;
         Confirmation::NowReady {
@@ -310,6 +320,8 @@ impl OfferCache {
             .offers
             .iter()
             .filter(|o| o.state == OfferState::Used && !o.is_expired(now))
+            // A broken offer's label gets a fresh one.
+            .filter(|o| o.broken.is_none())
             .filter(|o| o.label.as_deref() == Some(label))
             .partition(|o| o.is_expiring(self.policy.expiring_notice, now));
         if let Some(offer) = lasting

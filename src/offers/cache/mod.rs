@@ -50,6 +50,7 @@ use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::offers::offer::OfferId;
 
 mod book;
+mod check;
 mod lifecycle;
 mod offer;
 mod refresh;
@@ -58,6 +59,7 @@ mod slots;
 mod test_support;
 
 pub(crate) use book::*;
+pub(crate) use check::*;
 pub(crate) use lifecycle::*;
 pub use offer::OfferState;
 pub(crate) use offer::*;
@@ -108,6 +110,11 @@ pub(crate) struct CachePolicy {
     pub expired_retention: Duration,
     /// The slots new offers may be given, on every server.
     pub slot_range: RangeInclusive<u16>,
+    /// How often each handed-out offer is checked as a payer sees it (zero: only when the
+    /// app asks).
+    pub offer_check_interval: Duration,
+    /// How long a check waits for the server's answer before it counts as none.
+    pub check_answer_timeout: Duration,
 }
 
 /// The cache.
@@ -161,7 +168,7 @@ impl OfferCache {
 
     /// Whether `server` is one of the config's: offers of others are kept while they live,
     /// but nothing is sent for them.
-    pub(super) fn is_configured(&self, server: &PublicKey) -> bool {
+    pub(crate) fn is_configured(&self, server: &PublicKey) -> bool {
         self.reachability.contains_key(server)
     }
 

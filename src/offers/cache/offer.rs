@@ -8,6 +8,7 @@ use lightning::blinded_path::message::BlindedMessagePath;
 use lightning::offers::nonce::Nonce;
 use lightning::offers::offer::{Offer, OfferId};
 
+use super::OfferCheck;
 use crate::clock::Time;
 use crate::offers::builder::BuiltInvoice;
 
@@ -73,6 +74,15 @@ pub(crate) struct CachedOffer {
     /// each later one gets a later second, so that whichever build finishes first, the one
     /// begun last (with the newest hints) is the newest invoice.
     pub invoice_time_reserved: Option<Duration>,
+    /// When, by the wall clock, a check last got this offer's invoice from its server as a
+    /// payer does (stored; `None`: never).
+    pub verified_at: Option<Duration>,
+    /// Why the offer can no longer be kept payable by this client, if a check found so: its
+    /// slot on the server holds another offer's invoice (stored). Such an offer is never
+    /// served, refreshed, checked or given to a label again.
+    pub broken: Option<String>,
+    /// Its checks as this process runs them (not persisted).
+    pub check: OfferCheck,
 }
 
 /// What this process knows of the current invoice's way to its server.
@@ -90,6 +100,9 @@ pub(crate) struct Delivery {
     /// What the offer said of its last confirmation before the current invoice's, while that
     /// one is being written: put back if the write fails ([`OfferCache::confirmation_unwritten`]).
     pub confirmed_before: Option<ConfirmedBefore>,
+    /// Whether the current invoice is being served again because a check found the server
+    /// without it (not a new invoice): its confirmation is no refresh.
+    pub serving_again: bool,
 }
 
 /// An offer's account of its last confirmation, as it was before a newer one.
@@ -139,6 +152,9 @@ impl CachedOffer {
             invoice_time_reserved: None,
             refresh_due_at: None,
             stale_at: None,
+            verified_at: None,
+            broken: None,
+            check: OfferCheck::default(),
         }
     }
 
@@ -150,7 +166,7 @@ impl CachedOffer {
         self.offer.absolute_expiry()
     }
 
-    pub(super) fn is_expired(&self, now: Duration) -> bool {
+    pub(crate) fn is_expired(&self, now: Duration) -> bool {
         self.expires_at().is_some_and(|expiry| expiry <= now)
     }
 

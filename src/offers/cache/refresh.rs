@@ -61,6 +61,8 @@ impl OfferCache {
         self.offers
             .iter_mut()
             .filter(|o| !o.invoice_confirmed && connected(&o.server) && !o.is_expired(now.wall))
+            // Its slot holds another offer's invoice now, which a send would overwrite.
+            .filter(|o| o.broken.is_none())
             .filter(|o| {
                 afresh == Some(o.server)
                     || o.invoice_sent_at.is_none_or(|sent| {
@@ -161,7 +163,8 @@ impl OfferCache {
                 && !o.is_expiring(notice, now.wall)
         });
         for offer in self.offers.iter_mut() {
-            if offer.state != OfferState::Used {
+            // A broken offer was announced as such: nothing more is said of it.
+            if offer.state != OfferState::Used || offer.broken.is_some() {
                 continue;
             }
             if offer.is_expired(now.wall) {
@@ -188,6 +191,7 @@ impl OfferCache {
             if offer.invoice_confirmed
                 && !offer.delivery.rebuild_under_way
                 && offer.state == OfferState::Used
+                && offer.broken.is_none()
                 && !offer.is_expired(now.wall)
                 && self.reachability.contains_key(&offer.server)
                 && offer.invoice_due(interval, now)
@@ -200,6 +204,7 @@ impl OfferCache {
             .filter_map(|index| {
                 let offer = &self.offers[index];
                 let stale = offer.state == OfferState::Used
+                    && offer.broken.is_none()
                     && !offer.is_expired(now.wall)
                     && !offer.refresh_failure_announced
                     && offer.stale_deadline(stale_after, now) <= now.monotonic;
@@ -240,6 +245,7 @@ impl OfferCache {
     pub fn unrefreshed(&self, now: Time) -> Vec<(&CachedOffer, Unrefreshed)> {
         self.handed_out()
             .filter(|o| self.is_configured(&o.server) && !o.is_expired(now.wall))
+            .filter(|o| o.broken.is_none())
             .filter_map(|o| {
                 let why = if let Some(problem) = &o.delivery.problem {
                     Unrefreshed::Failed(problem.clone())
@@ -291,6 +297,7 @@ impl OfferCache {
         self.offers
             .iter()
             .filter(|o| self.is_configured(&o.server) && !o.is_expired(now))
+            .filter(|o| o.broken.is_none())
             .map(|o| o.id())
             .collect()
     }
@@ -340,6 +347,7 @@ impl OfferCache {
             offer.delivery.sends = 1;
             offer.delivery.problem = None;
             offer.delivery.rebuild_under_way = false;
+            offer.delivery.serving_again = false;
         }
         true
     }

@@ -90,6 +90,7 @@ impl OfferCache {
         if reachability == Reachability::Connected {
             return;
         }
+        self.forget_checks_of(&server);
         let mut lost = self.lost_requests.remove(&server);
         self.requests.retain(|(of, _), request| {
             if *of != server {

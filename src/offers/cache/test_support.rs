@@ -26,6 +26,8 @@ pub(crate) fn policy(target_ready: u16) -> CachePolicy {
         expiring_notice: 14 * DAY,
         expired_retention: 90 * DAY,
         slot_range: 0..=u16::MAX,
+        offer_check_interval: DAY,
+        check_answer_timeout: Duration::from_secs(10),
     }
 }
 

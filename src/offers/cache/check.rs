@@ -1,0 +1,717 @@
+//! Checks: whether a server gives payers the invoice it confirmed last. A check asks for a
+//! handed-out offer's static invoice over the offer's own paths, as a payer does, and judges
+//! what comes back against the offer's current invoice. Each offer is checked at most once per
+//! the policy's interval (its first check at a point of the interval drawn from its id, so that
+//! offers spread over it), plus the repeats a failure needs: an invoice found missing or older
+//! is served again, and checked again once confirmed, at most [`REPAIRS_PER_ROUND`] times
+//! before the client gives up until the next interval. A slot found holding another offer's
+//! invoice cannot be mended by this client: the offer is broken.
+
+use std::time::Duration;
+
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::offers::offer::OfferId;
+use lightning::offers::static_invoice::StaticInvoice;
+
+use super::*;
+use crate::clock::Time;
+
+/// How many times one round of checks serves an offer's invoice again before it gives up
+/// until the next interval: a server that confirms invoices but never serves them costs at
+/// most this many 32 KiB sends and one more check than that per offer and interval.
+pub(crate) const REPAIRS_PER_ROUND: u32 = 2;
+/// The most checks unanswered per server: each answer is an invoice in a 32 KiB onion, and
+/// LDK's messenger drops what is past 256 KiB buffered for a peer.
+pub(crate) const MAX_CHECKS_IN_FLIGHT: usize = 6;
+
+/// An offer's checks as this process runs them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OfferCheck {
+    /// When (monotonic) its next regular check is due (`None`: not worked out yet; see
+    /// [`OfferCache::check_due`]).
+    pub due_at: Option<Duration>,
+    /// To check now, whatever `due_at` says: the app asked ([`OfferCache::ask_checks`]), or
+    /// the invoice a check served again was confirmed. Cleared when the round ends.
+    pub asked: bool,
+    /// The check request out now.
+    pub out: Option<CheckOut>,
+    /// The invoice was served again because a check found it missing or older: the check is
+    /// repeated once the server confirms it.
+    pub recheck_on_confirmation: bool,
+    /// Times the invoice was served again in this round.
+    pub repairs: u32,
+    /// What the last check found.
+    pub finding: Option<Finding>,
+}
+
+/// A check request on its way, named by the payment id of its reply path.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckOut {
+    pub id: [u8; 32],
+    /// When it left for the server (monotonic; `None`: still in the outbox).
+    pub left_at: Option<Duration>,
+}
+
+/// What a check found, in words a support person can act on ([`Finding`]'s `Display`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Finding {
+    /// The server gives payers the invoice it confirmed last (or a newer one of this wallet's).
+    Verified,
+    /// No invoice came back: the server does not have it (lost its store, restored an old
+    /// backup) or did not answer.
+    Missing,
+    /// The server gives payers an older invoice of the offer than the one it confirmed last.
+    Older,
+    /// The server gives payers an invoice of the offer signed by another key: payers refuse it.
+    Unpayable,
+    /// Payers get the invoice again: the server gave the inner finding, and the invoice
+    /// served again was then found served.
+    Mended(Box<Finding>),
+    /// After serving the invoice again [`REPAIRS_PER_ROUND`] times, the server still does not
+    /// give it to payers as it confirmed; the last check found the inner finding.
+    GaveUp(Box<Finding>),
+    /// The slot holds another offer's invoice: the offer cannot be mended by this client.
+    Overwritten,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Verified => f.write_str("payers get the invoice the server confirmed last"),
+            Self::Missing => f.write_str(
+                "the server gave no invoice for it (lost, or no answer): the invoice is served again",
+            ),
+            Self::Older => f.write_str(
+                "the server gives payers an older invoice than the one it confirmed last: the current one is served again",
+            ),
+            Self::Unpayable => f.write_str(
+                "the server gives payers an invoice signed by another key, which they refuse: the current one is served again",
+            ),
+            Self::Mended(found) => write!(
+                f,
+                "payers get the invoice the server confirmed last, served again after {}",
+                found.what_was_served()
+            ),
+            Self::GaveUp(last) => write!(
+                f,
+                "payers still get {} after the invoice was served again {REPAIRS_PER_ROUND} times; checked again at the next interval",
+                last.what_was_served()
+            ),
+            Self::Overwritten => f.write_str(
+                "its slot on the server holds another offer's invoice (another install of this wallet, or the server, overwrote it): the offer cannot be mended",
+            ),
+        }
+    }
+}
+
+impl Finding {
+    /// What payers got, for the findings that say the invoice was not the right one.
+    fn what_was_served(&self) -> &'static str {
+        match self {
+            Self::Older => "an older invoice",
+            Self::Unpayable => "an invoice signed by another key",
+            _ => "no invoice",
+        }
+    }
+}
+
+/// What the engine does with a check's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CheckVerdict {
+    /// Served as confirmed: write the offer (its `verified_at`).
+    Verified,
+    /// Serve the current invoice again now (it is marked unconfirmed), and check again once
+    /// it is confirmed.
+    ServeAgain(Finding),
+    /// Nothing more this round.
+    GaveUp(Finding),
+    /// The offer is broken: write it, tell the app.
+    Broken(Finding),
+    /// Nothing can be told (our own newer invoice is on its way): the next check will.
+    Inconclusive,
+}
+
+/// A check to send: the offer, the id of its reply path, and which of the offer's paths.
+#[derive(Clone, Debug)]
+pub(crate) struct PlannedCheck {
+    pub offer: OfferId,
+    pub id: [u8; 32],
+    pub path: usize,
+}
+
+/// How the invoice a server gave payers compares with the offer's current one.
+fn judge(offer: &CachedOffer, served: Option<&StaticInvoice>) -> Option<Finding> {
+    let Some(served) = served else {
+        return Some(Finding::Missing);
+    };
+    let current = &offer.invoice.invoice;
+    if served.offer_id() != offer.id() {
+        return Some(Finding::Overwritten);
+    }
+    if served.signing_pubkey() != current.signing_pubkey() {
+        return Some(Finding::Unpayable);
+    }
+    if served.created_at() > current.created_at() {
+        // Only a holder of this wallet's keys signs an invoice of this offer: another install
+        // of it (an imported offer book) refreshed it later. Payers get a valid invoice.
+        return Some(Finding::Verified);
+    }
+    if served.created_at() < current.created_at() {
+        // Older than ours: wrong only once the server confirmed ours.
+        return offer.invoice_confirmed.then_some(Finding::Older);
+    }
+    Some(match served.payment_paths() == current.payment_paths() {
+        true => Finding::Verified,
+        false => Finding::Older,
+    })
+}
+
+impl CachedOffer {
+    /// Whether a check could tell anything of it now: handed out, live, not broken, its
+    /// current invoice confirmed and not due for a refresh (which will send a new one).
+    fn checkable(&self, refresh_interval: Duration, now: Time) -> bool {
+        self.state == OfferState::Used
+            && self.broken.is_none()
+            && !self.is_expired(now.wall)
+            && self.invoice_confirmed
+            && !self.delivery.rebuild_under_way
+            && !self.invoice_due(refresh_interval, now)
+    }
+
+    /// A point of `interval` of its own, from its id: its first check falls there after it is
+    /// handed out, so that offers handed out together are not checked together.
+    fn check_phase(&self, interval: Duration) -> Duration {
+        let id = self.id().0;
+        let draw = u64::from_le_bytes(id[..8].try_into().expect("8 bytes"));
+        let nanos = interval.as_nanos().max(1);
+        Duration::from_nanos((u128::from(draw) % nanos) as u64)
+    }
+}
+
+impl OfferCache {
+    /// When (monotonic) `offer`'s next regular check is due at `now`: as set by this process,
+    /// else an interval after its last verification by the wall clock, or its point of the
+    /// interval after it was handed out if it was never verified. A time in the future (a
+    /// clock that was ahead) counts as due.
+    pub(super) fn check_due(&self, offer: &CachedOffer, now: Time) -> Duration {
+        let interval = self.policy.offer_check_interval;
+        offer.check.due_at.unwrap_or_else(|| {
+            let due_wall = match offer.verified_at {
+                Some(verified) if verified <= now.wall => verified.saturating_add(interval),
+                Some(_) => now.wall,
+                None => offer
+                    .handed_out_at
+                    .or(offer.invoice_confirmed_at)
+                    .unwrap_or(offer.created_at)
+                    .saturating_add(offer.check_phase(interval)),
+            };
+            now.monotonic + due_wall.saturating_sub(now.wall)
+        })
+    }
+
+    /// Asks for every handed-out live offer of a configured server to be checked now: the
+    /// app's "check my offers". Returns how many.
+    pub fn ask_checks(&mut self, now: Time) -> usize {
+        let mut asked = 0;
+        for index in 0..self.offers.len() {
+            let offer = &self.offers[index];
+            let eligible = offer.state == OfferState::Used
+                && offer.broken.is_none()
+                && !offer.is_expired(now.wall)
+                && self.is_configured(&offer.server);
+            if eligible {
+                let check = &mut self.offers[index].check;
+                check.asked = true;
+                check.repairs = 0;
+                asked += 1;
+            }
+        }
+        asked
+    }
+
+    /// The checks to send now, each given an id by `new_id`: offers the app asked for, and (if
+    /// checks are on) those due, of connected servers, as far as each server's window of
+    /// unanswered checks allows. Marked out until answered or timed out.
+    pub fn plan_checks(
+        &mut self,
+        now: Time,
+        mut new_id: impl FnMut() -> [u8; 32],
+    ) -> Vec<PlannedCheck> {
+        let periodic = !self.policy.offer_check_interval.is_zero();
+        let refresh_interval = self.policy.invoice_refresh_interval;
+        let mut planned = Vec::new();
+        for index in 0..self.offers.len() {
+            let offer = &self.offers[index];
+            if offer.check.out.is_some()
+                || !self.is_connected(&offer.server)
+                || !offer.checkable(refresh_interval, now)
+            {
+                continue;
+            }
+            let due =
+                offer.check.asked || (periodic && self.check_due(offer, now) <= now.monotonic);
+            if !due || self.checks_out(&offer.server) >= MAX_CHECKS_IN_FLIGHT {
+                continue;
+            }
+            let id = new_id();
+            let paths = offer.offer.paths().len().max(1);
+            let offer = &mut self.offers[index];
+            offer.check.out = Some(CheckOut { id, left_at: None });
+            planned.push(PlannedCheck {
+                offer: offer.id(),
+                id,
+                path: offer.check.repairs as usize % paths,
+            });
+        }
+        planned
+    }
+
+    fn checks_out(&self, server: &PublicKey) -> usize {
+        self.offers
+            .iter()
+            .filter(|o| o.server == *server && o.check.out.is_some())
+            .count()
+    }
+
+    /// The check `id` left for its server at `now` (monotonic): its answer is waited for from
+    /// then.
+    pub fn check_left(&mut self, id: &[u8; 32], now: Duration) {
+        if let Some(offer) = self.checking(id) {
+            if let Some(out) = &mut offer.check.out {
+                out.left_at.get_or_insert(now);
+            }
+        }
+    }
+
+    fn checking(&mut self, id: &[u8; 32]) -> Option<&mut CachedOffer> {
+        self.offers
+            .iter_mut()
+            .find(|o| o.check.out.as_ref().is_some_and(|out| out.id == *id))
+    }
+
+    /// The server answered the check `id` with `served` (`None`: it said it has no invoice).
+    /// Returns the offer and what to do, if `id` is a check of ours still out.
+    pub fn check_answered(
+        &mut self,
+        id: &[u8; 32],
+        served: Option<&StaticInvoice>,
+        now: Time,
+    ) -> Option<(OfferId, CheckVerdict)> {
+        let offer = self.checking(id)?;
+        offer.check.out = None;
+        let finding = judge(offer, served);
+        let id = offer.id();
+        Some((id, self.conclude(id, finding, now)))
+    }
+
+    /// Checks unanswered for the policy's timeout since they left: the server gave no invoice.
+    pub fn time_out_checks(&mut self, now: Time) -> Vec<(OfferId, CheckVerdict)> {
+        let timeout = self.policy.check_answer_timeout;
+        let timed_out: Vec<OfferId> = self
+            .offers
+            .iter_mut()
+            .filter(|o| {
+                o.check
+                    .out
+                    .as_ref()
+                    .and_then(|out| out.left_at)
+                    .is_some_and(|left| left.saturating_add(timeout) <= now.monotonic)
+            })
+            .map(|o| {
+                o.check.out = None;
+                o.id()
+            })
+            .collect();
+        timed_out
+            .into_iter()
+            .map(|id| (id, self.conclude(id, Some(Finding::Missing), now)))
+            .collect()
+    }
+
+    /// Applies `finding` to the offer `id` (`None`: nothing could be told).
+    fn conclude(&mut self, id: OfferId, finding: Option<Finding>, now: Time) -> CheckVerdict {
+        let interval = self.policy.offer_check_interval;
+        let Some(offer) = self.get_mut(id) else {
+            return CheckVerdict::Inconclusive;
+        };
+        let Some(finding) = finding else {
+            return CheckVerdict::Inconclusive;
+        };
+        let check = &mut offer.check;
+        let next_round = |check: &mut OfferCheck| {
+            check.asked = false;
+            check.repairs = 0;
+            check.recheck_on_confirmation = false;
+            check.due_at = Some(now.monotonic.saturating_add(interval));
+        };
+        let verdict = match finding {
+            Finding::Verified => {
+                let mended = check.finding.take().filter(|_| check.repairs > 0);
+                next_round(check);
+                offer.verified_at = Some(now.wall);
+                offer.check.finding = Some(match mended {
+                    Some(found) => Finding::Mended(Box::new(found)),
+                    None => Finding::Verified,
+                });
+                return CheckVerdict::Verified;
+            }
+            Finding::Overwritten => {
+                next_round(check);
+                offer.broken = Some(Finding::Overwritten.to_string());
+                CheckVerdict::Broken(Finding::Overwritten)
+            }
+            finding if check.repairs >= REPAIRS_PER_ROUND => {
+                next_round(check);
+                CheckVerdict::GaveUp(Finding::GaveUp(Box::new(finding)))
+            }
+            finding => {
+                check.repairs += 1;
+                check.recheck_on_confirmation = true;
+                offer.invoice_confirmed = false;
+                offer.invoice_sent_at = Some(now.monotonic);
+                offer.delivery.sends = 1;
+                offer.delivery.serving_again = true;
+                CheckVerdict::ServeAgain(finding)
+            }
+        };
+        if let CheckVerdict::ServeAgain(finding)
+        | CheckVerdict::GaveUp(finding)
+        | CheckVerdict::Broken(finding) = &verdict
+        {
+            offer.check.finding = Some(finding.clone());
+        }
+        verdict
+    }
+
+    /// The check of `id` could not be sent (no request can be built for the offer): nothing
+    /// more this round.
+    pub fn check_unsendable(&mut self, id: OfferId, now: Time) {
+        let interval = self.policy.offer_check_interval;
+        if let Some(offer) = self.get_mut(id) {
+            offer.check = OfferCheck {
+                due_at: Some(now.monotonic.saturating_add(interval)),
+                ..OfferCheck::default()
+            };
+        }
+    }
+
+    /// Forgets the checks out to `server`: it is no longer connected, and their answers cannot
+    /// come. Each is sent again once it is.
+    pub(super) fn forget_checks_of(&mut self, server: &PublicKey) {
+        for offer in self.offers.iter_mut().filter(|o| o.server == *server) {
+            offer.check.out = None;
+        }
+    }
+
+    /// Handed-out offers whose check the app asked for (`asked_only`) or that are due a
+    /// check, not concluded at `now`, and why.
+    pub fn checks_unfinished(&self, now: Time, asked_only: bool) -> Vec<(&CachedOffer, String)> {
+        let periodic = !self.policy.offer_check_interval.is_zero();
+        self.offers
+            .iter()
+            .filter(|o| o.state == OfferState::Used && o.broken.is_none())
+            .filter(|o| self.is_configured(&o.server) && !o.is_expired(now.wall))
+            .filter(|o| {
+                o.check.asked
+                    || o.check.out.is_some()
+                    || o.check.recheck_on_confirmation
+                    || (!asked_only && periodic && self.check_due(o, now) <= now.monotonic)
+            })
+            .map(|o| {
+                let why = if !self.is_connected(&o.server) {
+                    "its check waits for the server's connection".to_string()
+                } else if o.check.out.is_some() {
+                    "its check is waiting for the server's answer".to_string()
+                } else if o.check.recheck_on_confirmation {
+                    format!(
+                        "{}; its check is repeated once the server confirms it",
+                        o.check.finding.as_ref().unwrap_or(&Finding::Missing)
+                    )
+                } else if !o.invoice_confirmed || o.delivery.rebuild_under_way {
+                    "its check waits for its new invoice to be confirmed".to_string()
+                } else {
+                    "its check is not sent yet".to_string()
+                };
+                (o, why)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    /// Ids for the planned checks: 1, 2, 3, ... in their first byte.
+    fn ids() -> impl FnMut() -> [u8; 32] {
+        let mut next = 0u8;
+        move || {
+            next += 1;
+            [next; 32]
+        }
+    }
+
+    /// A cache with `count` offers handed out at `t0()`, and them.
+    fn handed_out(count: u16) -> (OfferFixture, OfferCache, Vec<CachedOffer>) {
+        let fixture = offer_fixture();
+        // Refreshes out of the way: an offer due one is not checked.
+        let policy = CachePolicy {
+            invoice_refresh_interval: 30 * DAY,
+            ..policy(count)
+        };
+        let mut cache = connected(policy, vec![]);
+        let mut offers = Vec::new();
+        for _ in 0..count {
+            fill(&mut cache, &fixture, t0());
+        }
+        for _ in 0..count {
+            offers.push(cache.take(None, t0()).unwrap());
+        }
+        (fixture, cache, offers)
+    }
+
+    /// The offers whose check `plan_checks` sends at `now`, answered at once by `served`.
+    fn check_all(
+        cache: &mut OfferCache,
+        now: Duration,
+        served: impl Fn(&CachedOffer) -> Option<StaticInvoice>,
+    ) -> Vec<(OfferId, CheckVerdict)> {
+        let planned = cache.plan_checks(at(now), ids());
+        planned
+            .into_iter()
+            .filter_map(|check| {
+                let offer = cache.get(check.offer).unwrap().clone();
+                cache.check_left(&check.id, now);
+                cache.check_answered(&check.id, served(&offer).as_ref(), at(now))
+            })
+            .collect()
+    }
+
+    fn own_invoice(offer: &CachedOffer) -> Option<StaticInvoice> {
+        Some(offer.invoice.invoice.clone())
+    }
+
+    #[test]
+    fn each_offer_is_checked_once_per_interval_at_a_point_of_its_own() {
+        let (_, mut cache, offers) = handed_out(6);
+        let mut first_checked = std::collections::BTreeMap::new();
+        // Every 10 minutes over three intervals.
+        let step = Duration::from_secs(600);
+        let mut now = t0();
+        while now < t0() + 3 * DAY {
+            for (id, verdict) in check_all(&mut cache, now, own_invoice) {
+                assert_eq!(verdict, CheckVerdict::Verified);
+                let checks = first_checked.entry(id.0).or_insert_with(Vec::new);
+                checks.push(now);
+            }
+            now += step;
+        }
+        assert_eq!(first_checked.len(), 6, "every offer");
+        for (id, checks) in &first_checked {
+            assert_eq!(checks.len(), 3, "once per interval: {checks:?}");
+            assert!(checks.windows(2).all(|pair| pair[1] - pair[0] >= DAY));
+            let offer = cache.get(OfferId(*id)).unwrap();
+            assert_eq!(offer.verified_at, checks.last().copied());
+        }
+        let firsts: std::collections::HashSet<Duration> =
+            first_checked.values().map(|checks| checks[0]).collect();
+        assert!(firsts.len() >= 5, "spread over the interval: {firsts:?}");
+        assert!(offers
+            .iter()
+            .all(|o| cache.get(o.id()).unwrap().broken.is_none()));
+    }
+
+    #[test]
+    fn an_invoice_the_server_lost_is_served_again_and_checked_again_at_most_twice_a_round() {
+        let (_, mut cache, offers) = handed_out(1);
+        let id = offers[0].id();
+        cache.ask_checks(at(t0()));
+        let timeout = Duration::from_secs(10);
+        let mut now = t0() + HOUR;
+        let mut served_again = 0;
+        for round_check in 0..=REPAIRS_PER_ROUND {
+            let planned = cache.plan_checks(at(now), ids());
+            assert_eq!(planned.len(), 1, "check {round_check}");
+            assert!(
+                cache.plan_checks(at(now), ids()).is_empty(),
+                "one out at a time"
+            );
+            cache.check_left(&planned[0].id, now);
+            assert!(cache.time_out_checks(at(now + timeout / 2)).is_empty());
+            now += timeout;
+            let verdicts = cache.time_out_checks(at(now));
+            match &verdicts[..] {
+                [(of, CheckVerdict::ServeAgain(Finding::Missing))] if *of == id => {
+                    served_again += 1;
+                    let offer = cache.get(id).unwrap();
+                    assert!(!offer.invoice_confirmed, "to be sent again");
+                    let created = offer.invoice.invoice.created_at();
+                    assert!(
+                        cache.plan_checks(at(now), ids()).is_empty(),
+                        "not checked again before the server confirms it"
+                    );
+                    let confirmed = cache.invoice_persisted(id, created, at(now));
+                    assert!(
+                        matches!(confirmed, Confirmation::ServedAgain),
+                        "{confirmed:?}"
+                    );
+                }
+                [(of, CheckVerdict::GaveUp(Finding::GaveUp(found)))] if *of == id => {
+                    assert_eq!(**found, Finding::Missing);
+                    assert_eq!(round_check, REPAIRS_PER_ROUND);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(served_again, REPAIRS_PER_ROUND);
+        assert!(
+            cache.plan_checks(at(now + DAY - HOUR), ids()).is_empty(),
+            "nothing more until the next interval"
+        );
+        assert_eq!(cache.plan_checks(at(now + DAY), ids()).len(), 1);
+        assert_eq!(cache.get(id).unwrap().verified_at, None);
+    }
+
+    #[test]
+    fn a_served_again_invoice_found_served_is_mended() {
+        let (_, mut cache, offers) = handed_out(1);
+        let id = offers[0].id();
+        cache.ask_checks(at(t0()));
+        let verdicts = check_all(&mut cache, t0(), |_| None);
+        assert_eq!(
+            verdicts,
+            vec![(id, CheckVerdict::ServeAgain(Finding::Missing))]
+        );
+        let created = cache.get(id).unwrap().invoice.invoice.created_at();
+        cache.invoice_persisted(id, created, at(t0()));
+        let verdicts = check_all(&mut cache, t0(), own_invoice);
+        assert_eq!(verdicts, vec![(id, CheckVerdict::Verified)]);
+        let offer = cache.get(id).unwrap();
+        assert_eq!(
+            offer.check.finding,
+            Some(Finding::Mended(Box::new(Finding::Missing)))
+        );
+        assert_eq!(offer.verified_at, Some(t0()));
+        assert!(!offer.check.asked, "the round is over");
+    }
+
+    #[test]
+    fn an_older_invoice_is_replaced_and_a_newer_one_of_this_wallet_is_accepted() {
+        let (fixture, mut cache, offers) = handed_out(1);
+        let offer = &offers[0];
+        let older = offer.invoice.invoice.clone();
+        let later = t0() + 3 * HOUR;
+        let newer = fixture.invoice_for(offer, later);
+        assert!(cache.replace_invoice(offer.id(), newer.clone(), later));
+        cache.invoice_persisted(offer.id(), newer.invoice.created_at(), at(later));
+        cache.ask_checks(at(later));
+        let verdicts = check_all(&mut cache, later, |_| Some(older.clone()));
+        assert_eq!(
+            verdicts,
+            vec![(offer.id(), CheckVerdict::ServeAgain(Finding::Older))]
+        );
+        // Another install of the wallet refreshed it later still: payers get a valid invoice.
+        cache.invoice_persisted(offer.id(), newer.invoice.created_at(), at(later));
+        let newest = fixture.invoice_for(offer, later + HOUR);
+        let verdicts = check_all(&mut cache, later, |_| Some(newest.invoice.clone()));
+        assert_eq!(verdicts, vec![(offer.id(), CheckVerdict::Verified)]);
+    }
+
+    #[test]
+    fn an_older_answer_while_a_newer_invoice_is_on_its_way_tells_nothing() {
+        let (fixture, mut cache, offers) = handed_out(1);
+        let offer = &offers[0];
+        cache.ask_checks(at(t0()));
+        let planned = cache.plan_checks(at(t0()), ids());
+        let later = t0() + HOUR;
+        let newer = fixture.invoice_for(offer, later);
+        assert!(cache.replace_invoice(offer.id(), newer, later));
+        let answer = cache.check_answered(&planned[0].id, Some(&offer.invoice.invoice), at(later));
+        assert_eq!(answer, Some((offer.id(), CheckVerdict::Inconclusive)));
+        assert!(
+            cache.plan_checks(at(later), ids()).is_empty(),
+            "not before the new invoice is confirmed"
+        );
+    }
+
+    #[test]
+    fn a_slot_holding_another_offers_invoice_breaks_the_offer_for_good() {
+        let (_, mut cache, offers) = handed_out(3);
+        let (broken, other) = (&offers[0], &offers[1]);
+        let label = "alice";
+        let mut labelled = cache.get(broken.id()).unwrap().clone();
+        labelled.label = Some(label.into());
+        *cache.get_mut(broken.id()).unwrap() = labelled;
+        cache.ask_checks(at(t0()));
+        let verdicts = check_all(&mut cache, t0(), |offer| match offer.id() == broken.id() {
+            true => Some(other.invoice.invoice.clone()),
+            false => Some(offer.invoice.invoice.clone()),
+        });
+        assert!(verdicts.contains(&(broken.id(), CheckVerdict::Broken(Finding::Overwritten))));
+        assert_eq!(
+            verdicts
+                .iter()
+                .filter(|(_, v)| *v == CheckVerdict::Verified)
+                .count(),
+            2
+        );
+        let offer = cache.get(broken.id()).unwrap();
+        assert!(offer
+            .broken
+            .as_ref()
+            .unwrap()
+            .contains("another offer's invoice"));
+        // Never sent, refreshed, checked or given to its label again.
+        let later = t0() + 10 * DAY;
+        assert!(!cache
+            .plan_resends(at(later), Some(server_key()))
+            .contains(&broken.id()));
+        assert!(!cache.maintain(at(later)).rebuild.contains(&broken.id()));
+        assert!(!cache.live_offers(later).contains(&broken.id()));
+        assert_eq!(cache.ask_checks(at(later)), 2);
+        assert!(cache
+            .plan_checks(at(later), ids())
+            .iter()
+            .all(|check| check.offer != broken.id()));
+        assert!(
+            cache.offer_for(label, later).is_none(),
+            "no Ready offer to give instead"
+        );
+    }
+
+    #[test]
+    fn a_check_out_when_the_connection_drops_is_sent_again_on_the_next() {
+        let (_, mut cache, offers) = handed_out(1);
+        cache.ask_checks(at(t0()));
+        let planned = cache.plan_checks(at(t0()), ids());
+        cache.check_left(&planned[0].id, t0());
+        cache.set_reachability(server_key(), Reachability::Unreachable);
+        assert!(
+            cache.time_out_checks(at(t0() + HOUR)).is_empty(),
+            "no verdict"
+        );
+        assert!(
+            cache.plan_checks(at(t0() + HOUR), ids()).is_empty(),
+            "not connected"
+        );
+        let late = cache.check_answered(&planned[0].id, None, at(t0() + HOUR));
+        assert_eq!(late, None, "an answer to a forgotten check is ignored");
+        cache.set_reachability(server_key(), Reachability::Connected);
+        let again = cache.plan_checks(at(t0() + HOUR), ids());
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].offer, offers[0].id());
+    }
+
+    #[test]
+    fn no_more_checks_than_the_window_are_out_to_a_server() {
+        let (_, mut cache, _) = handed_out(10);
+        cache.ask_checks(at(t0()));
+        let first = cache.plan_checks(at(t0()), ids());
+        assert_eq!(first.len(), MAX_CHECKS_IN_FLIGHT);
+        assert!(cache.plan_checks(at(t0()), ids()).is_empty());
+        let offer = cache.get(first[0].offer).unwrap().invoice.invoice.clone();
+        cache.check_answered(&first[0].id, Some(&offer), at(t0()));
+        assert_eq!(cache.plan_checks(at(t0()), ids()).len(), 1);
+    }
+}
