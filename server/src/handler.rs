@@ -1,6 +1,7 @@
 //! The server role, on LDK's public `OffersMessageFlow` server methods: hand out offer paths,
 //! verify and persist static invoices, serve them to payers and forward invoice requests.
 
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,13 @@ use lightning::util::ser::Writeable;
 
 use crate::invoices::InvoiceStore;
 use crate::router::ServerRouter;
-use crate::{Log, OfferPathsLifetime, ServerIdentity};
+use crate::{Log, OfferPathsLifetime, Received, ServerIdentity};
+
+/// Faults a test asks the server to show (see `ServerOptions`).
+pub(crate) struct Faults {
+    pub replay_after: Option<Duration>,
+    pub ignore_invoice_requests: bool,
+}
 
 /// The LDK flow the server runs on.
 pub type Flow = OffersMessageFlow<Arc<ServerRouter>, Arc<Log>>;
@@ -40,6 +47,8 @@ pub struct ServerHandler {
     store: Arc<InvoiceStore>,
     writer: mpsc::Sender<PendingWrite>,
     replay: Option<Replay>,
+    ignore_invoice_requests: bool,
+    received: Arc<Received>,
 }
 
 /// Replies sent again on purpose (see `ServerOptions::replay_replies_after`).
@@ -143,9 +152,11 @@ impl ServerHandler {
         identity: &ServerIdentity,
         store: InvoiceStore,
         paths_lifetime: OfferPathsLifetime,
-        replay_after: Option<Duration>,
+        faults: Faults,
+        received: Arc<Received>,
         flush: impl Fn() + Send + Sync + 'static,
     ) -> Self {
+        let replay_after = faults.replay_after;
         let flow = identity.flow.clone();
         let paths = Arc::new(PathMinter {
             node_id: identity.node_id,
@@ -203,6 +214,8 @@ impl ServerHandler {
             store,
             writer,
             replay,
+            ignore_invoice_requests: faults.ignore_invoice_requests,
+            received,
         }
     }
 }
@@ -291,6 +304,7 @@ impl AsyncPaymentsMessageHandler for ServerHandler {
                 return;
             }
         };
+        self.received.invoices.fetch_add(1, Ordering::Relaxed);
         let write = PendingWrite {
             recipient_id,
             slot,
@@ -335,6 +349,13 @@ impl OffersMessageHandler for ServerHandler {
         let OffersMessage::InvoiceRequest(invoice_request) = message else {
             return None;
         };
+        self.received
+            .invoice_requests
+            .fetch_add(1, Ordering::Relaxed);
+        if self.ignore_invoice_requests {
+            log::debug!("ignoring an invoice request, as told");
+            return None;
+        }
         let responder = responder?;
         let (recipient_id, slot, invoice_request) =
             match self.flow.verify_invoice_request(invoice_request, context) {

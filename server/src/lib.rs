@@ -34,6 +34,7 @@ use lightning::util::ser::Writeable;
 use lightning_net_tokio::SocketDescriptor;
 use tokio::sync::watch;
 
+use handler::Faults;
 pub use handler::ServerHandler;
 pub use invoices::InvoiceStore;
 pub use payer::{check_invoice_for_offer, FetchedInvoice, Payer, PAYER_NOTE};
@@ -125,6 +126,18 @@ pub struct ServerOptions {
     pub replay_replies_after: Option<Duration>,
     /// How long the offer paths handed out (and the offers built on them) stay valid.
     pub offer_paths_lifetime: OfferPathsLifetime,
+    /// Fault injection for tests: store and confirm invoices, but answer no invoice request
+    /// (neither the invoice nor a forward), as a server whose payer-facing side is broken.
+    pub ignore_invoice_requests: bool,
+}
+
+/// What a running server has received, for tests that bound what a client costs it.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Invoice requests that reached the server over an offer's paths.
+    pub invoice_requests: std::sync::atomic::AtomicU64,
+    /// `ServeStaticInvoice`s (each a 32 KiB onion) verified and queued for storing.
+    pub invoices: std::sync::atomic::AtomicU64,
 }
 
 /// How long the offer paths a server hands out stay valid. Recipients build their offers on
@@ -244,6 +257,7 @@ pub struct RunningServer {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     peers: Arc<Peers>,
+    received: Arc<Received>,
 }
 
 impl RunningServer {
@@ -255,6 +269,11 @@ impl RunningServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What it has received since it started.
+    pub fn received(&self) -> &Received {
+        &self.received
     }
 
     /// One JSON line with what a recipient needs: node id, address, paths.
@@ -287,11 +306,16 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
     let store = InvoiceStore::new(options.data_dir.join("invoices"));
     let flush = Arc::new(tokio::sync::Notify::new());
     let flush_signal = flush.clone();
+    let received = Arc::new(Received::default());
     let handler = Arc::new(ServerHandler::new(
         &identity,
         store,
         options.offer_paths_lifetime,
-        options.replay_replies_after,
+        Faults {
+            replay_after: options.replay_replies_after,
+            ignore_invoice_requests: options.ignore_invoice_requests,
+        },
+        received.clone(),
         move || flush_signal.notify_one(),
     ));
     let messenger = Arc::new(OnionMessenger::new(
@@ -346,5 +370,6 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
         local_addr,
         stop,
         peers,
+        received,
     })
 }

@@ -160,6 +160,7 @@ fn main() {
             network: args.network,
             compact_scid: args.compact_scid,
             replay_replies_after: None,
+            ignore_invoice_requests: false,
             offer_paths_lifetime: args.offer_paths_lifetime,
         };
         let server = async_offers_server::start(options)

@@ -181,6 +181,8 @@ impl Engine {
                 CheckVerdict::Inconclusive => {}
             }
         }
+        // The Ready offers of a server suspected of losing its store are served again.
+        self.queue_resends(&mut state, now, None);
         self.queue_checks(&mut state, now);
         drop(state);
         self.wake_transports();

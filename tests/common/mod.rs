@@ -30,6 +30,7 @@ pub fn server_options(data_dir: &Path, listen: &str) -> ServerOptions {
         network: Network::Regtest,
         compact_scid: None,
         replay_replies_after: None,
+        ignore_invoice_requests: false,
         offer_paths_lifetime: Default::default(),
     }
 }

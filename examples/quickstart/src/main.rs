@@ -78,6 +78,7 @@ fn run(offers: usize, json: bool) -> Result<(), Box<dyn std::error::Error>> {
             network: Network::Regtest,
             compact_scid: None,
             replay_replies_after: None,
+            ignore_invoice_requests: false,
             offer_paths_lifetime: Default::default(),
         },
     ))?;

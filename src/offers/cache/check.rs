@@ -151,12 +151,17 @@ fn judge(offer: &CachedOffer, served: Option<&StaticInvoice>) -> Option<Finding>
     if served.signing_pubkey() != current.signing_pubkey() {
         return Some(Finding::Unpayable);
     }
-    if served.created_at() > current.created_at() {
+    // Whole seconds, as invoices carry it: the one in memory may hold a fraction more.
+    let (served_at, current_at) = (
+        served.created_at().as_secs(),
+        current.created_at().as_secs(),
+    );
+    if served_at > current_at {
         // Only a holder of this wallet's keys signs an invoice of this offer: another install
         // of it (an imported offer book) refreshed it later. Payers get a valid invoice.
         return Some(Finding::Verified);
     }
-    if served.created_at() < current.created_at() {
+    if served_at < current_at {
         // Older than ours: wrong only once the server confirmed ours.
         return offer.invoice_confirmed.then_some(Finding::Older);
     }
@@ -300,14 +305,17 @@ impl OfferCache {
         let offer = self.checking(id)?;
         offer.check.out = None;
         let finding = judge(offer, served);
-        let id = offer.id();
+        let (id, server) = (offer.id(), offer.server);
+        if finding == Some(Finding::Missing) {
+            self.suspect_lost_store(server, now);
+        }
         Some((id, self.conclude(id, finding, now)))
     }
 
     /// Checks unanswered for the policy's timeout since they left: the server gave no invoice.
     pub fn time_out_checks(&mut self, now: Time) -> Vec<(OfferId, CheckVerdict)> {
         let timeout = self.policy.check_answer_timeout;
-        let timed_out: Vec<OfferId> = self
+        let timed_out: Vec<(OfferId, PublicKey)> = self
             .offers
             .iter_mut()
             .filter(|o| {
@@ -319,13 +327,50 @@ impl OfferCache {
             })
             .map(|o| {
                 o.check.out = None;
-                o.id()
+                (o.id(), o.server)
             })
             .collect();
         timed_out
             .into_iter()
-            .map(|id| (id, self.conclude(id, Some(Finding::Missing), now)))
+            .map(|(id, server)| {
+                self.suspect_lost_store(server, now);
+                (id, self.conclude(id, Some(Finding::Missing), now))
+            })
             .collect()
+    }
+
+    /// A check found `server` without an invoice it had confirmed: it may have lost them all
+    /// (a lost disk, an old backup restored). Its other handed-out offers are checked now,
+    /// and its Ready offers' invoices served again (they are handed out without a check),
+    /// at most once per check interval (or hour, if checks are off).
+    fn suspect_lost_store(&mut self, server: PublicKey, now: Time) {
+        let every = self
+            .policy
+            .offer_check_interval
+            .max(Duration::from_secs(3600));
+        if self
+            .lost_store_suspected
+            .get(&server)
+            .is_some_and(|at| at.saturating_add(every) > now.monotonic)
+        {
+            return;
+        }
+        self.lost_store_suspected.insert(server, now.monotonic);
+        let refresh_interval = self.policy.invoice_refresh_interval;
+        for offer in self.offers.iter_mut().filter(|o| o.server == server) {
+            match offer.state {
+                OfferState::Used if offer.checkable(refresh_interval, now) => {
+                    offer.check.asked = true;
+                }
+                OfferState::Ready if offer.invoice_confirmed => {
+                    offer.invoice_confirmed = false;
+                    offer.invoice_sent_at = None;
+                    offer.delivery.sends = 0;
+                    offer.delivery.serving_again = true;
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Applies `finding` to the offer `id` (`None`: nothing could be told).

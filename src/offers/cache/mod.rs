@@ -133,6 +133,9 @@ pub(crate) struct OfferCache {
     /// every connection is not asked anew on each. Cleared by its next answer, by a
     /// reconnection after a connection that worked, or by a stop.
     lost_requests: HashMap<PublicKey, SlotRequest>,
+    /// When (monotonic) a check last found each server without an invoice it had confirmed,
+    /// and all its offers were checked or served again for it (see `check::suspect_lost_store`).
+    lost_store_suspected: HashMap<PublicKey, Duration>,
     slot_sequence: SlotSequence,
 }
 
@@ -150,6 +153,7 @@ impl OfferCache {
             reachability,
             unreachable_since: HashMap::new(),
             lost_requests: HashMap::new(),
+            lost_store_suspected: HashMap::new(),
             slot_sequence,
         }
     }
