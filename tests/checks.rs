@@ -225,7 +225,7 @@ async fn a_server_serving_an_older_invoice_than_it_confirmed_last_is_found_and_m
 
     assert!(report.complete, "{report:?}");
     assert_eq!((report.verified, report.served_again), (1, 1), "{report:?}");
-    assert_invoices_pay_over(&server, &[offer.offer.clone()], &new_hint).await;
+    assert_invoices_pay_over(&server, std::slice::from_ref(&offer.offer), &new_hint).await;
     client.stop();
 }
 

@@ -648,6 +648,15 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
     func addListener(listener: OfferListener)  -> UInt64
     
     /**
+     * Checks every handed-out offer now as a payer sees it, and returns by `timeout` with a
+     * report (see [`crate::AsyncOffersClient::check_offers`]): verified offers get
+     * `verifiedAt`, invoices the server lost are served again, overwritten offers are
+     * `OfferBroken`. Connects if the client is not started, as [`Self::sync`] does; its start
+     * runs on an SDK thread. Cancelled (see [`CallCancellation`]), it ends at once.
+     */
+    func checkOffers(timeout: TimeInterval, cancellation: CallCancellation?) async throws  -> CheckReport
+    
+    /**
      * The event `id` was handled: it leaves the queue, and its record the data dir, before
      * this returns. An id no longer queued is ignored.
      */
@@ -897,6 +906,29 @@ open func addListener(listener: OfferListener) -> UInt64  {
         FfiConverterTypeOfferListener_lower(listener),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Checks every handed-out offer now as a payer sees it, and returns by `timeout` with a
+     * report (see [`crate::AsyncOffersClient::check_offers`]): verified offers get
+     * `verifiedAt`, invoices the server lost are served again, overwritten offers are
+     * `OfferBroken`. Connects if the client is not started, as [`Self::sync`] does; its start
+     * runs on an SDK thread. Cancelled (see [`CallCancellation`]), it ends at once.
+     */
+open func checkOffers(timeout: TimeInterval, cancellation: CallCancellation? = nil)async throws  -> CheckReport  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_async_offers_fn_method_asyncoffers_check_offers(
+                        self.uniffiCloneHandle(),FfiConverterDuration.lower(timeout),FfiConverterOptionTypeCallCancellation.lower(cancellation)
+                )
+            },
+            pollFunc: ffi_async_offers_rust_future_poll_rust_buffer,
+            completeFunc: ffi_async_offers_rust_future_complete_rust_buffer,
+            freeFunc: ffi_async_offers_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeCheckReport_lift,
+            errorHandler: FfiConverterTypeOffersError_lift
+        )
 }
     
     /**
@@ -2166,6 +2198,132 @@ public func FfiConverterTypeChannelHint_lower(_ value: ChannelHint) -> RustBuffe
 
 
 /**
+ * What [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers) found
+ * before it returned.
+ */
+public struct CheckReport: Equatable, Hashable {
+    /**
+     * Whether every check ended: each handed-out offer found served to payers as its server
+     * confirmed (at once, or once served again), or found broken.
+     */
+    public var complete: Bool
+    /**
+     * The handed-out live offers of configured servers that were checked.
+     */
+    public var checked: UInt32
+    /**
+     * Of those, found served to payers as confirmed.
+     */
+    public var verified: UInt32
+    /**
+     * Of the verified ones, those whose invoice had to be served again first (the server
+     * gave payers none, or an older one).
+     */
+    public var servedAgain: UInt32
+    /**
+     * Of those checked, found broken ([`Event::OfferBroken`]).
+     */
+    public var broken: UInt32
+    /**
+     * What did not end, and why: a server not connected, an answer not come yet, an invoice
+     * the server still does not serve after it was served again.
+     */
+    public var unfinished: [Unfinished]
+    /**
+     * How long the checks took.
+     */
+    public var elapsed: TimeInterval
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Whether every check ended: each handed-out offer found served to payers as its server
+         * confirmed (at once, or once served again), or found broken.
+         */complete: Bool, 
+        /**
+         * The handed-out live offers of configured servers that were checked.
+         */checked: UInt32, 
+        /**
+         * Of those, found served to payers as confirmed.
+         */verified: UInt32, 
+        /**
+         * Of the verified ones, those whose invoice had to be served again first (the server
+         * gave payers none, or an older one).
+         */servedAgain: UInt32, 
+        /**
+         * Of those checked, found broken ([`Event::OfferBroken`]).
+         */broken: UInt32, 
+        /**
+         * What did not end, and why: a server not connected, an answer not come yet, an invoice
+         * the server still does not serve after it was served again.
+         */unfinished: [Unfinished], 
+        /**
+         * How long the checks took.
+         */elapsed: TimeInterval) {
+        self.complete = complete
+        self.checked = checked
+        self.verified = verified
+        self.servedAgain = servedAgain
+        self.broken = broken
+        self.unfinished = unfinished
+        self.elapsed = elapsed
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension CheckReport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCheckReport: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CheckReport {
+        return
+            try CheckReport(
+                complete: FfiConverterBool.read(from: &buf), 
+                checked: FfiConverterUInt32.read(from: &buf), 
+                verified: FfiConverterUInt32.read(from: &buf), 
+                servedAgain: FfiConverterUInt32.read(from: &buf), 
+                broken: FfiConverterUInt32.read(from: &buf), 
+                unfinished: FfiConverterSequenceTypeUnfinished.read(from: &buf), 
+                elapsed: FfiConverterDuration.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: CheckReport, into buf: inout [UInt8]) {
+        FfiConverterBool.write(value.complete, into: &buf)
+        FfiConverterUInt32.write(value.checked, into: &buf)
+        FfiConverterUInt32.write(value.verified, into: &buf)
+        FfiConverterUInt32.write(value.servedAgain, into: &buf)
+        FfiConverterUInt32.write(value.broken, into: &buf)
+        FfiConverterSequenceTypeUnfinished.write(value.unfinished, into: &buf)
+        FfiConverterDuration.write(value.elapsed, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCheckReport_lift(_ buf: RustBuffer) throws -> CheckReport {
+    return try FfiConverterTypeCheckReport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCheckReport_lower(_ value: CheckReport) -> RustBuffer {
+    return FfiConverterTypeCheckReport.lower(value)
+}
+
+
+/**
  * What the client is doing, for an app's diagnostics (see
  * [`AsyncOffersClient::status`](crate::AsyncOffersClient::status)).
  */
@@ -2186,6 +2344,11 @@ public struct ClientStatus: Equatable, Hashable {
      * Each configured server, in the config's order.
      */
     public var servers: [ServerStatus]
+    /**
+     * What the checks found of each handed-out live offer of a configured server (see
+     * [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers)).
+     */
+    public var offerChecks: [OfferCheckStatus]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2201,11 +2364,16 @@ public struct ClientStatus: Equatable, Hashable {
          */wantedOffers: UInt32, 
         /**
          * Each configured server, in the config's order.
-         */servers: [ServerStatus]) {
+         */servers: [ServerStatus], 
+        /**
+         * What the checks found of each handed-out live offer of a configured server (see
+         * [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers)).
+         */offerChecks: [OfferCheckStatus]) {
         self.running = running
         self.readyOffers = readyOffers
         self.wantedOffers = wantedOffers
         self.servers = servers
+        self.offerChecks = offerChecks
     }
 
     
@@ -2227,7 +2395,8 @@ public struct FfiConverterTypeClientStatus: FfiConverterRustBuffer {
                 running: FfiConverterBool.read(from: &buf), 
                 readyOffers: FfiConverterUInt32.read(from: &buf), 
                 wantedOffers: FfiConverterUInt32.read(from: &buf), 
-                servers: FfiConverterSequenceTypeServerStatus.read(from: &buf)
+                servers: FfiConverterSequenceTypeServerStatus.read(from: &buf), 
+                offerChecks: FfiConverterSequenceTypeOfferCheckStatus.read(from: &buf)
         )
     }
 
@@ -2236,6 +2405,7 @@ public struct FfiConverterTypeClientStatus: FfiConverterRustBuffer {
         FfiConverterUInt32.write(value.readyOffers, into: &buf)
         FfiConverterUInt32.write(value.wantedOffers, into: &buf)
         FfiConverterSequenceTypeServerStatus.write(value.servers, into: &buf)
+        FfiConverterSequenceTypeOfferCheckStatus.write(value.offerChecks, into: &buf)
     }
 }
 
@@ -2537,6 +2707,16 @@ public struct Offer: Equatable, Hashable {
      * invoice.
      */
     public var invoiceConfirmedAt: TimeInterval?
+    /**
+     * When a check last got this offer's invoice from its server as a payer does, and it was
+     * the one the server confirmed last, by this device's clock (`None`: never yet; see
+     * [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers)).
+     */
+    public var verifiedAt: TimeInterval?
+    /**
+     * Why this offer can no longer be paid, if a check found so ([`Event::OfferBroken`]).
+     */
+    public var broken: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2569,7 +2749,15 @@ public struct Offer: Equatable, Hashable {
          * When the server last confirmed it stores an invoice of this offer, by this device's
          * clock (`None`: never, or not known to releases before 0.2): what payers get is that
          * invoice.
-         */invoiceConfirmedAt: TimeInterval?) {
+         */invoiceConfirmedAt: TimeInterval?, 
+        /**
+         * When a check last got this offer's invoice from its server as a payer does, and it was
+         * the one the server confirmed last, by this device's clock (`None`: never yet; see
+         * [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers)).
+         */verifiedAt: TimeInterval?, 
+        /**
+         * Why this offer can no longer be paid, if a check found so ([`Event::OfferBroken`]).
+         */broken: String?) {
         self.serverNodeId = serverNodeId
         self.slot = slot
         self.state = state
@@ -2579,6 +2767,8 @@ public struct Offer: Equatable, Hashable {
         self.createdAt = createdAt
         self.expiresAt = expiresAt
         self.invoiceConfirmedAt = invoiceConfirmedAt
+        self.verifiedAt = verifiedAt
+        self.broken = broken
     }
 
     
@@ -2605,7 +2795,9 @@ public struct FfiConverterTypeOffer: FfiConverterRustBuffer {
                 label: FfiConverterOptionString.read(from: &buf), 
                 createdAt: FfiConverterDuration.read(from: &buf), 
                 expiresAt: FfiConverterOptionDuration.read(from: &buf), 
-                invoiceConfirmedAt: FfiConverterOptionDuration.read(from: &buf)
+                invoiceConfirmedAt: FfiConverterOptionDuration.read(from: &buf), 
+                verifiedAt: FfiConverterOptionDuration.read(from: &buf), 
+                broken: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -2619,6 +2811,8 @@ public struct FfiConverterTypeOffer: FfiConverterRustBuffer {
         FfiConverterDuration.write(value.createdAt, into: &buf)
         FfiConverterOptionDuration.write(value.expiresAt, into: &buf)
         FfiConverterOptionDuration.write(value.invoiceConfirmedAt, into: &buf)
+        FfiConverterOptionDuration.write(value.verifiedAt, into: &buf)
+        FfiConverterOptionString.write(value.broken, into: &buf)
     }
 }
 
@@ -2635,6 +2829,97 @@ public func FfiConverterTypeOffer_lift(_ buf: RustBuffer) throws -> Offer {
 #endif
 public func FfiConverterTypeOffer_lower(_ value: Offer) -> RustBuffer {
     return FfiConverterTypeOffer.lower(value)
+}
+
+
+/**
+ * What the checks found of one handed-out offer.
+ */
+public struct OfferCheckStatus: Equatable, Hashable {
+    /**
+     * The server holding its invoice, hex.
+     */
+    public var serverNodeId: String
+    /**
+     * The offer id, hex.
+     */
+    public var offerId: String
+    /**
+     * When a check last found payers get the invoice the server confirmed last.
+     */
+    public var verifiedAt: TimeInterval?
+    /**
+     * What the last check found (or that none ran yet, or one is under way), in words a
+     * support person can act on.
+     */
+    public var finding: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The server holding its invoice, hex.
+         */serverNodeId: String, 
+        /**
+         * The offer id, hex.
+         */offerId: String, 
+        /**
+         * When a check last found payers get the invoice the server confirmed last.
+         */verifiedAt: TimeInterval?, 
+        /**
+         * What the last check found (or that none ran yet, or one is under way), in words a
+         * support person can act on.
+         */finding: String) {
+        self.serverNodeId = serverNodeId
+        self.offerId = offerId
+        self.verifiedAt = verifiedAt
+        self.finding = finding
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension OfferCheckStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeOfferCheckStatus: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> OfferCheckStatus {
+        return
+            try OfferCheckStatus(
+                serverNodeId: FfiConverterString.read(from: &buf), 
+                offerId: FfiConverterString.read(from: &buf), 
+                verifiedAt: FfiConverterOptionDuration.read(from: &buf), 
+                finding: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: OfferCheckStatus, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.serverNodeId, into: &buf)
+        FfiConverterString.write(value.offerId, into: &buf)
+        FfiConverterOptionDuration.write(value.verifiedAt, into: &buf)
+        FfiConverterString.write(value.finding, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOfferCheckStatus_lift(_ buf: RustBuffer) throws -> OfferCheckStatus {
+    return try FfiConverterTypeOfferCheckStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOfferCheckStatus_lower(_ value: OfferCheckStatus) -> RustBuffer {
+    return FfiConverterTypeOfferCheckStatus.lower(value)
 }
 
 
@@ -2671,6 +2956,11 @@ public struct OffersConfig: Equatable, Hashable {
      * A handed-out offer's invoice is rebuilt when older than this.
      */
     public var invoiceRefreshInterval: TimeInterval
+    /**
+     * How often each handed-out offer is checked as a payer sees it (`checkOffers` does it
+     * now); zero: only when the app asks.
+     */
+    public var offerCheckInterval: TimeInterval
     /**
      * Offer paths must stay valid at least this long; longer than `offer_expiring_notice`.
      */
@@ -2745,6 +3035,10 @@ public struct OffersConfig: Equatable, Hashable {
          * A handed-out offer's invoice is rebuilt when older than this.
          */invoiceRefreshInterval: TimeInterval, 
         /**
+         * How often each handed-out offer is checked as a payer sees it (`checkOffers` does it
+         * now); zero: only when the app asks.
+         */offerCheckInterval: TimeInterval, 
+        /**
          * Offer paths must stay valid at least this long; longer than `offer_expiring_notice`.
          */minOfferPathsLifetime: TimeInterval, 
         /**
@@ -2789,6 +3083,7 @@ public struct OffersConfig: Equatable, Hashable {
         self.readyOfferTarget = readyOfferTarget
         self.readyOfferMaxAge = readyOfferMaxAge
         self.invoiceRefreshInterval = invoiceRefreshInterval
+        self.offerCheckInterval = offerCheckInterval
         self.minOfferPathsLifetime = minOfferPathsLifetime
         self.channelHints = channelHints
         self.tickInterval = tickInterval
@@ -2824,6 +3119,7 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
                 readyOfferTarget: FfiConverterUInt16.read(from: &buf), 
                 readyOfferMaxAge: FfiConverterDuration.read(from: &buf), 
                 invoiceRefreshInterval: FfiConverterDuration.read(from: &buf), 
+                offerCheckInterval: FfiConverterDuration.read(from: &buf), 
                 minOfferPathsLifetime: FfiConverterDuration.read(from: &buf), 
                 channelHints: FfiConverterSequenceTypeChannelHint.read(from: &buf), 
                 tickInterval: FfiConverterDuration.read(from: &buf), 
@@ -2845,6 +3141,7 @@ public struct FfiConverterTypeOffersConfig: FfiConverterRustBuffer {
         FfiConverterUInt16.write(value.readyOfferTarget, into: &buf)
         FfiConverterDuration.write(value.readyOfferMaxAge, into: &buf)
         FfiConverterDuration.write(value.invoiceRefreshInterval, into: &buf)
+        FfiConverterDuration.write(value.offerCheckInterval, into: &buf)
         FfiConverterDuration.write(value.minOfferPathsLifetime, into: &buf)
         FfiConverterSequenceTypeChannelHint.write(value.channelHints, into: &buf)
         FfiConverterDuration.write(value.tickInterval, into: &buf)
@@ -2963,6 +3260,11 @@ public struct ServerStatus: Equatable, Hashable {
      * failed, a refresh it did not confirm), until an invoice of it is confirmed again.
      */
     public var lastProblem: String?
+    /**
+     * What the checks found of its handed-out offers, in one sentence (`None`: it holds
+     * none); each offer's is in [`ClientStatus::offer_checks`].
+     */
+    public var checks: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2976,10 +3278,15 @@ public struct ServerStatus: Equatable, Hashable {
         /**
          * What last went wrong with it (its offer paths refused and why, a connection that
          * failed, a refresh it did not confirm), until an invoice of it is confirmed again.
-         */lastProblem: String?) {
+         */lastProblem: String?, 
+        /**
+         * What the checks found of its handed-out offers, in one sentence (`None`: it holds
+         * none); each offer's is in [`ClientStatus::offer_checks`].
+         */checks: String?) {
         self.serverNodeId = serverNodeId
         self.connected = connected
         self.lastProblem = lastProblem
+        self.checks = checks
     }
 
     
@@ -3000,7 +3307,8 @@ public struct FfiConverterTypeServerStatus: FfiConverterRustBuffer {
             try ServerStatus(
                 serverNodeId: FfiConverterString.read(from: &buf), 
                 connected: FfiConverterBool.read(from: &buf), 
-                lastProblem: FfiConverterOptionString.read(from: &buf)
+                lastProblem: FfiConverterOptionString.read(from: &buf), 
+                checks: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -3008,6 +3316,7 @@ public struct FfiConverterTypeServerStatus: FfiConverterRustBuffer {
         FfiConverterString.write(value.serverNodeId, into: &buf)
         FfiConverterBool.write(value.connected, into: &buf)
         FfiConverterOptionString.write(value.lastProblem, into: &buf)
+        FfiConverterOptionString.write(value.checks, into: &buf)
     }
 }
 
@@ -3050,6 +3359,11 @@ public struct SyncReport: Equatable, Hashable {
      */
     public var refreshed: UInt32
     /**
+     * Handed-out offers due a check that a check found served to payers as confirmed
+     * during the sync (see [`Config::offer_check_interval`](crate::Config::offer_check_interval)).
+     */
+    public var verified: UInt32
+    /**
      * What is left: each handed-out offer still without a fresh confirmed invoice, and each
      * server while Ready offers are missing, with why.
      */
@@ -3076,6 +3390,10 @@ public struct SyncReport: Equatable, Hashable {
          * Handed-out offers whose new invoice their server confirmed, written, during the sync.
          */refreshed: UInt32, 
         /**
+         * Handed-out offers due a check that a check found served to payers as confirmed
+         * during the sync (see [`Config::offer_check_interval`](crate::Config::offer_check_interval)).
+         */verified: UInt32, 
+        /**
          * What is left: each handed-out offer still without a fresh confirmed invoice, and each
          * server while Ready offers are missing, with why.
          */unfinished: [Unfinished], 
@@ -3086,6 +3404,7 @@ public struct SyncReport: Equatable, Hashable {
         self.readyOffers = readyOffers
         self.wantedOffers = wantedOffers
         self.refreshed = refreshed
+        self.verified = verified
         self.unfinished = unfinished
         self.elapsed = elapsed
     }
@@ -3110,6 +3429,7 @@ public struct FfiConverterTypeSyncReport: FfiConverterRustBuffer {
                 readyOffers: FfiConverterUInt32.read(from: &buf), 
                 wantedOffers: FfiConverterUInt32.read(from: &buf), 
                 refreshed: FfiConverterUInt32.read(from: &buf), 
+                verified: FfiConverterUInt32.read(from: &buf), 
                 unfinished: FfiConverterSequenceTypeUnfinished.read(from: &buf), 
                 elapsed: FfiConverterDuration.read(from: &buf)
         )
@@ -3120,6 +3440,7 @@ public struct FfiConverterTypeSyncReport: FfiConverterRustBuffer {
         FfiConverterUInt32.write(value.readyOffers, into: &buf)
         FfiConverterUInt32.write(value.wantedOffers, into: &buf)
         FfiConverterUInt32.write(value.refreshed, into: &buf)
+        FfiConverterUInt32.write(value.verified, into: &buf)
         FfiConverterSequenceTypeUnfinished.write(value.unfinished, into: &buf)
         FfiConverterDuration.write(value.elapsed, into: &buf)
     }
@@ -3142,7 +3463,7 @@ public func FfiConverterTypeSyncReport_lower(_ value: SyncReport) -> RustBuffer 
 
 
 /**
- * Something a [`SyncReport`] did not get done, and why.
+ * Something a [`SyncReport`] or a [`CheckReport`] did not get done, and why.
  */
 public struct Unfinished: Equatable, Hashable {
     /**
@@ -3150,8 +3471,8 @@ public struct Unfinished: Equatable, Hashable {
      */
     public var serverNodeId: String
     /**
-     * The handed-out offer whose invoice is not fresh and confirmed; `None` for a server
-     * whose share of the Ready offers is missing.
+     * The handed-out offer whose invoice is not fresh and confirmed, or whose check did not
+     * end; `None` for a server whose share of the Ready offers is missing.
      */
     public var offerId: String?
     /**
@@ -3166,8 +3487,8 @@ public struct Unfinished: Equatable, Hashable {
          * The server it waits for, hex.
          */serverNodeId: String, 
         /**
-         * The handed-out offer whose invoice is not fresh and confirmed; `None` for a server
-         * whose share of the Ready offers is missing.
+         * The handed-out offer whose invoice is not fresh and confirmed, or whose check did not
+         * end; `None` for a server whose share of the Ready offers is missing.
          */offerId: String?, 
         /**
          * Why, in words for a log or a diagnostics screen.
@@ -3688,6 +4009,22 @@ public enum OfferEvent: Equatable, Hashable {
          */serverNodeId: String
     )
     /**
+     * A check found a handed-out offer that this client can no longer keep payable: its slot
+     * on the server holds another offer's invoice (another install of this wallet, or the
+     * server, overwrote it), so payers of this offer get an invoice they refuse. Publish
+     * another: for its label, [`offer_for`](crate::AsyncOffersClient::offer_for) gives a
+     * fresh offer from now on. Its invoice is never sent again (that would break the other
+     * offer). Kept, across restarts, until handled.
+     */
+    case offerBroken(
+        /**
+         * The offer, with its label.
+         */offer: Offer, 
+        /**
+         * What the check found, in words for a log or a support person.
+         */reason: String
+    )
+    /**
      * The server forwarded a payer's invoice request, verified as one for our offer.
      */
     case invoiceRequestForwarded(
@@ -3746,7 +4083,10 @@ public struct FfiConverterTypeOfferEvent: FfiConverterRustBuffer {
         case 8: return .serverDisconnected(serverNodeId: try FfiConverterString.read(from: &buf)
         )
         
-        case 9: return .invoiceRequestForwarded(offerId: try FfiConverterString.read(from: &buf), amountMsats: try FfiConverterOptionUInt64.read(from: &buf), payerNote: try FfiConverterOptionString.read(from: &buf)
+        case 9: return .offerBroken(offer: try FfiConverterTypeOffer.read(from: &buf), reason: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 10: return .invoiceRequestForwarded(offerId: try FfiConverterString.read(from: &buf), amountMsats: try FfiConverterOptionUInt64.read(from: &buf), payerNote: try FfiConverterOptionString.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -3799,8 +4139,14 @@ public struct FfiConverterTypeOfferEvent: FfiConverterRustBuffer {
             FfiConverterString.write(serverNodeId, into: &buf)
             
         
-        case let .invoiceRequestForwarded(offerId,amountMsats,payerNote):
+        case let .offerBroken(offer,reason):
             writeInt(&buf, Int32(9))
+            FfiConverterTypeOffer.write(offer, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .invoiceRequestForwarded(offerId,amountMsats,payerNote):
+            writeInt(&buf, Int32(10))
             FfiConverterString.write(offerId, into: &buf)
             FfiConverterOptionUInt64.write(amountMsats, into: &buf)
             FfiConverterOptionString.write(payerNote, into: &buf)
@@ -4341,6 +4687,31 @@ fileprivate struct FfiConverterSequenceTypeOffer: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeOfferCheckStatus: FfiConverterRustBuffer {
+    typealias SwiftType = [OfferCheckStatus]
+
+    public static func write(_ value: [OfferCheckStatus], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeOfferCheckStatus.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [OfferCheckStatus] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [OfferCheckStatus]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeOfferCheckStatus.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeServerStatus: FfiConverterRustBuffer {
     typealias SwiftType = [ServerStatus]
 
@@ -4527,6 +4898,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 35546) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_async_offers_checksum_method_asyncoffers_check_offers() != 56246) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 64613) {

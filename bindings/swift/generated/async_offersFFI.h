@@ -300,6 +300,11 @@ uint64_t uniffi_async_offers_fn_constructor_asyncoffers_open(RustBuffer config, 
 uint64_t uniffi_async_offers_fn_method_asyncoffers_add_listener(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_CHECK_OFFERS
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_CHECK_OFFERS
+uint64_t uniffi_async_offers_fn_method_asyncoffers_check_offers(uint64_t ptr, RustBuffer timeout, RustBuffer cancellation
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_FN_METHOD_ASYNCOFFERS_EVENT_HANDLED
 void uniffi_async_offers_fn_method_asyncoffers_event_handled(uint64_t ptr, uint64_t id, RustCallStatus *_Nonnull out_status
@@ -791,6 +796,12 @@ uint16_t uniffi_async_offers_checksum_func_set_log_writer(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_ADD_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_ADD_LISTENER
 uint16_t uniffi_async_offers_checksum_method_asyncoffers_add_listener(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_CHECK_OFFERS
+#define UNIFFI_FFIDEF_UNIFFI_ASYNC_OFFERS_CHECKSUM_METHOD_ASYNCOFFERS_CHECK_OFFERS
+uint16_t uniffi_async_offers_checksum_method_asyncoffers_check_offers(void
     
 );
 #endif

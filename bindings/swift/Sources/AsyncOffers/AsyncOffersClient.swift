@@ -179,6 +179,22 @@ public final class AsyncOffersClient: @unchecked Sendable {
         return try await Self.cancellable { try await inner.sync(timeout: timeout, cancellation: $0) }
     }
 
+    /// Checks every handed-out offer now as a payer sees it, and returns by `timeout` seconds
+    /// with a report: each offer's static invoice is fetched from its server over the offer's
+    /// own paths and compared with the invoice the server confirmed last. Verified offers get
+    /// `verifiedAt`; an invoice the server lost or rolled back is served again and checked
+    /// again; an offer whose slot holds another offer's invoice is broken (`.offerBroken`, and
+    /// `offerFor` gives its label a fresh offer). Connects if the client is not started, as
+    /// `sync` does; cancelling the task ends it with `CancellationError`. The client also
+    /// checks each offer every `offerCheckInterval` on its own.
+    public func checkOffers(timeout: TimeInterval) async throws -> CheckReport {
+        guard timeout >= 0, !timeout.isNaN else {
+            throw OffersError.InvalidArgument(message: "timeout must not be negative, not \(timeout)")
+        }
+        let timeout = min(timeout, Self.longestInterval)
+        return try await Self.cancellable { try await inner.checkOffers(timeout: timeout, cancellation: $0) }
+    }
+
     /// The chain's tip height as the wallet's node last saw it (`node.status().currentBestBlock.height`
     /// in ldk-node): invoices built from now on cap their payments' CLTV expiry from it rather
     /// than from an estimate off the clock, which a wrong clock makes wrong.

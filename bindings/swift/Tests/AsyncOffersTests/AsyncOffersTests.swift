@@ -11,6 +11,7 @@ final class AsyncOffersTests: XCTestCase {
     private var nodeId = ""
     private var address = ""
     private var paths = ""
+    private var serverData: URL!
     private let seed = Data(repeating: 0x31, count: 32)
     private var dirs: [URL] = []
 
@@ -28,6 +29,7 @@ final class AsyncOffersTests: XCTestCase {
             throw XCTSkip("ASYNC_OFFERS_SERVER not set")
         }
         let data = try tempDir()
+        serverData = data
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["--listen", "127.0.0.1:0", "--data-dir", data.path, "--recipient", "swift"]
@@ -667,6 +669,43 @@ final class AsyncOffersTests: XCTestCase {
         XCTAssertEqual(amount, 1_000)
     }
 
+    /// The file the server keeps `slot`'s invoice in.
+    private func storedInvoice(_ slot: UInt16) throws -> URL {
+        let dir = serverData.appendingPathComponent("invoices/static_invoices")
+        let name = try FileManager.default.contentsOfDirectory(atPath: dir.path)
+            .first { $0.split(separator: "_").last.map(String.init) == String(slot) }
+        return dir.appendingPathComponent(try XCTUnwrap(name))
+    }
+
+    func testCheckOffersVerifiesTheOffersAndReportsOneWhoseSlotWasOverwritten() async throws {
+        var onlyWhenAsked = config(try tempDir(), slots: 2)
+        onlyWhenAsked.offerCheckInterval = 0
+        let client = try AsyncOffersClient(config: onlyWhenAsked, seed: seed)
+        try client.start()
+        _ = try await client.waitForReadyOffers(count: 2, timeout: 30)
+        let alice = try client.offerFor(label: "alice")
+        let bob = try client.offerFor(label: "bob")
+        let first = try await client.checkOffers(timeout: 30)
+        XCTAssertTrue(first.complete && first.checked == 2 && first.verified == 2, "\(first)")
+        XCTAssertTrue(client.offers().filter { $0.label != nil }.allSatisfy { $0.verifiedAt != nil })
+        // Another install of the wallet (or the server) wrote Bob's invoice into Alice's slot.
+        let bobs = try Data(contentsOf: try storedInvoice(bob.slot))
+        try bobs.write(to: try storedInvoice(alice.slot))
+        let second = try await client.checkOffers(timeout: 30)
+        XCTAssertEqual(second.broken, 1, "\(second)")
+        let (offerId, reason): (String, String) = try await collect(client.events()) { events in
+            for case let .offerBroken(offer, reason) in events {
+                return (offer.offerId, reason)
+            }
+            return nil
+        }
+        XCTAssertEqual(offerId, alice.offerId)
+        XCTAssertTrue(reason.contains("another offer's invoice"), reason)
+        let finding = client.status().offerChecks.first { $0.offerId == alice.offerId }?.finding
+        XCTAssertTrue(finding?.hasPrefix("broken") == true, "\(String(describing: finding))")
+        XCTAssertNotEqual(try client.offerFor(label: "alice").offerId, alice.offerId, "a fresh offer for her label")
+        client.stop()
+    }
 }
 
 private final class ThreadRecorder: OfferListener, @unchecked Sendable {

@@ -176,6 +176,20 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
     }
 
     /**
+     * Checks every handed-out offer now as a payer sees it, and returns by [timeout] with a
+     * report: each offer's static invoice is fetched from its server over the offer's own
+     * paths and compared with the invoice the server confirmed last. Verified offers get
+     * `verifiedAt`; an invoice the server lost or rolled back is served again and checked
+     * again; an offer whose slot holds another offer's invoice is broken (`OfferBroken`, and
+     * [offerFor] gives its label a fresh offer). Connects if the client is not started, as
+     * [sync] does. The client also checks each offer every `offerCheckInterval` on its own.
+     */
+    suspend fun checkOffers(timeout: Duration): CheckReport {
+        require(!timeout.isNegative()) { "timeout must not be negative, not $timeout" }
+        return inner.checkOffers(timeout.toJavaDuration())
+    }
+
+    /**
      * The chain's tip height as the wallet's node last saw it (`node.status().currentBestBlock.height`
      * in ldk-node): invoices built from now on cap their payments' CLTV expiry from it rather
      * than from an estimate off the clock, which a wrong clock makes wrong.

@@ -47,6 +47,7 @@ class AsyncOffersTest {
     private lateinit var nodeId: String
     private lateinit var address: String
     private lateinit var paths: String
+    private lateinit var serverData: File
     private val seed = ByteArray(32) { 0x21 }
     private val dirs = mutableListOf<File>()
 
@@ -63,6 +64,7 @@ class AsyncOffersTest {
     private fun launchServer(): Pair<Process, InvoiceServer> {
         val binary = System.getProperty("async_offers.server") ?: error("-Dasync_offers.server not set")
         val data = tempDir()
+        serverData = data
         val process = ProcessBuilder(binary, "--listen", "127.0.0.1:0", "--data-dir", data.path, "--recipient", "kotlin")
             .redirectError(ProcessBuilder.Redirect.DISCARD)
             .start()
@@ -682,4 +684,34 @@ class AsyncOffersTest {
         }
     }
 
+    /** The file the server keeps [slot]'s invoice in. */
+    private fun storedInvoice(slot: UShort): File =
+        File(serverData, "invoices/static_invoices").listFiles()!!.single { it.name.substringAfterLast('_') == slot.toString() }
+
+    @Test
+    fun checkOffersVerifiesTheOffersAndReportsOneWhoseSlotWasOverwritten() = runBlocking {
+        val onlyWhenAsked = config(tempDir(), slots = 2).apply { offerCheckInterval = java.time.Duration.ZERO }
+        AsyncOffersClient(onlyWhenAsked, seed).use { client ->
+            client.start()
+            client.waitForReadyOffers(2, 30.seconds)
+            val alice = client.offerFor("alice")
+            val bob = client.offerFor("bob")
+            val first = client.checkOffers(30.seconds)
+            assertTrue(first.toString(), first.complete && first.checked == 2u && first.verified == 2u)
+            assertTrue(client.offers().filter { it.label != null }.all { it.verifiedAt != null })
+            val broken = async(start = CoroutineStart.UNDISPATCHED) {
+                client.events.filterIsInstance<OfferEvent.OfferBroken>().take(1).toList().single()
+            }
+            // Another install of the wallet (or the server) wrote Bob's invoice into Alice's slot.
+            storedInvoice(bob.slot).copyTo(storedInvoice(alice.slot), overwrite = true)
+            val second = client.checkOffers(30.seconds)
+            assertEquals(second.toString(), 1u, second.broken)
+            val seen = withTimeout(30.seconds) { broken.await() }
+            assertEquals(alice.offerId, seen.offer.offerId)
+            assertTrue(seen.reason, seen.reason.contains("another offer's invoice"))
+            val finding = client.status().offerChecks.single { it.offerId == alice.offerId }.finding
+            assertTrue(finding, finding.startsWith("broken"))
+            assertTrue("Alice's label gets a fresh offer", client.offerFor("alice").offerId != alice.offerId)
+        }
+    }
 }

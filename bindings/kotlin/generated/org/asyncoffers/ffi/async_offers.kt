@@ -730,6 +730,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_add_listener(
     ): Int
+    external fun uniffi_async_offers_checksum_method_asyncoffers_check_offers(
+    ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_event_handled(
     ): Int
     external fun uniffi_async_offers_checksum_method_asyncoffers_event_handled_async(
@@ -825,6 +827,8 @@ internal object UniffiLib {
     external fun uniffi_async_offers_fn_constructor_asyncoffers_open(`config`: RustBuffer.ByValue,`seed`: RustBuffer.ByValue,`cancellation`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_add_listener(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_async_offers_fn_method_asyncoffers_check_offers(`ptr`: Long,`timeout`: RustBuffer.ByValue,`cancellation`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_async_offers_fn_method_asyncoffers_event_handled(`ptr`: Long,`id`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -1038,6 +1042,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_add_listener() != 35546) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_check_offers() != 56246) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_event_handled() != 64613) {
@@ -1689,6 +1696,15 @@ public interface AsyncOffersInterface {
     fun `addListener`(`listener`: OfferListener): kotlin.ULong
     
     /**
+     * Checks every handed-out offer now as a payer sees it, and returns by `timeout` with a
+     * report (see [`crate::AsyncOffersClient::check_offers`]): verified offers get
+     * `verifiedAt`, invoices the server lost are served again, overwritten offers are
+     * `OfferBroken`. Connects if the client is not started, as [`Self::sync`] does; its start
+     * runs on an SDK thread. Cancelled (see [`CallCancellation`]), it ends at once.
+     */
+    suspend fun `checkOffers`(`timeout`: java.time.Duration, `cancellation`: CallCancellation? = null): CheckReport
+    
+    /**
      * The event `id` was handled: it leaves the queue, and its record the data dir, before
      * this returns. An id no longer queued is ignored.
      */
@@ -1973,6 +1989,36 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
     )
     }
     
+
+    
+    /**
+     * Checks every handed-out offer now as a payer sees it, and returns by `timeout` with a
+     * report (see [`crate::AsyncOffersClient::check_offers`]): verified offers get
+     * `verifiedAt`, invoices the server lost are served again, overwritten offers are
+     * `OfferBroken`. Connects if the client is not started, as [`Self::sync`] does; its start
+     * runs on an SDK thread. Cancelled (see [`CallCancellation`]), it ends at once.
+     */
+    @Throws(OffersException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `checkOffers`(`timeout`: java.time.Duration, `cancellation`: CallCancellation?) : CheckReport {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_async_offers_fn_method_asyncoffers_check_offers(
+                uniffiHandle,
+                
+        FfiConverterDuration.lower(`timeout`),
+        FfiConverterOptionalTypeCallCancellation.lower(`cancellation`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_async_offers_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_async_offers_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_async_offers_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeCheckReport.lift(it) },
+        // Error FFI converter
+        OffersException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -3862,6 +3908,97 @@ public object FfiConverterTypeChannelHint: FfiConverterRustBuffer<ChannelHint> {
 
 
 /**
+ * What [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers) found
+ * before it returned.
+ */
+data class CheckReport (
+    /**
+     * Whether every check ended: each handed-out offer found served to payers as its server
+     * confirmed (at once, or once served again), or found broken.
+     */
+    var `complete`: kotlin.Boolean
+    , 
+    /**
+     * The handed-out live offers of configured servers that were checked.
+     */
+    var `checked`: kotlin.UInt
+    , 
+    /**
+     * Of those, found served to payers as confirmed.
+     */
+    var `verified`: kotlin.UInt
+    , 
+    /**
+     * Of the verified ones, those whose invoice had to be served again first (the server
+     * gave payers none, or an older one).
+     */
+    var `servedAgain`: kotlin.UInt
+    , 
+    /**
+     * Of those checked, found broken ([`Event::OfferBroken`]).
+     */
+    var `broken`: kotlin.UInt
+    , 
+    /**
+     * What did not end, and why: a server not connected, an answer not come yet, an invoice
+     * the server still does not serve after it was served again.
+     */
+    var `unfinished`: List<Unfinished>
+    , 
+    /**
+     * How long the checks took.
+     */
+    var `elapsed`: java.time.Duration
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCheckReport: FfiConverterRustBuffer<CheckReport> {
+    override fun read(buf: ByteBuffer): CheckReport {
+        return CheckReport(
+            FfiConverterBoolean.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterSequenceTypeUnfinished.read(buf),
+            FfiConverterDuration.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: CheckReport) = (
+            FfiConverterBoolean.allocationSize(value.`complete`) +
+            FfiConverterUInt.allocationSize(value.`checked`) +
+            FfiConverterUInt.allocationSize(value.`verified`) +
+            FfiConverterUInt.allocationSize(value.`servedAgain`) +
+            FfiConverterUInt.allocationSize(value.`broken`) +
+            FfiConverterSequenceTypeUnfinished.allocationSize(value.`unfinished`) +
+            FfiConverterDuration.allocationSize(value.`elapsed`)
+    )
+
+    override fun write(value: CheckReport, buf: ByteBuffer) {
+            FfiConverterBoolean.write(value.`complete`, buf)
+            FfiConverterUInt.write(value.`checked`, buf)
+            FfiConverterUInt.write(value.`verified`, buf)
+            FfiConverterUInt.write(value.`servedAgain`, buf)
+            FfiConverterUInt.write(value.`broken`, buf)
+            FfiConverterSequenceTypeUnfinished.write(value.`unfinished`, buf)
+            FfiConverterDuration.write(value.`elapsed`, buf)
+    }
+}
+
+
+
+/**
  * What the client is doing, for an app's diagnostics (see
  * [`AsyncOffersClient::status`](crate::AsyncOffersClient::status)).
  */
@@ -3885,6 +4022,12 @@ data class ClientStatus (
      * Each configured server, in the config's order.
      */
     var `servers`: List<ServerStatus>
+    , 
+    /**
+     * What the checks found of each handed-out live offer of a configured server (see
+     * [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers)).
+     */
+    var `offerChecks`: List<OfferCheckStatus>
     
 ){
     
@@ -3905,6 +4048,7 @@ public object FfiConverterTypeClientStatus: FfiConverterRustBuffer<ClientStatus>
             FfiConverterUInt.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterSequenceTypeServerStatus.read(buf),
+            FfiConverterSequenceTypeOfferCheckStatus.read(buf),
         )
     }
 
@@ -3912,7 +4056,8 @@ public object FfiConverterTypeClientStatus: FfiConverterRustBuffer<ClientStatus>
             FfiConverterBoolean.allocationSize(value.`running`) +
             FfiConverterUInt.allocationSize(value.`readyOffers`) +
             FfiConverterUInt.allocationSize(value.`wantedOffers`) +
-            FfiConverterSequenceTypeServerStatus.allocationSize(value.`servers`)
+            FfiConverterSequenceTypeServerStatus.allocationSize(value.`servers`) +
+            FfiConverterSequenceTypeOfferCheckStatus.allocationSize(value.`offerChecks`)
     )
 
     override fun write(value: ClientStatus, buf: ByteBuffer) {
@@ -3920,6 +4065,7 @@ public object FfiConverterTypeClientStatus: FfiConverterRustBuffer<ClientStatus>
             FfiConverterUInt.write(value.`readyOffers`, buf)
             FfiConverterUInt.write(value.`wantedOffers`, buf)
             FfiConverterSequenceTypeServerStatus.write(value.`servers`, buf)
+            FfiConverterSequenceTypeOfferCheckStatus.write(value.`offerChecks`, buf)
     }
 }
 
@@ -4142,6 +4288,18 @@ data class Offer (
      * invoice.
      */
     var `invoiceConfirmedAt`: java.time.Duration?
+    , 
+    /**
+     * When a check last got this offer's invoice from its server as a payer does, and it was
+     * the one the server confirmed last, by this device's clock (`None`: never yet; see
+     * [`AsyncOffersClient::check_offers`](crate::AsyncOffersClient::check_offers)).
+     */
+    var `verifiedAt`: java.time.Duration?
+    , 
+    /**
+     * Why this offer can no longer be paid, if a check found so ([`Event::OfferBroken`]).
+     */
+    var `broken`: kotlin.String?
     
 ){
     
@@ -4167,6 +4325,8 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
             FfiConverterDuration.read(buf),
             FfiConverterOptionalDuration.read(buf),
             FfiConverterOptionalDuration.read(buf),
+            FfiConverterOptionalDuration.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -4179,7 +4339,9 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
             FfiConverterOptionalString.allocationSize(value.`label`) +
             FfiConverterDuration.allocationSize(value.`createdAt`) +
             FfiConverterOptionalDuration.allocationSize(value.`expiresAt`) +
-            FfiConverterOptionalDuration.allocationSize(value.`invoiceConfirmedAt`)
+            FfiConverterOptionalDuration.allocationSize(value.`invoiceConfirmedAt`) +
+            FfiConverterOptionalDuration.allocationSize(value.`verifiedAt`) +
+            FfiConverterOptionalString.allocationSize(value.`broken`)
     )
 
     override fun write(value: Offer, buf: ByteBuffer) {
@@ -4192,6 +4354,72 @@ public object FfiConverterTypeOffer: FfiConverterRustBuffer<Offer> {
             FfiConverterDuration.write(value.`createdAt`, buf)
             FfiConverterOptionalDuration.write(value.`expiresAt`, buf)
             FfiConverterOptionalDuration.write(value.`invoiceConfirmedAt`, buf)
+            FfiConverterOptionalDuration.write(value.`verifiedAt`, buf)
+            FfiConverterOptionalString.write(value.`broken`, buf)
+    }
+}
+
+
+
+/**
+ * What the checks found of one handed-out offer.
+ */
+data class OfferCheckStatus (
+    /**
+     * The server holding its invoice, hex.
+     */
+    var `serverNodeId`: kotlin.String
+    , 
+    /**
+     * The offer id, hex.
+     */
+    var `offerId`: kotlin.String
+    , 
+    /**
+     * When a check last found payers get the invoice the server confirmed last.
+     */
+    var `verifiedAt`: java.time.Duration?
+    , 
+    /**
+     * What the last check found (or that none ran yet, or one is under way), in words a
+     * support person can act on.
+     */
+    var `finding`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeOfferCheckStatus: FfiConverterRustBuffer<OfferCheckStatus> {
+    override fun read(buf: ByteBuffer): OfferCheckStatus {
+        return OfferCheckStatus(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalDuration.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: OfferCheckStatus) = (
+            FfiConverterString.allocationSize(value.`serverNodeId`) +
+            FfiConverterString.allocationSize(value.`offerId`) +
+            FfiConverterOptionalDuration.allocationSize(value.`verifiedAt`) +
+            FfiConverterString.allocationSize(value.`finding`)
+    )
+
+    override fun write(value: OfferCheckStatus, buf: ByteBuffer) {
+            FfiConverterString.write(value.`serverNodeId`, buf)
+            FfiConverterString.write(value.`offerId`, buf)
+            FfiConverterOptionalDuration.write(value.`verifiedAt`, buf)
+            FfiConverterString.write(value.`finding`, buf)
     }
 }
 
@@ -4235,6 +4463,12 @@ data class OffersConfig (
      * A handed-out offer's invoice is rebuilt when older than this.
      */
     var `invoiceRefreshInterval`: java.time.Duration
+    , 
+    /**
+     * How often each handed-out offer is checked as a payer sees it (`checkOffers` does it
+     * now); zero: only when the app asks.
+     */
+    var `offerCheckInterval`: java.time.Duration
     , 
     /**
      * Offer paths must stay valid at least this long; longer than `offer_expiring_notice`.
@@ -4319,6 +4553,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterDuration.read(buf),
             FfiConverterDuration.read(buf),
             FfiConverterDuration.read(buf),
+            FfiConverterDuration.read(buf),
             FfiConverterSequenceTypeChannelHint.read(buf),
             FfiConverterDuration.read(buf),
             FfiConverterOptionalUInt.read(buf),
@@ -4339,6 +4574,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterUShort.allocationSize(value.`readyOfferTarget`) +
             FfiConverterDuration.allocationSize(value.`readyOfferMaxAge`) +
             FfiConverterDuration.allocationSize(value.`invoiceRefreshInterval`) +
+            FfiConverterDuration.allocationSize(value.`offerCheckInterval`) +
             FfiConverterDuration.allocationSize(value.`minOfferPathsLifetime`) +
             FfiConverterSequenceTypeChannelHint.allocationSize(value.`channelHints`) +
             FfiConverterDuration.allocationSize(value.`tickInterval`) +
@@ -4359,6 +4595,7 @@ public object FfiConverterTypeOffersConfig: FfiConverterRustBuffer<OffersConfig>
             FfiConverterUShort.write(value.`readyOfferTarget`, buf)
             FfiConverterDuration.write(value.`readyOfferMaxAge`, buf)
             FfiConverterDuration.write(value.`invoiceRefreshInterval`, buf)
+            FfiConverterDuration.write(value.`offerCheckInterval`, buf)
             FfiConverterDuration.write(value.`minOfferPathsLifetime`, buf)
             FfiConverterSequenceTypeChannelHint.write(value.`channelHints`, buf)
             FfiConverterDuration.write(value.`tickInterval`, buf)
@@ -4443,6 +4680,12 @@ data class ServerStatus (
      * failed, a refresh it did not confirm), until an invoice of it is confirmed again.
      */
     var `lastProblem`: kotlin.String?
+    , 
+    /**
+     * What the checks found of its handed-out offers, in one sentence (`None`: it holds
+     * none); each offer's is in [`ClientStatus::offer_checks`].
+     */
+    var `checks`: kotlin.String?
     
 ){
     
@@ -4462,19 +4705,22 @@ public object FfiConverterTypeServerStatus: FfiConverterRustBuffer<ServerStatus>
             FfiConverterString.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
     override fun allocationSize(value: ServerStatus) = (
             FfiConverterString.allocationSize(value.`serverNodeId`) +
             FfiConverterBoolean.allocationSize(value.`connected`) +
-            FfiConverterOptionalString.allocationSize(value.`lastProblem`)
+            FfiConverterOptionalString.allocationSize(value.`lastProblem`) +
+            FfiConverterOptionalString.allocationSize(value.`checks`)
     )
 
     override fun write(value: ServerStatus, buf: ByteBuffer) {
             FfiConverterString.write(value.`serverNodeId`, buf)
             FfiConverterBoolean.write(value.`connected`, buf)
             FfiConverterOptionalString.write(value.`lastProblem`, buf)
+            FfiConverterOptionalString.write(value.`checks`, buf)
     }
 }
 
@@ -4507,6 +4753,12 @@ data class SyncReport (
     var `refreshed`: kotlin.UInt
     , 
     /**
+     * Handed-out offers due a check that a check found served to payers as confirmed
+     * during the sync (see [`Config::offer_check_interval`](crate::Config::offer_check_interval)).
+     */
+    var `verified`: kotlin.UInt
+    , 
+    /**
      * What is left: each handed-out offer still without a fresh confirmed invoice, and each
      * server while Ready offers are missing, with why.
      */
@@ -4536,6 +4788,7 @@ public object FfiConverterTypeSyncReport: FfiConverterRustBuffer<SyncReport> {
             FfiConverterUInt.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
             FfiConverterSequenceTypeUnfinished.read(buf),
             FfiConverterDuration.read(buf),
         )
@@ -4546,6 +4799,7 @@ public object FfiConverterTypeSyncReport: FfiConverterRustBuffer<SyncReport> {
             FfiConverterUInt.allocationSize(value.`readyOffers`) +
             FfiConverterUInt.allocationSize(value.`wantedOffers`) +
             FfiConverterUInt.allocationSize(value.`refreshed`) +
+            FfiConverterUInt.allocationSize(value.`verified`) +
             FfiConverterSequenceTypeUnfinished.allocationSize(value.`unfinished`) +
             FfiConverterDuration.allocationSize(value.`elapsed`)
     )
@@ -4555,6 +4809,7 @@ public object FfiConverterTypeSyncReport: FfiConverterRustBuffer<SyncReport> {
             FfiConverterUInt.write(value.`readyOffers`, buf)
             FfiConverterUInt.write(value.`wantedOffers`, buf)
             FfiConverterUInt.write(value.`refreshed`, buf)
+            FfiConverterUInt.write(value.`verified`, buf)
             FfiConverterSequenceTypeUnfinished.write(value.`unfinished`, buf)
             FfiConverterDuration.write(value.`elapsed`, buf)
     }
@@ -4563,7 +4818,7 @@ public object FfiConverterTypeSyncReport: FfiConverterRustBuffer<SyncReport> {
 
 
 /**
- * Something a [`SyncReport`] did not get done, and why.
+ * Something a [`SyncReport`] or a [`CheckReport`] did not get done, and why.
  */
 data class Unfinished (
     /**
@@ -4572,8 +4827,8 @@ data class Unfinished (
     var `serverNodeId`: kotlin.String
     , 
     /**
-     * The handed-out offer whose invoice is not fresh and confirmed; `None` for a server
-     * whose share of the Ready offers is missing.
+     * The handed-out offer whose invoice is not fresh and confirmed, or whose check did not
+     * end; `None` for a server whose share of the Ready offers is missing.
      */
     var `offerId`: kotlin.String?
     , 
@@ -4996,6 +5251,30 @@ sealed class OfferEvent {
     }
     
     /**
+     * A check found a handed-out offer that this client can no longer keep payable: its slot
+     * on the server holds another offer's invoice (another install of this wallet, or the
+     * server, overwrote it), so payers of this offer get an invoice they refuse. Publish
+     * another: for its label, [`offer_for`](crate::AsyncOffersClient::offer_for) gives a
+     * fresh offer from now on. Its invoice is never sent again (that would break the other
+     * offer). Kept, across restarts, until handled.
+     */
+    data class OfferBroken(
+        /**
+         * The offer, with its label.
+         */
+        val `offer`: org.asyncoffers.ffi.Offer, 
+        /**
+         * What the check found, in words for a log or a support person.
+         */
+        val `reason`: kotlin.String) : OfferEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
      * The server forwarded a payer's invoice request, verified as one for our offer.
      */
     data class InvoiceRequestForwarded(
@@ -5060,7 +5339,11 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
             8 -> OfferEvent.ServerDisconnected(
                 FfiConverterString.read(buf),
                 )
-            9 -> OfferEvent.InvoiceRequestForwarded(
+            9 -> OfferEvent.OfferBroken(
+                FfiConverterTypeOffer.read(buf),
+                FfiConverterString.read(buf),
+                )
+            10 -> OfferEvent.InvoiceRequestForwarded(
                 FfiConverterString.read(buf),
                 FfiConverterOptionalULong.read(buf),
                 FfiConverterOptionalString.read(buf),
@@ -5128,6 +5411,14 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
                 + FfiConverterString.allocationSize(value.`serverNodeId`)
             )
         }
+        is OfferEvent.OfferBroken -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeOffer.allocationSize(value.`offer`)
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+        }
         is OfferEvent.InvoiceRequestForwarded -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
@@ -5183,8 +5474,14 @@ public object FfiConverterTypeOfferEvent : FfiConverterRustBuffer<OfferEvent>{
                 FfiConverterString.write(value.`serverNodeId`, buf)
                 Unit
             }
-            is OfferEvent.InvoiceRequestForwarded -> {
+            is OfferEvent.OfferBroken -> {
                 buf.putInt(9)
+                FfiConverterTypeOffer.write(value.`offer`, buf)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is OfferEvent.InvoiceRequestForwarded -> {
+                buf.putInt(10)
                 FfiConverterString.write(value.`offerId`, buf)
                 FfiConverterOptionalULong.write(value.`amountMsats`, buf)
                 FfiConverterOptionalString.write(value.`payerNote`, buf)
@@ -5680,6 +5977,34 @@ public object FfiConverterSequenceTypeOffer: FfiConverterRustBuffer<List<Offer>>
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeOffer.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeOfferCheckStatus: FfiConverterRustBuffer<List<OfferCheckStatus>> {
+    override fun read(buf: ByteBuffer): List<OfferCheckStatus> {
+        val len = buf.getInt()
+        return List<OfferCheckStatus>(len) {
+            FfiConverterTypeOfferCheckStatus.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<OfferCheckStatus>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeOfferCheckStatus.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<OfferCheckStatus>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeOfferCheckStatus.write(it, buf)
         }
     }
 }
