@@ -6,6 +6,8 @@
 //! (N ≥ 1, default 15). `--fill-only` times only fills of that many offers, for profiling;
 //! `--sync-only` only the background window's `sync` of a fill and of refreshes.
 
+#[path = "../benches/support/cpu.rs"]
+mod cpu;
 #[path = "../benches/support/heap.rs"]
 mod heap;
 #[allow(dead_code)] // Shared with the payment-secret test, which uses more of it.
@@ -14,6 +16,7 @@ mod ldk_flow;
 #[allow(dead_code)] // Shared with the crash soak, which uses more of it.
 #[path = "../benches/support/server_process.rs"]
 mod server_process;
+use cpu::cpu_ms;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -175,19 +178,6 @@ fn fill_once(
     };
     client.stop();
     Ok(fill)
-}
-
-/// CPU time the live threads of a process (`self` or a pid) have run, ms; `None` without
-/// Linux's /proc.
-fn cpu_ms(process: &str) -> Option<f64> {
-    let nanos: f64 = std::fs::read_dir(format!("/proc/{process}/task"))
-        .ok()?
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse::<f64>().ok()
-        })
-        .sum();
-    Some(nanos / 1e6)
 }
 
 /// Resident memory of this process (the client; the server is its own process), MiB.

@@ -460,7 +460,8 @@ impl AsyncOffersClient {
     }
 
     /// The blocking start of a [`Self::sync`]: the client started (or counted on), and a
-    /// maintenance tick done now if it was running, so that due refreshes leave at once.
+    /// maintenance tick done now, so that due refreshes leave at once and the first report
+    /// counts nothing already expired.
     pub(crate) fn begin_sync(&self) -> Result<SyncRun, Error> {
         let stops = self.stops.load(Ordering::SeqCst);
         let _launching = self.launching(stops)?;
@@ -481,9 +482,9 @@ impl AsyncOffersClient {
             ended: false,
         };
         drop(running);
-        if was_running {
-            self.engine.on_tick();
-        }
+        // Now, whether the run is new or not: what is due (expiry, refreshes, checks) is
+        // planned before the first report, which would otherwise count what has expired.
+        self.engine.on_tick();
         Ok(sync)
     }
 

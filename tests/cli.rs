@@ -413,7 +413,7 @@ fn run_command(
 }
 
 /// Each command of the command line: `sync` fills and prints its report, `take` hands out,
-/// `list` shows it handed out, `export` then `import` into a new data dir keeps it handed out
+/// `list` shows it handed out, `check` verifies it as a payer sees it, `export` then `import` into a new data dir keeps it handed out
 /// there, `events` shows the expiry notice kept across runs and `--ack` handles it, `status`
 /// names a server that is down, and `COMMAND --help` says what each does.
 #[test]
@@ -440,6 +440,15 @@ fn every_command_does_what_its_help_says() {
     let listed = listed[0]["offers"].as_array().unwrap().clone();
     let shop = listed.iter().find(|o| o["offer_id"] == taken["offer_id"]);
     assert_eq!(shop.unwrap()["state"], "Used", "{listed:?}");
+    let (code, checked, stderr) = run_command("check", r, dir.path(), &["--timeout-secs", "30"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let checked = &checked[0];
+    assert_eq!(
+        (&checked["checked"], &checked["verified"]),
+        (&1.into(), &1.into()),
+        "{checked}"
+    );
+    assert!(checked["offers"][0]["verified_at"].is_u64(), "{checked}");
 
     let book = dir.path().join("offers.book");
     let (code, exported, stderr) = run_command("export", r, dir.path(), &[book.to_str().unwrap()]);
@@ -508,7 +517,7 @@ fn every_command_does_what_its_help_says() {
     );
 
     for command in [
-        "fill", "take", "list", "status", "sync", "export", "import", "events",
+        "fill", "take", "list", "status", "sync", "check", "export", "import", "events",
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_async-offers"))
             .args([command, "--help"])

@@ -53,16 +53,18 @@ Commands (the flags above go with each; `async-offers COMMAND --help` says what 
   list               the offers in --data-dir, with their states; no network
   status             connect, then each server's connection and what last went wrong with it
   sync               what a background window does, by --timeout-secs; prints its report
+  check              check every handed-out offer as a payer sees it; prints the report
   export FILE        write the handed-out offers to FILE, an offer book for a backup
   import FILE        import the offer book in FILE (a restored backup, another device)
   events [--ack]     the events waiting for the app; --ack marks each handled
 
-status, sync, export, import and events always print JSON. Exit status: 0 when the command
-did its job (fill: N offers ready; sync: complete; status: every server connected), 1 when
+status, sync, check, export, import and events always print JSON. Exit status: 0 when the
+command did its job (fill: N offers ready; sync, check: complete; status: every server
+connected), 1 when
 not, not in time or the client fails, 2 for a usage error. RUST_LOG=1 logs to stderr.";
 
 /// What each command does, for `COMMAND --help`.
-const COMMANDS: [(&str, &str); 8] = [
+const COMMANDS: [(&str, &str); 9] = [
     (
         "fill",
         "fill: connects if fewer than --offers are ready, prints each offer as it becomes ready, \
@@ -91,6 +93,14 @@ connects, fills the missing ready offers, refreshes due invoices, waits until ea
 and written, disconnects. Prints the report; exits 0 if it is complete.",
     ),
     (
+        "check",
+        "check: connects and fetches each handed-out offer's static invoice from its server \
+as a payer does, compares it with the one the server confirmed last, serves again what the \
+server lost or rolled back, and marks broken an offer whose slot holds another offer's invoice. \
+Prints the report and each offer's finding; exits 0 if every check ended (--timeout-secs, \
+default 60).",
+    ),
+    (
         "export",
         "export FILE: writes the handed-out offers to FILE as an offer book (for a backup); \
 no network.",
@@ -115,6 +125,7 @@ enum Command {
     List,
     Status,
     Sync,
+    Check,
     Export(std::path::PathBuf),
     Import(std::path::PathBuf),
     Events { ack: bool },
@@ -158,6 +169,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
         Some("list") => Command::List,
         Some("status") => Command::Status,
         Some("sync") => Command::Sync,
+        Some("check") => Command::Check,
         Some("export") => Command::Export(file().ok_or("export needs a FILE")?),
         Some("import") => Command::Import(file().ok_or("import needs a FILE")?),
         Some("events") => Command::Events { ack: false },
@@ -327,6 +339,7 @@ fn run(args: Args) -> Result<(), String> {
         }
         Command::Status => status(&client, &args),
         Command::Sync => sync(&runtime, &client, &args),
+        Command::Check => check(&runtime, &client, &args),
         Command::Export(file) => {
             let book = client.export_offers().map_err(|e| e.to_string())?;
             // Written whole, then renamed over the last backup: a failure leaves that intact.
@@ -613,8 +626,68 @@ fn sync(
     let report = runtime
         .block_on(client.sync(timeout(args, 25)))
         .map_err(|e| e.to_string())?;
-    let unfinished: Vec<_> = report
-        .unfinished
+    println!(
+        "{}",
+        serde_json::json!({
+            "complete": report.complete,
+            "ready_offers": report.ready_offers,
+            "wanted_offers": report.wanted_offers,
+            "refreshed": report.refreshed,
+            "verified": report.verified,
+            "unfinished": unfinished_json(&report.unfinished),
+            "elapsed_ms": report.elapsed.as_secs_f64() * 1e3,
+        })
+    );
+    match report.complete {
+        true => Ok(()),
+        false => Err("the sync did not finish in time".into()),
+    }
+}
+
+/// `check`: every handed-out offer checked as a payer sees it, and the report.
+fn check(
+    runtime: &tokio::runtime::Runtime,
+    client: &AsyncOffersClient,
+    args: &Args,
+) -> Result<(), String> {
+    let report = runtime
+        .block_on(client.check_offers(timeout(args, 60)))
+        .map_err(|e| e.to_string())?;
+    let offers: Vec<_> = client
+        .status()
+        .offer_checks
+        .iter()
+        .map(|check| {
+            serde_json::json!({
+                "server_node_id": check.server_node_id,
+                "offer_id": check.offer_id,
+                "verified_at": check.verified_at.map(|at| at.as_secs()),
+                "finding": check.finding,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "complete": report.complete,
+            "checked": report.checked,
+            "verified": report.verified,
+            "served_again": report.served_again,
+            "broken": report.broken,
+            "unfinished": unfinished_json(&report.unfinished),
+            "offers": offers,
+            "elapsed_ms": report.elapsed.as_secs_f64() * 1e3,
+        })
+    );
+    match report.complete {
+        true => Ok(()),
+        false => Err("not every check ended in time".into()),
+    }
+}
+
+/// What a report left unfinished, as JSON.
+fn unfinished_json(unfinished: &[async_offers::Unfinished]) -> Vec<serde_json::Value> {
+    unfinished
         .iter()
         .map(|left| {
             serde_json::json!({
@@ -623,22 +696,7 @@ fn sync(
                 "reason": left.reason,
             })
         })
-        .collect();
-    println!(
-        "{}",
-        serde_json::json!({
-            "complete": report.complete,
-            "ready_offers": report.ready_offers,
-            "wanted_offers": report.wanted_offers,
-            "refreshed": report.refreshed,
-            "unfinished": unfinished,
-            "elapsed_ms": report.elapsed.as_secs_f64() * 1e3,
-        })
-    );
-    match report.complete {
-        true => Ok(()),
-        false => Err("the sync did not finish in time".into()),
-    }
+        .collect()
 }
 
 /// The offers, as text or (`--json`) one object.
@@ -691,6 +749,9 @@ fn event_json(event: &Event) -> serde_json::Value {
         } => serde_json::json!({
             "kind": "InvoiceRequestForwarded", "offer_id": offer_id, "amount_msats": amount_msats, "payer_note": payer_note,
         }),
+        Event::OfferBroken { offer, reason } => serde_json::json!({
+            "kind": "OfferBroken", "offer": offer_json(offer), "reason": reason,
+        }),
         other => serde_json::json!({ "kind": format!("{other:?}") }),
     }
 }
@@ -736,6 +797,8 @@ fn offer_json(offer: &OfferInfo) -> serde_json::Value {
         "label": offer.label,
         "created_at": offer.created_at.as_secs(),
         "expires_at": offer.expires_at.map(|e| e.as_secs()),
+        "verified_at": offer.verified_at.map(|at| at.as_secs()),
+        "broken": offer.broken,
     })
 }
 
