@@ -7,6 +7,7 @@ import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
 import org.asyncoffers.ffi.AsyncOffers
 import org.asyncoffers.ffi.ChannelHint
+import org.asyncoffers.ffi.CheckReport
 import org.asyncoffers.ffi.ClientStatus
 import org.asyncoffers.ffi.ImportedOffers
 import org.asyncoffers.ffi.Offer
