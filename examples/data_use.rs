@@ -3,9 +3,10 @@
 //! on a manual clock, for a client that runs all the time and for one that only wakes for a
 //! background `sync` every 6 hours; and the bytes and CPU of one check.
 //!
-//! `cargo run --release --example data_use -- [--json] [--offers N[,N...]] [--days D]`
-//! (default 10,1000 offers over 7 days). Each count is measured with the defaults of before
-//! the offer checks (invoices refreshed every 2 h, no checks) and with today's.
+//! `cargo run --release --example data_use -- [--json] [--offers N[,N...]] [--days D]
+//! [--check-hours H]` (default 10,1000 offers over 7 days). Each count is measured with the
+//! defaults of before the offer checks (invoices refreshed every 2 h, no checks) and with
+//! today's, their check interval set to H hours if given.
 
 #[path = "../benches/support/cpu.rs"]
 mod cpu;
@@ -44,14 +45,15 @@ const MAX_READY: u16 = 100;
 enum Defaults {
     /// Before the offer checks: every handed-out offer's invoice rebuilt and sent every 2 h.
     Before,
-    /// Today's `Config::new`.
-    Now,
+    /// Today's `Config::new`, with this check interval if given.
+    Now(Option<Duration>),
 }
 
 fn main() {
     let mut json_out = false;
     let mut counts = vec![10usize, 1_000];
     let mut days = 7u32;
+    let mut check_interval = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -70,10 +72,18 @@ fn main() {
                     .filter(|n| *n > 0)
                     .unwrap_or_else(|| usage())
             }
+            "--check-hours" => {
+                check_interval = Some(
+                    args.next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .map(|hours| Duration::from_secs(hours * 3600))
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
     }
-    match measure(&counts, days) {
+    match measure(&counts, days, check_interval) {
         Ok(report) if json_out => println!("{report}"),
         Ok(report) => println!("{}", serde_json::to_string_pretty(&report).unwrap()),
         Err(e) => {
@@ -84,7 +94,7 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: data_use [--json] [--offers N[,N...]] [--days D]");
+    eprintln!("usage: data_use [--json] [--offers N[,N...]] [--days D] [--check-hours H]");
     std::process::exit(2);
 }
 
@@ -100,7 +110,11 @@ fn server_binary() -> Result<PathBuf, Failure> {
     server_process::sibling_binary("async-offers-server")
 }
 
-fn measure(counts: &[usize], days: u32) -> Result<Value, Failure> {
+fn measure(
+    counts: &[usize],
+    days: u32,
+    check_interval: Option<Duration>,
+) -> Result<Value, Failure> {
     let binary = server_binary()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -111,9 +125,17 @@ fn measure(counts: &[usize], days: u32) -> Result<Value, Failure> {
     report.insert("check".into(), one_check(&runtime, &binary)?);
     for &offers in counts {
         let mut of_count = serde_json::Map::new();
-        for defaults in [Defaults::Before, Defaults::Now] {
-            let measured = week(&runtime, &binary, offers, defaults, days)?;
-            of_count.insert(format!("{defaults:?}").to_lowercase(), measured);
+        for (name, defaults) in [
+            ("before", Defaults::Before),
+            ("now", Defaults::Now(check_interval)),
+        ] {
+            of_count.insert(
+                name.into(),
+                week(&runtime, &binary, offers, defaults, days)?,
+            );
+        }
+        if let Some(interval) = check_interval {
+            of_count.insert("now_check_hours".into(), (interval.as_secs() / 3600).into());
         }
         report.insert(format!("{offers}_handed_out"), of_count.into());
     }
@@ -138,9 +160,13 @@ fn client(
     config.ready_offer_max_age = 365 * DAY;
     config.tick_interval = Duration::from_millis(20);
     config.max_messages_per_minute = u32::MAX;
-    if let Defaults::Before = defaults {
-        config.invoice_refresh_interval = 2 * HOUR;
-        config.offer_check_interval = Duration::ZERO;
+    match defaults {
+        Defaults::Before => {
+            config.invoice_refresh_interval = 2 * HOUR;
+            config.offer_check_interval = Duration::ZERO;
+        }
+        Defaults::Now(Some(interval)) => config.offer_check_interval = interval,
+        Defaults::Now(None) => {}
     }
     Ok(AsyncOffersClient::builder(config, SEED)
         .runtime(runtime.handle().clone())
@@ -234,7 +260,7 @@ fn week(
     Ok(json!({
         "running_per_day": per_day(running),
         "syncing_per_day": per_day(syncing),
-        "per_sync_kib": kib((syncing.sent + syncing.received) as f64 / syncs as f64 / 1.0),
+        "per_sync_kib": kib((syncing.sent + syncing.received) as f64 / syncs as f64),
         "syncs_incomplete": incomplete,
     }))
 }
@@ -253,7 +279,7 @@ fn one_check(runtime: &tokio::runtime::Runtime, binary: &Path) -> Result<Value, 
         &proxy,
         dir.path(),
         &clock,
-        Defaults::Now,
+        Defaults::Now(None),
         CHECKS as u16,
     )?;
     client.start()?;

@@ -148,7 +148,11 @@ pub const MIN_TICK_INTERVAL: Duration = Duration::from_millis(10);
 // The defaults of [`Config::new`], shared with the FFI's `default_config`.
 pub(crate) const DEFAULT_READY_OFFER_TARGET: u16 = 10;
 pub(crate) const DEFAULT_READY_OFFER_MAX_AGE: Duration = Duration::from_secs(2 * 3600);
-pub(crate) const DEFAULT_INVOICE_REFRESH_INTERVAL: Duration = Duration::from_secs(2 * 3600);
+/// A week: an invoice's payment paths stay valid for its offer's whole life (their CLTV cap
+/// spans it), new channels and fees are sent at once by `update_channels`, and a server that
+/// lost the invoice is found by the checks; what is left is a safety refresh. Each refresh is
+/// a 32 KiB onion, where LDK's 2 h (made for always-online nodes) cost a phone twelve a day.
+pub(crate) const DEFAULT_INVOICE_REFRESH_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub(crate) const DEFAULT_OFFER_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub(crate) const DEFAULT_MIN_OFFER_PATHS_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 pub(crate) const DEFAULT_TICK_INTERVAL: Duration = Duration::from_secs(60);
@@ -190,7 +194,10 @@ pub struct Config {
     /// whose invoice the server has not confirmed within it is abandoned, and its slot
     /// requested again.
     pub ready_offer_max_age: Duration,
-    /// A handed-out offer's invoice is rebuilt and re-sent when older than this.
+    /// A handed-out offer's invoice is rebuilt and re-sent when older than this (a week by
+    /// default: new channels are sent at once by
+    /// [`AsyncOffersClient::update_channels`](crate::AsyncOffersClient::update_channels), and
+    /// an invoice the server lost is found by the checks).
     pub invoice_refresh_interval: Duration,
     /// How often each handed-out offer is checked as a payer sees it: its static invoice
     /// fetched from its server over the offer's own paths and compared with the invoice the
@@ -235,8 +242,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// A config with the defaults: 10 slots, 2 h refresh thresholds, 90-day minimum path
-    /// lifetime, 60 s maintenance tick, no channel hints, at most 120 messages a minute to each
+    /// A config with the defaults: 10 slots, Ready offers replaced after 2 h, invoices
+    /// refreshed weekly, each handed-out offer checked daily, 90-day minimum path lifetime,
+    /// 60 s maintenance tick, no channel hints, at most 120 messages a minute to each
     /// server, notice of expiry 14 days ahead, every server slot, expired offers kept 90 days.
     /// Push more servers onto [`Config::servers`].
     pub fn new(network: Network, data_dir: impl Into<PathBuf>, server: ServerConfig) -> Self {

@@ -81,7 +81,7 @@ pub struct OffersConfig {
     pub ready_offer_target: u16,
     /// A ready offer older than this is replaced.
     pub ready_offer_max_age: Duration,
-    /// A handed-out offer's invoice is rebuilt when older than this.
+    /// A handed-out offer's invoice is rebuilt when older than this (a week by default).
     pub invoice_refresh_interval: Duration,
     /// How often each handed-out offer is checked as a payer sees it (`checkOffers` does it
     /// now); zero: only when the app asks.

@@ -2953,7 +2953,7 @@ public struct OffersConfig: Equatable, Hashable {
      */
     public var readyOfferMaxAge: TimeInterval
     /**
-     * A handed-out offer's invoice is rebuilt when older than this.
+     * A handed-out offer's invoice is rebuilt when older than this (a week by default).
      */
     public var invoiceRefreshInterval: TimeInterval
     /**
@@ -3032,7 +3032,7 @@ public struct OffersConfig: Equatable, Hashable {
          * A ready offer older than this is replaced.
          */readyOfferMaxAge: TimeInterval, 
         /**
-         * A handed-out offer's invoice is rebuilt when older than this.
+         * A handed-out offer's invoice is rebuilt when older than this (a week by default).
          */invoiceRefreshInterval: TimeInterval, 
         /**
          * How often each handed-out offer is checked as a payer sees it (`checkOffers` does it

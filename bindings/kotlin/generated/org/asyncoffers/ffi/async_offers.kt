@@ -4460,7 +4460,7 @@ data class OffersConfig (
     var `readyOfferMaxAge`: java.time.Duration
     , 
     /**
-     * A handed-out offer's invoice is rebuilt when older than this.
+     * A handed-out offer's invoice is rebuilt when older than this (a week by default).
      */
     var `invoiceRefreshInterval`: java.time.Duration
     , 
