@@ -375,6 +375,16 @@ async fn a_server_that_answers_no_check_costs_the_bounded_repeats_and_no_more() 
     let (client, offers) = handing_out(&config, &clock, 2).await;
     // The replacements' invoices stored before counting.
     client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    let listed = |client: &AsyncOffersClient| {
+        let mut offers: Vec<_> = client
+            .offers()
+            .into_iter()
+            .map(|offer| (offer.offer_id, offer.state, offer.label, offer.broken))
+            .collect();
+        offers.sort_by(|a, b| a.0.cmp(&b.0));
+        offers
+    };
+    let offers_before = listed(&client);
     let received = server.received();
     let invoices_before = received.invoices.load(std::sync::atomic::Ordering::SeqCst);
     let requests_before = received
@@ -409,6 +419,11 @@ async fn a_server_that_answers_no_check_costs_the_bounded_repeats_and_no_more() 
         count(&received.invoices) - invoices_before,
         2 * 2 + 2,
         "two invoices served again per handed-out offer, one per Ready offer"
+    );
+    assert_eq!(
+        listed(&client),
+        offers_before,
+        "no offer handed out, removed or marked broken"
     );
     let status = client.status();
     assert!(status.servers[0]

@@ -4,6 +4,7 @@
 //! (`offers::cache::check`), and the engine does what the verdict says: writes the offer
 //! verified, serves its invoice again, or marks it broken and tells the app.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::PublicKey;
@@ -233,18 +234,20 @@ impl Engine {
     pub fn check_report(&self, asked: &[OfferId], elapsed: Duration) -> CheckReport {
         let now = Time::of(&*self.clock);
         let state = self.lock();
-        let mut unfinished: Vec<Unfinished> = state
-            .cache
-            .checks_unfinished(now, true)
+        // By the ids' bytes (`OfferId` has no `Hash`): a wallet may hold a thousand offers.
+        let asked: HashSet<[u8; 32]> = asked.iter().map(|id| id.0).collect();
+        let under_way = state.cache.checks_unfinished(now, true);
+        let waiting: HashSet<[u8; 32]> = under_way.iter().map(|(o, _)| o.id().0).collect();
+        let mut unfinished: Vec<Unfinished> = under_way
             .into_iter()
-            .filter(|(offer, _)| asked.contains(&offer.id()))
+            .filter(|(offer, _)| asked.contains(&offer.id().0))
             .map(|(offer, why)| unfinished(offer, why))
             .collect();
         let (mut checked, mut verified, mut served_again, mut broken) = (0, 0, 0, 0);
-        for offer in asked.iter().filter_map(|id| state.cache.get(*id)) {
+        let offers = state.cache.offers().iter();
+        for offer in offers.filter(|offer| asked.contains(&offer.id().0)) {
             checked += 1;
-            let id = OfferInfo::offer_id_hex(offer.id());
-            if unfinished.iter().any(|u| u.offer_id.as_ref() == Some(&id)) {
+            if waiting.contains(&offer.id().0) {
                 continue;
             }
             match &offer.check.finding {

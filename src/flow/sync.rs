@@ -1,6 +1,7 @@
 //! What a short background window must get done, and how far it got: the fill complete and
 //! every handed-out offer's invoice fresh, confirmed and written.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::PublicKey;
@@ -43,7 +44,8 @@ impl Engine {
         let state = self.lock();
         let unwritten = |id: OfferId| state.confirmations_unwritten.contains(&id);
         let unrefreshed = state.cache.unrefreshed(now);
-        let listed: Vec<OfferId> = unrefreshed.iter().map(|(offer, _)| offer.id()).collect();
+        // By the id's bytes (`OfferId` has no `Hash`): a wallet may hold a thousand offers.
+        let listed: HashSet<[u8; 32]> = unrefreshed.iter().map(|(offer, _)| offer.id().0).collect();
         let mut unfinished: Vec<Unfinished> = unrefreshed
             .into_iter()
             .map(|(offer, why)| Unfinished {
@@ -66,7 +68,7 @@ impl Engine {
                 .refreshes_owed
                 .iter()
                 .chain(&state.refresh_under_way)
-                .filter(|id| !listed.contains(id))
+                .filter(|id| !listed.contains(&id.0))
                 .filter_map(|id| state.cache.get(*id))
                 .map(|offer| Unfinished {
                     server_node_id: OfferInfo::node_id_hex(&offer.server),
@@ -87,7 +89,7 @@ impl Engine {
                 }),
         );
         // Checks due, after the refreshes (an offer whose invoice is on its way is not checked).
-        let listed: Vec<String> = unfinished
+        let listed: HashSet<String> = unfinished
             .iter()
             .filter_map(|u| u.offer_id.clone())
             .collect();
