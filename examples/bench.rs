@@ -18,8 +18,7 @@ mod ldk_flow;
 mod server_process;
 use cpu::cpu_ms;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_offers::testing::bench::OfferWork;
@@ -98,18 +97,6 @@ fn main() {
 fn usage() -> ! {
     eprintln!("usage: bench [--json] [--runs N] [--fill-only OFFERS | --sync-only]");
     std::process::exit(2);
-}
-
-/// The reference server binary, built in release next to this example.
-fn server_binary() -> Result<PathBuf, Failure> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "async-offers-server"])
-        .status()?;
-    if !status.success() {
-        return Err("building async-offers-server failed".into());
-    }
-    server_process::sibling_binary("async-offers-server")
 }
 
 fn config(server: &ServerProcess, dir: &Path, offers: usize) -> Config {
@@ -344,7 +331,7 @@ fn fill_times(
 }
 
 fn fills(runs: usize, counts: &[usize]) -> Result<Value, Failure> {
-    let binary = server_binary()?;
+    let binary = server_process::release_server_binary()?;
     let (first_ready, all_ready, cpu) = fill_times(&bench_runtime()?, &binary, runs, counts)?;
     Ok(json!({
         "time_to_first_ready_ms": first_ready,
@@ -354,12 +341,16 @@ fn fills(runs: usize, counts: &[usize]) -> Result<Value, Failure> {
 }
 
 fn syncs(runs: usize) -> Result<Value, Failure> {
-    let (fill, refresh) = sync_times(&bench_runtime()?, &server_binary()?, runs)?;
+    let (fill, refresh) = sync_times(
+        &bench_runtime()?,
+        &server_process::release_server_binary()?,
+        runs,
+    )?;
     Ok(json!({ "sync_fill_10_ms": fill, "sync_refresh_10_ms": refresh }))
 }
 
 fn run(runs: usize) -> Result<Value, Failure> {
-    let binary = server_binary()?;
+    let binary = server_process::release_server_binary()?;
     let runtime = bench_runtime()?;
     let (first_ready, all_ready, fill_cpu) = fill_times(&runtime, &binary, runs, &[1, 10, 50])?;
 

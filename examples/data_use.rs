@@ -15,13 +15,12 @@ mod cpu;
 mod server_process;
 use cpu::cpu_ms;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_offers::testing::link::{Bytes, CountingProxy};
-use async_offers::{AsyncOffersClient, Config, ManualClock, ServerConfig};
+use async_offers::{AsyncOffersClient, Config, ManualClock};
 use lightning::bitcoin::Network;
 use serde_json::{json, Value};
 use server_process::ServerProcess;
@@ -98,24 +97,12 @@ fn usage() -> ! {
     std::process::exit(2);
 }
 
-/// The reference server binary, built in release next to this example.
-fn server_binary() -> Result<PathBuf, Failure> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "async-offers-server"])
-        .status()?;
-    if !status.success() {
-        return Err("building async-offers-server failed".into());
-    }
-    server_process::sibling_binary("async-offers-server")
-}
-
 fn measure(
     counts: &[usize],
     days: u32,
     check_interval: Option<Duration>,
 ) -> Result<Value, Failure> {
-    let binary = server_binary()?;
+    let binary = server_process::release_server_binary()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -142,36 +129,78 @@ fn measure(
     Ok(report.into())
 }
 
-/// A client of `server` through `proxy`, in `dir`, on `clock`, with `defaults`.
-fn client(
-    runtime: &tokio::runtime::Runtime,
-    server: &ServerConfig,
-    proxy: &CountingProxy,
-    dir: &Path,
-    clock: &Arc<ManualClock>,
-    defaults: Defaults,
-    ready: u16,
-) -> Result<AsyncOffersClient, Failure> {
-    let mut through_proxy = server.clone();
-    through_proxy.address = proxy.address.clone();
-    let mut config = Config::new(Network::Regtest, dir, through_proxy);
-    config.ready_offer_target = ready;
-    // Ready offers are not what is measured: none is replaced meanwhile.
-    config.ready_offer_max_age = 365 * DAY;
-    config.tick_interval = Duration::from_millis(20);
-    config.max_messages_per_minute = u32::MAX;
-    match defaults {
-        Defaults::Before => {
-            config.invoice_refresh_interval = 2 * HOUR;
-            config.offer_check_interval = Duration::ZERO;
+/// A reference server, a counting proxy to it, and a client of it through the proxy on a
+/// manual clock, with `defaults` and `ready` offers wanted.
+struct Setup {
+    server: ServerProcess,
+    proxy: CountingProxy,
+    clock: Arc<ManualClock>,
+    client: AsyncOffersClient,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(
+        runtime: &tokio::runtime::Runtime,
+        binary: &Path,
+        defaults: Defaults,
+        ready: u16,
+    ) -> Result<Self, Failure> {
+        let server = ServerProcess::spawn(binary, "data", &[])?;
+        let proxy = runtime.block_on(CountingProxy::start(&server.config.address))?;
+        let dir = tempfile::tempdir()?;
+        let clock = Arc::new(ManualClock::starting_now());
+        let mut through_proxy = server.config.clone();
+        through_proxy.address = proxy.address.clone();
+        let mut config = Config::new(Network::Regtest, dir.path(), through_proxy);
+        config.ready_offer_target = ready;
+        // Ready offers are not what is measured: none is replaced meanwhile.
+        config.ready_offer_max_age = 365 * DAY;
+        config.tick_interval = Duration::from_millis(20);
+        config.max_messages_per_minute = u32::MAX;
+        match defaults {
+            Defaults::Before => {
+                config.invoice_refresh_interval = 2 * HOUR;
+                config.offer_check_interval = Duration::ZERO;
+            }
+            Defaults::Now(Some(interval)) => config.offer_check_interval = interval,
+            Defaults::Now(None) => {}
         }
-        Defaults::Now(Some(interval)) => config.offer_check_interval = interval,
-        Defaults::Now(None) => {}
+        let client = AsyncOffersClient::builder(config, SEED)
+            .runtime(runtime.handle().clone())
+            .clock(clock.clone())
+            .build()?;
+        Ok(Self {
+            server,
+            proxy,
+            clock,
+            client,
+            _dir: dir,
+        })
     }
-    Ok(AsyncOffersClient::builder(config, SEED)
-        .runtime(runtime.handle().clone())
-        .clock(clock.clone())
-        .build()?)
+
+    /// Starts the client and hands out `offers` offers, one per label, `ready` at a time as
+    /// they come Ready; returns once the Ready ones are back and all is quiet.
+    fn hand_out(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        offers: usize,
+        ready: u16,
+    ) -> Result<(), Failure> {
+        self.client.start()?;
+        let mut handed_out = 0;
+        while handed_out < offers {
+            runtime.block_on(self.client.wait_for_ready_offers(usize::from(ready), WAIT))?;
+            let batch = usize::from(ready).min(offers - handed_out);
+            for _ in 0..batch {
+                self.client.offer_for(&format!("contact {handed_out}"))?;
+                handed_out += 1;
+            }
+        }
+        runtime.block_on(self.client.wait_for_ready_offers(usize::from(ready), WAIT))?;
+        settle(&self.proxy);
+        Ok(())
+    }
 }
 
 /// Waits until nothing has moved through `proxy` for a while: the client's work for the
@@ -200,43 +229,26 @@ fn week(
     defaults: Defaults,
     days: u32,
 ) -> Result<Value, Failure> {
-    let server = ServerProcess::spawn(binary, "data", &[])?;
-    let proxy = runtime.block_on(CountingProxy::start(&server.config.address))?;
-    let dir = tempfile::tempdir()?;
-    let clock = Arc::new(ManualClock::starting_now());
     let ready = (offers as u16).min(MAX_READY);
-    let client = client(
-        runtime,
-        &server.config,
-        &proxy,
-        dir.path(),
-        &clock,
-        defaults,
-        ready,
-    )?;
-    client.start()?;
-    let mut handed_out = 0;
-    while handed_out < offers {
-        runtime.block_on(client.wait_for_ready_offers(usize::from(ready), WAIT))?;
-        let batch = usize::from(ready).min(offers - handed_out);
-        for _ in 0..batch {
-            client.offer_for(&format!("contact {handed_out}"))?;
-            handed_out += 1;
-        }
-    }
-    runtime.block_on(client.wait_for_ready_offers(usize::from(ready), WAIT))?;
-    settle(&proxy);
+    let setup = Setup::new(runtime, binary, defaults, ready)?;
+    setup.hand_out(runtime, offers, ready)?;
+    let Setup {
+        proxy,
+        clock,
+        client,
+        ..
+    } = &setup;
 
     // Running: the clock moves on an hour at a time, and the client does what comes due.
     let before = proxy.bytes();
     let steps = (days * 24) as usize;
     for _ in 0..steps {
         clock.advance(STEP);
-        settle(&proxy);
+        settle(proxy);
     }
     let running = proxy.bytes() - before;
     client.stop();
-    settle(&proxy);
+    settle(proxy);
 
     // Background only: a sync every 6 hours.
     let before = proxy.bytes();
@@ -269,33 +281,21 @@ fn week(
 /// averaged over 20 checks.
 fn one_check(runtime: &tokio::runtime::Runtime, binary: &Path) -> Result<Value, Failure> {
     const CHECKS: usize = 20;
-    let server = ServerProcess::spawn(binary, "check", &[])?;
-    let proxy = runtime.block_on(CountingProxy::start(&server.config.address))?;
-    let dir = tempfile::tempdir()?;
-    let clock = Arc::new(ManualClock::starting_now());
-    let client = client(
-        runtime,
-        &server.config,
-        &proxy,
-        dir.path(),
-        &clock,
-        Defaults::Now(None),
-        CHECKS as u16,
-    )?;
-    client.start()?;
-    runtime.block_on(client.wait_for_ready_offers(CHECKS, WAIT))?;
-    for contact in 0..CHECKS {
-        client.offer_for(&format!("contact {contact}"))?;
-    }
-    runtime.block_on(client.wait_for_ready_offers(CHECKS, WAIT))?;
-    settle(&proxy);
+    let setup = Setup::new(runtime, binary, Defaults::Now(None), CHECKS as u16)?;
+    setup.hand_out(runtime, CHECKS, CHECKS as u16)?;
+    let Setup {
+        server,
+        proxy,
+        client,
+        ..
+    } = &setup;
     let server_pid = server.pid().to_string();
     let (bytes, client_cpu, server_cpu) = (proxy.bytes(), cpu_ms("self"), cpu_ms(&server_pid));
     let report = runtime.block_on(client.check_offers(WAIT))?;
     if report.verified as usize != CHECKS {
         return Err(format!("checks not all verified: {report:?}").into());
     }
-    settle(&proxy);
+    settle(proxy);
     let spent = proxy.bytes() - bytes;
     let per_check = |before: Option<f64>, after: Option<f64>| {
         Some(((after? - before?) / CHECKS as f64 * 100.0).round() / 100.0)

@@ -66,6 +66,25 @@ impl ProtocolHandler {
         self.engine.on_disconnected(self.server)
     }
 
+    /// What of `kind` may leave now, for the messenger (nothing if our transport sends).
+    fn release<M>(
+        &self,
+        kind: MessageKind,
+        of_kind: fn(Message) -> Option<M>,
+    ) -> Vec<(M, MessageSendInstructions)> {
+        if !self.messenger_sends {
+            return Vec::new();
+        }
+        self.engine
+            .release_for_messenger(&self.server, kind)
+            .into_iter()
+            .filter_map(|outgoing| {
+                let instructions = outgoing.instructions();
+                of_kind(outgoing.message).map(|message| (message, instructions))
+            })
+            .collect()
+    }
+
     /// Maintenance of every server's offers: expiry, resends, refreshes, retries. Call it every
     /// [`Config::tick_interval`](crate::Config::tick_interval), once for the client.
     pub fn tick(&self) {
@@ -126,20 +145,10 @@ impl AsyncPaymentsMessageHandler for ProtocolHandler {
     fn handle_release_held_htlc(&self, _message: ReleaseHeldHtlc, _context: AsyncPaymentsContext) {}
 
     fn release_pending_messages(&self) -> Vec<(AsyncPaymentsMessage, MessageSendInstructions)> {
-        if !self.messenger_sends {
-            return Vec::new();
-        }
-        self.engine
-            .release_for_messenger(&self.server, MessageKind::AsyncPayments)
-            .into_iter()
-            .filter_map(|outgoing| {
-                let instructions = outgoing.instructions();
-                match outgoing.message {
-                    Message::AsyncPayments(message) => Some((message, instructions)),
-                    Message::Offers(_) => None,
-                }
-            })
-            .collect()
+        self.release(MessageKind::AsyncPayments, |message| match message {
+            Message::AsyncPayments(message) => Some(message),
+            Message::Offers(_) => None,
+        })
     }
 }
 
@@ -156,19 +165,9 @@ impl OffersMessageHandler for ProtocolHandler {
 
     /// The invoice requests of the client's checks of its offers.
     fn release_pending_messages(&self) -> Vec<(OffersMessage, MessageSendInstructions)> {
-        if !self.messenger_sends {
-            return Vec::new();
-        }
-        self.engine
-            .release_for_messenger(&self.server, MessageKind::Offers)
-            .into_iter()
-            .filter_map(|outgoing| {
-                let instructions = outgoing.instructions();
-                match outgoing.message {
-                    Message::Offers(message) => Some((message, instructions)),
-                    Message::AsyncPayments(_) => None,
-                }
-            })
-            .collect()
+        self.release(MessageKind::Offers, |message| match message {
+            Message::Offers(message) => Some(message),
+            Message::AsyncPayments(_) => None,
+        })
     }
 }

@@ -62,6 +62,18 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The reference server binary, built in release next to the running example.
+pub fn release_server_binary() -> Result<PathBuf, Failure> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "async-offers-server"])
+        .status()?;
+    if !status.success() {
+        return Err("building async-offers-server failed".into());
+    }
+    sibling_binary("async-offers-server")
+}
+
 /// A binary of this workspace, next to the running example's own directory.
 pub fn sibling_binary(name: &str) -> Result<PathBuf, Failure> {
     let exe = std::env::current_exe()?;
