@@ -244,20 +244,25 @@ impl OfferCache {
     ) -> Vec<PlannedCheck> {
         let periodic = !self.policy.offer_check_interval.is_zero();
         let refresh_interval = self.policy.invoice_refresh_interval;
+        // Counted once: comparing node ids serializes both keys, and a wallet may hold a
+        // thousand offers.
+        let mut out: HashMap<PublicKey, usize> = HashMap::new();
+        for offer in self.offers.iter().filter(|o| o.check.out.is_some()) {
+            *out.entry(offer.server).or_default() += 1;
+        }
         let mut planned = Vec::new();
         for index in 0..self.offers.len() {
             let offer = &self.offers[index];
-            if offer.check.out.is_some()
-                || !self.is_connected(&offer.server)
-                || !offer.checkable(refresh_interval, now)
-            {
+            if offer.check.out.is_some() || !offer.checkable(refresh_interval, now) {
                 continue;
             }
             let due =
                 offer.check.asked || (periodic && self.check_due(offer, now) <= now.monotonic);
-            if !due || self.checks_out(&offer.server) >= MAX_CHECKS_IN_FLIGHT {
+            let out_to_server = out.get(&offer.server).copied().unwrap_or(0);
+            if !due || out_to_server >= MAX_CHECKS_IN_FLIGHT || !self.is_connected(&offer.server) {
                 continue;
             }
+            out.insert(offer.server, out_to_server + 1);
             let id = new_id();
             let paths = offer.offer.paths().len().max(1);
             let offer = &mut self.offers[index];
@@ -269,13 +274,6 @@ impl OfferCache {
             });
         }
         planned
-    }
-
-    fn checks_out(&self, server: &PublicKey) -> usize {
-        self.offers
-            .iter()
-            .filter(|o| o.server == *server && o.check.out.is_some())
-            .count()
     }
 
     /// The check `id` left for its server at `now` (monotonic): its answer is waited for from
