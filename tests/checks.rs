@@ -129,8 +129,10 @@ async fn after_a_server_lost_its_store_one_check_of_the_offers_gets_payers_every
     let config = checked_config(&server, &dir.path().join("wallet"), 3);
     let clock = fast_clock();
     let (client, offers) = handing_out(&config, &clock, 3).await;
+    // Their replacements are Ready too, their invoices stored: the server loses those as well.
+    let ready = client.wait_for_ready_offers(3, WAIT).await.unwrap();
     let server = restart(server, &server_dir, true).await;
-    for offer in &offers {
+    for offer in offers.iter().chain(&ready) {
         assert!(
             fetch(&server, offer).await.is_err(),
             "the store is lost: no invoice for payers"
@@ -152,7 +154,7 @@ async fn after_a_server_lost_its_store_one_check_of_the_offers_gets_payers_every
     );
     assert_payable(&server, &offers).await;
     // The Ready offers too: they are handed out without a check.
-    eventually_payable(&server, &client.ready_offers()).await;
+    eventually_payable(&server, &ready).await;
     let status = client.status();
     assert_eq!(status.offer_checks.len(), 3);
     for check in &status.offer_checks {
