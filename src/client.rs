@@ -440,8 +440,9 @@ impl AsyncOffersClient {
     /// Android worker's few minutes) what a started client does over time, and returns by
     /// `timeout` (`Duration::MAX`, or any too long to add to the clock: no limit) with a
     /// report: connects if the client is not started, fills the missing
-    /// Ready offers, sends the invoices due for a refresh, and waits until the servers
-    /// confirmed each and the records are written; then disconnects if it connected.
+    /// Ready offers, sends the invoices due for a refresh, checks the handed-out offers due a
+    /// check ([`Config::offer_check_interval`]), and waits until the servers confirmed each and
+    /// the records are written; then disconnects if it connected.
     /// Nothing counts as done before it is on disk, so an app suspended right after it
     /// returns loses nothing it reported; and if it started the client, it returns once the
     /// data dir is let go of (iOS kills an app suspended holding a lock in a shared

@@ -569,7 +569,8 @@ impl AsyncOffers {
     /// Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)
     /// what a started client does over time, and returns by `timeout` with a report:
     /// connects if the client is not started, fills the missing ready offers, sends the
-    /// invoices due for a refresh, waits until the server confirmed each and it is written,
+    /// invoices due for a refresh, checks the offers due a check, waits until the server
+    /// confirmed each and it is written,
     /// then disconnects if it connected. Nothing counts as done before it is on disk.
     /// `DataDirInUse` if the client is not started and another holds the data dir. Its start
     /// (taking the data dir) runs on an SDK thread, and the rest only waits. Cancelled (see

@@ -750,7 +750,8 @@ public protocol AsyncOffersProtocol: AnyObject, Sendable {
      * Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)
      * what a started client does over time, and returns by `timeout` with a report:
      * connects if the client is not started, fills the missing ready offers, sends the
-     * invoices due for a refresh, waits until the server confirmed each and it is written,
+     * invoices due for a refresh, checks the offers due a check, waits until the server
+     * confirmed each and it is written,
      * then disconnects if it connected. Nothing counts as done before it is on disk.
      * `DataDirInUse` if the client is not started and another holds the data dir. Its start
      * (taking the data dir) runs on an SDK thread, and the rest only waits. Cancelled (see
@@ -1145,7 +1146,8 @@ open func stop()  {try! rustCall() {
      * Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)
      * what a started client does over time, and returns by `timeout` with a report:
      * connects if the client is not started, fills the missing ready offers, sends the
-     * invoices due for a refresh, waits until the server confirmed each and it is written,
+     * invoices due for a refresh, checks the offers due a check, waits until the server
+     * confirmed each and it is written,
      * then disconnects if it connected. Nothing counts as done before it is on disk.
      * `DataDirInUse` if the client is not started and another holds the data dir. Its start
      * (taking the data dir) runs on an SDK thread, and the rest only waits. Cancelled (see
@@ -4948,7 +4950,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_async_offers_checksum_method_asyncoffers_sync() != 46224) {
+    if (uniffi_async_offers_checksum_method_asyncoffers_sync() != 26463) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 35777) {

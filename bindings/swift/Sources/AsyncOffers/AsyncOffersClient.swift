@@ -165,8 +165,8 @@ public final class AsyncOffersClient: @unchecked Sendable {
     /// client does over time, and returns by `timeout` seconds (`.infinity`: no limit) with a
     /// report: connects if the
     /// client is not started, fills the missing ready offers, sends the invoices due for a
-    /// refresh, waits until the server confirmed each and it is on disk, then disconnects if it
-    /// connected. Nothing counts as done before it is on disk. Cancelling the task (a
+    /// refresh, checks the offers due a check (`checkOffers`), waits until the server confirmed
+    /// each and it is on disk, then disconnects if it connected. Nothing counts as done before it is on disk. Cancelling the task (a
     /// `BGTask`'s expiration handler) ends it within milliseconds with `CancellationError`,
     /// having let go of the data dir as `stop()` would if it took it; what it wrote stays.
     /// Throws `OffersError.DataDirInUse` if the client is not started and another holds the

@@ -164,8 +164,9 @@ class AsyncOffersClient private constructor(private val inner: AsyncOffers) : Au
      * Does in one short background window (a `CoroutineWorker`'s `doWork`) what a started
      * client does over time, and returns by [timeout] (`Duration.INFINITE`: no limit) with a
      * report: connects if the client is
-     * not started, fills the missing ready offers, sends the invoices due for a refresh, waits
-     * until the server confirmed each and it is on disk, then disconnects if it connected.
+     * not started, fills the missing ready offers, sends the invoices due for a refresh, checks
+     * the offers due a check ([checkOffers]), waits until the server confirmed each and it is
+     * on disk, then disconnects if it connected.
      * Nothing counts as done before it is on disk. Cancelling the coroutine ends it within
      * milliseconds (the coroutine's `CancellationException`), letting go of the data dir as
      * [stop] does if it took it. Throws `OffersException.DataDirInUse` if the client is not

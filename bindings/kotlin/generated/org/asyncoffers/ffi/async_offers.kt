@@ -1092,7 +1092,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_stop() != 16313) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_async_offers_checksum_method_asyncoffers_sync() != 46224) {
+    if (lib.uniffi_async_offers_checksum_method_asyncoffers_sync() != 26463) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_async_offers_checksum_method_asyncoffers_take_offer() != 35777) {
@@ -1798,7 +1798,8 @@ public interface AsyncOffersInterface {
      * Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)
      * what a started client does over time, and returns by `timeout` with a report:
      * connects if the client is not started, fills the missing ready offers, sends the
-     * invoices due for a refresh, waits until the server confirmed each and it is written,
+     * invoices due for a refresh, checks the offers due a check, waits until the server
+     * confirmed each and it is written,
      * then disconnects if it connected. Nothing counts as done before it is on disk.
      * `DataDirInUse` if the client is not started and another holds the data dir. Its start
      * (taking the data dir) runs on an SDK thread, and the rest only waits. Cancelled (see
@@ -2307,7 +2308,8 @@ open class AsyncOffers: Disposable, AutoCloseable, AsyncOffersInterface
      * Does in one short background window (an iOS `BGAppRefreshTask`, an Android worker)
      * what a started client does over time, and returns by `timeout` with a report:
      * connects if the client is not started, fills the missing ready offers, sends the
-     * invoices due for a refresh, waits until the server confirmed each and it is written,
+     * invoices due for a refresh, checks the offers due a check, waits until the server
+     * confirmed each and it is written,
      * then disconnects if it connected. Nothing counts as done before it is on disk.
      * `DataDirInUse` if the client is not started and another holds the data dir. Its start
      * (taking the data dir) runs on an SDK thread, and the rest only waits. Cancelled (see
