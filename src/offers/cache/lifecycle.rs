@@ -152,7 +152,7 @@ impl OfferCache {
     }
 
     /// Takes `offers` as they are on disk now, keeping what this process knew of those it
-    /// already had (when their invoices were sent, and how that went). Pending offers and
+    /// already had (when their invoices were sent, how that went, their checks). Pending offers and
     /// outstanding requests are dropped: they were this process's alone.
     pub fn reload(&mut self, offers: Vec<CachedOffer>) {
         let known = std::mem::take(&mut self.offers);
@@ -174,6 +174,15 @@ impl OfferCache {
                         rebuild_under_way: false,
                         ..old.delivery.clone()
                     };
+                    offer.check = old.check.clone();
+                    if offer.invoice_confirmed {
+                        // The disk has it confirmed: an invoice being served again after a
+                        // check is no longer sent, so the check is repeated now instead.
+                        offer.delivery.serving_again = false;
+                        if std::mem::take(&mut offer.check.recheck_on_confirmation) {
+                            offer.check.asked = true;
+                        }
+                    }
                 }
                 offer
             })
