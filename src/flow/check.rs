@@ -4,7 +4,7 @@
 //! (`offers::cache::check`), and the engine does what the verdict says: writes the offer
 //! verified, serves its invoice again, or marks it broken and tells the app.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::PublicKey;
@@ -48,7 +48,7 @@ impl Engine {
                         "checking the offer in slot {} of server {server} as a payer",
                         offer.slot
                     );
-                    state.own_check_requests.push_back((payer, now.monotonic));
+                    state.own_check_requests.remember(payer, now.monotonic);
                     if let Some(link) = state.links.get_mut(&server) {
                         link.queue(outgoing);
                     }
@@ -62,13 +62,7 @@ impl Engine {
                 }
             }
         }
-        while state
-            .own_check_requests
-            .front()
-            .is_some_and(|(_, at)| at.saturating_add(OWN_REQUEST_MEMORY) <= now.monotonic)
-        {
-            state.own_check_requests.pop_front();
-        }
+        state.own_check_requests.forget_before(now.monotonic);
     }
 
     /// The invoice request of `check` for `offer`, and the payer key it is signed with: a
@@ -110,10 +104,7 @@ impl Engine {
     /// Whether `payer` signed one of this client's recent check requests: the server forwards
     /// those back like a payer's, and they are no payment.
     pub(super) fn is_own_check_request(&self, payer: &PublicKey) -> bool {
-        self.lock()
-            .own_check_requests
-            .iter()
-            .any(|(own, _)| own == payer)
+        self.lock().own_check_requests.contains(payer)
     }
 
     /// `server` answered the check `id`: with the invoice it gives payers, or (`None`) with an
@@ -143,9 +134,9 @@ impl Engine {
         }
     }
 
-    /// Does what each check found: writes verified and broken offers (off the caller's
-    /// thread, holding the data dir), serves again the invoices found missing or older, tells
-    /// the app of broken offers, and queues the next checks.
+    /// Does what each check found: writes what the round did (verified, ended, a repair, a
+    /// broken offer; off the caller's thread, holding the data dir), serves again the invoices
+    /// found missing or older, tells the app of broken offers, and queues the next checks.
     fn apply_check_verdicts(&self, verdicts: Vec<(OfferId, CheckVerdict)>) {
         let now = Time::of(&*self.clock);
         let mut state = self.lock();
@@ -159,11 +150,9 @@ impl Engine {
             match verdict {
                 CheckVerdict::Verified => {
                     log::debug!("the offer in slot {slot} of server {server} is served to payers as confirmed");
-                    writes.push(id);
                 }
                 CheckVerdict::ServeAgain(finding) => {
                     log::warn!("the offer in slot {slot} of server {server}: {finding}");
-                    self.queue_invoice(&mut state, id);
                 }
                 CheckVerdict::GaveUp(finding) => {
                     log::warn!("the offer in slot {slot} of server {server}: {finding}");
@@ -177,10 +166,19 @@ impl Engine {
                         offer: OfferInfo::from(offer),
                         reason: finding.to_string(),
                     });
-                    writes.push(id);
+                    // Nothing of it leaves again: a send would overwrite the other offer.
+                    state.refreshes_owed.retain(|owed| *owed != id);
+                    if let Some(link) = state.links.get_mut(&server) {
+                        link.drop_invoices_of(id);
+                    }
                 }
-                CheckVerdict::Inconclusive => {}
+                CheckVerdict::CheckAgain => {
+                    log::warn!("the offer in slot {slot} of server {server}: the server gave another offer's invoice; checking again");
+                    continue;
+                }
+                CheckVerdict::Inconclusive => continue,
             }
+            writes.push(id);
         }
         // The Ready offers of a server suspected of losing its store are served again.
         self.queue_resends(&mut state, now, None);
@@ -336,4 +334,36 @@ pub(super) fn server_checks(checks: &[OfferCheckStatus], server: &ServerStatus) 
         "{} handed-out offers: {verified} served to payers as confirmed, {failing} not (being mended), {broken} broken, {unchecked} not checked yet",
         of_server.len()
     ))
+}
+
+/// The payer keys of this client's recent check requests, for [`OWN_REQUEST_MEMORY`]: found by
+/// their serialized bytes (a key comparison serializes both keys), a thousand checks a round.
+#[derive(Default)]
+pub(super) struct OwnRequests {
+    keys: HashSet<[u8; 33]>,
+    /// When each was made (monotonic), oldest first.
+    made: VecDeque<([u8; 33], Duration)>,
+}
+
+impl OwnRequests {
+    fn remember(&mut self, payer: PublicKey, now: Duration) {
+        let key = payer.serialize();
+        self.keys.insert(key);
+        self.made.push_back((key, now));
+    }
+
+    fn contains(&self, payer: &PublicKey) -> bool {
+        self.keys.contains(&payer.serialize())
+    }
+
+    fn forget_before(&mut self, now: Duration) {
+        while let Some((key, _)) = self
+            .made
+            .front()
+            .filter(|(_, at)| at.saturating_add(OWN_REQUEST_MEMORY) <= now)
+        {
+            self.keys.remove(key);
+            self.made.pop_front();
+        }
+    }
 }

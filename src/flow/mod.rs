@@ -59,9 +59,10 @@ const OFFER_PATHS_REPLY_PATH_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 /// The longest wait between two sends of an invoice the server does not confirm: at most 24
 /// sends a day of a 32 KiB onion per stuck offer, once the first hour's doublings are done.
 const MAX_INVOICE_RESEND_AFTER: Duration = Duration::from_secs(3600);
-/// How long a check waits for the server's answer: an invoice in a 32 KiB onion, behind up to
-/// five others, over a slow mobile link.
-const CHECK_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a check waits for the server's answer (and an invoice served again for its
+/// confirmation): an invoice in a 32 KiB onion, behind up to two others and what else the
+/// link carries, over a slow mobile link (128 kbit/s moves 32 KiB in 2 s).
+const CHECK_ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long after its refresh was due a handed-out offer may go without a confirmed invoice
 /// before the app hears of it ([`Event::InvoiceRefreshFailed`]).
 const REFRESH_FAILURE_MARGIN: Duration = Duration::from_secs(3600);
@@ -96,9 +97,9 @@ struct State {
     refreshes_owed: VecDeque<OfferId>,
     /// The offer the worker is rebuilding now: still owed, as far as a sync can tell.
     refresh_under_way: Option<OfferId>,
-    /// The payer keys of this client's recent check requests, and when each was made
-    /// (monotonic): a server forwarding one back is not forwarding a payment.
-    own_check_requests: VecDeque<(PublicKey, Duration)>,
+    /// The payer keys of this client's recent check requests: a server forwarding one back
+    /// is not forwarding a payment.
+    own_check_requests: check::OwnRequests,
 }
 
 impl State {
@@ -252,7 +253,7 @@ impl Engine {
                 confirmations_unwritten: Vec::new(),
                 refreshes_owed: VecDeque::new(),
                 refresh_under_way: None,
-                own_check_requests: VecDeque::new(),
+                own_check_requests: Default::default(),
             }),
             factory,
             keys,

@@ -100,6 +100,14 @@ impl Link {
         }
     }
 
+    /// Drops the invoices of `offer` waiting here: it is broken, and a send would overwrite
+    /// another offer's invoice.
+    pub(super) fn drop_invoices_of(&mut self, offer: OfferId) {
+        self.outbox.retain(|queued| {
+            !matches!(&queued.message, Message::AsyncPayments(AsyncPaymentsMessage::ServeStaticInvoice(m)) if m.invoice.offer_id() == offer)
+        });
+    }
+
     /// Queues `outgoing`, to leave as the budget allows.
     pub(super) fn queue(&mut self, outgoing: Outgoing) {
         self.outbox.push(outgoing);
@@ -322,7 +330,10 @@ impl Engine {
         let Some(offer) = state.cache.get(id) else {
             return;
         };
-        if state.cache.reachability(&offer.server) != Reachability::Connected {
+        // A broken offer's slot holds another offer's invoice, which a send would overwrite.
+        if offer.broken.is_some()
+            || state.cache.reachability(&offer.server) != Reachability::Connected
+        {
             return;
         }
         let outgoing = serve_message(offer);
@@ -330,9 +341,7 @@ impl Engine {
             return;
         };
         // A resend replaces a copy still waiting here (after a reconnection, say).
-        link.outbox.retain(|queued| {
-            !matches!(&queued.message, Message::AsyncPayments(AsyncPaymentsMessage::ServeStaticInvoice(m)) if m.invoice.offer_id() == id)
-        });
+        link.drop_invoices_of(id);
         link.outbox.push(outgoing);
     }
 
@@ -373,11 +382,13 @@ impl Engine {
                 continue;
             }
             let Message::AsyncPayments(message) = &entry.message else {
-                // A check's request: the cache keeps its window.
-                if !link.budget.try_spend(now) {
+                // A check's request (the cache keeps its window): a 32 KiB onion, paced for a
+                // messenger of the app's as invoices are.
+                if invoices_released >= max_invoices || !link.budget.try_spend(now) {
                     link.outbox.push(entry);
                     continue;
                 }
+                invoices_released += 1;
                 checks_left.extend(entry.check_id());
                 released.push(entry);
                 continue;

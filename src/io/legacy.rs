@@ -120,6 +120,8 @@ pub(crate) fn decode(
         refresh_failure_announced: None,
         verified_at: None,
         broken: None,
+        checked_at: None,
+        check_repairs: None,
     };
     Ok((offer, single_server))
 }

@@ -10,7 +10,7 @@ use lightning::offers::static_invoice::StaticInvoice;
 
 use super::RecordError;
 use crate::offers::builder::BuiltInvoice;
-use crate::offers::cache::{CachedOffer, OfferState};
+use crate::offers::cache::{CachedOffer, OfferCheck, OfferState};
 use crate::offers::responder::AsResponder;
 
 /// What an offer record keeps: everything of a [`CachedOffer`] but what only this process
@@ -39,6 +39,10 @@ pub(crate) struct StoredOffer {
     pub verified_at: Option<Duration>,
     /// Why a check found the offer broken (likewise).
     pub broken: Option<String>,
+    /// When the last round of checks ended (likewise).
+    pub checked_at: Option<Duration>,
+    /// How many repairs the round of checks under way made (likewise; absent when none).
+    pub check_repairs: Option<u32>,
 }
 
 // In type order, as TLV streams must be. (LDK's macros drop readers that have no `Drop`.)
@@ -60,7 +64,9 @@ mod stored_offer_encoding {
         (10, label, option),
         (11, broken, option),
         (12, created_at, required),
+        (13, checked_at, option),
         (14, handed_out_at, option),
+        (15, check_repairs, option),
         (16, server_path, required),
         (18, invoice, required),
         (20, forward_invoice_request_path, required),
@@ -91,6 +97,8 @@ impl StoredOffer {
             refresh_failure_announced: offer.refresh_failure_announced.then_some(()),
             verified_at: offer.verified_at,
             broken: offer.broken.clone(),
+            checked_at: offer.checked_at,
+            check_repairs: (offer.check_repairs > 0).then_some(offer.check_repairs),
         }
     }
 
@@ -125,8 +133,15 @@ impl StoredOffer {
             refresh_due_at: None,
             stale_at: None,
             verified_at: self.verified_at,
+            checked_at: self.checked_at,
+            check_repairs: self.check_repairs.unwrap_or(0),
             broken: self.broken,
-            check: Default::default(),
+            // A round with repairs under way goes on at once, where it was.
+            check: OfferCheck {
+                asked: self.check_repairs.is_some_and(|repairs| repairs > 0),
+                repairs: self.check_repairs.unwrap_or(0),
+                ..OfferCheck::default()
+            },
         })
     }
 }

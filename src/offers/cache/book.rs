@@ -87,6 +87,11 @@ impl OfferCache {
                 made_way = Some(Box::new(self.offers.remove(index)));
             }
             self.requests.remove(&slot);
+            if made_way.is_some() {
+                // The server holds the invoice of the offer that made way in that slot: the
+                // imported offer's is sent (and written unconfirmed, so a restart sends it too).
+                offer.invoice_confirmed = false;
+            }
             offer.invoice_sent_at = None;
             offer.expiry_announced = false;
             offer.expired_announced = false;
@@ -151,6 +156,7 @@ mod tests {
             let mut offer = fixture.cached(slot, t0(), None);
             offer.state = OfferState::Used;
             offer.label = Some(label.into());
+            offer.invoice_confirmed = true;
             offer
         };
         let ready_here = fixture.cached(1, t0(), None);
@@ -190,6 +196,21 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![3]
         );
+        // The server holds the invoice of the Ready offer that made way: the imported one is
+        // sent there; in the slot only requested, the server holds the book's.
+        let imported_in = |cache: &OfferCache, slot| {
+            cache
+                .offers()
+                .iter()
+                .find(|o| o.slot == slot)
+                .unwrap()
+                .clone()
+        };
+        assert!(!imported_in(&cache, 3).invoice_confirmed);
+        assert!(imported_in(&cache, 0).invoice_confirmed);
+        let (sent, not_sent) = (imported_in(&cache, 3).id(), imported_in(&cache, 0).id());
+        let resent = cache.plan_resends(at(t0()), None);
+        assert!(resent.contains(&sent) && !resent.contains(&not_sent));
         assert!(cache.get(ready_here.id()).unwrap().state == OfferState::Used);
         assert!(!cache.requested_slots().contains(&(server_key(), 0)));
         assert!(

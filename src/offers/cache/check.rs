@@ -3,9 +3,12 @@
 //! what comes back against the offer's current invoice. Each offer is checked at most once per
 //! the policy's interval (its first check at a point of the interval drawn from its id, so that
 //! offers spread over it), plus the repeats a failure needs: an invoice found missing or older
-//! is served again, and checked again once confirmed, at most [`REPAIRS_PER_ROUND`] times
-//! before the client gives up until the next interval. A slot found holding another offer's
-//! invoice cannot be mended by this client: the offer is broken.
+//! is served again (once, not resent until confirmed), and checked again once confirmed, at
+//! most [`REPAIRS_PER_ROUND`] times a round before the client gives up until the next
+//! interval. When a round ended and how many repairs it has made are kept with the offer, so a
+//! new process (a background task's) neither starts over nor forgets a repair. A slot found
+//! twice in a row holding another offer's invoice cannot be mended by this client: the offer
+//! is broken.
 
 use std::time::Duration;
 
@@ -20,9 +23,10 @@ use crate::clock::Time;
 /// until the next interval: a server that confirms invoices but never serves them costs at
 /// most this many 32 KiB sends and one more check than that per offer and interval.
 pub(crate) const REPAIRS_PER_ROUND: u32 = 2;
-/// The most checks unanswered per server: each answer is an invoice in a 32 KiB onion, and
-/// LDK's messenger drops what is past 256 KiB buffered for a peer.
-pub(crate) const MAX_CHECKS_IN_FLIGHT: usize = 6;
+/// The most checks unanswered per server: each answer is an invoice in a 32 KiB onion (two,
+/// when the server also forwards the request back to this client), and LDK's messenger drops
+/// what is past 256 KiB buffered for a peer, invoices and requests of ours included.
+pub(crate) const MAX_CHECKS_IN_FLIGHT: usize = 3;
 
 /// An offer's checks as this process runs them.
 #[derive(Clone, Debug, Default)]
@@ -38,8 +42,15 @@ pub(crate) struct OfferCheck {
     /// The invoice was served again because a check found it missing or older: the check is
     /// repeated once the server confirms it.
     pub recheck_on_confirmation: bool,
-    /// Times the invoice was served again in this round.
+    /// When (monotonic) the invoice was served again: unconfirmed after the answer timeout,
+    /// the repair failed.
+    pub served_again_at: Option<Duration>,
+    /// Times the invoice was served again in this round (kept with the offer: see
+    /// `CachedOffer::check_repairs`).
     pub repairs: u32,
+    /// The last check found another offer's invoice in the slot: one more that does breaks
+    /// the offer (one answer of a confused or hostile server must not).
+    pub overwritten_once: bool,
     /// What the last check found.
     pub finding: Option<Finding>,
 }
@@ -50,6 +61,9 @@ pub(crate) struct CheckOut {
     pub id: [u8; 32],
     /// When it left for the server (monotonic; `None`: still in the outbox).
     pub left_at: Option<Duration>,
+    /// The creation time (whole seconds) of the offer's invoice when it was sent: an answer
+    /// of that invoice after a refresh was confirmed meanwhile is no rollback.
+    pub for_invoice: u64,
 }
 
 /// What a check found, in words a support person can act on ([`Finding`]'s `Display`).
@@ -129,6 +143,8 @@ pub(crate) enum CheckVerdict {
     Broken(Finding),
     /// Nothing can be told (our own newer invoice is on its way): the next check will.
     Inconclusive,
+    /// Check again now (over another path): a first answer of another offer's invoice.
+    CheckAgain,
 }
 
 /// A check to send: the offer, the id of its reply path, and which of the offer's paths.
@@ -139,8 +155,9 @@ pub(crate) struct PlannedCheck {
     pub path: usize,
 }
 
-/// How the invoice a server gave payers compares with the offer's current one.
-fn judge(offer: &CachedOffer, served: Option<&StaticInvoice>) -> Option<Finding> {
+/// How the invoice a server gave payers compares with the offer's current one, for a check
+/// sent when the current invoice was created at `sent_for` (whole seconds).
+fn judge(offer: &CachedOffer, served: Option<&StaticInvoice>, sent_for: u64) -> Option<Finding> {
     let Some(served) = served else {
         return Some(Finding::Missing);
     };
@@ -162,8 +179,9 @@ fn judge(offer: &CachedOffer, served: Option<&StaticInvoice>) -> Option<Finding>
         return Some(Finding::Verified);
     }
     if served_at < current_at {
-        // Older than ours: wrong only once the server confirmed ours.
-        return offer.invoice_confirmed.then_some(Finding::Older);
+        // Older than ours: wrong only once the server confirmed ours, and if ours was sent
+        // before the check (a refresh confirmed meanwhile may have come after its answer).
+        return (offer.invoice_confirmed && served_at < sent_for).then_some(Finding::Older);
     }
     Some(match served.payment_paths() == current.payment_paths() {
         true => Finding::Verified,
@@ -172,13 +190,23 @@ fn judge(offer: &CachedOffer, served: Option<&StaticInvoice>) -> Option<Finding>
 }
 
 impl CachedOffer {
+    /// Has its current invoice sent to the server once more (`plan_resends`), though the
+    /// server confirmed it: not resent after that, so a server that never confirms it costs
+    /// one send. Its confirmation is [`Confirmation::ServedAgain`].
+    fn serve_again(&mut self) {
+        self.delivery.serving_again = true;
+        self.invoice_sent_at = None;
+    }
+
     /// Whether a check could tell anything of it now: handed out, live, not broken, its
-    /// current invoice confirmed and not due for a refresh (which will send a new one).
+    /// current invoice confirmed, not being served again, and not due for a refresh (which
+    /// will send a new one).
     fn checkable(&self, refresh_interval: Duration, now: Time) -> bool {
         self.state == OfferState::Used
             && self.broken.is_none()
             && !self.is_expired(now.wall)
             && self.invoice_confirmed
+            && !self.delivery.serving_again
             && !self.delivery.rebuild_under_way
             && !self.invoice_due(refresh_interval, now)
     }
@@ -195,14 +223,14 @@ impl CachedOffer {
 
 impl OfferCache {
     /// When (monotonic) `offer`'s next regular check is due at `now`: as set by this process,
-    /// else an interval after its last verification by the wall clock, or its point of the
-    /// interval after it was handed out if it was never verified. A time in the future (a
-    /// clock that was ahead) counts as due.
+    /// else an interval after its last round ended (verified or not) by the wall clock, or its
+    /// point of the interval after it was handed out if it never was checked. A time in the
+    /// future (a clock that was ahead) counts as due.
     pub(super) fn check_due(&self, offer: &CachedOffer, now: Time) -> Duration {
         let interval = self.policy.offer_check_interval;
         offer.check.due_at.unwrap_or_else(|| {
-            let due_wall = match offer.verified_at {
-                Some(verified) if verified <= now.wall => verified.saturating_add(interval),
+            let due_wall = match offer.verified_at.max(offer.checked_at) {
+                Some(last) if last <= now.wall => last.saturating_add(interval),
                 Some(_) => now.wall,
                 None => offer
                     .handed_out_at
@@ -225,9 +253,10 @@ impl OfferCache {
                 && !offer.is_expired(now.wall)
                 && self.is_configured(&offer.server);
             if eligible {
-                let check = &mut self.offers[index].check;
-                check.asked = true;
-                check.repairs = 0;
+                let offer = &mut self.offers[index];
+                offer.check.asked = true;
+                offer.check.repairs = 0;
+                offer.check_repairs = 0;
                 asked += 1;
             }
         }
@@ -258,19 +287,28 @@ impl OfferCache {
             }
             let due =
                 offer.check.asked || (periodic && self.check_due(offer, now) <= now.monotonic);
+            if !due {
+                continue;
+            }
             let out_to_server = out.get(&offer.server).copied().unwrap_or(0);
-            if !due || out_to_server >= MAX_CHECKS_IN_FLIGHT || !self.is_connected(&offer.server) {
+            if out_to_server >= MAX_CHECKS_IN_FLIGHT || !self.is_connected(&offer.server) {
                 continue;
             }
             out.insert(offer.server, out_to_server + 1);
             let id = new_id();
             let paths = offer.offer.paths().len().max(1);
             let offer = &mut self.offers[index];
-            offer.check.out = Some(CheckOut { id, left_at: None });
+            offer.check.out = Some(CheckOut {
+                id,
+                left_at: None,
+                for_invoice: offer.invoice.invoice.created_at().as_secs(),
+            });
+            // Another path for each repeat, in case one is broken.
+            let attempt = offer.check.repairs + u32::from(offer.check.overwritten_once);
             planned.push(PlannedCheck {
                 offer: offer.id(),
                 id,
-                path: offer.check.repairs as usize % paths,
+                path: attempt as usize % paths,
             });
         }
         planned
@@ -301,46 +339,45 @@ impl OfferCache {
         now: Time,
     ) -> Option<(OfferId, CheckVerdict)> {
         let offer = self.checking(id)?;
-        offer.check.out = None;
-        let finding = judge(offer, served);
-        let (id, server) = (offer.id(), offer.server);
-        if finding == Some(Finding::Missing) {
-            self.suspect_lost_store(server, now);
-        }
+        let out = offer.check.out.take()?;
+        let finding = judge(offer, served, out.for_invoice);
+        let id = offer.id();
         Some((id, self.conclude(id, finding, now)))
     }
 
-    /// Checks unanswered for the policy's timeout since they left: the server gave no invoice.
+    /// Checks unanswered for the policy's timeout since they left (the server gave no
+    /// invoice), and invoices served again and not confirmed within it (the repair failed).
     pub fn time_out_checks(&mut self, now: Time) -> Vec<(OfferId, CheckVerdict)> {
         let timeout = self.policy.check_answer_timeout;
-        let timed_out: Vec<(OfferId, PublicKey)> = self
+        let past =
+            |at: Option<Duration>| at.is_some_and(|at| at.saturating_add(timeout) <= now.monotonic);
+        let timed_out: Vec<(OfferId, Option<Finding>)> = self
             .offers
             .iter_mut()
-            .filter(|o| {
-                o.check
-                    .out
-                    .as_ref()
-                    .and_then(|out| out.left_at)
-                    .is_some_and(|left| left.saturating_add(timeout) <= now.monotonic)
-            })
-            .map(|o| {
-                o.check.out = None;
-                (o.id(), o.server)
+            .filter_map(|o| {
+                if past(o.check.out.as_ref().and_then(|out| out.left_at)) {
+                    o.check.out = None;
+                    return Some((o.id(), Some(Finding::Missing)));
+                }
+                if o.delivery.serving_again && past(o.check.served_again_at) {
+                    o.delivery.serving_again = false;
+                    o.check.recheck_on_confirmation = false;
+                    o.check.served_again_at = None;
+                    return Some((o.id(), o.check.finding.clone()));
+                }
+                None
             })
             .collect();
         timed_out
             .into_iter()
-            .map(|(id, server)| {
-                self.suspect_lost_store(server, now);
-                (id, self.conclude(id, Some(Finding::Missing), now))
-            })
+            .map(|(id, finding)| (id, self.conclude(id, finding, now)))
             .collect()
     }
 
-    /// A check found `server` without an invoice it had confirmed: it may have lost them all
-    /// (a lost disk, an old backup restored). Its other handed-out offers are checked now,
-    /// and its Ready offers' invoices served again (they are handed out without a check),
-    /// at most once per check interval (or hour, if checks are off).
+    /// A check found `server` without an invoice it had served before: it may have lost them
+    /// all (a lost disk, an old backup restored). Its other handed-out offers are checked now,
+    /// and its Ready offers' invoices served again once (they are handed out without a check),
+    /// at most once per check interval (or hour, if checks are off) in a process.
     fn suspect_lost_store(&mut self, server: PublicKey, now: Time) {
         let every = self
             .policy
@@ -360,12 +397,7 @@ impl OfferCache {
                 OfferState::Used if offer.checkable(refresh_interval, now) => {
                     offer.check.asked = true;
                 }
-                OfferState::Ready if offer.invoice_confirmed => {
-                    offer.invoice_confirmed = false;
-                    offer.invoice_sent_at = None;
-                    offer.delivery.sends = 0;
-                    offer.delivery.serving_again = true;
-                }
+                OfferState::Ready if offer.invoice_confirmed => offer.serve_again(),
                 _ => {}
             }
         }
@@ -374,56 +406,68 @@ impl OfferCache {
     /// Applies `finding` to the offer `id` (`None`: nothing could be told).
     fn conclude(&mut self, id: OfferId, finding: Option<Finding>, now: Time) -> CheckVerdict {
         let interval = self.policy.offer_check_interval;
-        let Some(offer) = self.get_mut(id) else {
-            return CheckVerdict::Inconclusive;
-        };
         let Some(finding) = finding else {
             return CheckVerdict::Inconclusive;
         };
-        let check = &mut offer.check;
-        let next_round = |check: &mut OfferCheck| {
-            check.asked = false;
-            check.repairs = 0;
-            check.recheck_on_confirmation = false;
-            check.due_at = Some(now.monotonic.saturating_add(interval));
+        let Some(offer) = self.get_mut(id) else {
+            return CheckVerdict::Inconclusive;
         };
-        let verdict = match finding {
+        if finding != Finding::Overwritten {
+            offer.check.overwritten_once = false;
+        }
+        // The round ends: nothing more until the next interval, and a new process knows it.
+        let end_round = |offer: &mut CachedOffer, finding: Finding| {
+            offer.check = OfferCheck {
+                due_at: Some(now.monotonic.saturating_add(interval)),
+                finding: Some(finding),
+                ..OfferCheck::default()
+            };
+            offer.checked_at = Some(now.wall);
+            offer.check_repairs = 0;
+        };
+        match finding {
             Finding::Verified => {
-                let mended = check.finding.take().filter(|_| check.repairs > 0);
-                next_round(check);
-                offer.verified_at = Some(now.wall);
-                offer.check.finding = Some(match mended {
+                let repairs = offer.check.repairs;
+                let found = offer.check.finding.take().filter(|_| repairs > 0);
+                let finding = match found {
                     Some(found) => Finding::Mended(Box::new(found)),
                     None => Finding::Verified,
-                });
-                return CheckVerdict::Verified;
+                };
+                end_round(offer, finding);
+                offer.verified_at = Some(now.wall);
+                CheckVerdict::Verified
+            }
+            Finding::Overwritten if !offer.check.overwritten_once => {
+                offer.check.overwritten_once = true;
+                offer.check.asked = true;
+                CheckVerdict::CheckAgain
             }
             Finding::Overwritten => {
-                next_round(check);
+                end_round(offer, Finding::Overwritten);
                 offer.broken = Some(Finding::Overwritten.to_string());
                 CheckVerdict::Broken(Finding::Overwritten)
             }
-            finding if check.repairs >= REPAIRS_PER_ROUND => {
-                next_round(check);
-                CheckVerdict::GaveUp(Finding::GaveUp(Box::new(finding)))
+            finding if offer.check.repairs >= REPAIRS_PER_ROUND => {
+                let gave_up = Finding::GaveUp(Box::new(finding));
+                end_round(offer, gave_up.clone());
+                CheckVerdict::GaveUp(gave_up)
             }
             finding => {
-                check.repairs += 1;
-                check.recheck_on_confirmation = true;
-                offer.invoice_confirmed = false;
-                offer.invoice_sent_at = Some(now.monotonic);
-                offer.delivery.sends = 1;
-                offer.delivery.serving_again = true;
+                let (server, served_before) = (offer.server, offer.verified_at.is_some());
+                offer.check.repairs += 1;
+                offer.check_repairs = offer.check.repairs;
+                offer.check.recheck_on_confirmation = true;
+                offer.check.served_again_at = Some(now.monotonic);
+                offer.check.finding = Some(finding.clone());
+                offer.serve_again();
+                // Lost after the server had served it: the whole store may be gone. (A server
+                // that never served an invoice is no sign of one.)
+                if finding == Finding::Missing && served_before {
+                    self.suspect_lost_store(server, now);
+                }
                 CheckVerdict::ServeAgain(finding)
             }
-        };
-        if let CheckVerdict::ServeAgain(finding)
-        | CheckVerdict::GaveUp(finding)
-        | CheckVerdict::Broken(finding) = &verdict
-        {
-            offer.check.finding = Some(finding.clone());
         }
-        verdict
     }
 
     /// The check of `id` could not be sent (no request can be built for the offer): nothing
@@ -594,9 +638,12 @@ mod tests {
             match &verdicts[..] {
                 [(of, CheckVerdict::ServeAgain(Finding::Missing))] if *of == id => {
                     served_again += 1;
-                    let offer = cache.get(id).unwrap();
-                    assert!(!offer.invoice_confirmed, "to be sent again");
-                    let created = offer.invoice.invoice.created_at();
+                    let created = cache.get(id).unwrap().invoice.invoice.created_at();
+                    assert_eq!(cache.plan_resends(at(now), None), vec![id], "sent again");
+                    assert!(
+                        cache.plan_resends(at(now + HOUR), None).is_empty(),
+                        "once, not resent"
+                    );
                     assert!(
                         cache.plan_checks(at(now), ids()).is_empty(),
                         "not checked again before the server confirms it"
@@ -694,11 +741,19 @@ mod tests {
         labelled.label = Some(label.into());
         *cache.get_mut(broken.id()).unwrap() = labelled;
         cache.ask_checks(at(t0()));
-        let verdicts = check_all(&mut cache, t0(), |offer| match offer.id() == broken.id() {
+        let overwritten = |offer: &CachedOffer| match offer.id() == broken.id() {
             true => Some(other.invoice.invoice.clone()),
             false => Some(offer.invoice.invoice.clone()),
-        });
-        assert!(verdicts.contains(&(broken.id(), CheckVerdict::Broken(Finding::Overwritten))));
+        };
+        let verdicts = check_all(&mut cache, t0(), overwritten);
+        // One answer could be a confused server's: checked again first.
+        assert!(verdicts.contains(&(broken.id(), CheckVerdict::CheckAgain)));
+        assert!(cache.get(broken.id()).unwrap().broken.is_none());
+        let again = check_all(&mut cache, t0(), overwritten);
+        assert_eq!(
+            again,
+            vec![(broken.id(), CheckVerdict::Broken(Finding::Overwritten))]
+        );
         assert_eq!(
             verdicts
                 .iter()
@@ -780,6 +835,51 @@ mod tests {
         assert!(cache.plan_resends(at(t0()), Some(server_key())).is_empty());
         let again = cache.plan_checks(at(t0()), ids());
         assert_eq!(again.iter().map(|c| c.offer).collect::<Vec<_>>(), vec![id]);
+    }
+
+    /// Each background task is a new process: what a round did is read back from the offer's
+    /// record, so a round neither starts over nor loses its count of repairs.
+    #[test]
+    fn a_new_process_goes_on_with_the_round_its_record_tells_of() {
+        let (_, mut cache, offers) = handed_out(1);
+        let id = offers[0].id();
+        let new_process = |cache: &OfferCache| {
+            let offers = cache
+                .offers()
+                .iter()
+                .map(|offer| {
+                    let record = crate::io::records::encode(offer);
+                    crate::io::records::decode(&record, server_key()).unwrap().0
+                })
+                .collect();
+            connected(cache.policy.clone(), offers)
+        };
+        cache.ask_checks(at(t0()));
+        let verdicts = check_all(&mut cache, t0(), |_| None);
+        assert_eq!(
+            verdicts,
+            vec![(id, CheckVerdict::ServeAgain(Finding::Missing))]
+        );
+        // Killed before the server confirmed: the next process checks again at once, with one
+        // repair counted.
+        let mut cache = new_process(&cache);
+        let verdicts = check_all(&mut cache, t0() + HOUR, |_| None);
+        assert_eq!(
+            verdicts,
+            vec![(id, CheckVerdict::ServeAgain(Finding::Missing))]
+        );
+        let mut cache = new_process(&cache);
+        let verdicts = check_all(&mut cache, t0() + 2 * HOUR, |_| None);
+        assert!(
+            matches!(&verdicts[..], [(of, CheckVerdict::GaveUp(_))] if *of == id),
+            "{verdicts:?}"
+        );
+        // The round ended: no process checks it again before the interval is over.
+        let mut cache = new_process(&cache);
+        assert!(cache
+            .plan_checks(at(t0() + 2 * HOUR + DAY / 2), ids())
+            .is_empty());
+        assert_eq!(cache.plan_checks(at(t0() + 2 * HOUR + DAY), ids()).len(), 1);
     }
 
     #[test]

@@ -221,6 +221,22 @@ impl OfferCache {
             offer.invoice_sent_at = Some(now.monotonic);
             return Confirmation::Superseded;
         }
+        if offer.delivery.serving_again && current == invoice_created_at {
+            // The invoice served again after a check (or a suspected lost store), confirmed:
+            // the same invoice, so no refresh; the check, if one waits, goes now.
+            offer.delivery.serving_again = false;
+            offer.check.served_again_at = None;
+            offer.invoice_confirmed = true;
+            offer.invoice_confirmed_at = Some(now.wall);
+            offer.stale_at = Some(now.monotonic.saturating_add(stale_after));
+            if std::mem::take(&mut offer.check.recheck_on_confirmation) {
+                offer.check.asked = true;
+            }
+            return match offer.state {
+                OfferState::Pending => Confirmation::Ignored,
+                _ => Confirmation::ServedAgain,
+            };
+        }
         if offer.invoice_confirmed || current != invoice_created_at {
             return Confirmation::Ignored;
         }
@@ -229,7 +245,6 @@ impl OfferCache {
             stale_at: offer.stale_at,
             failure_announced: offer.refresh_failure_announced,
         };
-        let served_again = offer.delivery.serving_again;
         offer.invoice_confirmed = true;
         offer.invoice_confirmed_at = Some(now.wall);
         offer.stale_at = Some(now.monotonic.saturating_add(stale_after));
@@ -242,10 +257,7 @@ impl OfferCache {
             offer.check.asked = true;
         }
         if offer.state != OfferState::Pending {
-            return match served_again {
-                true => Confirmation::ServedAgain,
-                false => Confirmation::Refreshed,
-            };
+            return Confirmation::Refreshed;
         }
         offer.state = OfferState::Ready;
         Confirmation::NowReady {

@@ -77,6 +77,12 @@ pub(crate) struct CachedOffer {
     /// When, by the wall clock, a check last got this offer's invoice from its server as a
     /// payer does (stored; `None`: never).
     pub verified_at: Option<Duration>,
+    /// When, by the wall clock, the last round of checks ended, verified or not (stored, so
+    /// that a new process does not start a round over; `None`: never).
+    pub checked_at: Option<Duration>,
+    /// How many times the round of checks under way served the invoice again (stored, so
+    /// that a new process goes on with it, not over; 0: none under way).
+    pub check_repairs: u32,
     /// Why the offer can no longer be kept payable by this client, if a check found so: its
     /// slot on the server holds another offer's invoice (stored). Such an offer is never
     /// served, refreshed, checked or given to a label again.
@@ -153,6 +159,8 @@ impl CachedOffer {
             refresh_due_at: None,
             stale_at: None,
             verified_at: None,
+            checked_at: None,
+            check_repairs: 0,
             broken: None,
             check: OfferCheck::default(),
         }

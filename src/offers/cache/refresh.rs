@@ -60,10 +60,14 @@ impl OfferCache {
             |server: &PublicKey| reachability.get(server) == Some(&Reachability::Connected);
         self.offers
             .iter_mut()
-            .filter(|o| !o.invoice_confirmed && connected(&o.server) && !o.is_expired(now.wall))
+            .filter(|o| connected(&o.server) && !o.is_expired(now.wall))
             // Its slot holds another offer's invoice now, which a send would overwrite.
             .filter(|o| o.broken.is_none())
             .filter(|o| {
+                if o.invoice_confirmed {
+                    // Served again once after a check, never resent.
+                    return o.delivery.serving_again && o.invoice_sent_at.is_none();
+                }
                 afresh == Some(o.server)
                     || o.invoice_sent_at.is_none_or(|sent| {
                         sent.saturating_add(resend_delay(policy, o.delivery.sends)) <= now.monotonic
@@ -325,10 +329,13 @@ impl OfferCache {
         Some(created_at)
     }
 
-    /// Whether an invoice of `id` created at `created_at` would be newer than its current one.
+    /// Whether an invoice of `id` created at `created_at` would be newer than its current one,
+    /// and may replace it: never for a broken offer, whose slot holds another offer's invoice
+    /// that a send would overwrite.
     pub fn is_newer_invoice(&self, id: OfferId, created_at: Duration) -> bool {
-        self.get(id)
-            .is_some_and(|offer| offer.invoice.invoice.created_at() < created_at)
+        self.get(id).is_some_and(|offer| {
+            offer.broken.is_none() && offer.invoice.invoice.created_at() < created_at
+        })
     }
 
     /// Installs a newly built invoice for `id`, sent at `now` (monotonic), unconfirmed until
