@@ -144,8 +144,8 @@ pub struct SyncReport {
     /// Handed-out offers due a check that a check found served to payers as confirmed
     /// during the sync (see [`Config::offer_check_interval`](crate::Config::offer_check_interval)).
     pub verified: u32,
-    /// What is left: each handed-out offer still without a fresh confirmed invoice, and each
-    /// server while Ready offers are missing, with why.
+    /// What is left: each handed-out offer still without a fresh confirmed invoice or with a
+    /// check due and not ended, and each server while Ready offers are missing, with why.
     pub unfinished: Vec<Unfinished>,
     /// How long the sync took.
     pub elapsed: Duration,
@@ -159,7 +159,7 @@ pub struct CheckReport {
     /// Whether every check ended: each handed-out offer found served to payers as its server
     /// confirmed (at once, or once served again), or found broken.
     pub complete: bool,
-    /// The handed-out live offers of configured servers that were checked.
+    /// The handed-out live offers of configured servers asked to be checked.
     pub checked: u32,
     /// Of those, found served to payers as confirmed.
     pub verified: u32,

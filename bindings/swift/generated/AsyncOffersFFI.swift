@@ -2210,7 +2210,7 @@ public struct CheckReport: Equatable, Hashable {
      */
     public var complete: Bool
     /**
-     * The handed-out live offers of configured servers that were checked.
+     * The handed-out live offers of configured servers asked to be checked.
      */
     public var checked: UInt32
     /**
@@ -2244,7 +2244,7 @@ public struct CheckReport: Equatable, Hashable {
          * confirmed (at once, or once served again), or found broken.
          */complete: Bool, 
         /**
-         * The handed-out live offers of configured servers that were checked.
+         * The handed-out live offers of configured servers asked to be checked.
          */checked: UInt32, 
         /**
          * Of those, found served to payers as confirmed.
@@ -3366,8 +3366,8 @@ public struct SyncReport: Equatable, Hashable {
      */
     public var verified: UInt32
     /**
-     * What is left: each handed-out offer still without a fresh confirmed invoice, and each
-     * server while Ready offers are missing, with why.
+     * What is left: each handed-out offer still without a fresh confirmed invoice or with a
+     * check due and not ended, and each server while Ready offers are missing, with why.
      */
     public var unfinished: [Unfinished]
     /**
@@ -3396,8 +3396,8 @@ public struct SyncReport: Equatable, Hashable {
          * during the sync (see [`Config::offer_check_interval`](crate::Config::offer_check_interval)).
          */verified: UInt32, 
         /**
-         * What is left: each handed-out offer still without a fresh confirmed invoice, and each
-         * server while Ready offers are missing, with why.
+         * What is left: each handed-out offer still without a fresh confirmed invoice or with a
+         * check due and not ended, and each server while Ready offers are missing, with why.
          */unfinished: [Unfinished], 
         /**
          * How long the sync took.

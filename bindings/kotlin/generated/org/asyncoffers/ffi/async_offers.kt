@@ -3921,7 +3921,7 @@ data class CheckReport (
     var `complete`: kotlin.Boolean
     , 
     /**
-     * The handed-out live offers of configured servers that were checked.
+     * The handed-out live offers of configured servers asked to be checked.
      */
     var `checked`: kotlin.UInt
     , 
@@ -4761,8 +4761,8 @@ data class SyncReport (
     var `verified`: kotlin.UInt
     , 
     /**
-     * What is left: each handed-out offer still without a fresh confirmed invoice, and each
-     * server while Ready offers are missing, with why.
+     * What is left: each handed-out offer still without a fresh confirmed invoice or with a
+     * check due and not ended, and each server while Ready offers are missing, with why.
      */
     var `unfinished`: List<Unfinished>
     , 
