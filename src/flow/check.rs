@@ -31,12 +31,14 @@ const CHECK_AMOUNT_MSATS: u64 = 1_000;
 const OWN_REQUEST_MEMORY: Duration = Duration::from_secs(600);
 
 impl Engine {
-    /// Queues the checks the cache plans now, each to its offer's server.
-    pub(super) fn queue_checks(&self, state: &mut State, now: Time) {
+    /// Queues the checks the cache plans now, each to its offer's server; whether it queued
+    /// any (for the caller to wake the transports).
+    pub(super) fn queue_checks(&self, state: &mut State, now: Time) -> bool {
         let entropy = self.keys.transport_keys_manager().clone();
         let planned = state
             .cache
             .plan_checks(now, || entropy.get_secure_random_bytes());
+        let queued = !planned.is_empty();
         for check in planned {
             let Some(offer) = state.cache.get(check.offer) else {
                 continue;
@@ -63,6 +65,7 @@ impl Engine {
             }
         }
         state.own_check_requests.forget_before(now.monotonic);
+        queued
     }
 
     /// The invoice request of `check` for `offer`, and the payer key it is signed with: a

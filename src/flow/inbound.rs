@@ -324,9 +324,11 @@ impl Engine {
             return;
         }
         // A check waiting for this confirmation goes now.
-        self.queue_checks(&mut state, now);
+        let checks_queued = self.queue_checks(&mut state, now);
         drop(state);
-        self.wake_transports();
+        if checks_queued {
+            self.wake_transports();
+        }
         for event in events {
             self.events.emit(event);
         }
