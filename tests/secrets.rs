@@ -133,6 +133,8 @@ async fn labels_and_payer_notes_never_reach_the_logs() {
     let mut config = config_for(&server, b"private-labels", client_dir.path());
     config.ready_offer_target = 2;
     config.invoice_request_target = InvoiceRequestTarget::Client;
+    // A refresh that comes due within the test: its failure is told three hours on.
+    config.invoice_refresh_interval = 2 * HOUR;
     let clock = Arc::new(ManualClock::starting_now());
     let client = builder(config).clock(clock.clone()).build().unwrap();
     let (listener, events) = events();

@@ -248,6 +248,7 @@ impl Engine {
             return;
         };
         let now_ready = matches!(outcome, Confirmation::NowReady { .. });
+        let served_again = matches!(outcome, Confirmation::ServedAgain);
         // This offer completes the fill: the first one's, for a fresh install's slot key.
         let filled = now_ready
             && state
@@ -309,6 +310,10 @@ impl Engine {
         let written = self.store.commit(write);
         let mut state = self.lock();
         state.confirmations_unwritten.retain(|id| *id != offer_id);
+        if let (Err(e), true) = (&written, served_again) {
+            // The disk already holds this invoice as confirmed: nothing to take back.
+            return log::warn!("the confirmation of an invoice served again was not written: {e}");
+        }
         if let Err(e) = written {
             // What the disk does not know is taken back, and asked for again: the invoice is
             // resent, and the server's next confirmation written. Until then no wait counts

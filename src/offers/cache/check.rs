@@ -86,6 +86,9 @@ pub(crate) enum Finding {
     GaveUp(Box<Finding>),
     /// The slot holds another offer's invoice: the offer cannot be mended by this client.
     Overwritten,
+    /// Once another offer's invoice, then none: nothing is sent to the slot, and the next
+    /// interval's check tells.
+    OverwrittenOnce,
 }
 
 impl std::fmt::Display for Finding {
@@ -113,6 +116,9 @@ impl std::fmt::Display for Finding {
             ),
             Self::Overwritten => f.write_str(
                 "its slot on the server holds another offer's invoice (another install of this wallet, or the server, overwrote it): the offer cannot be mended",
+            ),
+            Self::OverwrittenOnce => f.write_str(
+                "the server gave payers another offer's invoice once, then none: nothing is sent to its slot until the next check tells",
             ),
         }
     }
@@ -196,6 +202,21 @@ impl CachedOffer {
     fn serve_again(&mut self) {
         self.delivery.serving_again = true;
         self.invoice_sent_at = None;
+        self.check.served_again_at = None;
+    }
+
+    /// `finding` for a check `out` of it, unless its invoice changed since the check left or is
+    /// not confirmed yet: then no invoice tells nothing (the server may not have had the new one
+    /// yet), and the check is repeated once the current one is confirmed.
+    fn unless_superseded(&mut self, finding: Option<Finding>, out: &CheckOut) -> Option<Finding> {
+        let current = self.invoice.invoice.created_at().as_secs();
+        if finding == Some(Finding::Missing)
+            && (out.for_invoice != current || !self.invoice_confirmed)
+        {
+            self.check.recheck_on_confirmation = true;
+            return None;
+        }
+        finding
     }
 
     /// Whether a check could tell anything of it now: handed out, live, not broken, its
@@ -341,6 +362,7 @@ impl OfferCache {
         let offer = self.checking(id)?;
         let out = offer.check.out.take()?;
         let finding = judge(offer, served, out.for_invoice);
+        let finding = offer.unless_superseded(finding, &out);
         let id = offer.id();
         Some((id, self.conclude(id, finding, now)))
     }
@@ -356,8 +378,9 @@ impl OfferCache {
             .iter_mut()
             .filter_map(|o| {
                 if past(o.check.out.as_ref().and_then(|out| out.left_at)) {
-                    o.check.out = None;
-                    return Some((o.id(), Some(Finding::Missing)));
+                    let out = o.check.out.take()?;
+                    let finding = o.unless_superseded(Some(Finding::Missing), &out);
+                    return Some((o.id(), finding));
                 }
                 if o.delivery.serving_again && past(o.check.served_again_at) {
                     o.delivery.serving_again = false;
@@ -412,7 +435,9 @@ impl OfferCache {
         let Some(offer) = self.get_mut(id) else {
             return CheckVerdict::Inconclusive;
         };
-        if finding != Finding::Overwritten {
+        // Only a finding that shows this offer's invoice in the slot clears a first answer of
+        // another offer's; no answer does not.
+        if !matches!(finding, Finding::Overwritten | Finding::Missing) {
             offer.check.overwritten_once = false;
         }
         // The round ends: nothing more until the next interval, and a new process knows it.
@@ -447,6 +472,12 @@ impl OfferCache {
                 offer.broken = Some(Finding::Overwritten.to_string());
                 CheckVerdict::Broken(Finding::Overwritten)
             }
+            Finding::Missing if offer.check.overwritten_once => {
+                // Serving ours again could overwrite another offer: the next round tells.
+                end_round(offer, Finding::OverwrittenOnce);
+                offer.check.overwritten_once = true;
+                CheckVerdict::GaveUp(Finding::OverwrittenOnce)
+            }
             finding if offer.check.repairs >= REPAIRS_PER_ROUND => {
                 let gave_up = Finding::GaveUp(Box::new(finding));
                 end_round(offer, gave_up.clone());
@@ -479,6 +510,8 @@ impl OfferCache {
                 due_at: Some(now.monotonic.saturating_add(interval)),
                 ..OfferCheck::default()
             };
+            offer.checked_at = Some(now.wall);
+            offer.check_repairs = 0;
         }
     }
 
@@ -487,6 +520,12 @@ impl OfferCache {
     pub(super) fn forget_checks_of(&mut self, server: &PublicKey) {
         for offer in self.offers.iter_mut().filter(|o| o.server == *server) {
             offer.check.out = None;
+            if offer.delivery.serving_again {
+                // What was served again may not have left: sent again, and waited for, from
+                // the next connection.
+                offer.invoice_sent_at = None;
+                offer.check.served_again_at = None;
+            }
         }
     }
 
@@ -880,6 +919,80 @@ mod tests {
             .plan_checks(at(t0() + 2 * HOUR + DAY / 2), ids())
             .is_empty());
         assert_eq!(cache.plan_checks(at(t0() + 2 * HOUR + DAY), ids()).len(), 1);
+    }
+
+    /// After one answer of another offer's invoice, no answer is no evidence either way: the
+    /// offer's invoice is not served into what may be another offer's slot.
+    #[test]
+    fn no_answer_after_another_offers_invoice_serves_nothing() {
+        let (_, mut cache, offers) = handed_out(2);
+        let (offer, other) = (&offers[0], &offers[1]);
+        cache.ask_checks(at(t0()));
+        let overwritten = |o: &CachedOffer| match o.id() == offer.id() {
+            true => Some(other.invoice.invoice.clone()),
+            false => Some(o.invoice.invoice.clone()),
+        };
+        check_all(&mut cache, t0(), overwritten);
+        let verdicts = check_all(&mut cache, t0(), |_| None);
+        assert_eq!(
+            verdicts,
+            vec![(offer.id(), CheckVerdict::GaveUp(Finding::OverwrittenOnce))]
+        );
+        assert!(cache.plan_resends(at(t0()), Some(server_key())).is_empty());
+        assert!(cache.get(offer.id()).unwrap().broken.is_none());
+        // The next round's answer of another offer's invoice is the second in a row.
+        let verdicts = check_all(&mut cache, t0() + DAY, overwritten);
+        assert!(verdicts.contains(&(offer.id(), CheckVerdict::Broken(Finding::Overwritten))));
+    }
+
+    /// A refresh went out while a check was out: no answer may only mean the server has not
+    /// stored the new invoice yet, so the check is repeated once it is confirmed.
+    #[test]
+    fn no_answer_for_an_invoice_replaced_meanwhile_tells_nothing() {
+        let (fixture, mut cache, offers) = handed_out(1);
+        let offer = &offers[0];
+        cache.ask_checks(at(t0()));
+        let planned = cache.plan_checks(at(t0()), ids());
+        let later = t0() + HOUR;
+        let newer = fixture.invoice_for(offer, later);
+        assert!(cache.replace_invoice(offer.id(), newer.clone(), later));
+        let answer = cache.check_answered(&planned[0].id, None, at(later));
+        assert_eq!(answer, Some((offer.id(), CheckVerdict::Inconclusive)));
+        assert!(
+            cache.plan_resends(at(later), None).len() <= 1,
+            "only the refresh"
+        );
+        cache.invoice_persisted(offer.id(), newer.invoice.created_at(), at(later));
+        assert_eq!(
+            cache.plan_checks(at(later), ids()).len(),
+            1,
+            "checked again"
+        );
+    }
+
+    /// An invoice served again is waited for from when it leaves; a connection lost before
+    /// its confirmation sends it again on the next, and counts no failed repair meanwhile.
+    #[test]
+    fn an_invoice_served_again_is_sent_again_after_a_lost_connection() {
+        let (_, mut cache, offers) = handed_out(1);
+        let id = offers[0].id();
+        cache.ask_checks(at(t0()));
+        check_all(&mut cache, t0(), |_| None);
+        let timeout = Duration::from_secs(10);
+        let sent = t0() + HOUR;
+        assert_eq!(cache.plan_resends(at(sent), None), vec![id]);
+        cache.set_reachability(server_key(), Reachability::Unreachable);
+        assert!(cache.time_out_checks(at(sent + 2 * timeout)).is_empty());
+        cache.set_reachability(server_key(), Reachability::Connected);
+        let again = sent + 3 * timeout;
+        assert_eq!(cache.plan_resends(at(again), None), vec![id]);
+        assert!(cache.time_out_checks(at(again + timeout / 2)).is_empty());
+        let failed = cache.time_out_checks(at(again + timeout));
+        assert_eq!(
+            failed,
+            vec![(id, CheckVerdict::ServeAgain(Finding::Missing))],
+            "a failed repair, the second of the round"
+        );
     }
 
     #[test]

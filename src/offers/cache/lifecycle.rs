@@ -174,7 +174,11 @@ impl OfferCache {
                         rebuild_under_way: false,
                         ..old.delivery.clone()
                     };
+                    // The disk's count of repairs if another process went further.
+                    let repairs = offer.check_repairs.max(old.check.repairs);
                     offer.check = old.check.clone();
+                    offer.check.repairs = repairs;
+                    offer.check_repairs = repairs;
                     if offer.invoice_confirmed {
                         // The disk has it confirmed: an invoice being served again after a
                         // check is no longer sent, so the check is repeated now instead.
@@ -221,7 +225,12 @@ impl OfferCache {
             offer.invoice_sent_at = Some(now.monotonic);
             return Confirmation::Superseded;
         }
-        if offer.delivery.serving_again && current == invoice_created_at {
+        // (A new invoice installed meanwhile ended the serving again: `replace_invoice`.)
+        if offer.delivery.serving_again
+            && offer.invoice_confirmed
+            && offer.state != OfferState::Pending
+            && current == invoice_created_at
+        {
             // The invoice served again after a check (or a suspected lost store), confirmed:
             // the same invoice, so no refresh; the check, if one waits, goes now.
             offer.delivery.serving_again = false;
@@ -232,11 +241,9 @@ impl OfferCache {
             if std::mem::take(&mut offer.check.recheck_on_confirmation) {
                 offer.check.asked = true;
             }
-            return match offer.state {
-                OfferState::Pending => Confirmation::Ignored,
-                _ => Confirmation::ServedAgain,
-            };
+            return Confirmation::ServedAgain;
         }
+        offer.delivery.serving_again = false;
         if offer.invoice_confirmed || current != invoice_created_at {
             return Confirmation::Ignored;
         }

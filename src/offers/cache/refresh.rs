@@ -76,6 +76,10 @@ impl OfferCache {
             .map(|o| {
                 o.invoice_sent_at = Some(now.monotonic);
                 o.delivery.sends = o.delivery.sends.saturating_add(1);
+                if o.delivery.serving_again {
+                    // Its confirmation is waited for from when it leaves.
+                    o.check.served_again_at = Some(now.monotonic);
+                }
                 o.id()
             })
             .collect()
