@@ -614,6 +614,20 @@ mod tests {
             .collect()
     }
 
+    /// A cache with one offer handed out, whose first check found its invoice missing: it is
+    /// being served again.
+    fn serving_again() -> (OfferCache, OfferId) {
+        let (_, mut cache, offers) = handed_out(1);
+        let id = offers[0].id();
+        cache.ask_checks(at(t0()));
+        let verdicts = check_all(&mut cache, t0(), |_| None);
+        assert_eq!(
+            verdicts,
+            vec![(id, CheckVerdict::ServeAgain(Finding::Missing))]
+        );
+        (cache, id)
+    }
+
     fn own_invoice(offer: &CachedOffer) -> Option<StaticInvoice> {
         Some(offer.invoice.invoice.clone())
     }
@@ -711,14 +725,7 @@ mod tests {
 
     #[test]
     fn a_served_again_invoice_found_served_is_mended() {
-        let (_, mut cache, offers) = handed_out(1);
-        let id = offers[0].id();
-        cache.ask_checks(at(t0()));
-        let verdicts = check_all(&mut cache, t0(), |_| None);
-        assert_eq!(
-            verdicts,
-            vec![(id, CheckVerdict::ServeAgain(Finding::Missing))]
-        );
+        let (mut cache, id) = serving_again();
         let created = cache.get(id).unwrap().invoice.invoice.created_at();
         cache.invoice_persisted(id, created, at(t0()));
         let verdicts = check_all(&mut cache, t0(), own_invoice);
@@ -851,14 +858,7 @@ mod tests {
     /// so it is not sent again, and the check is repeated at once instead.
     #[test]
     fn a_reload_during_a_repair_repeats_the_check_at_once() {
-        let (_, mut cache, offers) = handed_out(1);
-        let id = offers[0].id();
-        cache.ask_checks(at(t0()));
-        let verdicts = check_all(&mut cache, t0(), |_| None);
-        assert_eq!(
-            verdicts,
-            vec![(id, CheckVerdict::ServeAgain(Finding::Missing))]
-        );
+        let (mut cache, id) = serving_again();
         let on_disk = cache
             .offers()
             .iter()
@@ -880,8 +880,7 @@ mod tests {
     /// record, so a round neither starts over nor loses its count of repairs.
     #[test]
     fn a_new_process_goes_on_with_the_round_its_record_tells_of() {
-        let (_, mut cache, offers) = handed_out(1);
-        let id = offers[0].id();
+        let (cache, id) = serving_again();
         let new_process = |cache: &OfferCache| {
             let offers = cache
                 .offers()
@@ -893,12 +892,6 @@ mod tests {
                 .collect();
             connected(cache.policy.clone(), offers)
         };
-        cache.ask_checks(at(t0()));
-        let verdicts = check_all(&mut cache, t0(), |_| None);
-        assert_eq!(
-            verdicts,
-            vec![(id, CheckVerdict::ServeAgain(Finding::Missing))]
-        );
         // Killed before the server confirmed: the next process checks again at once, with one
         // repair counted.
         let mut cache = new_process(&cache);
@@ -974,10 +967,7 @@ mod tests {
     /// its confirmation sends it again on the next, and counts no failed repair meanwhile.
     #[test]
     fn an_invoice_served_again_is_sent_again_after_a_lost_connection() {
-        let (_, mut cache, offers) = handed_out(1);
-        let id = offers[0].id();
-        cache.ask_checks(at(t0()));
-        check_all(&mut cache, t0(), |_| None);
+        let (mut cache, id) = serving_again();
         let timeout = Duration::from_secs(10);
         let sent = t0() + HOUR;
         assert_eq!(cache.plan_resends(at(sent), None), vec![id]);
