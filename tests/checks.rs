@@ -267,11 +267,14 @@ async fn a_slot_overwritten_with_another_offers_invoice_breaks_that_offer_once_f
         "{report:?}"
     );
     assert!(report.complete, "{report:?}");
-    let broken: Vec<Event> = events
-        .try_iter()
+    // Queued, and written, by the time the report counts it; listeners hear it on their thread.
+    let queued: Vec<Event> = client
+        .waiting_events()
+        .into_iter()
+        .map(|queued| queued.event)
         .filter(|event| matches!(event, Event::OfferBroken { .. }))
         .collect();
-    match &broken[..] {
+    match &queued[..] {
         [Event::OfferBroken { offer, reason }] => {
             assert_eq!(offer.offer_id, alice.offer_id);
             assert_eq!(offer.label.as_deref(), Some("alice"));
@@ -279,6 +282,22 @@ async fn a_slot_overwritten_with_another_offers_invoice_breaks_that_offer_once_f
         }
         other => panic!("one OfferBroken for Alice's offer, not {other:?}"),
     }
+    let heard_broken = |events: &std::sync::mpsc::Receiver<Event>, within| {
+        events
+            .recv_timeout(within)
+            .into_iter()
+            .chain(events.try_iter())
+            .filter(|event| matches!(event, Event::OfferBroken { .. }))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while heard_broken(&events, Duration::from_millis(100)) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener heard no OfferBroken"
+        );
+    }
+    assert_eq!(heard_broken(&events, Duration::from_millis(300)), 0, "once");
     let fresh = client.offer_for("alice").unwrap();
     assert_ne!(
         fresh.offer_id, alice.offer_id,

@@ -186,6 +186,10 @@ impl Engine {
         // The Ready offers of a server suspected of losing its store are served again.
         self.queue_resends(&mut state, now, None);
         self.queue_checks(&mut state, now);
+        // Not ended for the reports until written (and a broken offer's event queued).
+        state
+            .check_findings_unwritten
+            .extend(writes.iter().copied());
         drop(state);
         self.wake_transports();
         if writes.is_empty() && events.is_empty() {
@@ -205,6 +209,10 @@ impl Engine {
                     .map(|offer| engine.store.prepare(offer));
                 if let Some(Err(e)) = write.map(|write| engine.store.commit(write)) {
                     log::error!("{e}");
+                }
+                let mut state = engine.lock();
+                if let Some(at) = state.check_findings_unwritten.iter().position(|x| *x == id) {
+                    state.check_findings_unwritten.swap_remove(at);
                 }
             }
         });
@@ -237,7 +245,7 @@ impl Engine {
         let state = self.lock();
         // By the ids' bytes (`OfferId` has no `Hash`): a wallet may hold a thousand offers.
         let asked: HashSet<[u8; 32]> = asked.iter().map(|id| id.0).collect();
-        let under_way = state.cache.checks_unfinished(now, true);
+        let under_way = checks_unfinished(&state, now, true);
         let waiting: HashSet<[u8; 32]> = under_way.iter().map(|(o, _)| o.id().0).collect();
         let mut unfinished: Vec<Unfinished> = under_way
             .into_iter()
@@ -272,6 +280,23 @@ impl Engine {
             elapsed,
         }
     }
+}
+
+/// The checks not ended, and why, as `OfferCache::checks_unfinished` says, and those whose
+/// finding is still being written.
+pub(super) fn checks_unfinished(
+    state: &State,
+    now: Time,
+    asked_only: bool,
+) -> Vec<(&CachedOffer, String)> {
+    let mut unfinished = state.cache.checks_unfinished(now, asked_only);
+    for id in &state.check_findings_unwritten {
+        let listed = unfinished.iter().any(|(offer, _)| offer.id() == *id);
+        if let Some(offer) = state.cache.get(*id).filter(|_| !listed) {
+            unfinished.push((offer, "what its check found is being written".to_string()));
+        }
+    }
+    unfinished
 }
 
 /// `offer`'s entry in a report's unfinished list.

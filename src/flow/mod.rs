@@ -100,6 +100,9 @@ struct State {
     /// The payer keys of this client's recent check requests: a server forwarding one back
     /// is not forwarding a payment.
     own_check_requests: check::OwnRequests,
+    /// Offers whose check's finding (verified, a round ended, a repair, broken) is still being
+    /// written: not ended for `check_offers` and `sync` until it is.
+    check_findings_unwritten: Vec<OfferId>,
 }
 
 impl State {
@@ -254,6 +257,7 @@ impl Engine {
                 refreshes_owed: VecDeque::new(),
                 refresh_under_way: None,
                 own_check_requests: Default::default(),
+                check_findings_unwritten: Vec::new(),
             }),
             factory,
             keys,

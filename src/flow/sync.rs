@@ -94,9 +94,7 @@ impl Engine {
             .filter_map(|u| u.offer_id.clone())
             .collect();
         unfinished.extend(
-            state
-                .cache
-                .checks_unfinished(now, false)
+            super::check::checks_unfinished(&state, now, false)
                 .into_iter()
                 .filter(|(offer, _)| !listed.contains(&OfferInfo::offer_id_hex(offer.id())))
                 .map(|(offer, why)| super::check::unfinished(offer, why)),
