@@ -31,11 +31,10 @@ fn fast_clock() -> Arc<ManualClock> {
 }
 
 /// A config for the wallet of `server` in `dir`, with `slots` offers and no checks but those
-/// the test asks for.
+/// the test asks for (`config_for` turns the periodic ones off).
 fn checked_config(server: &RunningServer, dir: &Path, slots: u16) -> Config {
     let mut config = config_for(server, b"wallet", dir);
     config.ready_offer_target = slots;
-    config.offer_check_interval = Duration::ZERO;
     config
 }
 
