@@ -223,13 +223,7 @@ impl Engine {
     pub fn ask_checks(&self) -> Vec<OfferId> {
         let now = Time::of(&*self.clock);
         let mut state = self.lock();
-        state.cache.ask_checks(now);
-        let asked = state
-            .cache
-            .handed_out()
-            .filter(|offer| offer.check.asked)
-            .map(|offer| offer.id())
-            .collect();
+        let asked = state.cache.ask_checks(now);
         self.queue_checks(&mut state, now);
         drop(state);
         self.wake_transports();

@@ -140,8 +140,8 @@ impl Finding {
 pub(crate) enum CheckVerdict {
     /// Served as confirmed: write the offer (its `verified_at`).
     Verified,
-    /// Serve the current invoice again now (it is marked unconfirmed), and check again once
-    /// it is confirmed.
+    /// Serve the current invoice again now (sent once more, still confirmed), and check again
+    /// once the server confirms it.
     ServeAgain(Finding),
     /// Nothing more this round.
     GaveUp(Finding),
@@ -264,9 +264,9 @@ impl OfferCache {
     }
 
     /// Asks for every handed-out live offer of a configured server to be checked now: the
-    /// app's "check my offers". Returns how many.
-    pub fn ask_checks(&mut self, now: Time) -> usize {
-        let mut asked = 0;
+    /// app's "check my offers". Returns them.
+    pub fn ask_checks(&mut self, now: Time) -> Vec<OfferId> {
+        let mut asked = Vec::new();
         for index in 0..self.offers.len() {
             let offer = &self.offers[index];
             let eligible = offer.state == OfferState::Used
@@ -278,7 +278,7 @@ impl OfferCache {
                 offer.check.asked = true;
                 offer.check.repairs = 0;
                 offer.check_repairs = 0;
-                asked += 1;
+                asked.push(offer.id());
             }
         }
         asked
@@ -820,7 +820,7 @@ mod tests {
             .contains(&broken.id()));
         assert!(!cache.maintain(at(later)).rebuild.contains(&broken.id()));
         assert!(!cache.live_offers(later).contains(&broken.id()));
-        assert_eq!(cache.ask_checks(at(later)), 2);
+        assert_eq!(cache.ask_checks(at(later)).len(), 2);
         assert!(cache
             .plan_checks(at(later), ids())
             .iter()

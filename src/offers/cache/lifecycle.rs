@@ -235,7 +235,6 @@ impl OfferCache {
             // the same invoice, so no refresh; the check, if one waits, goes now.
             offer.delivery.serving_again = false;
             offer.check.served_again_at = None;
-            offer.invoice_confirmed = true;
             offer.invoice_confirmed_at = Some(now.wall);
             offer.stale_at = Some(now.monotonic.saturating_add(stale_after));
             if std::mem::take(&mut offer.check.recheck_on_confirmation) {
