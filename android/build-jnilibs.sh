@@ -17,7 +17,10 @@ command -v cargo-ndk > /dev/null || cargo install --locked cargo-ndk
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-z,max-page-size=16384"
 ndk_args=()
 for abi in "${abis[@]}"; do ndk_args+=(-t "${abi%%:*}"); done
-cargo ndk --platform "$min_sdk" "${ndk_args[@]}" build --locked --profile mobile --features ffi,secp-lowmemory --lib
+# `rustc --crate-type cdylib`, not `build`: cargo skips the profile's LTO for a package built as
+# `lib` and `cdylib` at once (about 800 KB more, scripts/size-report.sh).
+cargo ndk --platform "$min_sdk" "${ndk_args[@]}" rustc --locked --profile mobile \
+    --features ffi,secp-lowmemory --lib --crate-type cdylib
 
 # Every LOAD segment must be aligned to at least 16 KB (readelf prints the alignment in hex).
 check_16k_aligned() {

@@ -1,21 +1,64 @@
 #!/usr/bin/env bash
 # Prints the size in bytes of the shipped library (the `mobile` profile: stripped, with the
-# UniFFI surface) for the host target, then the commands that build it for Android and iOS.
+# UniFFI surface) for the host target, a line per crate whose code and data cost more than
+# 100 KB in it, then the commands that build it for Android and iOS.
 # Usage: scripts/size-report.sh [--json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --locked --profile mobile --features ffi,secp-lowmemory --lib
 target_dir="${CARGO_TARGET_DIR:-target}"
+# Built as a cdylib alone, as android/build-jnilibs.sh and ios/build-xcframework.sh do: cargo
+# skips the profile's LTO for a package built as `lib` and `cdylib` at once, and that library
+# is about 800 KB larger.
+build() {
+    cargo rustc --quiet --locked --profile mobile --features ffi,secp-lowmemory --lib \
+        --crate-type cdylib "$@"
+}
 library="$target_dir/mobile/libasync_offers.so"
-[ -f "$library" ] || library="$target_dir/mobile/libasync_offers.dylib"
+[ "$(uname)" = Darwin ] && library="$target_dir/mobile/libasync_offers.dylib"
+
+# The same build with its symbols kept, to attribute each symbol's bytes to the crate its
+# (demangled) name starts with: an estimate, as generic code lands under the crate that
+# defines it, wherever it is used. `-C strip` only changes the link, so nothing else rebuilds.
+build -- -C strip=none
+per_crate="$(nm --print-size --radix=d --defined-only --demangle=rust "$library" | awk '
+    NF >= 4 {
+        size = $2 + 0; name = $4
+        for (i = 5; i <= NF; i++) name = name " " $i
+        sub(/^(<|&|mut |dyn |\(|\[)+/, "", name)
+        crate = name; sub(/::.*/, "", crate)
+        # `<T as Trait>::f`, `<[u8; 32] as Trait>::f`: the crate of the trait.
+        if (crate ~ / as /) sub(/.* as /, "", crate)
+        sub(/<.*/, "", crate)
+        if (name ~ /^rustsecp256k1_/) crate = "secp256k1-sys (C)"
+        else if (name ~ /^(uniffi_|ffi_|UNIFFI_META_)async_offers/ || crate == "uniffi_core")
+            crate = "uniffi (uniffi_core and the generated scaffolding)"
+        else if (name !~ /::/) crate = "[other symbols]"
+        # The standard library and the crates it is built from.
+        else if (crate ~ /^(core|alloc|std|gimli|addr2line|miniz_oxide|rustc_demangle|std_detect|object|panic_unwind|adler2?)$/)
+            crate = "std"
+        bytes[crate] += size; total += size
+    }
+    END {
+        for (crate in bytes)
+            if (bytes[crate] > 100000) printf "%d\t%s\n", bytes[crate], crate
+            else rest += bytes[crate]
+        printf "%d\t%s\n", rest, "[crates under 100 KB each]"
+        printf "%d\t%s\n", total, "[all symbols]"
+    }' | sort -rn)"
+
+build
 bytes="$(wc -c < "$library")"
 target="$(rustc -vV | sed -n 's/^host: //p')"
 if [ "${1:-}" = "--json" ]; then
-    printf '{"target":"%s","profile":"mobile","library":"%s","stripped_bytes":%s}\n' \
-        "$target" "$library" "$bytes"
+    crates="$(echo "$per_crate" | awk -F '\t' '{ printf "%s\"%s\":%s", (NR > 1 ? "," : ""), $2, $1 }')"
+    printf '{"target":"%s","profile":"mobile","library":"%s","stripped_bytes":%s,"symbol_bytes_by_crate":{%s}}\n' \
+        "$target" "$library" "$bytes" "$crates"
     exit
 fi
 echo "$target  $library  $bytes bytes (stripped, mobile profile, UniFFI surface included)"
+echo "Code and data by crate (symbol sizes, unstripped build; the rest is unwind tables,"
+echo "relocations and headers):"
+echo "$per_crate" | awk -F '\t' '{ printf "  %9d bytes  %s\n", $1, $2 }'
 cat <<'TARGETS'
 Android (needs the NDK and cargo-ndk): android/build-jnilibs.sh
   then: ls -l android/lib/src/main/jniLibs/*/libasync_offers.so
