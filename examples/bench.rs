@@ -2,9 +2,11 @@
 //! filling 1, 10 and 50 offers, a cold start from disk, a payer fetching invoices, the CPU the
 //! SDK spends per offer beside LDK's own client doing the same work, and the client's memory.
 //!
-//! `cargo run --release --example bench -- [--json] [--runs N] [--fill-only OFFERS | --sync-only]`
-//! (N ≥ 1, default 15). `--fill-only` times only fills of that many offers, for profiling;
-//! `--sync-only` only the background window's `sync` of a fill and of refreshes.
+//! `cargo run --release --example bench -- [--json] [--runs N] [--fill-only OFFERS[,OFFERS…]
+//! [--rtt-ms MS] | --sync-only | --cold-start-only]` (N ≥ 1, default 15). `--fill-only` times
+//! only fills of those many offers, for profiling, over a link with a round trip of `MS`
+//! (a proxy delaying each way by half) if given; `--sync-only` only the background window's
+//! `sync` of a fill and of refreshes; `--cold-start-only` only the cold start.
 
 #[path = "../benches/support/cpu.rs"]
 mod cpu;
@@ -22,6 +24,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_offers::testing::bench::OfferWork;
+use async_offers::testing::link::CountingProxy;
 use async_offers::{AsyncOffersClient, Config};
 use async_offers_server::Payer;
 use ldk_flow::{LdkFlow, ServerPaths};
@@ -53,8 +56,10 @@ type Failure = Box<dyn std::error::Error>;
 fn main() {
     let mut json_out = false;
     let mut runs = 15usize;
-    let mut fill_only = None;
+    let mut fill_only: Option<Vec<usize>> = None;
+    let mut rtt = None;
     let mut sync_only = false;
+    let mut cold_start_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -67,22 +72,33 @@ fn main() {
                     .unwrap_or_else(|| usage())
             }
             "--fill-only" => {
+                let counts: Option<Vec<usize>> = args
+                    .next()
+                    .and_then(|list| list.split(',').map(|n| n.parse().ok()).collect());
                 fill_only = Some(
-                    args.next()
-                        .and_then(|n| n.parse().ok())
-                        .filter(|n| *n > 0)
+                    counts
+                        .filter(|counts| counts.iter().all(|n| *n > 0))
                         .unwrap_or_else(|| usage()),
                 )
             }
+            "--rtt-ms" => {
+                rtt = Some(Duration::from_millis(
+                    args.next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                ))
+            }
             "--sync-only" => sync_only = true,
+            "--cold-start-only" => cold_start_only = true,
             _ => usage(),
         }
     }
-    let report = match (fill_only, sync_only) {
-        (Some(_), true) => usage(),
-        (Some(offers), false) => fills(runs, &[offers]),
-        (None, true) => syncs(runs),
-        (None, false) => run(runs),
+    let report = match (fill_only, sync_only, cold_start_only) {
+        (Some(counts), false, false) => fills(runs, &counts, rtt),
+        (None, true, false) if rtt.is_none() => syncs(runs),
+        (None, false, true) if rtt.is_none() => cold_starts(runs),
+        (None, false, false) if rtt.is_none() => run(runs),
+        _ => usage(),
     };
     match report {
         Ok(report) if json_out => println!("{report}"),
@@ -95,7 +111,9 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bench [--json] [--runs N] [--fill-only OFFERS | --sync-only]");
+    eprintln!(
+        "usage: bench [--json] [--runs N] [--fill-only OFFERS[,OFFERS...] [--rtt-ms MS] | --sync-only | --cold-start-only]"
+    );
     std::process::exit(2);
 }
 
@@ -138,17 +156,31 @@ struct Fill {
     server_cpu_ms: Option<f64>,
 }
 
+/// One fill of `offers` from nothing, over a link with a round trip of `rtt` if given.
 fn fill_once(
     runtime: &tokio::runtime::Runtime,
     binary: &Path,
     offers: usize,
+    rtt: Option<Duration>,
 ) -> Result<Fill, Failure> {
     let server = ServerProcess::spawn(binary, "bench", &[])?;
     let server_pid = server.pid().to_string();
     let dir = tempfile::tempdir()?;
+    let mut config = config(&server, dir.path(), offers);
+    let _link = match rtt {
+        Some(rtt) => {
+            let link = runtime.block_on(CountingProxy::start_with_latency(
+                &server.config.address,
+                rtt / 2,
+            ))?;
+            config.servers[0].address = link.address.clone();
+            Some(link)
+        }
+        None => None,
+    };
     let cpu_before = (cpu_ms("self"), cpu_ms(&server_pid));
     let started = Instant::now();
-    let client = AsyncOffersClient::builder(config(&server, dir.path(), offers), SEED)
+    let client = AsyncOffersClient::builder(config, SEED)
         .runtime(runtime.handle().clone())
         .build()?;
     client.start()?;
@@ -297,20 +329,22 @@ fn bench_runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()?)
 }
 
-/// `runs` fills from nothing of each count of offers: first-ready and all-ready summaries,
-/// and the median CPU each process spent per fill.
+/// `runs` fills from nothing of each count of offers (over a link with a round trip of `rtt`
+/// if given): first-ready and all-ready summaries, and the median CPU each process spent per
+/// fill.
 fn fill_times(
     runtime: &tokio::runtime::Runtime,
     binary: &Path,
     runs: usize,
     counts: &[usize],
+    rtt: Option<Duration>,
 ) -> Result<(Value, Value, Value), Failure> {
     let mut first_ready = serde_json::Map::new();
     let mut all_ready = serde_json::Map::new();
     let mut cpu = serde_json::Map::new();
     for &offers in counts {
         let fills = (0..runs)
-            .map(|_| fill_once(runtime, binary, offers))
+            .map(|_| fill_once(runtime, binary, offers, rtt))
             .collect::<Result<Vec<_>, _>>()?;
         let times = |pick: fn(&Fill) -> Duration| fills.iter().map(|f| millis(pick(f))).collect();
         first_ready.insert(offers.to_string(), summary(times(|f| f.first_ready)));
@@ -330,14 +364,65 @@ fn fill_times(
     Ok((first_ready.into(), all_ready.into(), cpu.into()))
 }
 
-fn fills(runs: usize, counts: &[usize]) -> Result<Value, Failure> {
+fn fills(runs: usize, counts: &[usize], rtt: Option<Duration>) -> Result<Value, Failure> {
     let binary = server_process::release_server_binary()?;
-    let (first_ready, all_ready, cpu) = fill_times(&bench_runtime()?, &binary, runs, counts)?;
-    Ok(json!({
+    let (first_ready, all_ready, cpu) =
+        fill_times(&bench_runtime()?, &binary, runs, counts, rtt)?;
+    let mut report = json!({
         "time_to_first_ready_ms": first_ready,
         "time_to_all_ready_ms": all_ready,
         "fill_cpu_ms": cpu,
-    }))
+    });
+    if let Some(rtt) = rtt {
+        // The medians in round trips of the link: what a fill costs over a mobile network.
+        let in_round_trips = |times: &Value| -> Value {
+            let round_trips = |offers: &String| {
+                let median = times[offers]["median"].as_f64().unwrap_or(f64::NAN);
+                json!((median / millis(rtt) * 10.0).round() / 10.0)
+            };
+            let counts = times.as_object().into_iter().flat_map(|by_count| by_count.keys());
+            counts.map(|offers| (offers.clone(), round_trips(offers))).collect()
+        };
+        report["rtt_ms"] = json!(millis(rtt));
+        report["first_ready_round_trips"] = in_round_trips(&report["time_to_first_ready_ms"]);
+        report["all_ready_round_trips"] = in_round_trips(&report["time_to_all_ready_ms"]);
+    }
+    Ok(report)
+}
+
+/// A new client on a data dir holding 10 Ready offers lists them, `runs` times: no network.
+fn cold_starts(runs: usize) -> Result<Value, Failure> {
+    let binary = server_process::release_server_binary()?;
+    let runtime = bench_runtime()?;
+    let server = ServerProcess::spawn(&binary, "bench", &[])?;
+    let dir = tempfile::tempdir()?;
+    let client = AsyncOffersClient::builder(config(&server, dir.path(), 10), SEED)
+        .runtime(runtime.handle().clone())
+        .build()?;
+    client.start()?;
+    runtime.block_on(client.wait_for_ready_offers(10, WAIT))?;
+    client.stop();
+    drop(client);
+    Ok(json!({ "cold_start_ms": summary(cold_start_times(&server, dir.path(), runs)?) }))
+}
+
+/// `runs` cold starts on `dir`, which holds 10 Ready offers: a new client listing them.
+fn cold_start_times(
+    server: &ServerProcess,
+    dir: &Path,
+    runs: usize,
+) -> Result<Vec<f64>, Failure> {
+    let mut cold = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let client = AsyncOffersClient::new(config(server, dir, 10), SEED)?;
+        let listed = client.ready_offers().len();
+        cold.push(millis(started.elapsed()));
+        if listed != 10 {
+            return Err(format!("cold start listed {listed} ready offers, not 10").into());
+        }
+    }
+    Ok(cold)
 }
 
 fn syncs(runs: usize) -> Result<Value, Failure> {
@@ -352,7 +437,7 @@ fn syncs(runs: usize) -> Result<Value, Failure> {
 fn run(runs: usize) -> Result<Value, Failure> {
     let binary = server_process::release_server_binary()?;
     let runtime = bench_runtime()?;
-    let (first_ready, all_ready, fill_cpu) = fill_times(&runtime, &binary, runs, &[1, 10, 50])?;
+    let (first_ready, all_ready, fill_cpu) = fill_times(&runtime, &binary, runs, &[1, 10, 50], None)?;
 
     // One client fills 10 offers and keeps them on disk; the server stays up for the payer.
     let server = ServerProcess::spawn(&binary, "bench", &[])?;
@@ -387,16 +472,7 @@ fn run(runs: usize) -> Result<Value, Failure> {
     drop(client);
 
     // Cold start: a new client on that data dir lists its 10 ready offers, no network.
-    let mut cold = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let started = Instant::now();
-        let client = AsyncOffersClient::new(config(&server, dir.path(), 10), SEED)?;
-        let listed = client.ready_offers().len();
-        cold.push(millis(started.elapsed()));
-        if listed != 10 {
-            return Err(format!("cold start listed {listed} ready offers, not 10").into());
-        }
-    }
+    let cold = cold_start_times(&server, dir.path(), runs)?;
 
     // Memory after many take/refill cycles: handed-out offers are kept until they expire, so
     // growth per offer kept is what to look at, not growth alone.

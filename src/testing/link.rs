@@ -1,8 +1,9 @@
-//! A TCP proxy between a client and its server that counts the bytes each way: what a phone's
-//! data plan pays for, as the benchmark measures it.
+//! A TCP proxy between a client and its server that counts the bytes each way (what a phone's
+//! data plan pays for) and can delay them (a mobile link's latency), as the benchmarks measure.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,7 +27,8 @@ impl std::ops::Sub for Bytes {
     }
 }
 
-/// A proxy on 127.0.0.1 forwarding every connection to one upstream address, counting.
+/// A proxy on 127.0.0.1 forwarding every connection to one upstream address, counting, and
+/// delaying each way by a fixed latency if asked (bandwidth stays loopback's).
 pub struct CountingProxy {
     /// Where the client dials.
     pub address: String,
@@ -38,6 +40,13 @@ pub struct CountingProxy {
 impl CountingProxy {
     /// Starts one to `upstream` on the current tokio runtime.
     pub async fn start(upstream: &str) -> std::io::Result<Self> {
+        Self::start_with_latency(upstream, Duration::ZERO).await
+    }
+
+    /// Starts one to `upstream` that hands on each byte `one_way` after it arrived, each way:
+    /// a link with a round trip of twice `one_way`. Connections open at once (the TCP
+    /// handshake is not delayed); everything after is.
+    pub async fn start_with_latency(upstream: &str, one_way: Duration) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?.to_string();
         let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -51,8 +60,8 @@ impl CountingProxy {
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(pipe(client_read, server_write, up.clone()));
-                tokio::spawn(pipe(server_read, client_write, down.clone()));
+                tokio::spawn(pipe(client_read, server_write, up.clone(), one_way));
+                tokio::spawn(pipe(server_read, client_write, down.clone(), one_way));
             }
         });
         Ok(Self {
@@ -78,22 +87,37 @@ impl Drop for CountingProxy {
     }
 }
 
-/// Copies `from` to `to`, counting, until either end closes.
+/// Copies `from` to `to`, counting, each chunk `delay` after it was read, until either end
+/// closes.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     count: Arc<AtomicU64>,
+    delay: Duration,
 ) {
+    // Read as it comes and write when due, so a delay holds back no later chunk's reading.
+    let (chunks, mut due) = tokio::sync::mpsc::unbounded_channel::<(_, Vec<u8>)>();
+    let writing = tokio::spawn(async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let read = match from.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(read) => read,
         };
-        if to.write_all(&buffer[..read]).await.is_err() {
+        let at = tokio::time::Instant::now() + delay;
+        if chunks.send((at, buffer[..read].to_vec())).is_err() {
             break;
         }
         count.fetch_add(read as u64, Ordering::SeqCst);
     }
-    let _ = to.shutdown().await;
+    drop(chunks);
+    let _ = writing.await;
 }
