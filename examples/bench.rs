@@ -366,8 +366,7 @@ fn fill_times(
 
 fn fills(runs: usize, counts: &[usize], rtt: Option<Duration>) -> Result<Value, Failure> {
     let binary = server_process::release_server_binary()?;
-    let (first_ready, all_ready, cpu) =
-        fill_times(&bench_runtime()?, &binary, runs, counts, rtt)?;
+    let (first_ready, all_ready, cpu) = fill_times(&bench_runtime()?, &binary, runs, counts, rtt)?;
     let mut report = json!({
         "time_to_first_ready_ms": first_ready,
         "time_to_all_ready_ms": all_ready,
@@ -380,8 +379,13 @@ fn fills(runs: usize, counts: &[usize], rtt: Option<Duration>) -> Result<Value, 
                 let median = times[offers]["median"].as_f64().unwrap_or(f64::NAN);
                 json!((median / millis(rtt) * 10.0).round() / 10.0)
             };
-            let counts = times.as_object().into_iter().flat_map(|by_count| by_count.keys());
-            counts.map(|offers| (offers.clone(), round_trips(offers))).collect()
+            let counts = times
+                .as_object()
+                .into_iter()
+                .flat_map(|by_count| by_count.keys());
+            counts
+                .map(|offers| (offers.clone(), round_trips(offers)))
+                .collect()
         };
         report["rtt_ms"] = json!(millis(rtt));
         report["first_ready_round_trips"] = in_round_trips(&report["time_to_first_ready_ms"]);
@@ -407,11 +411,7 @@ fn cold_starts(runs: usize) -> Result<Value, Failure> {
 }
 
 /// `runs` cold starts on `dir`, which holds 10 Ready offers: a new client listing them.
-fn cold_start_times(
-    server: &ServerProcess,
-    dir: &Path,
-    runs: usize,
-) -> Result<Vec<f64>, Failure> {
+fn cold_start_times(server: &ServerProcess, dir: &Path, runs: usize) -> Result<Vec<f64>, Failure> {
     let mut cold = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
@@ -437,7 +437,8 @@ fn syncs(runs: usize) -> Result<Value, Failure> {
 fn run(runs: usize) -> Result<Value, Failure> {
     let binary = server_process::release_server_binary()?;
     let runtime = bench_runtime()?;
-    let (first_ready, all_ready, fill_cpu) = fill_times(&runtime, &binary, runs, &[1, 10, 50], None)?;
+    let (first_ready, all_ready, fill_cpu) =
+        fill_times(&runtime, &binary, runs, &[1, 10, 50], None)?;
 
     // One client fills 10 offers and keeps them on disk; the server stays up for the payer.
     let server = ServerProcess::spawn(&binary, "bench", &[])?;

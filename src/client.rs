@@ -5,26 +5,25 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::PublicKey;
-use lightning::sign::EntropySource;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::watch;
 
 use crate::cancel::Cancel;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ChannelHint, Config, InvoiceRequestTarget};
+use crate::config::{ChannelHint, Config};
 use crate::events::{
     CheckReport, ClientStatus, EventBus, EventListener, ImportedOffers, ListenerId, OfferInfo,
     QueuedEvent, SyncReport,
 };
 use crate::flow::{Engine, EngineHost, Offload, SyncBaseline};
 use crate::handler::ProtocolHandler;
-use crate::io::lock::{DataDirLock, Releasing};
+use crate::io::lock::{unique_nonce, DataDirLock, Releasing};
 use crate::io::private_fs::PrivateFilesystemStore;
 use crate::io::store::OfferStore;
 use crate::io::DynStore;
 use crate::keys::WalletKeys;
 use crate::net::transport::Transport;
-use crate::offers::builder::{OfferFactory, PathEnd};
+use crate::offers::builder::OfferFactory;
 use crate::Error;
 
 /// Keeps a wallet supplied with ready BOLT 12 offers backed by a static invoice server.
@@ -221,21 +220,9 @@ impl ClientBuilder {
         });
         let store = OfferStore::new(store);
         let keys = Arc::new(WalletKeys::from_seed(&seed));
-        let lock_nonce = keys.transport_keys_manager().get_secure_random_bytes()[..16]
-            .try_into()
-            .expect("16 of 32 bytes");
-        let lock = DataDirLock::new(&config.data_dir, lock_wait, lock_nonce);
-        let invoice_request_end = match config.invoice_request_target {
-            InvoiceRequestTarget::WalletNode => PathEnd {
-                node_id: keys.wallet_node_id(),
-                receive_auth_key: keys.wallet_receive_auth_key(),
-            },
-            InvoiceRequestTarget::Client => PathEnd {
-                node_id: keys.transport_node_id(),
-                receive_auth_key: keys.transport_receive_auth_key(),
-            },
-        };
-        let factory = OfferFactory::new(keys.clone(), config.network, invoice_request_end);
+        let lock = DataDirLock::new(&config.data_dir, lock_wait, unique_nonce());
+        let factory =
+            OfferFactory::new(keys.clone(), config.network, config.invoice_request_target);
         let runtime = match runtime {
             Some(handle) => RuntimeHandle::Borrowed(handle),
             None => RuntimeHandle::Owned(Some(

@@ -9,6 +9,7 @@ use lightning::blinded_path::message::{BlindedMessagePath, MessageContext, Offer
 use lightning::offers::nonce::Nonce;
 use lightning::sign::ReceiveAuthKey;
 
+use crate::config::InvoiceRequestTarget;
 use crate::keys::WalletKeys;
 use crate::offers::builder::{BuiltInvoice, OfferFactory, PathEnd};
 use crate::offers::cache::CachedOffer;
@@ -31,12 +32,8 @@ pub(crate) struct OfferFixture {
 
 pub(crate) fn offer_fixture() -> OfferFixture {
     let keys = Arc::new(WalletKeys::from_seed(&[1; 32]));
-    let end = PathEnd {
-        node_id: keys.wallet_node_id(),
-        receive_auth_key: keys.wallet_receive_auth_key(),
-    };
     OfferFixture {
-        factory: OfferFactory::new(keys, Network::Regtest, end),
+        factory: OfferFactory::new(keys, Network::Regtest, InvoiceRequestTarget::WalletNode),
     }
 }
 

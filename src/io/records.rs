@@ -94,12 +94,13 @@ pub(crate) fn decode(
     Ok((stored.into_cached()?, single_server))
 }
 
-/// Below this many records, decoding on one thread is quicker than starting others.
-pub(crate) const PARALLEL_DECODE_FROM: usize = 32;
+/// Below this many records, decoding on one thread is quicker than starting others (a thread
+/// starts in tens of microseconds; a record takes about 0.2 ms).
+pub(crate) const PARALLEL_DECODE_FROM: usize = 4;
 
-/// Decodes `records` in order, on every core when there are many: each takes ~0.1 ms (LDK
-/// parses every key in the offer and paths, and checks the invoice's signature), so a wallet
-/// holding a thousand handed-out offers would otherwise wait that long for its cache.
+/// Decodes `records` in order, on every core when there are several: each takes about 0.2 ms
+/// (LDK parses every key in the offer and paths, and checks the invoice's signature), which is
+/// most of a cold start's time, and an app showing its offer at launch waits for it.
 pub(crate) fn decode_all(
     records: &[(String, Vec<u8>)],
     first_server: PublicKey,
@@ -112,26 +113,29 @@ pub(crate) fn decode_all(
             .collect();
     }
     let chunk = records.len().div_ceil(threads);
+    let decode_chunk =
+        |chunk: &[(String, Vec<u8>)]| -> Vec<Result<(CachedOffer, bool), RecordError>> {
+            chunk
+                .iter()
+                .map(|(_, bytes)| decode(bytes, first_server))
+                .collect()
+        };
+    // This thread takes the first chunk: one thread fewer to start.
+    let (first, rest) = records.split_at(chunk);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = records
+        let workers: Vec<_> = rest
             .chunks(chunk)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|(_, bytes)| decode(bytes, first_server))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|chunk| scope.spawn(move || decode_chunk(chunk)))
             .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| {
+        let mut decoded = decode_chunk(first);
+        for worker in workers {
+            decoded.extend(
                 worker
                     .join()
-                    .unwrap_or_else(|_| vec![Err(RecordError::Panicked); chunk])
-            })
-            .collect()
+                    .unwrap_or_else(|_| vec![Err(RecordError::Panicked); chunk]),
+            );
+        }
+        decoded
     })
 }
 

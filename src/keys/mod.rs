@@ -15,7 +15,7 @@ pub use wallet_seed::{WalletSeed, LDK_NODE_SEED_LEN};
 
 pub(crate) use payment_secret::EXPIRY_GRACE_SECS;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lightning::bitcoin::bip32::{ChildNumber, Xpriv};
@@ -36,12 +36,37 @@ const INBOUND_PAYMENT_KEY_INDEX: u32 = 5;
 const TRANSPORT_KEY_DOMAIN: &[u8] = b"async-offers/transport-identity/v1";
 
 /// The keys of one wallet, derived from its seed.
+///
+/// Each identity's `KeysManager` is derived when first used (building an offer, connecting):
+/// one costs about a third of a millisecond, and a client made only to list its offers (an
+/// app's launch) needs neither.
 pub struct WalletKeys {
-    wallet: Arc<KeysManager>,
-    transport: Arc<KeysManager>,
-    wallet_node_id: PublicKey,
-    transport_node_id: PublicKey,
+    seed: [u8; 32],
+    wallet: OnceLock<Identity>,
+    transport: OnceLock<Identity>,
+    rng_start: Duration,
     inbound: InboundPaymentKeys,
+}
+
+/// One node identity: its keys manager and node id.
+struct Identity {
+    keys: Arc<KeysManager>,
+    node_id: PublicKey,
+}
+
+impl Identity {
+    fn derive(seed: &[u8; 32], rng_start: Duration) -> Self {
+        let keys = Arc::new(KeysManager::new(
+            seed,
+            rng_start.as_secs(),
+            rng_start.subsec_nanos(),
+            true,
+        ));
+        let node_id = keys
+            .get_node_id(Recipient::Node)
+            .expect("KeysManager has a node key");
+        Self { keys, node_id }
+    }
 }
 
 impl WalletKeys {
@@ -53,67 +78,58 @@ impl WalletKeys {
     /// As [`Self::from_seed`], with LDK's RNG (nonces, path blinding) started from `rng_start`
     /// instead of the time: the same keys, and repeatable randomness for the fuzz targets.
     pub(crate) fn with_rng_start(seed: &[u8; 32], rng_start: Duration) -> Self {
-        let wallet = Arc::new(KeysManager::new(
-            seed,
-            rng_start.as_secs(),
-            rng_start.subsec_nanos(),
-            true,
-        ));
-        let transport_seed = transport_seed(seed);
-        let transport = Arc::new(KeysManager::new(
-            &transport_seed,
-            rng_start.as_secs(),
-            rng_start.subsec_nanos(),
-            true,
-        ));
-        let wallet_node_id = wallet
-            .get_node_id(Recipient::Node)
-            .expect("KeysManager has a node key");
-        let transport_node_id = transport
-            .get_node_id(Recipient::Node)
-            .expect("KeysManager has a node key");
         Self {
-            wallet,
-            transport,
-            wallet_node_id,
-            transport_node_id,
+            seed: *seed,
+            wallet: OnceLock::new(),
+            transport: OnceLock::new(),
+            rng_start,
             inbound: InboundPaymentKeys::new(&inbound_payment_key_material(seed)),
         }
     }
 
+    fn wallet(&self) -> &Identity {
+        self.wallet
+            .get_or_init(|| Identity::derive(&self.seed, self.rng_start))
+    }
+
+    fn transport(&self) -> &Identity {
+        self.transport
+            .get_or_init(|| Identity::derive(&transport_seed(&self.seed), self.rng_start))
+    }
+
     /// The wallet node's id: the node that receives the payments.
     pub fn wallet_node_id(&self) -> PublicKey {
-        self.wallet_node_id
+        self.wallet().node_id
     }
 
     /// The id the SDK uses on its own connection to the server.
     pub fn transport_node_id(&self) -> PublicKey {
-        self.transport_node_id
+        self.transport().node_id
     }
 
     /// The wallet node's `ExpandedKey` (offer metadata, signing-key derivation, TLV auth).
     pub fn expanded_key(&self) -> ExpandedKey {
-        self.wallet.get_expanded_key()
+        self.wallet().keys.get_expanded_key()
     }
 
     /// The wallet node's key authenticating contexts of blinded paths that end at it.
     pub fn wallet_receive_auth_key(&self) -> ReceiveAuthKey {
-        self.wallet.get_receive_auth_key()
+        self.wallet().keys.get_receive_auth_key()
     }
 
     /// The transport identity's key authenticating reply paths that end at the SDK.
     pub fn transport_receive_auth_key(&self) -> ReceiveAuthKey {
-        self.transport.get_receive_auth_key()
+        self.transport().keys.get_receive_auth_key()
     }
 
     /// The wallet node's keys manager, used as entropy and for wallet-side path building.
     pub fn wallet_keys_manager(&self) -> &Arc<KeysManager> {
-        &self.wallet
+        &self.wallet().keys
     }
 
     /// The transport identity's keys manager: node signer and entropy of the SDK's messenger.
     pub fn transport_keys_manager(&self) -> &Arc<KeysManager> {
-        &self.transport
+        &self.transport().keys
     }
 
     /// The payment secret LDK's `create_for_spontaneous_payment` gives an amount-less async

@@ -23,7 +23,7 @@ use lightning::sign::ReceiveAuthKey;
 use lightning::types::features::BlindedHopFeatures;
 use lightning::util::ser::Writeable;
 
-use crate::config::ChannelHint;
+use crate::config::{ChannelHint, InvoiceRequestTarget};
 use crate::keys::{WalletKeys, EXPIRY_GRACE_SECS};
 
 /// At most this many payment paths and held-HTLC paths per invoice, as LDK's router does.
@@ -94,16 +94,34 @@ pub(crate) struct OfferFactory {
     secp: Secp256k1<secp256k1::All>,
     network: Network,
     /// Where forwarded invoice requests should arrive.
-    invoice_request_end: PathEnd,
+    invoice_request_target: InvoiceRequestTarget,
 }
 
 impl OfferFactory {
-    pub fn new(keys: Arc<WalletKeys>, network: Network, invoice_request_end: PathEnd) -> Self {
+    pub fn new(
+        keys: Arc<WalletKeys>,
+        network: Network,
+        invoice_request_target: InvoiceRequestTarget,
+    ) -> Self {
         Self {
             keys,
             secp: Secp256k1::new(),
             network,
-            invoice_request_end,
+            invoice_request_target,
+        }
+    }
+
+    /// Where forwarded invoice requests should arrive: the wallet node, or this client.
+    fn invoice_request_end(&self) -> PathEnd {
+        match self.invoice_request_target {
+            InvoiceRequestTarget::WalletNode => PathEnd {
+                node_id: self.keys.wallet_node_id(),
+                receive_auth_key: self.keys.wallet_receive_auth_key(),
+            },
+            InvoiceRequestTarget::Client => PathEnd {
+                node_id: self.keys.transport_node_id(),
+                receive_auth_key: self.keys.transport_receive_auth_key(),
+            },
         }
     }
 
@@ -348,7 +366,8 @@ impl OfferFactory {
         })
         .map_err(BuildError::Invoice)?;
 
-        let forward_intro = match self.invoice_request_end.node_id == wallet_end.node_id {
+        let invoice_request_end = self.invoice_request_end();
+        let forward_intro = match invoice_request_end.node_id == wallet_end.node_id {
             true => wallet_introduction_nodes(hints, server)[0],
             false => server,
         };
@@ -359,8 +378,8 @@ impl OfferFactory {
                 node_id: forward_intro,
                 short_channel_id: None,
             }],
-            self.invoice_request_end.node_id,
-            self.invoice_request_end.receive_auth_key,
+            invoice_request_end.node_id,
+            invoice_request_end.receive_auth_key,
             MessageContext::Offers(OffersContext::InvoiceRequest { nonce }),
             &**self.keys.wallet_keys_manager(),
             &self.secp,
@@ -443,11 +462,14 @@ mod tests {
 
     fn factory() -> (OfferFactory, Arc<WalletKeys>) {
         let keys = Arc::new(WalletKeys::from_seed(&[1; 32]));
-        let end = PathEnd {
-            node_id: keys.wallet_node_id(),
-            receive_auth_key: keys.wallet_receive_auth_key(),
-        };
-        (OfferFactory::new(keys.clone(), Network::Regtest, end), keys)
+        (
+            OfferFactory::new(
+                keys.clone(),
+                Network::Regtest,
+                InvoiceRequestTarget::WalletNode,
+            ),
+            keys,
+        )
     }
 
     /// One one-hop server path.
@@ -476,14 +498,14 @@ mod tests {
         let (_, other_nonce) = factory.build_offer(server_paths(&factory), expiry).unwrap();
         assert!(!factory.built_here(&offer, other_nonce));
         let other_keys = Arc::new(WalletKeys::from_seed(&[2; 32]));
-        let end = PathEnd {
-            node_id: other_keys.wallet_node_id(),
-            receive_auth_key: other_keys.wallet_receive_auth_key(),
-        };
-        let other_wallet = OfferFactory::new(other_keys, Network::Regtest, end);
+        let other_wallet = OfferFactory::new(
+            other_keys,
+            Network::Regtest,
+            InvoiceRequestTarget::WalletNode,
+        );
         assert!(!other_wallet.built_here(&offer, nonce));
-        let (keys, end) = (factory.keys.clone(), factory.invoice_request_end);
-        let mainnet = OfferFactory::new(keys, Network::Bitcoin, end);
+        let keys = factory.keys.clone();
+        let mainnet = OfferFactory::new(keys, Network::Bitcoin, InvoiceRequestTarget::WalletNode);
         assert!(!mainnet.built_here(&offer, nonce));
     }
 

@@ -16,10 +16,11 @@ use lightning_persister::fs_store::FilesystemStore;
 
 use crate::clock::{Clock, SystemClock, Time};
 use crate::config::ChannelHint;
+use crate::config::InvoiceRequestTarget;
 use crate::io::records::{decode, encode};
 use crate::io::store::OfferStore;
 use crate::keys::WalletKeys;
-use crate::offers::builder::{BuiltInvoice, OfferFactory, PathEnd};
+use crate::offers::builder::{BuiltInvoice, OfferFactory};
 use crate::offers::cache::{
     CachePolicy, CachedOffer, Confirmation, OfferCache, OfferState, SlotSequence,
 };
@@ -34,12 +35,8 @@ impl OfferWork {
     /// For the wallet with `seed` on `network`; forwarded requests go to the wallet node.
     pub fn new(seed: &[u8; 32], network: Network) -> Self {
         let keys = Arc::new(WalletKeys::from_seed(seed));
-        let end = PathEnd {
-            node_id: keys.wallet_node_id(),
-            receive_auth_key: keys.wallet_receive_auth_key(),
-        };
         Self {
-            factory: OfferFactory::new(keys, network, end),
+            factory: OfferFactory::new(keys, network, InvoiceRequestTarget::WalletNode),
         }
     }
 
@@ -94,11 +91,7 @@ impl CacheWork {
     pub fn new(offers: u16, data_dir: &Path) -> Result<Self, String> {
         let offers = offers.max(1);
         let keys = Arc::new(WalletKeys::from_seed(&[0x5a; 32]));
-        let wallet = PathEnd {
-            node_id: keys.wallet_node_id(),
-            receive_auth_key: keys.wallet_receive_auth_key(),
-        };
-        let factory = OfferFactory::new(keys, Network::Regtest, wallet);
+        let factory = OfferFactory::new(keys, Network::Regtest, InvoiceRequestTarget::WalletNode);
         let server_keys = KeysManager::new(&[0xee; 32], 1, 1, true);
         let server = server_keys
             .get_node_id(Recipient::Node)

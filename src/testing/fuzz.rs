@@ -26,7 +26,7 @@ use lightning::util::persist::KVStoreSync;
 use lightning::util::ser::Readable;
 
 use crate::clock::{Clock, ManualClock};
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, InvoiceRequestTarget, ServerConfig};
 use crate::events::EventBus;
 use crate::flow::{Engine, EngineHost, Offload};
 use crate::handler::ProtocolHandler;
@@ -34,7 +34,7 @@ use crate::io::records::{decode, encode, MAGIC as CURRENT_RECORD_MAGIC};
 use crate::io::seal::CHECKSUM_LEN;
 use crate::io::store::OfferStore;
 use crate::keys::WalletKeys;
-use crate::offers::builder::{OfferFactory, PathEnd};
+use crate::offers::builder::OfferFactory;
 use crate::offers::cache::OfferState;
 
 /// A stored record, as read back at start. With a leading 0 the rest is decoded as it is
@@ -162,11 +162,11 @@ impl Harness {
             },
         );
         config.ready_offer_target = 4;
-        let wallet = PathEnd {
-            node_id: keys.wallet_node_id(),
-            receive_auth_key: keys.wallet_receive_auth_key(),
-        };
-        let factory = OfferFactory::new(keys.clone(), Network::Regtest, wallet);
+        let factory = OfferFactory::new(
+            keys.clone(),
+            Network::Regtest,
+            InvoiceRequestTarget::WalletNode,
+        );
         let clock = Arc::new(ManualClock::new(START));
         let jobs: Jobs = Arc::default();
         let queued = jobs.clone();
