@@ -9,6 +9,7 @@ use lightning::blinded_path::message::{AsyncPaymentsContext, OffersContext};
 use lightning::onion_message::async_payments::OfferPaths;
 use lightning::onion_message::messenger::Responder;
 use lightning::onion_message::offers::OffersMessage;
+use lightning::util::ser::Writeable;
 
 use super::outbox::{serve_message, Outgoing};
 use super::{Engine, State};
@@ -103,7 +104,7 @@ impl Engine {
         responder: Option<Responder>,
     ) {
         if let AsyncPaymentsContext::OfferPaths { invoice_slot, .. } = &context {
-            self.request_answered(server, *invoice_slot);
+            self.request_answered(server, *invoice_slot, message.serialized_length());
         }
         self.run_offloaded(move |engine| {
             match engine.accept_offer_paths(server, message, context, responder) {

@@ -1,6 +1,7 @@
 //! What leaves for each server, and when: the outbox of messages we start, the send budget
-//! (at most `max_messages_per_minute` a minute), and the windows of requests and invoices not
-//! answered yet that keep LDK's 256 KiB per-peer buffers from overflowing.
+//! (at most `max_messages_per_minute` a minute), and the window of answers the server owes,
+//! sized by the bytes it must buffer for them, that keeps LDK's 256 KiB per-peer buffer from
+//! overflowing.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -76,18 +77,45 @@ impl Outgoing {
 
 pub(crate) type Outbox = Vec<Outgoing>;
 
+/// The most bytes of answers a server may owe us at once: half of the 256 KiB LDK's messenger
+/// buffers per peer (and drops what does not fit), leaving room for the answers to checks
+/// (`MAX_CHECKS_IN_FLIGHT` invoices in 32 KiB onions) and whatever else the server sends.
+const OWED_ANSWER_BYTES: usize = 128 * 1024;
+/// An answer in a small onion message on the wire: 1,300 bytes of hop data, its header, the
+/// message's type and length, and the connection's MAC.
+pub(crate) const SMALL_ANSWER_BYTES: usize = 1_400;
+/// An answer in a large one (32 KiB of hop data).
+pub(crate) const LARGE_ANSWER_BYTES: usize = 32_900;
+/// `OfferPaths` content above this many bytes goes in a large onion: what LDK's small one
+/// holds, less what our reply path's last hop adds.
+const SMALL_OFFER_PATHS_BYTES: usize = 1_000;
+/// Until a server's first `OfferPaths` shows how large its answers are, at most this many
+/// requests go unanswered: enough for a fill of 20 in one turn. Most servers answer in small
+/// onions; one that pads several paths into large ones may then be owed more than its buffer
+/// holds, if its link is slow, and drop some (each retried), before its first answer only.
+const REQUESTS_BEFORE_ANSWER_SIZE_KNOWN: usize = 20;
+
+/// How many bytes the onion of an `OfferPaths` carrying `paths_bytes` of content takes.
+pub(crate) fn offer_paths_answer_bytes(paths_bytes: usize) -> usize {
+    match paths_bytes > SMALL_OFFER_PATHS_BYTES {
+        true => LARGE_ANSWER_BYTES,
+        false => SMALL_ANSWER_BYTES,
+    }
+}
+
 /// Messages waiting for one server, what that server may still be sent this minute, and what
 /// it has not answered yet.
 pub(super) struct Link {
     outbox: Outbox,
     budget: SendBudget,
-    /// `OfferPathsRequest`s by slot: each answer waits in the server's buffer, in a 32 KiB
-    /// onion when it carries several padded paths.
+    /// `OfferPathsRequest`s by slot, each with the size of the answer it waits for.
     requests_in_flight: InFlight<u16>,
-    /// `ServeStaticInvoice`s by offer and invoice creation time: each is a 32 KiB onion in
-    /// our messenger's buffer when the app's messenger sends for us. An answer ends only its
-    /// own invoice's entry: a late one of an older invoice does not let a third one go.
+    /// `ServeStaticInvoice`s by offer and invoice creation time (answered in small onions).
+    /// An answer ends only its own invoice's entry: a late one of an older invoice does not
+    /// let a third one go.
     invoices_in_flight: InFlight<(OfferId, Duration)>,
+    /// How large this server's `OfferPaths` are (the largest so far), once one arrived.
+    offer_paths_answer_bytes: Option<usize>,
 }
 
 impl Link {
@@ -97,6 +125,34 @@ impl Link {
             budget: SendBudget::new(max_messages_per_minute),
             requests_in_flight: InFlight::default(),
             invoices_in_flight: InFlight::default(),
+            offer_paths_answer_bytes: None,
+        }
+    }
+
+    /// Whether one more answer of `bytes` fits in what the server may owe us.
+    fn owes_room_for(&mut self, bytes: usize, now: Duration) -> bool {
+        let owed = self.requests_in_flight.bytes(now) + self.invoices_in_flight.bytes(now);
+        owed + bytes <= OWED_ANSWER_BYTES
+    }
+
+    /// The request for `slot` was answered in an onion of `answer_bytes`: the size of this
+    /// server's answers is known (the largest so far counts).
+    fn request_answered_with(&mut self, slot: u16, answer_bytes: usize) {
+        self.requests_in_flight.answered(&slot);
+        self.offer_paths_answer_bytes = Some(
+            self.offer_paths_answer_bytes
+                .map_or(answer_bytes, |known| known.max(answer_bytes)),
+        );
+    }
+
+    /// Whether one more `OfferPathsRequest` may leave now.
+    fn request_may_leave(&mut self, now: Duration) -> bool {
+        match self.offer_paths_answer_bytes {
+            Some(bytes) => self.owes_room_for(bytes, now),
+            None => {
+                self.owes_room_for(SMALL_ANSWER_BYTES, now)
+                    && self.requests_in_flight.count(now) < REQUESTS_BEFORE_ANSWER_SIZE_KNOWN
+            }
         }
     }
 
@@ -122,15 +178,13 @@ impl Link {
     }
 }
 
-/// Messages of one kind sent to a server and not answered yet. LDK's messenger buffers at most
-/// 256 KiB for a peer and silently drops what does not fit: on the server's side, and on ours
-/// when a messenger of the app's sends for us (see [`crate::ProtocolHandler`]); invoices, and offer
-/// paths when a server hands out several padded ones, travel in 32 KiB onions. With at most
-/// [`Self::MAX`] of each kind unanswered, no buffer overflows however many offers are filled
-/// at once. An answer ends one; one unanswered for [`Self::TIMEOUT`] no longer counts (its
-/// retry is the cache's job).
+/// Messages of one kind sent to a server and not answered yet, each with the bytes its answer
+/// takes in the server's buffer for us. LDK's messenger buffers at most 256 KiB for a peer and
+/// silently drops what does not fit; with the answers owed kept under [`OWED_ANSWER_BYTES`],
+/// none is dropped however many offers are filled at once. An answer ends one; one unanswered
+/// for [`Self::TIMEOUT`] no longer counts (its retry is the cache's job).
 struct InFlight<K> {
-    sent: VecDeque<(K, Duration)>,
+    sent: VecDeque<(K, Duration, usize)>,
 }
 
 impl<K> Default for InFlight<K> {
@@ -142,39 +196,49 @@ impl<K> Default for InFlight<K> {
 }
 
 impl<K: PartialEq> InFlight<K> {
-    const MAX: usize = 6;
     const TIMEOUT: Duration = Duration::from_secs(5);
 
-    fn has_room(&mut self, now: Duration) -> bool {
+    fn expire(&mut self, now: Duration) {
         while self
             .sent
             .front()
-            .is_some_and(|(_, at)| *at + Self::TIMEOUT <= now)
+            .is_some_and(|(_, at, _)| *at + Self::TIMEOUT <= now)
         {
             self.sent.pop_front();
         }
-        self.sent.len() < Self::MAX
     }
 
-    fn sent(&mut self, key: K, now: Duration) {
-        self.sent.push_back((key, now));
+    /// The bytes of the answers owed as of `now`.
+    fn bytes(&mut self, now: Duration) -> usize {
+        self.expire(now);
+        self.sent.iter().map(|(_, _, bytes)| bytes).sum()
+    }
+
+    /// How many are owed as of `now`.
+    fn count(&mut self, now: Duration) -> usize {
+        self.expire(now);
+        self.sent.len()
+    }
+
+    fn sent(&mut self, key: K, now: Duration, answer_bytes: usize) {
+        self.sent.push_back((key, now, answer_bytes));
     }
 
     /// Whether a key `matches` accepts is sent and not answered yet (nor timed out, as of the
-    /// last [`Self::has_room`]).
+    /// last [`Self::expire`]).
     fn any(&self, matches: impl Fn(&K) -> bool) -> bool {
-        self.sent.iter().any(|(sent, _)| matches(sent))
+        self.sent.iter().any(|(sent, _, _)| matches(sent))
     }
 
     /// How long until the oldest entry times out (`None`: none is in flight).
     fn next_timeout(&self, now: Duration) -> Option<Duration> {
         self.sent
             .front()
-            .map(|(_, at)| (*at + Self::TIMEOUT).saturating_sub(now))
+            .map(|(_, at, _)| (*at + Self::TIMEOUT).saturating_sub(now))
     }
 
     fn answered(&mut self, key: &K) {
-        self.sent.retain(|(sent, _)| sent != key);
+        self.sent.retain(|(sent, _, _)| sent != key);
     }
 
     fn clear(&mut self) {
@@ -400,10 +464,10 @@ impl Engine {
                 AsyncPaymentsMessage::ServeStaticInvoice(message) => {
                     let offer = message.invoice.offer_id();
                     invoices_released < max_invoices
-                        && link.invoices_in_flight.has_room(now)
+                        && link.owes_room_for(SMALL_ANSWER_BYTES, now)
                         && !link.invoices_in_flight.any(|(of, _)| *of == offer)
                 }
-                AsyncPaymentsMessage::OfferPathsRequest(_) => link.requests_in_flight.has_room(now),
+                AsyncPaymentsMessage::OfferPathsRequest(_) => link.request_may_leave(now),
                 _ => true,
             };
             if !may_leave || !link.budget.try_spend(now) {
@@ -416,10 +480,13 @@ impl Engine {
                     link.invoices_in_flight.sent(
                         (message.invoice.offer_id(), message.invoice.created_at()),
                         now,
+                        SMALL_ANSWER_BYTES,
                     );
                 }
                 AsyncPaymentsMessage::OfferPathsRequest(request) => {
-                    link.requests_in_flight.sent(request.invoice_slot, now);
+                    let answer_bytes = link.offer_paths_answer_bytes.unwrap_or(SMALL_ANSWER_BYTES);
+                    link.requests_in_flight
+                        .sent(request.invoice_slot, now, answer_bytes);
                 }
                 _ => {}
             }
@@ -438,9 +505,12 @@ impl Engine {
         released
     }
 
-    /// `server` answered the request for `slot`: room for the next request.
-    pub(super) fn request_answered(&self, server: PublicKey, slot: u16) {
-        self.answered(server, |link| link.requests_in_flight.answered(&slot));
+    /// `server` answered the request for `slot` with an `OfferPaths` of `paths_bytes`: room
+    /// for the next requests, as many as answers of that size leave room for.
+    pub(super) fn request_answered(&self, server: PublicKey, slot: u16, paths_bytes: usize) {
+        self.answered(server, |link| {
+            link.request_answered_with(slot, offer_paths_answer_bytes(paths_bytes))
+        });
     }
 
     /// `server` confirmed the invoice of `offer` created at `created_at`: room for the next
@@ -463,8 +533,40 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::SendBudget;
-    use std::time::Duration;
+    use super::*;
+
+    /// Sends requests for slots from `first` while the link lets them leave; how many left.
+    fn requests_leaving(link: &mut Link, first: u16, now: Duration) -> usize {
+        let mut slot = first;
+        while link.request_may_leave(now) {
+            let bytes = link.offer_paths_answer_bytes.unwrap_or(SMALL_ANSWER_BYTES);
+            link.requests_in_flight.sent(slot, now, bytes);
+            slot += 1;
+        }
+        usize::from(slot - first)
+    }
+
+    #[test]
+    fn answers_owed_are_bounded_by_the_bytes_the_server_buffers_for_them() {
+        let now = Duration::from_secs(1_000);
+        let mut link = Link::new(u32::MAX);
+        // Before any answer: a fill of 20 asks for all its paths in one turn.
+        assert_eq!(requests_leaving(&mut link, 0, now), 20);
+        // Small answers: many more may be owed, within the bytes.
+        link.request_answered_with(0, offer_paths_answer_bytes(600));
+        let more = requests_leaving(&mut link, 100, now);
+        assert_eq!(more, OWED_ANSWER_BYTES / SMALL_ANSWER_BYTES - 19);
+        // A server whose answers carry several padded paths, in 32 KiB onions: once one shows
+        // it, no more than fits in half LDK's 256 KiB per peer is owed.
+        let mut link = Link::new(u32::MAX);
+        link.request_answered_with(0, offer_paths_answer_bytes(5_000));
+        let owed = requests_leaving(&mut link, 0, now);
+        assert_eq!(owed, 3);
+        assert!(owed * LARGE_ANSWER_BYTES <= 256 * 1024 / 2);
+        // Unanswered ones stop counting after their timeout.
+        let later = now + InFlight::<u16>::TIMEOUT;
+        assert_eq!(requests_leaving(&mut link, 10, later), 3);
+    }
 
     #[test]
     fn the_send_budget_never_lets_more_than_its_count_leave_in_any_minute() {
