@@ -126,29 +126,6 @@ async fn a_server_dropping_every_connection_is_not_asked_again_on_each() {
     assert!(requests <= 3, "{requests} requests in 10 s");
 }
 
-/// The client pings the server as soon as a connection is up, not only at its peer timer's
-/// next tick 10 s on: LDK's peer manager sends a peer only 32 messages between pongs, and a
-/// fill of 20 offers sends 41 (`init`, 20 requests, 20 invoices), so without a pong by then
-/// its last invoices would wait a round trip for one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_client_pings_the_server_as_its_connection_comes_up() {
-    let server = HostileServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(Network::Regtest, dir.path(), server.config.clone());
-    config.offer_check_interval = Duration::ZERO;
-    let client = client(config);
-    client.start().unwrap();
-    let pinged = async {
-        while server.peer_log.pings.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), pinged)
-        .await
-        .expect("the server got a ping within 5 s of the client's start");
-    assert!(client.status().servers[0].connected);
-}
-
 /// What a server has not answered yet is bounded by the bytes its answers take in its buffer
 /// for us (LDK drops what passes 256 KiB per peer), not by a count: a fill of 20 asks for all
 /// its offer paths in one turn, where a window of six requests cost a round trip per six.

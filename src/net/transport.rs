@@ -458,28 +458,10 @@ impl Transport {
         }
     }
 
-    /// Ticks LDK's peer timer every [`PEER_TIMER_INTERVAL`], starting over at each connection.
-    /// The tick then pings the server along with our first messages: LDK's peer manager takes
-    /// only 32 messages for a peer between pongs, and a fill of more than about 15 offers sends
-    /// more, whose rest would otherwise wait a round trip for the pong of a ping sent then.
-    /// Started over, never added: a tick while a ping is unanswered and nothing arrived since
-    /// the last one ends the connection.
     async fn peer_timer(self: Arc<Self>) {
         let mut peer_timer = tokio::time::interval(PEER_TIMER_INTERVAL);
-        let mut connected = self.watcher.connected.subscribe();
         loop {
-            tokio::select! {
-                _ = peer_timer.tick() => {},
-                changed = connected.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    if *connected.borrow_and_update() {
-                        peer_timer.reset_immediately();
-                    }
-                    continue;
-                }
-            }
+            peer_timer.tick().await;
             self.peers.timer_tick_occurred();
             self.peers.process_events();
         }

@@ -128,19 +128,6 @@ impl Logger for NoLog {
     fn log(&self, _: Record) {}
 }
 
-/// The hostile server's peer manager's logger: counts the pings it received, nothing else.
-#[derive(Default)]
-pub struct PingCounter {
-    pub pings: AtomicUsize,
-}
-impl Logger for PingCounter {
-    fn log(&self, record: Record) {
-        if record.args.to_string().starts_with("Received message Ping") {
-            self.pings.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
 /// What the hostile server saw and may replay.
 #[derive(Default)]
 pub struct Seen {
@@ -400,7 +387,7 @@ pub type Peers = PeerManager<
     Arc<ErroringMessageHandler>,
     IgnoringMessageHandler,
     Arc<Flooding>,
-    Arc<PingCounter>,
+    Arc<NoLog>,
     IgnoringMessageHandler,
     Arc<KeysManager>,
     IgnoringMessageHandler,
@@ -408,8 +395,6 @@ pub type Peers = PeerManager<
 
 pub struct HostileServer {
     pub handler: Arc<HostileHandler>,
-    /// What its peer manager logs of the pings it received.
-    pub peer_log: Arc<PingCounter>,
     flooding: Arc<Flooding>,
     router: Arc<ServerRouter>,
     keys: Arc<KeysManager>,
@@ -467,7 +452,6 @@ impl HostileServer {
             replay: Mutex::default(),
             replays_left: AtomicUsize::new(0),
         });
-        let peer_log = Arc::new(PingCounter::default());
         let peers: Arc<Peers> = Arc::new(PeerManager::new(
             MessageHandler {
                 chan_handler: Arc::new(ErroringMessageHandler::new()),
@@ -478,7 +462,7 @@ impl HostileServer {
             },
             now.as_secs() as u32,
             &keys.get_secure_random_bytes(),
-            peer_log.clone(),
+            Arc::new(NoLog),
             keys.clone(),
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -520,7 +504,6 @@ impl HostileServer {
                 paths: request_path,
             },
             handler,
-            peer_log,
             flooding,
             router,
             keys,
