@@ -2,6 +2,9 @@
 //! offer and its invoice), invoice confirmations (the offer becomes Ready, or its refresh is
 //! confirmed), and invoice requests a server forwards while the wallet is online.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use lightning::bitcoin::secp256k1::PublicKey;
@@ -106,18 +109,40 @@ impl Engine {
         if let AsyncPaymentsContext::OfferPaths { invoice_slot, .. } = &context {
             self.request_answered(server, *invoice_slot, message.serialized_length());
         }
-        self.run_offloaded(move |engine| {
-            match engine.accept_offer_paths(server, message, context, responder) {
-                Ok(outgoing) => {
-                    engine.queue(server, outgoing);
-                    engine.wake_transports();
-                }
-                Err(why) => {
-                    log::warn!("rejected OfferPaths: {why}");
-                    engine.note_problem(server, format!("rejected its offer paths: {why}"));
+        self.offer_builds.push(OfferBuild {
+            server,
+            message,
+            context,
+            responder,
+        });
+        self.run_offloaded(|engine| engine.build_offers());
+    }
+
+    /// Builds offers over the offer paths received, in the order they came, as one of at most
+    /// [`OfferBuilds`]' builders; returns when none waits or every builder is at work.
+    fn build_offers(&self) {
+        while let Some(_builder) = self.offer_builds.start_builder() {
+            while let Some(build) = self.offer_builds.next() {
+                let OfferBuild {
+                    server,
+                    message,
+                    context,
+                    responder,
+                } = build;
+                match self.accept_offer_paths(server, message, context, responder) {
+                    Ok(outgoing) => {
+                        self.queue(server, outgoing);
+                        self.wake_transports();
+                    }
+                    Err(why) => {
+                        log::warn!("rejected OfferPaths: {why}");
+                        self.note_problem(server, format!("rejected its offer paths: {why}"));
+                    }
                 }
             }
-        });
+            // Ended before the loop asks again: an answer queued meanwhile, whose job found
+            // every builder busy, is taken then.
+        }
     }
 
     /// `server` stored one of our invoices: room for the next one, and the offer (or its
@@ -457,5 +482,126 @@ impl std::fmt::Display for SlotRefusal {
             Self::Rejected(why) => why.fmt(f),
             Self::Unbuildable(why) => why.fmt(f),
         }
+    }
+}
+
+/// Offer paths received from a server, to build an offer and its invoice over.
+pub(super) struct OfferBuild {
+    server: PublicKey,
+    message: OfferPaths,
+    context: AsyncPaymentsContext,
+    responder: Option<Responder>,
+}
+
+/// Offer paths waiting for their offers to be built: first come, first built, by one builder
+/// per core but one (at least one). The core left over serves the later steps of the offers
+/// built first (their invoices' onions, their confirmations' writes), so the first offer of a
+/// fill is Ready sooner, rather than every offer at the pace of all of them sharing the cores
+/// (`docs/PERFORMANCE.md`).
+pub(super) struct OfferBuilds {
+    queue: Mutex<VecDeque<OfferBuild>>,
+    builders: AtomicUsize,
+    max_builders: usize,
+}
+
+impl Default for OfferBuilds {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_builders(cores.saturating_sub(1).max(1))
+    }
+}
+
+/// One builder at work; its end makes room for another.
+struct Builder<'a>(&'a OfferBuilds);
+
+impl Drop for Builder<'_> {
+    fn drop(&mut self) {
+        self.0.builders.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl OfferBuilds {
+    fn with_builders(max_builders: usize) -> Self {
+        Self {
+            queue: Mutex::default(),
+            builders: AtomicUsize::new(0),
+            max_builders,
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<OfferBuild>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, build: OfferBuild) {
+        self.queue().push_back(build);
+    }
+
+    fn next(&self) -> Option<OfferBuild> {
+        self.queue().pop_front()
+    }
+
+    /// A builder's place, if something waits to be built and not every core has a builder.
+    fn start_builder(&self) -> Option<Builder<'_>> {
+        if self.queue().is_empty() {
+            return None;
+        }
+        self.builders
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |builders| {
+                (builders < self.max_builders).then_some(builders + 1)
+            })
+            .ok()?;
+        Some(Builder(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::pubkey;
+    use lightning::onion_message::async_payments::OfferPaths;
+
+    fn build(slot: u16) -> OfferBuild {
+        OfferBuild {
+            server: pubkey(1),
+            message: OfferPaths {
+                paths: Vec::new(),
+                paths_absolute_expiry: None,
+            },
+            context: AsyncPaymentsContext::OfferPaths {
+                invoice_slot: slot,
+                path_absolute_expiry: Duration::ZERO,
+            },
+            responder: None,
+        }
+    }
+
+    fn slot_of(build: OfferBuild) -> u16 {
+        match build.context {
+            AsyncPaymentsContext::OfferPaths { invoice_slot, .. } => invoice_slot,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn offer_paths_are_built_in_the_order_they_came_by_at_most_the_builders_allowed() {
+        let builds = OfferBuilds::with_builders(2);
+        assert!(builds.start_builder().is_none(), "nothing waits");
+        for slot in 0..5 {
+            builds.push(build(slot));
+        }
+        let first = builds.start_builder().expect("one builder");
+        let second = builds.start_builder().expect("a second");
+        assert!(builds.start_builder().is_none(), "no third");
+        assert_eq!(slot_of(builds.next().unwrap()), 0);
+        assert_eq!(slot_of(builds.next().unwrap()), 1);
+        // A builder ending makes room for one, while something waits.
+        drop(first);
+        let third = builds.start_builder().expect("room again");
+        let order: Vec<u16> = std::iter::from_fn(|| builds.next()).map(slot_of).collect();
+        assert_eq!(order, [2, 3, 4]);
+        drop((second, third));
+        assert!(builds.start_builder().is_none(), "nothing waits");
+        assert_eq!(builds.builders.load(Ordering::SeqCst), 0);
     }
 }

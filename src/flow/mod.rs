@@ -50,6 +50,7 @@ mod maintenance;
 mod outbox;
 mod sync;
 
+use inbound::OfferBuilds;
 use outbox::Link;
 pub(crate) use outbox::{Message, MessageKind, Outgoing};
 pub(crate) use sync::SyncBaseline;
@@ -155,6 +156,8 @@ pub(crate) struct Engine {
     running_lock: Mutex<Option<Arc<HeldLock>>>,
     /// Whether a worker takes the refreshes owed (`State::refreshes_owed`).
     refresh_worker: Arc<AtomicBool>,
+    /// Offer paths received, waiting for an offer and its invoice to be built over them.
+    offer_builds: OfferBuilds,
     /// Whether the app stopped the client (or a sync's run ended) since it last ran: then
     /// nothing takes the data dir for refreshes until the next run.
     stopped: AtomicBool,
@@ -269,6 +272,7 @@ impl Engine {
             lock,
             running_lock: Mutex::new(None),
             refresh_worker: Arc::default(),
+            offer_builds: OfferBuilds::default(),
             stopped: AtomicBool::new(false),
             hand_outs: Mutex::new(()),
             refreshes: Mutex::new(()),
