@@ -19,8 +19,12 @@ library="$target_dir/mobile/libasync_offers.so"
 # The same build with its symbols kept, to attribute each symbol's bytes to the crate its
 # (demangled) name starts with: an estimate, as generic code lands under the crate that
 # defines it, wherever it is used. `-C strip` only changes the link, so nothing else rebuilds.
-build -- -C strip=none
-per_crate="$(nm --print-size --radix=d --defined-only --demangle=rust "$library" | awk '
+per_crate=""
+# GNU nm's options (binutils, which Rust's linking on Linux needs anyway); elsewhere only the
+# total is printed.
+if nm --version 2>/dev/null | grep -q "GNU nm"; then
+    build -- -C strip=none
+    per_crate="$(nm --print-size --radix=d --defined-only -C "$library" | awk '
     NF >= 4 {
         size = $2 + 0; name = $4
         for (i = 5; i <= NF; i++) name = name " " $i
@@ -45,6 +49,7 @@ per_crate="$(nm --print-size --radix=d --defined-only --demangle=rust "$library"
         printf "%d\t%s\n", rest, "[crates under 100 KB each]"
         printf "%d\t%s\n", total, "[all symbols]"
     }' | sort -rn)"
+fi
 
 build
 bytes="$(wc -c < "$library")"
@@ -56,9 +61,13 @@ if [ "${1:-}" = "--json" ]; then
     exit
 fi
 echo "$target  $library  $bytes bytes (stripped, mobile profile, UniFFI surface included)"
-echo "Code and data by crate (symbol sizes, unstripped build; the rest is unwind tables,"
-echo "relocations and headers):"
-echo "$per_crate" | awk -F '\t' '{ printf "  %9d bytes  %s\n", $1, $2 }'
+if [ -n "$per_crate" ]; then
+    echo "Code and data by crate (symbol sizes, unstripped build; the rest is unwind tables,"
+    echo "relocations and headers):"
+    echo "$per_crate" | awk -F '\t' '{ printf "  %9d bytes  %s\n", $1, $2 }'
+else
+    echo "(code and data by crate: needs GNU nm)"
+fi
 cat <<'TARGETS'
 Android (needs the NDK and cargo-ndk): android/build-jnilibs.sh
   then: ls -l android/lib/src/main/jniLibs/*/libasync_offers.so

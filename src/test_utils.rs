@@ -39,6 +39,18 @@ pub(crate) fn offer_fixture() -> OfferFixture {
 
 impl OfferFixture {
     fn server_path(&self) -> BlindedMessagePath {
+        self.server_path_with_dummy_hops(0)
+    }
+
+    /// `count` paths to the fixture's server, each with `dummy_hops` dummy hops before the server
+    /// (LDK's router pads its paths to four hops with three).
+    pub fn server_paths(&self, count: usize, dummy_hops: usize) -> Vec<BlindedMessagePath> {
+        (0..count)
+            .map(|_| self.server_path_with_dummy_hops(dummy_hops))
+            .collect()
+    }
+
+    fn server_path_with_dummy_hops(&self, dummy_hops: usize) -> BlindedMessagePath {
         let server = PathEnd {
             node_id: pubkey(9),
             receive_auth_key: ReceiveAuthKey([5; 32]),
@@ -49,8 +61,10 @@ impl OfferFixture {
         let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let entropy = lightning::sign::KeysManager::new(&[2; 32], 1, start, true);
         let context = MessageContext::Offers(OffersContext::InvoiceRequest { nonce });
-        BlindedMessagePath::one_hop(
+        BlindedMessagePath::new_with_dummy_hops(
+            &[],
             server.node_id,
+            dummy_hops,
             server.receive_auth_key,
             context,
             &entropy,

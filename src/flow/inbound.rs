@@ -129,15 +129,20 @@ impl Engine {
                     context,
                     responder,
                 } = build;
-                match self.accept_offer_paths(server, message, context, responder) {
-                    Ok(outgoing) => {
+                // A panic ends this build only, not the builds queued behind it.
+                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.accept_offer_paths(server, message, context, responder)
+                }));
+                match built {
+                    Ok(Ok(outgoing)) => {
                         self.queue(server, outgoing);
                         self.wake_transports();
                     }
-                    Err(why) => {
+                    Ok(Err(why)) => {
                         log::warn!("rejected OfferPaths: {why}");
                         self.note_problem(server, format!("rejected its offer paths: {why}"));
                     }
+                    Err(_) => log::error!("building an offer over offer paths panicked"),
                 }
             }
             // Ended before the loop asks again: an answer queued meanwhile, whose job found
@@ -539,6 +544,11 @@ impl OfferBuilds {
 
     fn next(&self) -> Option<OfferBuild> {
         self.queue().pop_front()
+    }
+
+    /// Drops what waits: answers to requests a reloaded cache no longer has.
+    pub(super) fn clear(&self) {
+        self.queue().clear();
     }
 
     /// A builder's place, if something waits to be built and not every core has a builder.

@@ -246,7 +246,12 @@ impl Engine {
         };
         let links = servers
             .iter()
-            .map(|server| (server.node_id, Link::new(config.max_messages_per_minute)))
+            .map(|server| {
+                (
+                    server.node_id,
+                    Link::new(config.max_messages_per_minute, &server.paths),
+                )
+            })
             .collect();
         Ok(Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
@@ -391,6 +396,8 @@ impl Engine {
         );
         state.cache.reload(offers);
         state.confirmations_unwritten.clear();
+        // Answers to requests the reloaded cache no longer has.
+        self.offer_builds.clear();
         for link in state.links.values_mut() {
             link.forget();
         }

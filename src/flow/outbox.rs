@@ -77,26 +77,29 @@ impl Outgoing {
 
 pub(crate) type Outbox = Vec<Outgoing>;
 
-/// The most bytes of answers a server may owe us at once: half of the 256 KiB LDK's messenger
-/// buffers per peer (and drops what does not fit), leaving room for the answers to checks
-/// (`MAX_CHECKS_IN_FLIGHT` invoices in 32 KiB onions) and whatever else the server sends.
-const OWED_ANSWER_BYTES: usize = 128 * 1024;
-/// An answer in a small onion message on the wire: 1,300 bytes of hop data, its header, the
-/// message's type and length, and the connection's MAC.
-pub(crate) const SMALL_ANSWER_BYTES: usize = 1_400;
+/// The most bytes of answers a server may owe us at once: the 256 KiB LDK's messenger buffers
+/// per peer (dropping what does not fit), less room for its pongs and other small messages.
+const OWED_ANSWER_BYTES: usize = 248 * 1024;
+/// An answer in a small onion message: 1,300 bytes of hop data and the message around it.
+const SMALL_ANSWER_BYTES: usize = 1_400;
 /// An answer in a large one (32 KiB of hop data).
-pub(crate) const LARGE_ANSWER_BYTES: usize = 32_900;
+const LARGE_ANSWER_BYTES: usize = 32_900;
+/// What a check's answers may take: the invoice, in a large onion, twice with the Client
+/// target (forwarded to us, and the server's own).
+const CHECK_ANSWER_BYTES: usize = 2 * LARGE_ANSWER_BYTES;
 /// `OfferPaths` content above this many bytes goes in a large onion: what LDK's small one
-/// holds, less what our reply path's last hop adds.
+/// holds, less what our own one-hop reply path adds.
 const SMALL_OFFER_PATHS_BYTES: usize = 1_000;
 /// Until a server's first `OfferPaths` shows how large its answers are, at most this many
-/// requests go unanswered: enough for a fill of 20 in one turn. Most servers answer in small
-/// onions; one that pads several paths into large ones may then be owed more than its buffer
-/// holds, if its link is slow, and drop some (each retried), before its first answer only.
+/// requests go unanswered even where small answers are expected: enough for a fill of 20 in
+/// one turn, and a bound on what is owed if they come large after all.
 const REQUESTS_BEFORE_ANSWER_SIZE_KNOWN: usize = 20;
+/// Of the invoices a messenger of the app's sends for us, at most this many unanswered: each is
+/// a 32 KiB onion in that messenger's own 256 KiB buffer for the server, beside the checks'.
+const INVOICES_VIA_MESSENGER: usize = 3;
 
 /// How many bytes the onion of an `OfferPaths` carrying `paths_bytes` of content takes.
-pub(crate) fn offer_paths_answer_bytes(paths_bytes: usize) -> usize {
+pub(super) fn offer_paths_answer_bytes(paths_bytes: usize) -> usize {
     match paths_bytes > SMALL_OFFER_PATHS_BYTES {
         true => LARGE_ANSWER_BYTES,
         false => SMALL_ANSWER_BYTES,
@@ -116,44 +119,73 @@ pub(super) struct Link {
     invoices_in_flight: InFlight<(OfferId, Duration)>,
     /// How large this server's `OfferPaths` are (the largest so far), once one arrived.
     offer_paths_answer_bytes: Option<usize>,
+    /// How large they are taken to be until then: large if the paths the server gave us are
+    /// padded, as LDK's router pads every path it makes (and puts up to three in an
+    /// `OfferPaths`); small if they are one hop, as the reference server's.
+    expected_answer_bytes: usize,
 }
 
 impl Link {
-    pub(super) fn new(max_messages_per_minute: u32) -> Self {
+    pub(super) fn new(max_messages_per_minute: u32, server_paths: &[BlindedMessagePath]) -> Self {
+        let padded = server_paths
+            .iter()
+            .any(|path| path.blinded_hops().len() > 1);
         Self {
             outbox: Vec::new(),
             budget: SendBudget::new(max_messages_per_minute),
             requests_in_flight: InFlight::default(),
             invoices_in_flight: InFlight::default(),
             offer_paths_answer_bytes: None,
+            expected_answer_bytes: match padded {
+                true => LARGE_ANSWER_BYTES,
+                false => SMALL_ANSWER_BYTES,
+            },
         }
     }
 
-    /// Whether one more answer of `bytes` fits in what the server may owe us.
-    fn owes_room_for(&mut self, bytes: usize, now: Duration) -> bool {
-        let owed = self.requests_in_flight.bytes(now) + self.invoices_in_flight.bytes(now);
+    /// Whether one more answer of `bytes` fits in what the server may owe us, beside the
+    /// answers to `checks_out` checks.
+    fn owes_room_for(&mut self, bytes: usize, checks_out: usize, now: Duration) -> bool {
+        let owed = self.requests_in_flight.bytes(now)
+            + self.invoices_in_flight.bytes(now)
+            + checks_out * CHECK_ANSWER_BYTES;
         owed + bytes <= OWED_ANSWER_BYTES
     }
 
     /// The request for `slot` was answered in an onion of `answer_bytes`: the size of this
-    /// server's answers is known (the largest so far counts).
+    /// server's answers is known (the largest so far counts, for the requests still out too).
     fn request_answered_with(&mut self, slot: u16, answer_bytes: usize) {
         self.requests_in_flight.answered(&slot);
-        self.offer_paths_answer_bytes = Some(
-            self.offer_paths_answer_bytes
-                .map_or(answer_bytes, |known| known.max(answer_bytes)),
-        );
+        let known = self
+            .offer_paths_answer_bytes
+            .map_or(answer_bytes, |known| known.max(answer_bytes));
+        self.offer_paths_answer_bytes = Some(known);
+        self.requests_in_flight.at_least(known);
+    }
+
+    /// What the answer to one more `OfferPathsRequest` takes: through a messenger of the
+    /// app's, whose router pads our reply paths, a large onion whatever the content.
+    fn request_answer_bytes(&self, via_messenger: bool) -> usize {
+        match via_messenger {
+            true => LARGE_ANSWER_BYTES,
+            false => self
+                .offer_paths_answer_bytes
+                .unwrap_or(self.expected_answer_bytes),
+        }
     }
 
     /// Whether one more `OfferPathsRequest` may leave now.
-    fn request_may_leave(&mut self, now: Duration) -> bool {
-        match self.offer_paths_answer_bytes {
-            Some(bytes) => self.owes_room_for(bytes, now),
-            None => {
-                self.owes_room_for(SMALL_ANSWER_BYTES, now)
-                    && self.requests_in_flight.count(now) < REQUESTS_BEFORE_ANSWER_SIZE_KNOWN
-            }
-        }
+    fn request_may_leave(&mut self, checks_out: usize, via_messenger: bool, now: Duration) -> bool {
+        let bytes = self.request_answer_bytes(via_messenger);
+        self.owes_room_for(bytes, checks_out, now)
+            && (self.offer_paths_answer_bytes.is_some()
+                || self.requests_in_flight.count(now) < REQUESTS_BEFORE_ANSWER_SIZE_KNOWN)
+    }
+
+    /// Whether one more `ServeStaticInvoice` may leave now (its answer is small).
+    fn invoice_may_leave(&mut self, checks_out: usize, via_messenger: bool, now: Duration) -> bool {
+        self.owes_room_for(SMALL_ANSWER_BYTES, checks_out, now)
+            && (!via_messenger || self.invoices_in_flight.count(now) < INVOICES_VIA_MESSENGER)
     }
 
     /// Drops the invoices of `offer` waiting here: it is broken, and a send would overwrite
@@ -180,9 +212,9 @@ impl Link {
 
 /// Messages of one kind sent to a server and not answered yet, each with the bytes its answer
 /// takes in the server's buffer for us. LDK's messenger buffers at most 256 KiB for a peer and
-/// silently drops what does not fit; with the answers owed kept under [`OWED_ANSWER_BYTES`],
-/// none is dropped however many offers are filled at once. An answer ends one; one unanswered
-/// for [`Self::TIMEOUT`] no longer counts (its retry is the cache's job).
+/// silently drops what does not fit; the answers owed are kept under [`OWED_ANSWER_BYTES`] as
+/// far as their sizes are known or rightly expected. An answer ends one; one unanswered for
+/// [`Self::TIMEOUT`] no longer counts (its retry is the cache's job).
 struct InFlight<K> {
     sent: VecDeque<(K, Duration, usize)>,
 }
@@ -222,6 +254,13 @@ impl<K: PartialEq> InFlight<K> {
 
     fn sent(&mut self, key: K, now: Duration, answer_bytes: usize) {
         self.sent.push_back((key, now, answer_bytes));
+    }
+
+    /// Counts each answer owed as at least `bytes`.
+    fn at_least(&mut self, bytes: usize) {
+        for (_, _, owed) in self.sent.iter_mut() {
+            *owed = (*owed).max(bytes);
+        }
     }
 
     /// Whether a key `matches` accepts is sent and not answered yet (nor timed out, as of the
@@ -338,7 +377,8 @@ impl Engine {
         .into_iter()
         .flatten()
         .min()
-        .filter(|wait| !wait.is_zero())
+        // One due already is let go of at the next release: soon, not at the next wake-up.
+        .map(|wait| wait.max(Duration::from_millis(1)))
     }
 
     /// Queues `outgoing` for `server`.
@@ -432,7 +472,9 @@ impl Engine {
         kind: Option<MessageKind>,
     ) -> Outbox {
         let now = self.clock.monotonic();
+        let via_messenger = kind.is_some();
         let mut state = self.lock();
+        let checks_out = state.cache.checks_out(server);
         let Some(link) = state.links.get_mut(server) else {
             return Vec::new();
         };
@@ -464,10 +506,12 @@ impl Engine {
                 AsyncPaymentsMessage::ServeStaticInvoice(message) => {
                     let offer = message.invoice.offer_id();
                     invoices_released < max_invoices
-                        && link.owes_room_for(SMALL_ANSWER_BYTES, now)
+                        && link.invoice_may_leave(checks_out, via_messenger, now)
                         && !link.invoices_in_flight.any(|(of, _)| *of == offer)
                 }
-                AsyncPaymentsMessage::OfferPathsRequest(_) => link.request_may_leave(now),
+                AsyncPaymentsMessage::OfferPathsRequest(_) => {
+                    link.request_may_leave(checks_out, via_messenger, now)
+                }
                 _ => true,
             };
             if !may_leave || !link.budget.try_spend(now) {
@@ -484,7 +528,7 @@ impl Engine {
                     );
                 }
                 AsyncPaymentsMessage::OfferPathsRequest(request) => {
-                    let answer_bytes = link.offer_paths_answer_bytes.unwrap_or(SMALL_ANSWER_BYTES);
+                    let answer_bytes = link.request_answer_bytes(via_messenger);
                     link.requests_in_flight
                         .sent(request.invoice_slot, now, answer_bytes);
                 }
@@ -535,37 +579,64 @@ impl Engine {
 mod tests {
     use super::*;
 
-    /// Sends requests for slots from `first` while the link lets them leave; how many left.
-    fn requests_leaving(link: &mut Link, first: u16, now: Duration) -> usize {
+    use crate::test_utils::offer_fixture;
+
+    /// Sends requests for slots from `first` while the link lets them leave (beside
+    /// `checks_out` checks); how many left.
+    fn requests_leaving(link: &mut Link, first: u16, checks_out: usize, now: Duration) -> usize {
         let mut slot = first;
-        while link.request_may_leave(now) {
-            let bytes = link.offer_paths_answer_bytes.unwrap_or(SMALL_ANSWER_BYTES);
+        while link.request_may_leave(checks_out, false, now) {
+            let bytes = link.request_answer_bytes(false);
             link.requests_in_flight.sent(slot, now, bytes);
             slot += 1;
         }
         usize::from(slot - first)
     }
 
+    /// A link to a server that gave us one-hop paths (the reference server), or padded ones
+    /// (LDK's router pads to four hops).
+    fn link_to(padded: bool) -> Link {
+        let paths = offer_fixture().server_paths(1, if padded { 3 } else { 0 });
+        Link::new(u32::MAX, &paths)
+    }
+
     #[test]
     fn answers_owed_are_bounded_by_the_bytes_the_server_buffers_for_them() {
         let now = Duration::from_secs(1_000);
-        let mut link = Link::new(u32::MAX);
-        // Before any answer: a fill of 20 asks for all its paths in one turn.
-        assert_eq!(requests_leaving(&mut link, 0, now), 20);
-        // Small answers: many more may be owed, within the bytes.
-        link.request_answered_with(0, offer_paths_answer_bytes(600));
-        let more = requests_leaving(&mut link, 100, now);
+        // One-hop paths, small answers expected: a fill of 20 asks for all its paths at once.
+        let mut link = link_to(false);
+        assert_eq!(requests_leaving(&mut link, 0, 0, now), 20);
+        // An answer shows they are small: many more may be owed, within the bytes.
+        link.request_answered_with(0, offer_paths_answer_bytes(688));
+        let more = requests_leaving(&mut link, 100, 0, now);
         assert_eq!(more, OWED_ANSWER_BYTES / SMALL_ANSWER_BYTES - 19);
-        // A server whose answers carry several padded paths, in 32 KiB onions: once one shows
-        // it, no more than fits in half LDK's 256 KiB per peer is owed.
-        let mut link = Link::new(u32::MAX);
-        link.request_answered_with(0, offer_paths_answer_bytes(5_000));
-        let owed = requests_leaving(&mut link, 0, now);
-        assert_eq!(owed, 3);
-        assert!(owed * LARGE_ANSWER_BYTES <= 256 * 1024 / 2);
+        // Answers that carry several padded paths come in 32 KiB onions: once one shows it,
+        // those still out count as large too, and no more leave until they fit.
+        link.request_answered_with(1, offer_paths_answer_bytes(5_000));
+        assert_eq!(requests_leaving(&mut link, 1_000, 0, now), 0);
         // Unanswered ones stop counting after their timeout.
         let later = now + InFlight::<u16>::TIMEOUT;
-        assert_eq!(requests_leaving(&mut link, 10, later), 3);
+        assert_eq!(requests_leaving(&mut link, 2_000, 0, later), 7);
+        // A server whose paths are padded is expected to answer large from the start; checks
+        // out take their answers' room.
+        let mut link = link_to(true);
+        assert_eq!(requests_leaving(&mut link, 0, 0, now), 7);
+        let mut link = link_to(true);
+        assert_eq!(requests_leaving(&mut link, 0, 3, now), 1);
+        // Invoices through a messenger of the app's: at most three of its 32 KiB onions.
+        let mut link = link_to(false);
+        let mut sent = 0;
+        while link.invoice_may_leave(0, true, now) {
+            let id = lightning::offers::offer::OfferId([sent; 32]);
+            link.invoices_in_flight
+                .sent((id, Duration::ZERO), now, SMALL_ANSWER_BYTES);
+            sent += 1;
+        }
+        assert_eq!(sent, 3);
+        assert!(
+            link.invoice_may_leave(0, false, now),
+            "the own transport's are not"
+        );
     }
 
     #[test]

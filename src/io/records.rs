@@ -105,34 +105,34 @@ pub(crate) fn decode_all(
     records: &[(String, Vec<u8>)],
     first_server: PublicKey,
 ) -> Vec<Result<(CachedOffer, bool), RecordError>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || records.len() < PARALLEL_DECODE_FROM {
-        return records
-            .iter()
-            .map(|(_, bytes)| decode(bytes, first_server))
-            .collect();
-    }
-    let chunk = records.len().div_ceil(threads);
-    let decode_chunk =
-        |chunk: &[(String, Vec<u8>)]| -> Vec<Result<(CachedOffer, bool), RecordError>> {
+    // A panic in LDK's parsing fails its records, as a checksum mismatch would, not the load.
+    let decode_chunk = |chunk: &[(String, Vec<u8>)]| {
+        std::panic::catch_unwind(|| {
             chunk
                 .iter()
                 .map(|(_, bytes)| decode(bytes, first_server))
-                .collect()
-        };
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_else(|_| vec![Err(RecordError::Panicked); chunk.len()])
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || records.len() < PARALLEL_DECODE_FROM {
+        return decode_chunk(records);
+    }
+    let chunk = records.len().div_ceil(threads);
     // This thread takes the first chunk: one thread fewer to start.
     let (first, rest) = records.split_at(chunk);
     std::thread::scope(|scope| {
         let workers: Vec<_> = rest
             .chunks(chunk)
-            .map(|chunk| scope.spawn(move || decode_chunk(chunk)))
+            .map(|chunk| (chunk.len(), scope.spawn(move || decode_chunk(chunk))))
             .collect();
         let mut decoded = decode_chunk(first);
-        for worker in workers {
+        for (len, worker) in workers {
             decoded.extend(
                 worker
                     .join()
-                    .unwrap_or_else(|_| vec![Err(RecordError::Panicked); chunk]),
+                    .unwrap_or_else(|_| vec![Err(RecordError::Panicked); len]),
             );
         }
         decoded

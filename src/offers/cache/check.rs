@@ -284,6 +284,14 @@ impl OfferCache {
         asked
     }
 
+    /// How many checks of `server`'s offers are out (sent or about to be) and unanswered.
+    pub fn checks_out(&self, server: &PublicKey) -> usize {
+        self.offers
+            .iter()
+            .filter(|offer| offer.check.out.is_some() && offer.server == *server)
+            .count()
+    }
+
     /// The checks to send now, each given an id by `new_id`: offers the app asked for, and (if
     /// checks are on) those due, of connected servers, as far as each server's window of
     /// unanswered checks allows. Marked out until answered or timed out.
