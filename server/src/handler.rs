@@ -388,10 +388,7 @@ impl OffersMessageHandler for ServerHandler {
     }
 }
 
-/// A few threads running jobs in the order they come: one per core but one, at least one. The
-/// core left over keeps the connections and the invoice writer moving, so a wallet's invoices
-/// are stored and confirmed without waiting behind the paths built for other requests (the
-/// first offer of a wallet's fill is Ready sooner).
+/// A few threads running jobs in the order they come: one per core, at least two.
 struct WorkerPool {
     jobs: mpsc::Sender<Box<dyn FnOnce() + Send>>,
 }
@@ -400,8 +397,7 @@ impl WorkerPool {
     fn new(name: &str) -> Self {
         let (jobs, queue) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
         let queue = Arc::new(Mutex::new(queue));
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = cores.saturating_sub(1).max(1);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         for _ in 0..threads {
             let queue = queue.clone();
             let spawned = std::thread::Builder::new()

@@ -370,6 +370,8 @@ impl Engine {
         if !budget.is_zero() {
             return Some(budget);
         }
+        link.invoices_in_flight.expire(now);
+        link.requests_in_flight.expire(now);
         [
             link.invoices_in_flight.next_timeout(now),
             link.requests_in_flight.next_timeout(now),
