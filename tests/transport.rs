@@ -139,8 +139,7 @@ async fn a_fill_of_twenty_asks_for_all_its_offer_paths_at_once() {
     config.offer_check_interval = Duration::ZERO;
     config.ready_offer_target = 20;
     // Time stands still for the client: no unanswered request stops counting, none is retried.
-    let client = async_offers::AsyncOffersClient::builder(config, [0x27; 32])
-        .runtime(tokio::runtime::Handle::current())
+    let client = builder(config)
         .clock(std::sync::Arc::new(
             async_offers::ManualClock::starting_now(),
         ))
