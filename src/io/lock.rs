@@ -263,6 +263,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_client_gets_a_nonce_of_its_own() {
+        let nonces: std::collections::HashSet<[u8; 16]> =
+            (0..10_000).map(|_| unique_nonce()).collect();
+        assert_eq!(nonces.len(), 10_000);
+    }
+
+    #[test]
     fn a_second_holder_waits_or_is_refused_and_sees_that_another_held_it() {
         let dir = tempfile::tempdir().unwrap();
         let first = DataDirLock::new(dir.path(), Duration::ZERO, [1; 16]);
