@@ -94,6 +94,11 @@ const SMALL_OFFER_PATHS_BYTES: usize = 1_000;
 /// requests go unanswered even where small answers are expected: enough for a fill of 20 in
 /// one turn, and a bound on what is owed if they come large after all.
 const REQUESTS_BEFORE_ANSWER_SIZE_KNOWN: usize = 20;
+// With every check out, one large answer more still fits: requests never wait for ever.
+const _: () = assert!(
+    crate::offers::cache::MAX_CHECKS_IN_FLIGHT * CHECK_ANSWER_BYTES + LARGE_ANSWER_BYTES
+        <= OWED_ANSWER_BYTES
+);
 /// Of the invoices a messenger of the app's sends for us, at most this many unanswered: each is
 /// a 32 KiB onion in that messenger's own 256 KiB buffer for the server, beside the checks'.
 const INVOICES_VIA_MESSENGER: usize = 3;
@@ -490,9 +495,13 @@ impl Engine {
                 continue;
             }
             let Message::AsyncPayments(message) = &entry.message else {
-                // A check's request (the cache keeps its window): a 32 KiB onion, paced for a
-                // messenger of the app's as invoices are.
-                if invoices_released >= max_invoices || !link.budget.try_spend(now) {
+                // A check's request (the cache keeps its window, and counts it out from when it
+                // is planned, so `checks_out` includes it): a 32 KiB onion, paced for a
+                // messenger of the app's as invoices are, leaving once its answer fits.
+                if invoices_released >= max_invoices
+                    || !link.owes_room_for(0, checks_out, now)
+                    || !link.budget.try_spend(now)
+                {
                     link.outbox.push(entry);
                     continue;
                 }
@@ -612,13 +621,19 @@ mod tests {
         link.request_answered_with(0, offer_paths_answer_bytes(688));
         let more = requests_leaving(&mut link, 100, 0, now);
         assert_eq!(more, OWED_ANSWER_BYTES / SMALL_ANSWER_BYTES - 19);
-        // Answers that carry several padded paths come in 32 KiB onions: once one shows it,
-        // those still out count as large too, and no more leave until they fit.
-        link.request_answered_with(1, offer_paths_answer_bytes(5_000));
-        assert_eq!(requests_leaving(&mut link, 1_000, 0, now), 0);
         // Unanswered ones stop counting after their timeout.
         let later = now + InFlight::<u16>::TIMEOUT;
-        assert_eq!(requests_leaving(&mut link, 2_000, 0, later), 7);
+        let all_small = OWED_ANSWER_BYTES / SMALL_ANSWER_BYTES;
+        assert_eq!(requests_leaving(&mut link, 2_000, 0, later), all_small);
+        // Answers that carry several padded paths come in 32 KiB onions: once one shows it,
+        // the 19 still out count as large too (as small, 6 more would fit), and no more leave.
+        let mut link = link_to(false);
+        assert_eq!(requests_leaving(&mut link, 0, 0, now), 20);
+        link.request_answered_with(0, offer_paths_answer_bytes(5_000));
+        assert_eq!(link.requests_in_flight.bytes(now), 19 * LARGE_ANSWER_BYTES);
+        assert_eq!(requests_leaving(&mut link, 100, 0, now), 0);
+        let later = now + InFlight::<u16>::TIMEOUT;
+        assert_eq!(requests_leaving(&mut link, 200, 0, later), 7);
         // A server whose paths are padded is expected to answer large from the start; checks
         // out take their answers' room.
         let mut link = link_to(true);

@@ -105,15 +105,15 @@ pub(crate) fn decode_all(
     records: &[(String, Vec<u8>)],
     first_server: PublicKey,
 ) -> Vec<Result<(CachedOffer, bool), RecordError>> {
-    // A panic in LDK's parsing fails its records, as a checksum mismatch would, not the load.
-    let decode_chunk = |chunk: &[(String, Vec<u8>)]| {
-        std::panic::catch_unwind(|| {
-            chunk
-                .iter()
-                .map(|(_, bytes)| decode(bytes, first_server))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_else(|_| vec![Err(RecordError::Panicked); chunk.len()])
+    // A panic in LDK's parsing fails its record, as a checksum mismatch would, not the load.
+    let decode_chunk = |chunk: &[(String, Vec<u8>)]| -> Vec<_> {
+        chunk
+            .iter()
+            .map(|(_, bytes)| {
+                std::panic::catch_unwind(|| decode(bytes, first_server))
+                    .unwrap_or(Err(RecordError::Panicked))
+            })
+            .collect()
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads == 1 || records.len() < PARALLEL_DECODE_FROM {

@@ -862,6 +862,29 @@ mod tests {
         assert_eq!(again[0].offer, offers[0].id());
     }
 
+    /// A reload drops the outboxes: a check planned but not sent is planned again, not left
+    /// counted as out (taking its answer's room in the server's buffer) for ever.
+    #[test]
+    fn a_check_planned_but_not_sent_when_another_client_used_the_dir_is_planned_again() {
+        let (_, mut cache, _) = handed_out(2);
+        cache.ask_checks(at(t0()));
+        let planned = cache.plan_checks(at(t0()), ids());
+        assert_eq!(planned.len(), 2);
+        cache.check_left(&planned[0].id, t0());
+        assert_eq!(cache.checks_out(&server_key()), 2);
+        cache.reload(cache.offers().to_vec());
+        assert_eq!(
+            cache.checks_out(&server_key()),
+            1,
+            "the one sent is still out"
+        );
+        let again = cache.plan_checks(at(t0()), ids());
+        assert_eq!(
+            again.iter().map(|c| c.offer).collect::<Vec<_>>(),
+            vec![planned[1].offer]
+        );
+    }
+
     /// Another client used the data dir during a repair: the disk has the invoice confirmed,
     /// so it is not sent again, and the check is repeated at once instead.
     #[test]

@@ -179,6 +179,16 @@ impl OfferCache {
                     offer.check = old.check.clone();
                     offer.check.repairs = repairs;
                     offer.check_repairs = repairs;
+                    // A check planned but not sent: its message went with the outboxes, and it
+                    // would count as out for ever. Planned again when due.
+                    if offer
+                        .check
+                        .out
+                        .as_ref()
+                        .is_some_and(|out| out.left_at.is_none())
+                    {
+                        offer.check.out = None;
+                    }
                     if offer.invoice_confirmed {
                         // The disk has it confirmed: an invoice being served again after a
                         // check is no longer sent, so the check is repeated now instead.
