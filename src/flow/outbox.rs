@@ -187,6 +187,12 @@ impl Link {
                 || self.requests_in_flight.count(now) < REQUESTS_BEFORE_ANSWER_SIZE_KNOWN)
     }
 
+    /// `OfferPathsRequest` for `slot` left now, owed an answer of the size expected.
+    fn request_sent(&mut self, slot: u16, via_messenger: bool, now: Duration) {
+        let answer_bytes = self.request_answer_bytes(via_messenger);
+        self.requests_in_flight.sent(slot, now, answer_bytes);
+    }
+
     /// Whether one more `ServeStaticInvoice` may leave now (its answer is small).
     fn invoice_may_leave(&mut self, checks_out: usize, via_messenger: bool, now: Duration) -> bool {
         self.owes_room_for(SMALL_ANSWER_BYTES, checks_out, now)
@@ -539,9 +545,7 @@ impl Engine {
                     );
                 }
                 AsyncPaymentsMessage::OfferPathsRequest(request) => {
-                    let answer_bytes = link.request_answer_bytes(via_messenger);
-                    link.requests_in_flight
-                        .sent(request.invoice_slot, now, answer_bytes);
+                    link.request_sent(request.invoice_slot, via_messenger, now);
                 }
                 _ => {}
             }
@@ -597,8 +601,7 @@ mod tests {
     fn requests_leaving(link: &mut Link, first: u16, checks_out: usize, now: Duration) -> usize {
         let mut slot = first;
         while link.request_may_leave(checks_out, false, now) {
-            let bytes = link.request_answer_bytes(false);
-            link.requests_in_flight.sent(slot, now, bytes);
+            link.request_sent(slot, false, now);
             slot += 1;
         }
         usize::from(slot - first)

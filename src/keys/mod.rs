@@ -165,6 +165,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_identity_is_derived_when_first_used_and_only_then() {
+        let keys = WalletKeys::from_seed(&[7; 32]);
+        assert!(keys.wallet.get().is_none() && keys.transport.get().is_none());
+        let wallet = keys.wallet_node_id();
+        assert!(
+            keys.transport.get().is_none(),
+            "the wallet's use derives only it"
+        );
+        let transport = keys.transport_node_id();
+        assert_eq!(keys.wallet_node_id(), wallet);
+        assert_eq!(keys.transport_node_id(), transport);
+        assert_ne!(wallet, transport);
+    }
+
+    #[test]
     fn transport_identity_is_stable_and_distinct_from_the_wallet_node() {
         let a = WalletKeys::from_seed(&[7; 32]);
         let b = WalletKeys::from_seed(&[7; 32]);

@@ -769,15 +769,28 @@ mod tests {
         assert_eq!(verdicts, vec![(offer.id(), CheckVerdict::Verified)]);
     }
 
-    #[test]
-    fn an_older_answer_while_a_newer_invoice_is_on_its_way_tells_nothing() {
+    /// One handed-out offer with a check out, then a newer invoice of it installed an hour
+    /// later: the cache, the offer as it was, the check, that hour, and the newer invoice.
+    fn checked_then_refreshed() -> (
+        OfferCache,
+        CachedOffer,
+        Vec<PlannedCheck>,
+        Duration,
+        crate::offers::builder::BuiltInvoice,
+    ) {
         let (fixture, mut cache, offers) = handed_out(1);
-        let offer = &offers[0];
+        let offer = offers[0].clone();
         cache.ask_checks(at(t0()));
         let planned = cache.plan_checks(at(t0()), ids());
         let later = t0() + HOUR;
-        let newer = fixture.invoice_for(offer, later);
-        assert!(cache.replace_invoice(offer.id(), newer, later));
+        let newer = fixture.invoice_for(&offer, later);
+        assert!(cache.replace_invoice(offer.id(), newer.clone(), later));
+        (cache, offer, planned, later, newer)
+    }
+
+    #[test]
+    fn an_older_answer_while_a_newer_invoice_is_on_its_way_tells_nothing() {
+        let (mut cache, offer, planned, later, _) = checked_then_refreshed();
         let answer = cache.check_answered(&planned[0].id, Some(&offer.invoice.invoice), at(later));
         assert_eq!(answer, Some((offer.id(), CheckVerdict::Inconclusive)));
         assert!(
@@ -973,13 +986,7 @@ mod tests {
     /// stored the new invoice yet, so the check is repeated once it is confirmed.
     #[test]
     fn no_answer_for_an_invoice_replaced_meanwhile_tells_nothing() {
-        let (fixture, mut cache, offers) = handed_out(1);
-        let offer = &offers[0];
-        cache.ask_checks(at(t0()));
-        let planned = cache.plan_checks(at(t0()), ids());
-        let later = t0() + HOUR;
-        let newer = fixture.invoice_for(offer, later);
-        assert!(cache.replace_invoice(offer.id(), newer.clone(), later));
+        let (mut cache, offer, planned, later, newer) = checked_then_refreshed();
         let answer = cache.check_answered(&planned[0].id, None, at(later));
         assert_eq!(answer, Some((offer.id(), CheckVerdict::Inconclusive)));
         let offer_now = cache.get(offer.id()).unwrap();
