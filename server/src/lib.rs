@@ -343,6 +343,9 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
     let accept_peers = peers.clone();
     tokio::spawn(async move {
         let mut timer = tokio::time::interval(Duration::from_secs(10));
+        // Never the missed ticks back to back (a stalled process): LDK would take a second
+        // tick before any message as an unanswered ping and drop the peer.
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {

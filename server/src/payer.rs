@@ -127,6 +127,8 @@ impl Payer {
         let timer_peers = peers.clone();
         let timer = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_secs(10));
+            // As the client's peer timer: no burst of missed ticks for LDK to take as a timeout.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
                 timer_peers.timer_tick_occurred();

@@ -75,6 +75,16 @@ const ABANDON_TIMEOUT: Duration = Duration::from_secs(2);
 /// LDK's peer handler expects a timer tick about every ten seconds (pings, timeouts).
 const PEER_TIMER_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The peer timer's ticks, `period` apart. A late tick is followed by the next a whole period
+/// later, never by the ticks missed meanwhile: LDK drops a peer as unresponsive when a second
+/// tick comes before any message after the ping of the first, and an app resumed after a
+/// suspension of two periods or more would get its missed ticks back to back.
+fn peer_ticks(period: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
+}
+
 /// The messenger as the peer manager sees it, telling whether the peer manager has the server
 /// connected (its `init` arrived, and no disconnection since) and whether it sent anything, and
 /// handing the peer manager the onions the transport built before anything the messenger has.
@@ -459,11 +469,40 @@ impl Transport {
     }
 
     async fn peer_timer(self: Arc<Self>) {
-        let mut peer_timer = tokio::time::interval(PEER_TIMER_INTERVAL);
+        let mut peer_timer = peer_ticks(PEER_TIMER_INTERVAL);
         loop {
             peer_timer.tick().await;
             self.peers.timer_tick_occurred();
             self.peers.process_events();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_after_a_suspension_gives_one_peer_tick_not_the_ones_missed() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let period = Duration::from_millis(100);
+            let mut ticks = peer_ticks(period);
+            ticks.tick().await;
+            // The app suspended for more than three periods: no task of its runs meanwhile.
+            std::thread::sleep(period * 3 + period / 2);
+            ticks.tick().await;
+            let after_the_late_tick = tokio::time::Instant::now();
+            ticks.tick().await;
+            assert!(
+                after_the_late_tick.elapsed() >= period,
+                "the next tick came {:?} after the late one, not a period later: LDK would \
+                 take the two for an unanswered ping",
+                after_the_late_tick.elapsed()
+            );
+        });
     }
 }
