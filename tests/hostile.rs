@@ -147,6 +147,35 @@ async fn offer_paths_for_a_slot_requested_before_a_restart_are_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_requests_lost_with_a_connection_fill_their_slots_on_the_next() {
+    let server = HostileServer::start().await;
+    server.handler.honest.store(false, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    // The clock stands still: the lost requests' backoff never ends, so only their own
+    // answers can fill the slots.
+    let (client, _) = victim(&server, dir.path(), 2, Arc::new(ManualClock::new(now())));
+    client.start().unwrap();
+    requests_seen(&server, 2).await;
+
+    // The link drops before any answer; the answers come once the client is back.
+    let mark = log_mark();
+    server.drop_connections();
+    logged(mark, &["connected to the server", &server.id()]).await;
+    server.handler.honest.store(true, Ordering::SeqCst);
+    for index in 0..2 {
+        let slot = server.seen().requests[index].0;
+        server.answer_request(slot, Some(index), server.handler.offer_paths(None, 1));
+    }
+    client.wait_for_ready_offers(2, WAIT).await.unwrap();
+    let mut lost: Vec<u16> = server.seen().requests[..2].iter().map(|r| r.0).collect();
+    let mut filled: Vec<u16> = client.ready_offers().iter().map(|o| o.slot).collect();
+    lost.sort();
+    filled.sort();
+    assert_eq!(filled, lost, "the lost requests' slots are the ones filled");
+    assert_eq!(panics(), 0, "something panicked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsolicited_messages_without_our_reply_path_never_reach_the_cache() {
     let server = HostileServer::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -511,6 +511,11 @@ impl HostileServer {
         }
     }
 
+    /// Ends every connection, as a server whose link dropped.
+    pub fn drop_connections(&self) {
+        self.peers.disconnect_all_peers();
+    }
+
     /// The node id, hex, as the client's log lines name it.
     pub fn id(&self) -> String {
         self.handler.node_id.to_string()

@@ -127,7 +127,9 @@ impl OfferCache {
         if reply_path_expiry < now {
             return Err(OfferPathsRejection::ReplyPathExpired);
         }
-        if !self.requests.contains_key(&(server, slot)) {
+        if !self.requests.contains_key(&(server, slot))
+            && !self.takes_late_answer(&server, slot, now)
+        {
             return Err(OfferPathsRejection::SlotNotRequested);
         }
         if paths.is_empty() {
@@ -423,7 +425,8 @@ mod tests {
         );
         assert_eq!(
             cache.check_offer_paths(server_key(), 7, now + HOUR, &paths, None, now),
-            Err(OfferPathsRejection::SlotNotRequested)
+            Err(OfferPathsRejection::SlotNotRequested),
+            "a slot not asked for, while requests cover every offer missing"
         );
         assert_eq!(
             cache.check_offer_paths(server_key(), 0, now + HOUR, &[], None, now),
@@ -479,6 +482,49 @@ mod tests {
             Err(OfferPathsRejection::SlotNotRequested),
             "a late duplicate reply for a filled slot"
         );
+    }
+
+    #[test]
+    fn an_answer_to_a_request_lost_with_a_connection_fills_a_free_slot_while_an_offer_is_missing() {
+        let fixture = offer_fixture();
+        let mut policy = policy(2);
+        policy.slot_range = 0..=9;
+        let mut cache = connected(policy, vec![]);
+        let now = t0();
+        let lost: Vec<u16> = cache
+            .plan_requests(at(now))
+            .iter()
+            .map(|r| r.slot)
+            .collect();
+        assert_eq!(lost, [0, 1]);
+        cache.set_reachability(server_key(), Reachability::Unreachable);
+        // Back, after a connection that carried no answer: the lost requests wait their backoff.
+        cache.set_reachability(server_key(), Reachability::Connected);
+        assert!(cache.plan_requests(at(now)).is_empty());
+        let answer = |cache: &OfferCache, slot: u16| {
+            let paths = fixture.cached(slot, now, None).offer.paths().to_vec();
+            cache.check_offer_paths(server_key(), slot, now + HOUR, &paths, None, now)
+        };
+        assert_eq!(
+            answer(&cache, 10),
+            Err(OfferPathsRejection::SlotNotRequested),
+            "outside the slot range"
+        );
+        assert_eq!(answer(&cache, 0), Ok(()));
+        cache.insert_pending(fixture.cached(0, now, None));
+        assert_eq!(
+            answer(&cache, 0),
+            Err(OfferPathsRejection::SlotNotRequested),
+            "a slot an offer holds"
+        );
+        assert_eq!(answer(&cache, 1), Ok(()));
+        cache.insert_pending(fixture.cached(1, now, None));
+        assert_eq!(
+            answer(&cache, 2),
+            Err(OfferPathsRejection::SlotNotRequested),
+            "no offer missing"
+        );
+        assert!(cache.plan_requests(at(now)).is_empty());
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! 1. A slot is requested (`slots`): each server that is not known to be unreachable has its
 //!    share of the target; the missing offers' slots are drawn and `OfferPathsRequest`s
 //!    planned, retried with backoff (kept across connections the server dropped unanswered).
-//! 2. The server's `OfferPaths` are checked (`lifecycle::check_offer_paths`): requested,
-//!    lasting, not too many; the offer is built outside and comes back Pending
+//! 2. The server's `OfferPaths` are checked (`lifecycle::check_offer_paths`): requested (or
+//!    a late answer to a request lost with a connection, for a free slot while an offer is
+//!    missing), lasting, not too many; the offer is built outside and comes back Pending
 //!    (`insert_pending`), its invoice sent, and resent at its backoff until confirmed
 //!    (`refresh::plan_resends`).
 //! 3. The confirmation makes it Ready (`lifecycle::invoice_persisted`); Ready offers beyond the

@@ -139,6 +139,30 @@ impl OfferCache {
         offers + self.requests.keys().filter(|(of, _)| of == server).count()
     }
 
+    /// How many offers the target lacks beyond those Ready, Pending and requested on the servers
+    /// not known to be unreachable (`now`: the wall clock).
+    pub(super) fn offers_missing(&self, now: Duration) -> usize {
+        let underway: usize = self
+            .policy
+            .servers
+            .iter()
+            .filter(|server| self.reachability(server) != Reachability::Unreachable)
+            .map(|server| self.underway(server, now))
+            .sum();
+        usize::from(self.policy.target_ready).saturating_sub(underway)
+    }
+
+    /// Whether an answer for `slot` of `server` whose request is no longer outstanding is
+    /// still of use: typically the answer to a request lost with a connection, which the
+    /// server sent on the next one. It is if the slot is free and an offer is missing. (Only
+    /// our own reply paths carry a slot, so the answer is to a request of this install.)
+    pub(super) fn takes_late_answer(&self, server: &PublicKey, slot: u16, now: Duration) -> bool {
+        self.policy.slot_range.contains(&slot)
+            && self.is_connected(server)
+            && self.offers_missing(now) > 0
+            && !self.held_slots(server).contains(&slot)
+    }
+
     /// The `OfferPathsRequest`s to send now: retries that are due, then a new slot for each
     /// missing offer, on the connected server furthest below its share. Never two requests
     /// per slot.
