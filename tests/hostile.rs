@@ -124,7 +124,7 @@ async fn offer_paths_for_a_slot_requested_before_a_restart_are_rejected() {
     drop(client);
 
     // The app now wants one offer, in a slot of its own: the earlier requests' reply paths
-    // are still ours, but those slots are no longer requested.
+    // are still ours, but those slots were neither requested nor lost by this client.
     let (client, _) = victim(&server, dir.path(), 1, Arc::new(ManualClock::new(now())));
     client.start().unwrap();
     requests_seen(&server, 4).await;
@@ -153,24 +153,24 @@ async fn answers_to_requests_lost_with_a_connection_fill_their_slots_on_the_next
     let dir = tempfile::tempdir().unwrap();
     // The clock stands still: the lost requests' backoff never ends, so only their own
     // answers can fill the slots.
-    let (client, _) = victim(&server, dir.path(), 2, Arc::new(ManualClock::new(now())));
+    let (client, mut stored) = victim(&server, dir.path(), 2, Arc::new(ManualClock::new(now())));
     client.start().unwrap();
     requests_seen(&server, 2).await;
+    let lost: Vec<u16> = server.seen().requests.iter().map(|r| r.0).collect();
 
-    // The link drops before any answer; the answers come once the client is back.
-    let mark = log_mark();
+    // The link drops before any answer. The server answers one request at once: its
+    // messenger holds the answer and sends it as the client connects again, right after its
+    // `init`. The other it answers once the client is back.
     server.drop_connections();
-    logged(mark, &["connected to the server", &server.id()]).await;
     server.handler.honest.store(true, Ordering::SeqCst);
-    for index in 0..2 {
-        let slot = server.seen().requests[index].0;
-        server.answer_request(slot, Some(index), server.handler.offer_paths(None, 1));
-    }
+    server.answer_request(lost[0], Some(0), server.handler.offer_paths(None, 1));
+    stored.reconnected().await;
+    server.answer_request(lost[1], Some(1), server.handler.offer_paths(None, 1));
     client.wait_for_ready_offers(2, WAIT).await.unwrap();
-    let mut lost: Vec<u16> = server.seen().requests[..2].iter().map(|r| r.0).collect();
     let mut filled: Vec<u16> = client.ready_offers().iter().map(|o| o.slot).collect();
-    lost.sort();
     filled.sort();
+    let mut lost = lost;
+    lost.sort();
     assert_eq!(filled, lost, "the lost requests' slots are the ones filled");
     assert_eq!(panics(), 0, "something panicked");
 }

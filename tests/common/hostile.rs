@@ -692,6 +692,27 @@ impl Stored {
     }
 }
 
+impl Stored {
+    /// Waits until the client, having lost its connection, is connected again (its
+    /// `ServerDisconnected` then `ServerConnected`, sent once the client knows).
+    pub async fn reconnected(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        let mut disconnected = false;
+        loop {
+            match self.events.try_recv() {
+                Ok(async_offers::Event::OfferReady { .. }) => self.ready += 1,
+                Ok(async_offers::Event::ServerDisconnected { .. }) => disconnected = true,
+                Ok(async_offers::Event::ServerConnected { .. }) if disconnected => return,
+                Ok(_) => {}
+                Err(_) => {
+                    assert!(Instant::now() < deadline, "the client did not reconnect");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
 /// Waits until the server has seen `count` requests.
 pub async fn requests_seen(server: &HostileServer, count: usize) {
     let deadline = Instant::now() + WAIT;

@@ -39,7 +39,7 @@ impl std::fmt::Display for OfferPathsRejection {
             ),
             Self::SlotNotRequested => write!(
                 f,
-                "SlotNotRequested: no request for that slot is outstanding (a late or repeated answer)"
+                "SlotNotRequested: no request for that slot is outstanding, nor one lost with a connection while an offer is missing (a late or repeated answer)"
             ),
             Self::NoPaths => write!(f, "NoPaths: the answer holds no offer path"),
             Self::TooManyPaths { count } => write!(
@@ -155,10 +155,11 @@ impl OfferCache {
 
     /// Takes `offers` as they are on disk now, keeping what this process knew of those it
     /// already had (when their invoices were sent, how that went, their checks). Pending offers and
-    /// outstanding requests are dropped: they were this process's alone.
+    /// outstanding or lost requests are dropped: they were this process's alone.
     pub fn reload(&mut self, offers: Vec<CachedOffer>) {
         let known = std::mem::take(&mut self.offers);
         self.requests.clear();
+        self.lost_slots.clear();
         self.offers = offers
             .into_iter()
             .map(|mut offer| {
@@ -208,6 +209,7 @@ impl OfferCache {
     /// Records a freshly built offer whose invoice is about to be sent; ends its slot's request.
     pub fn insert_pending(&mut self, mut offer: CachedOffer) {
         self.requests.remove(&(offer.server, offer.slot));
+        self.lost_slots.remove(&(offer.server, offer.slot));
         self.lost_requests.remove(&offer.server);
         offer.refresh_due_at = Some(
             offer
@@ -484,12 +486,22 @@ mod tests {
         );
     }
 
+    /// `OfferPaths` for `slot` of `server` over a live reply path, as the cache checks them.
+    fn answer(
+        cache: &OfferCache,
+        fixture: &OfferFixture,
+        server: PublicKey,
+        slot: u16,
+    ) -> Result<(), OfferPathsRejection> {
+        let now = t0();
+        let paths = fixture.cached(slot, now, None).offer.paths().to_vec();
+        cache.check_offer_paths(server, slot, now + HOUR, &paths, None, now)
+    }
+
     #[test]
-    fn an_answer_to_a_request_lost_with_a_connection_fills_a_free_slot_while_an_offer_is_missing() {
+    fn an_answer_to_a_request_lost_with_a_connection_fills_its_slot_while_an_offer_is_missing() {
         let fixture = offer_fixture();
-        let mut policy = policy(2);
-        policy.slot_range = 0..=9;
-        let mut cache = connected(policy, vec![]);
+        let mut cache = connected(policy(2), vec![]);
         let now = t0();
         let lost: Vec<u16> = cache
             .plan_requests(at(now))
@@ -498,33 +510,58 @@ mod tests {
             .collect();
         assert_eq!(lost, [0, 1]);
         cache.set_reachability(server_key(), Reachability::Unreachable);
-        // Back, after a connection that carried no answer: the lost requests wait their backoff.
-        cache.set_reachability(server_key(), Reachability::Connected);
-        assert!(cache.plan_requests(at(now)).is_empty());
-        let answer = |cache: &OfferCache, slot: u16| {
-            let paths = fixture.cached(slot, now, None).offer.paths().to_vec();
-            cache.check_offer_paths(server_key(), slot, now + HOUR, &paths, None, now)
-        };
         assert_eq!(
-            answer(&cache, 10),
+            answer(&cache, &fixture, server_key(), 5),
             Err(OfferPathsRejection::SlotNotRequested),
-            "outside the slot range"
+            "a free slot this cache never asked for (another install's, on the same seed)"
         );
-        assert_eq!(answer(&cache, 0), Ok(()));
+        // The server's answers come with its `init`, before the client hears it is connected.
+        assert_eq!(answer(&cache, &fixture, server_key(), 0), Ok(()));
         cache.insert_pending(fixture.cached(0, now, None));
         assert_eq!(
-            answer(&cache, 0),
+            answer(&cache, &fixture, server_key(), 0),
             Err(OfferPathsRejection::SlotNotRequested),
             "a slot an offer holds"
         );
-        assert_eq!(answer(&cache, 1), Ok(()));
+        cache.set_reachability(server_key(), Reachability::Connected);
+        assert_eq!(answer(&cache, &fixture, server_key(), 1), Ok(()));
         cache.insert_pending(fixture.cached(1, now, None));
+        assert!(cache.plan_requests(at(now)).is_empty(), "the target is met");
+    }
+
+    #[test]
+    fn a_late_answer_is_refused_once_requests_to_other_servers_cover_the_missing_offers() {
+        let fixture = offer_fixture();
+        let other = pubkey(7);
+        let mut policy = policy(2);
+        policy.servers.push(other);
+        let mut cache = connected(policy, vec![]);
+        cache.set_reachability(other, Reachability::Connected);
+        let now = t0();
+        let planned = cache.plan_requests(at(now));
+        assert_eq!(planned.len(), 2, "one request per server");
+        let lost = planned
+            .iter()
+            .find(|r| r.server == server_key())
+            .unwrap()
+            .slot;
+        cache.set_reachability(server_key(), Reachability::Unreachable);
         assert_eq!(
-            answer(&cache, 2),
-            Err(OfferPathsRejection::SlotNotRequested),
-            "no offer missing"
+            cache.plan_requests(at(now)).len(),
+            1,
+            "the other server takes the lost share"
         );
-        assert!(cache.plan_requests(at(now)).is_empty());
+        assert_eq!(
+            answer(&cache, &fixture, server_key(), lost),
+            Err(OfferPathsRejection::SlotNotRequested)
+        );
+        // A stop forgets the lost slots: what was asked before it starts afresh.
+        cache.set_reachability(server_key(), Reachability::Connecting);
+        cache.set_reachability(other, Reachability::Connecting);
+        assert_eq!(
+            answer(&cache, &fixture, server_key(), lost),
+            Err(OfferPathsRejection::SlotNotRequested)
+        );
     }
 
     #[test]

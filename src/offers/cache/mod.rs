@@ -8,8 +8,8 @@
 //!    share of the target; the missing offers' slots are drawn and `OfferPathsRequest`s
 //!    planned, retried with backoff (kept across connections the server dropped unanswered).
 //! 2. The server's `OfferPaths` are checked (`lifecycle::check_offer_paths`): requested (or
-//!    a late answer to a request lost with a connection, for a free slot while an offer is
-//!    missing), lasting, not too many; the offer is built outside and comes back Pending
+//!    answering a request lost with a connection, for a slot no offer took while an offer is
+//!    missing: `slots::takes_late_answer`), lasting, not too many; the offer is built outside and comes back Pending
 //!    (`insert_pending`), its invoice sent, and resent at its backoff until confirmed
 //!    (`refresh::plan_resends`).
 //! 3. The confirmation makes it Ready (`lifecycle::invoice_persisted`); Ready offers beyond the
@@ -43,7 +43,7 @@
 //! keeps its record and its slot for the policy's retention: if the clock was wrong and is put
 //! right, the offer is live again, as it always was for payers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -134,6 +134,10 @@ pub(crate) struct OfferCache {
     /// every connection is not asked anew on each. Cleared by its next answer, by a
     /// reconnection after a connection that worked, or by a stop.
     lost_requests: HashMap<PublicKey, SlotRequest>,
+    /// The slots whose requests were lost with their server's connection and not asked for
+    /// since: a server may answer them on its next connection (see `takes_late_answer`).
+    /// Forgotten once filled or asked for again, at a stop, or a reload.
+    lost_slots: BTreeSet<(PublicKey, u16)>,
     /// When (monotonic) a check last found each server without an invoice it had confirmed,
     /// and all its offers were checked or served again for it (see `check::suspect_lost_store`).
     lost_store_suspected: HashMap<PublicKey, Duration>,
@@ -154,6 +158,7 @@ impl OfferCache {
             reachability,
             unreachable_since: HashMap::new(),
             lost_requests: HashMap::new(),
+            lost_slots: BTreeSet::new(),
             lost_store_suspected: HashMap::new(),
             slot_sequence,
         }

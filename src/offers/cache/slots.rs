@@ -77,8 +77,8 @@ impl OfferCache {
     /// Records whether `server` can be talked to. Leaving `Connected` forgets its outstanding
     /// requests: their replies could not reach us, and their share goes to other servers
     /// until it is back; lost with the connection (`Unreachable`), their backoff is kept for
-    /// the server's next requests, while a stop (`Connecting`) starts afresh. Unknown servers
-    /// are ignored.
+    /// the server's next requests and their slots for answers the server sends on its next
+    /// connection, while a stop (`Connecting`) starts afresh. Unknown servers are ignored.
     pub fn set_reachability(&mut self, server: PublicKey, reachability: Reachability) {
         let Some(current) = self.reachability.get_mut(&server) else {
             return;
@@ -92,17 +92,24 @@ impl OfferCache {
         }
         self.forget_checks_of(&server);
         let mut lost = self.lost_requests.remove(&server);
-        self.requests.retain(|(of, _), request| {
+        let mut lost_slots = Vec::new();
+        self.requests.retain(|(of, slot), request| {
             if *of != server {
                 return true;
             }
             let kept = lost.get_or_insert_with(|| request.clone());
             kept.attempts = kept.attempts.max(request.attempts);
             kept.retry_at = kept.retry_at.max(request.retry_at);
+            lost_slots.push((server, *slot));
             false
         });
-        if let (Reachability::Unreachable, Some(lost)) = (reachability, lost) {
-            self.lost_requests.insert(server, lost);
+        if reachability == Reachability::Unreachable {
+            self.lost_slots.extend(lost_slots);
+            if let Some(lost) = lost {
+                self.lost_requests.insert(server, lost);
+            }
+        } else {
+            self.lost_slots.retain(|(of, _)| *of != server);
         }
     }
 
@@ -139,28 +146,34 @@ impl OfferCache {
         offers + self.requests.keys().filter(|(of, _)| of == server).count()
     }
 
-    /// How many offers the target lacks beyond those Ready, Pending and requested on the servers
-    /// not known to be unreachable (`now`: the wall clock).
-    pub(super) fn offers_missing(&self, now: Duration) -> usize {
+    /// How many offers the target lacks beyond those Ready, Pending and requested on
+    /// `answering` and the servers not known to be unreachable (`now`: the wall clock).
+    fn offers_missing(&self, answering: &PublicKey, now: Duration) -> usize {
         let underway: usize = self
             .policy
             .servers
             .iter()
-            .filter(|server| self.reachability(server) != Reachability::Unreachable)
+            .filter(|server| {
+                *server == answering || self.reachability(server) != Reachability::Unreachable
+            })
             .map(|server| self.underway(server, now))
             .sum();
         usize::from(self.policy.target_ready).saturating_sub(underway)
     }
 
-    /// Whether an answer for `slot` of `server` whose request is no longer outstanding is
-    /// still of use: typically the answer to a request lost with a connection, which the
-    /// server sent on the next one. It is if the slot is free and an offer is missing. (Only
-    /// our own reply paths carry a slot, so the answer is to a request of this install.)
+    /// Whether an answer for `slot` of `server`, which has no request outstanding, is still
+    /// of use: an answer to a request lost with the server's connection, which the server
+    /// sent on its next one (often with its `init`, before the client hears it is
+    /// connected). It is while no offer holds the slot and an offer is missing. Only slots
+    /// this cache asked for count: another install on the same seed makes reply paths we
+    /// can read too, and its answers are for its own slots.
     pub(super) fn takes_late_answer(&self, server: &PublicKey, slot: u16, now: Duration) -> bool {
-        self.policy.slot_range.contains(&slot)
-            && self.is_connected(server)
-            && self.offers_missing(now) > 0
-            && !self.held_slots(server).contains(&slot)
+        self.lost_slots.contains(&(*server, slot))
+            && self.offers_missing(server, now) > 0
+            && !self
+                .offers
+                .iter()
+                .any(|offer| offer.server == *server && offer.slot == slot)
     }
 
     /// The `OfferPathsRequest`s to send now: retries that are due, then a new slot for each
@@ -232,6 +245,7 @@ impl OfferCache {
             *underway += 1;
             missing -= 1;
             let attempts = attempt_of(server);
+            self.lost_slots.remove(&(*server, slot));
             self.requests.insert(
                 (*server, slot),
                 SlotRequest {
