@@ -8,7 +8,7 @@ mod hostile;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_offers::{AsyncOffersClient, Config, ManualClock};
 use common::*;
@@ -149,20 +149,23 @@ async fn offer_paths_for_a_slot_requested_before_a_restart_are_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_to_requests_lost_with_a_connection_fill_their_slots_on_the_next() {
     let server = HostileServer::start().await;
-    server.handler.honest.store(false, Ordering::SeqCst);
+    // It stores invoices, and answers requests only as the test says.
+    server
+        .handler
+        .silent_on_requests
+        .store(true, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
-    // The clock stands still: the lost requests' backoff never ends, so only their own
-    // answers can fill the slots.
+    // The clock stands still: the lost requests' backoff ends only with an answer taken.
     let (client, mut stored) = victim(&server, dir.path(), 2, Arc::new(ManualClock::new(now())));
     client.start().unwrap();
     requests_seen(&server, 2).await;
     let lost: Vec<u16> = server.seen().requests.iter().map(|r| r.0).collect();
 
-    // The link drops before any answer. The server answers one request at once: its
-    // messenger holds the answer and sends it as the client connects again, right after its
-    // `init`. The other it answers once the client is back.
+    // The link drops before any answer. The server answers one request at once: the answer
+    // waits for the client and reaches it as it connects again, right after the server's
+    // `init`. The other it answers once the client is back (by then the client may have asked
+    // for that slot again, the first answer having ended the backoff).
     server.drop_connections();
-    server.handler.honest.store(true, Ordering::SeqCst);
     server.answer_request(lost[0], Some(0), server.handler.offer_paths(None, 1));
     stored.reconnected().await;
     server.answer_request(lost[1], Some(1), server.handler.offer_paths(None, 1));
@@ -172,6 +175,47 @@ async fn answers_to_requests_lost_with_a_connection_fill_their_slots_on_the_next
     let mut lost = lost;
     lost.sort();
     assert_eq!(filled, lost, "the lost requests' slots are the ones filled");
+    assert_eq!(
+        server.seen().invoices.len(),
+        2,
+        "each offer's invoice was sent once"
+    );
+    assert_eq!(panics(), 0, "something panicked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_over_paths_that_came_before_the_reconnection_is_known_sends_its_invoice_once() {
+    let server = HostileServer::start().await;
+    server
+        .handler
+        .silent_on_requests
+        .store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (client, _) = victim(&server, dir.path(), 1, Arc::new(ManualClock::new(now())));
+    client.start().unwrap();
+    requests_seen(&server, 1).await;
+    let slot = server.seen().requests[0].0;
+
+    // The engine hears the connection was lost (here through the app's handler, the socket
+    // staying up), and the server's answer comes before it hears of the next connection.
+    let handler = client.protocol_handler(server.config.node_id).unwrap();
+    handler.server_disconnected();
+    server.answer_request(slot, Some(0), server.handler.offer_paths(None, 1));
+    let deadline = Instant::now() + WAIT;
+    while !client.offers().iter().any(|offer| offer.slot == slot) {
+        assert!(Instant::now() < deadline, "the late answer was not taken");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Connected again after a connection that worked: every unconfirmed invoice is sent.
+    handler.server_connected();
+    client.wait_for_ready_offers(1, WAIT).await.unwrap();
+    // A second send would have left once the first was answered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.seen().invoices.len(),
+        1,
+        "the new offer's invoice was sent once"
+    );
     assert_eq!(panics(), 0, "something panicked");
 }
 

@@ -14,7 +14,7 @@ use lightning::onion_message::messenger::Responder;
 use lightning::onion_message::offers::OffersMessage;
 use lightning::util::ser::Writeable;
 
-use super::outbox::{serve_message, Outgoing};
+use super::outbox::serve_message;
 use super::{Engine, State};
 use crate::clock::Time;
 use crate::events::{Event, OfferInfo};
@@ -134,10 +134,7 @@ impl Engine {
                     self.accept_offer_paths(server, message, context, responder)
                 }));
                 match built {
-                    Ok(Ok(outgoing)) => {
-                        self.queue(server, outgoing);
-                        self.wake_transports();
-                    }
+                    Ok(Ok(())) => self.wake_transports(),
                     Ok(Err(why)) => {
                         log::warn!("rejected OfferPaths: {why}");
                         self.note_problem(server, format!("rejected its offer paths: {why}"));
@@ -163,15 +160,16 @@ impl Engine {
         self.run_offloaded(move |engine| engine.confirm_invoice(context));
     }
 
-    /// Checks an `OfferPaths` from `server` and builds the offer and its invoice. The offer is
-    /// Pending, in memory only: it is first written once the server confirms its invoice.
+    /// Checks an `OfferPaths` from `server`, builds the offer and its invoice, and queues the
+    /// invoice. The offer is Pending, in memory only: it is first written once the server
+    /// confirms its invoice.
     pub(super) fn accept_offer_paths(
         &self,
         server: PublicKey,
         message: OfferPaths,
         context: AsyncPaymentsContext,
         responder: Option<Responder>,
-    ) -> Result<Outgoing, Refusal> {
+    ) -> Result<(), Refusal> {
         let AsyncPaymentsContext::OfferPaths {
             invoice_slot,
             path_absolute_expiry,
@@ -230,7 +228,7 @@ impl Engine {
         let mut state = self.lock();
         // Again: a duplicate of this message may have filled the slot meanwhile.
         check(&state)?;
-        let offer = CachedOffer::new_pending(
+        let mut offer = CachedOffer::new_pending(
             server,
             invoice_slot,
             offer,
@@ -241,7 +239,19 @@ impl Engine {
             monotonic,
         );
         let id = offer.id();
-        let outgoing = serve_message(&offer);
+        // Queued under the lock that inserts the offer: a reconnection's resends cannot slip
+        // in between and queue it a second time.
+        let connected = state.cache.reachability(&server) == Reachability::Connected;
+        match (connected, state.links.get_mut(&server)) {
+            (true, Some(link)) => link.queue(serve_message(&offer)),
+            // Paths for a lost request that came before the client heard the server is
+            // connected again, or as the link dropped: the invoice is not sent yet, and the
+            // resends planned on connection send it, once.
+            _ => {
+                offer.invoice_sent_at = None;
+                offer.delivery.sends = 0;
+            }
+        }
         state.cache.insert_pending(offer);
         let hints_changed = state.hints_version != hints_version;
         drop(state);
@@ -252,7 +262,7 @@ impl Engine {
         log::debug!(
             "built offer for slot {invoice_slot} of server {server}; sending its static invoice"
         );
-        Ok(outgoing)
+        Ok(())
     }
 
     pub(super) fn confirm_invoice(&self, context: AsyncPaymentsContext) {

@@ -394,13 +394,6 @@ impl Engine {
         .map(|wait| wait.max(Duration::from_millis(1)))
     }
 
-    /// Queues `outgoing` for `server`.
-    pub(super) fn queue(&self, server: PublicKey, outgoing: Outgoing) {
-        if let Some(link) = self.lock().links.get_mut(&server) {
-            link.outbox.push(outgoing);
-        }
-    }
-
     /// Queues the `OfferPathsRequest`s the cache plans, each to its server.
     pub(super) fn queue_offer_paths_requests(&self, state: &mut State) {
         let now = Time::of(&*self.clock);

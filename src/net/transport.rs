@@ -500,8 +500,8 @@ mod tests {
             // Half a period: the timer's own `now` was taken a moment before this one.
             assert!(
                 after_the_late_tick.elapsed() >= period / 2,
-                "the next tick came {:?} after the late one, not a period later: LDK would \
-                 take the two for an unanswered ping",
+                "the next tick came {:?} after the late one, not about a period later: LDK \
+                 would take the two for an unanswered ping",
                 after_the_late_tick.elapsed()
             );
         });

@@ -141,6 +141,8 @@ pub struct HostileHandler {
     keys: Arc<KeysManager>,
     /// Answer requests and store invoices as a server does.
     pub honest: AtomicBool,
+    /// Store invoices, but answer requests only when the test says so.
+    pub silent_on_requests: AtomicBool,
     /// Answer requests, but never confirm an invoice.
     pub never_confirm: AtomicBool,
     /// When the offer paths of honest answers expire (seconds since the epoch; `None`: never).
@@ -256,7 +258,9 @@ impl AsyncPaymentsMessageHandler for HostileHandler {
         seen.received += 1;
         seen.requests
             .push((message.invoice_slot, responder.clone()));
-        self.honest.load(Ordering::SeqCst).then(|| {
+        let answers =
+            self.honest.load(Ordering::SeqCst) && !self.silent_on_requests.load(Ordering::SeqCst);
+        answers.then(|| {
             (
                 self.offer_paths(*self.paths_expiry.lock().unwrap(), 1),
                 responder.respond_with_reply_path(Self::store_reply_context(message.invoice_slot)),
@@ -427,6 +431,7 @@ impl HostileServer {
             node_id,
             keys: keys.clone(),
             honest: AtomicBool::new(true),
+            silent_on_requests: AtomicBool::new(false),
             never_confirm: AtomicBool::new(false),
             never_confirm_offers: Mutex::default(),
             hold_invoices: AtomicBool::new(false),

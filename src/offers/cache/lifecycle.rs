@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(
             cache.check_offer_paths(server_key(), 7, now + HOUR, &paths, None, now),
             Err(OfferPathsRejection::SlotNotRequested),
-            "a slot not asked for, while requests cover every offer missing"
+            "a slot neither requested nor lost with a connection"
         );
         assert_eq!(
             cache.check_offer_paths(server_key(), 0, now + HOUR, &[], None, now),

@@ -8,10 +8,10 @@
 //!    share of the target; the missing offers' slots are drawn and `OfferPathsRequest`s
 //!    planned, retried with backoff (kept across connections the server dropped unanswered).
 //! 2. The server's `OfferPaths` are checked (`lifecycle::check_offer_paths`): requested (or
-//!    answering a request lost with a connection, for a slot no offer took while an offer is
-//!    missing: `slots::takes_late_answer`), lasting, not too many; the offer is built outside and comes back Pending
-//!    (`insert_pending`), its invoice sent, and resent at its backoff until confirmed
-//!    (`refresh::plan_resends`).
+//!    answering a request lost with a connection, while an offer is missing:
+//!    `slots::takes_late_answer`), lasting, not too many; the offer is built outside and comes
+//!    back Pending (`insert_pending`), its invoice sent, and resent at its backoff until
+//!    confirmed (`refresh::plan_resends`).
 //! 3. The confirmation makes it Ready (`lifecycle::invoice_persisted`); Ready offers beyond the
 //!    target, or too old, make way.
 //! 4. The app takes it (`take`, or `offer_for` a label): Used, and its slot is never reused

@@ -170,6 +170,7 @@ impl OfferCache {
     pub(super) fn takes_late_answer(&self, server: &PublicKey, slot: u16, now: Duration) -> bool {
         self.lost_slots.contains(&(*server, slot))
             && self.offers_missing(server, now) > 0
+            // Filling a slot forgets it as lost; checked still, as no slot may get two offers.
             && !self
                 .offers
                 .iter()
