@@ -146,20 +146,39 @@ async fn offer_paths_for_a_slot_requested_before_a_restart_are_rejected() {
     assert_eq!(panics(), 0, "something panicked");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_to_requests_lost_with_a_connection_fill_their_slots_on_the_next() {
+/// A started client of `offers` offers, and the slots of its requests, which the server has
+/// seen and left unanswered: it stores invoices, and answers requests only as the test says.
+/// The clock stands still, so that lost requests' backoff ends only with an answer taken.
+async fn requests_left_unanswered(
+    offers: u16,
+) -> (
+    HostileServer,
+    tempfile::TempDir,
+    AsyncOffersClient,
+    Stored,
+    Vec<u16>,
+) {
     let server = HostileServer::start().await;
-    // It stores invoices, and answers requests only as the test says.
     server
         .handler
         .silent_on_requests
         .store(true, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
-    // The clock stands still: the lost requests' backoff ends only with an answer taken.
-    let (client, mut stored) = victim(&server, dir.path(), 2, Arc::new(ManualClock::new(now())));
+    let (client, stored) = victim(
+        &server,
+        dir.path(),
+        offers,
+        Arc::new(ManualClock::new(now())),
+    );
     client.start().unwrap();
-    requests_seen(&server, 2).await;
-    let lost: Vec<u16> = server.seen().requests.iter().map(|r| r.0).collect();
+    requests_seen(&server, offers.into()).await;
+    let slots = server.seen().requests.iter().map(|r| r.0).collect();
+    (server, dir, client, stored, slots)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_requests_lost_with_a_connection_fill_their_slots_on_the_next() {
+    let (server, _dir, client, mut stored, lost) = requests_left_unanswered(2).await;
 
     // The link drops before any answer. The server answers one request at once: the answer
     // waits for the client and reaches it as it connects again, right after the server's
@@ -185,16 +204,8 @@ async fn answers_to_requests_lost_with_a_connection_fill_their_slots_on_the_next
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_over_paths_that_came_before_the_reconnection_is_known_sends_its_invoice_once() {
-    let server = HostileServer::start().await;
-    server
-        .handler
-        .silent_on_requests
-        .store(true, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let (client, _) = victim(&server, dir.path(), 1, Arc::new(ManualClock::new(now())));
-    client.start().unwrap();
-    requests_seen(&server, 1).await;
-    let slot = server.seen().requests[0].0;
+    let (server, _dir, client, _, requested) = requests_left_unanswered(1).await;
+    let slot = requested[0];
 
     // The engine hears the connection was lost (here through the app's handler, the socket
     // staying up), and the server's answer comes before it hears of the next connection.
