@@ -12,7 +12,6 @@ use lightning::blinded_path::message::{AsyncPaymentsContext, OffersContext};
 use lightning::onion_message::async_payments::OfferPaths;
 use lightning::onion_message::messenger::Responder;
 use lightning::onion_message::offers::OffersMessage;
-use lightning::util::ser::Writeable;
 
 use super::outbox::serve_message;
 use super::{Engine, State};
@@ -107,7 +106,7 @@ impl Engine {
         responder: Option<Responder>,
     ) {
         if let AsyncPaymentsContext::OfferPaths { invoice_slot, .. } = &context {
-            self.request_answered(server, *invoice_slot, message.serialized_length());
+            self.request_answered(server, *invoice_slot, &message, responder.as_ref());
         }
         self.offer_builds.push(OfferBuild {
             server,

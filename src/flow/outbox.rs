@@ -12,10 +12,11 @@ use lightning::blinded_path::message::{
 };
 use lightning::offers::offer::OfferId;
 use lightning::onion_message::async_payments::{
-    AsyncPaymentsMessage, OfferPathsRequest, ServeStaticInvoice,
+    AsyncPaymentsMessage, OfferPaths, OfferPathsRequest, ServeStaticInvoice,
 };
-use lightning::onion_message::messenger::{Destination, MessageSendInstructions};
+use lightning::onion_message::messenger::{Destination, MessageSendInstructions, Responder};
 use lightning::onion_message::offers::OffersMessage;
+use lightning::util::ser::Writeable;
 
 use super::{Engine, State, OFFER_PATHS_REPLY_PATH_LIFETIME};
 use crate::clock::Time;
@@ -87,8 +88,9 @@ const LARGE_ANSWER_BYTES: usize = 32_900;
 /// What a check's answers may take: the invoice, in a large onion, twice with the Client
 /// target (forwarded to us, and the server's own).
 const CHECK_ANSWER_BYTES: usize = 2 * LARGE_ANSWER_BYTES;
-/// `OfferPaths` content above this many bytes goes in a large onion: what LDK's small one
-/// holds, less what our own one-hop reply path adds.
+/// An `OfferPaths` whose content and the server's reply path (for our invoice) take more than
+/// this many bytes goes in a large onion: what LDK's small one holds (1,300), less what the
+/// hop of our own one-hop reply path adds.
 const SMALL_OFFER_PATHS_BYTES: usize = 1_000;
 /// Until a server's first `OfferPaths` shows how large its answers are, at most this many
 /// requests go unanswered even where small answers are expected: enough for a fill of 20 in
@@ -103,9 +105,15 @@ const _: () = assert!(
 /// a 32 KiB onion in that messenger's own 256 KiB buffer for the server, beside the checks'.
 const INVOICES_VIA_MESSENGER: usize = 3;
 
-/// How many bytes the onion of an `OfferPaths` carrying `paths_bytes` of content takes.
-pub(super) fn offer_paths_answer_bytes(paths_bytes: usize) -> usize {
-    match paths_bytes > SMALL_OFFER_PATHS_BYTES {
+/// How many bytes the onion of `message`, with the server's reply path in `responder`, takes:
+/// LDK sizes the onion by the whole final payload, the reply path included (padded to four
+/// hops by LDK's router, it alone takes about 700 bytes).
+pub(super) fn offer_paths_answer_bytes(
+    message: &OfferPaths,
+    responder: Option<&Responder>,
+) -> usize {
+    let content = message.serialized_length() + responder.map_or(0, Writeable::serialized_length);
+    match content > SMALL_OFFER_PATHS_BYTES {
         true => LARGE_ANSWER_BYTES,
         false => SMALL_ANSWER_BYTES,
     }
@@ -557,11 +565,18 @@ impl Engine {
         released
     }
 
-    /// `server` answered the request for `slot` with an `OfferPaths` of `paths_bytes`: room
-    /// for the next requests, as many as answers of that size leave room for.
-    pub(super) fn request_answered(&self, server: PublicKey, slot: u16, paths_bytes: usize) {
+    /// `server` answered the request for `slot` with `message` over a reply path to it in
+    /// `responder`: room for the next requests, as many as answers of that size leave room for.
+    pub(super) fn request_answered(
+        &self,
+        server: PublicKey,
+        slot: u16,
+        message: &OfferPaths,
+        responder: Option<&Responder>,
+    ) {
+        let answer_bytes = offer_paths_answer_bytes(message, responder);
         self.answered(server, |link| {
-            link.request_answered_with(slot, offer_paths_answer_bytes(paths_bytes))
+            link.request_answered_with(slot, answer_bytes)
         });
     }
 
@@ -607,6 +622,91 @@ mod tests {
         Link::new(u32::MAX, &paths)
     }
 
+    /// An `OfferPaths` with `paths` paths padded to four hops, and a reply path of the
+    /// server's, padded so or one hop.
+    fn answer(paths: usize, padded_reply_path: bool) -> (OfferPaths, BlindedMessagePath) {
+        let fixture = offer_fixture();
+        let message = OfferPaths {
+            paths: fixture.server_paths(paths, 3),
+            paths_absolute_expiry: None,
+        };
+        let reply_path = fixture.server_paths(1, if padded_reply_path { 3 } else { 0 });
+        (message, reply_path[0].clone())
+    }
+
+    /// What we take `answer`'s onion to be.
+    fn priced(answer: &(OfferPaths, BlindedMessagePath)) -> usize {
+        let responder = crate::offers::responder::responder_for(&answer.1);
+        offer_paths_answer_bytes(&answer.0, Some(&responder))
+    }
+
+    /// What `answer`'s onion is, as LDK builds it over a reply path of ours (one hop, as the
+    /// transport makes them).
+    fn built_by_ldk(answer: &(OfferPaths, BlindedMessagePath)) -> usize {
+        use lightning::blinded_path::EmptyNodeIdLookUp;
+        use lightning::onion_message::messenger::{create_onion_message, OnionMessagePath};
+        use lightning::sign::{KeysManager, NodeSigner, Recipient};
+        let secp = lightning::bitcoin::secp256k1::Secp256k1::new();
+        let (ours, servers) = (
+            KeysManager::new(&[7; 32], 1, 1, true),
+            KeysManager::new(&[8; 32], 1, 1, true),
+        );
+        let our_reply_path = BlindedMessagePath::new(
+            &[],
+            ours.get_node_id(Recipient::Node).unwrap(),
+            ours.get_receive_auth_key(),
+            MessageContext::AsyncPayments(AsyncPaymentsContext::OfferPaths {
+                invoice_slot: u16::MAX,
+                path_absolute_expiry: Duration::from_secs(u64::from(u32::MAX)),
+            }),
+            &ours,
+            &secp,
+        );
+        let path = OnionMessagePath {
+            intermediate_nodes: Vec::new(),
+            destination: Destination::BlindedPath(our_reply_path),
+            first_node_addresses: Vec::new(),
+        };
+        let (_, onion, _) = create_onion_message(
+            &&servers,
+            &&servers,
+            &&EmptyNodeIdLookUp {},
+            &secp,
+            path,
+            AsyncPaymentsMessage::OfferPaths(answer.0.clone()),
+            Some(answer.1.clone()),
+        )
+        .unwrap();
+        match onion.onion_routing_packet.hop_data.len() {
+            1_300 => SMALL_ANSWER_BYTES,
+            _ => LARGE_ANSWER_BYTES,
+        }
+    }
+
+    /// The answer size `answer_bytes(paths, padded_reply_path)` shows.
+    fn answer_bytes(paths: usize, padded_reply_path: bool) -> usize {
+        priced(&answer(paths, padded_reply_path))
+    }
+
+    #[test]
+    fn an_answer_is_priced_as_ldk_builds_its_onion_reply_path_included() {
+        for (paths, padded_reply_path, expected) in [
+            // The reference server: one padded path, a one-hop reply path.
+            (1, false, SMALL_ANSWER_BYTES),
+            // LDK's router (ldk-node with no channel): one padded path, a padded reply path.
+            (1, true, LARGE_ANSWER_BYTES),
+            (3, false, LARGE_ANSWER_BYTES),
+        ] {
+            let answer = answer(paths, padded_reply_path);
+            assert_eq!(
+                built_by_ldk(&answer),
+                expected,
+                "{paths} {padded_reply_path}"
+            );
+            assert_eq!(priced(&answer), expected, "{paths} {padded_reply_path}");
+        }
+    }
+
     #[test]
     fn answers_owed_are_bounded_by_the_bytes_the_server_buffers_for_them() {
         let now = Duration::from_secs(1_000);
@@ -614,7 +714,7 @@ mod tests {
         let mut link = link_to(false);
         assert_eq!(requests_leaving(&mut link, 0, 0, now), 20);
         // An answer shows they are small: many more may be owed, within the bytes.
-        link.request_answered_with(0, offer_paths_answer_bytes(688));
+        link.request_answered_with(0, answer_bytes(1, false));
         let more = requests_leaving(&mut link, 100, 0, now);
         assert_eq!(more, OWED_ANSWER_BYTES / SMALL_ANSWER_BYTES - 19);
         // Unanswered ones stop counting after their timeout.
@@ -625,7 +725,7 @@ mod tests {
         // the 19 still out count as large too (as small, 6 more would fit), and no more leave.
         let mut link = link_to(false);
         assert_eq!(requests_leaving(&mut link, 0, 0, now), 20);
-        link.request_answered_with(0, offer_paths_answer_bytes(5_000));
+        link.request_answered_with(0, answer_bytes(3, false));
         assert_eq!(link.requests_in_flight.bytes(now), 19 * LARGE_ANSWER_BYTES);
         assert_eq!(requests_leaving(&mut link, 100, 0, now), 0);
         let later = now + InFlight::<u16>::TIMEOUT;
