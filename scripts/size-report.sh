@@ -16,14 +16,18 @@ build() {
 library="$target_dir/mobile/libasync_offers.so"
 [ "$(uname)" = Darwin ] && library="$target_dir/mobile/libasync_offers.dylib"
 
-# The same build with its symbols kept, to attribute each symbol's bytes to the crate its
-# (demangled) name starts with: an estimate, as generic code lands under the crate that
-# defines it, wherever it is used. `-C strip` only changes the link, so nothing else rebuilds.
 per_crate=""
-# GNU nm's options (binutils, which Rust's linking on Linux needs anyway); elsewhere only the
-# total is printed.
-if nm --version 2>/dev/null | grep -q "GNU nm"; then
+# With GNU binutils (which Rust's linking on Linux needs anyway), one build with its symbols
+# kept: each symbol's bytes go to the crate its (demangled) name starts with, an estimate, as
+# generic code lands under the crate that defines it, wherever it is used; and `strip
+# --strip-all` of a copy gives the shipped bytes, as the profile's own strip does (the linker's
+# --strip-all). Two builds, stripped and not, would each redo the crate's LTO on every run.
+# Elsewhere only the total is printed, of the profile's stripped build.
+if nm --version 2>/dev/null | grep -q "GNU nm" && strip --version 2>/dev/null | grep -q "GNU strip"; then
     build -- -C strip=none
+    stripped="$target_dir/mobile/size-report/$(basename "$library")"
+    mkdir -p "$(dirname "$stripped")"
+    strip --strip-all -o "$stripped" "$library"
     per_crate="$(nm --print-size --radix=d --defined-only -C "$library" | awk '
     NF >= 4 {
         size = $2 + 0; name = $4
@@ -49,9 +53,10 @@ if nm --version 2>/dev/null | grep -q "GNU nm"; then
         printf "%d\t%s\n", rest, "[crates under 100 KB each]"
         printf "%d\t%s\n", total, "[all symbols]"
     }' | sort -rn)"
+    library="$stripped"
+else
+    build
 fi
-
-build
 bytes="$(wc -c < "$library")"
 target="$(rustc -vV | sed -n 's/^host: //p')"
 if [ "${1:-}" = "--json" ]; then
