@@ -807,3 +807,52 @@ async fn maintain(engine: Arc<Engine>, every: Duration, mut shutdown: watch::Rec
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::offers::cache::OfferState;
+    use crate::test_utils::{offer_fixture, server_key};
+    use lightning::bitcoin::Network;
+    use lightning::blinded_path::message::{BlindedMessagePath, MessageContext};
+
+    #[test]
+    fn a_client_listing_its_offers_from_disk_derives_no_key() {
+        // The cold start `examples/bench.rs` measures: deriving a `KeysManager` is a fifth of it.
+        let dir = tempfile::tempdir().unwrap();
+        let store = OfferStore::new(Arc::new(PrivateFilesystemStore::new(dir.path().into())));
+        let fixture = offer_fixture();
+        for slot in 0..10 {
+            let mut offer = fixture.cached(slot, Duration::from_secs(1_800_000_000), None);
+            offer.state = OfferState::Ready;
+            store.save(&offer).unwrap();
+        }
+        // As a filled data dir has it (a new install draws its key from the wallet's keys).
+        store.save_install_key(&[9; 32]).unwrap();
+        let keys = lightning::sign::KeysManager::new(&[3; 32], 1, 1, true);
+        let path = BlindedMessagePath::one_hop(
+            server_key(),
+            lightning::sign::ReceiveAuthKey([1; 32]),
+            MessageContext::Custom(vec![]),
+            &keys,
+            &lightning::bitcoin::secp256k1::Secp256k1::new(),
+        );
+        let config = Config::new(
+            Network::Regtest,
+            dir.path(),
+            ServerConfig {
+                node_id: server_key(),
+                address: "127.0.0.1:9735".into(),
+                paths: vec![path],
+            },
+        );
+        let client = AsyncOffersClient::new(config, [1; 32]).unwrap();
+        assert_eq!(client.ready_offers().len(), 10);
+        client.status();
+        assert!(
+            !client.keys.any_derived(),
+            "a cold start derived a KeysManager it did not need"
+        );
+    }
+}

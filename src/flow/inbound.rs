@@ -246,10 +246,7 @@ impl Engine {
             // Paths for a lost request that came before the client heard the server is
             // connected again, or as the link dropped: the invoice is not sent yet, and the
             // resends planned on connection send it, once.
-            _ => {
-                offer.invoice_sent_at = None;
-                offer.delivery.sends = 0;
-            }
+            _ => offer.invoice_not_sent(),
         }
         state.cache.insert_pending(offer);
         let hints_changed = state.hints_version != hints_version;

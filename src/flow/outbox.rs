@@ -398,8 +398,6 @@ impl Engine {
         .into_iter()
         .flatten()
         .min()
-        // One due already is let go of at the next release: soon, not at the next wake-up.
-        .map(|wait| wait.max(Duration::from_millis(1)))
     }
 
     /// Queues the `OfferPathsRequest`s the cache plans, each to its server.

@@ -108,25 +108,17 @@ pub(crate) struct Acquired {
     pub others_held_it: bool,
 }
 
-/// A nonce no other client has: the time, this process and a count of its clients, hashed
-/// under std's random per-process keys (cheaper than a `KeysManager`'s entropy, which a client
-/// only listing its offers never derives).
+/// A nonce no other client has: 128 bits hashed under fresh keys of std's `RandomState`
+/// (random per thread, from the OS, and changed for each one made), cheaper than a
+/// `KeysManager`'s entropy, which a client only listing its offers never derives.
 pub(crate) fn unique_nonce() -> [u8; 16] {
     use std::hash::{BuildHasher, Hasher};
-    static CLIENTS: AtomicU64 = AtomicU64::new(0);
-    let count = CLIENTS.fetch_add(1, Ordering::Relaxed);
-    let time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
     let mut nonce = [0u8; 16];
-    for (half, salt) in nonce.chunks_mut(8).zip([0u8, 1]) {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u8(salt);
-        hasher.write_u128(time);
-        hasher.write_u32(std::process::id());
-        hasher.write_u64(count);
-        half.copy_from_slice(&hasher.finish().to_be_bytes());
+    for half in nonce.chunks_mut(8) {
+        let hash = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        half.copy_from_slice(&hash.to_be_bytes());
     }
     nonce
 }

@@ -161,6 +161,14 @@ fn transport_seed(seed: &[u8; 32]) -> [u8; 32] {
 }
 
 #[cfg(test)]
+impl WalletKeys {
+    /// Whether either identity's `KeysManager` was derived yet.
+    pub(crate) fn any_derived(&self) -> bool {
+        self.wallet.get().is_some() || self.transport.get().is_some()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

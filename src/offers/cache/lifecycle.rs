@@ -530,6 +530,21 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_forgets_the_slots_lost_with_a_connection() {
+        let fixture = offer_fixture();
+        let mut cache = connected(policy(2), vec![]);
+        cache.plan_requests(at(t0()));
+        cache.set_reachability(server_key(), Reachability::Unreachable);
+        assert_eq!(answer(&cache, &fixture, server_key(), 0), Ok(()));
+        // Another client used the data dir meanwhile, and may have asked for that slot.
+        cache.reload(Vec::new());
+        assert_eq!(
+            answer(&cache, &fixture, server_key(), 0),
+            Err(OfferPathsRejection::SlotNotRequested)
+        );
+    }
+
+    #[test]
     fn a_late_answer_is_refused_once_requests_to_other_servers_cover_the_missing_offers() {
         let fixture = offer_fixture();
         let other = pubkey(7);

@@ -166,6 +166,13 @@ impl CachedOffer {
         }
     }
 
+    /// Its first invoice was not sent after all (its server was not connected): the resends
+    /// planned on connection send it.
+    pub fn invoice_not_sent(&mut self) {
+        self.invoice_sent_at = None;
+        self.delivery.sends = 0;
+    }
+
     pub fn id(&self) -> OfferId {
         self.offer.id()
     }

@@ -174,7 +174,7 @@ impl OfferCache {
             && !self
                 .offers
                 .iter()
-                .any(|offer| offer.server == *server && offer.slot == slot)
+                .any(|offer| offer.slot == slot && offer.server == *server)
     }
 
     /// The `OfferPathsRequest`s to send now: retries that are due, then a new slot for each
